@@ -1,0 +1,295 @@
+//! Domains, domain patterns and mail addresses, normalised once so that every
+//! comparison elsewhere is a plain equality.
+//!
+//! Domains compare after IDNA to ASCII, in lower case and without a trailing
+//! dot. Local parts compare exactly as the MTA gave them (RFC 5321 §2.4: the
+//! local part is case-sensitive, and only the receiving host may fold it).
+
+use std::fmt;
+
+/// A domain name in its canonical form: IDNA A-labels, lower case, no
+/// trailing dot.
+#[derive(Clone, Debug, Eq, Hash, PartialEq, Ord, PartialOrd)]
+pub struct Domain(String);
+
+#[derive(Clone, Debug, Eq, PartialEq, thiserror::Error)]
+pub enum DomainError {
+    #[error("empty domain")]
+    Empty,
+    #[error("domain is longer than 253 characters")]
+    TooLong,
+    #[error("domain has an empty label")]
+    EmptyLabel,
+    #[error("domain label is longer than 63 characters")]
+    LabelTooLong,
+    #[error("domain is not a valid IDNA name")]
+    Idna,
+}
+
+impl Domain {
+    /// Parses a domain given as text (UTF-8 or ASCII, any case, optionally
+    /// with one trailing dot).
+    pub fn parse(input: &str) -> Result<Self, DomainError> {
+        Self::parse_bytes(input.as_bytes())
+    }
+
+    /// Parses a domain from raw bytes, as found in a header or an SMTP
+    /// command (RFC 6531 allows UTF-8 there).
+    pub fn parse_bytes(input: &[u8]) -> Result<Self, DomainError> {
+        let input = input.strip_suffix(b".").unwrap_or(input);
+        if input.is_empty() {
+            return Err(DomainError::Empty);
+        }
+        let ascii = idna::domain_to_ascii_cow(input, idna::AsciiDenyList::STD3)
+            .map_err(|_| DomainError::Idna)?;
+        let ascii = ascii.to_ascii_lowercase();
+        if ascii.len() > 253 {
+            return Err(DomainError::TooLong);
+        }
+        for label in ascii.split('.') {
+            if label.is_empty() {
+                return Err(DomainError::EmptyLabel);
+            }
+            if label.len() > 63 {
+                return Err(DomainError::LabelTooLong);
+            }
+        }
+        Ok(Self(ascii))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// True when `self` is a strict subdomain of `parent`.
+    pub fn is_subdomain_of(&self, parent: &Domain) -> bool {
+        self.0.len() > parent.0.len()
+            && self.0.ends_with(parent.0.as_str())
+            && self.0.as_bytes()[self.0.len() - parent.0.len() - 1] == b'.'
+    }
+}
+
+impl fmt::Display for Domain {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A domain as written in the configuration: `example.com` matches exactly
+/// that domain; `*.example.org` matches every subdomain of example.org at any
+/// depth, but not example.org itself (list both to have both).
+#[derive(Clone, Debug, Eq, PartialEq)]
+pub enum DomainPattern {
+    Exact(Domain),
+    Subdomains(Domain),
+}
+
+impl DomainPattern {
+    pub fn parse(input: &str) -> Result<Self, DomainError> {
+        match input.strip_prefix("*.") {
+            Some(parent) => Ok(Self::Subdomains(Domain::parse(parent)?)),
+            None => Ok(Self::Exact(Domain::parse(input)?)),
+        }
+    }
+
+    pub fn matches(&self, domain: &Domain) -> bool {
+        match self {
+            Self::Exact(d) => d == domain,
+            Self::Subdomains(parent) => domain.is_subdomain_of(parent),
+        }
+    }
+}
+
+impl fmt::Display for DomainPattern {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Exact(d) => write!(f, "{d}"),
+            Self::Subdomains(d) => write!(f, "*.{d}"),
+        }
+    }
+}
+
+/// True when any pattern of the list matches the domain.
+pub fn any_matches(patterns: &[DomainPattern], domain: &Domain) -> bool {
+    patterns.iter().any(|p| p.matches(domain))
+}
+
+/// The domain part of an address: a name, or an address literal such as
+/// `[192.0.2.1]`, which is never one of our domains.
+#[derive(Clone, Debug, Eq, Hash, PartialEq)]
+pub enum AddressDomain {
+    Name(Domain),
+    Literal(String),
+}
+
+impl AddressDomain {
+    pub fn name(&self) -> Option<&Domain> {
+        match self {
+            Self::Name(d) => Some(d),
+            Self::Literal(_) => None,
+        }
+    }
+}
+
+impl fmt::Display for AddressDomain {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Name(d) => write!(f, "{d}"),
+            Self::Literal(l) => write!(f, "[{l}]"),
+        }
+    }
+}
+
+/// A mail address: the local part as given, the domain canonical.
+#[derive(Clone, Debug, Eq, Hash, PartialEq)]
+pub struct Address {
+    pub local: String,
+    pub domain: AddressDomain,
+}
+
+#[derive(Clone, Debug, Eq, PartialEq, thiserror::Error)]
+pub enum AddressError {
+    #[error("address has no @domain")]
+    NoDomain,
+    #[error("address has an empty local part")]
+    EmptyLocal,
+    #[error("address is not valid UTF-8")]
+    Encoding,
+    #[error("invalid domain: {0}")]
+    Domain(#[from] DomainError),
+}
+
+impl Address {
+    /// Parses `local@domain` (no angle brackets). The domain is whatever
+    /// follows the last `@`: a domain cannot hold one, a quoted local part
+    /// can.
+    pub fn parse(input: &str) -> Result<Self, AddressError> {
+        let (local, domain) = input.rsplit_once('@').ok_or(AddressError::NoDomain)?;
+        if local.is_empty() {
+            return Err(AddressError::EmptyLocal);
+        }
+        let domain = match domain.strip_prefix('[').and_then(|d| d.strip_suffix(']')) {
+            Some(literal) => AddressDomain::Literal(literal.to_string()),
+            None => AddressDomain::Name(Domain::parse(domain)?),
+        };
+        Ok(Self {
+            local: local.to_string(),
+            domain,
+        })
+    }
+}
+
+impl fmt::Display for Address {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}@{}", self.local, self.domain)
+    }
+}
+
+/// An envelope address from MAIL FROM or RCPT TO.
+#[derive(Clone, Debug, Eq, PartialEq)]
+pub enum EnvelopeAddress {
+    /// The null reverse-path `<>` (RFC 5321 §4.5.5: bounces).
+    Null,
+    Address(Address),
+}
+
+impl fmt::Display for EnvelopeAddress {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Null => f.write_str("<>"),
+            Self::Address(a) => write!(f, "{a}"),
+        }
+    }
+}
+
+/// Parses the first argument of MAIL FROM or RCPT TO as the MTA passes it to
+/// the milter: usually `<user@domain>`, possibly without brackets, possibly
+/// with an RFC 5321 §4.1.2 source route (`<@a,@b:user@domain>`), which is
+/// ignored as §C of RFC 5321 says.
+pub fn parse_envelope(arg: &[u8]) -> Result<EnvelopeAddress, AddressError> {
+    let arg = std::str::from_utf8(arg).map_err(|_| AddressError::Encoding)?;
+    let arg = arg.trim();
+    let inner = arg
+        .strip_prefix('<')
+        .and_then(|a| a.strip_suffix('>'))
+        .unwrap_or(arg);
+    if inner.is_empty() {
+        return Ok(EnvelopeAddress::Null);
+    }
+    let inner = match inner.strip_prefix('@') {
+        Some(routed) => routed
+            .split_once(':')
+            .map(|(_, a)| a)
+            .ok_or(AddressError::EmptyLocal)?,
+        None => inner,
+    };
+    Address::parse(inner).map(EnvelopeAddress::Address)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn domains_are_canonical() {
+        let d = Domain::parse("Example.COM.").unwrap();
+        assert_eq!(d.as_str(), "example.com");
+        assert_eq!(
+            Domain::parse("bücher.example").unwrap().as_str(),
+            "xn--bcher-kva.example"
+        );
+        assert_eq!(
+            Domain::parse("XN--BCHER-KVA.example").unwrap().as_str(),
+            "xn--bcher-kva.example"
+        );
+        assert_eq!(Domain::parse(""), Err(DomainError::Empty));
+        assert_eq!(Domain::parse("."), Err(DomainError::Empty));
+        assert!(Domain::parse("a..b").is_err());
+        assert!(Domain::parse("a b.com").is_err());
+        assert!(Domain::parse(&"a".repeat(64)).is_err());
+    }
+
+    #[test]
+    fn patterns_match_subdomains_only_with_star() {
+        let star = DomainPattern::parse("*.example.org").unwrap();
+        let exact = DomainPattern::parse("example.org").unwrap();
+        let d = |s| Domain::parse(s).unwrap();
+        assert!(star.matches(&d("a.example.org")));
+        assert!(star.matches(&d("b.a.EXAMPLE.org")));
+        assert!(!star.matches(&d("example.org")));
+        assert!(!star.matches(&d("badexample.org")));
+        assert!(exact.matches(&d("example.org.")));
+        assert!(!exact.matches(&d("a.example.org")));
+    }
+
+    #[test]
+    fn envelope_addresses() {
+        let a = |s: &str| parse_envelope(s.as_bytes());
+        assert_eq!(a("<>"), Ok(EnvelopeAddress::Null));
+        assert_eq!(a(""), Ok(EnvelopeAddress::Null));
+        let EnvelopeAddress::Address(x) = a("<Alice@Example.COM>").unwrap() else {
+            panic!("null")
+        };
+        assert_eq!(x.local, "Alice");
+        assert_eq!(x.domain.to_string(), "example.com");
+        let EnvelopeAddress::Address(x) = a("<\"a@b\"@evil.com>").unwrap() else {
+            panic!("null")
+        };
+        assert_eq!(x.domain.to_string(), "evil.com");
+        let EnvelopeAddress::Address(x) = a("<@relay.net,@r2.net:bob@example.com>").unwrap() else {
+            panic!("null")
+        };
+        assert_eq!(x.to_string(), "bob@example.com");
+        let EnvelopeAddress::Address(x) = a("bob@[192.0.2.1]").unwrap() else {
+            panic!("null")
+        };
+        assert_eq!(x.domain, AddressDomain::Literal("192.0.2.1".into()));
+        assert_eq!(a("<bob>"), Err(AddressError::NoDomain));
+        assert_eq!(a("<@example.com>"), Err(AddressError::EmptyLocal));
+        assert!(a("<bob@>").is_err());
+        assert_eq!(
+            parse_envelope(b"<\xff@example.com>"),
+            Err(AddressError::Encoding)
+        );
+    }
+}

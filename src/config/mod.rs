@@ -1,0 +1,578 @@
+//! Configuration: the YAML file (see `raw`) validated into typed values.
+//!
+//! Loading is two-phase. serde reads the file and refuses unknown keys; then
+//! every semantic check runs and collects all its errors, each with the file,
+//! the line and the dotted key, so one run of `check-config` lists every
+//! mistake at once.
+
+mod raw;
+
+use crate::address::{Address, DomainPattern};
+use ipnet::IpNet;
+use raw::{RawAuth, RawClass, RawConfig, Text};
+use serde::Deserialize;
+use std::{
+    fmt,
+    net::IpAddr,
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+#[derive(Clone, Copy, Debug, Default, Deserialize, Eq, PartialEq)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// Refuse what policy forbids.
+    #[default]
+    Enforce,
+    /// Refuse nothing; log and count what would have been refused.
+    Monitor,
+}
+
+#[derive(Clone, Copy, Debug, Default, Deserialize, Eq, PartialEq)]
+#[serde(rename_all = "lowercase")]
+pub enum OnError {
+    /// `451 4.3.0`: the client retries later, nothing is lost.
+    #[default]
+    Tempfail,
+    /// Let the message through when a check itself fails.
+    Accept,
+}
+
+#[derive(Clone, Copy, Debug, Default, Deserialize, Eq, PartialEq)]
+#[serde(rename_all = "snake_case")]
+pub enum UnknownClients {
+    /// Clients in no class may send only to `local_domains`.
+    #[default]
+    RelayDeny,
+    /// Clients in no class may not send at all.
+    Reject,
+}
+
+#[derive(Clone, Copy, Debug, Default, Deserialize, Eq, PartialEq)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+#[derive(Clone, Debug, Eq, PartialEq)]
+pub enum Listen {
+    Inet(String),
+    Unix(PathBuf),
+}
+
+impl fmt::Display for Listen {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Inet(a) => write!(f, "inet:{a}"),
+            Self::Unix(p) => write!(f, "unix:{}", p.display()),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Eq, PartialEq)]
+pub enum AuthMatch {
+    /// Any authenticated client.
+    Any,
+    /// One of these SASL logins, compared exactly.
+    Logins(Vec<String>),
+}
+
+#[derive(Clone, Debug)]
+pub struct Class {
+    pub name: String,
+    /// Matched against the client IP; empty means "any IP".
+    pub clients: Vec<IpNet>,
+    pub auth: Option<AuthMatch>,
+    /// Defaults to `local_domains`.
+    pub sender_domains: Vec<DomainPattern>,
+    pub sender_addresses: Option<Vec<Address>>,
+    pub from_domains: Option<Vec<DomainPattern>>,
+    pub login_match: bool,
+    pub allow_null_sender: bool,
+    pub mode: Option<Mode>,
+}
+
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub path: PathBuf,
+    pub listen: Listen,
+    pub socket_mode: u32,
+    pub mode: Mode,
+    pub on_error: OnError,
+    pub local_domains: Vec<DomainPattern>,
+    pub classes: Vec<Class>,
+    pub unknown_clients: UnknownClients,
+    pub from_strict: bool,
+    pub from_max_length: usize,
+    pub max_recipients: usize,
+    pub log_format: LogFormat,
+    pub max_connections: usize,
+    pub milter_timeout: Duration,
+}
+
+/// Default `socket_mode`: the MTA's group may connect, others may not.
+const DEFAULT_SOCKET_MODE: u32 = 0o660;
+/// Default `recipients.max_per_message`: Postfix's own
+/// `smtpd_recipient_limit` is 1000; a gateway for applications and staff
+/// rarely needs more than 100 per message, and bulk senders get an override.
+const DEFAULT_MAX_RECIPIENTS: usize = 100;
+/// Default `from_header.max_length`: a From: header is a handful of
+/// mailboxes; 16 KiB leaves room for any legitimate one and bounds the
+/// memory a hostile client can make us keep per message.
+const DEFAULT_FROM_MAX_LENGTH: usize = 16 * 1024;
+/// Default `milter.max_connections`: one milter connection per SMTP
+/// session; Postfix's default_process_limit is 100.
+const DEFAULT_MAX_CONNECTIONS: usize = 100;
+/// Default `milter.timeout`: same as libmilter, whose documentation advises
+/// not to decrease it.
+const DEFAULT_MILTER_TIMEOUT: Duration = Duration::from_secs(7210);
+
+/// One configuration error: where, which key, what is wrong.
+#[derive(Clone, Debug, Eq, PartialEq)]
+pub struct ConfigError {
+    pub file: PathBuf,
+    pub line: u64,
+    pub key: String,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}: ", self.file.display(), self.line)?;
+        if !self.key.is_empty() {
+            write!(f, "{}: ", self.key)?;
+        }
+        f.write_str(&self.message)
+    }
+}
+
+/// Every error found in one configuration file.
+#[derive(Clone, Debug, Eq, PartialEq, thiserror::Error)]
+pub struct ConfigErrors(pub Vec<ConfigError>);
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, e) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str("\n")?;
+            }
+            write!(f, "{e}")?;
+        }
+        Ok(())
+    }
+}
+
+impl Config {
+    /// Reads and validates a configuration file.
+    pub fn load(path: &Path) -> Result<Self, ConfigErrors> {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            ConfigErrors(vec![ConfigError {
+                file: path.to_path_buf(),
+                line: 0,
+                key: String::new(),
+                message: format!("cannot read: {e}"),
+            }])
+        })?;
+        Self::parse(path, &text)
+    }
+
+    /// Validates configuration text; `path` is used in error messages.
+    pub fn parse(path: &Path, text: &str) -> Result<Self, ConfigErrors> {
+        let raw: RawConfig = serde_saphyr::from_str(text).map_err(|e| {
+            let line = e.location().map(|l| l.line()).unwrap_or(0);
+            ConfigErrors(vec![ConfigError {
+                file: path.to_path_buf(),
+                line,
+                key: String::new(),
+                message: serde_message(&e),
+            }])
+        })?;
+        let mut v = Validator {
+            file: path.to_path_buf(),
+            errors: Vec::new(),
+        };
+        let config = v.config(raw);
+        if v.errors.is_empty() {
+            Ok(config)
+        } else {
+            Err(ConfigErrors(v.errors))
+        }
+    }
+
+    /// The mode that applies to a class (its own, else the global one).
+    pub fn mode_for(&self, class: Option<&Class>) -> Mode {
+        class.and_then(|c| c.mode).unwrap_or(self.mode)
+    }
+}
+
+/// serde-saphyr renders a source snippet under its message; the error line
+/// here already says where, so keep the first line only.
+fn serde_message(e: &serde_saphyr::Error) -> String {
+    let full = e.to_string();
+    let first = full.lines().next().unwrap_or("invalid YAML").trim();
+    first.to_string()
+}
+
+struct Validator {
+    file: PathBuf,
+    errors: Vec<ConfigError>,
+}
+
+impl Validator {
+    fn error(&mut self, line: u64, key: impl Into<String>, message: impl Into<String>) {
+        self.errors.push(ConfigError {
+            file: self.file.clone(),
+            line,
+            key: key.into(),
+            message: message.into(),
+        });
+    }
+
+    fn config(&mut self, raw: RawConfig) -> Config {
+        let listen = self.listen(&raw.listen);
+        let socket_mode = raw
+            .socket_mode
+            .as_ref()
+            .and_then(
+                |m| match u32::from_str_radix(m.value.trim_start_matches("0o"), 8) {
+                    Ok(mode) if mode <= 0o777 => Some(mode),
+                    _ => {
+                        self.error(
+                            m.referenced.line(),
+                            "socket_mode",
+                            format!("invalid octal file mode \"{}\"", m.value),
+                        );
+                        None
+                    }
+                },
+            )
+            .unwrap_or(DEFAULT_SOCKET_MODE);
+        let local_domains = self.domains("local_domains", &raw.local_domains);
+        if raw.local_domains.is_empty() {
+            self.error(1, "local_domains", "at least one local domain is needed");
+        }
+        let mut classes: Vec<Class> = Vec::new();
+        for (i, c) in raw.classes.into_iter().enumerate() {
+            let key = format!("classes[{i}]");
+            if let Some(first) = classes.iter().find(|k| k.name == c.name.value) {
+                self.error(
+                    c.name.referenced.line(),
+                    format!("{key}.name"),
+                    format!("class name \"{}\" is used twice", first.name),
+                );
+            }
+            let class = self.class(&key, c, &local_domains);
+            classes.push(class);
+        }
+        let max_recipients = match raw.recipients.max_per_message {
+            Some(n) if n.value == 0 => {
+                self.error(
+                    n.referenced.line(),
+                    "recipients.max_per_message",
+                    "must be at least 1",
+                );
+                DEFAULT_MAX_RECIPIENTS
+            }
+            Some(n) => n.value,
+            None => DEFAULT_MAX_RECIPIENTS,
+        };
+        let from_max_length = match raw.from_header.max_length {
+            Some(n) if n.value < 998 => {
+                self.error(
+                    n.referenced.line(),
+                    "from_header.max_length",
+                    "must be at least 998 (RFC 5322 line length)",
+                );
+                DEFAULT_FROM_MAX_LENGTH
+            }
+            Some(n) => n.value,
+            None => DEFAULT_FROM_MAX_LENGTH,
+        };
+        let max_connections = match raw.milter.max_connections {
+            Some(n) if n.value == 0 => {
+                self.error(
+                    n.referenced.line(),
+                    "milter.max_connections",
+                    "must be at least 1",
+                );
+                DEFAULT_MAX_CONNECTIONS
+            }
+            Some(n) => n.value,
+            None => DEFAULT_MAX_CONNECTIONS,
+        };
+        let milter_timeout = raw
+            .milter
+            .timeout
+            .as_ref()
+            .and_then(|t| match parse_duration(&t.value) {
+                Some(d) if !d.is_zero() => Some(d),
+                _ => {
+                    self.error(
+                        t.referenced.line(),
+                        "milter.timeout",
+                        format!(
+                            "invalid duration \"{}\" (expected e.g. 30s, 5m, 2h)",
+                            t.value
+                        ),
+                    );
+                    None
+                }
+            })
+            .unwrap_or(DEFAULT_MILTER_TIMEOUT);
+        Config {
+            path: self.file.clone(),
+            listen,
+            socket_mode,
+            mode: raw.mode.map(|m| m.value).unwrap_or_default(),
+            on_error: raw.on_error.unwrap_or_default(),
+            local_domains,
+            classes,
+            unknown_clients: raw.unknown_clients.unwrap_or_default(),
+            from_strict: raw.from_header.strict.unwrap_or(true),
+            from_max_length,
+            max_recipients,
+            log_format: raw.log.format.unwrap_or_default(),
+            max_connections,
+            milter_timeout,
+        }
+    }
+
+    fn listen(&mut self, raw: &Text) -> Listen {
+        let line = raw.referenced.line();
+        if let Some(path) = raw.value.strip_prefix("unix:") {
+            if !path.starts_with('/') {
+                self.error(
+                    line,
+                    "listen",
+                    format!("unix socket path must be absolute: \"{path}\""),
+                );
+            }
+            return Listen::Unix(PathBuf::from(path));
+        }
+        if let Some(addr) = raw.value.strip_prefix("inet:") {
+            // Sendmail writes inet:PORT@HOST; accept HOST:PORT, as Postfix does.
+            let ok = addr
+                .rsplit_once(':')
+                .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
+            if !ok {
+                self.error(
+                    line,
+                    "listen",
+                    format!("expected inet:HOST:PORT, got \"{}\"", raw.value),
+                );
+            }
+            return Listen::Inet(addr.to_string());
+        }
+        self.error(
+            line,
+            "listen",
+            format!(
+                "expected inet:HOST:PORT or unix:/PATH, got \"{}\"",
+                raw.value
+            ),
+        );
+        Listen::Inet(String::new())
+    }
+
+    fn domains(&mut self, key: &str, raw: &[Text]) -> Vec<DomainPattern> {
+        let mut out = Vec::with_capacity(raw.len());
+        for (i, d) in raw.iter().enumerate() {
+            match DomainPattern::parse(&d.value) {
+                Ok(p) => out.push(p),
+                Err(e) => self.error(
+                    d.referenced.line(),
+                    format!("{key}[{i}]"),
+                    format!("invalid domain \"{}\": {e}", d.value),
+                ),
+            }
+        }
+        out
+    }
+
+    fn class(&mut self, key: &str, raw: RawClass, local_domains: &[DomainPattern]) -> Class {
+        let line = raw.name.referenced.line();
+        if raw.name.value.is_empty() || raw.name.value.chars().any(|c| c.is_whitespace()) {
+            self.error(line, format!("{key}.name"), "must be a non-empty word");
+        }
+        let mut clients = Vec::new();
+        for (j, c) in raw.clients.iter().flatten().enumerate() {
+            match parse_network(&c.value) {
+                Some(n) => clients.push(n),
+                None => self.error(
+                    c.referenced.line(),
+                    format!("{key}.clients[{j}]"),
+                    format!("invalid network \"{}\"", c.value),
+                ),
+            }
+        }
+        let auth = raw.auth.as_ref().and_then(|a| match &a.value {
+            RawAuth::Keyword(k) if k == "any" => Some(AuthMatch::Any),
+            RawAuth::Keyword(k) => {
+                self.error(
+                    a.referenced.line(),
+                    format!("{key}.auth"),
+                    format!("expected \"any\" or a list of logins, got \"{k}\""),
+                );
+                None
+            }
+            RawAuth::Logins(l) if l.is_empty() || l.iter().any(|s| s.is_empty()) => {
+                self.error(
+                    a.referenced.line(),
+                    format!("{key}.auth"),
+                    "list of logins must not be empty nor hold an empty login",
+                );
+                None
+            }
+            RawAuth::Logins(l) => Some(AuthMatch::Logins(l.clone())),
+        });
+        if raw.clients.as_ref().is_none_or(|c| c.is_empty()) && raw.auth.is_none() {
+            self.error(
+                line,
+                key,
+                "a class needs \"clients\" or \"auth\" (or both) to match anything",
+            );
+        }
+        let sender_domains = match &raw.sender_domains {
+            Some(d) => self.domains(&format!("{key}.sender_domains"), d),
+            None => local_domains.to_vec(),
+        };
+        let from_domains = raw
+            .from_domains
+            .as_ref()
+            .map(|d| self.domains(&format!("{key}.from_domains"), d));
+        let sender_addresses = raw.sender_addresses.as_ref().map(|list| {
+            let mut out = Vec::new();
+            for (j, a) in list.iter().enumerate() {
+                let k = format!("{key}.sender_addresses[{j}]");
+                match Address::parse(&a.value) {
+                    Ok(addr) => {
+                        let allowed = addr
+                            .domain
+                            .name()
+                            .is_some_and(|d| crate::address::any_matches(&sender_domains, d));
+                        if !allowed {
+                            self.error(
+                                a.referenced.line(),
+                                k,
+                                format!("\"{}\" is not in the class's sender_domains", a.value),
+                            );
+                        }
+                        out.push(addr);
+                    }
+                    Err(e) => self.error(
+                        a.referenced.line(),
+                        k,
+                        format!("invalid address \"{}\": {e}", a.value),
+                    ),
+                }
+            }
+            out
+        });
+        if raw.login_match && raw.auth.is_none() {
+            self.error(
+                line,
+                format!("{key}.login_match"),
+                "login_match needs \"auth\": a class matched by IP alone has no login",
+            );
+        }
+        Class {
+            name: raw.name.value,
+            clients,
+            auth,
+            sender_domains,
+            sender_addresses,
+            from_domains,
+            login_match: raw.login_match,
+            allow_null_sender: raw.allow_null_sender,
+            mode: raw.mode,
+        }
+    }
+}
+
+/// A network (`10.1.2.0/24`) or a single address (`10.1.3.7`, taken as /32
+/// or /128). Host bits set under the prefix are refused: `10.1.2.7/24` is a
+/// typo more often than an intent.
+fn parse_network(s: &str) -> Option<IpNet> {
+    if let Ok(ip) = s.parse::<IpAddr>() {
+        return Some(IpNet::from(ip));
+    }
+    let net = s.parse::<IpNet>().ok()?;
+    (net.trunc() == net).then_some(net)
+}
+
+/// `30s`, `5m`, `2h`, `1d`, or a bare number of seconds.
+pub fn parse_duration(s: &str) -> Option<Duration> {
+    let s = s.trim();
+    let (num, unit) = match s.find(|c: char| !c.is_ascii_digit()) {
+        Some(i) => s.split_at(i),
+        None => (s, "s"),
+    };
+    let n: u64 = num.parse().ok()?;
+    let secs = match unit {
+        "ms" => return Some(Duration::from_millis(n)),
+        "s" => n,
+        "m" => n.checked_mul(60)?,
+        "h" => n.checked_mul(3600)?,
+        "d" => n.checked_mul(86400)?,
+        _ => return None,
+    };
+    Some(Duration::from_secs(secs))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(yaml: &str) -> Result<Config, ConfigErrors> {
+        Config::parse(Path::new("test.yaml"), yaml)
+    }
+
+    #[test]
+    fn minimal_config_gets_documented_defaults() {
+        let c = parse("listen: inet:127.0.0.1:7357\nlocal_domains: [Example.COM.]\n").unwrap();
+        assert_eq!(c.listen, Listen::Inet("127.0.0.1:7357".into()));
+        assert_eq!(c.mode, Mode::Enforce);
+        assert_eq!(c.on_error, OnError::Tempfail);
+        assert_eq!(c.unknown_clients, UnknownClients::RelayDeny);
+        assert!(c.from_strict);
+        assert_eq!(c.max_recipients, 100);
+        assert_eq!(c.local_domains[0].to_string(), "example.com");
+        assert_eq!(c.socket_mode, 0o660);
+    }
+
+    #[test]
+    fn errors_name_file_line_and_key() {
+        let yaml = "\
+listen: inet:127.0.0.1:7357
+local_domains: [example.com]
+classes:
+  - name: app
+    clients: [10.1.2.0/24, 10.1.2.0/33]
+";
+        let errs = parse(yaml).unwrap_err();
+        assert_eq!(
+            errs.to_string(),
+            "test.yaml:5: classes[0].clients[1]: invalid network \"10.1.2.0/33\""
+        );
+    }
+
+    #[test]
+    fn unknown_keys_are_refused_with_their_line() {
+        let yaml = "listen: inet:127.0.0.1:7357\nlocal_domains: [example.com]\nmod: monitor\n";
+        let errs = parse(yaml).unwrap_err();
+        assert_eq!(errs.0.len(), 1);
+        assert_eq!(errs.0[0].line, 3);
+        assert!(errs.0[0].message.contains("mod"), "{}", errs);
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("30s"), Some(Duration::from_secs(30)));
+        assert_eq!(parse_duration("5m"), Some(Duration::from_secs(300)));
+        assert_eq!(parse_duration("12"), Some(Duration::from_secs(12)));
+        assert_eq!(parse_duration("5x"), None);
+        assert_eq!(parse_duration(""), None);
+    }
+}

@@ -1,0 +1,95 @@
+//! The configuration file as written: serde structs that refuse unknown keys
+//! and keep the line of every value that needs a semantic check, so that
+//! validation can point at it.
+
+use serde::Deserialize;
+use serde_saphyr::Spanned;
+
+pub type Text = Spanned<String>;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    pub listen: Text,
+    #[serde(default)]
+    pub socket_mode: Option<Text>,
+    #[serde(default)]
+    pub mode: Option<Spanned<super::Mode>>,
+    #[serde(default)]
+    pub on_error: Option<super::OnError>,
+    pub local_domains: Vec<Text>,
+    #[serde(default)]
+    pub classes: Vec<RawClass>,
+    #[serde(default)]
+    pub unknown_clients: Option<super::UnknownClients>,
+    #[serde(default)]
+    pub from_header: RawFromHeader,
+    #[serde(default)]
+    pub recipients: RawRecipients,
+    #[serde(default)]
+    pub log: RawLog,
+    #[serde(default)]
+    pub milter: RawMilter,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawClass {
+    pub name: Text,
+    #[serde(default)]
+    pub clients: Option<Vec<Text>>,
+    #[serde(default)]
+    pub auth: Option<Spanned<RawAuth>>,
+    #[serde(default)]
+    pub sender_domains: Option<Vec<Text>>,
+    #[serde(default)]
+    pub sender_addresses: Option<Vec<Text>>,
+    #[serde(default)]
+    pub from_domains: Option<Vec<Text>>,
+    #[serde(default)]
+    pub login_match: bool,
+    #[serde(default)]
+    pub allow_null_sender: bool,
+    #[serde(default)]
+    pub mode: Option<super::Mode>,
+}
+
+/// `auth: any` or `auth: [alice, bob]`.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum RawAuth {
+    Keyword(String),
+    Logins(Vec<String>),
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawFromHeader {
+    #[serde(default)]
+    pub strict: Option<bool>,
+    #[serde(default)]
+    pub max_length: Option<Spanned<usize>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRecipients {
+    #[serde(default)]
+    pub max_per_message: Option<Spanned<usize>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLog {
+    #[serde(default)]
+    pub format: Option<super::LogFormat>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawMilter {
+    #[serde(default)]
+    pub max_connections: Option<Spanned<usize>>,
+    #[serde(default)]
+    pub timeout: Option<Text>,
+}

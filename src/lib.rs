@@ -1,0 +1,16 @@
+//! egress-milter: an outbound policy milter for Postfix and Sendmail
+//! gateways. It decides, stage by stage, whether each message may leave.
+
+pub mod address;
+pub mod config;
+pub mod log;
+pub mod mailbox;
+pub mod milter;
+pub mod policy;
+pub mod reply;
+pub mod server;
+pub mod state;
+pub mod transaction;
+
+pub use server::{bind, run};
+pub use state::Shared;

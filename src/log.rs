@@ -1,0 +1,109 @@
+//! The decision log: one `info` line per decision and one summary line per
+//! message, with the same fields in text and JSON (`log.format`).
+
+use crate::config::LogFormat;
+use crate::reply::Reply;
+use tracing::info;
+
+/// What was done with a refusal.
+#[derive(Clone, Copy, Debug, Eq, PartialEq)]
+pub enum Outcome {
+    Accept,
+    Reject,
+    Tempfail,
+    WouldReject,
+    WouldTempfail,
+    /// A check failed internally and `on_error: accept` let it through.
+    ErrorAccepted,
+}
+
+impl Outcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Accept => "accept",
+            Self::Reject => "reject",
+            Self::Tempfail => "tempfail",
+            Self::WouldReject => "would_reject",
+            Self::WouldTempfail => "would_tempfail",
+            Self::ErrorAccepted => "error_accepted",
+        }
+    }
+}
+
+pub struct Decision<'a> {
+    pub queue_id: &'a str,
+    pub conn_id: u64,
+    pub stage: &'static str,
+    pub outcome: Outcome,
+    pub rule: &'static str,
+    pub reply: &'a Reply,
+    pub client_ip: &'a str,
+    pub class: &'a str,
+    pub sender: &'a str,
+    pub auth: &'a str,
+    pub rcpt_count: usize,
+}
+
+pub fn decision(d: &Decision<'_>) {
+    info!(
+        target: "egress_milter::decision",
+        queue_id = d.queue_id,
+        conn_id = d.conn_id,
+        stage = d.stage,
+        verdict = d.outcome.as_str(),
+        rule = d.rule,
+        reply = %d.reply,
+        client_ip = d.client_ip,
+        class = d.class,
+        sender = d.sender,
+        auth = d.auth,
+        rcpt_count = d.rcpt_count,
+        "decision"
+    );
+}
+
+pub struct Summary<'a> {
+    pub queue_id: &'a str,
+    pub conn_id: u64,
+    pub client_ip: &'a str,
+    pub helo: &'a str,
+    pub class: &'a str,
+    pub sender: &'a str,
+    pub auth: &'a str,
+    pub rcpt_count: usize,
+    pub verdict: &'a str,
+    pub rule: &'a str,
+    pub reply: Option<String>,
+    pub elapsed_ms: f64,
+}
+
+pub fn summary(s: &Summary<'_>) {
+    info!(
+        target: "egress_milter::summary",
+        queue_id = s.queue_id,
+        conn_id = s.conn_id,
+        client_ip = s.client_ip,
+        helo = s.helo,
+        class = s.class,
+        sender = s.sender,
+        auth = s.auth,
+        rcpt_count = s.rcpt_count,
+        verdict = s.verdict,
+        rule = s.rule,
+        reply = s.reply.as_deref().unwrap_or("-"),
+        elapsed_ms = format_args!("{:.3}", s.elapsed_ms),
+        "message"
+    );
+}
+
+/// Installs the global subscriber writing to stderr. `RUST_LOG` overrides
+/// the level (default `info`).
+pub fn init(format: LogFormat) {
+    use tracing_subscriber::{fmt, EnvFilter};
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+    };
+}

@@ -1,0 +1,193 @@
+//! indymilter callbacks. They never decide: each turns a milter call into a
+//! `Connection` method and its `Answer` into a milter status and reply. A
+//! panic inside a stage is caught and answered as `on_error` says, so one
+//! connection's bug never takes the daemon down nor leaves the MTA waiting.
+
+use crate::state::Shared;
+use crate::transaction::{Answer, Connection, Macros};
+use indymilter::{
+    Callbacks, Context, EomContext, MacroStage, NegotiateContext, SetErrorReply, SocketInfo, Status,
+};
+use std::{
+    ffi::{CStr, CString},
+    net::IpAddr,
+    panic::{catch_unwind, AssertUnwindSafe},
+    sync::Arc,
+};
+use tracing::{error, warn};
+
+/// The macros requested from the MTA, by stage. Postfix sends those named in
+/// its `milter_*_macros` settings and those a milter asks for here.
+const MACROS: &[(MacroStage, &str)] = &[
+    (
+        MacroStage::Connect,
+        "j {daemon_name} {daemon_addr} {client_addr}",
+    ),
+    (MacroStage::Mail, "i {auth_authen} {auth_type} {mail_addr}"),
+    (MacroStage::Rcpt, "i {rcpt_addr}"),
+    (MacroStage::Eoh, "i"),
+    (MacroStage::Eom, "i"),
+];
+
+pub fn callbacks(shared: Arc<Shared>) -> Callbacks<Connection> {
+    Callbacks::new()
+        .on_negotiate(|cx, _, _| Box::pin(handle_negotiate(cx)))
+        .on_connect(move |cx, hostname, socket| {
+            let shared = shared.clone();
+            Box::pin(handle_connect(cx, shared, hostname, socket))
+        })
+        .on_helo(|cx, name| Box::pin(handle_helo(cx, name)))
+        .on_mail(|cx, args| Box::pin(handle_mail(cx, args)))
+        .on_rcpt(|cx, args| Box::pin(handle_rcpt(cx, args)))
+        .on_header(|cx, name, value| Box::pin(handle_header(cx, name, value)))
+        .on_eoh(|cx| Box::pin(handle_eoh(cx)))
+        .on_eom(|cx| Box::pin(handle_eom(cx)))
+        .on_abort(|cx| Box::pin(handle_abort(cx)))
+        .on_close(|cx| Box::pin(handle_close(cx)))
+}
+
+async fn handle_negotiate(cx: &mut NegotiateContext<Connection>) -> Status {
+    for (stage, names) in MACROS {
+        if let Ok(names) = CString::new(*names) {
+            cx.requested_macros.insert(*stage, names);
+        }
+    }
+    Status::Continue
+}
+
+async fn handle_connect(
+    cx: &mut Context<Connection>,
+    shared: Arc<Shared>,
+    hostname: CString,
+    socket: SocketInfo,
+) -> Status {
+    let ip: Option<IpAddr> = match socket {
+        SocketInfo::Inet(addr) => Some(addr.ip()),
+        _ => None,
+    };
+    cx.data = Some(Connection::new(
+        shared,
+        hostname.to_string_lossy().into_owned(),
+        ip,
+    ));
+    Status::Continue
+}
+
+async fn handle_helo(cx: &mut Context<Connection>, name: CString) -> Status {
+    if let Some(conn) = cx.data.as_mut() {
+        conn.helo(&name.to_string_lossy());
+    }
+    Status::Continue
+}
+
+async fn handle_mail(cx: &mut Context<Connection>, args: Vec<CString>) -> Status {
+    let macros = macros(&cx.macros);
+    let sender = args.first().map(|a| a.as_bytes()).unwrap_or_default();
+    stage(cx, "mail", |conn| conn.mail(sender, &macros))
+}
+
+async fn handle_rcpt(cx: &mut Context<Connection>, args: Vec<CString>) -> Status {
+    let macros = macros(&cx.macros);
+    let rcpt = args.first().map(|a| a.as_bytes()).unwrap_or_default();
+    stage(cx, "rcpt", |conn| conn.rcpt(rcpt, &macros))
+}
+
+async fn handle_header(cx: &mut Context<Connection>, name: CString, value: CString) -> Status {
+    stage(cx, "header", |conn| {
+        conn.header(name.as_bytes(), value.as_bytes());
+        Answer::Continue
+    })
+}
+
+async fn handle_eoh(cx: &mut Context<Connection>) -> Status {
+    let macros = macros(&cx.macros);
+    stage(cx, "eoh", |conn| conn.end_of_headers(&macros))
+}
+
+async fn handle_eom(cx: &mut EomContext<Connection>) -> Status {
+    let macros = macros(&cx.macros);
+    let Some(conn) = cx.data.as_mut() else {
+        return Status::Continue;
+    };
+    let answer = guarded(conn, "eom", |conn| conn.end_of_message(&macros));
+    reply(&mut cx.reply, answer)
+}
+
+async fn handle_abort(cx: &mut Context<Connection>) -> Status {
+    stage(cx, "abort", |conn| {
+        conn.abort();
+        Answer::Continue
+    })
+}
+
+async fn handle_close(cx: &mut Context<Connection>) -> Status {
+    stage(cx, "close", |conn| {
+        conn.close();
+        Answer::Continue
+    })
+}
+
+/// Runs one stage on the connection and turns its answer into a status.
+fn stage(
+    cx: &mut Context<Connection>,
+    name: &'static str,
+    f: impl FnOnce(&mut Connection) -> Answer,
+) -> Status {
+    let Some(conn) = cx.data.as_mut() else {
+        // No connect stage seen (the MTA did not send it): nothing to judge.
+        warn!(stage = name, "milter command before connect; continuing");
+        return Status::Continue;
+    };
+    let answer = guarded(conn, name, f);
+    reply(&mut cx.reply, answer)
+}
+
+/// Runs a stage, catching a panic and answering it as `on_error` says.
+pub fn guarded(
+    conn: &mut Connection,
+    stage: &'static str,
+    f: impl FnOnce(&mut Connection) -> Answer,
+) -> Answer {
+    match catch_unwind(AssertUnwindSafe(|| f(conn))) {
+        Ok(answer) => answer,
+        Err(panic) => {
+            let what = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_default();
+            error!(conn_id = conn.id, stage, "internal error in policy: {what}");
+            conn.internal_error(stage)
+        }
+    }
+}
+
+fn reply(smtp: &mut indymilter::SmtpReply, answer: Answer) -> Status {
+    match answer {
+        Answer::Continue => Status::Continue,
+        Answer::Refuse(r) => {
+            if let Err(e) = smtp.set_error_reply(r.code, Some(r.enhanced), [r.text.as_str()]) {
+                // Our own reply table is wrong: still refuse, with the MTA's
+                // default text.
+                error!("cannot set SMTP reply \"{r}\": {e}");
+            }
+            if r.is_permanent() {
+                Status::Reject
+            } else {
+                Status::Tempfail
+            }
+        }
+    }
+}
+
+fn macros(m: &indymilter::Macros) -> Macros {
+    let get = |name: &CStr| {
+        m.get(name)
+            .map(|v| v.to_string_lossy().into_owned())
+            .filter(|v| !v.is_empty())
+    };
+    Macros {
+        queue_id: get(c"i"),
+        auth_login: get(c"{auth_authen}"),
+    }
+}

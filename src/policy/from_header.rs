@@ -1,0 +1,130 @@
+//! End of headers: From: strict relay. Exactly one From: header holding
+//! exactly one mailbox (RFC 5322 §3.6.2 allows a mailbox-list only with a
+//! Sender:, and DMARC receivers reject those), whose domain is one of our
+//! local domains and, when the class narrows it, one of its `from_domains`.
+
+use crate::address::{any_matches, AddressDomain};
+use crate::config::{Class, Config};
+use crate::mailbox::{parse_address_list, Entry};
+use crate::policy::Verdict;
+use crate::reply;
+
+/// The From: headers of a message as collected: their values, and whether
+/// any was longer than `from_header.max_length` (and so not kept whole).
+#[derive(Clone, Debug, Default)]
+pub struct FromHeaders {
+    pub values: Vec<Vec<u8>>,
+    pub too_long: bool,
+}
+
+pub fn check(config: &Config, class: Option<&Class>, from: &FromHeaders) -> Verdict {
+    let from_domains = class.and_then(|c| c.from_domains.as_deref());
+    if !config.from_strict && from_domains.is_none() {
+        return Verdict::Continue;
+    }
+    let value = match from.values.as_slice() {
+        [] => return Verdict::Refuse(reply::no_from_header()),
+        [one] => one,
+        many => return Verdict::Refuse(reply::several_from_headers(many.len())),
+    };
+    if from.too_long {
+        return Verdict::Refuse(reply::malformed_from_header(&format!(
+            "longer than {} bytes",
+            config.from_max_length
+        )));
+    }
+    let entries = match parse_address_list(value) {
+        Ok(e) => e,
+        Err(e) => return Verdict::Refuse(reply::malformed_from_header(&e.to_string())),
+    };
+    let address = match entries.as_slice() {
+        [] => return Verdict::Refuse(reply::malformed_from_header("no mailbox")),
+        [Entry::Mailbox(a)] => a,
+        list if list.iter().any(|e| matches!(e, Entry::Group(_))) => {
+            return Verdict::Refuse(reply::from_group())
+        }
+        list => return Verdict::Refuse(reply::several_from_mailboxes(list.len())),
+    };
+    let allowed = match &address.domain {
+        AddressDomain::Literal(_) => false,
+        AddressDomain::Name(d) => {
+            (!config.from_strict || any_matches(&config.local_domains, d))
+                && from_domains.is_none_or(|fd| any_matches(fd, d))
+        }
+    };
+    if allowed {
+        Verdict::Continue
+    } else {
+        Verdict::Refuse(reply::from_domain_not_authorised(
+            &address.domain.to_string(),
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde::Deserialize;
+    use std::path::Path;
+
+    #[derive(Deserialize)]
+    struct Fixture {
+        config: String,
+        cases: Vec<Case>,
+    }
+
+    #[derive(Deserialize)]
+    struct Case {
+        class: Option<String>,
+        from: Vec<String>,
+        #[serde(default)]
+        too_long: bool,
+        expect: String,
+    }
+
+    /// Vectors in tests/fixtures/from_header.yaml: headers in, reply out.
+    #[test]
+    fn fixture_cases() {
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/fixtures/from_header.yaml"
+        );
+        let text = std::fs::read_to_string(path).unwrap();
+        let fixture: Fixture = serde_saphyr::from_str(&text).unwrap();
+        let config = Config::parse(Path::new("fixture"), &fixture.config).unwrap();
+        assert!(fixture.cases.len() >= 20);
+        for case in &fixture.cases {
+            let class = case
+                .class
+                .as_ref()
+                .map(|n| config.classes.iter().find(|c| &c.name == n).unwrap());
+            let from = FromHeaders {
+                values: case.from.iter().map(|v| v.as_bytes().to_vec()).collect(),
+                too_long: case.too_long,
+            };
+            let got = match check(&config, class, &from) {
+                Verdict::Continue => "continue".to_string(),
+                Verdict::Refuse(r) => r.reply.to_string(),
+            };
+            assert_eq!(
+                got, case.expect,
+                "From: {:?} class {:?}",
+                case.from, case.class
+            );
+        }
+    }
+
+    #[test]
+    fn not_strict_and_no_class_rule_checks_nothing() {
+        let mut config = Config::parse(
+            Path::new("t"),
+            "listen: inet:127.0.0.1:1\nlocal_domains: [example.com]\n",
+        )
+        .unwrap();
+        config.from_strict = false;
+        assert_eq!(
+            check(&config, None, &FromHeaders::default()),
+            Verdict::Continue
+        );
+    }
+}

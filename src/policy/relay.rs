@@ -1,0 +1,77 @@
+//! RCPT TO: open-relay prevention. A client in a class may send anywhere;
+//! an unknown client (no class, or no login that a class accepts) may send
+//! only to our own domains.
+
+use crate::address::{any_matches, EnvelopeAddress};
+use crate::config::{Class, Config};
+use crate::policy::Verdict;
+use crate::reply;
+
+pub fn check(
+    config: &Config,
+    class: Option<&Class>,
+    rcpt: &Result<EnvelopeAddress, String>,
+) -> Verdict {
+    if class.is_some() {
+        return Verdict::Continue;
+    }
+    let local = match rcpt {
+        Ok(EnvelopeAddress::Address(a)) => a
+            .domain
+            .name()
+            .is_some_and(|d| any_matches(&config.local_domains, d)),
+        // `RCPT TO:<>` is not a mailbox; an unparsable one is no local one.
+        Ok(EnvelopeAddress::Null) | Err(_) => false,
+    };
+    if local {
+        Verdict::Continue
+    } else {
+        Verdict::Refuse(reply::relay_denied())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::address::parse_envelope;
+    use std::path::Path;
+
+    #[test]
+    fn unknown_clients_reach_local_domains_only() {
+        let config = Config::parse(
+            Path::new("t.yaml"),
+            "listen: inet:127.0.0.1:1\nlocal_domains: [example.com, \"*.example.org\"]\nclasses: [{name: app, clients: [10.0.0.0/8]}]\n",
+        )
+        .unwrap();
+        let r = |s: &str| parse_envelope(s.as_bytes()).map_err(|_| s.to_string());
+        let relay = Verdict::Refuse(reply::relay_denied());
+        assert_eq!(
+            check(&config, None, &r("<a@example.com>")),
+            Verdict::Continue
+        );
+        assert_eq!(
+            check(&config, None, &r("<a@EXAMPLE.com.>")),
+            Verdict::Continue
+        );
+        assert_eq!(
+            check(&config, None, &r("<a@x.example.org>")),
+            Verdict::Continue
+        );
+        assert_eq!(check(&config, None, &r("<a@example.org>")), relay);
+        assert_eq!(check(&config, None, &r("<a@gmail.com>")), relay);
+        assert_eq!(
+            check(&config, None, &r("<\"a@example.com\"@gmail.com>")),
+            relay
+        );
+        assert_eq!(
+            check(&config, None, &r("<@example.com:a@gmail.com>")),
+            relay
+        );
+        assert_eq!(check(&config, None, &r("<a@[127.0.0.1]>")), relay);
+        assert_eq!(check(&config, None, &r("<a>")), relay);
+        assert_eq!(
+            check(&config, Some(&config.classes[0]), &r("<a@gmail.com>")),
+            Verdict::Continue
+        );
+    }
+}

@@ -1,0 +1,178 @@
+//! Every SMTP reply the milter gives, with its RFC 3463 enhanced status code,
+//! in one place. Policies build their refusals here; the milter layer turns
+//! them into protocol replies.
+
+use std::fmt;
+
+/// An SMTP reply: a 4xx or 5xx code, its enhanced code, one line of text.
+#[derive(Clone, Debug, Eq, PartialEq)]
+pub struct Reply {
+    pub code: &'static str,
+    pub enhanced: &'static str,
+    pub text: String,
+}
+
+impl Reply {
+    /// True for a permanent (5xx) reply, false for a temporary (4xx) one.
+    pub fn is_permanent(&self) -> bool {
+        self.code.starts_with('5')
+    }
+}
+
+impl fmt::Display for Reply {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {} {}", self.code, self.enhanced, self.text)
+    }
+}
+
+/// A refusal: the rule that decided and the reply it gives.
+#[derive(Clone, Debug, Eq, PartialEq)]
+pub struct Refusal {
+    pub rule: &'static str,
+    pub reply: Reply,
+}
+
+fn refuse(rule: &'static str, code: &'static str, enhanced: &'static str, text: String) -> Refusal {
+    Refusal {
+        rule,
+        reply: Reply {
+            code,
+            enhanced,
+            text: sanitize(&text),
+        },
+    }
+}
+
+/// Reply text goes back on the SMTP wire: keep it to one line of printable
+/// ASCII whatever a client put in the values it quotes. `%` goes too:
+/// Sendmail formats milter replies with printf-style expansion.
+fn sanitize(text: &str) -> String {
+    const MAX: usize = 400;
+    let mut out: String = text
+        .chars()
+        .map(|c| {
+            if (c.is_ascii_graphic() && c != '%') || c == ' ' {
+                c
+            } else {
+                '?'
+            }
+        })
+        .collect();
+    if out.len() > MAX {
+        out.truncate(MAX);
+        out.push_str("...");
+    }
+    out
+}
+
+pub fn relay_denied() -> Refusal {
+    refuse("relay", "554", "5.7.1", "Relay access denied".into())
+}
+
+pub fn client_not_authorised(client: &str) -> Refusal {
+    refuse(
+        "unknown_client",
+        "550",
+        "5.7.1",
+        format!("Client {client} not authorised to send mail"),
+    )
+}
+
+pub fn sender_not_authorised(rule: &'static str, sender: &str, class: &str) -> Refusal {
+    refuse(
+        rule,
+        "550",
+        "5.7.1",
+        format!("Sender <{sender}> not authorised for {class}"),
+    )
+}
+
+pub fn sender_not_owned(sender: &str, login: &str) -> Refusal {
+    refuse(
+        "login_match",
+        "553",
+        "5.7.1",
+        format!("Sender <{sender}> not owned by user {login}"),
+    )
+}
+
+pub fn null_sender(class: &str) -> Refusal {
+    refuse(
+        "null_sender",
+        "550",
+        "5.7.1",
+        format!("Null sender not allowed for {class}"),
+    )
+}
+
+pub fn too_many_recipients() -> Refusal {
+    refuse(
+        "max_recipients",
+        "452",
+        "4.5.3",
+        "Too many recipients".into(),
+    )
+}
+
+pub fn no_from_header() -> Refusal {
+    refuse(
+        "from_header",
+        "550",
+        "5.6.0",
+        "Message has no From: header".into(),
+    )
+}
+
+pub fn malformed_from_header(why: &str) -> Refusal {
+    refuse(
+        "from_header",
+        "550",
+        "5.6.0",
+        format!("Malformed From: header ({why})"),
+    )
+}
+
+pub fn several_from_headers(n: usize) -> Refusal {
+    refuse(
+        "from_header",
+        "550",
+        "5.7.1",
+        format!("Message has {n} From: headers, one is allowed"),
+    )
+}
+
+pub fn several_from_mailboxes(n: usize) -> Refusal {
+    refuse(
+        "from_header",
+        "550",
+        "5.7.1",
+        format!("From: header holds {n} mailboxes, one is allowed"),
+    )
+}
+
+pub fn from_group() -> Refusal {
+    refuse(
+        "from_header",
+        "550",
+        "5.7.1",
+        "From: header holds a group, not one mailbox".into(),
+    )
+}
+
+pub fn from_domain_not_authorised(domain: &str) -> Refusal {
+    refuse(
+        "from_header",
+        "550",
+        "5.7.1",
+        format!("From: domain {domain} not authorised"),
+    )
+}
+
+pub fn internal_error() -> Refusal {
+    refuse(
+        "internal_error",
+        "451",
+        "4.3.0",
+        "Temporary policy failure".into(),
+    )
+}

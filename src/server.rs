@@ -1,0 +1,166 @@
+//! The listener, the milter server, signals (SIGTERM/SIGINT stop, SIGHUP
+//! reloads) and graceful shutdown.
+
+use crate::config::{Config, Listen};
+use crate::milter;
+use crate::state::Shared;
+use indymilter::{EitherListener, EitherStream, Listener};
+use std::{
+    future::Future,
+    io,
+    os::unix::fs::{FileTypeExt, PermissionsExt},
+    path::Path,
+    pin::Pin,
+    sync::Arc,
+    task::{Context, Poll},
+    time::Duration,
+};
+use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
+use tracing::{error, info, warn};
+
+/// The socket the milter listens on.
+pub type MilterListener = Resilient<EitherListener<TcpListener, UnixListener>>;
+
+/// Binds the configured socket. A stale unix socket left by a crashed run is
+/// removed; one that a live process still answers on is not.
+pub async fn bind(listen: &Listen, socket_mode: u32) -> io::Result<MilterListener> {
+    let inner = match listen {
+        Listen::Inet(addr) => EitherListener::Tcp(TcpListener::bind(addr.as_str()).await?),
+        Listen::Unix(path) => {
+            remove_stale_socket(path).await?;
+            let l = UnixListener::bind(path)?;
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(socket_mode))?;
+            EitherListener::Unix(l)
+        }
+    };
+    Ok(Resilient { inner, pause: None })
+}
+
+async fn remove_stale_socket(path: &Path) -> io::Result<()> {
+    let meta = match std::fs::symlink_metadata(path) {
+        Ok(m) => m,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    if !meta.file_type().is_socket() {
+        return Err(io::Error::new(
+            io::ErrorKind::AlreadyExists,
+            format!("{} exists and is not a socket", path.display()),
+        ));
+    }
+    if UnixStream::connect(path).await.is_ok() {
+        return Err(io::Error::new(
+            io::ErrorKind::AddrInUse,
+            format!("{} is in use by another process", path.display()),
+        ));
+    }
+    std::fs::remove_file(path)
+}
+
+/// Wraps a listener so that a failed `accept` (a client that reset before
+/// being accepted, or running out of file descriptors) is logged and retried
+/// instead of ending the milter, which is what the MTA would see as every
+/// later message failing.
+pub struct Resilient<L> {
+    inner: L,
+    pause: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+/// How long to wait before accepting again after a resource error
+/// (EMFILE, ENFILE, ENOMEM): long enough for connections to close.
+const ACCEPT_PAUSE: Duration = Duration::from_millis(100);
+
+impl<L: Listener> Listener for Resilient<L> {
+    type Io = L::Io;
+
+    fn poll_accept(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<Self::Io>> {
+        loop {
+            if let Some(pause) = self.pause.as_mut() {
+                if pause.as_mut().poll(cx).is_pending() {
+                    return Poll::Pending;
+                }
+                self.pause = None;
+            }
+            match self.inner.poll_accept(cx) {
+                Poll::Ready(Err(e)) => {
+                    warn!("accept failed, retrying: {e}");
+                    self.pause = Some(Box::pin(tokio::time::sleep(ACCEPT_PAUSE)));
+                }
+                other => return other,
+            }
+        }
+    }
+}
+
+/// The stream type of an accepted milter connection.
+pub type MilterStream = EitherStream<TcpStream, UnixStream>;
+
+/// Serves milter connections on `listener` until `shutdown` completes; then
+/// lets in-flight commands finish and returns.
+pub async fn run(
+    listener: impl Listener,
+    shared: Arc<Shared>,
+    shutdown: impl Future,
+) -> io::Result<()> {
+    let config = shared.config();
+    let milter_config = indymilter::Config {
+        max_connections: config.max_connections,
+        connection_timeout: config.milter_timeout,
+        ..Default::default()
+    };
+    indymilter::run(listener, milter::callbacks(shared), milter_config, shutdown).await
+}
+
+/// The daemon: binds, serves, reloads on SIGHUP, stops on SIGTERM/SIGINT.
+pub async fn serve(config: Config) -> io::Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let listener = bind(&config.listen, config.socket_mode).await?;
+    let listen = config.listen.clone();
+    info!(listen = %listen, mode = ?config.mode, classes = config.classes.len(), "egress-milter started");
+    let shared = Shared::new(config);
+    let mut hup = signal(SignalKind::hangup())?;
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    let reloader = {
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            while hup.recv().await.is_some() {
+                match shared.reload() {
+                    Ok(restart) if restart.is_empty() => info!("configuration reloaded"),
+                    Ok(restart) => warn!(
+                        "configuration reloaded; changes to {} take effect after a restart",
+                        restart.join(", ")
+                    ),
+                    Err(errors) => {
+                        for e in &errors.0 {
+                            error!("reload refused, old configuration kept: {e}");
+                        }
+                    }
+                }
+            }
+        })
+    };
+    let shutdown = async move {
+        tokio::select! {
+            _ = term.recv() => info!("SIGTERM received, finishing in-flight commands"),
+            _ = int.recv() => info!("SIGINT received, finishing in-flight commands"),
+        }
+    };
+    let result = run(listener, shared.clone(), shutdown).await;
+    reloader.abort();
+    if let Listen::Unix(path) = &listen {
+        let _ = std::fs::remove_file(path);
+    }
+    let s = &shared.stats;
+    use crate::state::Stats;
+    info!(
+        accepted = Stats::get(&s.accepted),
+        rejected = Stats::get(&s.rejected),
+        tempfailed = Stats::get(&s.tempfailed),
+        would_reject = Stats::get(&s.would_reject),
+        would_tempfail = Stats::get(&s.would_tempfail),
+        errors = Stats::get(&s.errors),
+        "egress-milter stopped"
+    );
+    result
+}

@@ -1,0 +1,88 @@
+//! What all connections share: the configuration in force (swapped whole on
+//! reload) and the decision counters.
+
+use crate::config::{Config, ConfigErrors};
+use crate::log::Outcome;
+use arc_swap::ArcSwap;
+use std::sync::{
+    atomic::{AtomicU64, Ordering},
+    Arc,
+};
+
+pub struct Shared {
+    config: ArcSwap<Config>,
+    next_conn: AtomicU64,
+    pub stats: Stats,
+}
+
+impl Shared {
+    pub fn new(config: Config) -> Arc<Self> {
+        Arc::new(Self {
+            config: ArcSwap::from_pointee(config),
+            next_conn: AtomicU64::new(1),
+            stats: Stats::default(),
+        })
+    }
+
+    /// The configuration in force now.
+    pub fn config(&self) -> Arc<Config> {
+        self.config.load_full()
+    }
+
+    pub(crate) fn next_connection_id(&self) -> u64 {
+        self.next_conn.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Reads the configuration file again and, if it is valid in full,
+    /// swaps it in. On error the old configuration stays in force. Returns
+    /// the keys whose change needs a restart to take effect.
+    pub fn reload(&self) -> Result<Vec<&'static str>, ConfigErrors> {
+        let old = self.config();
+        let new = Config::load(&old.path)?;
+        let mut restart = Vec::new();
+        if new.listen != old.listen || new.socket_mode != old.socket_mode {
+            restart.push("listen");
+        }
+        if new.max_connections != old.max_connections || new.milter_timeout != old.milter_timeout {
+            restart.push("milter");
+        }
+        if new.log_format != old.log_format {
+            restart.push("log.format");
+        }
+        self.config.store(Arc::new(new));
+        Ok(restart)
+    }
+}
+
+/// Decision counters, by outcome.
+#[derive(Debug, Default)]
+pub struct Stats {
+    pub accepted: AtomicU64,
+    pub rejected: AtomicU64,
+    pub tempfailed: AtomicU64,
+    pub would_reject: AtomicU64,
+    pub would_tempfail: AtomicU64,
+    pub errors: AtomicU64,
+}
+
+impl Stats {
+    pub fn count(&self, outcome: Outcome) {
+        let counter = match outcome {
+            Outcome::Accept => &self.accepted,
+            Outcome::Reject => &self.rejected,
+            Outcome::Tempfail => &self.tempfailed,
+            Outcome::WouldReject => &self.would_reject,
+            Outcome::WouldTempfail => &self.would_tempfail,
+            Outcome::ErrorAccepted => return,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn count_error(&self) {
+        self.errors.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn get(counter: &AtomicU64) -> u64 {
+        counter.load(Ordering::Relaxed)
+    }
+}

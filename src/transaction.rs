@@ -1,0 +1,338 @@
+//! The state of one milter connection (one SMTP session) and of its current
+//! message, and the stage methods that run the policies over it.
+//!
+//! The connection part (client, HELO) lives as long as the SMTP session; the
+//! message part starts at MAIL FROM and ends at end of message, at a
+//! message-level refusal, or at an abort (RSET, or a new MAIL FROM).
+
+use crate::address::parse_envelope;
+use crate::config::{Class, Config, Mode};
+use crate::log::{self, Outcome};
+use crate::policy::{self, from_header::FromHeaders, sender::Sender, Verdict};
+use crate::reply::{Refusal, Reply};
+use crate::state::Shared;
+use std::{net::IpAddr, sync::Arc, time::Instant};
+
+/// What the milter layer must answer the MTA.
+#[derive(Clone, Debug, Eq, PartialEq)]
+pub enum Answer {
+    Continue,
+    Refuse(Reply),
+}
+
+pub struct Connection {
+    pub id: u64,
+    shared: Arc<Shared>,
+    pub client_ip: Option<IpAddr>,
+    pub client_name: String,
+    pub helo: Option<String>,
+    message: Option<Message>,
+}
+
+struct Message {
+    /// The configuration in force when the message began: a reload in the
+    /// middle of a message does not change the rules it is judged by.
+    config: Arc<Config>,
+    started: Instant,
+    queue_id: Option<String>,
+    sender: String,
+    login: Option<String>,
+    /// Index into `config.classes`.
+    class: Option<usize>,
+    rcpt_accepted: usize,
+    rcpt_refused: usize,
+    from: FromHeaders,
+    /// The refusal that ended the message, if any.
+    refused: Option<Refusal>,
+    /// The last refused recipient's refusal, for the summary.
+    last_rcpt_refusal: Option<Refusal>,
+    /// Refusals monitor mode let through.
+    would: Option<Refusal>,
+    summarised: bool,
+}
+
+impl Message {
+    fn class(&self) -> Option<&Class> {
+        self.class.and_then(|i| self.config.classes.get(i))
+    }
+}
+
+/// The MTA's macros that matter to a stage.
+#[derive(Clone, Debug, Default)]
+pub struct Macros {
+    pub queue_id: Option<String>,
+    pub auth_login: Option<String>,
+}
+
+impl Connection {
+    pub fn new(shared: Arc<Shared>, client_name: String, client_ip: Option<IpAddr>) -> Self {
+        let id = shared.next_connection_id();
+        Self {
+            id,
+            shared,
+            client_ip,
+            client_name,
+            helo: None,
+            message: None,
+        }
+    }
+
+    pub fn shared(&self) -> &Shared {
+        &self.shared
+    }
+
+    fn client(&self) -> String {
+        self.client_ip
+            .map_or_else(|| self.client_name.clone(), |ip| ip.to_string())
+    }
+
+    pub fn helo(&mut self, name: &str) {
+        self.helo = Some(name.to_string());
+    }
+
+    /// MAIL FROM: starts a new message (ending any earlier one), resolves the
+    /// client's class and checks the sender.
+    pub fn mail(&mut self, sender_arg: &[u8], macros: &Macros) -> Answer {
+        self.end_message("aborted");
+        let config = self.shared.config();
+        let login = macros.auth_login.clone().filter(|l| !l.is_empty());
+        let class = policy::class::resolve(&config, self.client_ip, login.as_deref());
+        let class_index = class.and_then(|c| config.classes.iter().position(|k| k.name == c.name));
+        let sender: Sender = parse_envelope(sender_arg).map_err(|_| {
+            String::from_utf8_lossy(sender_arg)
+                .trim_matches(['<', '>'])
+                .to_string()
+        });
+        let sender_text = match &sender {
+            Ok(s) => s.to_string(),
+            Err(raw) => raw.clone(),
+        };
+        let verdict =
+            policy::sender::check(&config, class, &self.client(), &sender, login.as_deref());
+        self.message = Some(Message {
+            config,
+            started: Instant::now(),
+            queue_id: macros.queue_id.clone(),
+            sender: sender_text,
+            login,
+            class: class_index,
+            rcpt_accepted: 0,
+            rcpt_refused: 0,
+            from: FromHeaders::default(),
+            refused: None,
+            last_rcpt_refusal: None,
+            would: None,
+            summarised: false,
+        });
+        self.settle("mail", verdict, true)
+    }
+
+    /// RCPT TO: open relay, then the recipient count.
+    pub fn rcpt(&mut self, rcpt_arg: &[u8], macros: &Macros) -> Answer {
+        let Some(msg) = self.message.as_mut() else {
+            // No MAIL FROM seen: the MTA would not send this; refuse nothing
+            // that policy has not judged.
+            return Answer::Continue;
+        };
+        if macros.queue_id.is_some() {
+            msg.queue_id.clone_from(&macros.queue_id);
+        }
+        let rcpt =
+            parse_envelope(rcpt_arg).map_err(|_| String::from_utf8_lossy(rcpt_arg).to_string());
+        let class = msg.class();
+        let verdict = policy::relay::check(&msg.config, class, &rcpt)
+            .and_then(|| policy::recipients::check(&msg.config, msg.rcpt_accepted));
+        let answer = self.settle("rcpt", verdict, false);
+        if let Some(msg) = self.message.as_mut() {
+            match answer {
+                Answer::Continue => msg.rcpt_accepted += 1,
+                Answer::Refuse(_) => msg.rcpt_refused += 1,
+            }
+        }
+        answer
+    }
+
+    /// A header: only From: is kept, bounded by `from_header.max_length`.
+    pub fn header(&mut self, name: &[u8], value: &[u8]) {
+        let Some(msg) = self.message.as_mut() else {
+            return;
+        };
+        if name.eq_ignore_ascii_case(b"from") {
+            if value.len() > msg.config.from_max_length {
+                msg.from.too_long = true;
+                msg.from.values.push(Vec::new());
+            } else {
+                msg.from.values.push(value.to_vec());
+            }
+        }
+    }
+
+    /// End of headers: the From: check.
+    pub fn end_of_headers(&mut self, macros: &Macros) -> Answer {
+        let Some(msg) = self.message.as_mut() else {
+            return Answer::Continue;
+        };
+        if macros.queue_id.is_some() {
+            msg.queue_id.clone_from(&macros.queue_id);
+        }
+        let verdict = policy::from_header::check(&msg.config, msg.class(), &msg.from);
+        self.settle("eoh", verdict, true)
+    }
+
+    /// End of message: nothing left to refuse; log the summary.
+    pub fn end_of_message(&mut self, macros: &Macros) -> Answer {
+        if let Some(msg) = self.message.as_mut() {
+            if macros.queue_id.is_some() {
+                msg.queue_id.clone_from(&macros.queue_id);
+            }
+        }
+        self.end_message("accept");
+        Answer::Continue
+    }
+
+    /// The MTA aborted the message (RSET, a refusal elsewhere, a lost client).
+    pub fn abort(&mut self) {
+        self.end_message("aborted");
+    }
+
+    /// The connection closes.
+    pub fn close(&mut self) {
+        self.end_message("aborted");
+    }
+
+    /// An internal failure in a stage: answers as `on_error` says, and ends
+    /// the message if the answer refuses it.
+    pub fn internal_error(&mut self, stage: &'static str) -> Answer {
+        let config = self
+            .message
+            .as_ref()
+            .map_or_else(|| self.shared.config(), |m| m.config.clone());
+        let refusal = crate::reply::internal_error();
+        self.shared.stats.count_error();
+        match config.on_error {
+            crate::config::OnError::Accept => {
+                self.log_decision(stage, Outcome::ErrorAccepted, &refusal);
+                Answer::Continue
+            }
+            crate::config::OnError::Tempfail => {
+                self.log_decision(stage, Outcome::Tempfail, &refusal);
+                if let Some(msg) = self.message.as_mut() {
+                    msg.refused = Some(refusal.clone());
+                }
+                self.end_message("tempfail");
+                Answer::Refuse(refusal.reply)
+            }
+        }
+    }
+
+    /// Applies the mode to a verdict, logs the decision, and tells the MTA.
+    /// `ends_message`: a refusal at this stage ends the message (MAIL FROM,
+    /// end of headers), as opposed to refusing one recipient.
+    fn settle(&mut self, stage: &'static str, verdict: Verdict, ends_message: bool) -> Answer {
+        let Verdict::Refuse(refusal) = verdict else {
+            return Answer::Continue;
+        };
+        let mode = self
+            .message
+            .as_ref()
+            .map_or(Mode::Enforce, |m| m.config.mode_for(m.class()));
+        let permanent = refusal.reply.is_permanent();
+        if mode == Mode::Monitor {
+            let outcome = if permanent {
+                Outcome::WouldReject
+            } else {
+                Outcome::WouldTempfail
+            };
+            self.shared.stats.count(outcome);
+            self.log_decision(stage, outcome, &refusal);
+            if let Some(msg) = self.message.as_mut() {
+                msg.would = Some(refusal);
+            }
+            return Answer::Continue;
+        }
+        let outcome = if permanent {
+            Outcome::Reject
+        } else {
+            Outcome::Tempfail
+        };
+        self.shared.stats.count(outcome);
+        self.log_decision(stage, outcome, &refusal);
+        let reply = refusal.reply.clone();
+        if let Some(msg) = self.message.as_mut() {
+            if ends_message {
+                msg.refused = Some(refusal);
+            } else {
+                msg.last_rcpt_refusal = Some(refusal);
+            }
+        }
+        if ends_message {
+            self.end_message(outcome.as_str());
+        }
+        Answer::Refuse(reply)
+    }
+
+    fn log_decision(&self, stage: &'static str, outcome: Outcome, refusal: &Refusal) {
+        let msg = self.message.as_ref();
+        log::decision(&log::Decision {
+            queue_id: msg.and_then(|m| m.queue_id.as_deref()).unwrap_or("-"),
+            conn_id: self.id,
+            stage,
+            outcome,
+            rule: refusal.rule,
+            reply: &refusal.reply,
+            client_ip: &self.client(),
+            class: msg.and_then(|m| m.class()).map_or("-", |c| c.name.as_str()),
+            sender: msg.map_or("-", |m| m.sender.as_str()),
+            auth: msg.and_then(|m| m.login.as_deref()).unwrap_or("-"),
+            rcpt_count: msg.map_or(0, |m| m.rcpt_accepted),
+        });
+    }
+
+    /// Logs the summary line of the current message once, and forgets it.
+    /// `how` is the verdict when nothing more specific is known.
+    fn end_message(&mut self, how: &str) {
+        let Some(msg) = self.message.take() else {
+            return;
+        };
+        if msg.summarised {
+            return;
+        }
+        let (verdict, refusal) = if let Some(r) = &msg.refused {
+            (
+                if r.reply.is_permanent() {
+                    "reject"
+                } else {
+                    "tempfail"
+                },
+                Some(r),
+            )
+        } else if how == "aborted" && msg.rcpt_accepted == 0 && msg.rcpt_refused > 0 {
+            ("reject", msg.last_rcpt_refusal.as_ref())
+        } else if how == "accept" {
+            match &msg.would {
+                Some(w) if w.reply.is_permanent() => ("would_reject", Some(w)),
+                Some(w) => ("would_tempfail", Some(w)),
+                None => ("accept", None),
+            }
+        } else {
+            (how, None)
+        };
+        if verdict == "accept" || verdict.starts_with("would") {
+            self.shared.stats.count(Outcome::Accept);
+        }
+        log::summary(&log::Summary {
+            queue_id: msg.queue_id.as_deref().unwrap_or("-"),
+            conn_id: self.id,
+            client_ip: &self.client(),
+            helo: self.helo.as_deref().unwrap_or("-"),
+            class: msg.class().map_or("-", |c| c.name.as_str()),
+            sender: &msg.sender,
+            auth: msg.login.as_deref().unwrap_or("-"),
+            rcpt_count: msg.rcpt_accepted,
+            verdict,
+            rule: refusal.map_or("-", |r| r.rule),
+            reply: refusal.map(|r| r.reply.to_string()),
+            elapsed_ms: msg.started.elapsed().as_secs_f64() * 1000.0,
+        });
+    }
+}
