@@ -24,6 +24,8 @@ pub enum DomainError {
     LabelTooLong,
     #[error("domain is not a valid IDNA name")]
     Idna,
+    #[error("domain label starts or ends with a hyphen")]
+    Hyphen,
 }
 
 impl Domain {
@@ -52,6 +54,10 @@ impl Domain {
             }
             if label.len() > 63 {
                 return Err(DomainError::LabelTooLong);
+            }
+            // RFC 5890 §2.3.1 LDH rule, which UTS 46 leaves unchecked.
+            if label.starts_with('-') || label.ends_with('-') {
+                return Err(DomainError::Hyphen);
             }
         }
         Ok(Self(ascii))
@@ -246,6 +252,7 @@ mod tests {
         assert_eq!(Domain::parse("."), Err(DomainError::Empty));
         assert!(Domain::parse("a..b").is_err());
         assert!(Domain::parse("a b.com").is_err());
+        assert_eq!(Domain::parse("-bad-.com"), Err(DomainError::Hyphen));
         assert!(Domain::parse(&"a".repeat(64)).is_err());
     }
 

@@ -194,6 +194,7 @@ impl Config {
             errors: Vec::new(),
         };
         let config = v.config(raw);
+        v.errors.sort_by_key(|e| e.line);
         if v.errors.is_empty() {
             Ok(config)
         } else {

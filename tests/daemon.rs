@@ -1,0 +1,275 @@
+//! The daemon as an administrator runs it: check-config, a unix socket
+//! (stale file, mode), the JSON decision log, SIGHUP reload (bad and good),
+//! SIGTERM.
+
+mod common;
+use common::{mail, reply};
+use indymilter::Actions;
+use indymilter_test::TestConnection;
+use std::{
+    io::{BufRead, BufReader},
+    os::unix::fs::{FileTypeExt, PermissionsExt},
+    path::Path,
+    process::{Child, Command, Stdio},
+    sync::mpsc,
+    time::Duration,
+};
+
+const BIN: &str = env!("CARGO_BIN_EXE_egress-milter");
+
+#[test]
+fn check_config_accepts_the_shipped_file() {
+    let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("milter.yaml");
+    let out = Command::new(BIN)
+        .args(["check-config", "--config"])
+        .arg(&shipped)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "ok\n");
+}
+
+#[test]
+fn check_config_reports_every_mistake_at_once() {
+    let path = common::config_path("twenty_mistakes.yaml");
+    let out = Command::new(BIN)
+        .args(["check-config", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert!(lines.len() >= 20, "{stderr}");
+    let prefix = format!("{}:", path.display());
+    for l in &lines {
+        assert!(l.starts_with(&prefix), "no file in {l}");
+        let rest = &l[prefix.len()..];
+        let (line, rest) = rest.split_once(": ").unwrap();
+        assert!(line.parse::<u32>().unwrap() > 1, "no line in {l}");
+        assert!(rest.contains(": "), "no key in {l}");
+    }
+    assert!(
+        stderr.contains(":7: classes[0].clients[0]: invalid network \"10.1.2.0/33\""),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(":19: milter.timeout: invalid duration \"soon\""),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn check_config_names_line_of_unknown_key_and_bad_yaml() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("c.yaml");
+    std::fs::write(&path, "listen: inet:127.0.0.1:1\nlocal_domains: [example.com]\nclasses:\n  - name: a\n    client: [10.0.0.1]\n").unwrap();
+    let out = Command::new(BIN)
+        .args(["check-config", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.starts_with(&format!("{}:5: ", path.display())),
+        "{stderr}"
+    );
+    assert!(stderr.contains("client"), "{stderr}");
+    std::fs::write(&path, "listen: [unclosed\n").unwrap();
+    let out = Command::new(BIN)
+        .args(["check-config", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let out = Command::new(BIN)
+        .args(["check-config", "--config", "/nonexistent/x.yaml"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/x.yaml"));
+}
+
+/// A running daemon whose stderr lines arrive on a channel.
+struct Running {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+}
+
+impl Running {
+    fn start(config: &Path) -> Self {
+        let mut child = Command::new(BIN)
+            .args(["run", "--config"])
+            .arg(config)
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Self { child, lines }
+    }
+
+    /// Waits (at most 20 s) for a log line containing `needle`.
+    fn wait_for(&self, needle: &str) -> String {
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(l) if l.contains(needle) => return l,
+                Ok(_) => {}
+                Err(e) => panic!("no log line with {needle:?}: {e}"),
+            }
+        }
+    }
+
+    fn signal(&self, sig: &str) {
+        let ok = Command::new("kill")
+            .args([sig, &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(ok.success());
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn write_config(path: &Path, socket: &Path, sender_domain: &str) {
+    std::fs::write(
+        path,
+        format!(
+            "listen: unix:{}\nsocket_mode: \"0640\"\nlocal_domains: [example.com, example.net]\nlog: {{ format: json }}\nclasses:\n  - {{ name: app, clients: [10.1.2.0/24], sender_domains: [{sender_domain}] }}\n",
+            socket.display()
+        ),
+    )
+    .unwrap();
+}
+
+async fn open_unix(socket: &Path) -> TestConnection {
+    TestConnection::configure()
+        .available_actions(Actions::all())
+        .open_unix(socket)
+        .await
+        .unwrap()
+}
+
+async fn sender_reply(socket: &Path, sender: &str) -> String {
+    let mut conn = open_unix(socket).await;
+    let addr: std::net::SocketAddr = "10.1.2.3:4000".parse().unwrap();
+    conn.connect("app.test", addr).await.unwrap();
+    let r = reply(&mail(&mut conn, sender, None).await);
+    conn.close().await.unwrap();
+    r
+}
+
+#[tokio::test]
+async fn unix_socket_json_log_reload_and_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("milter.sock");
+    let config = dir.path().join("milter.yaml");
+    write_config(&config, &socket, "example.com");
+    // A stale socket file, as a crashed run leaves it.
+    drop(std::os::unix::net::UnixListener::bind(&socket).unwrap());
+    assert!(socket.exists());
+
+    let d = Running::start(&config);
+    d.wait_for("egress-milter started");
+    let meta = std::fs::metadata(&socket).unwrap();
+    assert!(meta.file_type().is_socket());
+    assert_eq!(meta.permissions().mode() & 0o777, 0o640);
+
+    // A decision, and its JSON log line with every field.
+    assert_eq!(
+        sender_reply(&socket, "<a@example.net>").await,
+        "550 5.7.1 Sender <a@example.net> not authorised for app"
+    );
+    let line = d.wait_for("\"decision\"");
+    let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(v["level"], "INFO");
+    assert_eq!(v["stage"], "mail");
+    assert_eq!(v["verdict"], "reject");
+    assert_eq!(v["rule"], "sender_domains");
+    assert_eq!(
+        v["reply"],
+        "550 5.7.1 Sender <a@example.net> not authorised for app"
+    );
+    assert_eq!(v["client_ip"], "10.1.2.3");
+    assert_eq!(v["class"], "app");
+    assert_eq!(v["sender"], "a@example.net");
+    assert_eq!(v["queue_id"], "QID1");
+    assert_eq!(v["auth"], "-");
+    assert_eq!(v["rcpt_count"], 0);
+    assert!(v["conn_id"].as_u64().is_some());
+    let summary = d.wait_for("\"message\"");
+    let s: serde_json::Value = serde_json::from_str(&summary).unwrap();
+    assert_eq!(s["verdict"], "reject");
+    assert_eq!(s["queue_id"], "QID1");
+    assert!(s["elapsed_ms"].is_string() || s["elapsed_ms"].is_number());
+
+    // A bad configuration on SIGHUP is refused; the old one keeps serving.
+    std::fs::write(
+        &config,
+        "listen: unix:/x\nlocal_domains: [\"bad domain\"]\n",
+    )
+    .unwrap();
+    d.signal("-HUP");
+    let refused = d.wait_for("reload refused");
+    assert!(refused.contains("local_domains[0]"), "{refused}");
+    assert_eq!(
+        sender_reply(&socket, "<a@example.net>").await,
+        "550 5.7.1 Sender <a@example.net> not authorised for app"
+    );
+
+    // A good one is swapped in.
+    write_config(&config, &socket, "example.net");
+    d.signal("-HUP");
+    d.wait_for("configuration reloaded");
+    assert_eq!(sender_reply(&socket, "<a@example.net>").await, "continue");
+
+    // SIGTERM while a connection is open mid-message: exit 0, socket removed.
+    let mut open = open_unix(&socket).await;
+    let addr: std::net::SocketAddr = "10.1.2.3:4000".parse().unwrap();
+    open.connect("app.test", addr).await.unwrap();
+    assert_eq!(
+        reply(&mail(&mut open, "<a@example.net>", None).await),
+        "continue"
+    );
+    d.signal("-TERM");
+    d.wait_for("egress-milter stopped");
+    let mut d = d;
+    let status = d.child.wait().unwrap();
+    assert_eq!(status.code(), Some(0));
+    assert!(!socket.exists());
+}
+
+#[tokio::test]
+async fn refuses_to_steal_a_live_socket() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("milter.sock");
+    let config = dir.path().join("milter.yaml");
+    write_config(&config, &socket, "example.com");
+    let _live = std::os::unix::net::UnixListener::bind(&socket).unwrap();
+    let out = Command::new(BIN)
+        .args(["run", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("in use"));
+}

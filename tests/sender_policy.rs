@@ -1,0 +1,131 @@
+//! MAIL FROM over the milter protocol: classes, sender rules, login match,
+//! null sender, per-class monitor mode.
+
+mod common;
+use common::{mail, reply};
+
+#[tokio::test]
+async fn sender_rules_by_class() {
+    let d = common::start("policy.yaml").await;
+    let cases: &[(&str, &str, Option<&str>, &str)] = &[
+        ("10.1.2.5", "<noreply@example.com>", None, "continue"),
+        ("10.1.3.7", "<noreply@example.com>", None, "continue"),
+        (
+            "10.1.2.5",
+            "<ceo@example.com>",
+            None,
+            "550 5.7.1 Sender <ceo@example.com> not authorised for crm-app",
+        ),
+        (
+            "10.1.2.5",
+            "<noreply@evil.com>",
+            None,
+            "550 5.7.1 Sender <noreply@evil.com> not authorised for crm-app",
+        ),
+        (
+            "10.1.2.5",
+            "<>",
+            None,
+            "550 5.7.1 Null sender not allowed for crm-app",
+        ),
+        ("10.1.4.9", "<>", None, "continue"),
+        ("10.1.4.9", "<billing@x.example.org>", None, "continue"),
+        (
+            "10.1.4.9",
+            "<billing@gmail.com>",
+            None,
+            "550 5.7.1 Sender <billing@gmail.com> not authorised for bounce-app",
+        ),
+        (
+            "192.0.2.50",
+            "<alice@example.com>",
+            Some("alice"),
+            "continue",
+        ),
+        (
+            "192.0.2.50",
+            "<bob@example.com>",
+            Some("alice"),
+            "553 5.7.1 Sender <bob@example.com> not owned by user alice",
+        ),
+        (
+            "192.0.2.50",
+            "<alice@evil.com>",
+            Some("alice"),
+            "550 5.7.1 Sender <alice@evil.com> not authorised for staff",
+        ),
+        // Unknown and unauthenticated: MAIL FROM passes, RCPT TO is held to local domains.
+        ("192.0.2.50", "<anyone@evil.com>", None, "continue"),
+    ];
+    for (ip, sender, login, want) in cases {
+        let mut conn = d.client(ip).await;
+        let got = reply(&mail(&mut conn, sender, *login).await);
+        assert_eq!(&got, want, "{ip} {sender} {login:?}");
+        conn.close().await.unwrap();
+    }
+    d.stop().await;
+}
+
+#[tokio::test]
+async fn several_messages_on_one_connection_are_judged_apart() {
+    let d = common::start("policy.yaml").await;
+    let mut conn = d.client("10.1.2.5").await;
+    assert_eq!(
+        reply(&mail(&mut conn, "<ceo@example.com>", None).await),
+        "550 5.7.1 Sender <ceo@example.com> not authorised for crm-app"
+    );
+    conn.abort().await.unwrap();
+    assert_eq!(
+        reply(&mail(&mut conn, "<noreply@example.com>", None).await),
+        "continue"
+    );
+    assert_eq!(
+        reply(&conn.rcpt(["<a@gmail.com>"]).await.unwrap()),
+        "continue"
+    );
+    let headers = [("From", "News <noreply@example.com>"), ("Subject", "one")];
+    assert_eq!(common::message(&mut conn, &headers).await, "continue");
+    // Second message on the same connection, after the first ended.
+    assert_eq!(
+        reply(&mail(&mut conn, "<noreply@example.com>", None).await),
+        "continue"
+    );
+    assert_eq!(
+        reply(&conn.rcpt(["<b@gmail.com>"]).await.unwrap()),
+        "continue"
+    );
+    let headers = [("From", "<noreply@evil.com>")];
+    assert_eq!(
+        common::message(&mut conn, &headers).await,
+        "550 5.7.1 From: domain evil.com not authorised"
+    );
+    conn.close().await.unwrap();
+    d.stop().await;
+}
+
+#[tokio::test]
+async fn class_in_monitor_mode_refuses_nothing_and_counts() {
+    let d = common::start("policy.yaml").await;
+    let mut conn = d.client("10.1.5.1").await;
+    assert_eq!(
+        reply(&mail(&mut conn, "<x@evil.com>", None).await),
+        "continue"
+    );
+    assert_eq!(
+        reply(&conn.rcpt(["<a@gmail.com>"]).await.unwrap()),
+        "continue"
+    );
+    let headers = [("From", "<x@evil.com>")];
+    assert_eq!(common::message(&mut conn, &headers).await, "continue");
+    conn.close().await.unwrap();
+    let stats = &d.shared.stats;
+    use std::sync::atomic::Ordering::Relaxed;
+    assert_eq!(
+        stats.would_reject.load(Relaxed),
+        2,
+        "MAIL FROM and From: would be refused"
+    );
+    assert_eq!(stats.rejected.load(Relaxed), 0);
+    assert_eq!(stats.accepted.load(Relaxed), 1);
+    d.stop().await;
+}
