@@ -22,12 +22,15 @@ async fn judge(d: &common::Daemon, ip: &str, headers: &[(&str, &str)]) -> String
     got
 }
 
+/// Client IP, headers, expected reply.
+type Case<'a> = (&'a str, &'a [(&'a str, &'a str)], &'a str);
+
 #[tokio::test]
 async fn from_header_decisions() {
     let d = common::start("policy.yaml").await;
     let staff = "192.0.2.80";
     let crm = "10.1.2.5";
-    let cases: &[(&str, &[(&str, &str)], &str)] = &[
+    let cases: &[Case] = &[
         (staff, &[("From", "Alice <alice@example.com>")], "continue"),
         (
             staff,
