@@ -190,8 +190,14 @@ impl Parser {
 
     fn next(&mut self) -> Option<Token> {
         let t = self.tokens.get(self.pos).cloned();
-        self.pos += 1;
+        if t.is_some() {
+            self.pos += 1;
+        }
         t
+    }
+
+    fn rest(&self) -> &[Token] {
+        self.tokens.get(self.pos..).unwrap_or_default()
     }
 
     fn at_special(&self, c: u8) -> bool {
@@ -209,7 +215,7 @@ impl Parser {
     /// The first of `<`, `:`, `,`, `;` or the end, from the current position:
     /// it tells a name-addr, a group and a bare addr-spec apart.
     fn lookahead_kind(&self) -> Option<u8> {
-        self.tokens[self.pos..].iter().find_map(|t| match t {
+        self.rest().iter().find_map(|t| match t {
             Token::Special(c @ (b'<' | b':' | b',' | b';')) => Some(*c),
             _ => None,
         })
@@ -279,7 +285,7 @@ impl Parser {
     /// True when the next `<` comes before any `,` or `;` (so it opens this
     /// mailbox's angle-addr, not a later one's).
     fn angle_before_separator(&self) -> bool {
-        for t in &self.tokens[self.pos..] {
+        for t in self.rest() {
             match t {
                 Token::Special(b'<') => return true,
                 Token::Special(b',' | b';') => return false,
@@ -343,9 +349,8 @@ impl Parser {
                             name.extend_from_slice(&a);
                         }
                         // A trailing dot ends the domain (`example.com.`).
-                        Some(Token::Special(c @ (b'>' | b',' | b';'))) => {
+                        Some(Token::Special(b'>' | b',' | b';')) => {
                             self.pos -= 1;
-                            let _ = c;
                             break;
                         }
                         None => break,
@@ -488,5 +493,29 @@ mod tests {
             parse_address_list(b"a@b\xff.com"),
             Err(ParseError::Domain(DomainError::Idna))
         );
+    }
+
+    /// Whatever the bytes, the parser returns; it never panics nor loops.
+    /// Inputs are drawn (deterministically) from the characters that steer
+    /// the grammar.
+    #[test]
+    fn never_panics_on_generated_input() {
+        const ALPHABET: &[u8] = b"<>()[]\":;@,.\\ a\r\n\t\x80\xc3\xbc=?";
+        let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut input = Vec::new();
+        for _ in 0..200_000 {
+            input.clear();
+            seed = seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            let len = (seed >> 59) as usize + 1;
+            for _ in 0..len {
+                seed = seed
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                input.push(ALPHABET[(seed >> 33) as usize % ALPHABET.len()]);
+            }
+            let _ = parse_address_list(&input);
+        }
     }
 }

@@ -2,6 +2,9 @@
 //! with a scenario's configuration, and talk to it with a milter client.
 #![allow(dead_code)]
 
+pub mod postfix;
+pub mod sink;
+
 use egress_milter::{config::Config, Shared};
 use indymilter::{Actions, MacroStage};
 use indymilter_test::{Status, TestConnection};

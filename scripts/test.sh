@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# The whole test suite: installs what the tests need when it is missing
+# (Postfix and swaks, from Debian's packages), then checks formatting, runs
+# clippy with warnings as errors, and runs every test (one build for all).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need=()
+[ -x /usr/sbin/postfix ] || need+=(postfix)
+command -v swaks >/dev/null 2>&1 || need+=(swaks)
+if [ ${#need[@]} -gt 0 ]; then
+  if [ "$(id -u)" != 0 ]; then
+    echo "the tests need: ${need[*]}; run this script as root to install them" >&2
+    exit 1
+  fi
+  echo "installing ${need[*]}"
+  # "No configuration": install Postfix without configuring or starting a
+  # system instance; the tests run their own on loopback ports.
+  echo "postfix postfix/main_mailer_type select No configuration" | debconf-set-selections
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+fi
+
+cargo fmt --check
+cargo clippy --all-targets --locked -- -D warnings
+cargo test --all-targets --locked

@@ -1,0 +1,176 @@
+//! A private Postfix instance on loopback ports for end-to-end tests: its
+//! own config and queue directories under the target directory, no chroot,
+//! no port 25, the next hop a test sink. Stopped when dropped.
+
+use std::{
+    net::TcpStream,
+    path::{Path, PathBuf},
+    process::Command,
+    time::{Duration, Instant},
+};
+
+pub struct Postfix {
+    pub dir: PathBuf,
+    pub smtp_port: u16,
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free loopback port")
+}
+
+const MASTER_CF: &str = "\
+pickup    unix  n       -       n       60      1       pickup
+cleanup   unix  n       -       n       -       0       cleanup
+qmgr      unix  n       -       n       300     1       qmgr
+rewrite   unix  -       -       n       -       -       trivial-rewrite
+bounce    unix  -       -       n       -       0       bounce
+defer     unix  -       -       n       -       0       bounce
+trace     unix  -       -       n       -       0       bounce
+verify    unix  -       -       n       -       1       verify
+flush     unix  n       -       n       1000?   0       flush
+proxymap  unix  -       -       n       -       -       proxymap
+smtp      unix  -       -       n       -       -       smtp
+relay     unix  -       -       n       -       -       smtp
+showq     unix  n       -       n       -       -       showq
+error     unix  -       -       n       -       -       error
+retry     unix  -       -       n       -       -       error
+discard   unix  -       -       n       -       -       discard
+anvil     unix  -       -       n       -       1       anvil
+scache    unix  -       -       n       -       1       scache
+postlog   unix-dgram n  -       n       -       1       postlogd
+";
+
+impl Postfix {
+    /// Starts Postfix with `smtpd_milters` at `milter` (e.g.
+    /// `inet:127.0.0.1:PORT`) and `[127.0.0.1]:sink_port` as relayhost.
+    pub fn start(name: &str, milter: &str, sink_port: u16) -> Postfix {
+        assert!(
+            Path::new("/usr/sbin/postfix").exists(),
+            "postfix is not installed: run scripts/test.sh, which installs it"
+        );
+        let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+            .join(format!("postfix-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(dir.join("queue")).expect("queue dir");
+        std::fs::create_dir_all(dir.join("data")).expect("data dir");
+        // master.lock and the TLS caches live here, written as mail_owner.
+        let chown = Command::new("chown")
+            .arg("postfix:")
+            .arg(dir.join("data"))
+            .status();
+        assert!(
+            chown.is_ok_and(|s| s.success()),
+            "chown postfix data directory"
+        );
+        let smtp_port = free_port();
+        let main_cf = format!(
+            "compatibility_level = 3.6
+queue_directory = {dir}/queue
+data_directory = {dir}/data
+mail_owner = postfix
+setgid_group = postdrop
+myhostname = gw.example.com
+mydomain = example.com
+myorigin = example.com
+inet_interfaces = 127.0.0.1
+inet_protocols = ipv4
+mydestination =
+local_recipient_maps =
+relay_domains =
+relayhost = [127.0.0.1]:{sink_port}
+smtp_host_lookup = native
+# Every loopback client may relay as far as Postfix is concerned: the
+# milter alone stands between them and an open relay.
+mynetworks = 127.0.0.0/8
+smtpd_relay_restrictions = permit_mynetworks, reject
+smtpd_recipient_restrictions = permit_mynetworks, reject
+smtpd_milters = {milter}
+non_smtpd_milters = {milter}
+milter_protocol = 6
+milter_default_action = tempfail
+maillog_file = {dir}/postfix.log
+maillog_file_prefixes = {dir}
+alias_maps =
+alias_database =
+smtputf8_enable = no
+biff = no
+",
+            dir = dir.display()
+        );
+        std::fs::write(dir.join("main.cf"), main_cf).expect("main.cf");
+        let master = format!("127.0.0.1:{smtp_port} inet n - n - - smtpd\n{MASTER_CF}");
+        std::fs::write(dir.join("master.cf"), master).expect("master.cf");
+        let pf = Postfix { dir, smtp_port };
+        pf.postfix(&["check"]);
+        pf.postfix(&["start"]);
+        pf.wait_listening();
+        pf
+    }
+
+    fn postfix(&self, args: &[&str]) {
+        let out = Command::new("/usr/sbin/postfix")
+            .arg("-c")
+            .arg(&self.dir)
+            .args(args)
+            .output()
+            .expect("run postfix");
+        assert!(
+            out.status.success(),
+            "postfix {args:?}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// Waits (at most 30 s) for smtpd's port to accept connections.
+    fn wait_listening(&self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while TcpStream::connect(("127.0.0.1", self.smtp_port)).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "postfix did not listen: {}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("postfix.log")).unwrap_or_default()
+    }
+}
+
+/// Sends one message with swaks to `127.0.0.1:port` from a given loopback
+/// source address; returns swaks's transcript.
+pub fn swaks(
+    port: u16,
+    source_ip: &str,
+    from: &str,
+    to: &str,
+    header_from: &str,
+    subject: &str,
+) -> String {
+    let out = Command::new("swaks")
+        .args(["--server", &format!("127.0.0.1:{port}")])
+        .args(["--local-interface", source_ip])
+        .args(["--from", from, "--to", to])
+        .args(["--header", &format!("From: {header_from}")])
+        .args(["--header", &format!("Subject: {subject}")])
+        .args(["--body", "Test message body.", "--timeout", "30"])
+        .output()
+        .expect("swaks is not installed: run scripts/test.sh, which installs it");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+impl Drop for Postfix {
+    fn drop(&mut self) {
+        let _ = Command::new("/usr/sbin/postfix")
+            .arg("-c")
+            .arg(&self.dir)
+            .arg("stop")
+            .output();
+    }
+}

@@ -1,0 +1,133 @@
+//! End to end: swaks -> a real Postfix on loopback -> egress-milter -> a
+//! sink. Asserts the SMTP replies the client saw and what reached the sink.
+
+mod common;
+use common::{
+    postfix::{swaks, Postfix},
+    sink::Sink,
+};
+
+/// The line swaks shows for the server's reply to the refused command.
+fn refused_with(transcript: &str, reply: &str) -> bool {
+    transcript
+        .lines()
+        .any(|l| l.starts_with("<** ") && l[4..].starts_with(reply))
+}
+
+fn queued(transcript: &str) -> bool {
+    transcript
+        .lines()
+        .any(|l| l.starts_with("<-  250") && l.contains("queued as"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postfix_with_the_milter() {
+    let d = common::start("e2e.yaml").await;
+    let mut sink = Sink::start().await;
+    let pf = Postfix::start("policy", &format!("inet:{}", d.addr), sink.port);
+    let app = "127.0.0.2";
+    let stranger = "127.0.0.9";
+
+    // swaks blocks; the milter shares this runtime, so run it aside.
+    let port = pf.smtp_port;
+    let run = |ip: &'static str,
+               from: &'static str,
+               to: &'static str,
+               hfrom: &'static str,
+               subj: &'static str| {
+        tokio::task::spawn_blocking(move || swaks(port, ip, from, to, hfrom, subj))
+    };
+
+    // Refused: a forged envelope sender.
+    let t = run(
+        app,
+        "ceo@example.com",
+        "someone@gmail.test",
+        "ceo@example.com",
+        "forged sender",
+    )
+    .await
+    .unwrap();
+    assert!(
+        refused_with(
+            &t,
+            "550 5.7.1 Sender <ceo@example.com> not authorised for crm-app"
+        ),
+        "{t}"
+    );
+    // Refused: a spoofed From: header, after DATA.
+    let t = run(
+        app,
+        "noreply@example.com",
+        "someone@gmail.test",
+        "\"PayPal\" <service@paypal.test>",
+        "spoofed from",
+    )
+    .await
+    .unwrap();
+    assert!(
+        refused_with(&t, "550 5.7.1 From: domain paypal.test not authorised"),
+        "{t}"
+    );
+    // Refused: an unknown client trying to relay.
+    let t = run(
+        stranger,
+        "x@outside.test",
+        "victim@gmail.test",
+        "x@example.com",
+        "open relay",
+    )
+    .await
+    .unwrap();
+    assert!(refused_with(&t, "554 5.7.1 Relay access denied"), "{t}");
+
+    // Accepted: the application as itself, and an unknown client to a local
+    // recipient.
+    let t = run(
+        app,
+        "noreply@example.com",
+        "someone@gmail.test",
+        "Shop <noreply@example.com>",
+        "authorised app",
+    )
+    .await
+    .unwrap();
+    assert!(queued(&t), "{t}\n{}", pf.log());
+    let t = run(
+        stranger,
+        "x@outside.test",
+        "postmaster@example.com",
+        "x@example.com",
+        "to local",
+    )
+    .await
+    .unwrap();
+    assert!(queued(&t), "{t}");
+
+    let mut subjects = Vec::new();
+    for _ in 0..2 {
+        let m = sink
+            .next(60)
+            .await
+            .unwrap_or_else(|| panic!("nothing delivered: {}", pf.log()));
+        let subject = m
+            .data
+            .lines()
+            .find_map(|l| l.strip_prefix("Subject: "))
+            .unwrap_or("")
+            .to_string();
+        if subject == "authorised app" {
+            assert_eq!(m.mail_from, "<noreply@example.com>");
+            assert_eq!(m.rcpt_to, vec!["<someone@gmail.test>".to_string()]);
+        }
+        subjects.push(subject);
+    }
+    subjects.sort();
+    assert_eq!(subjects, vec!["authorised app", "to local"]);
+    // The refused messages were never queued, so nothing else can arrive.
+    assert!(sink.messages.try_recv().is_err());
+    let log = pf.log();
+    assert!(log.contains("milter-reject"), "{log}");
+    drop(pf);
+    d.stop().await;
+}
