@@ -65,11 +65,14 @@ async fn handle_connect(
         SocketInfo::Inet(addr) => Some(addr.ip()),
         _ => None,
     };
-    cx.data = Some(Connection::new(
-        shared,
-        hostname.to_string_lossy().into_owned(),
-        ip,
-    ));
+    let mut conn = Connection::new(shared, hostname.to_string_lossy().into_owned(), ip);
+    // Which of the MTA's listeners took the connection (smtpd on 25, the
+    // submission service on 587...): Postfix's service name, else the address.
+    conn.daemon = [c"{daemon_name}", c"{daemon_addr}"]
+        .iter()
+        .find_map(|m| cx.macros.get(m))
+        .map(|v| v.to_string_lossy().into_owned());
+    cx.data = Some(conn);
     Status::Continue
 }
 
@@ -189,5 +192,52 @@ fn macros(m: &indymilter::Macros) -> Macros {
     Macros {
         queue_id: get(c"i"),
         auth_login: get(c"{auth_authen}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{Config, OnError};
+    use std::path::Path;
+
+    fn connection(on_error: OnError) -> Connection {
+        let mut config = Config::parse(
+            Path::new("t.yaml"),
+            "listen: inet:127.0.0.1:1\nlocal_domains: [example.com]\nclasses: [{name: app, clients: [10.0.0.0/8]}]\n",
+        )
+        .unwrap();
+        config.on_error = on_error;
+        Connection::new(
+            Shared::new(config),
+            "client".into(),
+            "10.1.1.1".parse().ok(),
+        )
+    }
+
+    #[test]
+    fn a_panic_in_a_stage_tempfails_by_default() {
+        let mut conn = connection(OnError::Tempfail);
+        let answer = guarded(&mut conn, "mail", |_| panic!("bug"));
+        let Answer::Refuse(reply) = answer else {
+            panic!("a failed check was let through")
+        };
+        assert_eq!(reply.to_string(), "451 4.3.0 Temporary policy failure");
+        assert_eq!(crate::state::Stats::get(&conn.shared().stats.errors), 1);
+        // The connection goes on: the next message is judged normally.
+        let answer = guarded(&mut conn, "mail", |c| {
+            c.mail(b"<a@example.com>", &Macros::default())
+        });
+        assert_eq!(answer, Answer::Continue);
+    }
+
+    #[test]
+    fn a_panic_in_a_stage_accepts_with_on_error_accept() {
+        let mut conn = connection(OnError::Accept);
+        assert_eq!(
+            guarded(&mut conn, "eoh", |_| panic!("bug")),
+            Answer::Continue
+        );
+        assert_eq!(crate::state::Stats::get(&conn.shared().stats.errors), 1);
     }
 }

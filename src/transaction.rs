@@ -25,6 +25,8 @@ pub struct Connection {
     shared: Arc<Shared>,
     pub client_ip: Option<IpAddr>,
     pub client_name: String,
+    /// The MTA service or address the client connected to.
+    pub daemon: Option<String>,
     pub helo: Option<String>,
     message: Option<Message>,
 }
@@ -72,6 +74,7 @@ impl Connection {
             shared,
             client_ip,
             client_name,
+            daemon: None,
             helo: None,
             message: None,
         }
@@ -325,6 +328,7 @@ impl Connection {
             conn_id: self.id,
             client_ip: &self.client(),
             helo: self.helo.as_deref().unwrap_or("-"),
+            daemon: self.daemon.as_deref().unwrap_or("-"),
             class: msg.class().map_or("-", |c| c.name.as_str()),
             sender: &msg.sender,
             auth: msg.login.as_deref().unwrap_or("-"),

@@ -172,6 +172,12 @@ async fn open_unix(socket: &Path) -> TestConnection {
 async fn sender_reply(socket: &Path, sender: &str) -> String {
     let mut conn = open_unix(socket).await;
     let addr: std::net::SocketAddr = "10.1.2.3:4000".parse().unwrap();
+    conn.macros(
+        indymilter::MacroStage::Connect,
+        [("{daemon_name}", "submission")],
+    )
+    .await
+    .unwrap();
     conn.connect("app.test", addr).await.unwrap();
     let r = reply(&mail(&mut conn, sender, None).await);
     conn.close().await.unwrap();
@@ -220,6 +226,9 @@ async fn unix_socket_json_log_reload_and_sigterm() {
     let s: serde_json::Value = serde_json::from_str(&summary).unwrap();
     assert_eq!(s["verdict"], "reject");
     assert_eq!(s["queue_id"], "QID1");
+    assert_eq!(s["daemon"], "submission");
+    assert_eq!(s["class"], "app");
+    assert_eq!(s["rule"], "sender_domains");
     assert!(s["elapsed_ms"].is_string() || s["elapsed_ms"].is_number());
 
     // A bad configuration on SIGHUP is refused; the old one keeps serving.

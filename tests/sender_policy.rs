@@ -129,3 +129,40 @@ async fn class_in_monitor_mode_refuses_nothing_and_counts() {
     assert_eq!(stats.accepted.load(Relaxed), 1);
     d.stop().await;
 }
+
+#[tokio::test]
+async fn global_monitor_mode_lets_everything_through() {
+    let mut config =
+        egress_milter::config::Config::load(&common::config_path("policy.yaml")).unwrap();
+    config.mode = egress_milter::config::Mode::Monitor;
+    // A class's own mode still wins: make crm-app follow the global one.
+    for c in &mut config.classes {
+        c.mode = None;
+    }
+    let d = common::start_with(config).await;
+    let mut conn = d.client("198.51.100.7").await;
+    assert_eq!(
+        reply(&mail(&mut conn, "<x@outside.net>", None).await),
+        "continue"
+    );
+    for i in 0..5 {
+        let r = conn.rcpt([format!("<victim{i}@gmail.com>")]).await.unwrap();
+        assert_eq!(
+            reply(&r),
+            "continue",
+            "relay and recipient limit are only logged"
+        );
+    }
+    assert_eq!(
+        common::message(&mut conn, &[("From", "<x@outside.net>")]).await,
+        "continue"
+    );
+    conn.close().await.unwrap();
+    use std::sync::atomic::Ordering::Relaxed;
+    let s = &d.shared.stats;
+    // 5 relay attempts + the From: check; the 452s never come since the
+    // relay refusal is met first.
+    assert_eq!(s.would_reject.load(Relaxed), 6);
+    assert_eq!(s.rejected.load(Relaxed) + s.tempfailed.load(Relaxed), 0);
+    d.stop().await;
+}
