@@ -75,7 +75,10 @@ pub struct Summary<'a> {
     pub verdict: &'a str,
     pub rule: &'a str,
     pub reply: Option<String>,
+    /// From MAIL FROM to the end of the message, the client's time included.
     pub elapsed_ms: f64,
+    /// The milter's own time on this message, in microseconds.
+    pub milter_us: u128,
 }
 
 pub fn summary(s: &Summary<'_>) {
@@ -94,6 +97,7 @@ pub fn summary(s: &Summary<'_>) {
         rule = s.rule,
         reply = s.reply.as_deref().unwrap_or("-"),
         elapsed_ms = format_args!("{:.3}", s.elapsed_ms),
+        milter_us = s.milter_us as u64,
         "message"
     );
 }
@@ -103,7 +107,12 @@ pub fn summary(s: &Summary<'_>) {
 pub fn init(format: LogFormat) {
     use tracing_subscriber::{fmt, EnvFilter};
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    use std::io::IsTerminal;
+    // Colour only on a terminal: journald and log files want plain text.
+    let builder = fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_writer(std::io::stderr);
     let _ = match format {
         LogFormat::Text => builder.try_init(),
         LogFormat::Json => builder.json().flatten_event(true).try_init(),

@@ -66,12 +66,13 @@ async fn handle_connect(
         _ => None,
     };
     let mut conn = Connection::new(shared, hostname.to_string_lossy().into_owned(), ip);
-    // Which of the MTA's listeners took the connection (smtpd on 25, the
-    // submission service on 587...): Postfix's service name, else the address.
-    conn.daemon = [c"{daemon_name}", c"{daemon_addr}"]
-        .iter()
-        .find_map(|m| cx.macros.get(m))
-        .map(|v| v.to_string_lossy().into_owned());
+    // Which of the MTA's listeners took the connection (port 25, the
+    // submission port 587...).
+    let get = |m: &CStr| cx.macros.get(m).map(|v| v.to_string_lossy().into_owned());
+    conn.daemon = match (get(c"{daemon_addr}"), get(c"{daemon_port}")) {
+        (Some(addr), Some(port)) => Some(format!("{addr}:{port}")),
+        (addr, port) => addr.or(port),
+    };
     cx.data = Some(conn);
     Status::Continue
 }
@@ -151,7 +152,10 @@ pub fn guarded(
     stage: &'static str,
     f: impl FnOnce(&mut Connection) -> Answer,
 ) -> Answer {
-    match catch_unwind(AssertUnwindSafe(|| f(conn))) {
+    conn.begin_stage();
+    let result = catch_unwind(AssertUnwindSafe(|| f(conn)));
+    conn.end_stage();
+    match result {
         Ok(answer) => answer,
         Err(panic) => {
             let what = panic

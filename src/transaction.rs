@@ -11,7 +11,11 @@ use crate::log::{self, Outcome};
 use crate::policy::{self, from_header::FromHeaders, sender::Sender, Verdict};
 use crate::reply::{Refusal, Reply};
 use crate::state::Shared;
-use std::{net::IpAddr, sync::Arc, time::Instant};
+use std::{
+    net::IpAddr,
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
 /// What the milter layer must answer the MTA.
 #[derive(Clone, Debug, Eq, PartialEq)]
@@ -29,6 +33,8 @@ pub struct Connection {
     pub daemon: Option<String>,
     pub helo: Option<String>,
     message: Option<Message>,
+    /// When the stage being handled began, to count the milter's own time.
+    stage_started: Option<Instant>,
 }
 
 struct Message {
@@ -36,6 +42,9 @@ struct Message {
     /// middle of a message does not change the rules it is judged by.
     config: Arc<Config>,
     started: Instant,
+    /// Time spent in the milter's own stage handling for this message, the
+    /// stage in progress excluded.
+    busy: Duration,
     queue_id: Option<String>,
     sender: String,
     login: Option<String>,
@@ -77,6 +86,7 @@ impl Connection {
             daemon: None,
             helo: None,
             message: None,
+            stage_started: None,
         }
     }
 
@@ -87,6 +97,18 @@ impl Connection {
     fn client(&self) -> String {
         self.client_ip
             .map_or_else(|| self.client_name.clone(), |ip| ip.to_string())
+    }
+
+    /// Marks the start of a stage's handling.
+    pub fn begin_stage(&mut self) {
+        self.stage_started = Some(Instant::now());
+    }
+
+    /// Marks its end: the time goes to the current message, if any.
+    pub fn end_stage(&mut self) {
+        if let (Some(t), Some(msg)) = (self.stage_started.take(), self.message.as_mut()) {
+            msg.busy += t.elapsed();
+        }
     }
 
     pub fn helo(&mut self, name: &str) {
@@ -115,6 +137,7 @@ impl Connection {
         self.message = Some(Message {
             config,
             started: Instant::now(),
+            busy: Duration::ZERO,
             queue_id: macros.queue_id.clone(),
             sender: sender_text,
             login,
@@ -337,6 +360,8 @@ impl Connection {
             rule: refusal.map_or("-", |r| r.rule),
             reply: refusal.map(|r| r.reply.to_string()),
             elapsed_ms: msg.started.elapsed().as_secs_f64() * 1000.0,
+            milter_us: (msg.busy + self.stage_started.map_or(Duration::ZERO, |t| t.elapsed()))
+                .as_micros(),
         });
     }
 }

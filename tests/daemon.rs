@@ -174,7 +174,7 @@ async fn sender_reply(socket: &Path, sender: &str) -> String {
     let addr: std::net::SocketAddr = "10.1.2.3:4000".parse().unwrap();
     conn.macros(
         indymilter::MacroStage::Connect,
-        [("{daemon_name}", "submission")],
+        [("{daemon_addr}", "192.0.2.25"), ("{daemon_port}", "587")],
     )
     .await
     .unwrap();
@@ -226,7 +226,8 @@ async fn unix_socket_json_log_reload_and_sigterm() {
     let s: serde_json::Value = serde_json::from_str(&summary).unwrap();
     assert_eq!(s["verdict"], "reject");
     assert_eq!(s["queue_id"], "QID1");
-    assert_eq!(s["daemon"], "submission");
+    assert_eq!(s["daemon"], "192.0.2.25:587");
+    assert!(s["milter_us"].as_u64().is_some());
     assert_eq!(s["class"], "app");
     assert_eq!(s["rule"], "sender_domains");
     assert!(s["elapsed_ms"].is_string() || s["elapsed_ms"].is_number());
