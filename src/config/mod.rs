@@ -180,12 +180,27 @@ impl Config {
 
     /// Validates configuration text; `path` is used in error messages.
     pub fn parse(path: &Path, text: &str) -> Result<Self, ConfigErrors> {
-        let raw: RawConfig = serde_saphyr::from_str(text).map_err(|e| {
+        // serde_path_to_error names the dotted key of a syntax or type error
+        // (`classes[0].client`); serde-saphyr gives its line.
+        let mut key = String::new();
+        let raw: Result<RawConfig, _> = serde_saphyr::with_deserializer_from_str(text, |de| {
+            serde_path_to_error::deserialize(de).map_err(|e| {
+                // Spanned<T> shows up as a `.value` segment: not a key.
+                let path = e.path().to_string();
+                key = path
+                    .split('.')
+                    .filter(|s| *s != "value")
+                    .collect::<Vec<_>>()
+                    .join(".");
+                e.into_inner()
+            })
+        });
+        let raw = raw.map_err(|e| {
             let line = e.location().map(|l| l.line()).unwrap_or(0);
             ConfigErrors(vec![ConfigError {
                 file: path.to_path_buf(),
                 line,
-                key: String::new(),
+                key: if key == "." { String::new() } else { key },
                 message: serde_message(&e),
             }])
         })?;
@@ -212,7 +227,16 @@ impl Config {
 /// here already says where, so keep the first line only.
 fn serde_message(e: &serde_saphyr::Error) -> String {
     let full = e.to_string();
-    let first = full.lines().next().unwrap_or("invalid YAML").trim();
+    let mut first = full.lines().next().unwrap_or("invalid YAML").trim();
+    first = first.strip_prefix("error: ").unwrap_or(first);
+    // "line 5 column 5: unknown field ..." -> "unknown field ..."
+    if let Some(rest) = first.strip_prefix("line ") {
+        if let Some((position, message)) = rest.split_once(": ") {
+            if position.split(" column ").all(|n| n.parse::<u64>().is_ok()) {
+                first = message;
+            }
+        }
+    }
     first.to_string()
 }
 
@@ -566,6 +590,10 @@ classes:
         assert_eq!(errs.0.len(), 1);
         assert_eq!(errs.0[0].line, 3);
         assert!(errs.0[0].message.contains("mod"), "{}", errs);
+        let yaml = "listen: inet:127.0.0.1:7357\nlocal_domains: [example.com]\nclasses:\n  - name: a\n    auth: any\n    login_match: maybe\n";
+        let errs = parse(yaml).unwrap_err();
+        assert_eq!(errs.0[0].line, 6, "{errs}");
+        assert_eq!(errs.0[0].key, "classes[0].login_match", "{errs}");
     }
 
     #[test]
