@@ -14,8 +14,18 @@ async fn unknown_clients_may_only_reach_local_domains() {
         ("<a@EXAMPLE.COM.>", "continue"),
         ("<victim@gmail.com>", "554 5.7.1 Relay access denied"),
         ("<a@example.org>", "554 5.7.1 Relay access denied"),
-        ("<\"victim@gmail.com\"@example.com>", "continue"),
-        ("<victim%gmail.com@example.com>", "continue"),
+        (
+            "<\"victim@gmail.com\"@example.com>",
+            "554 5.7.1 Relay access denied",
+        ),
+        (
+            "<victim%gmail.com@example.com>",
+            "554 5.7.1 Relay access denied",
+        ),
+        (
+            "<gmail.com!victim@example.com>",
+            "554 5.7.1 Relay access denied",
+        ),
         (
             "<\"a@example.com\"@gmail.com>",
             "554 5.7.1 Relay access denied",

@@ -166,3 +166,33 @@ async fn global_monitor_mode_lets_everything_through() {
     assert_eq!(s.rejected.load(Relaxed) + s.tempfailed.load(Relaxed), 0);
     d.stop().await;
 }
+
+#[tokio::test]
+async fn requests_the_macros_it_needs() {
+    use indymilter::MacroStage;
+    let d = common::start("policy.yaml").await;
+    let conn = d.open().await;
+    let macros = conn.requested_macros();
+    let at = |stage| {
+        macros
+            .get(&stage)
+            .map(|m| m.to_string_lossy().into_owned())
+            .unwrap_or_default()
+    };
+    let mail = at(MacroStage::Mail);
+    for name in ["i", "{auth_authen}", "{auth_type}"] {
+        assert!(
+            mail.split(' ').any(|m| m == name),
+            "{name} not requested at MAIL: {mail}"
+        );
+    }
+    for stage in [MacroStage::Rcpt, MacroStage::Eoh, MacroStage::Eom] {
+        assert!(
+            at(stage).split(' ').any(|m| m == "i"),
+            "queue id not requested at {stage:?}"
+        );
+    }
+    assert!(at(MacroStage::Connect).contains("{daemon_addr}"));
+    conn.close().await.unwrap();
+    d.stop().await;
+}

@@ -1,6 +1,12 @@
 //! RCPT TO: open-relay prevention. A client in a class may send anywhere;
 //! an unknown client (no class, or no login that a class accepts) may send
 //! only to our own domains.
+//!
+//! A local domain is not enough: `user%remote@local` (percent hack),
+//! `remote!user@local` (bang path) and `"user@remote"@local` (quoted local
+//! part) name a remote mailbox behind a local one, and an MTA along the way
+//! may still route them there. They are refused for unknown clients, as
+//! Postfix's relay check does after its own address rewriting.
 
 use crate::address::{any_matches, EnvelopeAddress};
 use crate::config::{Class, Config};
@@ -16,10 +22,12 @@ pub fn check(
         return Verdict::Continue;
     }
     let local = match rcpt {
-        Ok(EnvelopeAddress::Address(a)) => a
-            .domain
-            .name()
-            .is_some_and(|d| any_matches(&config.local_domains, d)),
+        Ok(EnvelopeAddress::Address(a)) => {
+            !a.local.contains(['%', '!', '@'])
+                && a.domain
+                    .name()
+                    .is_some_and(|d| any_matches(&config.local_domains, d))
+        }
         // `RCPT TO:<>` is not a mailbox; an unparsable one is no local one.
         Ok(EnvelopeAddress::Null) | Err(_) => false,
     };
@@ -68,6 +76,22 @@ mod tests {
             relay
         );
         assert_eq!(check(&config, None, &r("<a@[127.0.0.1]>")), relay);
+        assert_eq!(
+            check(&config, None, &r("<victim%gmail.com@example.com>")),
+            relay
+        );
+        assert_eq!(
+            check(&config, None, &r("<gmail.com!victim@example.com>")),
+            relay
+        );
+        assert_eq!(
+            check(&config, None, &r("<\"victim@gmail.com\"@example.com>")),
+            relay
+        );
+        assert_eq!(
+            check(&config, None, &r("<first.last+tag@example.com>")),
+            Verdict::Continue
+        );
         assert_eq!(check(&config, None, &r("<a>")), relay);
         assert_eq!(
             check(&config, Some(&config.classes[0]), &r("<a@gmail.com>")),
