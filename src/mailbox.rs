@@ -443,6 +443,36 @@ mod tests {
         }
     }
 
+    /// Raw 8-bit text as broken applications send it (Latin-1, not UTF-8):
+    /// harmless in a display name or quoted string, refused in the address.
+    #[test]
+    fn eight_bit_bytes() {
+        let one = |v: &[u8]| match parse_address_list(v) {
+            Ok(list) => match list.as_slice() {
+                [Entry::Mailbox(a)] => Ok(a.to_string()),
+                other => panic!("{other:?}"),
+            },
+            Err(e) => Err(e),
+        };
+        assert_eq!(
+            one(b"J\xfcrgen <j@example.com>").as_deref(),
+            Ok("j@example.com")
+        );
+        assert_eq!(
+            one(b"\"Ren\xe9e\" <r@example.com>").as_deref(),
+            Ok("r@example.com")
+        );
+        assert_eq!(
+            one(b"(caf\xe9) r@example.com").as_deref(),
+            Ok("r@example.com")
+        );
+        assert_eq!(one(b"Ren\xe9e@example.com"), Err(ParseError::Encoding));
+        assert_eq!(
+            one("r\u{e9}n\u{e9}e@exampl\u{e9}.com".as_bytes()).as_deref(),
+            Ok("r\u{e9}n\u{e9}e@xn--exampl-gva.com")
+        );
+    }
+
     #[test]
     fn lists_and_groups() {
         let list = parse_address_list(b"a@example.com, B <b@evil.com>").unwrap();

@@ -53,12 +53,12 @@ struct Message {
     rcpt_accepted: usize,
     rcpt_refused: usize,
     from: FromHeaders,
-    /// The refusal that ended the message, if any.
-    refused: Option<Refusal>,
+    /// The refusal that ended the message, if any, and its stage.
+    refused: Option<(&'static str, Refusal)>,
     /// The last refused recipient's refusal, for the summary.
     last_rcpt_refusal: Option<Refusal>,
-    /// Refusals monitor mode let through.
-    would: Option<Refusal>,
+    /// The last refusal monitor mode let through, and its stage.
+    would: Option<(&'static str, Refusal)>,
     summarised: bool,
 }
 
@@ -243,7 +243,7 @@ impl Connection {
             crate::config::OnError::Tempfail => {
                 self.log_decision(stage, Outcome::Tempfail, &refusal);
                 if let Some(msg) = self.message.as_mut() {
-                    msg.refused = Some(refusal.clone());
+                    msg.refused = Some((stage, refusal.clone()));
                 }
                 self.end_message("tempfail");
                 Answer::Refuse(refusal.reply)
@@ -272,7 +272,7 @@ impl Connection {
             self.shared.stats.count(outcome);
             self.log_decision(stage, outcome, &refusal);
             if let Some(msg) = self.message.as_mut() {
-                msg.would = Some(refusal);
+                msg.would = Some((stage, refusal));
             }
             return Answer::Continue;
         }
@@ -286,7 +286,7 @@ impl Connection {
         let reply = refusal.reply.clone();
         if let Some(msg) = self.message.as_mut() {
             if ends_message {
-                msg.refused = Some(refusal);
+                msg.refused = Some((stage, refusal));
             } else {
                 msg.last_rcpt_refusal = Some(refusal);
             }
@@ -323,25 +323,24 @@ impl Connection {
         if msg.summarised {
             return;
         }
-        let (verdict, refusal) = if let Some(r) = &msg.refused {
-            (
-                if r.reply.is_permanent() {
-                    "reject"
-                } else {
-                    "tempfail"
-                },
-                Some(r),
-            )
+        // The verdict, the stage that decided it and the refusal behind it.
+        let (verdict, stage, refusal) = if let Some((stage, r)) = &msg.refused {
+            let verdict = if r.reply.is_permanent() {
+                "reject"
+            } else {
+                "tempfail"
+            };
+            (verdict, *stage, Some(r))
         } else if how == "aborted" && msg.rcpt_accepted == 0 && msg.rcpt_refused > 0 {
-            ("reject", msg.last_rcpt_refusal.as_ref())
+            ("reject", "rcpt", msg.last_rcpt_refusal.as_ref())
         } else if how == "accept" {
             match &msg.would {
-                Some(w) if w.reply.is_permanent() => ("would_reject", Some(w)),
-                Some(w) => ("would_tempfail", Some(w)),
-                None => ("accept", None),
+                Some((stage, w)) if w.reply.is_permanent() => ("would_reject", *stage, Some(w)),
+                Some((stage, w)) => ("would_tempfail", *stage, Some(w)),
+                None => ("accept", "eom", None),
             }
         } else {
-            (how, None)
+            (how, "-", None)
         };
         if verdict == "accept" || verdict.starts_with("would") {
             self.shared.stats.count(Outcome::Accept);
@@ -356,6 +355,7 @@ impl Connection {
             sender: &msg.sender,
             auth: msg.login.as_deref().unwrap_or("-"),
             rcpt_count: msg.rcpt_accepted,
+            stage,
             verdict,
             rule: refusal.map_or("-", |r| r.rule),
             reply: refusal.map(|r| r.reply.to_string()),

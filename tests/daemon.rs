@@ -230,6 +230,7 @@ async fn unix_socket_json_log_reload_and_sigterm() {
     assert!(s["milter_us"].as_u64().is_some());
     assert_eq!(s["class"], "app");
     assert_eq!(s["rule"], "sender_domains");
+    assert_eq!(s["stage"], "mail");
     assert!(s["elapsed_ms"].is_string() || s["elapsed_ms"].is_number());
 
     // A bad configuration on SIGHUP is refused; the old one keeps serving.

@@ -122,9 +122,13 @@ const DEFAULT_MAX_RECIPIENTS: usize = 100;
 /// mailboxes; 16 KiB leaves room for any legitimate one and bounds the
 /// memory a hostile client can make us keep per message.
 const DEFAULT_FROM_MAX_LENGTH: usize = 16 * 1024;
-/// Default `milter.max_connections`: one milter connection per SMTP
-/// session; Postfix's default_process_limit is 100.
-const DEFAULT_MAX_CONNECTIONS: usize = 100;
+/// Default `milter.max_connections`: one milter connection per SMTP session
+/// and per local submission. Postfix's default_process_limit is 100 per
+/// service, and a gateway runs several services (25, 587, cleanup for local
+/// mail); a connection over the limit waits for a free slot, and Postfix
+/// gives up after milter_connect_timeout (30 s) with milter_default_action.
+/// Each connection costs a few KiB, so the limit is generous.
+const DEFAULT_MAX_CONNECTIONS: usize = 1000;
 /// Default `milter.timeout`: same as libmilter, whose documentation advises
 /// not to decrease it.
 const DEFAULT_MILTER_TIMEOUT: Duration = Duration::from_secs(7210);
@@ -377,7 +381,12 @@ impl Validator {
             return Listen::Unix(PathBuf::from(path));
         }
         if let Some(addr) = raw.value.strip_prefix("inet:") {
-            // Sendmail writes inet:PORT@HOST; accept HOST:PORT, as Postfix does.
+            // Postfix writes inet:HOST:PORT, Sendmail inet:PORT@HOST: take both.
+            let addr = match addr.split_once('@') {
+                Some((port, host)) if host.contains(':') => format!("[{host}]:{port}"),
+                Some((port, host)) => format!("{host}:{port}"),
+                None => addr.to_string(),
+            };
             let ok = addr
                 .rsplit_once(':')
                 .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
@@ -388,7 +397,7 @@ impl Validator {
                     format!("expected inet:HOST:PORT, got \"{}\"", raw.value),
                 );
             }
-            return Listen::Inet(addr.to_string());
+            return Listen::Inet(addr);
         }
         self.error(
             line,
@@ -594,6 +603,24 @@ classes:
         let errs = parse(yaml).unwrap_err();
         assert_eq!(errs.0[0].line, 6, "{errs}");
         assert_eq!(errs.0[0].key, "classes[0].login_match", "{errs}");
+    }
+
+    #[test]
+    fn socket_mode_quoted_or_not_and_sendmail_listen_form() {
+        for mode in ["0640", "\"0640\"", "\"640\""] {
+            let yaml = format!(
+                "listen: inet:7357@127.0.0.1\nsocket_mode: {mode}\nlocal_domains: [example.com]\n"
+            );
+            let c = parse(&yaml).unwrap();
+            assert_eq!(c.socket_mode, 0o640, "{mode}");
+            assert_eq!(c.listen, Listen::Inet("127.0.0.1:7357".into()));
+        }
+        assert!(parse(
+            "listen: inet:127.0.0.1:1\nsocket_mode: \"0980\"\nlocal_domains: [example.com]\n"
+        )
+        .is_err());
+        let c = parse("listen: inet:[::1]:7357\nlocal_domains: [example.com]\n").unwrap();
+        assert_eq!(c.listen, Listen::Inet("[::1]:7357".into()));
     }
 
     #[test]
