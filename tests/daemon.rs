@@ -17,14 +17,18 @@ use std::{
 
 const BIN: &str = env!("CARGO_BIN_EXE_egress-milter");
 
+fn check_config(path: &Path) -> std::process::Output {
+    Command::new(BIN)
+        .args(["check-config", "--config"])
+        .arg(path)
+        .output()
+        .unwrap()
+}
+
 #[test]
 fn check_config_accepts_the_shipped_file() {
     let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("milter.yaml");
-    let out = Command::new(BIN)
-        .args(["check-config", "--config"])
-        .arg(&shipped)
-        .output()
-        .unwrap();
+    let out = check_config(&shipped);
     assert!(
         out.status.success(),
         "{}",
@@ -36,11 +40,7 @@ fn check_config_accepts_the_shipped_file() {
 #[test]
 fn check_config_reports_every_mistake_at_once() {
     let path = common::config_path("twenty_mistakes.yaml");
-    let out = Command::new(BIN)
-        .args(["check-config", "--config"])
-        .arg(&path)
-        .output()
-        .unwrap();
+    let out = check_config(&path);
     assert_eq!(out.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&out.stderr);
     let lines: Vec<&str> = stderr.lines().collect();
@@ -68,11 +68,7 @@ fn check_config_names_line_of_unknown_key_and_bad_yaml() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("c.yaml");
     std::fs::write(&path, "listen: inet:127.0.0.1:1\nlocal_domains: [example.com]\nclasses:\n  - name: a\n    client: [10.0.0.1]\n").unwrap();
-    let out = Command::new(BIN)
-        .args(["check-config", "--config"])
-        .arg(&path)
-        .output()
-        .unwrap();
+    let out = check_config(&path);
     assert_eq!(out.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -81,16 +77,9 @@ fn check_config_names_line_of_unknown_key_and_bad_yaml() {
     );
     assert!(stderr.contains("client"), "{stderr}");
     std::fs::write(&path, "listen: [unclosed\n").unwrap();
-    let out = Command::new(BIN)
-        .args(["check-config", "--config"])
-        .arg(&path)
-        .output()
-        .unwrap();
+    let out = check_config(&path);
     assert_eq!(out.status.code(), Some(1));
-    let out = Command::new(BIN)
-        .args(["check-config", "--config", "/nonexistent/x.yaml"])
-        .output()
-        .unwrap();
+    let out = check_config(Path::new("/nonexistent/x.yaml"));
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/x.yaml"));
 }

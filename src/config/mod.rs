@@ -295,42 +295,26 @@ impl Validator {
             let class = self.class(&key, c, &local_domains);
             classes.push(class);
         }
-        let max_recipients = match raw.recipients.max_per_message {
-            Some(n) if n.value == 0 => {
-                self.error(
-                    n.referenced.line(),
-                    "recipients.max_per_message",
-                    "must be at least 1",
-                );
-                DEFAULT_MAX_RECIPIENTS
-            }
-            Some(n) => n.value,
-            None => DEFAULT_MAX_RECIPIENTS,
-        };
-        let from_max_length = match raw.from_header.max_length {
-            Some(n) if n.value < 998 => {
-                self.error(
-                    n.referenced.line(),
-                    "from_header.max_length",
-                    "must be at least 998 (RFC 5322 line length)",
-                );
-                DEFAULT_FROM_MAX_LENGTH
-            }
-            Some(n) => n.value,
-            None => DEFAULT_FROM_MAX_LENGTH,
-        };
-        let max_connections = match raw.milter.max_connections {
-            Some(n) if n.value == 0 => {
-                self.error(
-                    n.referenced.line(),
-                    "milter.max_connections",
-                    "must be at least 1",
-                );
-                DEFAULT_MAX_CONNECTIONS
-            }
-            Some(n) => n.value,
-            None => DEFAULT_MAX_CONNECTIONS,
-        };
+        let max_recipients = self.at_least(
+            raw.recipients.max_per_message,
+            "recipients.max_per_message",
+            1,
+            DEFAULT_MAX_RECIPIENTS,
+        );
+        // RFC 5322 §2.1.1: a line may hold 998 characters; no shorter limit
+        // makes sense for a header.
+        let from_max_length = self.at_least(
+            raw.from_header.max_length,
+            "from_header.max_length",
+            998,
+            DEFAULT_FROM_MAX_LENGTH,
+        );
+        let max_connections = self.at_least(
+            raw.milter.max_connections,
+            "milter.max_connections",
+            1,
+            DEFAULT_MAX_CONNECTIONS,
+        );
         let milter_timeout = raw
             .milter
             .timeout
@@ -365,6 +349,24 @@ impl Validator {
             log_format: raw.log.format.unwrap_or_default(),
             max_connections,
             milter_timeout,
+        }
+    }
+
+    /// A count that must be at least `min`; `default` when absent or wrong.
+    fn at_least(
+        &mut self,
+        raw: Option<serde_saphyr::Spanned<usize>>,
+        key: &str,
+        min: usize,
+        default: usize,
+    ) -> usize {
+        match raw {
+            Some(n) if n.value < min => {
+                self.error(n.referenced.line(), key, format!("must be at least {min}"));
+                default
+            }
+            Some(n) => n.value,
+            None => default,
         }
     }
 
