@@ -3,6 +3,7 @@
 
 pub mod address;
 pub mod config;
+pub mod limiter;
 pub mod log;
 pub mod mailbox;
 pub mod milter;

@@ -1,0 +1,101 @@
+//! Rate and connection limits. A stage asks for a batch of checks (all the
+//! limits that apply to one message or one recipient); the batch is judged
+//! all or nothing, so an attempt that one limit refuses consumes the budget
+//! of none. Backends: `local` (in process) and `redis` (shared by gateways).
+
+pub mod gcra;
+pub mod local;
+pub mod rate;
+pub mod store;
+
+pub use local::LocalLimiter;
+pub use rate::{parse_limit, Limit, Rate};
+
+use std::{fmt, net::IpAddr, time::Duration};
+
+/// The limits, by the names the configuration and the replies use.
+#[derive(Clone, Copy, Debug, Eq, Hash, PartialEq)]
+pub enum LimitName {
+    ConnectionsPerClient,
+    ConcurrentPerClient,
+    MessagesPerClient,
+    MessagesPerSender,
+    MessagesPerUser,
+    MessagesPerRecipient,
+    RecipientsPerSender,
+}
+
+impl LimitName {
+    pub const ALL: [LimitName; 7] = [
+        Self::ConnectionsPerClient,
+        Self::ConcurrentPerClient,
+        Self::MessagesPerClient,
+        Self::MessagesPerSender,
+        Self::MessagesPerUser,
+        Self::MessagesPerRecipient,
+        Self::RecipientsPerSender,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::ConnectionsPerClient => "connections_per_client",
+            Self::ConcurrentPerClient => "concurrent_per_client",
+            Self::MessagesPerClient => "messages_per_client",
+            Self::MessagesPerSender => "messages_per_sender",
+            Self::MessagesPerUser => "messages_per_user",
+            Self::MessagesPerRecipient => "messages_per_recipient",
+            Self::RecipientsPerSender => "recipients_per_sender",
+        }
+    }
+}
+
+impl fmt::Display for LimitName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One rate check: `n` cells of `rate` for `key` under limit `name`.
+#[derive(Clone, Debug, Eq, PartialEq)]
+pub struct Check {
+    pub name: LimitName,
+    pub key: String,
+    pub rate: Rate,
+    pub n: u64,
+}
+
+/// The decision on a batch of checks.
+#[derive(Clone, Debug, Eq, PartialEq)]
+pub enum Outcome {
+    /// Every check passed; each consumed its cells.
+    Allowed,
+    /// At least one check failed; none consumed anything. `index` is the
+    /// check that must wait longest, `retry_after` how long.
+    Denied { index: usize, retry_after: Duration },
+}
+
+/// One limit's state for a key, for `limits show`.
+#[derive(Clone, Debug, Eq, PartialEq)]
+pub struct Budget {
+    pub name: LimitName,
+    pub rate: Rate,
+    pub remaining: u64,
+    pub full_in: Duration,
+}
+
+/// A failure of the limiter itself (a backend unreachable).
+#[derive(Debug, thiserror::Error)]
+pub enum LimiterError {
+    #[error("redis: {0}")]
+    Redis(String),
+    #[error("redis did not answer within {0:?}")]
+    Timeout(Duration),
+}
+
+/// An IP as limits key it: IPv4-mapped IPv6 as plain IPv4.
+pub fn client_key(ip: IpAddr) -> String {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4).to_string(),
+        v4 => v4.to_string(),
+    }
+}
