@@ -268,8 +268,8 @@ mod tests {
     fn reload_with_another_rate_starts_afresh() {
         let l = LocalLimiter::with_clock(1000, FakeRelativeClock::default());
         let c = check(LimitName::MessagesPerClient, "10.0.0.1", rate(1, 3600));
-        assert_eq!(l.check(&[c.clone()]), Outcome::Allowed);
-        assert!(matches!(l.check(&[c.clone()]), Outcome::Denied { .. }));
+        assert_eq!(l.check(std::slice::from_ref(&c)), Outcome::Allowed);
+        assert!(matches!(l.check(std::slice::from_ref(&c)), Outcome::Denied { .. }));
         let wider = check(LimitName::MessagesPerClient, "10.0.0.1", rate(5, 3600));
         assert_eq!(l.check(&[wider]), Outcome::Allowed);
         assert!(
@@ -285,7 +285,7 @@ mod tests {
         let r = rate(100, 3600);
         let c = check(LimitName::MessagesPerSender, "jim@xyz.com", r);
         for _ in 0..40 {
-            assert_eq!(l.check(&[c.clone()]), Outcome::Allowed);
+            assert_eq!(l.check(std::slice::from_ref(&c)), Outcome::Allowed);
         }
         let limits = [(LimitName::MessagesPerSender, r)];
         let b = &l.show(&limits, "jim@xyz.com")[0];
