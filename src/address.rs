@@ -5,7 +5,16 @@
 //! dot. Local parts compare exactly as the MTA gave them (RFC 5321 §2.4: the
 //! local part is case-sensitive, and only the receiving host may fold it).
 
-use std::fmt;
+use std::{fmt, net::IpAddr};
+
+/// An IPv4 client seen over an IPv6 socket (`::ffff:10.1.2.3`) is that IPv4
+/// client for every rule written with IPv4 addresses.
+pub fn canonical_ip(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        v4 => v4,
+    }
+}
 
 /// A domain name in its canonical form: IDNA A-labels, lower case, no
 /// trailing dot.

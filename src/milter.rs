@@ -5,13 +5,14 @@
 
 use crate::state::Shared;
 use crate::transaction::{Answer, Connection, Macros};
+use futures_util::FutureExt;
 use indymilter::{
     Callbacks, Context, EomContext, MacroStage, NegotiateContext, SetErrorReply, SocketInfo, Status,
 };
 use std::{
     ffi::{CStr, CString},
     net::IpAddr,
-    panic::{catch_unwind, AssertUnwindSafe},
+    panic::AssertUnwindSafe,
     sync::Arc,
 };
 use tracing::{error, warn};
@@ -73,8 +74,9 @@ async fn handle_connect(
         (Some(addr), Some(port)) => Some(format!("{addr}:{port}")),
         (addr, port) => addr.or(port),
     };
+    let answer = guarded!(&mut conn, "connect", |c| c.connect().await);
     cx.data = Some(conn);
-    Status::Continue
+    reply(&mut cx.reply, answer)
 }
 
 async fn handle_helo(cx: &mut Context<Connection>, name: CString) -> Status {
@@ -87,17 +89,17 @@ async fn handle_helo(cx: &mut Context<Connection>, name: CString) -> Status {
 async fn handle_mail(cx: &mut Context<Connection>, args: Vec<CString>) -> Status {
     let macros = macros(&cx.macros);
     let sender = args.first().map(|a| a.as_bytes()).unwrap_or_default();
-    stage(cx, "mail", |conn| conn.mail(sender, &macros))
+    stage!(cx, "mail", |conn| conn.mail(sender, &macros).await)
 }
 
 async fn handle_rcpt(cx: &mut Context<Connection>, args: Vec<CString>) -> Status {
     let macros = macros(&cx.macros);
     let rcpt = args.first().map(|a| a.as_bytes()).unwrap_or_default();
-    stage(cx, "rcpt", |conn| conn.rcpt(rcpt, &macros))
+    stage!(cx, "rcpt", |conn| conn.rcpt(rcpt, &macros).await)
 }
 
 async fn handle_header(cx: &mut Context<Connection>, name: CString, value: CString) -> Status {
-    stage(cx, "header", |conn| {
+    stage!(cx, "header", |conn| {
         conn.header(name.as_bytes(), value.as_bytes());
         Answer::Continue
     })
@@ -105,7 +107,7 @@ async fn handle_header(cx: &mut Context<Connection>, name: CString, value: CStri
 
 async fn handle_eoh(cx: &mut Context<Connection>) -> Status {
     let macros = macros(&cx.macros);
-    stage(cx, "eoh", |conn| conn.end_of_headers(&macros))
+    stage!(cx, "eoh", |conn| conn.end_of_headers(&macros))
 }
 
 async fn handle_eom(cx: &mut EomContext<Connection>) -> Status {
@@ -113,61 +115,76 @@ async fn handle_eom(cx: &mut EomContext<Connection>) -> Status {
     let Some(conn) = cx.data.as_mut() else {
         return Status::Continue;
     };
-    let answer = guarded(conn, "eom", |conn| conn.end_of_message(&macros));
+    let answer = guarded!(conn, "eom", |c| c.end_of_message(&macros));
     reply(&mut cx.reply, answer)
 }
 
 async fn handle_abort(cx: &mut Context<Connection>) -> Status {
-    stage(cx, "abort", |conn| {
+    stage!(cx, "abort", |conn| {
         conn.abort();
         Answer::Continue
     })
 }
 
 async fn handle_close(cx: &mut Context<Connection>) -> Status {
-    stage(cx, "close", |conn| {
+    stage!(cx, "close", |conn| {
         conn.close();
         Answer::Continue
     })
 }
 
-/// Runs one stage on the connection and turns its answer into a status.
-fn stage(
-    cx: &mut Context<Connection>,
-    name: &'static str,
-    f: impl FnOnce(&mut Connection) -> Answer,
-) -> Status {
-    let Some(conn) = cx.data.as_mut() else {
-        // No connect stage seen (the MTA did not send it): nothing to judge.
-        warn!(stage = name, "milter command before connect; continuing");
-        return Status::Continue;
-    };
-    let answer = guarded(conn, name, f);
-    reply(&mut cx.reply, answer)
-}
-
-/// Runs a stage, catching a panic and answering it as `on_error` says.
-pub fn guarded(
-    conn: &mut Connection,
-    stage: &'static str,
-    f: impl FnOnce(&mut Connection) -> Answer,
-) -> Answer {
-    conn.begin_stage();
-    let result = catch_unwind(AssertUnwindSafe(|| f(conn)));
-    conn.end_stage();
-    match result {
-        Ok(answer) => answer,
-        Err(panic) => {
-            let what = panic
-                .downcast_ref::<&str>()
-                .map(|s| s.to_string())
-                .or_else(|| panic.downcast_ref::<String>().cloned())
-                .unwrap_or_default();
-            error!(conn_id = conn.id, stage, "internal error in policy: {what}");
-            conn.internal_error(stage)
+/// Runs a stage's body on a connection (`|c| body`, where the body may
+/// `.await`), counting its time and catching a panic, which is answered as
+/// `on_error` says.
+macro_rules! guarded {
+    ($conn:expr, $stage:expr, |$c:ident| $body:expr) => {{
+        let conn: &mut Connection = $conn;
+        conn.begin_stage();
+        let result = {
+            let $c = &mut *conn;
+            AssertUnwindSafe(async move { $body }).catch_unwind().await
+        };
+        conn.end_stage();
+        match result {
+            Ok(answer) => answer,
+            Err(panic) => {
+                let what = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_default();
+                error!(
+                    conn_id = conn.id,
+                    stage = $stage,
+                    "internal error in policy: {what}"
+                );
+                conn.internal_error($stage)
+            }
         }
-    }
+    }};
 }
+use guarded;
+
+/// Runs one stage on the connection of a context and turns its answer into
+/// a status.
+macro_rules! stage {
+    ($cx:expr, $name:expr, |$c:ident| $body:expr) => {{
+        let cx: &mut Context<Connection> = $cx;
+        match cx.data.as_mut() {
+            Some(conn) => {
+                let answer = guarded!(conn, $name, |$c| $body);
+                reply(&mut cx.reply, answer)
+            }
+            None => {
+                // No connect stage seen (the MTA did not send it): nothing
+                // to judge.
+                warn!(stage = $name, "milter command before connect; continuing");
+                Status::Continue
+            }
+        }
+    }};
+}
+use stage;
 
 fn reply(smtp: &mut indymilter::SmtpReply, answer: Answer) -> Status {
     match answer {
@@ -219,29 +236,30 @@ mod tests {
         )
     }
 
-    #[test]
-    fn a_panic_in_a_stage_tempfails_by_default() {
+    fn bug() -> Answer {
+        panic!("bug")
+    }
+
+    #[tokio::test]
+    async fn a_panic_in_a_stage_tempfails_by_default() {
         let mut conn = connection(OnError::Tempfail);
-        let answer = guarded(&mut conn, "mail", |_| panic!("bug"));
+        let answer = guarded!(&mut conn, "mail", |_c| bug());
         let Answer::Refuse(reply) = answer else {
             panic!("a failed check was let through")
         };
         assert_eq!(reply.to_string(), "451 4.3.0 Temporary policy failure");
         assert_eq!(crate::state::Stats::get(&conn.shared().stats.errors), 1);
         // The connection goes on: the next message is judged normally.
-        let answer = guarded(&mut conn, "mail", |c| {
-            c.mail(b"<a@example.com>", &Macros::default())
-        });
+        let answer = guarded!(&mut conn, "mail", |c| c
+            .mail(b"<a@example.com>", &Macros::default())
+            .await);
         assert_eq!(answer, Answer::Continue);
     }
 
-    #[test]
-    fn a_panic_in_a_stage_accepts_with_on_error_accept() {
+    #[tokio::test]
+    async fn a_panic_in_a_stage_accepts_with_on_error_accept() {
         let mut conn = connection(OnError::Accept);
-        assert_eq!(
-            guarded(&mut conn, "eoh", |_| panic!("bug")),
-            Answer::Continue
-        );
+        assert_eq!(guarded!(&mut conn, "eoh", |_c| bug()), Answer::Continue);
         assert_eq!(crate::state::Stats::get(&conn.shared().stats.errors), 1);
     }
 }

@@ -168,6 +168,27 @@ pub fn from_domain_not_authorised(domain: &str) -> Refusal {
     )
 }
 
+/// A rate limit: the limit's name is the rule.
+pub fn rate_limited(limit: &'static str, key: &str, retry_after: std::time::Duration) -> Refusal {
+    // Whole seconds, rounded up: "retry in 0s" would invite a retry storm.
+    let secs = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
+    refuse(
+        limit,
+        "451",
+        "4.7.1",
+        format!("Rate limit {limit} exceeded for {key}, retry in {secs}s"),
+    )
+}
+
+pub fn too_many_connections(limit: &'static str, client: &str) -> Refusal {
+    refuse(
+        limit,
+        "421",
+        "4.7.0",
+        format!("Too many connections from {client}"),
+    )
+}
+
 pub fn internal_error() -> Refusal {
     refuse(
         "internal_error",

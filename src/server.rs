@@ -108,7 +108,28 @@ pub async fn run(
         connection_timeout: config.milter_timeout,
         ..Default::default()
     };
-    indymilter::run(listener, milter::callbacks(shared), milter_config, shutdown).await
+    let sweeper = tokio::spawn(sweep_limiter(shared.clone()));
+    let result =
+        indymilter::run(listener, milter::callbacks(shared), milter_config, shutdown).await;
+    sweeper.abort();
+    result
+}
+
+/// How often the in-process limiter forgets keys whose budget is full again.
+const SWEEP_INTERVAL: Duration = Duration::from_secs(60);
+
+async fn sweep_limiter(shared: Arc<Shared>) {
+    let mut tick = tokio::time::interval(SWEEP_INTERVAL);
+    tick.tick().await;
+    loop {
+        tick.tick().await;
+        let dropped = shared.limiter.local.sweep();
+        tracing::debug!(
+            dropped,
+            tracked = shared.limiter.local.tracked_keys(),
+            "limiter swept"
+        );
+    }
 }
 
 /// The daemon: binds, serves, reloads on SIGHUP, stops on SIGTERM/SIGINT.

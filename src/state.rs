@@ -2,6 +2,7 @@
 //! reload) and the decision counters.
 
 use crate::config::{Config, ConfigErrors};
+use crate::limiter::Limiter;
 use crate::log::Outcome;
 use arc_swap::ArcSwap;
 use std::sync::{
@@ -13,11 +14,16 @@ pub struct Shared {
     config: ArcSwap<Config>,
     next_conn: AtomicU64,
     pub stats: Stats,
+    /// Limiter state outlives configurations: a reload keeps the counters
+    /// of every limit whose rate did not change.
+    pub limiter: Limiter,
 }
 
 impl Shared {
     pub fn new(config: Config) -> Arc<Self> {
+        let limiter = Limiter::new(config.rate_limits.max_keys);
         Arc::new(Self {
+            limiter,
             config: ArcSwap::from_pointee(config),
             next_conn: AtomicU64::new(1),
             stats: Stats::default(),
@@ -48,6 +54,14 @@ impl Shared {
         }
         if new.log_format != old.log_format {
             restart.push("log.format");
+        }
+        let (a, b) = (&new.rate_limits, &old.rate_limits);
+        if a.backend != b.backend
+            || a.redis != b.redis
+            || a.max_keys != b.max_keys
+            || a.admin_listen != b.admin_listen
+        {
+            restart.push("rate_limits.backend, redis, max_keys, admin_listen");
         }
         self.config.store(Arc::new(new));
         Ok(restart)

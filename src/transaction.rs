@@ -5,11 +5,13 @@
 //! message part starts at MAIL FROM and ends at end of message, at a
 //! message-level refusal, or at an abort (RSET, or a new MAIL FROM).
 
-use crate::address::parse_envelope;
+use crate::address::{parse_envelope, Address, EnvelopeAddress};
 use crate::config::{Class, Config, Mode};
+use crate::limiter::{Check, ConnectionLease, LimitName, Outcome as LimitOutcome};
 use crate::log::{self, Outcome};
+use crate::policy::rate::Facts;
 use crate::policy::{self, from_header::FromHeaders, sender::Sender, Verdict};
-use crate::reply::{Refusal, Reply};
+use crate::reply::{self, Refusal, Reply};
 use crate::state::Shared;
 use std::{
     net::IpAddr,
@@ -35,6 +37,9 @@ pub struct Connection {
     message: Option<Message>,
     /// When the stage being handled began, to count the milter's own time.
     stage_started: Option<Instant>,
+    /// This connection's place under `concurrent_per_client`, given back
+    /// when the connection is dropped, however it ends.
+    lease: Option<ConnectionLease>,
 }
 
 struct Message {
@@ -47,6 +52,8 @@ struct Message {
     busy: Duration,
     queue_id: Option<String>,
     sender: String,
+    /// The sender as an address (None for `<>` or an unparsable one).
+    sender_address: Option<Address>,
     login: Option<String>,
     /// Index into `config.classes`.
     class: Option<usize>,
@@ -87,6 +94,7 @@ impl Connection {
             helo: None,
             message: None,
             stage_started: None,
+            lease: None,
         }
     }
 
@@ -115,9 +123,54 @@ impl Connection {
         self.helo = Some(name.to_string());
     }
 
+    /// Connect: the connection rate and the open-connection cap, by client
+    /// IP. A connection refused by one consumes nothing of the other.
+    pub async fn connect(&mut self) -> Answer {
+        let Some(ip) = self.client_ip else {
+            return Answer::Continue;
+        };
+        let config = self.shared.config();
+        let class = policy::class::resolve(&config, Some(ip), None);
+        let facts = Facts {
+            ip: Some(ip),
+            class: class.map(|c| c.name.as_str()),
+            ..Facts::default()
+        };
+        let (checks, concurrent) = policy::rate::connection(&config.rate_limits, &facts);
+        let client = self.client();
+        let limiter = &self.shared.limiter;
+        let mut lease = None;
+        if let Some(max) = concurrent {
+            match limiter.open_connection(ip, max).await {
+                Ok(Some(l)) => lease = Some(l),
+                Ok(None) => {
+                    let r = reply::too_many_connections(
+                        LimitName::ConcurrentPerClient.as_str(),
+                        &client,
+                    );
+                    return self.settle("connect", Verdict::Refuse(r), false);
+                }
+                Err(e) => return self.limiter_failed("connect", &e),
+            }
+        }
+        let verdict = match limiter.check(&checks).await {
+            Ok(LimitOutcome::Allowed) => Verdict::Continue,
+            Ok(LimitOutcome::Denied { index, .. }) => Verdict::Refuse(reply::too_many_connections(
+                checks[index].name.as_str(),
+                &client,
+            )),
+            Err(e) => return self.limiter_failed("connect", &e),
+        };
+        let answer = self.settle("connect", verdict, false);
+        if answer == Answer::Continue {
+            self.lease = lease;
+        }
+        answer
+    }
+
     /// MAIL FROM: starts a new message (ending any earlier one), resolves the
-    /// client's class and checks the sender.
-    pub fn mail(&mut self, sender_arg: &[u8], macros: &Macros) -> Answer {
+    /// client's class, checks the sender, then the message rate limits.
+    pub async fn mail(&mut self, sender_arg: &[u8], macros: &Macros) -> Answer {
         self.end_message("aborted");
         let config = self.shared.config();
         let login = macros.auth_login.clone().filter(|l| !l.is_empty());
@@ -132,14 +185,29 @@ impl Connection {
             Ok(s) => s.to_string(),
             Err(raw) => raw.clone(),
         };
+        let sender_address = match &sender {
+            Ok(EnvelopeAddress::Address(a)) => Some(a.clone()),
+            _ => None,
+        };
         let verdict =
             policy::sender::check(&config, class, &self.client(), &sender, login.as_deref());
+        let checks = policy::rate::message(
+            &config.rate_limits,
+            &Facts {
+                ip: self.client_ip,
+                class: class.map(|c| c.name.as_str()),
+                login: login.as_deref(),
+                sender: sender_address.as_ref(),
+                rcpt: None,
+            },
+        );
         self.message = Some(Message {
             config,
             started: Instant::now(),
             busy: Duration::ZERO,
             queue_id: macros.queue_id.clone(),
             sender: sender_text,
+            sender_address,
             login,
             class: class_index,
             rcpt_accepted: 0,
@@ -150,11 +218,16 @@ impl Connection {
             would: None,
             summarised: false,
         });
-        self.settle("mail", verdict, true)
+        // Policy first: a sender refused by policy consumes no quota.
+        match self.settle("mail", verdict, true) {
+            Answer::Continue => self.rate_limit("mail", &checks, true).await,
+            refused => refused,
+        }
     }
 
-    /// RCPT TO: open relay, then the recipient count.
-    pub fn rcpt(&mut self, rcpt_arg: &[u8], macros: &Macros) -> Answer {
+    /// RCPT TO: open relay, the recipient count, then the recipient rate
+    /// limits.
+    pub async fn rcpt(&mut self, rcpt_arg: &[u8], macros: &Macros) -> Answer {
         let Some(msg) = self.message.as_mut() else {
             // No MAIL FROM seen: the MTA would not send this; refuse nothing
             // that policy has not judged.
@@ -168,7 +241,24 @@ impl Connection {
         let class = msg.class();
         let verdict = policy::relay::check(&msg.config, class, &rcpt)
             .and_then(|| policy::recipients::check(&msg.config, msg.rcpt_accepted));
-        let answer = self.settle("rcpt", verdict, false);
+        let rcpt_address = match &rcpt {
+            Ok(EnvelopeAddress::Address(a)) => Some(a),
+            _ => None,
+        };
+        let checks = policy::rate::recipient(
+            &msg.config.rate_limits,
+            &Facts {
+                ip: self.client_ip,
+                class: class.map(|c| c.name.as_str()),
+                login: msg.login.as_deref(),
+                sender: msg.sender_address.as_ref(),
+                rcpt: rcpt_address,
+            },
+        );
+        let answer = match self.settle("rcpt", verdict, false) {
+            Answer::Continue => self.rate_limit("rcpt", &checks, false).await,
+            refused => refused,
+        };
         if let Some(msg) = self.message.as_mut() {
             match answer {
                 Answer::Continue => msg.rcpt_accepted += 1,
@@ -176,6 +266,31 @@ impl Connection {
             }
         }
         answer
+    }
+
+    /// Runs a batch of rate checks and settles the outcome.
+    async fn rate_limit(
+        &mut self,
+        stage: &'static str,
+        checks: &[Check],
+        ends_message: bool,
+    ) -> Answer {
+        let verdict = match self.shared.limiter.check(checks).await {
+            Ok(LimitOutcome::Allowed) => Verdict::Continue,
+            Ok(LimitOutcome::Denied { index, retry_after }) => {
+                let c = &checks[index];
+                Verdict::Refuse(reply::rate_limited(c.name.as_str(), &c.key, retry_after))
+            }
+            Err(e) => return self.limiter_failed(stage, &e),
+        };
+        self.settle(stage, verdict, ends_message)
+    }
+
+    /// The limiter could not decide (its backend failed, and `on_failure`
+    /// says to tempfail): an internal error, answered as `on_error` says.
+    fn limiter_failed(&mut self, stage: &'static str, e: &crate::limiter::LimiterError) -> Answer {
+        tracing::warn!(conn_id = self.id, stage, "rate limiter failed: {e}");
+        self.internal_error(stage)
     }
 
     /// A header: only From: is kept, bounded by `from_header.max_length`.
@@ -221,9 +336,10 @@ impl Connection {
         self.end_message("aborted");
     }
 
-    /// The connection closes.
+    /// The connection closes: its open-connection lease goes back.
     pub fn close(&mut self) {
         self.end_message("aborted");
+        self.lease = None;
     }
 
     /// An internal failure in a stage: answers as `on_error` says, and ends
@@ -258,10 +374,11 @@ impl Connection {
         let Verdict::Refuse(refusal) = verdict else {
             return Answer::Continue;
         };
-        let mode = self
-            .message
-            .as_ref()
-            .map_or(Mode::Enforce, |m| m.config.mode_for(m.class()));
+        let mode = match &self.message {
+            Some(m) => m.config.mode_for(m.class()),
+            // Before MAIL FROM (connect): the global mode.
+            None => self.shared.config().mode,
+        };
         let permanent = refusal.reply.is_permanent();
         if mode == Mode::Monitor {
             let outcome = if permanent {

@@ -5,7 +5,12 @@
 //! the line and the dotted key, so one run of `check-config` lists every
 //! mistake at once.
 
+mod limits;
 mod raw;
+
+pub use limits::{
+    Backend, LimitSet, Matcher, OnFailure, Override, RateLimits, RedisSettings, Setting,
+};
 
 use crate::address::{Address, DomainPattern};
 use ipnet::IpNet;
@@ -110,6 +115,7 @@ pub struct Config {
     pub log_format: LogFormat,
     pub max_connections: usize,
     pub milter_timeout: Duration,
+    pub rate_limits: RateLimits,
 }
 
 /// Default `socket_mode`: the MTA's group may connect, others may not.
@@ -315,6 +321,7 @@ impl Validator {
             1,
             DEFAULT_MAX_CONNECTIONS,
         );
+        let rate_limits = self.rate_limits(raw.rate_limits);
         let milter_timeout = raw
             .milter
             .timeout
@@ -349,6 +356,7 @@ impl Validator {
             log_format: raw.log.format.unwrap_or_default(),
             max_connections,
             milter_timeout,
+            rate_limits,
         }
     }
 

@@ -30,6 +30,102 @@ pub struct RawConfig {
     pub log: RawLog,
     #[serde(default)]
     pub milter: RawMilter,
+    #[serde(default)]
+    pub rate_limits: RawRateLimits,
+}
+
+// serde's `flatten` does not combine with `deny_unknown_fields`, so the
+// seven limits are spelled out in both structs that hold them.
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRateLimits {
+    #[serde(default)]
+    pub backend: Option<super::Backend>,
+    #[serde(default)]
+    pub redis: RawRedis,
+    #[serde(default)]
+    pub max_keys: Option<Spanned<usize>>,
+    #[serde(default)]
+    pub admin_listen: Option<Text>,
+    #[serde(default)]
+    pub overrides: Vec<RawOverride>,
+    #[serde(default)]
+    pub connections_per_client: Option<Text>,
+    #[serde(default)]
+    pub concurrent_per_client: Option<Text>,
+    #[serde(default)]
+    pub messages_per_client: Option<Text>,
+    #[serde(default)]
+    pub messages_per_sender: Option<Text>,
+    #[serde(default)]
+    pub messages_per_user: Option<Text>,
+    #[serde(default)]
+    pub messages_per_recipient: Option<Text>,
+    #[serde(default)]
+    pub recipients_per_sender: Option<Text>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawOverride {
+    #[serde(rename = "match")]
+    pub matcher: Text,
+    #[serde(default)]
+    pub connections_per_client: Option<Text>,
+    #[serde(default)]
+    pub concurrent_per_client: Option<Text>,
+    #[serde(default)]
+    pub messages_per_client: Option<Text>,
+    #[serde(default)]
+    pub messages_per_sender: Option<Text>,
+    #[serde(default)]
+    pub messages_per_user: Option<Text>,
+    #[serde(default)]
+    pub messages_per_recipient: Option<Text>,
+    #[serde(default)]
+    pub recipients_per_sender: Option<Text>,
+}
+
+/// The seven limits of a `rate_limits` section or of an override, in
+/// `LimitName::ALL` order.
+pub trait RawLimits {
+    fn limits(&self) -> [&Option<Text>; 7];
+}
+
+macro_rules! raw_limits {
+    ($t:ty) => {
+        impl RawLimits for $t {
+            fn limits(&self) -> [&Option<Text>; 7] {
+                [
+                    &self.connections_per_client,
+                    &self.concurrent_per_client,
+                    &self.messages_per_client,
+                    &self.messages_per_sender,
+                    &self.messages_per_user,
+                    &self.messages_per_recipient,
+                    &self.recipients_per_sender,
+                ]
+            }
+        }
+    };
+}
+raw_limits!(RawRateLimits);
+raw_limits!(RawOverride);
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRedis {
+    #[serde(default)]
+    pub url: Option<Text>,
+    #[serde(default)]
+    pub key_prefix: Option<String>,
+    #[serde(default)]
+    pub on_failure: Option<super::OnFailure>,
+    #[serde(default)]
+    pub timeout: Option<Text>,
+    #[serde(default)]
+    pub lease: Option<Text>,
 }
 
 #[derive(Debug, Deserialize)]

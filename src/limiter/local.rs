@@ -269,7 +269,10 @@ mod tests {
         let l = LocalLimiter::with_clock(1000, FakeRelativeClock::default());
         let c = check(LimitName::MessagesPerClient, "10.0.0.1", rate(1, 3600));
         assert_eq!(l.check(std::slice::from_ref(&c)), Outcome::Allowed);
-        assert!(matches!(l.check(std::slice::from_ref(&c)), Outcome::Denied { .. }));
+        assert!(matches!(
+            l.check(std::slice::from_ref(&c)),
+            Outcome::Denied { .. }
+        ));
         let wider = check(LimitName::MessagesPerClient, "10.0.0.1", rate(5, 3600));
         assert_eq!(l.check(&[wider]), Outcome::Allowed);
         assert!(

@@ -8,10 +8,10 @@ pub mod local;
 pub mod rate;
 pub mod store;
 
-pub use local::LocalLimiter;
+pub use local::{Lease, LocalLimiter};
 pub use rate::{parse_limit, Limit, Rate};
 
-use std::{fmt, net::IpAddr, time::Duration};
+use std::{fmt, net::IpAddr, sync::Arc, time::Duration};
 
 /// The limits, by the names the configuration and the replies use.
 #[derive(Clone, Copy, Debug, Eq, Hash, PartialEq)]
@@ -94,8 +94,42 @@ pub enum LimiterError {
 
 /// An IP as limits key it: IPv4-mapped IPv6 as plain IPv4.
 pub fn client_key(ip: IpAddr) -> String {
-    match ip {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4).to_string(),
-        v4 => v4.to_string(),
+    crate::address::canonical_ip(ip).to_string()
+}
+
+/// The limiter a daemon uses: its configured backend.
+pub struct Limiter {
+    pub local: Arc<LocalLimiter>,
+}
+
+/// An open connection counted against `concurrent_per_client`; dropping it
+/// closes it.
+pub enum ConnectionLease {
+    Local(Lease),
+}
+
+impl Limiter {
+    pub fn new(max_keys: usize) -> Self {
+        Self {
+            local: Arc::new(LocalLimiter::new(max_keys)),
+        }
+    }
+
+    /// Judges a batch of checks all or nothing.
+    pub async fn check(&self, checks: &[Check]) -> Result<Outcome, LimiterError> {
+        Ok(self.local.check(checks))
+    }
+
+    /// Counts a new connection from `ip` if fewer than `max` are open.
+    pub async fn open_connection(
+        &self,
+        ip: IpAddr,
+        max: u32,
+    ) -> Result<Option<ConnectionLease>, LimiterError> {
+        let ip = crate::address::canonical_ip(ip);
+        Ok(self
+            .local
+            .open_connection(ip, max)
+            .map(ConnectionLease::Local))
     }
 }

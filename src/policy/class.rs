@@ -1,6 +1,7 @@
 //! Client classes: the first class, top to bottom, whose `clients` holds the
 //! client IP and whose `auth` accepts the SASL login.
 
+use crate::address::canonical_ip as canonical;
 use crate::config::{AuthMatch, Class, Config};
 use std::net::IpAddr;
 
@@ -25,15 +26,6 @@ fn matches(class: &Class, ip: Option<IpAddr>, login: Option<&str>) -> bool {
         (Some(AuthMatch::Logins(l)), Some(login)) => l.iter().any(|x| x == login),
     };
     ip_ok && auth_ok
-}
-
-/// An IPv4 client seen over an IPv6 socket (`::ffff:10.1.2.3`) is the IPv4
-/// client for every rule written with IPv4 networks.
-fn canonical(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
-        v4 => v4,
-    }
 }
 
 #[cfg(test)]

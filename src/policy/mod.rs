@@ -4,6 +4,7 @@
 
 pub mod class;
 pub mod from_header;
+pub mod rate;
 pub mod recipients;
 pub mod relay;
 pub mod sender;

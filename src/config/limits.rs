@@ -1,0 +1,302 @@
+//! The `rate_limits` section: defaults, overrides, backend.
+
+use super::raw::{RawLimits, RawRateLimits, Text};
+use super::{parse_duration, Validator};
+use crate::address::{Address, DomainPattern};
+use crate::limiter::{parse_limit, Limit, LimitName, Rate};
+use ipnet::IpNet;
+use serde::Deserialize;
+use std::{net::SocketAddr, time::Duration};
+
+#[derive(Clone, Copy, Debug, Default, Deserialize, Eq, PartialEq)]
+#[serde(rename_all = "lowercase")]
+pub enum Backend {
+    /// Counters in this process.
+    #[default]
+    Local,
+    /// Counters in Redis, shared by every gateway that uses it.
+    Redis,
+}
+
+#[derive(Clone, Copy, Debug, Default, Deserialize, Eq, PartialEq)]
+#[serde(rename_all = "lowercase")]
+pub enum OnFailure {
+    /// Fall back to in-process counters until Redis answers again.
+    #[default]
+    Local,
+    /// Let the message through unlimited.
+    Accept,
+    /// Answer 451 4.3.0 so the client retries.
+    Tempfail,
+}
+
+/// One limit's setting.
+#[derive(Clone, Copy, Debug, Eq, PartialEq)]
+pub enum Setting {
+    Unlimited,
+    Rate(Rate),
+    /// `concurrent_per_client`: open connections at once.
+    Count(u32),
+}
+
+/// The seven limits, each set or not, in `LimitName::ALL` order.
+#[derive(Clone, Debug, Default, Eq, PartialEq)]
+pub struct LimitSet([Option<Setting>; 7]);
+
+impl LimitSet {
+    pub fn get(&self, name: LimitName) -> Option<Setting> {
+        LimitName::ALL
+            .iter()
+            .position(|n| *n == name)
+            .and_then(|i| self.0[i])
+    }
+
+    pub fn set(&mut self, name: LimitName, setting: Setting) {
+        if let Some(i) = LimitName::ALL.iter().position(|n| *n == name) {
+            self.0[i] = Some(setting);
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.iter().all(Option::is_none)
+    }
+}
+
+/// What an override matches.
+#[derive(Clone, Debug, Eq, PartialEq)]
+pub enum Matcher {
+    /// An IP or a CIDR network: the client.
+    Network(IpNet),
+    /// `@domain` (or `@*.domain`): the sender's domain, or the recipient's
+    /// for `messages_per_recipient`.
+    Domain(DomainPattern),
+    /// An address: the sender, or the recipient for `messages_per_recipient`.
+    Address(Address),
+    /// A word: a class name or a SASL login.
+    Word(String),
+}
+
+#[derive(Clone, Debug)]
+pub struct Override {
+    pub matcher: Matcher,
+    pub limits: LimitSet,
+}
+
+#[derive(Clone, Debug, Eq, PartialEq)]
+pub struct RedisSettings {
+    pub url: String,
+    pub key_prefix: String,
+    pub on_failure: OnFailure,
+    pub timeout: Duration,
+    /// How long a gateway's count of a connection lives in Redis without
+    /// being renewed: the time after which a dead gateway's connections stop
+    /// counting.
+    pub lease: Duration,
+}
+
+#[derive(Clone, Debug)]
+pub struct RateLimits {
+    pub backend: Backend,
+    pub redis: RedisSettings,
+    pub max_keys: usize,
+    pub admin_listen: Option<SocketAddr>,
+    pub defaults: LimitSet,
+    pub overrides: Vec<Override>,
+}
+
+/// Default `rate_limits.max_keys`: one million tracked (limit, key) pairs,
+/// about 40 MB of counters at most (see the README's figures).
+pub const DEFAULT_MAX_KEYS: usize = 1_000_000;
+/// Default `rate_limits.redis.timeout`: Redis answers in well under a
+/// millisecond on a LAN; 250 ms means it is in trouble, and the MTA should
+/// not wait longer for a verdict.
+const DEFAULT_REDIS_TIMEOUT: Duration = Duration::from_millis(250);
+/// Default `rate_limits.redis.lease`: renewed every third of it.
+const DEFAULT_REDIS_LEASE: Duration = Duration::from_secs(60);
+
+impl Default for RateLimits {
+    fn default() -> Self {
+        Self {
+            backend: Backend::Local,
+            redis: RedisSettings {
+                url: "redis://127.0.0.1:6379".into(),
+                key_prefix: "egress:".into(),
+                on_failure: OnFailure::Local,
+                timeout: DEFAULT_REDIS_TIMEOUT,
+                lease: DEFAULT_REDIS_LEASE,
+            },
+            max_keys: DEFAULT_MAX_KEYS,
+            admin_listen: None,
+            defaults: LimitSet::default(),
+            overrides: Vec::new(),
+        }
+    }
+}
+
+impl Validator {
+    pub(super) fn rate_limits(&mut self, raw: RawRateLimits) -> RateLimits {
+        let mut out = RateLimits {
+            backend: raw.backend.unwrap_or_default(),
+            ..RateLimits::default()
+        };
+        out.defaults = self.limit_set("rate_limits", &raw);
+        for (i, o) in raw.overrides.iter().enumerate() {
+            let key = format!("rate_limits.overrides[{i}]");
+            let limits = self.limit_set(&key, o);
+            if limits.is_empty() {
+                self.error(
+                    o.matcher.referenced.line(),
+                    &key,
+                    "an override must set at least one limit",
+                );
+            }
+            if let Some(matcher) = self.matcher(&format!("{key}.match"), &o.matcher) {
+                out.overrides.push(Override { matcher, limits });
+            }
+        }
+        if let Some(n) = raw.max_keys {
+            if n.value < 1000 {
+                self.error(
+                    n.referenced.line(),
+                    "rate_limits.max_keys",
+                    "must be at least 1000",
+                );
+            } else {
+                out.max_keys = n.value;
+            }
+        }
+        if let Some(a) = &raw.admin_listen {
+            match a.value.parse::<SocketAddr>() {
+                Ok(addr) if addr.ip().is_loopback() => out.admin_listen = Some(addr),
+                Ok(_) => self.error(
+                    a.referenced.line(),
+                    "rate_limits.admin_listen",
+                    format!("\"{}\" is not a loopback address: the admin endpoint has no authentication", a.value),
+                ),
+                Err(_) => self.error(
+                    a.referenced.line(),
+                    "rate_limits.admin_listen",
+                    format!("expected IP:PORT, got \"{}\"", a.value),
+                ),
+            }
+        }
+        let r = &raw.redis;
+        if let Some(url) = &r.url {
+            if !(url.value.starts_with("redis://")
+                || url.value.starts_with("rediss://")
+                || url.value.starts_with("unix://")
+                || url.value.starts_with("redis+unix://"))
+            {
+                self.error(
+                    url.referenced.line(),
+                    "rate_limits.redis.url",
+                    format!(
+                        "expected redis://HOST:PORT or unix:///PATH, got \"{}\"",
+                        url.value
+                    ),
+                );
+            }
+            out.redis.url = url.value.clone();
+        }
+        if let Some(p) = &r.key_prefix {
+            out.redis.key_prefix = p.clone();
+        }
+        out.redis.on_failure = r.on_failure.unwrap_or_default();
+        if let Some(t) = &r.timeout {
+            out.redis.timeout = self
+                .duration("rate_limits.redis.timeout", t)
+                .unwrap_or(DEFAULT_REDIS_TIMEOUT);
+        }
+        if let Some(t) = &r.lease {
+            out.redis.lease = self
+                .duration("rate_limits.redis.lease", t)
+                .unwrap_or(DEFAULT_REDIS_LEASE);
+        }
+        out
+    }
+
+    fn duration(&mut self, key: &str, t: &Text) -> Option<Duration> {
+        match parse_duration(&t.value) {
+            Some(d) if !d.is_zero() => Some(d),
+            _ => {
+                self.error(
+                    t.referenced.line(),
+                    key,
+                    format!(
+                        "invalid duration \"{}\" (expected e.g. 250ms, 30s, 5m)",
+                        t.value
+                    ),
+                );
+                None
+            }
+        }
+    }
+
+    fn limit_set(&mut self, key: &str, raw: &impl RawLimits) -> LimitSet {
+        let mut set = LimitSet::default();
+        for (name, value) in LimitName::ALL.iter().zip(raw.limits()) {
+            let Some(v) = value else { continue };
+            let k = format!("{key}.{name}");
+            let line = v.referenced.line();
+            if *name == LimitName::ConcurrentPerClient {
+                let s = v.value.trim();
+                if s.eq_ignore_ascii_case("unlimited") || s.starts_with('-') {
+                    set.set(*name, Setting::Unlimited);
+                } else {
+                    match s.parse::<u32>() {
+                        Ok(n) if n > 0 => set.set(*name, Setting::Count(n)),
+                        _ => self.error(
+                            line,
+                            k,
+                            format!(
+                                "expected a number of connections or unlimited, got \"{}\"",
+                                v.value
+                            ),
+                        ),
+                    }
+                }
+                continue;
+            }
+            match parse_limit(&v.value) {
+                Ok(Limit::Unlimited) => set.set(*name, Setting::Unlimited),
+                Ok(Limit::Rate(r)) => set.set(*name, Setting::Rate(r)),
+                Err(e) => self.error(line, k, e.to_string()),
+            }
+        }
+        set
+    }
+
+    fn matcher(&mut self, key: &str, raw: &Text) -> Option<Matcher> {
+        let s = raw.value.trim();
+        let line = raw.referenced.line();
+        let bad = |v: &mut Self, why: String| {
+            v.error(line, key, why);
+            None
+        };
+        if let Ok(ip) = s.parse::<std::net::IpAddr>() {
+            return Some(Matcher::Network(IpNet::from(ip)));
+        }
+        if s.contains('/') {
+            return match s.parse::<IpNet>() {
+                Ok(n) if n.trunc() == n => Some(Matcher::Network(n)),
+                _ => bad(self, format!("invalid network \"{s}\"")),
+            };
+        }
+        if let Some(domain) = s.strip_prefix('@') {
+            return match DomainPattern::parse(domain) {
+                Ok(d) => Some(Matcher::Domain(d)),
+                Err(e) => bad(self, format!("invalid domain \"{s}\": {e}")),
+            };
+        }
+        if s.contains('@') {
+            return match Address::parse(s) {
+                Ok(a) => Some(Matcher::Address(a)),
+                Err(e) => bad(self, format!("invalid address \"{s}\": {e}")),
+            };
+        }
+        if s.is_empty() || s.contains(char::is_whitespace) {
+            return bad(self, format!("expected an IP, a network, @domain, an address, a class name or a login, got \"{s}\""));
+        }
+        Some(Matcher::Word(s.to_string()))
+    }
+}

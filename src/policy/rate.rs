@@ -1,0 +1,273 @@
+//! Which rate limits apply to a connection, a message or a recipient, with
+//! which rate and which key: the first override that matches the facts and
+//! sets the limit wins, else the default. Overrides apply to every client,
+//! trusted classes included.
+//!
+//! | limit | key | an override's match is tested against |
+//! |---|---|---|
+//! | connections_per_client, concurrent_per_client | client IP | IP/CIDR; class name (classes matched by IP alone) |
+//! | messages_per_client | client IP | IP/CIDR; class name; login; sender address / @domain |
+//! | messages_per_sender, recipients_per_sender | sender address | the same |
+//! | messages_per_user | SASL login | the same |
+//! | messages_per_recipient | recipient address | IP/CIDR; class name; login; recipient address / @domain |
+
+use crate::address::{any_matches, canonical_ip, Address};
+use crate::config::{Matcher, RateLimits, Setting};
+use crate::limiter::{client_key, Check, LimitName};
+use std::net::IpAddr;
+
+/// What is known of the client and the message at a stage.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Facts<'a> {
+    pub ip: Option<IpAddr>,
+    pub class: Option<&'a str>,
+    pub login: Option<&'a str>,
+    pub sender: Option<&'a Address>,
+    pub rcpt: Option<&'a Address>,
+}
+
+fn matches(m: &Matcher, name: LimitName, f: &Facts<'_>) -> bool {
+    let address = if name == LimitName::MessagesPerRecipient {
+        f.rcpt
+    } else {
+        f.sender
+    };
+    match m {
+        Matcher::Network(n) => f.ip.is_some_and(|ip| n.contains(&canonical_ip(ip))),
+        Matcher::Word(w) => f.class == Some(w.as_str()) || f.login == Some(w.as_str()),
+        Matcher::Domain(p) => address
+            .and_then(|a| a.domain.name())
+            .is_some_and(|d| any_matches(std::slice::from_ref(p), d)),
+        Matcher::Address(a) => address == Some(a),
+    }
+}
+
+/// The setting of one limit for these facts.
+pub fn setting(limits: &RateLimits, name: LimitName, facts: &Facts<'_>) -> Option<Setting> {
+    limits
+        .overrides
+        .iter()
+        .filter(|o| matches(&o.matcher, name, facts))
+        .find_map(|o| o.limits.get(name))
+        .or_else(|| limits.defaults.get(name))
+}
+
+fn push(
+    out: &mut Vec<Check>,
+    limits: &RateLimits,
+    name: LimitName,
+    facts: &Facts<'_>,
+    key: Option<String>,
+) {
+    if let (Some(Setting::Rate(rate)), Some(key)) = (setting(limits, name, facts), key) {
+        out.push(Check {
+            name,
+            key,
+            rate,
+            n: 1,
+        });
+    }
+}
+
+fn ip_key(facts: &Facts<'_>) -> Option<String> {
+    facts.ip.map(client_key)
+}
+
+/// At connect: the connection rate, and the cap on open connections.
+pub fn connection(limits: &RateLimits, facts: &Facts<'_>) -> (Vec<Check>, Option<u32>) {
+    let mut checks = Vec::new();
+    push(
+        &mut checks,
+        limits,
+        LimitName::ConnectionsPerClient,
+        facts,
+        ip_key(facts),
+    );
+    let concurrent = match setting(limits, LimitName::ConcurrentPerClient, facts) {
+        Some(Setting::Count(n)) if facts.ip.is_some() => Some(n),
+        _ => None,
+    };
+    (checks, concurrent)
+}
+
+/// At MAIL FROM: one message for the client, the sender and the login. A
+/// null sender (a bounce) has no sender key.
+pub fn message(limits: &RateLimits, facts: &Facts<'_>) -> Vec<Check> {
+    let mut checks = Vec::new();
+    push(
+        &mut checks,
+        limits,
+        LimitName::MessagesPerClient,
+        facts,
+        ip_key(facts),
+    );
+    let sender = facts.sender.map(|s| s.to_string());
+    push(
+        &mut checks,
+        limits,
+        LimitName::MessagesPerSender,
+        facts,
+        sender,
+    );
+    let login = facts.login.map(str::to_string);
+    push(
+        &mut checks,
+        limits,
+        LimitName::MessagesPerUser,
+        facts,
+        login,
+    );
+    checks
+}
+
+/// At RCPT TO: one message for the recipient, one recipient for the sender.
+pub fn recipient(limits: &RateLimits, facts: &Facts<'_>) -> Vec<Check> {
+    let mut checks = Vec::new();
+    let rcpt = facts.rcpt.map(|r| r.to_string());
+    push(
+        &mut checks,
+        limits,
+        LimitName::MessagesPerRecipient,
+        facts,
+        rcpt,
+    );
+    let sender = facts.sender.map(|s| s.to_string());
+    push(
+        &mut checks,
+        limits,
+        LimitName::RecipientsPerSender,
+        facts,
+        sender,
+    );
+    checks
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+    use std::path::Path;
+
+    fn limits() -> RateLimits {
+        Config::parse(
+            Path::new("t.yaml"),
+            r#"
+listen: inet:127.0.0.1:1
+local_domains: [example.com]
+rate_limits:
+  messages_per_client: 100/h
+  messages_per_sender: 50/h
+  messages_per_recipient: 30/h
+  recipients_per_sender: 500/d
+  concurrent_per_client: 20
+  overrides:
+    - { match: 192.168.123.10, messages_per_client: 500/h }
+    - { match: jim@xyz.com, messages_per_sender: 2/m }
+    - { match: "@bulk.example.com", messages_per_sender: unlimited, recipients_per_sender: unlimited }
+    - { match: 10.0.0.0/8, messages_per_sender: 10/h, concurrent_per_client: unlimited }
+    - { match: crm-app, messages_per_client: 1000/h }
+    - { match: "@example.net", messages_per_recipient: 5/h }
+"#,
+        )
+        .unwrap()
+        .rate_limits
+    }
+
+    fn rate_of(checks: &[Check], name: LimitName) -> Option<String> {
+        checks
+            .iter()
+            .find(|c| c.name == name)
+            .map(|c| c.rate.to_string())
+    }
+
+    #[test]
+    fn first_matching_override_that_sets_the_limit_wins() {
+        let l = limits();
+        let jim = Address::parse("jim@xyz.com").unwrap();
+        let bulk = Address::parse("news@bulk.example.com").unwrap();
+        let ann = Address::parse("ann@xyz.com").unwrap();
+        let f = |ip: &str, class, sender| Facts {
+            ip: ip.parse().ok(),
+            class,
+            sender,
+            ..Facts::default()
+        };
+        let c = message(&l, &f("192.168.123.10", None, Some(&jim)));
+        assert_eq!(
+            rate_of(&c, LimitName::MessagesPerClient).as_deref(),
+            Some("500/h")
+        );
+        assert_eq!(
+            rate_of(&c, LimitName::MessagesPerSender).as_deref(),
+            Some("2/m")
+        );
+        // jim's own override comes before the 10/8 one.
+        let c = message(&l, &f("10.1.1.1", None, Some(&jim)));
+        assert_eq!(
+            rate_of(&c, LimitName::MessagesPerSender).as_deref(),
+            Some("2/m")
+        );
+        let c = message(&l, &f("10.1.1.1", None, Some(&ann)));
+        assert_eq!(
+            rate_of(&c, LimitName::MessagesPerSender).as_deref(),
+            Some("10/h")
+        );
+        // unlimited: no check at all.
+        let c = message(&l, &f("192.0.2.1", None, Some(&bulk)));
+        assert_eq!(rate_of(&c, LimitName::MessagesPerSender), None);
+        assert_eq!(
+            rate_of(&c, LimitName::MessagesPerClient).as_deref(),
+            Some("100/h")
+        );
+        // A trusted class is limited too, by its own override.
+        let c = message(&l, &f("192.0.2.1", Some("crm-app"), Some(&ann)));
+        assert_eq!(
+            rate_of(&c, LimitName::MessagesPerClient).as_deref(),
+            Some("1000/h")
+        );
+        // A null sender has no sender key.
+        let c = message(&l, &f("192.0.2.1", None, None));
+        assert_eq!(rate_of(&c, LimitName::MessagesPerSender), None);
+    }
+
+    #[test]
+    fn recipient_limits_match_the_recipient() {
+        let l = limits();
+        let ann = Address::parse("ann@xyz.com").unwrap();
+        let r1 = Address::parse("x@example.net").unwrap();
+        let r2 = Address::parse("x@gmail.com").unwrap();
+        let facts = |rcpt| Facts {
+            ip: "192.0.2.1".parse().ok(),
+            sender: Some(&ann),
+            rcpt,
+            ..Facts::default()
+        };
+        let c = recipient(&l, &facts(Some(&r1)));
+        assert_eq!(
+            rate_of(&c, LimitName::MessagesPerRecipient).as_deref(),
+            Some("5/h")
+        );
+        assert_eq!(c[0].key, "x@example.net");
+        let c = recipient(&l, &facts(Some(&r2)));
+        assert_eq!(
+            rate_of(&c, LimitName::MessagesPerRecipient).as_deref(),
+            Some("30/h")
+        );
+        assert_eq!(
+            rate_of(&c, LimitName::RecipientsPerSender).as_deref(),
+            Some("500/d")
+        );
+    }
+
+    #[test]
+    fn concurrent_cap() {
+        let l = limits();
+        let f = |ip: &str| Facts {
+            ip: ip.parse().ok(),
+            ..Facts::default()
+        };
+        assert_eq!(connection(&l, &f("192.0.2.1")).1, Some(20));
+        assert_eq!(connection(&l, &f("10.2.3.4")).1, None);
+        assert_eq!(connection(&l, &Facts::default()).1, None);
+    }
+}

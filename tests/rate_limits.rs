@@ -1,0 +1,204 @@
+//! Rate and connection limits over the milter protocol, local backend.
+
+mod common;
+use common::{mail, reply};
+use std::time::Duration;
+
+/// One message's MAIL FROM on a fresh connection from `ip`; returns the
+/// reply, and closes.
+async fn one_mail(d: &common::Daemon, ip: &str, sender: &str) -> String {
+    let mut conn = d.client(ip).await;
+    let r = reply(&mail(&mut conn, sender, None).await);
+    conn.close().await.unwrap();
+    r
+}
+
+#[tokio::test]
+async fn the_sender_over_its_rate_is_tempfailed_with_a_retry_hint() {
+    let d = common::start("rate.yaml").await;
+    let mut conn = d.client("10.7.0.1").await;
+    for _ in 0..2 {
+        assert_eq!(
+            reply(&mail(&mut conn, "<jim@xyz.com>", None).await),
+            "continue"
+        );
+        conn.abort().await.unwrap();
+    }
+    assert_eq!(
+        reply(&mail(&mut conn, "<jim@xyz.com>", None).await),
+        "451 4.7.1 Rate limit messages_per_sender exceeded for jim@xyz.com, retry in 30s"
+    );
+    conn.abort().await.unwrap();
+    // Another sender from the same client still passes: 3/h by default.
+    for _ in 0..3 {
+        assert_eq!(
+            reply(&mail(&mut conn, "<ann@xyz.com>", None).await),
+            "continue"
+        );
+        conn.abort().await.unwrap();
+    }
+    let r = reply(&mail(&mut conn, "<ann@xyz.com>", None).await);
+    assert!(
+        r.starts_with(
+            "451 4.7.1 Rate limit messages_per_sender exceeded for ann@xyz.com, retry in 12"
+        ),
+        "{r}"
+    );
+    conn.close().await.unwrap();
+    d.stop().await;
+}
+
+#[tokio::test]
+async fn refused_attempts_consume_no_quota() {
+    let d = common::start("rate.yaml").await;
+    let mut conn = d.client("10.7.0.2").await;
+    // Refused by sender policy: 20 times, none counted against the client.
+    for _ in 0..20 {
+        let r = reply(&mail(&mut conn, "<x@evil.com>", None).await);
+        assert!(r.starts_with("550 5.7.1"), "{r}");
+        conn.abort().await.unwrap();
+    }
+    // Refused by the sender's own limit: not counted against the client.
+    for i in 0..12 {
+        let r = reply(&mail(&mut conn, "<jim@xyz.com>", None).await);
+        assert_eq!(r.starts_with("451"), i >= 2, "{i}: {r}");
+        conn.abort().await.unwrap();
+    }
+    // The client's 10/h: 2 used by jim, so 8 more senders pass (at 3/h each
+    // is no obstacle: one message each).
+    for i in 0..8 {
+        assert_eq!(
+            reply(&mail(&mut conn, &format!("<s{i}@xyz.com>"), None).await),
+            "continue",
+            "{i}"
+        );
+        conn.abort().await.unwrap();
+    }
+    let r = reply(&mail(&mut conn, "<s9@xyz.com>", None).await);
+    assert!(
+        r.starts_with("451 4.7.1 Rate limit messages_per_client exceeded for 10.7.0.2"),
+        "{r}"
+    );
+    conn.close().await.unwrap();
+    d.stop().await;
+}
+
+#[tokio::test]
+async fn recipient_limits_count_each_accepted_recipient() {
+    let d = common::start("rate.yaml").await;
+    let mut conn = d.client("10.7.0.3").await;
+    assert_eq!(
+        reply(&mail(&mut conn, "<ann@example.com>", None).await),
+        "continue"
+    );
+    // messages_per_recipient 2/h: the same recipient twice, then refused.
+    assert_eq!(
+        reply(&conn.rcpt(["<r@gmail.com>"]).await.unwrap()),
+        "continue"
+    );
+    assert_eq!(
+        reply(&conn.rcpt(["<r@gmail.com>"]).await.unwrap()),
+        "continue"
+    );
+    let r = reply(&conn.rcpt(["<r@gmail.com>"]).await.unwrap());
+    assert!(
+        r.starts_with(
+            "451 4.7.1 Rate limit messages_per_recipient exceeded for r@gmail.com, retry in"
+        ),
+        "{r}"
+    );
+    // recipients_per_sender 5/h: 2 used, 3 more, then refused.
+    for i in 0..3 {
+        assert_eq!(
+            reply(&conn.rcpt([format!("<o{i}@gmail.com>")]).await.unwrap()),
+            "continue"
+        );
+    }
+    let r = reply(&conn.rcpt(["<o9@gmail.com>"]).await.unwrap());
+    assert!(
+        r.starts_with("451 4.7.1 Rate limit recipients_per_sender exceeded for ann@example.com"),
+        "{r}"
+    );
+    conn.close().await.unwrap();
+    d.stop().await;
+}
+
+#[tokio::test]
+async fn concurrent_connections_are_released_on_close_abort_and_drop() {
+    let d = common::start("rate.yaml").await;
+    let a = d.client("10.1.1.1").await;
+    let mut b = d.client("10.1.1.1").await;
+    let mut c = d.open().await;
+    let addr: std::net::SocketAddr = "10.1.1.1:1".parse().unwrap();
+    assert_eq!(
+        reply(&c.connect("x", addr).await.unwrap()),
+        "421 4.7.0 Too many connections from 10.1.1.1"
+    );
+    // Another client is not affected.
+    let other = d.client("10.1.1.2").await;
+    other.close().await.unwrap();
+    // A clean close gives the place back.
+    a.close().await.unwrap();
+    drop(c);
+    // The connection rate (4/m) is spent by now; a trusted newsletter host
+    // is unlimited by its override.
+    let mut n = Vec::new();
+    for _ in 0..5 {
+        n.push(d.client("10.9.9.9").await);
+    }
+    // An abrupt drop (the MTA's process died) gives the place back too,
+    // once the daemon has seen the socket close.
+    assert_eq!(
+        reply(&mail(&mut b, "<ann@xyz.com>", None).await),
+        "continue"
+    );
+    drop(b);
+    // (Probed through the limiter, not with a connection, which would
+    // spend the client's connection rate.) Bounded: 2 s at most.
+    let ip = "10.1.1.1".parse().unwrap();
+    let mut freed = false;
+    for _ in 0..200 {
+        if d.shared.limiter.local.open_connections(ip) == 0 {
+            freed = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(freed, "the dropped connection still counts");
+    for conn in n {
+        conn.close().await.unwrap();
+    }
+    d.stop().await;
+}
+
+#[tokio::test]
+async fn the_connection_rate_answers_421_at_connect() {
+    let d = common::start("rate.yaml").await;
+    for _ in 0..4 {
+        let c = d.client("10.2.2.2").await;
+        c.close().await.unwrap();
+    }
+    let mut c = d.open().await;
+    let addr: std::net::SocketAddr = "10.2.2.2:1".parse().unwrap();
+    assert_eq!(
+        reply(&c.connect("x", addr).await.unwrap()),
+        "421 4.7.0 Too many connections from 10.2.2.2"
+    );
+    drop(c);
+    d.stop().await;
+}
+
+#[tokio::test]
+async fn monitor_mode_counts_rate_refusals_without_refusing() {
+    let mut config =
+        egress_milter::config::Config::load(&common::config_path("rate.yaml")).unwrap();
+    config.mode = egress_milter::config::Mode::Monitor;
+    let d = common::start_with(config).await;
+    for _ in 0..5 {
+        assert_eq!(one_mail(&d, "10.7.0.9", "<jim@xyz.com>").await, "continue");
+    }
+    use std::sync::atomic::Ordering::Relaxed;
+    assert_eq!(d.shared.stats.would_tempfail.load(Relaxed), 3);
+    assert_eq!(d.shared.stats.tempfailed.load(Relaxed), 0);
+    d.stop().await;
+}
