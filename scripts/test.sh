@@ -1,13 +1,16 @@
 #!/usr/bin/env bash
 # The whole test suite: installs what the tests need when it is missing
-# (Postfix and swaks, from Debian's packages), then checks formatting, runs
+# (Postfix, swaks and redis-server, from Debian's packages), then checks formatting, runs
 # clippy with warnings as errors, and runs every test (one build for all).
+# Postfix, swaks and redis-server are run by the tests themselves, on
+# loopback ports; no system service is started.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 need=()
 [ -x /usr/sbin/postfix ] || need+=(postfix)
 command -v swaks >/dev/null 2>&1 || need+=(swaks)
+[ -x /usr/bin/redis-server ] || need+=(redis-server)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" != 0 ]; then
     echo "the tests need: ${need[*]}; run this script as root to install them" >&2

@@ -21,7 +21,7 @@ pub struct Shared {
 
 impl Shared {
     pub fn new(config: Config) -> Arc<Self> {
-        let limiter = Limiter::new(config.rate_limits.max_keys);
+        let limiter = Limiter::new(&config.rate_limits);
         Arc::new(Self {
             limiter,
             config: ArcSwap::from_pointee(config),

@@ -3,19 +3,16 @@
 //! SIGTERM.
 
 mod common;
-use common::{mail, reply};
+use common::{mail, process::Running, reply};
 use indymilter::Actions;
 use indymilter_test::TestConnection;
 use std::{
-    io::{BufRead, BufReader},
     os::unix::fs::{FileTypeExt, PermissionsExt},
     path::Path,
-    process::{Child, Command, Stdio},
-    sync::mpsc,
-    time::Duration,
+    process::Command,
 };
 
-const BIN: &str = env!("CARGO_BIN_EXE_egress-milter");
+use common::process::BIN;
 
 fn check_config(path: &Path) -> std::process::Output {
     Command::new(BIN)
@@ -84,61 +81,6 @@ fn check_config_names_line_of_unknown_key_and_bad_yaml() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/x.yaml"));
 }
 
-/// A running daemon whose stderr lines arrive on a channel.
-struct Running {
-    child: Child,
-    lines: mpsc::Receiver<String>,
-}
-
-impl Running {
-    fn start(config: &Path) -> Self {
-        let mut child = Command::new(BIN)
-            .args(["run", "--config"])
-            .arg(config)
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let stderr = child.stderr.take().unwrap();
-        let (tx, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        Self { child, lines }
-    }
-
-    /// Waits (at most 20 s) for a log line containing `needle`.
-    fn wait_for(&self, needle: &str) -> String {
-        let deadline = std::time::Instant::now() + Duration::from_secs(20);
-        loop {
-            let left = deadline.saturating_duration_since(std::time::Instant::now());
-            match self.lines.recv_timeout(left) {
-                Ok(l) if l.contains(needle) => return l,
-                Ok(_) => {}
-                Err(e) => panic!("no log line with {needle:?}: {e}"),
-            }
-        }
-    }
-
-    fn signal(&self, sig: &str) {
-        let ok = Command::new("kill")
-            .args([sig, &self.child.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(ok.success());
-    }
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 fn write_config(path: &Path, socket: &Path, sender_domain: &str) {
     std::fs::write(
         path,
@@ -183,7 +125,7 @@ async fn unix_socket_json_log_reload_and_sigterm() {
     drop(std::os::unix::net::UnixListener::bind(&socket).unwrap());
     assert!(socket.exists());
 
-    let d = Running::start(&config);
+    let mut d = Running::start(&config);
     d.wait_for("egress-milter started");
     let meta = std::fs::metadata(&socket).unwrap();
     assert!(meta.file_type().is_socket());
@@ -252,8 +194,7 @@ async fn unix_socket_json_log_reload_and_sigterm() {
     );
     d.signal("-TERM");
     d.wait_for("egress-milter stopped");
-    let mut d = d;
-    let status = d.child.wait().unwrap();
+    let status = d.wait();
     assert_eq!(status.code(), Some(0));
     assert!(!socket.exists());
 }

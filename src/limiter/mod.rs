@@ -6,10 +6,14 @@
 pub mod gcra;
 pub mod local;
 pub mod rate;
+pub mod redis;
 pub mod store;
 
 pub use local::{Lease, LocalLimiter};
 pub use rate::{parse_limit, Limit, Rate};
+pub use redis::RedisLimiter;
+
+use crate::config::{Backend, OnFailure, RateLimits};
 
 use std::{fmt, net::IpAddr, sync::Arc, time::Duration};
 
@@ -97,27 +101,66 @@ pub fn client_key(ip: IpAddr) -> String {
     crate::address::canonical_ip(ip).to_string()
 }
 
-/// The limiter a daemon uses: its configured backend.
+/// The limiter a daemon uses: the local backend, and Redis when configured
+/// (with the local one as its fallback under `on_failure: local`).
 pub struct Limiter {
     pub local: Arc<LocalLimiter>,
+    pub redis: Option<RedisLimiter>,
+    on_failure: OnFailure,
+    /// Decisions taken by `on_failure` because Redis failed.
+    pub fallbacks: std::sync::atomic::AtomicU64,
 }
 
 /// An open connection counted against `concurrent_per_client`; dropping it
 /// closes it.
 pub enum ConnectionLease {
     Local(Lease),
+    Redis(redis::RedisLease),
+    /// Redis failed and `on_failure: accept` let the connection in uncounted.
+    Unlimited,
 }
 
 impl Limiter {
-    pub fn new(max_keys: usize) -> Self {
+    pub fn new(config: &RateLimits) -> Self {
+        let redis = match config.backend {
+            Backend::Local => None,
+            Backend::Redis => match RedisLimiter::new(&config.redis) {
+                Ok(r) => Some(r),
+                Err(e) => {
+                    // The URL was validated with the configuration; if the
+                    // client still cannot be built, limits stay local.
+                    tracing::error!("redis backend unusable, limits are local: {e}");
+                    None
+                }
+            },
+        };
         Self {
-            local: Arc::new(LocalLimiter::new(max_keys)),
+            local: Arc::new(LocalLimiter::new(config.max_keys)),
+            redis,
+            on_failure: config.redis.on_failure,
+            fallbacks: std::sync::atomic::AtomicU64::new(0),
         }
+    }
+
+    fn fallback(&self) -> OnFailure {
+        self.fallbacks
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.on_failure
     }
 
     /// Judges a batch of checks all or nothing.
     pub async fn check(&self, checks: &[Check]) -> Result<Outcome, LimiterError> {
-        Ok(self.local.check(checks))
+        let Some(redis) = &self.redis else {
+            return Ok(self.local.check(checks));
+        };
+        match redis.check(checks).await {
+            Ok(outcome) => Ok(outcome),
+            Err(e) => match self.fallback() {
+                OnFailure::Local => Ok(self.local.check(checks)),
+                OnFailure::Accept => Ok(Outcome::Allowed),
+                OnFailure::Tempfail => Err(e),
+            },
+        }
     }
 
     /// Counts a new connection from `ip` if fewer than `max` are open.
@@ -127,9 +170,22 @@ impl Limiter {
         max: u32,
     ) -> Result<Option<ConnectionLease>, LimiterError> {
         let ip = crate::address::canonical_ip(ip);
-        Ok(self
-            .local
-            .open_connection(ip, max)
-            .map(ConnectionLease::Local))
+        let local = || {
+            Ok(self
+                .local
+                .open_connection(ip, max)
+                .map(ConnectionLease::Local))
+        };
+        let Some(redis) = &self.redis else {
+            return local();
+        };
+        match redis.open_connection(ip, max).await {
+            Ok(lease) => Ok(lease.map(ConnectionLease::Redis)),
+            Err(e) => match self.fallback() {
+                OnFailure::Local => local(),
+                OnFailure::Accept => Ok(Some(ConnectionLease::Unlimited)),
+                OnFailure::Tempfail => Err(e),
+            },
+        }
     }
 }

@@ -3,6 +3,8 @@
 #![allow(dead_code)]
 
 pub mod postfix;
+pub mod process;
+pub mod redis;
 pub mod sink;
 
 use egress_milter::{config::Config, Shared};

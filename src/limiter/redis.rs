@@ -1,0 +1,423 @@
+//! The Redis backend: the same GCRA as the local one, run atomically in
+//! Redis by a Lua script (one round trip for a whole batch, all or
+//! nothing), so that every gateway using the same Redis shares one budget.
+//! Open connections are counted in a sorted set per client, one member per
+//! connection, each with an expiry that its gateway renews: when a gateway
+//! dies, its connections stop counting after `redis.lease`.
+//!
+//! Times are Redis's own clock (`TIME`), in microseconds, so gateways with
+//! skewed clocks still agree; Lua numbers are doubles, exact to 2^53 µs.
+
+use super::{Check, LimiterError, Outcome};
+use crate::config::RedisSettings;
+use redis::{aio::ConnectionManager, AsyncCommands, Script};
+use std::{
+    collections::HashMap,
+    net::IpAddr,
+    sync::{
+        atomic::{AtomicBool, AtomicU64, Ordering},
+        Mutex, OnceLock,
+    },
+    time::{Duration, Instant},
+};
+use tokio::sync::mpsc;
+use tracing::{info, warn};
+
+/// GCRA over KEYS, with ARGV = (emission µs, burst, cells) per key.
+/// Returns {0, 0} when every key passes (and then stores each new TAT with
+/// an expiry at which the bucket is full again), or {i, wait µs} for the
+/// key that must wait longest, storing nothing.
+const GCRA_LUA: &str = r#"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local seen = {}
+local new = {}
+local worst, worst_wait = 0, -1
+for i, key in ipairs(KEYS) do
+  local emission = tonumber(ARGV[3 * i - 2])
+  local burst = tonumber(ARGV[3 * i - 1])
+  local cells = tonumber(ARGV[3 * i])
+  local capacity = emission * burst
+  local cost = emission * cells
+  local tat = seen[key] or tonumber(redis.call('GET', key)) or now
+  if tat < now then tat = now end
+  local wait
+  if cost > capacity then
+    wait = 1e15
+  else
+    wait = tat + cost - capacity - now
+  end
+  if wait > 0 then
+    seen[key] = tat
+    if wait > worst_wait then worst, worst_wait = i, wait end
+  else
+    seen[key] = tat + cost
+    new[i] = tat + cost
+  end
+end
+if worst > 0 then
+  return {worst, string.format('%.0f', worst_wait)}
+end
+for i, key in ipairs(KEYS) do
+  local ttl = math.ceil((new[i] - now) / 1000) + 1000
+  redis.call('SET', key, string.format('%.0f', new[i]), 'PX', ttl)
+end
+return {0, '0'}
+"#;
+
+/// Takes a place in KEYS[1] for member ARGV[1] if fewer than ARGV[2] live
+/// members hold one; a member lives until its score (µs).
+/// ARGV[3] = lease µs. Returns 1 (taken) or 0.
+const ACQUIRE_LUA: &str = r#"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[2]) then
+  return 0
+end
+local lease = tonumber(ARGV[3])
+redis.call('ZADD', KEYS[1], string.format('%.0f', now + lease), ARGV[1])
+redis.call('PEXPIRE', KEYS[1], math.ceil(lease / 1000) + 1000)
+return 1
+"#;
+
+/// Renews members' expiry: KEYS[i] holds ARGV[i + 1]; ARGV[1] = lease µs.
+const RENEW_LUA: &str = r#"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local lease = tonumber(ARGV[1])
+for i, key in ipairs(KEYS) do
+  redis.call('ZADD', key, 'XX', string.format('%.0f', now + lease), ARGV[i + 1])
+  redis.call('PEXPIRE', key, math.ceil(lease / 1000) + 1000)
+end
+return #KEYS
+"#;
+
+/// After a failure, Redis is not asked again for this long: every check in
+/// between goes straight to `on_failure`, so a dead Redis costs the MTA one
+/// timeout per interval, not one per message.
+const RETRY_INTERVAL: Duration = Duration::from_secs(2);
+
+pub struct RedisLimiter {
+    client: redis::Client,
+    conn: tokio::sync::Mutex<Option<ConnectionManager>>,
+    settings: RedisSettings,
+    gcra: Script,
+    acquire: Script,
+    renew: Script,
+    /// Identifies this gateway's connection members.
+    gateway: String,
+    next_member: AtomicU64,
+    leases: OnceLock<mpsc::UnboundedSender<LeaseEvent>>,
+    down_until: Mutex<Option<Instant>>,
+    healthy: AtomicBool,
+    /// Calls that failed (timeout, refused, error reply).
+    pub failures: AtomicU64,
+}
+
+enum LeaseEvent {
+    Taken { key: String, member: String },
+    Released { key: String, member: String },
+}
+
+/// An open connection counted in Redis; dropping it gives the place back.
+pub struct RedisLease {
+    tx: mpsc::UnboundedSender<LeaseEvent>,
+    key: String,
+    member: String,
+}
+
+impl Drop for RedisLease {
+    fn drop(&mut self) {
+        let _ = self.tx.send(LeaseEvent::Released {
+            key: std::mem::take(&mut self.key),
+            member: std::mem::take(&mut self.member),
+        });
+    }
+}
+
+impl RedisLimiter {
+    pub fn new(settings: &RedisSettings) -> Result<Self, LimiterError> {
+        let client = redis::Client::open(settings.url.as_str())
+            .map_err(|e| LimiterError::Redis(e.to_string()))?;
+        let gateway = format!(
+            "{}:{}:{:x}",
+            std::env::var("HOSTNAME").unwrap_or_default(),
+            std::process::id(),
+            std::hash::BuildHasher::hash_one(&std::hash::RandomState::new(), 0u8)
+        );
+        Ok(Self {
+            client,
+            conn: tokio::sync::Mutex::new(None),
+            settings: settings.clone(),
+            gcra: Script::new(GCRA_LUA),
+            acquire: Script::new(ACQUIRE_LUA),
+            renew: Script::new(RENEW_LUA),
+            gateway,
+            next_member: AtomicU64::new(1),
+            leases: OnceLock::new(),
+            down_until: Mutex::new(None),
+            healthy: AtomicBool::new(true),
+            failures: AtomicU64::new(0),
+        })
+    }
+
+    fn key(&self, parts: std::fmt::Arguments<'_>) -> String {
+        format!("{}{}", self.settings.key_prefix, parts)
+    }
+
+    fn rate_key(&self, c: &Check) -> String {
+        self.key(format_args!(
+            "{}:{}/{}:{}",
+            c.name,
+            c.rate.count,
+            c.rate.period.as_secs(),
+            c.key
+        ))
+    }
+
+    /// True while Redis is left alone after a failure.
+    fn resting(&self) -> bool {
+        let until = *self.down_until.lock().unwrap_or_else(|p| p.into_inner());
+        until.is_some_and(|t| Instant::now() < t)
+    }
+
+    async fn connection(&self) -> Result<ConnectionManager, LimiterError> {
+        let mut slot = self.conn.lock().await;
+        if let Some(c) = slot.as_ref() {
+            return Ok(c.clone());
+        }
+        let config = redis::aio::ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(self.settings.timeout))
+            .set_response_timeout(Some(self.settings.timeout))
+            .set_number_of_retries(1);
+        let timeout = self.settings.timeout;
+        let c = tokio::time::timeout(
+            timeout,
+            ConnectionManager::new_with_config(self.client.clone(), config),
+        )
+        .await
+        .map_err(|_| LimiterError::Timeout(timeout))?
+        .map_err(|e| LimiterError::Redis(e.to_string()))?;
+        *slot = Some(c.clone());
+        Ok(c)
+    }
+
+    /// Runs one Redis call under the timeout, noting success or failure.
+    /// For `RETRY_INTERVAL` after a failure, Redis is not asked at all.
+    async fn call<T>(
+        &self,
+        f: impl AsyncFnOnce(ConnectionManager) -> redis::RedisResult<T>,
+    ) -> Result<T, LimiterError> {
+        if self.resting() {
+            return Err(LimiterError::Redis("unavailable, retrying later".into()));
+        }
+        let result = match self.connection().await {
+            Ok(conn) => match tokio::time::timeout(self.settings.timeout, f(conn)).await {
+                Ok(Ok(v)) => Ok(v),
+                Ok(Err(e)) => Err(LimiterError::Redis(e.to_string())),
+                Err(_) => Err(LimiterError::Timeout(self.settings.timeout)),
+            },
+            Err(e) => Err(e),
+        };
+        match &result {
+            Ok(_) => {
+                if !self.healthy.swap(true, Ordering::Relaxed) {
+                    info!("redis is reachable again: rate limits shared across gateways again");
+                }
+            }
+            Err(e) => {
+                self.failures.fetch_add(1, Ordering::Relaxed);
+                // Start afresh next time: a manager whose reconnection
+                // failed while Redis was down does not recover by itself.
+                *self.conn.lock().await = None;
+                *self.down_until.lock().unwrap_or_else(|p| p.into_inner()) =
+                    Some(Instant::now() + RETRY_INTERVAL);
+                if self.healthy.swap(false, Ordering::Relaxed) {
+                    warn!(
+                        on_failure = ?self.settings.on_failure,
+                        "redis failed, rate limits follow on_failure until it answers: {e}"
+                    );
+                }
+            }
+        }
+        result
+    }
+
+    pub fn is_healthy(&self) -> bool {
+        self.healthy.load(Ordering::Relaxed)
+    }
+
+    pub async fn check(&self, checks: &[Check]) -> Result<Outcome, LimiterError> {
+        if checks.is_empty() {
+            return Ok(Outcome::Allowed);
+        }
+        let mut invocation = self.gcra.prepare_invoke();
+        for c in checks {
+            let emission_us = (c.rate.emission_ns() / 1000).max(1);
+            invocation
+                .key(self.rate_key(c))
+                .arg(emission_us)
+                .arg(c.rate.burst())
+                .arg(c.n);
+        }
+        let (index, wait_us): (usize, String) = self
+            .call(async |mut conn| invocation.invoke_async(&mut conn).await)
+            .await?;
+        if index == 0 {
+            return Ok(Outcome::Allowed);
+        }
+        let wait_us: u64 = wait_us.parse().unwrap_or(u64::MAX / 1000);
+        Ok(Outcome::Denied {
+            index: index - 1,
+            retry_after: Duration::from_micros(wait_us),
+        })
+    }
+
+    pub async fn open_connection(
+        &self,
+        ip: IpAddr,
+        max: u32,
+    ) -> Result<Option<RedisLease>, LimiterError> {
+        let tx = self.lease_manager().clone();
+        let key = self.key(format_args!("concurrent_per_client:{ip}"));
+        let member = format!(
+            "{}:{}",
+            self.gateway,
+            self.next_member.fetch_add(1, Ordering::Relaxed)
+        );
+        let lease_us = self.settings.lease.as_micros() as u64;
+        let taken: i64 = self
+            .call(async |mut conn| {
+                self.acquire
+                    .key(&key)
+                    .arg(&member)
+                    .arg(max)
+                    .arg(lease_us)
+                    .invoke_async(&mut conn)
+                    .await
+            })
+            .await?;
+        if taken == 0 {
+            return Ok(None);
+        }
+        let _ = tx.send(LeaseEvent::Taken {
+            key: key.clone(),
+            member: member.clone(),
+        });
+        Ok(Some(RedisLease { tx, key, member }))
+    }
+
+    /// Open connections counted for `ip` across all gateways.
+    pub async fn open_connections(&self, ip: IpAddr) -> Result<u64, LimiterError> {
+        let key = self.key(format_args!("concurrent_per_client:{ip}"));
+        self.call(async |mut conn| {
+            let t: (u64, u64) = redis::cmd("TIME").query_async(&mut conn).await?;
+            let now = t.0 * 1_000_000 + t.1;
+            conn.zcount(&key, now, "+inf").await
+        })
+        .await
+    }
+
+    /// Forgets a key's counters under the given rate-limit checks.
+    pub async fn reset(&self, checks: &[Check]) -> Result<(), LimiterError> {
+        let keys: Vec<String> = checks.iter().map(|c| self.rate_key(c)).collect();
+        self.call(async |mut conn| conn.del::<_, ()>(&keys).await)
+            .await
+    }
+
+    /// The stored TAT (µs, Redis clock) and Redis's now, for `limits show`.
+    pub async fn tat(&self, check: &Check) -> Result<(Option<u64>, u64), LimiterError> {
+        let key = self.rate_key(check);
+        self.call(async |mut conn| {
+            let t: (u64, u64) = redis::cmd("TIME").query_async(&mut conn).await?;
+            let tat: Option<String> = conn.get(&key).await?;
+            Ok((tat.and_then(|v| v.parse().ok()), t.0 * 1_000_000 + t.1))
+        })
+        .await
+    }
+
+    /// The task that renews this gateway's connection leases and removes
+    /// the ones given back; started with the first lease.
+    fn lease_manager(&self) -> &mpsc::UnboundedSender<LeaseEvent> {
+        self.leases.get_or_init(|| {
+            let (tx, rx) = mpsc::unbounded_channel();
+            let client = self.client.clone();
+            let renew = self.renew.clone();
+            let settings = self.settings.clone();
+            tokio::spawn(manage_leases(client, renew, settings, rx));
+            tx
+        })
+    }
+}
+
+async fn manage_leases(
+    client: redis::Client,
+    renew: Script,
+    settings: RedisSettings,
+    mut rx: mpsc::UnboundedReceiver<LeaseEvent>,
+) {
+    let mut live: HashMap<String, String> = HashMap::new();
+    let mut conn: Option<ConnectionManager> = None;
+    let mut tick = tokio::time::interval(settings.lease / 3);
+    let lease_us = settings.lease.as_micros() as u64;
+    loop {
+        tokio::select! {
+            event = rx.recv() => match event {
+                None => return,
+                Some(LeaseEvent::Taken { key, member }) => { live.insert(member, key); }
+                Some(LeaseEvent::Released { key, member }) => {
+                    live.remove(&member);
+                    if let Some(c) = connect(&client, &mut conn, &settings).await {
+                        let mut c = c;
+                        let r = tokio::time::timeout(settings.timeout, c.zrem::<_, _, ()>(&key, &member)).await;
+                        if !matches!(r, Ok(Ok(()))) {
+                            // It expires by itself after the lease.
+                            tracing::debug!("could not release {member} in redis");
+                            conn = None;
+                        }
+                    }
+                }
+            },
+            _ = tick.tick() => {
+                if live.is_empty() { continue; }
+                if let Some(mut c) = connect(&client, &mut conn, &settings).await {
+                    let mut inv = renew.prepare_invoke();
+                    inv.arg(lease_us);
+                    for (member, key) in &live {
+                        inv.key(key);
+                        inv.arg(member);
+                    }
+                    let r = tokio::time::timeout(settings.timeout, inv.invoke_async::<i64>(&mut c)).await;
+                    if !matches!(r, Ok(Ok(_))) {
+                        tracing::debug!("could not renew connection leases in redis");
+                        conn = None;
+                    }
+                }
+            }
+        }
+    }
+}
+
+async fn connect(
+    client: &redis::Client,
+    slot: &mut Option<ConnectionManager>,
+    settings: &RedisSettings,
+) -> Option<ConnectionManager> {
+    if let Some(c) = slot {
+        return Some(c.clone());
+    }
+    let config = redis::aio::ConnectionManagerConfig::new()
+        .set_connection_timeout(Some(settings.timeout))
+        .set_response_timeout(Some(settings.timeout))
+        .set_number_of_retries(1);
+    let c = tokio::time::timeout(
+        settings.timeout,
+        ConnectionManager::new_with_config(client.clone(), config),
+    )
+    .await
+    .ok()?
+    .ok()?;
+    *slot = Some(c.clone());
+    Some(c)
+}
