@@ -2,6 +2,7 @@
 //! gateways. It decides, stage by stage, whether each message may leave.
 
 pub mod address;
+pub mod admin;
 pub mod config;
 pub mod limiter;
 pub mod log;

@@ -27,6 +27,28 @@ enum Command {
         #[arg(long, short, default_value = "/etc/egress-milter/milter.yaml")]
         config: PathBuf,
     },
+    /// Look at or reset a key's rate-limit budgets in the running daemon
+    /// (through rate_limits.admin_listen).
+    Limits {
+        #[command(subcommand)]
+        action: LimitsAction,
+        #[arg(
+            long,
+            short,
+            default_value = "/etc/egress-milter/milter.yaml",
+            global = true
+        )]
+        config: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum LimitsAction {
+    /// Per limit: the rate, the budget left and the time until it is full.
+    /// KEY is a client IP, an address (sender or recipient) or a login.
+    Show { key: String },
+    /// Gives KEY a full budget again under every limit.
+    Reset { key: String },
 }
 
 fn main() -> ExitCode {
@@ -41,6 +63,50 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        Command::Limits { action, config } => {
+            let config = match Config::load(&config) {
+                Ok(c) => c,
+                Err(errors) => {
+                    eprintln!("{errors}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            let Some(addr) = config.rate_limits.admin_listen else {
+                eprintln!(
+                    "egress-milter: rate_limits.admin_listen is not set in {}",
+                    config.path.display()
+                );
+                return ExitCode::FAILURE;
+            };
+            let request = match action {
+                LimitsAction::Show { key } => format!("show {key}"),
+                LimitsAction::Reset { key } => format!("reset {key}"),
+            };
+            let runtime = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(r) => r,
+                Err(e) => {
+                    eprintln!("egress-milter: cannot start the runtime: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            match runtime.block_on(egress_milter::admin::request(addr, &request)) {
+                Ok(answer) if answer.starts_with("error:") => {
+                    eprint!("{answer}");
+                    ExitCode::FAILURE
+                }
+                Ok(answer) => {
+                    print!("{answer}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("egress-milter: cannot reach the daemon at {addr}: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Command::Run { config } => {
             let config = match Config::load(&config) {
                 Ok(c) => c,

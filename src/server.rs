@@ -138,7 +138,16 @@ pub async fn serve(config: Config) -> io::Result<()> {
     let listener = bind(&config.listen, config.socket_mode).await?;
     let listen = config.listen.clone();
     info!(listen = %listen, mode = ?config.mode, classes = config.classes.len(), "egress-milter started");
+    let admin_listen = config.rate_limits.admin_listen;
     let shared = Shared::new(config);
+    let admin = match admin_listen {
+        Some(addr) => {
+            // Bound here, before serving: a taken port is a start-up error.
+            let listener = crate::admin::bind(addr).await?;
+            Some(tokio::spawn(crate::admin::serve(listener, shared.clone())))
+        }
+        None => None,
+    };
     let mut hup = signal(SignalKind::hangup())?;
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
@@ -169,6 +178,9 @@ pub async fn serve(config: Config) -> io::Result<()> {
     };
     let result = run(listener, shared.clone(), shutdown).await;
     reloader.abort();
+    if let Some(a) = admin {
+        a.abort();
+    }
     if let Listen::Unix(path) = &listen {
         let _ = std::fs::remove_file(path);
     }

@@ -189,3 +189,67 @@ impl Limiter {
         }
     }
 }
+
+impl Limiter {
+    /// The budget left for `key` under each (limit, rate), from the backend
+    /// in use (Redis, or local when Redis is not configured).
+    pub async fn show(
+        &self,
+        limits: &[(LimitName, Rate)],
+        key: &str,
+    ) -> Result<Vec<Budget>, LimiterError> {
+        let Some(redis) = &self.redis else {
+            return Ok(self.local.show(limits, key));
+        };
+        let mut out = Vec::with_capacity(limits.len());
+        for (name, rate) in limits {
+            let check = Check {
+                name: *name,
+                key: key.to_string(),
+                rate: *rate,
+                n: 1,
+            };
+            let (tat_us, now_us) = redis.tat(&check).await?;
+            let (remaining, full_ns) = gcra::remaining(
+                rate,
+                tat_us.map(|t| t.saturating_mul(1000)),
+                now_us.saturating_mul(1000),
+            );
+            out.push(Budget {
+                name: *name,
+                rate: *rate,
+                remaining,
+                full_in: Duration::from_nanos(full_ns),
+            });
+        }
+        Ok(out)
+    }
+
+    /// Gives `key` a full budget again under each (limit, rate), in the
+    /// local counters and in Redis when configured.
+    pub async fn reset(&self, limits: &[(LimitName, Rate)], key: &str) -> Result<(), LimiterError> {
+        self.local.reset(limits, key);
+        if let Some(redis) = &self.redis {
+            let checks: Vec<Check> = limits
+                .iter()
+                .map(|(name, rate)| Check {
+                    name: *name,
+                    key: key.to_string(),
+                    rate: *rate,
+                    n: 1,
+                })
+                .collect();
+            redis.reset(&checks).await?;
+        }
+        Ok(())
+    }
+
+    /// Open connections counted for `ip` (across gateways with Redis).
+    pub async fn open_connections(&self, ip: IpAddr) -> Result<u64, LimiterError> {
+        let ip = crate::address::canonical_ip(ip);
+        match &self.redis {
+            Some(r) => r.open_connections(ip).await,
+            None => Ok(u64::from(self.local.open_connections(ip))),
+        }
+    }
+}
