@@ -5,7 +5,7 @@
 //! accepts loopback addresses for it.
 
 use crate::address::Address;
-use crate::config::{RateLimits, Setting};
+use crate::config::{Config, Setting};
 use crate::limiter::{LimitName, Rate};
 use crate::policy::rate::{setting, Facts};
 use crate::state::Shared;
@@ -57,7 +57,8 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>) {
 /// The limits that key on this kind of key, each with every rate the
 /// configuration can give it (its counters live under each), and the rate
 /// that applies to the key by itself.
-fn limits_for(limits: &RateLimits, key: &str) -> Vec<(LimitName, Rate, bool)> {
+fn limits_for(config: &Config, key: &str) -> Vec<(LimitName, Rate, bool)> {
+    let limits = &config.rate_limits;
     let ip: Option<IpAddr> = key.parse().ok();
     let address = Address::parse(key).ok();
     let names: &[LimitName] = if ip.is_some() {
@@ -79,7 +80,10 @@ fn limits_for(limits: &RateLimits, key: &str) -> Vec<(LimitName, Rate, bool)> {
         login: (ip.is_none() && address.is_none()).then_some(key),
         sender: address.as_ref(),
         rcpt: address.as_ref(),
-        class: None,
+        // An IP's class, when a class matches by IP alone.
+        class: ip
+            .and_then(|ip| crate::policy::class::resolve(config, Some(ip), None))
+            .map(|c| c.name.as_str()),
     };
     let mut out = Vec::new();
     for &name in names {
@@ -114,7 +118,7 @@ async fn answer(shared: &Shared, request: &str) -> String {
         _ => key.to_string(),
     };
     let config = shared.config();
-    let limits = limits_for(&config.rate_limits, &key);
+    let limits = limits_for(&config, &key);
     let pairs: Vec<(LimitName, Rate)> = limits.iter().map(|(n, r, _)| (*n, *r)).collect();
     let limiter = &shared.limiter;
     if verb == "reset" {
@@ -148,14 +152,13 @@ async fn answer(shared: &Shared, request: &str) -> String {
     }
     if let Ok(ip) = key.parse::<IpAddr>() {
         if let Ok(n) = limiter.open_connections(ip).await {
-            let cap = match setting(
-                &config.rate_limits,
-                LimitName::ConcurrentPerClient,
-                &Facts {
-                    ip: Some(ip),
-                    ..Facts::default()
-                },
-            ) {
+            let class = crate::policy::class::resolve(&config, Some(ip), None);
+            let facts = Facts {
+                ip: Some(ip),
+                class: class.map(|c| c.name.as_str()),
+                ..Facts::default()
+            };
+            let cap = match setting(&config.rate_limits, LimitName::ConcurrentPerClient, &facts) {
                 Some(Setting::Count(c)) => c.to_string(),
                 _ => "unlimited".into(),
             };
