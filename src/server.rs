@@ -193,6 +193,13 @@ pub async fn serve(config: Config) -> io::Result<()> {
         would_reject = Stats::get(&s.would_reject),
         would_tempfail = Stats::get(&s.would_tempfail),
         errors = Stats::get(&s.errors),
+        redis_failures = shared
+            .limiter
+            .redis
+            .as_ref()
+            .map_or(0, |r| Stats::get(&r.failures)),
+        limiter_fallbacks = Stats::get(&shared.limiter.fallbacks),
+        limiter_evictions = shared.limiter.local.evictions(),
         "egress-milter stopped"
     );
     result

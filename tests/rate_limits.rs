@@ -202,3 +202,36 @@ async fn monitor_mode_counts_rate_refusals_without_refusing() {
     assert_eq!(d.shared.stats.tempfailed.load(Relaxed), 0);
     d.stop().await;
 }
+
+#[tokio::test]
+async fn reload_keeps_the_counters_of_unchanged_limits() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("milter.yaml");
+    let original = std::fs::read_to_string(common::config_path("rate.yaml")).unwrap();
+    std::fs::write(&path, &original).unwrap();
+    let config = egress_milter::config::Config::load(&path).unwrap();
+    let d = common::start_with(config).await;
+    let jim = "<jim@xyz.com>";
+    assert_eq!(one_mail(&d, "10.7.1.1", jim).await, "continue");
+    assert_eq!(one_mail(&d, "10.7.1.1", jim).await, "continue");
+    assert!(one_mail(&d, "10.7.1.1", jim).await.starts_with("451 4.7.1"));
+    // Another limit changes: jim's 2/m keeps its count.
+    std::fs::write(
+        &path,
+        original.replace("messages_per_client: 10/h", "messages_per_client: 20/h"),
+    )
+    .unwrap();
+    d.shared.reload().unwrap();
+    assert!(one_mail(&d, "10.7.1.1", jim)
+        .await
+        .starts_with("451 4.7.1 Rate limit messages_per_sender"));
+    // jim's own rate changes: it starts afresh under the new one.
+    std::fs::write(
+        &path,
+        original.replace("messages_per_sender: 2/m", "messages_per_sender: 5/m"),
+    )
+    .unwrap();
+    d.shared.reload().unwrap();
+    assert_eq!(one_mail(&d, "10.7.1.1", jim).await, "continue");
+    d.stop().await;
+}
