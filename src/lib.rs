@@ -4,6 +4,8 @@
 pub mod address;
 pub mod admin;
 pub mod config;
+pub mod dkim;
+pub mod dns;
 pub mod limiter;
 pub mod log;
 pub mod mailbox;

@@ -15,6 +15,8 @@ pub enum Outcome {
     WouldTempfail,
     /// A check failed internally and `on_error: accept` let it through.
     ErrorAccepted,
+    /// A check in `warn` mode found something: logged, not refused.
+    Warn,
 }
 
 impl Outcome {
@@ -26,6 +28,7 @@ impl Outcome {
             Self::WouldReject => "would_reject",
             Self::WouldTempfail => "would_tempfail",
             Self::ErrorAccepted => "error_accepted",
+            Self::Warn => "warn",
         }
     }
 }
@@ -76,6 +79,8 @@ pub struct Summary<'a> {
     pub verdict: &'a str,
     pub rule: &'a str,
     pub reply: Option<String>,
+    /// The DKIM signatures added (`d=... s=...`), or "-".
+    pub dkim: &'a str,
     /// From MAIL FROM to the end of the message, the client's time included.
     pub elapsed_ms: f64,
     /// The milter's own time on this message, in microseconds.
@@ -98,6 +103,7 @@ pub fn summary(s: &Summary<'_>) {
         verdict = s.verdict,
         rule = s.rule,
         reply = s.reply.as_deref().unwrap_or("-"),
+        dkim = s.dkim,
         elapsed_ms = format_args!("{:.3}", s.elapsed_ms),
         milter_us = s.milter_us as u64,
         "message"

@@ -27,6 +27,22 @@ enum Command {
         #[arg(long, short, default_value = "/etc/egress-milter/milter.yaml")]
         config: PathBuf,
     },
+    /// Generate a DKIM key: writes the private key (mode 0600, never over
+    /// an existing file) and prints the DNS TXT record to publish.
+    DkimKeygen {
+        #[arg(long)]
+        domain: String,
+        #[arg(long)]
+        selector: String,
+        #[arg(long, default_value = "rsa", value_parser = ["rsa", "ed25519"])]
+        algorithm: String,
+        /// RSA key size.
+        #[arg(long, default_value_t = 2048)]
+        bits: usize,
+        /// Where to write the key; default ./<domain>.<selector>.pem.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
     /// Look at or reset a key's rate-limit budgets in the running daemon
     /// (through rate_limits.admin_listen).
     Limits {
@@ -53,8 +69,18 @@ enum LimitsAction {
 
 fn main() -> ExitCode {
     match Cli::parse().command {
+        Command::DkimKeygen {
+            domain,
+            selector,
+            algorithm,
+            bits,
+            out,
+        } => keygen(&domain, &selector, &algorithm, bits, out),
         Command::CheckConfig { config } => match Config::load(&config) {
-            Ok(_) => {
+            Ok(c) => {
+                for w in &c.warnings {
+                    eprintln!("warning: {w}");
+                }
                 println!("ok");
                 ExitCode::SUCCESS
             }
@@ -133,4 +159,46 @@ fn main() -> ExitCode {
             }
         }
     }
+}
+
+fn keygen(
+    domain: &str,
+    selector: &str,
+    algorithm: &str,
+    bits: usize,
+    out: Option<PathBuf>,
+) -> ExitCode {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let domain = match egress_milter::address::Domain::parse(domain) {
+        Ok(d) => d,
+        Err(e) => {
+            eprintln!("egress-milter: invalid domain: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let (pem, record) = match egress_milter::dkim::generate(algorithm, bits) {
+        Ok(k) => k,
+        Err(e) => {
+            eprintln!("egress-milter: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let path = out.unwrap_or_else(|| PathBuf::from(format!("{domain}.{selector}.pem")));
+    // create_new: an existing key is never overwritten; 0600: the key is
+    // readable by its owner only (chown it to the daemon's user).
+    let written = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&path)
+        .and_then(|mut f| f.write_all(pem.as_bytes()));
+    if let Err(e) = written {
+        eprintln!("egress-milter: cannot write {}: {e}", path.display());
+        return ExitCode::FAILURE;
+    }
+    eprintln!("private key written to {}", path.display());
+    eprintln!("publish this TXT record, then add the key to dkim.keys:");
+    println!("{selector}._domainkey.{domain}. IN TXT \"{record}\"");
+    ExitCode::SUCCESS
 }

@@ -7,7 +7,8 @@ use crate::state::Shared;
 use crate::transaction::{Answer, Connection, Macros};
 use futures_util::FutureExt;
 use indymilter::{
-    Callbacks, Context, EomContext, MacroStage, NegotiateContext, SetErrorReply, SocketInfo, Status,
+    Actions, Callbacks, Context, ContextActions, EomContext, MacroStage, NegotiateContext,
+    SetErrorReply, SocketInfo, Status,
 };
 use std::{
     ffi::{CStr, CString},
@@ -42,12 +43,15 @@ pub fn callbacks(shared: Arc<Shared>) -> Callbacks<Connection> {
         .on_rcpt(|cx, args| Box::pin(handle_rcpt(cx, args)))
         .on_header(|cx, name, value| Box::pin(handle_header(cx, name, value)))
         .on_eoh(|cx| Box::pin(handle_eoh(cx)))
+        .on_body(|cx, chunk| Box::pin(handle_body(cx, chunk)))
         .on_eom(|cx| Box::pin(handle_eom(cx)))
         .on_abort(|cx| Box::pin(handle_abort(cx)))
         .on_close(|cx| Box::pin(handle_close(cx)))
 }
 
 async fn handle_negotiate(cx: &mut NegotiateContext<Connection>) -> Status {
+    // DKIM-Signature headers are added at end of message.
+    cx.requested_actions |= Actions::ADD_HEADER;
     for (stage, names) in MACROS {
         if let Ok(names) = CString::new(*names) {
             cx.requested_macros.insert(*stage, names);
@@ -99,10 +103,8 @@ async fn handle_rcpt(cx: &mut Context<Connection>, args: Vec<CString>) -> Status
 }
 
 async fn handle_header(cx: &mut Context<Connection>, name: CString, value: CString) -> Status {
-    stage!(cx, "header", |conn| {
-        conn.header(name.as_bytes(), value.as_bytes());
-        Answer::Continue
-    })
+    stage!(cx, "header", |conn| conn
+        .header(name.as_bytes(), value.as_bytes()))
 }
 
 async fn handle_eoh(cx: &mut Context<Connection>) -> Status {
@@ -112,11 +114,32 @@ async fn handle_eoh(cx: &mut Context<Connection>) -> Status {
 
 async fn handle_eom(cx: &mut EomContext<Connection>) -> Status {
     let macros = macros(&cx.macros);
-    let Some(conn) = cx.data.as_mut() else {
+    let EomContext {
+        data,
+        actions,
+        reply: smtp,
+        ..
+    } = cx;
+    let Some(conn) = data.as_mut() else {
         return Status::Continue;
     };
-    let answer = guarded!(conn, "eom", |c| c.end_of_message(&macros));
-    reply(&mut cx.reply, answer)
+    let answer = guarded!(conn, "eom", |c| {
+        let (mut answer, headers) = c.end_of_message(&macros).await;
+        for (name, value) in headers {
+            // Index 0: above every header, where a receiver looks first.
+            if let Err(e) = actions.insert_header(0, name, value).await {
+                error!(conn_id = c.id, "cannot add {name} header: {e}");
+                answer = c.internal_error("eom");
+                break;
+            }
+        }
+        answer
+    });
+    reply(smtp, answer)
+}
+
+async fn handle_body(cx: &mut Context<Connection>, chunk: bytes::Bytes) -> Status {
+    stage!(cx, "body", |conn| conn.body(&chunk))
 }
 
 async fn handle_abort(cx: &mut Context<Connection>) -> Status {

@@ -189,6 +189,51 @@ pub fn too_many_connections(limit: &'static str, client: &str) -> Refusal {
     )
 }
 
+pub fn spf_not_authorised(domain: &str) -> Refusal {
+    refuse(
+        "spf_egress",
+        "550",
+        "5.7.23",
+        format!("SPF of {domain} does not authorise this gateway"),
+    )
+}
+
+pub fn existing_dkim_fails(domain: &str, why: &str) -> Refusal {
+    refuse(
+        "dkim_existing",
+        "550",
+        "5.7.20",
+        format!("DKIM signature of {domain} does not verify ({why})"),
+    )
+}
+
+pub fn too_many_signatures(n: usize, max: usize) -> Refusal {
+    refuse(
+        "dkim_existing",
+        "550",
+        "5.7.20",
+        format!("Message carries {n} DKIM signatures, at most {max} are accepted"),
+    )
+}
+
+pub fn no_dkim_key(domain: &str) -> Refusal {
+    refuse(
+        "dkim_sign",
+        "451",
+        "4.3.0",
+        format!("No DKIM signing key for {domain}"),
+    )
+}
+
+pub fn message_too_big() -> Refusal {
+    refuse(
+        "max_message_size",
+        "552",
+        "5.3.4",
+        "Message size exceeds fixed limit".into(),
+    )
+}
+
 pub fn internal_error() -> Refusal {
     refuse(
         "internal_error",

@@ -135,6 +135,9 @@ async fn sweep_limiter(shared: Arc<Shared>) {
 /// The daemon: binds, serves, reloads on SIGHUP, stops on SIGTERM/SIGINT.
 pub async fn serve(config: Config) -> io::Result<()> {
     use tokio::signal::unix::{signal, SignalKind};
+    for w in &config.warnings {
+        warn!("configuration: {w}");
+    }
     let listener = bind(&config.listen, config.socket_mode).await?;
     let listen = config.listen.clone();
     info!(listen = %listen, mode = ?config.mode, classes = config.classes.len(), "egress-milter started");

@@ -17,13 +17,20 @@ pub struct Shared {
     /// Limiter state outlives configurations: a reload keeps the counters
     /// of every limit whose rate did not change.
     pub limiter: Limiter,
+    /// The one DNS resolver (with its cache), or why there is none.
+    pub dns: Result<mail_auth::MessageAuthenticator, String>,
 }
 
 impl Shared {
     pub fn new(config: Config) -> Arc<Self> {
         let limiter = Limiter::new(&config.rate_limits);
+        let dns = crate::dns::resolver(&config.dns);
+        if let Err(e) = &dns {
+            tracing::error!("no DNS resolver, checks that need DNS follow on_error: {e}");
+        }
         Arc::new(Self {
             limiter,
+            dns,
             config: ArcSwap::from_pointee(config),
             next_conn: AtomicU64::new(1),
             stats: Stats::default(),
@@ -45,12 +52,18 @@ impl Shared {
     pub fn reload(&self) -> Result<Vec<&'static str>, ConfigErrors> {
         let old = self.config();
         let new = Config::load(&old.path)?;
+        for w in &new.warnings {
+            tracing::warn!("configuration: {w}");
+        }
         let mut restart = Vec::new();
         if new.listen != old.listen || new.socket_mode != old.socket_mode {
             restart.push("listen");
         }
         if new.max_connections != old.max_connections || new.milter_timeout != old.milter_timeout {
             restart.push("milter");
+        }
+        if new.dns != old.dns {
+            restart.push("dns");
         }
         if new.log_format != old.log_format {
             restart.push("log.format");
@@ -87,7 +100,7 @@ impl Stats {
             Outcome::Tempfail => &self.tempfailed,
             Outcome::WouldReject => &self.would_reject,
             Outcome::WouldTempfail => &self.would_tempfail,
-            Outcome::ErrorAccepted => return,
+            Outcome::ErrorAccepted | Outcome::Warn => return,
         };
         counter.fetch_add(1, Ordering::Relaxed);
     }

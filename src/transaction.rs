@@ -5,7 +5,8 @@
 //! message part starts at MAIL FROM and ends at end of message, at a
 //! message-level refusal, or at an abort (RSET, or a new MAIL FROM).
 
-use crate::address::{parse_envelope, Address, EnvelopeAddress};
+use crate::address::{parse_envelope, Address, Domain, EnvelopeAddress};
+use crate::config::{CheckMode, SignMode};
 use crate::config::{Class, Config, Mode};
 use crate::limiter::{Check, ConnectionLease, LimitName, Outcome as LimitOutcome};
 use crate::log::{self, Outcome};
@@ -60,6 +61,14 @@ struct Message {
     rcpt_accepted: usize,
     rcpt_refused: usize,
     from: FromHeaders,
+    /// The From: domain, once end of headers found exactly one mailbox.
+    from_domain: Option<Domain>,
+    /// Header and body bytes seen, against `content.max_message_size`.
+    size: usize,
+    /// The whole message, kept only when DKIM signs or verifies.
+    content: Option<Content>,
+    /// The signatures added, for the summary line.
+    dkim: String,
     /// The refusal that ended the message, if any, and its stage.
     refused: Option<(&'static str, Refusal)>,
     /// The last refused recipient's refusal, for the summary.
@@ -73,6 +82,59 @@ impl Message {
     fn class(&self) -> Option<&Class> {
         self.class.and_then(|i| self.config.classes.get(i))
     }
+}
+
+/// A message as the MTA passed it to the milter, kept for DKIM.
+#[derive(Default)]
+struct Content {
+    headers: Vec<(Vec<u8>, Vec<u8>)>,
+    body: Vec<u8>,
+}
+
+impl Content {
+    /// The message as bytes with CRLF line ends: `Name: value` per header
+    /// (milter header values carry their folding with bare LF), a blank
+    /// line, the body as received.
+    fn raw(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(
+            self.body.len()
+                + self
+                    .headers
+                    .iter()
+                    .map(|(n, v)| n.len() + v.len() + 4)
+                    .sum::<usize>()
+                + 2,
+        );
+        for (name, value) in &self.headers {
+            out.extend_from_slice(name);
+            out.extend_from_slice(b": ");
+            let mut prev = 0u8;
+            for &b in value {
+                if b == b'\n' && prev != b'\r' {
+                    out.push(b'\r');
+                }
+                out.push(b);
+                prev = b;
+            }
+            out.extend_from_slice(b"\r\n");
+        }
+        out.extend_from_slice(b"\r\n");
+        out.extend_from_slice(&self.body);
+        out
+    }
+
+    fn count(&self, name: &[u8]) -> usize {
+        self.headers
+            .iter()
+            .filter(|(n, _)| n.eq_ignore_ascii_case(name))
+            .count()
+    }
+}
+
+/// Whether a message must be kept whole: to sign it or to verify it.
+fn needs_content(config: &Config) -> bool {
+    (!config.dkim.keys.is_empty() && config.dkim.sign != SignMode::Off)
+        || config.dkim.verify_existing != CheckMode::Off
 }
 
 /// The MTA's macros that matter to a stage.
@@ -201,6 +263,7 @@ impl Connection {
                 rcpt: None,
             },
         );
+        let content = needs_content(&config).then(Content::default);
         self.message = Some(Message {
             config,
             started: Instant::now(),
@@ -213,16 +276,29 @@ impl Connection {
             rcpt_accepted: 0,
             rcpt_refused: 0,
             from: FromHeaders::default(),
+            from_domain: None,
+            size: 0,
+            content,
+            dkim: "-".into(),
             refused: None,
             last_rcpt_refusal: None,
             would: None,
             summarised: false,
         });
-        // Policy first: a sender refused by policy consumes no quota.
-        match self.settle("mail", verdict, true) {
-            Answer::Continue => self.rate_limit("mail", &checks, true).await,
-            refused => refused,
+        // Policy first, then SPF, then the limits: a sender refused by
+        // either consumes no quota.
+        if let refused @ Answer::Refuse(_) = self.settle("mail", verdict, true) {
+            return refused;
         }
+        if let refused @ Answer::Refuse(_) = self.spf_egress().await {
+            return refused;
+        }
+        if self.message.is_none() {
+            // on_error accepted an SPF failure... and ended nothing; or
+            // tempfail ended the message: nothing more to check.
+            return Answer::Continue;
+        }
+        self.rate_limit("mail", &checks, true).await
     }
 
     /// RCPT TO: open relay, the recipient count, then the recipient rate
@@ -293,11 +369,65 @@ impl Connection {
         self.internal_error(stage)
     }
 
-    /// A header: only From: is kept, bounded by `from_header.max_length`.
-    pub fn header(&mut self, name: &[u8], value: &[u8]) {
-        let Some(msg) = self.message.as_mut() else {
-            return;
+    /// SPF of the sender domain for our egress IPs (`spf.check_egress`).
+    async fn spf_egress(&mut self) -> Answer {
+        let Some(msg) = self.message.as_ref() else {
+            return Answer::Continue;
         };
+        let mode = msg.config.spf_check_egress;
+        let Some(sender) = msg.sender_address.clone() else {
+            return Answer::Continue;
+        };
+        if mode == CheckMode::Off {
+            return Answer::Continue;
+        }
+        let config = msg.config.clone();
+        let helo = self
+            .helo
+            .clone()
+            .unwrap_or_else(|| self.client_name.clone());
+        let result = match &self.shared.dns {
+            Ok(resolver) => policy::spf::check(resolver, &config, &sender, &helo).await,
+            Err(_) => policy::spf::Spf::TempError,
+        };
+        match result {
+            policy::spf::Spf::Authorised => Answer::Continue,
+            policy::spf::Spf::Refuse(r) => {
+                self.settle_check("mail", Verdict::Refuse(r), mode, true)
+            }
+            policy::spf::Spf::TempError => {
+                tracing::warn!(conn_id = self.id, "SPF lookup failed for {sender}");
+                self.internal_error("mail")
+            }
+        }
+    }
+
+    /// A check with an `off | warn | reject` mode: warn logs the refusal as
+    /// `warn` and lets the transaction go on.
+    fn settle_check(
+        &mut self,
+        stage: &'static str,
+        verdict: Verdict,
+        mode: CheckMode,
+        ends_message: bool,
+    ) -> Answer {
+        match (mode, verdict) {
+            (CheckMode::Off, _) | (_, Verdict::Continue) => Answer::Continue,
+            (CheckMode::Warn, Verdict::Refuse(r)) => {
+                self.log_decision(stage, Outcome::Warn, &r);
+                Answer::Continue
+            }
+            (CheckMode::Reject, v) => self.settle(stage, v, ends_message),
+        }
+    }
+
+    /// A header: From: is kept (bounded by `from_header.max_length`), and
+    /// every header when DKIM needs the message.
+    pub fn header(&mut self, name: &[u8], value: &[u8]) -> Answer {
+        let Some(msg) = self.message.as_mut() else {
+            return Answer::Continue;
+        };
+        msg.size += name.len() + value.len() + 4;
         if name.eq_ignore_ascii_case(b"from") {
             if value.len() > msg.config.from_max_length {
                 msg.from.too_long = true;
@@ -306,6 +436,13 @@ impl Connection {
                 msg.from.values.push(value.to_vec());
             }
         }
+        if msg.size > msg.config.max_message_size {
+            return self.settle("header", Verdict::Refuse(reply::message_too_big()), true);
+        }
+        if let Some(c) = msg.content.as_mut() {
+            c.headers.push((name.to_vec(), value.to_vec()));
+        }
+        Answer::Continue
     }
 
     /// End of headers: the From: check.
@@ -316,19 +453,101 @@ impl Connection {
         if macros.queue_id.is_some() {
             msg.queue_id.clone_from(&macros.queue_id);
         }
+        msg.from_domain = policy::from_header::domain(&msg.from);
         let verdict = policy::from_header::check(&msg.config, msg.class(), &msg.from);
         self.settle("eoh", verdict, true)
     }
 
-    /// End of message: nothing left to refuse; log the summary.
-    pub fn end_of_message(&mut self, macros: &Macros) -> Answer {
-        if let Some(msg) = self.message.as_mut() {
-            if macros.queue_id.is_some() {
-                msg.queue_id.clone_from(&macros.queue_id);
+    /// A body chunk: counted, and kept when DKIM needs the message.
+    pub fn body(&mut self, chunk: &[u8]) -> Answer {
+        let Some(msg) = self.message.as_mut() else {
+            return Answer::Continue;
+        };
+        msg.size += chunk.len();
+        if msg.size > msg.config.max_message_size {
+            return self.settle("body", Verdict::Refuse(reply::message_too_big()), true);
+        }
+        if let Some(c) = msg.content.as_mut() {
+            c.body.extend_from_slice(chunk);
+        }
+        Answer::Continue
+    }
+
+    /// End of message: existing signatures verified, then our signatures
+    /// made; returns the answer and the headers to insert at the top.
+    pub async fn end_of_message(
+        &mut self,
+        macros: &Macros,
+    ) -> (Answer, Vec<(&'static str, String)>) {
+        let Some(msg) = self.message.as_mut() else {
+            return (Answer::Continue, Vec::new());
+        };
+        if macros.queue_id.is_some() {
+            msg.queue_id.clone_from(&macros.queue_id);
+        }
+        let mut insert = Vec::new();
+        if let Some(content) = msg.content.take() {
+            let raw = content.raw();
+            let config = msg.config.clone();
+            let mode = config.dkim.verify_existing;
+            if mode != CheckMode::Off {
+                let count = content.count(b"dkim-signature");
+                let existing = match &self.shared.dns {
+                    Ok(r) => policy::dkim::verify_existing(r, &config, &raw, count).await,
+                    Err(e) => policy::dkim::Existing::TempError(e.clone()),
+                };
+                if let policy::dkim::Existing::TempError(e) = &existing {
+                    tracing::warn!(conn_id = self.id, "DKIM verification failed: {e}");
+                    let answer = self.internal_error("eom");
+                    if answer != Answer::Continue {
+                        return (answer, Vec::new());
+                    }
+                } else if let refused @ Answer::Refuse(_) =
+                    self.settle_check("eom", policy::dkim::verdict(&existing), mode, true)
+                {
+                    return (refused, Vec::new());
+                }
+            }
+            let Some(msg) = self.message.as_mut() else {
+                return (Answer::Continue, Vec::new());
+            };
+            match policy::dkim::signing_keys(&config, msg.class(), msg.from_domain.as_ref()) {
+                Ok(keys) => {
+                    let mut signed = Vec::new();
+                    for key in keys {
+                        match key.sign(&raw, &config.dkim.headers) {
+                            Ok(value) => {
+                                signed.push(format!(
+                                    "d={} s={} a={}",
+                                    key.domain,
+                                    key.selector,
+                                    key.algorithm()
+                                ));
+                                insert.push(("DKIM-Signature", value));
+                            }
+                            Err(e) => {
+                                tracing::error!(
+                                    conn_id = self.id,
+                                    "DKIM signing with {key:?} failed: {e}"
+                                );
+                                return (self.internal_error("eom"), Vec::new());
+                            }
+                        }
+                    }
+                    if !signed.is_empty() {
+                        msg.dkim = signed.join(", ");
+                    }
+                }
+                Err(refusal) => {
+                    let answer = self.settle("eom", Verdict::Refuse(refusal), true);
+                    if answer != Answer::Continue {
+                        return (answer, Vec::new());
+                    }
+                }
             }
         }
         self.end_message("accept");
-        Answer::Continue
+        (Answer::Continue, insert)
     }
 
     /// The MTA aborted the message (RSET, a refusal elsewhere, a lost client).
@@ -476,6 +695,7 @@ impl Connection {
             verdict,
             rule: refusal.map_or("-", |r| r.rule),
             reply: refusal.map(|r| r.reply.to_string()),
+            dkim: &msg.dkim,
             elapsed_ms: msg.started.elapsed().as_secs_f64() * 1000.0,
             milter_us: (msg.busy + self.stage_started.map_or(Duration::ZERO, |t| t.elapsed()))
                 .as_micros(),

@@ -5,9 +5,11 @@
 //! the line and the dotted key, so one run of `check-config` lists every
 //! mistake at once.
 
+mod auth;
 mod limits;
 mod raw;
 
+pub use auth::{parse_size, CheckMode, DkimSettings, DnsSettings, OnUnsigned, SignMode};
 pub use limits::{
     Backend, LimitSet, Matcher, OnFailure, Override, RateLimits, RedisSettings, Setting,
 };
@@ -116,6 +118,17 @@ pub struct Config {
     pub max_connections: usize,
     pub milter_timeout: Duration,
     pub rate_limits: RateLimits,
+    /// The addresses our mail leaves from (SPF, self-check).
+    pub egress_ips: Vec<IpAddr>,
+    /// This gateway's public host name (self-check).
+    pub hostname: Option<crate::address::Domain>,
+    pub dkim: DkimSettings,
+    pub spf_check_egress: CheckMode,
+    pub dns: DnsSettings,
+    pub max_message_size: usize,
+    pub dnsbl: Vec<crate::address::Domain>,
+    /// What deserves attention but does not stop the configuration.
+    pub warnings: Vec<ConfigError>,
 }
 
 /// Default `socket_mode`: the MTA's group may connect, others may not.
@@ -217,6 +230,7 @@ impl Config {
         let mut v = Validator {
             file: path.to_path_buf(),
             errors: Vec::new(),
+            warnings: Vec::new(),
         };
         let config = v.config(raw);
         v.errors.sort_by_key(|e| e.line);
@@ -253,9 +267,19 @@ fn serde_message(e: &serde_saphyr::Error) -> String {
 struct Validator {
     file: PathBuf,
     errors: Vec<ConfigError>,
+    warnings: Vec<ConfigError>,
 }
 
 impl Validator {
+    fn warn(&mut self, line: u64, key: impl Into<String>, message: impl Into<String>) {
+        self.warnings.push(ConfigError {
+            file: self.file.clone(),
+            line,
+            key: key.into(),
+            message: message.into(),
+        });
+    }
+
     fn error(&mut self, line: u64, key: impl Into<String>, message: impl Into<String>) {
         self.errors.push(ConfigError {
             file: self.file.clone(),
@@ -322,6 +346,15 @@ impl Validator {
             DEFAULT_MAX_CONNECTIONS,
         );
         let rate_limits = self.rate_limits(raw.rate_limits);
+        let auth = self.auth(auth::AuthInput {
+            egress: raw.egress_ips,
+            hostname: raw.hostname,
+            dkim: raw.dkim,
+            spf: raw.spf,
+            dns: raw.dns,
+            content: raw.content,
+            selfcheck: raw.selfcheck,
+        });
         let milter_timeout = raw
             .milter
             .timeout
@@ -357,6 +390,14 @@ impl Validator {
             max_connections,
             milter_timeout,
             rate_limits,
+            egress_ips: auth.egress_ips,
+            hostname: auth.hostname,
+            dkim: auth.dkim,
+            spf_check_egress: auth.spf_check_egress,
+            dns: auth.dns,
+            max_message_size: auth.max_message_size,
+            dnsbl: auth.dnsbl,
+            warnings: std::mem::take(&mut self.warnings),
         }
     }
 

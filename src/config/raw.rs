@@ -32,6 +32,75 @@ pub struct RawConfig {
     pub milter: RawMilter,
     #[serde(default)]
     pub rate_limits: RawRateLimits,
+    #[serde(default)]
+    pub egress_ips: Vec<Text>,
+    #[serde(default)]
+    pub hostname: Option<Text>,
+    #[serde(default)]
+    pub dkim: RawDkim,
+    #[serde(default)]
+    pub spf: RawSpf,
+    #[serde(default)]
+    pub dns: RawDns,
+    #[serde(default)]
+    pub content: RawContent,
+    #[serde(default)]
+    pub selfcheck: RawSelfcheck,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDkim {
+    #[serde(default)]
+    pub keys: Vec<RawDkimKey>,
+    #[serde(default)]
+    pub sign: Option<super::SignMode>,
+    #[serde(default)]
+    pub headers: Option<Vec<String>>,
+    #[serde(default)]
+    pub on_unsigned: Option<super::OnUnsigned>,
+    #[serde(default)]
+    pub verify_existing: Option<super::CheckMode>,
+    #[serde(default)]
+    pub max_signatures: Option<Spanned<usize>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDkimKey {
+    pub domain: Text,
+    pub selector: Text,
+    pub file: Text,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSpf {
+    #[serde(default)]
+    pub check_egress: Option<super::CheckMode>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDns {
+    #[serde(default)]
+    pub nameservers: Vec<Text>,
+    #[serde(default)]
+    pub timeout: Option<Text>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawContent {
+    #[serde(default)]
+    pub max_message_size: Option<Text>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSelfcheck {
+    #[serde(default)]
+    pub dnsbl: Option<Vec<Text>>,
 }
 
 // serde's `flatten` does not combine with `deny_unknown_fields`, so the

@@ -17,6 +17,18 @@ pub struct FromHeaders {
     pub too_long: bool,
 }
 
+/// The domain of the From: header when it holds exactly one mailbox with
+/// a domain name (whatever the policy says of it).
+pub fn domain(from: &FromHeaders) -> Option<crate::address::Domain> {
+    match from.values.as_slice() {
+        [one] if !from.too_long => match parse_address_list(one).ok()?.as_slice() {
+            [Entry::Mailbox(a)] => a.domain.name().cloned(),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
 pub fn check(config: &Config, class: Option<&Class>, from: &FromHeaders) -> Verdict {
     let from_domains = class.and_then(|c| c.from_domains.as_deref());
     if !config.from_strict && from_domains.is_none() {

@@ -3,11 +3,13 @@
 //! touches a socket or a milter type.
 
 pub mod class;
+pub mod dkim;
 pub mod from_header;
 pub mod rate;
 pub mod recipients;
 pub mod relay;
 pub mod sender;
+pub mod spf;
 
 use crate::reply::Refusal;
 

@@ -1,0 +1,334 @@
+//! The `dkim`, `spf`, `dns`, `content` and `selfcheck` sections, and
+//! `egress_ips` / `hostname`.
+
+use super::raw::{RawContent, RawDkim, RawDns, RawSelfcheck, RawSpf, Text};
+use super::{parse_duration, Validator};
+use crate::address::{Domain, DomainPattern};
+use crate::dkim::{DkimKey, DEFAULT_HEADERS};
+use serde::Deserialize;
+use std::{
+    net::{IpAddr, SocketAddr},
+    os::unix::fs::PermissionsExt,
+    path::Path,
+    sync::Arc,
+    time::Duration,
+};
+
+#[derive(Clone, Copy, Debug, Default, Deserialize, Eq, PartialEq)]
+#[serde(rename_all = "snake_case")]
+pub enum SignMode {
+    /// Sign with the key of the From: domain or its nearest parent.
+    #[default]
+    FromDomain,
+    Off,
+}
+
+#[derive(Clone, Copy, Debug, Default, Deserialize, Eq, PartialEq)]
+#[serde(rename_all = "lowercase")]
+pub enum OnUnsigned {
+    /// A local From: domain without a key leaves unsigned.
+    #[default]
+    Accept,
+    /// It is tempfailed (451 4.3.0) until a key is configured.
+    Tempfail,
+}
+
+/// off | warn | reject, for checks that can only log or refuse.
+#[derive(Clone, Copy, Debug, Default, Deserialize, Eq, PartialEq)]
+#[serde(rename_all = "lowercase")]
+pub enum CheckMode {
+    #[default]
+    Off,
+    Warn,
+    Reject,
+}
+
+#[derive(Clone, Debug)]
+pub struct DkimSettings {
+    pub keys: Vec<Arc<DkimKey>>,
+    pub sign: SignMode,
+    pub headers: Vec<String>,
+    pub on_unsigned: OnUnsigned,
+    pub verify_existing: CheckMode,
+    pub max_signatures: usize,
+}
+
+#[derive(Clone, Debug, Eq, PartialEq)]
+pub struct DnsSettings {
+    /// Empty: the system's resolvers.
+    pub nameservers: Vec<SocketAddr>,
+    pub timeout: Duration,
+}
+
+/// Default `dkim.max_signatures`: a message rarely carries more than two
+/// (an ESP's and the author's); verifying each costs a DNS lookup and a
+/// signature check, so more are not verified.
+const DEFAULT_MAX_SIGNATURES: usize = 5;
+/// Default `dns.timeout`: the MTA waits on the milter while we wait on DNS.
+const DEFAULT_DNS_TIMEOUT: Duration = Duration::from_secs(5);
+/// Default `content.max_message_size`: 25 MB, as DESIGN.md's example and a
+/// little above common MTA limits once base64 is counted.
+pub const DEFAULT_MAX_MESSAGE_SIZE: usize = 25 * 1000 * 1000;
+
+/// The public DNSBLs a receiver is most likely to consult.
+pub const DEFAULT_DNSBL: &[&str] = &[
+    "zen.spamhaus.org",
+    "bl.spamcop.net",
+    "b.barracudacentral.org",
+];
+
+/// The raw sections `auth` validates.
+pub(super) struct AuthInput {
+    pub egress: Vec<Text>,
+    pub hostname: Option<Text>,
+    pub dkim: RawDkim,
+    pub spf: RawSpf,
+    pub dns: RawDns,
+    pub content: RawContent,
+    pub selfcheck: RawSelfcheck,
+}
+
+pub struct AuthSettings {
+    pub egress_ips: Vec<IpAddr>,
+    pub hostname: Option<Domain>,
+    pub dkim: DkimSettings,
+    pub spf_check_egress: CheckMode,
+    pub dns: DnsSettings,
+    pub max_message_size: usize,
+    pub dnsbl: Vec<Domain>,
+}
+
+/// `25MB`, `512KB`, `1GB` (powers of 1000), `25MiB` (of 1024), or bytes.
+pub fn parse_size(s: &str) -> Option<usize> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (n, unit) = s.split_at(split);
+    let n: usize = n.parse().ok()?;
+    let mult: usize = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "kb" | "k" => 1000,
+        "mb" | "m" => 1000 * 1000,
+        "gb" | "g" => 1000 * 1000 * 1000,
+        "kib" => 1024,
+        "mib" => 1024 * 1024,
+        "gib" => 1024 * 1024 * 1024,
+        _ => return None,
+    };
+    n.checked_mul(mult)
+}
+
+impl Validator {
+    pub(super) fn auth(&mut self, raw: AuthInput) -> AuthSettings {
+        let AuthInput {
+            egress,
+            hostname,
+            dkim,
+            spf,
+            dns,
+            content,
+            selfcheck,
+        } = raw;
+        let hostname = hostname.as_ref();
+        let mut egress_ips = Vec::new();
+        for (i, ip) in egress.iter().enumerate() {
+            match ip.value.parse::<IpAddr>() {
+                Ok(a) => egress_ips.push(a),
+                Err(_) => self.error(
+                    ip.referenced.line(),
+                    format!("egress_ips[{i}]"),
+                    format!("invalid IP address \"{}\"", ip.value),
+                ),
+            }
+        }
+        let hostname = hostname.and_then(|h| match Domain::parse(&h.value) {
+            Ok(d) if d.as_str().contains('.') => Some(d),
+            _ => {
+                self.error(
+                    h.referenced.line(),
+                    "hostname",
+                    format!("\"{}\" is not a fully qualified host name", h.value),
+                );
+                None
+            }
+        });
+        let spf_check_egress = spf.check_egress.unwrap_or_default();
+        if spf_check_egress != CheckMode::Off && egress_ips.is_empty() {
+            self.error(
+                1,
+                "spf.check_egress",
+                "needs egress_ips: the addresses our mail leaves from",
+            );
+        }
+        let mut keys = Vec::new();
+        for (i, k) in dkim.keys.iter().enumerate() {
+            let key = format!("dkim.keys[{i}]");
+            let line = k.file.referenced.line();
+            let domain = match Domain::parse(&k.domain.value) {
+                Ok(d) => d,
+                Err(e) => {
+                    self.error(
+                        k.domain.referenced.line(),
+                        format!("{key}.domain"),
+                        format!("invalid domain \"{}\": {e}", k.domain.value),
+                    );
+                    continue;
+                }
+            };
+            let selector_ok = !k.selector.value.is_empty()
+                && k.selector.value.split('.').all(|l| {
+                    !l.is_empty()
+                        && l.chars()
+                            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+                });
+            if !selector_ok {
+                self.error(
+                    k.selector.referenced.line(),
+                    format!("{key}.selector"),
+                    format!("invalid selector \"{}\"", k.selector.value),
+                );
+                continue;
+            }
+            let path = self.resolve_path(&k.file.value);
+            if let Ok(meta) = std::fs::metadata(&path) {
+                if meta.permissions().mode() & 0o004 != 0 {
+                    self.warn(
+                        line,
+                        format!("{key}.file"),
+                        format!("{} is readable by every user: chmod o-r", path.display()),
+                    );
+                }
+            }
+            match DkimKey::load(domain, k.selector.value.clone(), &path) {
+                Ok(loaded) => keys.push(Arc::new(loaded)),
+                Err(e) => self.error(line, format!("{key}.file"), e.to_string()),
+            }
+        }
+        let headers = match dkim.headers {
+            Some(h) if !h.iter().any(|x| x.eq_ignore_ascii_case("from")) => {
+                self.error(1, "dkim.headers", "must include From (RFC 6376 §5.4)");
+                DEFAULT_HEADERS.iter().map(|s| s.to_string()).collect()
+            }
+            Some(h) => h,
+            None => DEFAULT_HEADERS.iter().map(|s| s.to_string()).collect(),
+        };
+        let max_signatures = match dkim.max_signatures {
+            Some(n) if n.value == 0 => {
+                self.error(
+                    n.referenced.line(),
+                    "dkim.max_signatures",
+                    "must be at least 1",
+                );
+                DEFAULT_MAX_SIGNATURES
+            }
+            Some(n) => n.value,
+            None => DEFAULT_MAX_SIGNATURES,
+        };
+        let mut nameservers = Vec::new();
+        for (i, ns) in dns.nameservers.iter().enumerate() {
+            let parsed = ns
+                .value
+                .parse::<SocketAddr>()
+                .or_else(|_| ns.value.parse::<IpAddr>().map(|ip| SocketAddr::new(ip, 53)));
+            match parsed {
+                Ok(sa) => nameservers.push(sa),
+                Err(_) => self.error(
+                    ns.referenced.line(),
+                    format!("dns.nameservers[{i}]"),
+                    format!("expected IP or IP:PORT, got \"{}\"", ns.value),
+                ),
+            }
+        }
+        let timeout = match &dns.timeout {
+            Some(t) => match parse_duration(&t.value) {
+                Some(d) if !d.is_zero() => d,
+                _ => {
+                    self.error(
+                        t.referenced.line(),
+                        "dns.timeout",
+                        format!("invalid duration \"{}\"", t.value),
+                    );
+                    DEFAULT_DNS_TIMEOUT
+                }
+            },
+            None => DEFAULT_DNS_TIMEOUT,
+        };
+        let max_message_size = match &content.max_message_size {
+            Some(t) => match parse_size(&t.value) {
+                Some(n) if n >= 1000 => n,
+                _ => {
+                    self.error(
+                        t.referenced.line(),
+                        "content.max_message_size",
+                        format!("invalid size \"{}\" (expected e.g. 25MB)", t.value),
+                    );
+                    DEFAULT_MAX_MESSAGE_SIZE
+                }
+            },
+            None => DEFAULT_MAX_MESSAGE_SIZE,
+        };
+        let dnsbl = match &selfcheck.dnsbl {
+            Some(list) => list
+                .iter()
+                .enumerate()
+                .filter_map(|(i, z)| match DomainPattern::parse(&z.value) {
+                    Ok(DomainPattern::Exact(d)) => Some(d),
+                    _ => {
+                        self.error(
+                            z.referenced.line(),
+                            format!("selfcheck.dnsbl[{i}]"),
+                            format!("invalid zone \"{}\"", z.value),
+                        );
+                        None
+                    }
+                })
+                .collect(),
+            None => DEFAULT_DNSBL
+                .iter()
+                .filter_map(|z| Domain::parse(z).ok())
+                .collect(),
+        };
+        AuthSettings {
+            egress_ips,
+            hostname,
+            dkim: DkimSettings {
+                keys,
+                sign: dkim.sign.unwrap_or_default(),
+                headers,
+                on_unsigned: dkim.on_unsigned.unwrap_or_default(),
+                verify_existing: dkim.verify_existing.unwrap_or_default(),
+                max_signatures,
+            },
+            spf_check_egress,
+            dns: DnsSettings {
+                nameservers,
+                timeout,
+            },
+            max_message_size,
+            dnsbl,
+        }
+    }
+
+    /// A relative key path is taken from the configuration file's directory.
+    fn resolve_path(&self, p: &str) -> std::path::PathBuf {
+        let path = Path::new(p);
+        if path.is_absolute() {
+            path.to_path_buf()
+        } else {
+            self.file.parent().unwrap_or(Path::new(".")).join(path)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("25MB"), Some(25_000_000));
+        assert_eq!(parse_size("512 KiB"), Some(524_288));
+        assert_eq!(parse_size("1000"), Some(1000));
+        assert_eq!(parse_size("lots"), None);
+        assert_eq!(parse_size("5XB"), None);
+    }
+}

@@ -1,0 +1,100 @@
+//! End of message: DKIM. Which keys sign a message, and whether signatures
+//! an application already added still verify (one that fails would fail
+//! DMARC at the receiver, with our IP on the report).
+
+use crate::address::{any_matches, Domain};
+use crate::config::{Class, Config, OnUnsigned, SignMode};
+use crate::dkim::{keys_for, DkimKey};
+use crate::policy::Verdict;
+use crate::reply::{self, Refusal};
+use mail_auth::{AuthenticatedMessage, DkimResult, MessageAuthenticator};
+use std::sync::Arc;
+
+/// The keys to sign with: those of the From: domain or its nearest parent,
+/// if the class may use that domain for From: (its `from_domains`, else
+/// `local_domains`). A local From: domain without a key is refused when
+/// `on_unsigned: tempfail`.
+pub fn signing_keys(
+    config: &Config,
+    class: Option<&Class>,
+    from: Option<&Domain>,
+) -> Result<Vec<Arc<DkimKey>>, Refusal> {
+    let Some(from) = from else {
+        return Ok(Vec::new());
+    };
+    if config.dkim.sign == SignMode::Off {
+        return Ok(Vec::new());
+    }
+    let allowed = class
+        .and_then(|c| c.from_domains.as_deref())
+        .unwrap_or(&config.local_domains);
+    if !any_matches(allowed, from) {
+        return Ok(Vec::new());
+    }
+    let keys: Vec<Arc<DkimKey>> = keys_for(&config.dkim.keys, from)
+        .into_iter()
+        .cloned()
+        .collect();
+    if keys.is_empty() && config.dkim.on_unsigned == OnUnsigned::Tempfail {
+        return Err(reply::no_dkim_key(from.as_str()));
+    }
+    Ok(keys)
+}
+
+/// What verifying the existing signatures found.
+pub enum Existing {
+    /// No signature, or all that were checked verify.
+    Fine,
+    /// A refusal (too many signatures, or one that fails).
+    Refuse(Refusal),
+    /// DNS could not answer: the caller applies `on_error`.
+    TempError(String),
+}
+
+/// Verifies the DKIM-Signature headers already on a message (at most
+/// `dkim.max_signatures`; more is refused outright).
+pub async fn verify_existing(
+    resolver: &MessageAuthenticator,
+    config: &Config,
+    message: &[u8],
+    count: usize,
+) -> Existing {
+    if count == 0 {
+        return Existing::Fine;
+    }
+    if count > config.dkim.max_signatures {
+        return Existing::Refuse(reply::too_many_signatures(
+            count,
+            config.dkim.max_signatures,
+        ));
+    }
+    let Some(parsed) = AuthenticatedMessage::parse(message) else {
+        return Existing::Fine;
+    };
+    let timeout = config.dns.timeout * 2;
+    let outputs = match tokio::time::timeout(timeout, resolver.verify_dkim(&parsed)).await {
+        Ok(o) => o,
+        Err(_) => return Existing::TempError("DNS timeout".into()),
+    };
+    for out in &outputs {
+        let domain = out.signature().map_or("?", |s| s.d.as_str()).to_string();
+        match out.result() {
+            DkimResult::Pass | DkimResult::None => {}
+            // mail-auth reports a body hash mismatch or an expired
+            // signature as neutral: none of them passes at the receiver.
+            DkimResult::Neutral(e) | DkimResult::Fail(e) | DkimResult::PermError(e) => {
+                return Existing::Refuse(reply::existing_dkim_fails(&domain, &e.to_string()))
+            }
+            DkimResult::TempError(e) => return Existing::TempError(e.to_string()),
+        }
+    }
+    Existing::Fine
+}
+
+/// Turns the outcome into a verdict, for callers that settle verdicts.
+pub fn verdict(e: &Existing) -> Verdict {
+    match e {
+        Existing::Refuse(r) => Verdict::Refuse(r.clone()),
+        _ => Verdict::Continue,
+    }
+}
