@@ -12,6 +12,7 @@ pub mod mailbox;
 pub mod milter;
 pub mod policy;
 pub mod reply;
+pub mod selfcheck;
 pub mod server;
 pub mod state;
 pub mod transaction;

@@ -27,6 +27,13 @@ enum Command {
         #[arg(long, short, default_value = "/etc/egress-milter/milter.yaml")]
         config: PathBuf,
     },
+    /// Check what receivers will check (SPF, DKIM keys, DMARC, host name,
+    /// reverse DNS, DNS blocklists) and print a table with a fix per
+    /// failure; exit 1 if anything fails.
+    Selfcheck {
+        #[arg(long, short, default_value = "/etc/egress-milter/milter.yaml")]
+        config: PathBuf,
+    },
     /// Generate a DKIM key: writes the private key (mode 0600, never over
     /// an existing file) and prints the DNS TXT record to publish.
     DkimKeygen {
@@ -69,6 +76,42 @@ enum LimitsAction {
 
 fn main() -> ExitCode {
     match Cli::parse().command {
+        Command::Selfcheck { config } => {
+            let config = match Config::load(&config) {
+                Ok(c) => c,
+                Err(errors) => {
+                    eprintln!("{errors}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            let runtime = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(r) => r,
+                Err(e) => {
+                    eprintln!("egress-milter: cannot start the runtime: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            match runtime.block_on(egress_milter::selfcheck::run(&config)) {
+                Ok(rows) => {
+                    print!("{}", egress_milter::selfcheck::render(&rows));
+                    if rows
+                        .iter()
+                        .any(|r| r.status == egress_milter::selfcheck::Status::Fail)
+                    {
+                        ExitCode::FAILURE
+                    } else {
+                        ExitCode::SUCCESS
+                    }
+                }
+                Err(e) => {
+                    eprintln!("egress-milter: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Command::DkimKeygen {
             domain,
             selector,
