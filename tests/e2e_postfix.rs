@@ -22,7 +22,20 @@ fn queued(transcript: &str) -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postfix_with_the_milter() {
-    let d = common::start("e2e.yaml").await;
+    // The scenario's config, plus a DKIM key made for this run.
+    let keydir = tempfile::tempdir().unwrap();
+    let (pem, record) = egress_milter::dkim::generate("rsa", 2048).unwrap();
+    let key = keydir.path().join("s1.pem");
+    std::fs::write(&key, pem).unwrap();
+    std::fs::set_permissions(&key, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    let text = std::fs::read_to_string(common::config_path("e2e.yaml")).unwrap()
+        + &format!(
+            "dkim:\n  keys:\n    - {{ domain: example.com, selector: s1, file: {} }}\n",
+            key.display()
+        );
+    let config =
+        egress_milter::config::Config::parse(std::path::Path::new("e2e.yaml"), &text).unwrap();
+    let d = common::start_with(config).await;
     let mut sink = Sink::start().await;
     let pf = Postfix::start("policy", &format!("inet:{}", d.addr), sink.port);
     let app = "127.0.0.2";
@@ -119,6 +132,20 @@ async fn postfix_with_the_milter() {
         if subject == "authorised app" {
             assert_eq!(m.mail_from, "<noreply@example.com>");
             assert_eq!(m.rcpt_to, vec!["<someone@gmail.test>".to_string()]);
+            // Signed by the milter, as delivered: python3-dkim verifies
+            // it, and not once the body is changed.
+            assert!(m.data.starts_with("DKIM-Signature: "), "{}", m.data);
+            assert!(
+                common::verify_dkim_python(&m.data, "s1._domainkey.example.com", &record),
+                "{}",
+                m.data
+            );
+            let tampered = m.data.replace("Test message body.", "Test message b0dy.");
+            assert!(!common::verify_dkim_python(
+                &tampered,
+                "s1._domainkey.example.com",
+                &record
+            ));
         }
         subjects.push(subject);
     }

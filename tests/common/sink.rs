@@ -83,8 +83,14 @@ async fn session(stream: TcpStream, tx: mpsc::UnboundedSender<Delivered>) {
                 if l == "." {
                     break;
                 }
-                current.data.push_str(&l);
-                current.data.push('\n');
+                // SMTP transparency (RFC 5321 §4.5.2): a leading dot was
+                // doubled by the client. Lines end in CRLF, as received.
+                current.data.push_str(
+                    l.strip_prefix('.')
+                        .filter(|_| l.starts_with(".."))
+                        .unwrap_or(&l),
+                );
+                current.data.push_str("\r\n");
             }
             let _ = tx.send(current.clone());
             b"250 2.0.0 Ok: delivered\r\n"
