@@ -242,6 +242,13 @@ fn keygen(
     }
     eprintln!("private key written to {}", path.display());
     eprintln!("publish this TXT record, then add the key to dkim.keys:");
-    println!("{selector}._domainkey.{domain}. IN TXT \"{record}\"");
+    // A TXT string holds 255 bytes at most: longer records (RSA keys) are
+    // written as several strings, which DNS joins back.
+    let strings: Vec<String> = record
+        .as_bytes()
+        .chunks(250)
+        .map(|c| format!("\"{}\"", String::from_utf8_lossy(c)))
+        .collect();
+    println!("{selector}._domainkey.{domain}. IN TXT ( {} )", strings.join(" "));
     ExitCode::SUCCESS
 }
