@@ -249,6 +249,9 @@ fn keygen(
         .chunks(250)
         .map(|c| format!("\"{}\"", String::from_utf8_lossy(c)))
         .collect();
-    println!("{selector}._domainkey.{domain}. IN TXT ( {} )", strings.join(" "));
+    println!(
+        "{selector}._domainkey.{domain}. IN TXT ( {} )",
+        strings.join(" ")
+    );
     ExitCode::SUCCESS
 }
