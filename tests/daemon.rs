@@ -214,3 +214,67 @@ async fn refuses_to_steal_a_live_socket() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("in use"));
 }
+
+#[test]
+fn dkim_keygen_writes_a_private_key_and_prints_its_record() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("k.pem");
+    for alg in ["ed25519", "rsa"] {
+        let _ = std::fs::remove_file(&key);
+        let out = Command::new(BIN)
+            .args([
+                "dkim-keygen",
+                "--domain",
+                "Example.COM",
+                "--selector",
+                "s1",
+                "--algorithm",
+                alg,
+                "--out",
+            ])
+            .arg(&key)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let record = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            record.starts_with(&format!(
+                "s1._domainkey.example.com. IN TXT ( \"v=DKIM1; k={alg}; p="
+            )),
+            "{record}"
+        );
+        assert_eq!(
+            std::fs::metadata(&key).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+        // The key loads, and the record printed is the key's own.
+        let loaded = egress_milter::dkim::DkimKey::load(
+            egress_milter::address::Domain::parse("example.com").unwrap(),
+            "s1".into(),
+            &key,
+        )
+        .unwrap();
+        let joined: String = record.split('"').skip(1).step_by(2).collect();
+        assert_eq!(joined, loaded.dns_record());
+    }
+    // An existing key is never overwritten.
+    let before = std::fs::read(&key).unwrap();
+    let out = Command::new(BIN)
+        .args([
+            "dkim-keygen",
+            "--domain",
+            "example.com",
+            "--selector",
+            "s1",
+            "--out",
+        ])
+        .arg(&key)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(std::fs::read(&key).unwrap(), before);
+}
