@@ -4,6 +4,7 @@
 pub mod address;
 pub mod admin;
 pub mod config;
+pub mod content;
 pub mod dkim;
 pub mod dns;
 pub mod limiter;

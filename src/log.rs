@@ -81,6 +81,8 @@ pub struct Summary<'a> {
     pub reply: Option<String>,
     /// The DKIM signatures added (`d=... s=...`), or "-".
     pub dkim: &'a str,
+    /// The content score and the rules that fired, or "-".
+    pub content: &'a str,
     /// From MAIL FROM to the end of the message, the client's time included.
     pub elapsed_ms: f64,
     /// The milter's own time on this message, in microseconds.
@@ -104,6 +106,7 @@ pub fn summary(s: &Summary<'_>) {
         rule = s.rule,
         reply = s.reply.as_deref().unwrap_or("-"),
         dkim = s.dkim,
+        content = s.content,
         elapsed_ms = format_args!("{:.3}", s.elapsed_ms),
         milter_us = s.milter_us as u64,
         "message"

@@ -234,6 +234,33 @@ pub fn message_too_big() -> Refusal {
     )
 }
 
+pub fn banned_attachment(ext: &str) -> Refusal {
+    refuse(
+        "banned_attachment",
+        "550",
+        "5.7.1",
+        format!("Attachment type .{ext} not allowed"),
+    )
+}
+
+pub fn spam_rejected(score: f64) -> Refusal {
+    refuse(
+        "content_score",
+        "550",
+        "5.7.1",
+        format!("Message rejected as spam (score {score:.1})"),
+    )
+}
+
+pub fn spam_deferred(score: f64) -> Refusal {
+    refuse(
+        "content_score",
+        "451",
+        "4.7.1",
+        format!("Message deferred as suspected spam (score {score:.1})"),
+    )
+}
+
 pub fn internal_error() -> Refusal {
     refuse(
         "internal_error",

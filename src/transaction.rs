@@ -69,6 +69,8 @@ struct Message {
     content: Option<Content>,
     /// The signatures added, for the summary line.
     dkim: String,
+    /// The content score and the rules that fired, for the summary line.
+    content_rules: String,
     /// The refusal that ended the message, if any, and its stage.
     refused: Option<(&'static str, Refusal)>,
     /// The last refused recipient's refusal, for the summary.
@@ -135,6 +137,7 @@ impl Content {
 fn needs_content(config: &Config) -> bool {
     (!config.dkim.keys.is_empty() && config.dkim.sign != SignMode::Off)
         || config.dkim.verify_existing != CheckMode::Off
+        || config.content.active()
 }
 
 /// The MTA's macros that matter to a stage.
@@ -280,6 +283,7 @@ impl Connection {
             size: 0,
             content,
             dkim: "-".into(),
+            content_rules: "-".into(),
             refused: None,
             last_rcpt_refusal: None,
             would: None,
@@ -436,7 +440,7 @@ impl Connection {
                 msg.from.values.push(value.to_vec());
             }
         }
-        if msg.size > msg.config.max_message_size {
+        if msg.size > msg.config.content.max_message_size {
             return self.settle("header", Verdict::Refuse(reply::message_too_big()), true);
         }
         if let Some(c) = msg.content.as_mut() {
@@ -464,7 +468,7 @@ impl Connection {
             return Answer::Continue;
         };
         msg.size += chunk.len();
-        if msg.size > msg.config.max_message_size {
+        if msg.size > msg.config.content.max_message_size {
             return self.settle("body", Verdict::Refuse(reply::message_too_big()), true);
         }
         if let Some(c) = msg.content.as_mut() {
@@ -489,6 +493,15 @@ impl Connection {
         if let Some(content) = msg.content.take() {
             let raw = content.raw();
             let config = msg.config.clone();
+            if config.content.active() {
+                match self.content_checks(&raw, &config) {
+                    Ok(tags) => insert.extend(tags),
+                    Err(refused) => return (refused, Vec::new()),
+                }
+            }
+            if self.message.is_none() {
+                return (Answer::Continue, Vec::new());
+            }
             let mode = config.dkim.verify_existing;
             if mode != CheckMode::Off {
                 let count = content.count(b"dkim-signature");
@@ -548,6 +561,52 @@ impl Connection {
         }
         self.end_message("accept");
         (Answer::Continue, insert)
+    }
+
+    /// Banned attachments, then the score: refused, deferred, tagged (the
+    /// headers to add), or nothing.
+    fn content_checks(
+        &mut self,
+        raw: &[u8],
+        config: &Config,
+    ) -> Result<Vec<(&'static str, String)>, Answer> {
+        let scan = crate::content::scan(raw, &config.content);
+        let score = scan.score();
+        if let Some(msg) = self.message.as_mut() {
+            msg.content_rules = format!(
+                "score={score:.1} rules={}",
+                if scan.rules.is_empty() {
+                    "-".into()
+                } else {
+                    scan.rules_text()
+                }
+            );
+        }
+        if let Some(ext) = &scan.banned {
+            if let refused @ Answer::Refuse(_) =
+                self.settle("eom", Verdict::Refuse(reply::banned_attachment(ext)), true)
+            {
+                return Err(refused);
+            }
+        }
+        let c = &config.content;
+        let verdict = if score >= c.reject_score {
+            Verdict::Refuse(reply::spam_rejected(score))
+        } else if score >= c.tempfail_score {
+            Verdict::Refuse(reply::spam_deferred(score))
+        } else {
+            Verdict::Continue
+        };
+        if let refused @ Answer::Refuse(_) = self.settle("eom", verdict, true) {
+            return Err(refused);
+        }
+        if score >= c.tag_score {
+            return Ok(vec![
+                ("X-Egress-Score", format!("{score:.1}")),
+                ("X-Egress-Rules", scan.rules_text()),
+            ]);
+        }
+        Ok(Vec::new())
     }
 
     /// The MTA aborted the message (RSET, a refusal elsewhere, a lost client).
@@ -696,6 +755,7 @@ impl Connection {
             rule: refusal.map_or("-", |r| r.rule),
             reply: refusal.map(|r| r.reply.to_string()),
             dkim: &msg.dkim,
+            content: &msg.content_rules,
             elapsed_ms: msg.started.elapsed().as_secs_f64() * 1000.0,
             milter_us: (msg.busy + self.stage_started.map_or(Duration::ZERO, |t| t.elapsed()))
                 .as_micros(),

@@ -94,7 +94,7 @@ pub struct AuthSettings {
     pub dkim: DkimSettings,
     pub spf_check_egress: CheckMode,
     pub dns: DnsSettings,
-    pub max_message_size: usize,
+    pub content: super::ContentSettings,
     pub dnsbl: Vec<Domain>,
 }
 
@@ -303,7 +303,7 @@ impl Validator {
                 nameservers,
                 timeout,
             },
-            max_message_size,
+            content: self.content(&content, max_message_size),
             dnsbl,
         }
     }

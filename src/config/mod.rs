@@ -6,10 +6,12 @@
 //! mistake at once.
 
 mod auth;
+mod content;
 mod limits;
 mod raw;
 
 pub use auth::{parse_size, CheckMode, DkimSettings, DnsSettings, OnUnsigned, SignMode};
+pub use content::{ContentSettings, CustomRule, RuleWeights};
 pub use limits::{
     Backend, LimitSet, Matcher, OnFailure, Override, RateLimits, RedisSettings, Setting,
 };
@@ -125,7 +127,7 @@ pub struct Config {
     pub dkim: DkimSettings,
     pub spf_check_egress: CheckMode,
     pub dns: DnsSettings,
-    pub max_message_size: usize,
+    pub content: ContentSettings,
     pub dnsbl: Vec<crate::address::Domain>,
     /// What deserves attention but does not stop the configuration.
     pub warnings: Vec<ConfigError>,
@@ -395,7 +397,7 @@ impl Validator {
             dkim: auth.dkim,
             spf_check_egress: auth.spf_check_egress,
             dns: auth.dns,
-            max_message_size: auth.max_message_size,
+            content: auth.content,
             dnsbl: auth.dnsbl,
             warnings: std::mem::take(&mut self.warnings),
         }

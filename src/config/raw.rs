@@ -94,6 +94,49 @@ pub struct RawDns {
 pub struct RawContent {
     #[serde(default)]
     pub max_message_size: Option<Text>,
+    #[serde(default)]
+    pub banned_extensions: Option<Vec<Text>>,
+    #[serde(default)]
+    pub reject_score: Option<Spanned<f64>>,
+    #[serde(default)]
+    pub tempfail_score: Option<Spanned<f64>>,
+    #[serde(default)]
+    pub tag_score: Option<Spanned<f64>>,
+    #[serde(default)]
+    pub max_header_recipients: Option<Spanned<usize>>,
+    #[serde(default)]
+    pub rules: RawRuleWeights,
+    #[serde(default)]
+    pub custom: Vec<RawCustomRule>,
+}
+
+/// Built-in rule weights; 0 turns a rule off.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRuleWeights {
+    #[serde(default)]
+    pub missing_date: Option<f64>,
+    #[serde(default)]
+    pub missing_message_id: Option<f64>,
+    #[serde(default)]
+    pub malformed_mime: Option<f64>,
+    #[serde(default)]
+    pub html_only: Option<f64>,
+    #[serde(default)]
+    pub link_mismatch: Option<f64>,
+    #[serde(default)]
+    pub many_recipients: Option<f64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCustomRule {
+    pub name: Text,
+    #[serde(default)]
+    pub subject: Option<Text>,
+    #[serde(default)]
+    pub body: Option<Text>,
+    pub score: f64,
 }
 
 #[derive(Debug, Default, Deserialize)]

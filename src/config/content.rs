@@ -1,0 +1,186 @@
+//! The `content` section: size cap, banned attachments, rule weights,
+//! custom rules, score thresholds.
+
+use super::raw::RawContent;
+use super::Validator;
+use regex::Regex;
+
+/// A rule of the administrator's: a regex on the decoded Subject and/or
+/// body text.
+#[derive(Clone, Debug)]
+pub struct CustomRule {
+    pub name: String,
+    pub subject: Option<Regex>,
+    pub body: Option<Regex>,
+    pub score: f64,
+}
+
+/// Built-in rule weights (0 = off).
+#[derive(Clone, Debug, PartialEq)]
+pub struct RuleWeights {
+    pub missing_date: f64,
+    pub missing_message_id: f64,
+    pub malformed_mime: f64,
+    pub html_only: f64,
+    pub link_mismatch: f64,
+    pub many_recipients: f64,
+}
+
+impl Default for RuleWeights {
+    fn default() -> Self {
+        // Weights in the spirit of SpamAssassin's: one sign of careless
+        // software is a point or two; a link that lies about its target is
+        // a phishing trait.
+        Self {
+            missing_date: 1.0,
+            missing_message_id: 1.0,
+            malformed_mime: 2.5,
+            html_only: 1.5,
+            link_mismatch: 4.0,
+            many_recipients: 2.0,
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct ContentSettings {
+    pub max_message_size: usize,
+    /// Lower case, without the dot.
+    pub banned_extensions: Vec<String>,
+    pub reject_score: f64,
+    pub tempfail_score: f64,
+    pub tag_score: f64,
+    pub max_header_recipients: usize,
+    pub weights: RuleWeights,
+    pub custom: Vec<CustomRule>,
+}
+
+pub const DEFAULT_BANNED: &[&str] = &["exe", "scr", "bat", "cmd", "com", "pif", "js", "vbs", "jar"];
+
+impl ContentSettings {
+    /// Whether any content check is on (and so the message must be kept).
+    pub fn active(&self) -> bool {
+        !self.banned_extensions.is_empty()
+            || !self.custom.is_empty()
+            || self.weights
+                != RuleWeights {
+                    missing_date: 0.0,
+                    missing_message_id: 0.0,
+                    malformed_mime: 0.0,
+                    html_only: 0.0,
+                    link_mismatch: 0.0,
+                    many_recipients: 0.0,
+                }
+    }
+}
+
+impl Validator {
+    pub(super) fn content(&mut self, raw: &RawContent, max_message_size: usize) -> ContentSettings {
+        let mut banned = Vec::new();
+        match &raw.banned_extensions {
+            None => banned.extend(DEFAULT_BANNED.iter().map(|s| s.to_string())),
+            Some(list) => {
+                for (i, e) in list.iter().enumerate() {
+                    let ext = e.value.trim().trim_start_matches('.').to_ascii_lowercase();
+                    if ext.is_empty() || ext.contains(['/', '\\', ' ']) {
+                        self.error(
+                            e.referenced.line(),
+                            format!("content.banned_extensions[{i}]"),
+                            format!("invalid extension \"{}\"", e.value),
+                        );
+                    } else {
+                        banned.push(ext);
+                    }
+                }
+            }
+        }
+        let score =
+            |v: &mut Self, s: &Option<serde_saphyr::Spanned<f64>>, key: &str, default: f64| match s
+            {
+                Some(x) if x.value.is_finite() && x.value > 0.0 => x.value,
+                Some(x) => {
+                    v.error(x.referenced.line(), key, "must be a positive number");
+                    default
+                }
+                None => default,
+            };
+        let reject_score = score(self, &raw.reject_score, "content.reject_score", 10.0);
+        let tempfail_score = score(self, &raw.tempfail_score, "content.tempfail_score", 7.0);
+        let tag_score = score(self, &raw.tag_score, "content.tag_score", 4.0);
+        if tempfail_score > reject_score || tag_score > tempfail_score {
+            let line = raw.tag_score.as_ref().map_or(1, |s| s.referenced.line());
+            self.error(
+                line,
+                "content",
+                "scores must satisfy tag_score <= tempfail_score <= reject_score",
+            );
+        }
+        let max_header_recipients = match &raw.max_header_recipients {
+            Some(n) if n.value == 0 => {
+                self.error(
+                    n.referenced.line(),
+                    "content.max_header_recipients",
+                    "must be at least 1",
+                );
+                50
+            }
+            Some(n) => n.value,
+            None => 50,
+        };
+        let d = RuleWeights::default();
+        let w = &raw.rules;
+        let weights = RuleWeights {
+            missing_date: w.missing_date.unwrap_or(d.missing_date),
+            missing_message_id: w.missing_message_id.unwrap_or(d.missing_message_id),
+            malformed_mime: w.malformed_mime.unwrap_or(d.malformed_mime),
+            html_only: w.html_only.unwrap_or(d.html_only),
+            link_mismatch: w.link_mismatch.unwrap_or(d.link_mismatch),
+            many_recipients: w.many_recipients.unwrap_or(d.many_recipients),
+        };
+        let mut custom = Vec::new();
+        for (i, r) in raw.custom.iter().enumerate() {
+            let key = format!("content.custom[{i}]");
+            let compile = |v: &mut Self, t: &Option<super::raw::Text>, field: &str| {
+                t.as_ref().and_then(|t| match Regex::new(&t.value) {
+                    Ok(re) => Some(re),
+                    Err(e) => {
+                        v.error(
+                            t.referenced.line(),
+                            format!("{key}.{field}"),
+                            format!(
+                                "invalid regex: {}",
+                                e.to_string().lines().last().unwrap_or("")
+                            ),
+                        );
+                        None
+                    }
+                })
+            };
+            let subject = compile(self, &r.subject, "subject");
+            let body = compile(self, &r.body, "body");
+            if r.subject.is_none() && r.body.is_none() {
+                self.error(
+                    r.name.referenced.line(),
+                    &key,
+                    "a rule needs subject or body",
+                );
+            }
+            custom.push(CustomRule {
+                name: r.name.value.clone(),
+                subject,
+                body,
+                score: r.score,
+            });
+        }
+        ContentSettings {
+            max_message_size,
+            banned_extensions: banned,
+            reject_score,
+            tempfail_score,
+            tag_score,
+            max_header_recipients,
+            weights,
+            custom,
+        }
+    }
+}

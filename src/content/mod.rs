@@ -1,0 +1,330 @@
+//! Content checks at end of message: a MIME walk (mail-parser) over every
+//! part, attached messages included, for banned attachments (by every name
+//! a mail client could use, and by the names inside ZIP archives) and for
+//! the scored rules.
+
+pub mod links;
+
+use crate::config::ContentSettings;
+use mail_parser::{Address, Message, MessageParser, MimeHeaders, PartType};
+use std::io::Cursor;
+
+/// What the scan found.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Scan {
+    /// The first banned extension found (without the dot).
+    pub banned: Option<String>,
+    /// The rules that fired, with their weights.
+    pub rules: Vec<(String, f64)>,
+}
+
+impl Scan {
+    pub fn score(&self) -> f64 {
+        self.rules.iter().map(|(_, w)| w).sum()
+    }
+
+    /// `rule=weight` pairs, for logs and the X-Egress-Rules header.
+    pub fn rules_text(&self) -> String {
+        self.rules
+            .iter()
+            .map(|(n, w)| format!("{n}={w}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+}
+
+/// Attached messages nested deeper than this are not walked: real mail
+/// nests two or three levels; the bound keeps a crafted message cheap.
+const MAX_DEPTH: usize = 8;
+/// ZIP entries listed per archive at most.
+const MAX_ZIP_ENTRIES: usize = 10_000;
+
+/// The extension a mail client would act on: after the last dot, lower
+/// case, with trailing dots, spaces and invisible format characters (such
+/// as U+202E, which reverses the displayed name) removed, as Windows does.
+pub fn extension(name: &str) -> Option<String> {
+    let cleaned: String = name
+        .chars()
+        .filter(|c| !matches!(c, '\u{200b}'..='\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}' | '\u{feff}'))
+        .collect();
+    let cleaned = cleaned.trim_end_matches(['.', ' ', '\t']);
+    let base = cleaned.rsplit(['/', '\\']).next().unwrap_or(cleaned);
+    let (_, ext) = base.rsplit_once('.')?;
+    (!ext.is_empty()).then(|| ext.to_lowercase())
+}
+
+fn banned_in<'a>(names: impl IntoIterator<Item = &'a str>, banned: &[String]) -> Option<String> {
+    names
+        .into_iter()
+        .filter_map(extension)
+        .find(|e| banned.iter().any(|b| b == e))
+}
+
+/// The names of a ZIP archive's entries, if the bytes are one.
+fn zip_names(bytes: &[u8]) -> Vec<String> {
+    if !bytes.starts_with(b"PK") {
+        return Vec::new();
+    }
+    match zip::ZipArchive::new(Cursor::new(bytes)) {
+        Ok(archive) => archive
+            .file_names()
+            .take(MAX_ZIP_ENTRIES)
+            .map(str::to_string)
+            .collect(),
+        Err(_) => Vec::new(),
+    }
+}
+
+fn count(a: Option<&Address<'_>>) -> usize {
+    match a {
+        Some(Address::List(l)) => l.len(),
+        Some(Address::Group(g)) => g.iter().map(|g| g.addresses.len()).sum(),
+        None => 0,
+    }
+}
+
+struct Walk<'s> {
+    settings: &'s ContentSettings,
+    banned: Option<String>,
+    html_parts: usize,
+    text_parts: usize,
+    malformed: bool,
+    link_mismatch: bool,
+    body_text: String,
+}
+
+impl Walk<'_> {
+    fn message(&mut self, msg: &Message<'_>, depth: usize) {
+        for part in &msg.parts {
+            if self.banned.is_none() && !self.settings.banned_extensions.is_empty() {
+                // Every name a client might show or save under: the
+                // Content-Disposition filename and the Content-Type name
+                // (mail-parser decodes RFC 2231 and encoded words).
+                let names = [
+                    part.content_disposition()
+                        .and_then(|d| d.attribute("filename")),
+                    part.content_type().and_then(|c| c.attribute("name")),
+                ];
+                self.banned = banned_in(
+                    names.into_iter().flatten(),
+                    &self.settings.banned_extensions,
+                );
+                if self.banned.is_none() {
+                    let zipped = zip_names(part.contents());
+                    self.banned = banned_in(
+                        zipped.iter().map(String::as_str),
+                        &self.settings.banned_extensions,
+                    );
+                }
+            }
+            if let Some(ct) = part.content_type() {
+                if ct.ctype().eq_ignore_ascii_case("multipart") {
+                    match ct.attribute("boundary") {
+                        None => self.malformed = true,
+                        // A boundary that never appears: the parts are lost
+                        // in one blob, and receivers will say so.
+                        Some(b) => {
+                            let marker = format!("--{b}");
+                            if !memchr_find(&msg.raw_message, marker.as_bytes()) {
+                                self.malformed = true;
+                            }
+                        }
+                    }
+                }
+            }
+            let attachment = part
+                .content_disposition()
+                .is_some_and(|d| d.ctype().eq_ignore_ascii_case("attachment"));
+            match &part.body {
+                PartType::Html(html) if !attachment => {
+                    self.html_parts += 1;
+                    if links::mismatch(html) {
+                        self.link_mismatch = true;
+                    }
+                    if self.body_text.len() < 1_000_000 {
+                        self.body_text.push_str(html);
+                        self.body_text.push('\n');
+                    }
+                }
+                PartType::Text(text) if !attachment => {
+                    self.text_parts += 1;
+                    if self.body_text.len() < 1_000_000 {
+                        self.body_text.push_str(text);
+                        self.body_text.push('\n');
+                    }
+                }
+                PartType::Message(inner) if depth < MAX_DEPTH => self.message(inner, depth + 1),
+                _ => {}
+            }
+        }
+    }
+}
+
+fn memchr_find(haystack: &[u8], needle: &[u8]) -> bool {
+    !needle.is_empty() && haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+/// Scans a whole message (headers and body, CRLF).
+pub fn scan(raw: &[u8], settings: &ContentSettings) -> Scan {
+    let Some(msg) = MessageParser::default().parse(raw) else {
+        let w = settings.weights.malformed_mime;
+        return Scan {
+            banned: None,
+            rules: if w > 0.0 {
+                vec![("malformed_mime".into(), w)]
+            } else {
+                Vec::new()
+            },
+        };
+    };
+    let mut walk = Walk {
+        settings,
+        banned: None,
+        html_parts: 0,
+        text_parts: 0,
+        malformed: false,
+        link_mismatch: false,
+        body_text: String::new(),
+    };
+    walk.message(&msg, 0);
+    let w = &settings.weights;
+    let mut rules: Vec<(String, f64)> = Vec::new();
+    let mut fire = |name: &str, weight: f64, cond: bool| {
+        if cond && weight > 0.0 {
+            rules.push((name.to_string(), weight));
+        }
+    };
+    fire(
+        "missing_date",
+        w.missing_date,
+        msg.header_raw("Date").is_none(),
+    );
+    fire(
+        "missing_message_id",
+        w.missing_message_id,
+        msg.header_raw("Message-ID").is_none(),
+    );
+    fire("malformed_mime", w.malformed_mime, walk.malformed);
+    fire(
+        "html_only",
+        w.html_only,
+        walk.html_parts > 0 && walk.text_parts == 0,
+    );
+    fire("link_mismatch", w.link_mismatch, walk.link_mismatch);
+    let recipients = count(msg.to()) + count(msg.cc());
+    fire(
+        "many_recipients",
+        w.many_recipients,
+        recipients > settings.max_header_recipients,
+    );
+    let subject = msg.subject().unwrap_or("");
+    for r in &settings.custom {
+        let hit = r.subject.as_ref().is_some_and(|re| re.is_match(subject))
+            || r.body
+                .as_ref()
+                .is_some_and(|re| re.is_match(&walk.body_text));
+        if hit {
+            rules.push((r.name.clone(), r.score));
+        }
+    }
+    Scan {
+        banned: walk.banned,
+        rules,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn extensions_as_clients_see_them() {
+        let cases = [
+            ("invoice.pdf.exe", Some("exe")),
+            ("INVOICE.EXE", Some("exe")),
+            ("virus.exe.", Some("exe")),
+            ("virus.exe  ", Some("exe")),
+            ("invoice\u{202e}fdp.exe", Some("exe")),
+            ("report.exe\u{200b}", Some("exe")),
+            ("dir/evil.scr", Some("scr")),
+            ("noext", None),
+            ("trailing.", None),
+            ("archive.tar.gz", Some("gz")),
+        ];
+        for (name, want) in cases {
+            assert_eq!(extension(name).as_deref(), want, "{name:?}");
+        }
+    }
+
+    fn settings() -> ContentSettings {
+        let c = crate::config::Config::parse(
+            std::path::Path::new("t.yaml"),
+            "listen: inet:127.0.0.1:1\nlocal_domains: [example.com]\n",
+        )
+        .unwrap();
+        c.content
+    }
+
+    fn fired(raw: &str) -> Vec<String> {
+        scan(raw.as_bytes(), &settings())
+            .rules
+            .into_iter()
+            .map(|(n, _)| n)
+            .collect()
+    }
+
+    #[test]
+    fn rules_fire_on_their_cases_only() {
+        let head =
+            "From: a@example.com\r\nDate: Mon, 23 Nov 2026 01:00:00 +0000\r\nMessage-ID: <1@x>\r\n";
+        assert!(fired(&format!("{head}Subject: x\r\n\r\nhi\r\n")).is_empty());
+        assert_eq!(
+            fired("From: a@example.com\r\n\r\nhi\r\n"),
+            ["missing_date", "missing_message_id"]
+        );
+        let broken = format!("{head}Content-Type: multipart/mixed; boundary=\"abc\"\r\n\r\n--xyz\r\n\r\nhi\r\n--xyz--\r\n");
+        assert!(
+            fired(&broken).contains(&"malformed_mime".to_string()),
+            "{:?}",
+            fired(&broken)
+        );
+        let no_boundary = format!("{head}Content-Type: multipart/mixed\r\n\r\nhi\r\n");
+        assert!(fired(&no_boundary).contains(&"malformed_mime".to_string()));
+        let many: Vec<String> = (0..51).map(|i| format!("u{i}@example.net")).collect();
+        let m = format!("{head}To: {}\r\n\r\nhi\r\n", many.join(", "));
+        assert_eq!(fired(&m), ["many_recipients"]);
+        let m = format!("{head}To: {}\r\n\r\nhi\r\n", many[..50].join(", "));
+        assert!(fired(&m).is_empty());
+        let alt = format!("{head}Content-Type: multipart/alternative; boundary=\"b\"\r\n\r\n--b\r\nContent-Type: text/plain\r\n\r\nhi\r\n--b\r\nContent-Type: text/html\r\n\r\n<p>hi</p>\r\n--b--\r\n");
+        assert!(fired(&alt).is_empty(), "{:?}", fired(&alt));
+    }
+
+    /// Broken MIME of every shape: the walk returns, whatever the input.
+    #[test]
+    fn never_panics_on_generated_mime() {
+        let pieces = [
+            "--b\r\n",
+            "Content-Type: multipart/mixed; boundary=b\r\n",
+            "Content-Type: message/rfc822\r\n",
+            "\r\n",
+            "Content-Disposition: attachment; filename*0*=x''%; filename*1=a.exe\r\n",
+            "=?utf-8?B?====?=",
+            "PK\x03\x04",
+            "<a href=http://x.y>a.b</a>",
+            "--b--\r\n",
+            "Content-Transfer-Encoding: base64\r\n",
+        ];
+        let s = settings();
+        let mut seed: u64 = 7;
+        for _ in 0..3000 {
+            let mut m = String::from("From: a@b.c\r\n");
+            for _ in 0..12 {
+                seed = seed
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                m.push_str(pieces[(seed >> 33) as usize % pieces.len()]);
+            }
+            let _ = scan(m.as_bytes(), &s);
+        }
+    }
+}

@@ -1,0 +1,181 @@
+//! Content checks over the milter socket, on a corpus of real-world-shaped
+//! messages generated here: the reply at end of message, and the headers
+//! added.
+
+mod common;
+use base64::Engine;
+use common::{mail, reply};
+use indymilter_test::{EomAction, Status, TestConnection};
+use std::io::Write;
+
+/// Sends a raw message (headers folded with CRLF + WSP, a blank line, the
+/// body) as an MTA would: one header at a time, the body in chunks.
+async fn send(conn: &mut TestConnection, raw: &str) -> (String, Vec<(String, String)>) {
+    assert_eq!(
+        reply(&mail(conn, "<app@example.com>", None).await),
+        "continue"
+    );
+    assert_eq!(
+        reply(&conn.rcpt(["<r@gmail.com>"]).await.unwrap()),
+        "continue"
+    );
+    let (head, body) = raw.split_once("\r\n\r\n").unwrap();
+    let mut fields: Vec<String> = Vec::new();
+    for line in head.split("\r\n") {
+        match fields.last_mut() {
+            Some(last) if line.starts_with([' ', '\t']) => {
+                last.push('\n');
+                last.push_str(line);
+            }
+            _ => fields.push(line.to_string()),
+        }
+    }
+    for f in &fields {
+        let (name, value) = f.split_once(':').unwrap();
+        let s = conn.header(name, value.trim_start()).await.unwrap();
+        assert_eq!(s, Status::Continue);
+    }
+    assert_eq!(conn.eoh().await.unwrap(), Status::Continue);
+    for chunk in body.as_bytes().chunks(65_535) {
+        assert_eq!(conn.body(chunk.to_vec()).await.unwrap(), Status::Continue);
+    }
+    let (actions, status) = conn.eom().await.unwrap();
+    let added = actions
+        .actions
+        .iter()
+        .filter_map(|a| match a {
+            EomAction::InsertHeader { name, value, .. } => Some((
+                name.to_string_lossy().into_owned(),
+                value.to_string_lossy().into_owned(),
+            )),
+            _ => None,
+        })
+        .collect();
+    (reply(&status), added)
+}
+
+const HEAD: &str = "From: App <app@example.com>\r\nTo: r@gmail.com\r\nDate: Mon, 23 Nov 2026 01:00:00 +0000\r\nMessage-ID: <m1@example.com>\r\nMIME-Version: 1.0\r\n";
+
+fn multipart(subject: &str, parts: &[String]) -> String {
+    let mut m = format!("{HEAD}Subject: {subject}\r\nContent-Type: multipart/mixed; boundary=\"b1\"\r\n\r\npreamble\r\n");
+    for p in parts {
+        m.push_str("--b1\r\n");
+        m.push_str(p);
+        m.push_str("\r\n");
+    }
+    m.push_str("--b1--\r\n");
+    m
+}
+
+fn text_part() -> String {
+    "Content-Type: text/plain; charset=utf-8\r\n\r\nHello, see the attachment.\r\n".into()
+}
+
+fn attachment(headers: &str, content: &[u8]) -> String {
+    let b64 = base64::engine::general_purpose::STANDARD.encode(content);
+    format!("{headers}\r\nContent-Transfer-Encoding: base64\r\n\r\n{b64}\r\n")
+}
+
+fn zip_with(names: &[&str]) -> Vec<u8> {
+    let mut buf = std::io::Cursor::new(Vec::new());
+    let mut z = zip::ZipWriter::new(&mut buf);
+    let opts =
+        zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Stored);
+    for n in names {
+        z.start_file(*n, opts).unwrap();
+        z.write_all(b"MZ payload").unwrap();
+    }
+    z.finish().unwrap();
+    buf.into_inner()
+}
+
+fn html(subject: &str, head: &str, body: &str) -> String {
+    format!("{head}Subject: {subject}\r\nContent-Type: text/html; charset=utf-8\r\n\r\n<html><body>{body}</body></html>\r\n")
+}
+
+#[tokio::test]
+async fn corpus() {
+    let d = common::start("content.yaml").await;
+    let lying = r#"<p>Your account is locked.</p><a href="http://login.evil.example/paypal">https://www.paypal.com/signin</a>"#;
+    let no_date = "From: App <app@example.com>\r\nTo: r@gmail.com\r\n";
+    let encoded_name = format!(
+        "=?utf-8?B?{}?=",
+        base64::engine::general_purpose::STANDARD.encode("report.scr")
+    );
+    let exe = "Attachment type .exe not allowed";
+    let cases: Vec<(&str, String, &str, bool)> = vec![
+        ("plain", format!("{HEAD}Subject: hello\r\n\r\nJust text.\r\n"), "continue", false),
+        ("double extension", multipart("invoice", &[text_part(), attachment("Content-Type: application/octet-stream\r\nContent-Disposition: attachment; filename=\"invoice.pdf.exe\"", b"MZ")]), exe, false),
+        ("upper case, name= only", multipart("setup", &[text_part(), attachment("Content-Type: application/octet-stream; name=\"SETUP.JS\"", b"x")]), "Attachment type .js not allowed", false),
+        ("RFC 2231 continued", multipart("doc", &[text_part(), attachment("Content-Type: application/octet-stream\r\nContent-Disposition: attachment;\r\n filename*0*=utf-8''invoice%2Epdf;\r\n filename*1=\".exe\"", b"x")]), exe, false),
+        ("encoded word", multipart("report", &[text_part(), attachment(&format!("Content-Type: application/octet-stream; name=\"{encoded_name}\""), b"x")]), "Attachment type .scr not allowed", false),
+        ("names disagree", multipart("x", &[text_part(), attachment("Content-Type: application/octet-stream; name=\"run.bat\"\r\nContent-Disposition: attachment; filename=\"notes.txt\"", b"x")]), "Attachment type .bat not allowed", false),
+        ("exe inside a zip", multipart("files", &[text_part(), attachment("Content-Type: application/zip\r\nContent-Disposition: attachment; filename=\"files.zip\"", &zip_with(&["readme.txt", "bin/payload.exe"]))]), exe, false),
+        ("clean zip", multipart("files", &[text_part(), attachment("Content-Type: application/zip\r\nContent-Disposition: attachment; filename=\"files.zip\"", &zip_with(&["a.txt", "b.pdf"]))]), "continue", false),
+        ("attached message", multipart("fwd", &[text_part(), format!("Content-Type: message/rfc822\r\n\r\n{}", multipart("inner", &[text_part(), attachment("Content-Type: application/octet-stream\r\nContent-Disposition: attachment; filename=\"inner.exe\"", b"MZ")]))]), exe, false),
+        ("broken boundary", format!("{HEAD}Subject: x\r\nContent-Type: multipart/mixed; boundary=\"abc\"\r\n\r\n--xyz\r\nContent-Type: text/plain\r\n\r\nhi\r\n--xyz--\r\n"), "continue", false),
+        ("8-bit headers", format!("{HEAD}Subject: Caf\u{e9} cr\u{e8}me \u{1f600}\r\n\r\nBonjour.\r\n"), "continue", false),
+        ("html and a lying link: tagged", html("notice", HEAD, lying), "continue", true),
+        ("+ no Date/Message-ID: deferred", html("notice", no_date, lying), "451 4.7.1 Message deferred as suspected spam (score 7.5)", false),
+        ("+ lottery subject: rejected", html("You have WON the lottery", no_date, lying), "550 5.7.1 Message rejected as spam (score 12.5)", false),
+    ];
+    for (name, raw, want, tagged) in cases {
+        let mut conn = d.client("10.0.0.1").await;
+        let (got, added) = send(&mut conn, &raw).await;
+        assert!(
+            got == want || got.ends_with(want),
+            "{name}: got {got:?}, want {want:?}"
+        );
+        let tags: Vec<&(String, String)> = added
+            .iter()
+            .filter(|(n, _)| n.starts_with("X-Egress"))
+            .collect();
+        assert_eq!(!tags.is_empty(), tagged, "{name}: {added:?}");
+        if tagged {
+            assert!(
+                tags.contains(&&("X-Egress-Score".to_string(), "5.5".to_string())),
+                "{tags:?}"
+            );
+            assert!(
+                tags.iter().any(|(n, v)| n == "X-Egress-Rules"
+                    && v.contains("link_mismatch=4")
+                    && v.contains("html_only=1.5")),
+                "{tags:?}"
+            );
+        }
+        conn.close().await.unwrap();
+    }
+    d.stop().await;
+}
+
+#[tokio::test]
+async fn too_big_and_too_many_recipients() {
+    let mut config =
+        egress_milter::config::Config::load(&common::config_path("content.yaml")).unwrap();
+    config.content.max_message_size = 50_000;
+    let d = common::start_with(config).await;
+    let mut conn = d.client("10.0.0.1").await;
+    assert_eq!(
+        reply(&mail(&mut conn, "<app@example.com>", None).await),
+        "continue"
+    );
+    assert_eq!(
+        reply(&conn.rcpt(["<r@gmail.com>"]).await.unwrap()),
+        "continue"
+    );
+    conn.header("From", "app@example.com").await.unwrap();
+    conn.eoh().await.unwrap();
+    let s = conn.body(vec![b'x'; 60_000]).await.unwrap();
+    assert_eq!(reply(&s), "552 5.3.4 Message size exceeds fixed limit");
+    conn.abort().await.unwrap();
+    let to: Vec<String> = (0..60).map(|i| format!("u{i}@example.net")).collect();
+    let raw = format!(
+        "{HEAD}Subject: hi\r\nCc: {}\r\n\r\nhello\r\n",
+        to.join(", ")
+    );
+    let raw = raw.replace("To: r@gmail.com\r\n", "");
+    let (got, _) = send(&mut conn, &raw).await;
+    assert_eq!(got, "continue");
+    conn.close().await.unwrap();
+    d.stop().await;
+}
