@@ -29,4 +29,7 @@ fi
 
 cargo fmt --check
 cargo clippy --all-targets --locked -- -D warnings
-cargo test --all-targets --locked
+# The benches are built (they must compile) but not run: they are
+# measurements, run with `cargo bench`.
+cargo build --benches --locked
+cargo test --lib --bins --tests --locked
