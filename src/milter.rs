@@ -4,7 +4,7 @@
 //! connection's bug never takes the daemon down nor leaves the MTA waiting.
 
 use crate::state::Shared;
-use crate::transaction::{Answer, Connection, Macros};
+use crate::transaction::{Answer, Connection, HeaderAction, Macros};
 use futures_util::FutureExt;
 use indymilter::{
     Actions, Callbacks, Context, ContextActions, EomContext, MacroStage, NegotiateContext,
@@ -50,8 +50,9 @@ pub fn callbacks(shared: Arc<Shared>) -> Callbacks<Connection> {
 }
 
 async fn handle_negotiate(cx: &mut NegotiateContext<Connection>) -> Status {
-    // DKIM-Signature headers are added at end of message.
-    cx.requested_actions |= Actions::ADD_HEADER;
+    // DKIM-Signature and X-Egress-* headers are added, Received: lines and
+    // configured headers changed or removed, at end of message.
+    cx.requested_actions |= Actions::ADD_HEADER | Actions::CHANGE_HEADER;
     for (stage, names) in MACROS {
         if let Ok(names) = CString::new(*names) {
             cx.requested_macros.insert(*stage, names);
@@ -124,11 +125,22 @@ async fn handle_eom(cx: &mut EomContext<Connection>) -> Status {
         return Status::Continue;
     };
     let answer = guarded!(conn, "eom", |c| {
-        let (mut answer, headers) = c.end_of_message(&macros).await;
-        for (name, value) in headers {
-            // Index 0: above every header, where a receiver looks first.
-            if let Err(e) = actions.insert_header(0, name, value).await {
-                error!(conn_id = c.id, "cannot add {name} header: {e}");
+        let (mut answer, edits) = c.end_of_message(&macros).await;
+        for edit in edits {
+            let result = match &edit {
+                // Index 0: above every header, where a receiver looks first.
+                HeaderAction::Insert { name, value } => {
+                    actions.insert_header(0, *name, value.as_str()).await
+                }
+                HeaderAction::Change(e) => {
+                    let index = i32::try_from(e.index).unwrap_or(i32::MAX);
+                    actions
+                        .change_header(e.name.as_str(), index, e.value.as_deref())
+                        .await
+                }
+            };
+            if let Err(e) = result {
+                error!(conn_id = c.id, "cannot apply {edit:?}: {e}");
                 answer = c.internal_error("eom");
                 break;
             }

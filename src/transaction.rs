@@ -71,6 +71,10 @@ struct Message {
     dkim: String,
     /// The content score and the rules that fired, for the summary line.
     content_rules: String,
+    /// Received: values, top first, when internal hops are scrubbed.
+    received: Vec<Vec<u8>>,
+    /// How many of each `headers.remove` header the message has.
+    remove_counts: Vec<usize>,
     /// The refusal that ended the message, if any, and its stage.
     refused: Option<(&'static str, Refusal)>,
     /// The last refused recipient's refusal, for the summary.
@@ -84,6 +88,15 @@ impl Message {
     fn class(&self) -> Option<&Class> {
         self.class.and_then(|i| self.config.classes.get(i))
     }
+}
+
+/// A change to the message's headers at end of message.
+#[derive(Clone, Debug, Eq, PartialEq)]
+pub enum HeaderAction {
+    /// Added above every other header.
+    Insert { name: &'static str, value: String },
+    /// An existing header replaced or deleted.
+    Change(policy::headers::Edit),
 }
 
 /// A message as the MTA passed it to the milter, kept for DKIM.
@@ -267,6 +280,7 @@ impl Connection {
             },
         );
         let content = needs_content(&config).then(Content::default);
+        let remove_len = config.remove_headers.len();
         self.message = Some(Message {
             config,
             started: Instant::now(),
@@ -284,6 +298,8 @@ impl Connection {
             content,
             dkim: "-".into(),
             content_rules: "-".into(),
+            received: Vec::new(),
+            remove_counts: vec![0; remove_len],
             refused: None,
             last_rcpt_refusal: None,
             would: None,
@@ -443,6 +459,17 @@ impl Connection {
         if msg.size > msg.config.content.max_message_size {
             return self.settle("header", Verdict::Refuse(reply::message_too_big()), true);
         }
+        if name.eq_ignore_ascii_case(b"received")
+            && msg.config.strip_internal_received
+            && !msg.config.internal_networks.is_empty()
+        {
+            msg.received.push(value.to_vec());
+        }
+        for (i, h) in msg.config.remove_headers.iter().enumerate() {
+            if name.eq_ignore_ascii_case(h.as_bytes()) {
+                msg.remove_counts[i] += 1;
+            }
+        }
         if let Some(c) = msg.content.as_mut() {
             c.headers.push((name.to_vec(), value.to_vec()));
         }
@@ -479,10 +506,7 @@ impl Connection {
 
     /// End of message: existing signatures verified, then our signatures
     /// made; returns the answer and the headers to insert at the top.
-    pub async fn end_of_message(
-        &mut self,
-        macros: &Macros,
-    ) -> (Answer, Vec<(&'static str, String)>) {
+    pub async fn end_of_message(&mut self, macros: &Macros) -> (Answer, Vec<HeaderAction>) {
         let Some(msg) = self.message.as_mut() else {
             return (Answer::Continue, Vec::new());
         };
@@ -495,7 +519,10 @@ impl Connection {
             let config = msg.config.clone();
             if config.content.active() {
                 match self.content_checks(&raw, &config) {
-                    Ok(tags) => insert.extend(tags),
+                    Ok(tags) => insert.extend(
+                        tags.into_iter()
+                            .map(|(name, value)| HeaderAction::Insert { name, value }),
+                    ),
                     Err(refused) => return (refused, Vec::new()),
                 }
             }
@@ -536,7 +563,10 @@ impl Connection {
                                     key.selector,
                                     key.algorithm()
                                 ));
-                                insert.push(("DKIM-Signature", value));
+                                insert.push(HeaderAction::Insert {
+                                    name: "DKIM-Signature",
+                                    value,
+                                });
                             }
                             Err(e) => {
                                 tracing::error!(
@@ -557,6 +587,18 @@ impl Connection {
                         return (answer, Vec::new());
                     }
                 }
+            }
+        }
+        if let Some(msg) = self.message.as_ref() {
+            let config = &msg.config;
+            let scrub = policy::headers::scrub_received(&msg.received, &config.internal_networks);
+            insert.extend(scrub.into_iter().map(HeaderAction::Change));
+            for (name, n) in config.remove_headers.iter().zip(&msg.remove_counts) {
+                insert.extend(
+                    policy::headers::remove_all(name, *n)
+                        .into_iter()
+                        .map(HeaderAction::Change),
+                );
             }
         }
         self.end_message("accept");

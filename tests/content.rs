@@ -179,3 +179,70 @@ async fn too_big_and_too_many_recipients() {
     conn.close().await.unwrap();
     d.stop().await;
 }
+
+#[tokio::test]
+async fn internal_received_lines_are_scrubbed_and_listed_headers_removed() {
+    let mut config =
+        egress_milter::config::Config::load(&common::config_path("content.yaml")).unwrap();
+    config.internal_networks = vec!["10.0.0.0/8".parse().unwrap()];
+    config.remove_headers = vec!["X-Originating-IP".into(), "X-Mailer".into()];
+    let d = common::start_with(config).await;
+    let mut conn = d.client("10.0.0.1").await;
+    let raw = format!(
+        "Received: from app7.corp (app7.corp [10.9.8.7])\r\n\tby relay.corp with ESMTP id 1; Mon, 23 Nov 2026 01:00:01 +0000\r\n\
+         Received: from partner.example.net (partner.example.net [198.51.100.9]) by app7.corp; Mon, 23 Nov 2026 01:00:00 +0000\r\n\
+         Received: from build3 ([10.9.8.3]) by app7.corp; Mon, 23 Nov 2026 00:59:00 +0000\r\n\
+         X-Originating-IP: [10.20.30.40]\r\nX-Mailer: a\r\nX-Mailer: b\r\n{HEAD}Subject: hi\r\n\r\nhello\r\n"
+    );
+    assert_eq!(
+        reply(&mail(&mut conn, "<app@example.com>", None).await),
+        "continue"
+    );
+    conn.rcpt(["<r@gmail.com>"]).await.unwrap();
+    let (head, body) = raw.split_once("\r\n\r\n").unwrap();
+    let mut fields: Vec<String> = Vec::new();
+    for line in head.split("\r\n") {
+        match fields.last_mut() {
+            Some(last) if line.starts_with([' ', '\t']) => {
+                last.push('\n');
+                last.push_str(line);
+            }
+            _ => fields.push(line.to_string()),
+        }
+    }
+    for f in &fields {
+        let (n, v) = f.split_once(':').unwrap();
+        conn.header(n, v.trim_start()).await.unwrap();
+    }
+    conn.eoh().await.unwrap();
+    conn.body(body.as_bytes().to_vec()).await.unwrap();
+    let (actions, status) = conn.eom().await.unwrap();
+    assert_eq!(status, Status::Continue);
+    let edits: Vec<String> = actions
+        .actions
+        .iter()
+        .filter_map(|a| match a {
+            EomAction::DeleteHeader { name, index } => {
+                Some(format!("delete {} {index}", name.to_string_lossy()))
+            }
+            EomAction::ChangeHeader { name, index, value } => Some(format!(
+                "change {} {index} {}",
+                name.to_string_lossy(),
+                value.to_string_lossy()
+            )),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        edits,
+        [
+            "delete Received 3",
+            "change Received 1 from [redacted]\n\tby relay.corp with ESMTP id 1; Mon, 23 Nov 2026 01:00:01 +0000",
+            "delete X-Originating-IP 1",
+            "delete X-Mailer 2",
+            "delete X-Mailer 1",
+        ]
+    );
+    conn.close().await.unwrap();
+    d.stop().await;
+}

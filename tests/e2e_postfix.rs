@@ -132,6 +132,25 @@ async fn postfix_with_the_milter() {
         if subject == "authorised app" {
             assert_eq!(m.mail_from, "<noreply@example.com>");
             assert_eq!(m.rcpt_to, vec!["<someone@gmail.test>".to_string()]);
+            // Scrubbed: no internal address of the hops before the gateway
+            // leaves, the header that carried one is removed, the topmost
+            // internal hop is kept but redacted. (Postfix does not show a
+            // milter its own Received: line; see the README.)
+            let head = m.data.split("\r\n\r\n").next().unwrap_or("");
+            for leak in [
+                "10.9.8.7",
+                "10.9.8.3",
+                "10.20.30.40",
+                "X-Originating-IP",
+                "build3",
+            ] {
+                assert!(!head.contains(leak), "{leak} leaked:\n{head}");
+            }
+            assert!(
+                head.contains("Received: from [redacted]\r\n\tby relay.corp")
+                    || head.contains("Received: from [redacted] by relay.corp"),
+                "{head}"
+            );
             // Signed by the milter, as delivered: python3-dkim verifies
             // it, and not once the body is changed.
             assert!(m.data.starts_with("DKIM-Signature: "), "{}", m.data);

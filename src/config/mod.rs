@@ -128,6 +128,11 @@ pub struct Config {
     pub spf_check_egress: CheckMode,
     pub dns: DnsSettings,
     pub content: ContentSettings,
+    /// Networks whose addresses must not leave in Received: lines.
+    pub internal_networks: Vec<IpNet>,
+    pub strip_internal_received: bool,
+    /// Headers removed from every message (names as configured).
+    pub remove_headers: Vec<String>,
     pub dnsbl: Vec<crate::address::Domain>,
     /// What deserves attention but does not stop the configuration.
     pub warnings: Vec<ConfigError>,
@@ -348,6 +353,17 @@ impl Validator {
             DEFAULT_MAX_CONNECTIONS,
         );
         let rate_limits = self.rate_limits(raw.rate_limits);
+        let mut internal_networks = Vec::new();
+        for (i, n) in raw.internal_networks.iter().enumerate() {
+            match parse_network(&n.value) {
+                Some(net) => internal_networks.push(net),
+                None => self.error(
+                    n.referenced.line(),
+                    format!("internal_networks[{i}]"),
+                    format!("invalid network \"{}\"", n.value),
+                ),
+            }
+        }
         let auth = self.auth(auth::AuthInput {
             egress: raw.egress_ips,
             hostname: raw.hostname,
@@ -357,6 +373,28 @@ impl Validator {
             content: raw.content,
             selfcheck: raw.selfcheck,
         });
+        let mut remove_headers = Vec::new();
+        for (i, h) in raw.headers.remove.iter().enumerate() {
+            let ok =
+                !h.value.is_empty() && h.value.bytes().all(|b| b.is_ascii_graphic() && b != b':');
+            if ok
+                && auth
+                    .dkim
+                    .headers
+                    .iter()
+                    .any(|d| d.eq_ignore_ascii_case(&h.value))
+            {
+                self.error(h.referenced.line(), format!("headers.remove[{i}]"), format!("\"{}\" is signed by DKIM (dkim.headers): removing it would break the signature", h.value));
+            } else if ok {
+                remove_headers.push(h.value.clone());
+            } else {
+                self.error(
+                    h.referenced.line(),
+                    format!("headers.remove[{i}]"),
+                    format!("invalid header name \"{}\"", h.value),
+                );
+            }
+        }
         let milter_timeout = raw
             .milter
             .timeout
@@ -398,6 +436,9 @@ impl Validator {
             spf_check_egress: auth.spf_check_egress,
             dns: auth.dns,
             content: auth.content,
+            internal_networks,
+            strip_internal_received: raw.headers.strip_internal_received.unwrap_or(true),
+            remove_headers,
             dnsbl: auth.dnsbl,
             warnings: std::mem::take(&mut self.warnings),
         }

@@ -46,6 +46,19 @@ pub struct RawConfig {
     pub content: RawContent,
     #[serde(default)]
     pub selfcheck: RawSelfcheck,
+    #[serde(default)]
+    pub internal_networks: Vec<Text>,
+    #[serde(default)]
+    pub headers: RawHeaders,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawHeaders {
+    #[serde(default)]
+    pub strip_internal_received: Option<bool>,
+    #[serde(default)]
+    pub remove: Vec<Text>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -5,6 +5,7 @@
 pub mod class;
 pub mod dkim;
 pub mod from_header;
+pub mod headers;
 pub mod rate;
 pub mod recipients;
 pub mod relay;

@@ -159,6 +159,10 @@ pub fn swaks(
         .args(["--from", from, "--to", to])
         .args(["--header", &format!("From: {header_from}")])
         .args(["--header", &format!("Subject: {subject}")])
+        .args(["--add-header", "X-Originating-IP: [10.20.30.40]"])
+        // Two hops inside the organisation before the gateway.
+        .args(["--add-header", "Received: from app7.corp (app7.corp [10.9.8.7]) by relay.corp (Postfix) with ESMTP id 1A; Mon, 23 Nov 2026 01:00:01 +0000"])
+        .args(["--add-header", "Received: from build3.corp ([10.9.8.3]) by app7.corp with ESMTP id 0B; Mon, 23 Nov 2026 01:00:00 +0000"])
         .args(["--body", "Test message body.", "--timeout", "30"])
         .output()
         .expect("swaks is not installed: run scripts/test.sh, which installs it");
