@@ -99,50 +99,46 @@ pub enum HeaderAction {
     Change(policy::headers::Edit),
 }
 
-/// A message as the MTA passed it to the milter, kept for DKIM.
+/// A message as the MTA passed it to the milter, kept whole (once) for the
+/// content checks and DKIM: `Name: value` per header (milter header values
+/// carry their folding with bare LF, made CRLF here), a blank line at the
+/// end of the headers, then the body as received.
 #[derive(Default)]
 struct Content {
-    headers: Vec<(Vec<u8>, Vec<u8>)>,
-    body: Vec<u8>,
+    raw: Vec<u8>,
+    /// DKIM-Signature headers seen.
+    signatures: usize,
+    body_started: bool,
 }
 
 impl Content {
-    /// The message as bytes with CRLF line ends: `Name: value` per header
-    /// (milter header values carry their folding with bare LF), a blank
-    /// line, the body as received.
-    fn raw(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(
-            self.body.len()
-                + self
-                    .headers
-                    .iter()
-                    .map(|(n, v)| n.len() + v.len() + 4)
-                    .sum::<usize>()
-                + 2,
-        );
-        for (name, value) in &self.headers {
-            out.extend_from_slice(name);
-            out.extend_from_slice(b": ");
-            let mut prev = 0u8;
-            for &b in value {
-                if b == b'\n' && prev != b'\r' {
-                    out.push(b'\r');
-                }
-                out.push(b);
-                prev = b;
-            }
-            out.extend_from_slice(b"\r\n");
+    fn header(&mut self, name: &[u8], value: &[u8]) {
+        if name.eq_ignore_ascii_case(b"dkim-signature") {
+            self.signatures += 1;
         }
-        out.extend_from_slice(b"\r\n");
-        out.extend_from_slice(&self.body);
-        out
+        self.raw.extend_from_slice(name);
+        self.raw.extend_from_slice(b": ");
+        let mut prev = 0u8;
+        for &b in value {
+            if b == b'\n' && prev != b'\r' {
+                self.raw.push(b'\r');
+            }
+            self.raw.push(b);
+            prev = b;
+        }
+        self.raw.extend_from_slice(b"\r\n");
     }
 
-    fn count(&self, name: &[u8]) -> usize {
-        self.headers
-            .iter()
-            .filter(|(n, _)| n.eq_ignore_ascii_case(name))
-            .count()
+    fn body(&mut self, chunk: &[u8]) {
+        self.end_headers();
+        self.raw.extend_from_slice(chunk);
+    }
+
+    fn end_headers(&mut self) {
+        if !self.body_started {
+            self.raw.extend_from_slice(b"\r\n");
+            self.body_started = true;
+        }
     }
 }
 
@@ -471,7 +467,7 @@ impl Connection {
             }
         }
         if let Some(c) = msg.content.as_mut() {
-            c.headers.push((name.to_vec(), value.to_vec()));
+            c.header(name, value);
         }
         Answer::Continue
     }
@@ -499,7 +495,7 @@ impl Connection {
             return self.settle("body", Verdict::Refuse(reply::message_too_big()), true);
         }
         if let Some(c) = msg.content.as_mut() {
-            c.body.extend_from_slice(chunk);
+            c.body(chunk);
         }
         Answer::Continue
     }
@@ -515,7 +511,9 @@ impl Connection {
         }
         let mut insert = Vec::new();
         if let Some(content) = msg.content.take() {
-            let raw = content.raw();
+            let mut content = content;
+            content.end_headers();
+            let raw = content.raw;
             let config = msg.config.clone();
             if config.content.active() {
                 match self.content_checks(&raw, &config) {
@@ -531,7 +529,7 @@ impl Connection {
             }
             let mode = config.dkim.verify_existing;
             if mode != CheckMode::Off {
-                let count = content.count(b"dkim-signature");
+                let count = content.signatures;
                 let existing = match &self.shared.dns {
                     Ok(r) => policy::dkim::verify_existing(r, &config, &raw, count).await,
                     Err(e) => policy::dkim::Existing::TempError(e.clone()),
