@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The whole test suite: installs what the tests need when it is missing
-# (Postfix, swaks, redis-server, python3-dkim, from Debian's packages), then checks formatting, runs
+# (Postfix, swaks, redis-server, python3-dkim, rspamd, from Debian's packages), then checks formatting, runs
 # clippy with warnings as errors, and runs every test (one build for all).
 # Postfix, swaks and redis-server are run by the tests themselves, on
 # loopback ports; no system service is started.
@@ -14,6 +14,7 @@ command -v swaks >/dev/null 2>&1 || need+=(swaks)
 # python3-dkim (with python3-nacl for Ed25519) verifies our DKIM signatures
 # independently of the library that makes them.
 /usr/bin/python3 -c 'import dkim, nacl' 2>/dev/null || need+=(python3-dkim python3-nacl)
+[ -x /usr/bin/rspamd ] || need+=(rspamd)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" != 0 ]; then
     echo "the tests need: ${need[*]}; run this script as root to install them" >&2

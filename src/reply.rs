@@ -243,18 +243,18 @@ pub fn banned_attachment(ext: &str) -> Refusal {
     )
 }
 
-pub fn spam_rejected(score: f64) -> Refusal {
+pub fn spam_rejected(rule: &'static str, score: f64) -> Refusal {
     refuse(
-        "content_score",
+        rule,
         "550",
         "5.7.1",
         format!("Message rejected as spam (score {score:.1})"),
     )
 }
 
-pub fn spam_deferred(score: f64) -> Refusal {
+pub fn spam_deferred(rule: &'static str, score: f64) -> Refusal {
     refuse(
-        "content_score",
+        rule,
         "451",
         "4.7.1",
         format!("Message deferred as suspected spam (score {score:.1})"),

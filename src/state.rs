@@ -19,6 +19,8 @@ pub struct Shared {
     pub limiter: Limiter,
     /// The one DNS resolver (with its cache), or why there is none.
     pub dns: Result<mail_auth::MessageAuthenticator, String>,
+    /// The rspamd client, when `content.rspamd` is set.
+    pub rspamd: Option<Result<crate::content::rspamd::Client, String>>,
 }
 
 impl Shared {
@@ -28,9 +30,15 @@ impl Shared {
         if let Err(e) = &dns {
             tracing::error!("no DNS resolver, checks that need DNS follow on_error: {e}");
         }
+        let rspamd = config
+            .content
+            .rspamd
+            .as_ref()
+            .map(|r| crate::content::rspamd::Client::new(&r.url, r.timeout));
         Arc::new(Self {
             limiter,
             dns,
+            rspamd,
             config: ArcSwap::from_pointee(config),
             next_conn: AtomicU64::new(1),
             stats: Stats::default(),
@@ -64,6 +72,9 @@ impl Shared {
         }
         if new.dns != old.dns {
             restart.push("dns");
+        }
+        if new.content.rspamd != old.content.rspamd {
+            restart.push("content.rspamd");
         }
         if new.log_format != old.log_format {
             restart.push("log.format");

@@ -71,6 +71,8 @@ struct Message {
     dkim: String,
     /// The content score and the rules that fired, for the summary line.
     content_rules: String,
+    /// Accepted recipients (for rspamd), at most `recipients.max_per_message`.
+    rcpts: Vec<String>,
     /// Received: values, top first, when internal hops are scrubbed.
     received: Vec<Vec<u8>>,
     /// How many of each `headers.remove` header the message has.
@@ -294,6 +296,7 @@ impl Connection {
             content,
             dkim: "-".into(),
             content_rules: "-".into(),
+            rcpts: Vec::new(),
             received: Vec::new(),
             remove_counts: vec![0; remove_len],
             refused: None,
@@ -353,7 +356,14 @@ impl Connection {
         };
         if let Some(msg) = self.message.as_mut() {
             match answer {
-                Answer::Continue => msg.rcpt_accepted += 1,
+                Answer::Continue => {
+                    msg.rcpt_accepted += 1;
+                    if msg.rcpts.len() < msg.config.max_recipients {
+                        let r = String::from_utf8_lossy(rcpt_arg);
+                        msg.rcpts
+                            .push(r.trim().trim_matches(['<', '>']).to_string());
+                    }
+                }
                 Answer::Refuse(_) => msg.rcpt_refused += 1,
             }
         }
@@ -513,7 +523,7 @@ impl Connection {
         if let Some(content) = msg.content.take() {
             let mut content = content;
             content.end_headers();
-            let raw = content.raw;
+            let raw = bytes::Bytes::from(content.raw);
             let config = msg.config.clone();
             if config.content.active() {
                 match self.content_checks(&raw, &config) {
@@ -523,6 +533,13 @@ impl Connection {
                     ),
                     Err(refused) => return (refused, Vec::new()),
                 }
+            }
+            if self.message.is_none() {
+                return (Answer::Continue, Vec::new());
+            }
+            match self.rspamd(raw.clone()).await {
+                Ok(tags) => insert.extend(tags),
+                Err(answer) => return (answer, Vec::new()),
             }
             if self.message.is_none() {
                 return (Answer::Continue, Vec::new());
@@ -603,6 +620,81 @@ impl Connection {
         (Answer::Continue, insert)
     }
 
+    /// rspamd's verdict, when it is configured: reject, defer, or tag.
+    async fn rspamd(&mut self, raw: bytes::Bytes) -> Result<Vec<HeaderAction>, Answer> {
+        let Some(client) = &self.shared.rspamd else {
+            return Ok(Vec::new());
+        };
+        let Some(msg) = self.message.as_ref() else {
+            return Ok(Vec::new());
+        };
+        let client = match client {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!(conn_id = self.id, "rspamd client unusable: {e}");
+                return Err(self.internal_error("eom"));
+            }
+        };
+        let hostname = msg
+            .config
+            .hostname
+            .as_ref()
+            .map_or("localhost".to_string(), |h| h.to_string());
+        let env = crate::content::rspamd::Envelope {
+            client_ip: self.client_ip.map(|ip| ip.to_string()),
+            helo: self.helo.as_deref(),
+            hostname: &hostname,
+            sender: &msg.sender,
+            recipients: &msg.rcpts,
+            login: msg.login.as_deref(),
+            queue_id: msg.queue_id.as_deref(),
+        };
+        let verdict = match client.check(raw, &env).await {
+            Ok(v) => v,
+            Err(e) => {
+                tracing::warn!(conn_id = self.id, "rspamd check failed: {e}");
+                let answer = self.internal_error("eom");
+                return if answer == Answer::Continue {
+                    Ok(Vec::new())
+                } else {
+                    Err(answer)
+                };
+            }
+        };
+        if let Some(msg) = self.message.as_mut() {
+            msg.content_rules = format!(
+                "{} rspamd={} score={:.1} symbols={}",
+                msg.content_rules,
+                verdict.action.replace(' ', "_"),
+                verdict.score,
+                verdict.symbols_text(10)
+            );
+        }
+        let refusal = match verdict.action.as_str() {
+            "reject" => Some(reply::spam_rejected("rspamd", verdict.score)),
+            "soft reject" | "greylist" => Some(reply::spam_deferred("rspamd", verdict.score)),
+            _ => None,
+        };
+        if let Some(r) = refusal {
+            if let refused @ Answer::Refuse(_) = self.settle("eom", Verdict::Refuse(r), true) {
+                return Err(refused);
+            }
+        }
+        if matches!(verdict.action.as_str(), "add header" | "rewrite subject") {
+            return Ok(vec![
+                HeaderAction::Insert {
+                    name: "X-Spam-Score",
+                    value: format!("{:.1}", verdict.score),
+                },
+                HeaderAction::Insert {
+                    name: "X-Spam-Symbols",
+                    value: verdict.symbols_text(20),
+                },
+            ]);
+        }
+        Ok(Vec::new())
+    }
+
     /// Banned attachments, then the score: refused, deferred, tagged (the
     /// headers to add), or nothing.
     fn content_checks(
@@ -631,9 +723,9 @@ impl Connection {
         }
         let c = &config.content;
         let verdict = if score >= c.reject_score {
-            Verdict::Refuse(reply::spam_rejected(score))
+            Verdict::Refuse(reply::spam_rejected("content_score", score))
         } else if score >= c.tempfail_score {
-            Verdict::Refuse(reply::spam_deferred(score))
+            Verdict::Refuse(reply::spam_deferred("content_score", score))
         } else {
             Verdict::Continue
         };

@@ -53,6 +53,14 @@ pub struct ContentSettings {
     pub max_header_recipients: usize,
     pub weights: RuleWeights,
     pub custom: Vec<CustomRule>,
+    pub rspamd: Option<RspamdSettings>,
+}
+
+#[derive(Clone, Debug, Eq, PartialEq)]
+pub struct RspamdSettings {
+    /// Base URL of the normal worker, e.g. `http://127.0.0.1:11333`.
+    pub url: String,
+    pub timeout: std::time::Duration,
 }
 
 pub const DEFAULT_BANNED: &[&str] = &["exe", "scr", "bat", "cmd", "com", "pif", "js", "vbs", "jar"];
@@ -62,6 +70,7 @@ impl ContentSettings {
     pub fn active(&self) -> bool {
         !self.banned_extensions.is_empty()
             || !self.custom.is_empty()
+            || self.rspamd.is_some()
             || self.weights
                 != RuleWeights {
                     missing_date: 0.0,
@@ -172,7 +181,38 @@ impl Validator {
                 score: r.score,
             });
         }
+        let rspamd = raw.rspamd.as_ref().and_then(|r| {
+            let ok = r.url.value.starts_with("http://") || r.url.value.starts_with("https://");
+            if !ok {
+                self.error(
+                    r.url.referenced.line(),
+                    "content.rspamd.url",
+                    format!("expected http://HOST:PORT, got \"{}\"", r.url.value),
+                );
+                return None;
+            }
+            let timeout = match &r.timeout {
+                Some(t) => match super::parse_duration(&t.value) {
+                    Some(d) if !d.is_zero() => d,
+                    _ => {
+                        self.error(
+                            t.referenced.line(),
+                            "content.rspamd.timeout",
+                            format!("invalid duration \"{}\"", t.value),
+                        );
+                        return None;
+                    }
+                },
+                // rspamd scans in milliseconds; seconds mean it is stuck.
+                None => std::time::Duration::from_secs(5),
+            };
+            Some(RspamdSettings {
+                url: r.url.value.clone(),
+                timeout,
+            })
+        });
         ContentSettings {
+            rspamd,
             max_message_size,
             banned_extensions: banned,
             reject_score,

@@ -11,7 +11,7 @@ mod limits;
 mod raw;
 
 pub use auth::{parse_size, CheckMode, DkimSettings, DnsSettings, OnUnsigned, SignMode};
-pub use content::{ContentSettings, CustomRule, RuleWeights};
+pub use content::{ContentSettings, CustomRule, RspamdSettings, RuleWeights};
 pub use limits::{
     Backend, LimitSet, Matcher, OnFailure, Override, RateLimits, RedisSettings, Setting,
 };

@@ -121,6 +121,16 @@ pub struct RawContent {
     pub rules: RawRuleWeights,
     #[serde(default)]
     pub custom: Vec<RawCustomRule>,
+    #[serde(default)]
+    pub rspamd: Option<RawRspamd>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRspamd {
+    pub url: Text,
+    #[serde(default)]
+    pub timeout: Option<Text>,
 }
 
 /// Built-in rule weights; 0 turns a rule off.

@@ -4,6 +4,7 @@
 //! the scored rules.
 
 pub mod links;
+pub mod rspamd;
 
 use crate::config::ContentSettings;
 use mail_parser::{Address, Message, MessageParser, MimeHeaders, PartType};

@@ -6,6 +6,7 @@ pub mod dns;
 pub mod postfix;
 pub mod process;
 pub mod redis;
+pub mod rspamd;
 pub mod sink;
 
 use egress_milter::{config::Config, Shared};
