@@ -246,3 +246,27 @@ async fn internal_received_lines_are_scrubbed_and_listed_headers_removed() {
     conn.close().await.unwrap();
     d.stop().await;
 }
+
+#[tokio::test]
+async fn monitor_mode_logs_the_would_be_content_verdict() {
+    let mut config =
+        egress_milter::config::Config::load(&common::config_path("content.yaml")).unwrap();
+    config.mode = egress_milter::config::Mode::Monitor;
+    let d = common::start_with(config).await;
+    let mut conn = d.client("10.0.0.1").await;
+    let lying = r#"<a href="http://login.evil.example/">https://www.paypal.com/</a>"#;
+    let raw = html(
+        "You have won the lottery",
+        "From: App <app@example.com>\r\nTo: r@gmail.com\r\n",
+        lying,
+    );
+    let (got, _) = send(&mut conn, &raw).await;
+    assert_eq!(got, "continue");
+    let raw = multipart("x", &[text_part(), attachment("Content-Type: application/octet-stream\r\nContent-Disposition: attachment; filename=\"a.exe\"", b"MZ")]);
+    let (got, _) = send(&mut conn, &raw).await;
+    assert_eq!(got, "continue");
+    conn.close().await.unwrap();
+    use std::sync::atomic::Ordering::Relaxed;
+    assert_eq!(d.shared.stats.would_reject.load(Relaxed), 2);
+    d.stop().await;
+}

@@ -91,6 +91,7 @@ smtpd_milters = {milter}
 non_smtpd_milters = {milter}
 milter_protocol = 6
 milter_default_action = tempfail
+smtp_header_checks = regexp:{dir}/smtp_header_checks
 maillog_file = {dir}/postfix.log
 maillog_file_prefixes = {dir}
 alias_maps =
@@ -101,6 +102,15 @@ biff = no
             dir = dir.display()
         );
         std::fs::write(dir.join("main.cf"), main_cf).expect("main.cf");
+        // The shipped rule that redacts Postfix's own hop (a milter cannot
+        // see it), with loopback counted as internal for the test.
+        let rules = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/packaging/postfix-smtp_header_checks"
+        ))
+        .expect("packaging/postfix-smtp_header_checks")
+        .replace("(10\\.|", "(127\\.|10\\.|");
+        std::fs::write(dir.join("smtp_header_checks"), rules).expect("smtp_header_checks");
         let master = format!("127.0.0.1:{smtp_port} inet n - n - - smtpd\n{MASTER_CF}");
         std::fs::write(dir.join("master.cf"), master).expect("master.cf");
         let pf = Postfix { dir, smtp_port };
