@@ -77,22 +77,13 @@ enum LimitsAction {
 fn main() -> ExitCode {
     match Cli::parse().command {
         Command::Selfcheck { config } => {
-            let config = match Config::load(&config) {
+            let config = match load(&config) {
                 Ok(c) => c,
-                Err(errors) => {
-                    eprintln!("{errors}");
-                    return ExitCode::FAILURE;
-                }
+                Err(code) => return code,
             };
-            let runtime = match tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            {
+            let runtime = match small_runtime() {
                 Ok(r) => r,
-                Err(e) => {
-                    eprintln!("egress-milter: cannot start the runtime: {e}");
-                    return ExitCode::FAILURE;
-                }
+                Err(code) => return code,
             };
             match runtime.block_on(egress_milter::selfcheck::run(&config)) {
                 Ok(rows) => {
@@ -133,12 +124,9 @@ fn main() -> ExitCode {
             }
         },
         Command::Limits { action, config } => {
-            let config = match Config::load(&config) {
+            let config = match load(&config) {
                 Ok(c) => c,
-                Err(errors) => {
-                    eprintln!("{errors}");
-                    return ExitCode::FAILURE;
-                }
+                Err(code) => return code,
             };
             let Some(addr) = config.rate_limits.admin_listen else {
                 eprintln!(
@@ -151,15 +139,9 @@ fn main() -> ExitCode {
                 LimitsAction::Show { key } => format!("show {key}"),
                 LimitsAction::Reset { key } => format!("reset {key}"),
             };
-            let runtime = match tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            {
+            let runtime = match small_runtime() {
                 Ok(r) => r,
-                Err(e) => {
-                    eprintln!("egress-milter: cannot start the runtime: {e}");
-                    return ExitCode::FAILURE;
-                }
+                Err(code) => return code,
             };
             match runtime.block_on(egress_milter::admin::request(addr, &request)) {
                 Ok(answer) if answer.starts_with("error:") => {
@@ -177,12 +159,9 @@ fn main() -> ExitCode {
             }
         }
         Command::Run { config } => {
-            let config = match Config::load(&config) {
+            let config = match load(&config) {
                 Ok(c) => c,
-                Err(errors) => {
-                    eprintln!("{errors}");
-                    return ExitCode::FAILURE;
-                }
+                Err(code) => return code,
             };
             egress_milter::log::init(config.log_format);
             let runtime = match tokio::runtime::Runtime::new() {
@@ -254,4 +233,23 @@ fn keygen(
         strings.join(" ")
     );
     ExitCode::SUCCESS
+}
+
+/// Loads a configuration, printing every error.
+fn load(path: &std::path::Path) -> Result<Config, ExitCode> {
+    Config::load(path).map_err(|errors| {
+        eprintln!("{errors}");
+        ExitCode::FAILURE
+    })
+}
+
+/// A single-threaded runtime for the commands that talk to the network once.
+fn small_runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| {
+            eprintln!("egress-milter: cannot start the runtime: {e}");
+            ExitCode::FAILURE
+        })
 }

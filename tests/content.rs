@@ -20,19 +20,8 @@ async fn send(conn: &mut TestConnection, raw: &str) -> (String, Vec<(String, Str
         "continue"
     );
     let (head, body) = raw.split_once("\r\n\r\n").unwrap();
-    let mut fields: Vec<String> = Vec::new();
-    for line in head.split("\r\n") {
-        match fields.last_mut() {
-            Some(last) if line.starts_with([' ', '\t']) => {
-                last.push('\n');
-                last.push_str(line);
-            }
-            _ => fields.push(line.to_string()),
-        }
-    }
-    for f in &fields {
-        let (name, value) = f.split_once(':').unwrap();
-        let s = conn.header(name, value.trim_start()).await.unwrap();
+    for (name, value) in common::header_fields(head) {
+        let s = conn.header(name, value).await.unwrap();
         assert_eq!(s, Status::Continue);
     }
     assert_eq!(conn.eoh().await.unwrap(), Status::Continue);
@@ -200,19 +189,8 @@ async fn internal_received_lines_are_scrubbed_and_listed_headers_removed() {
     );
     conn.rcpt(["<r@gmail.com>"]).await.unwrap();
     let (head, body) = raw.split_once("\r\n\r\n").unwrap();
-    let mut fields: Vec<String> = Vec::new();
-    for line in head.split("\r\n") {
-        match fields.last_mut() {
-            Some(last) if line.starts_with([' ', '\t']) => {
-                last.push('\n');
-                last.push_str(line);
-            }
-            _ => fields.push(line.to_string()),
-        }
-    }
-    for f in &fields {
-        let (n, v) = f.split_once(':').unwrap();
-        conn.header(n, v.trim_start()).await.unwrap();
+    for (n, v) in common::header_fields(head) {
+        conn.header(n, v).await.unwrap();
     }
     conn.eoh().await.unwrap();
     conn.body(body.as_bytes().to_vec()).await.unwrap();

@@ -236,23 +236,10 @@ async fn unsigned_existing_signatures_and_spf() {
     // A message we signed, sent through again: its signatures verify.
     let (status, signed) = send(&mut conn, "<app@example.com>", &[]).await;
     assert_eq!(status, "continue");
-    // The header section, unfolded into one entry per header, folding kept
-    // as LF + TAB (as a milter receives header values).
     let head = signed.split("\r\n\r\n").next().unwrap();
-    let mut fields: Vec<String> = Vec::new();
-    for line in head.split("\r\n") {
-        match fields.last_mut() {
-            Some(last) if line.starts_with('\t') || line.starts_with(' ') => {
-                last.push('\n');
-                last.push_str(line);
-            }
-            _ => fields.push(line.to_string()),
-        }
-    }
-    let sigs: Vec<(String, String)> = fields
-        .iter()
-        .filter_map(|f| f.strip_prefix("DKIM-Signature: "))
-        .map(|v| ("DKIM-Signature".to_string(), v.to_string()))
+    let sigs: Vec<(String, String)> = common::header_fields(head)
+        .into_iter()
+        .filter(|(n, _)| n == "DKIM-Signature")
         .collect();
     assert_eq!(sigs.len(), 2);
     let existing: Vec<(&str, &str)> = sigs.iter().map(|(n, v)| (n.as_str(), v.as_str())).collect();

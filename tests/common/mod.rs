@@ -159,3 +159,25 @@ pub fn python_dkim(message: &str, records: &[(&str, &str)]) -> bool {
 pub fn verify_dkim_python(message: &str, name: &str, record: &str) -> bool {
     python_dkim(message, &[(name, record)])
 }
+
+/// The header fields of a message's header section (CRLF lines), each with
+/// its folding kept as LF + WSP, as a milter receives header values.
+pub fn header_fields(head: &str) -> Vec<(String, String)> {
+    let mut fields: Vec<String> = Vec::new();
+    for line in head.split("\r\n") {
+        match fields.last_mut() {
+            Some(last) if line.starts_with([' ', '\t']) => {
+                last.push('\n');
+                last.push_str(line);
+            }
+            _ => fields.push(line.to_string()),
+        }
+    }
+    fields
+        .into_iter()
+        .filter_map(|f| {
+            f.split_once(':')
+                .map(|(n, v)| (n.to_string(), v.trim_start_matches(' ').to_string()))
+        })
+        .collect()
+}
