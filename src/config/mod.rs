@@ -170,7 +170,12 @@ pub struct ConfigError {
 
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}:{}: ", self.file.display(), self.line)?;
+        // Line 0: the file as a whole (it could not be read).
+        if self.line == 0 {
+            write!(f, "{}: ", self.file.display())?;
+        } else {
+            write!(f, "{}:{}: ", self.file.display(), self.line)?;
+        }
         if !self.key.is_empty() {
             write!(f, "{}: ", self.key)?;
         }
