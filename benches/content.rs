@@ -9,15 +9,9 @@
 //!     cargo bench --bench content
 
 use egress_milter::{config::Config, Shared};
-use indymilter::Actions;
-use indymilter_test::{Status, TestConnection};
-use std::{
-    net::SocketAddr,
-    path::Path,
-    time::{Duration, Instant},
-};
+mod common;
 
-const CONNECTIONS: usize = 8;
+use std::path::Path;
 
 fn config() -> Config {
     let text = "listen: inet:127.0.0.1:0\nlocal_domains: [example.com]\nclasses: [{ name: app, clients: [10.0.0.0/8] }]\n\
@@ -59,77 +53,20 @@ fn message_body(size: usize) -> Vec<u8> {
     body.into_bytes()
 }
 
-async fn transaction(conn: &mut TestConnection, body: &[u8]) -> Duration {
-    let start = Instant::now();
-    conn.macros(indymilter::MacroStage::Mail, [("i", "BENCH")])
-        .await
-        .expect("macros");
-    assert_eq!(
-        conn.mail(["<app@example.com>"]).await.expect("mail"),
-        Status::Continue
-    );
-    assert_eq!(
-        conn.rcpt(["<r@gmail.com>"]).await.expect("rcpt"),
-        Status::Continue
-    );
-    for (n, v) in [
-        ("From", "App <app@example.com>"),
-        ("To", "r@gmail.com"),
-        ("Subject", "Your order"),
-        ("Date", "Mon, 23 Nov 2026 01:00:00 +0000"),
-        ("Message-ID", "<x@example.com>"),
-        ("MIME-Version", "1.0"),
-        ("Content-Type", "multipart/mixed; boundary=\"b1\""),
-    ] {
-        conn.header(n, v).await.expect("header");
-    }
-    assert_eq!(conn.eoh().await.expect("eoh"), Status::Continue);
-    // The MTA sends the body in chunks of at most 64 KB.
-    for chunk in body.chunks(65_535) {
-        conn.body(chunk.to_vec()).await.expect("body");
-    }
-    let (_, status) = conn.eom().await.expect("eom");
-    assert_eq!(status, Status::Continue);
-    start.elapsed()
-}
-
-async fn run(label: &str, socket: &Path, size: usize, messages: usize) {
-    let body = message_body(size);
-    let start = Instant::now();
-    let mut tasks = Vec::new();
-    for c in 0..CONNECTIONS {
-        let body = body.clone();
-        let socket = socket.to_path_buf();
-        tasks.push(tokio::spawn(async move {
-            let mut conn = TestConnection::configure()
-                .available_actions(Actions::all())
-                .open_unix(&socket)
-                .await
-                .expect("connect");
-            let client: SocketAddr = format!("10.0.0.{}:1", c + 1).parse().expect("addr");
-            conn.connect("app", client).await.expect("connect stage");
-            conn.helo("app").await.expect("helo");
-            let mut latencies = Vec::with_capacity(messages);
-            for _ in 0..messages {
-                latencies.push(transaction(&mut conn, &body).await);
-            }
-            latencies
-        }));
-    }
-    let mut all = Vec::new();
-    for t in tasks {
-        all.extend(t.await.expect("task"));
-    }
-    let secs = start.elapsed().as_secs_f64();
-    all.sort();
-    let p =
-        |q: f64| all[((all.len() as f64 * q) as usize).min(all.len() - 1)].as_secs_f64() * 1000.0;
+async fn report(label: &str, socket: &Path, size: usize, messages: usize) {
+    let f = common::run(
+        socket,
+        "multipart/mixed; boundary=\"b1\"",
+        message_body(size),
+        messages,
+    )
+    .await;
     println!(
         "{label:<16} {:>5} KB: {:>6.0} msg/s   p50 {:>7.2} ms  p99 {:>7.2} ms   peak RSS {} MB",
         size / 1000,
-        all.len() as f64 / secs,
-        p(0.5),
-        p(0.99),
+        f.per_second,
+        f.p50_ms,
+        f.p99_ms,
         peak_rss_kb() / 1024
     );
 }
@@ -142,7 +79,8 @@ fn main() {
     runtime.block_on(async {
         let dir = tempfile::tempdir().expect("tempdir");
         println!(
-            "{CONNECTIONS} milter connections; RSS before: {} MB",
+            "{} milter connections; RSS before: {} MB",
+            common::CONNECTIONS,
             peak_rss_kb() / 1024
         );
         let socket = dir.path().join("milter.sock");
@@ -158,7 +96,7 @@ fn main() {
         // Peak RSS is the process's high-water mark: the sizes run from
         // small to large so each row's figure is that size's peak.
         for (size, messages) in [(2_000, 250), (100_000, 100), (5_000_000, 4)] {
-            run("content checks", &socket, size, messages).await;
+            report("content checks", &socket, size, messages).await;
         }
         let _ = stop.send(());
         let _ = daemon.await;

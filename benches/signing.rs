@@ -8,16 +8,10 @@
 //!     cargo bench --bench signing
 
 use egress_milter::{config::Config, dkim::generate, Shared};
-use indymilter::Actions;
-use indymilter_test::{Status, TestConnection};
-use std::{
-    net::SocketAddr,
-    os::unix::fs::PermissionsExt,
-    path::Path,
-    time::{Duration, Instant},
-};
+mod common;
 
-const CONNECTIONS: usize = 8;
+use std::{os::unix::fs::PermissionsExt, path::Path};
+
 const MESSAGES_PER_CONNECTION: usize = 250;
 
 fn config(dir: &Path, algorithm: Option<&str>) -> Config {
@@ -38,78 +32,22 @@ fn config(dir: &Path, algorithm: Option<&str>) -> Config {
     Config::parse(Path::new("bench.yaml"), &text).expect("bench config")
 }
 
-async fn transaction(conn: &mut TestConnection, body: &[u8]) -> Duration {
-    let start = Instant::now();
-    conn.macros(indymilter::MacroStage::Mail, [("i", "BENCH")])
-        .await
-        .expect("macros");
-    assert_eq!(
-        conn.mail(["<app@example.com>"]).await.expect("mail"),
-        Status::Continue
-    );
-    assert_eq!(
-        conn.rcpt(["<r@gmail.com>"]).await.expect("rcpt"),
-        Status::Continue
-    );
-    for (n, v) in [
-        ("From", "App <app@example.com>"),
-        ("To", "r@gmail.com"),
-        ("Subject", "Your order"),
-        ("Date", "Mon, 23 Nov 2026 01:00:00 +0000"),
-        ("Message-ID", "<x@example.com>"),
-        ("MIME-Version", "1.0"),
-        ("Content-Type", "text/plain; charset=utf-8"),
-    ] {
-        conn.header(n, v).await.expect("header");
-    }
-    assert_eq!(conn.eoh().await.expect("eoh"), Status::Continue);
-    // The MTA sends the body in chunks of at most 64 KB.
-    for chunk in body.chunks(65_535) {
-        conn.body(chunk.to_vec()).await.expect("body");
-    }
-    let (_, status) = conn.eom().await.expect("eom");
-    assert_eq!(status, Status::Continue);
-    start.elapsed()
-}
-
-async fn run(label: &str, socket: &Path, size: usize) {
+async fn report(label: &str, socket: &Path, size: usize) {
     let line = b"The quick brown fox jumps over the lazy dog, again and again.\r\n";
     let body: Vec<u8> = line.iter().copied().cycle().take(size).collect();
-    let start = Instant::now();
-    let mut tasks = Vec::new();
-    for c in 0..CONNECTIONS {
-        let body = body.clone();
-        let socket = socket.to_path_buf();
-        tasks.push(tokio::spawn(async move {
-            let mut conn = TestConnection::configure()
-                .available_actions(Actions::all())
-                .open_unix(&socket)
-                .await
-                .expect("connect");
-            let client: SocketAddr = format!("10.0.0.{}:1", c + 1).parse().expect("addr");
-            conn.connect("app", client).await.expect("connect stage");
-            conn.helo("app").await.expect("helo");
-            let mut latencies = Vec::with_capacity(MESSAGES_PER_CONNECTION);
-            for _ in 0..MESSAGES_PER_CONNECTION {
-                latencies.push(transaction(&mut conn, &body).await);
-            }
-            latencies
-        }));
-    }
-    let mut all = Vec::new();
-    for t in tasks {
-        all.extend(t.await.expect("task"));
-    }
-    let secs = start.elapsed().as_secs_f64();
-    all.sort();
-    let p =
-        |q: f64| all[((all.len() as f64 * q) as usize).min(all.len() - 1)].as_secs_f64() * 1000.0;
+    let f = common::run(
+        socket,
+        "text/plain; charset=utf-8",
+        body,
+        MESSAGES_PER_CONNECTION,
+    )
+    .await;
     println!(
         "{label:<20} {:>4} KB: {:>6.0} msg/s   p50 {:>6.2} ms  p99 {:>6.2} ms",
         size / 1000,
-        all.len() as f64 / secs,
-        p(0.5),
-        p(0.99)
+        f.per_second,
+        f.p50_ms,
+        f.p99_ms
     );
 }
 
@@ -120,7 +58,10 @@ fn main() {
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
     runtime.block_on(async {
         let dir = tempfile::tempdir().expect("tempdir");
-        println!("{CONNECTIONS} milter connections x {MESSAGES_PER_CONNECTION} messages each");
+        println!(
+            "{} milter connections x {MESSAGES_PER_CONNECTION} messages each",
+            common::CONNECTIONS
+        );
         for (label, alg) in [
             ("no signing", None),
             ("rsa-2048 signing", Some("rsa")),
@@ -137,7 +78,7 @@ fn main() {
                 let _ = stopped.await;
             }));
             for size in [2_000, 100_000] {
-                run(label, &socket, size).await;
+                report(label, &socket, size).await;
             }
             let _ = stop.send(());
             let _ = daemon.await;
