@@ -10,6 +10,7 @@ pub mod dns;
 pub mod limiter;
 pub mod log;
 pub mod mailbox;
+pub mod metrics;
 pub mod milter;
 pub mod policy;
 pub mod reply;

@@ -174,7 +174,7 @@ async fn handle_close(cx: &mut Context<Connection>) -> Status {
 macro_rules! guarded {
     ($conn:expr, $stage:expr, |$c:ident| $body:expr) => {{
         let conn: &mut Connection = $conn;
-        conn.begin_stage();
+        conn.begin_stage($stage);
         let result = {
             let $c = &mut *conn;
             AssertUnwindSafe(async move { $body }).catch_unwind().await

@@ -161,12 +161,24 @@ pub async fn serve(config: Config) -> io::Result<()> {
     let listen = config.listen.clone();
     info!(listen = %listen, mode = ?config.mode, classes = config.classes.len(), "egress-milter started");
     let admin_listen = config.rate_limits.admin_listen;
+    let metrics_listen = config.metrics_listen;
     let shared = Shared::new(config);
     let admin = match admin_listen {
         Some(addr) => {
             // Bound here, before serving: a taken port is a start-up error.
             let listener = crate::admin::bind(addr).await?;
             Some(tokio::spawn(crate::admin::serve(listener, shared.clone())))
+        }
+        None => None,
+    };
+    let metrics = match metrics_listen {
+        Some(addr) => {
+            let listener = TcpListener::bind(addr).await?;
+            info!(%addr, "metrics endpoint listening");
+            Some(tokio::spawn(crate::metrics::serve(
+                listener,
+                shared.clone(),
+            )))
         }
         None => None,
     };
@@ -200,8 +212,8 @@ pub async fn serve(config: Config) -> io::Result<()> {
     };
     let result = run(listener, shared.clone(), shutdown).await;
     reloader.abort();
-    if let Some(a) = admin {
-        a.abort();
+    for task in [admin, metrics].into_iter().flatten() {
+        task.abort();
     }
     if let Listen::Unix(path) = &listen {
         let _ = std::fs::remove_file(path);

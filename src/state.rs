@@ -21,6 +21,7 @@ pub struct Shared {
     pub dns: Result<mail_auth::MessageAuthenticator, String>,
     /// The rspamd client, when `content.rspamd` is set.
     pub rspamd: Option<Result<crate::content::rspamd::Client, String>>,
+    pub metrics: crate::metrics::Metrics,
 }
 
 impl Shared {
@@ -39,6 +40,7 @@ impl Shared {
             limiter,
             dns,
             rspamd,
+            metrics: crate::metrics::Metrics::default(),
             config: ArcSwap::from_pointee(config),
             next_conn: AtomicU64::new(1),
             stats: Stats::default(),
@@ -75,6 +77,9 @@ impl Shared {
         }
         if new.content.rspamd != old.content.rspamd {
             restart.push("content.rspamd");
+        }
+        if new.metrics_listen != old.metrics_listen {
+            restart.push("metrics.listen");
         }
         if new.log_format != old.log_format {
             restart.push("log.format");

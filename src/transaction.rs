@@ -36,8 +36,10 @@ pub struct Connection {
     pub daemon: Option<String>,
     pub helo: Option<String>,
     message: Option<Message>,
-    /// When the stage being handled began, to count the milter's own time.
+    /// When the stage being handled began, and which, to count the milter's
+    /// own time.
     stage_started: Option<Instant>,
+    stage_name: &'static str,
     /// This connection's place under `concurrent_per_client`, given back
     /// when the connection is dropped, however it ends.
     lease: Option<ConnectionLease>,
@@ -89,6 +91,15 @@ struct Message {
 impl Message {
     fn class(&self) -> Option<&Class> {
         self.class.and_then(|i| self.config.classes.get(i))
+    }
+}
+
+impl Drop for Connection {
+    fn drop(&mut self) {
+        self.shared
+            .metrics
+            .open_connections
+            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
     }
 }
 
@@ -161,6 +172,10 @@ pub struct Macros {
 impl Connection {
     pub fn new(shared: Arc<Shared>, client_name: String, client_ip: Option<IpAddr>) -> Self {
         let id = shared.next_connection_id();
+        shared
+            .metrics
+            .open_connections
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         Self {
             id,
             shared,
@@ -170,6 +185,7 @@ impl Connection {
             helo: None,
             message: None,
             stage_started: None,
+            stage_name: "",
             lease: None,
         }
     }
@@ -184,14 +200,21 @@ impl Connection {
     }
 
     /// Marks the start of a stage's handling.
-    pub fn begin_stage(&mut self) {
+    pub fn begin_stage(&mut self, stage: &'static str) {
         self.stage_started = Some(Instant::now());
+        self.stage_name = stage;
     }
 
-    /// Marks its end: the time goes to the current message, if any.
+    /// Marks its end: the time goes to the current message, if any, and to
+    /// the stage's histogram.
     pub fn end_stage(&mut self) {
-        if let (Some(t), Some(msg)) = (self.stage_started.take(), self.message.as_mut()) {
-            msg.busy += t.elapsed();
+        let Some(t) = self.stage_started.take() else {
+            return;
+        };
+        let took = t.elapsed();
+        self.shared.metrics.stage_time(self.stage_name, took);
+        if let Some(msg) = self.message.as_mut() {
+            msg.busy += took;
         }
     }
 
@@ -422,6 +445,10 @@ impl Connection {
                 self.settle_check("mail", Verdict::Refuse(r), mode, true)
             }
             policy::spf::Spf::TempError => {
+                self.shared
+                    .metrics
+                    .dns_failures
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 tracing::warn!(conn_id = self.id, "SPF lookup failed for {sender}");
                 self.internal_error("mail")
             }
@@ -552,6 +579,10 @@ impl Connection {
                     Err(e) => policy::dkim::Existing::TempError(e.clone()),
                 };
                 if let policy::dkim::Existing::TempError(e) = &existing {
+                    self.shared
+                        .metrics
+                        .dns_failures
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     tracing::warn!(conn_id = self.id, "DKIM verification failed: {e}");
                     let answer = self.internal_error("eom");
                     if answer != Answer::Continue {
@@ -826,6 +857,12 @@ impl Connection {
 
     fn log_decision(&self, stage: &'static str, outcome: Outcome, refusal: &Refusal) {
         let msg = self.message.as_ref();
+        self.shared.metrics.decision(
+            stage,
+            refusal.rule,
+            msg.and_then(|m| m.class()).map_or("-", |c| c.name.as_str()),
+            outcome.as_str(),
+        );
         log::decision(&log::Decision {
             queue_id: msg.and_then(|m| m.queue_id.as_deref()).unwrap_or("-"),
             conn_id: self.id,
@@ -872,6 +909,7 @@ impl Connection {
         if verdict == "accept" || verdict.starts_with("would") {
             self.shared.stats.count(Outcome::Accept);
         }
+        self.shared.metrics.message(verdict);
         log::summary(&log::Summary {
             queue_id: msg.queue_id.as_deref().unwrap_or("-"),
             conn_id: self.id,

@@ -133,6 +133,8 @@ pub struct Config {
     pub strip_internal_received: bool,
     /// Headers removed from every message (names as configured).
     pub remove_headers: Vec<String>,
+    /// Where Prometheus scrapes the metrics; off when unset.
+    pub metrics_listen: Option<std::net::SocketAddr>,
     pub dnsbl: Vec<crate::address::Domain>,
     /// What deserves attention but does not stop the configuration.
     pub warnings: Vec<ConfigError>,
@@ -400,6 +402,21 @@ impl Validator {
                 );
             }
         }
+        let metrics_listen = raw
+            .metrics
+            .listen
+            .as_ref()
+            .and_then(|l| match l.value.parse() {
+                Ok(a) => Some(a),
+                Err(_) => {
+                    self.error(
+                        l.referenced.line(),
+                        "metrics.listen",
+                        format!("expected IP:PORT, got \"{}\"", l.value),
+                    );
+                    None
+                }
+            });
         let milter_timeout = raw
             .milter
             .timeout
@@ -444,6 +461,7 @@ impl Validator {
             internal_networks,
             strip_internal_received: raw.headers.strip_internal_received.unwrap_or(true),
             remove_headers,
+            metrics_listen,
             dnsbl: auth.dnsbl,
             warnings: std::mem::take(&mut self.warnings),
         }

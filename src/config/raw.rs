@@ -50,6 +50,15 @@ pub struct RawConfig {
     pub internal_networks: Vec<Text>,
     #[serde(default)]
     pub headers: RawHeaders,
+    #[serde(default)]
+    pub metrics: RawMetrics,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawMetrics {
+    #[serde(default)]
+    pub listen: Option<Text>,
 }
 
 #[derive(Debug, Default, Deserialize)]

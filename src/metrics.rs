@@ -1,0 +1,205 @@
+//! Prometheus metrics, in the text exposition format, on `metrics.listen`
+//! (a loopback address by default): decisions by stage, rule, class and
+//! verdict (monitor mode's `would_*` included), messages by final verdict,
+//! DKIM signatures made, Redis and DNS failures, open milter connections,
+//! and the milter's own time per stage.
+
+use crate::state::Shared;
+use std::{
+    collections::BTreeMap,
+    fmt::Write as _,
+    sync::{
+        atomic::{AtomicI64, AtomicU64, Ordering},
+        Arc, Mutex,
+    },
+    time::Duration,
+};
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::TcpListener,
+};
+
+/// Upper bounds (seconds) of the stage-time histogram buckets: a policy
+/// stage takes microseconds, a DNS or Redis round trip milliseconds.
+const BUCKETS: [f64; 10] = [0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0];
+
+#[derive(Default)]
+struct Histogram {
+    counts: [u64; BUCKETS.len()],
+    count: u64,
+    sum: f64,
+}
+
+#[derive(Default)]
+pub struct Metrics {
+    /// (stage, rule, class, verdict) -> count.
+    decisions: Mutex<BTreeMap<(String, String, String, String), u64>>,
+    /// final verdict -> count.
+    messages: Mutex<BTreeMap<String, u64>>,
+    /// (domain, algorithm) -> signatures made.
+    signatures: Mutex<BTreeMap<(String, String), u64>>,
+    stage_time: Mutex<BTreeMap<&'static str, Histogram>>,
+    pub open_connections: AtomicI64,
+    pub dns_failures: AtomicU64,
+}
+
+fn bump<K: Ord>(map: &Mutex<BTreeMap<K, u64>>, key: K) {
+    let mut m = map.lock().unwrap_or_else(|p| p.into_inner());
+    *m.entry(key).or_insert(0) += 1;
+}
+
+/// Label values are quoted; `\`, `"` and newlines escaped (the format's rule).
+fn label(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+impl Metrics {
+    pub fn decision(&self, stage: &str, rule: &str, class: &str, verdict: &str) {
+        bump(
+            &self.decisions,
+            (stage.into(), rule.into(), class.into(), verdict.into()),
+        );
+    }
+
+    pub fn message(&self, verdict: &str) {
+        bump(&self.messages, verdict.to_string());
+    }
+
+    pub fn signature(&self, domain: &str, algorithm: &str) {
+        bump(
+            &self.signatures,
+            (domain.to_string(), algorithm.to_string()),
+        );
+    }
+
+    pub fn stage_time(&self, stage: &'static str, took: Duration) {
+        let secs = took.as_secs_f64();
+        let mut m = self.stage_time.lock().unwrap_or_else(|p| p.into_inner());
+        let h = m.entry(stage).or_default();
+        for (i, b) in BUCKETS.iter().enumerate() {
+            if secs <= *b {
+                h.counts[i] += 1;
+            }
+        }
+        h.count += 1;
+        h.sum += secs;
+    }
+
+    /// The text exposition of every metric.
+    pub fn render(&self, shared: &Shared) -> String {
+        let mut out = String::new();
+        let _ = writeln!(out, "# HELP egress_decisions_total Refusals (and would-be refusals in monitor mode) by stage, rule, class and verdict.\n# TYPE egress_decisions_total counter");
+        for ((stage, rule, class, verdict), n) in self
+            .decisions
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+        {
+            let _ = writeln!(out, "egress_decisions_total{{stage=\"{}\",rule=\"{}\",class=\"{}\",verdict=\"{}\"}} {n}", label(stage), label(rule), label(class), label(verdict));
+        }
+        let _ = writeln!(out, "# HELP egress_messages_total Messages by final verdict.\n# TYPE egress_messages_total counter");
+        for (verdict, n) in self
+            .messages
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+        {
+            let _ = writeln!(
+                out,
+                "egress_messages_total{{verdict=\"{}\"}} {n}",
+                label(verdict)
+            );
+        }
+        let _ = writeln!(out, "# HELP egress_dkim_signatures_total DKIM signatures made.\n# TYPE egress_dkim_signatures_total counter");
+        for ((domain, alg), n) in self
+            .signatures
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+        {
+            let _ = writeln!(
+                out,
+                "egress_dkim_signatures_total{{domain=\"{}\",algorithm=\"{}\"}} {n}",
+                label(domain),
+                label(alg)
+            );
+        }
+        let redis = shared
+            .limiter
+            .redis
+            .as_ref()
+            .map_or(0, |r| r.failures.load(Ordering::Relaxed));
+        let _ = writeln!(out, "# HELP egress_redis_failures_total Redis calls that failed or timed out.\n# TYPE egress_redis_failures_total counter\negress_redis_failures_total {redis}");
+        let fallbacks = shared.limiter.fallbacks.load(Ordering::Relaxed);
+        let _ = writeln!(out, "# HELP egress_limiter_fallbacks_total Rate decisions taken by on_failure.\n# TYPE egress_limiter_fallbacks_total counter\negress_limiter_fallbacks_total {fallbacks}");
+        let dns = self.dns_failures.load(Ordering::Relaxed);
+        let _ = writeln!(out, "# HELP egress_dns_failures_total DNS-based checks that could not get an answer.\n# TYPE egress_dns_failures_total counter\negress_dns_failures_total {dns}");
+        let open = self.open_connections.load(Ordering::Relaxed);
+        let _ = writeln!(out, "# HELP egress_open_connections Milter connections open now.\n# TYPE egress_open_connections gauge\negress_open_connections {open}");
+        let keys = shared.limiter.local.tracked_keys();
+        let _ = writeln!(out, "# HELP egress_limiter_keys Keys the in-process limiter tracks.\n# TYPE egress_limiter_keys gauge\negress_limiter_keys {keys}");
+        let _ = writeln!(out, "# HELP egress_stage_seconds The milter's own time per stage.\n# TYPE egress_stage_seconds histogram");
+        for (stage, h) in self
+            .stage_time
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+        {
+            for (i, b) in BUCKETS.iter().enumerate() {
+                let _ = writeln!(
+                    out,
+                    "egress_stage_seconds_bucket{{stage=\"{stage}\",le=\"{b}\"}} {}",
+                    h.counts[i]
+                );
+            }
+            let _ = writeln!(
+                out,
+                "egress_stage_seconds_bucket{{stage=\"{stage}\",le=\"+Inf\"}} {}",
+                h.count
+            );
+            let _ = writeln!(
+                out,
+                "egress_stage_seconds_sum{{stage=\"{stage}\"}} {}",
+                h.sum
+            );
+            let _ = writeln!(
+                out,
+                "egress_stage_seconds_count{{stage=\"{stage}\"}} {}",
+                h.count
+            );
+        }
+        out
+    }
+}
+
+/// Serves `GET /metrics` (any path, in fact) over HTTP/1.0-style
+/// request-response on the listener: Prometheus needs nothing more.
+pub async fn serve(listener: TcpListener, shared: Arc<Shared>) {
+    loop {
+        let Ok((mut stream, _)) = listener.accept().await else {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            continue;
+        };
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            // Read the request head (bounded), whatever it asks.
+            let mut buf = [0u8; 4096];
+            let mut seen = Vec::new();
+            while !seen.windows(4).any(|w| w == b"\r\n\r\n") && seen.len() < 16_384 {
+                match tokio::time::timeout(Duration::from_secs(10), stream.read(&mut buf)).await {
+                    Ok(Ok(n)) if n > 0 => seen.extend_from_slice(&buf[..n]),
+                    _ => return,
+                }
+            }
+            let body = shared.metrics.render(&shared);
+            let head = format!(
+                "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                body.len()
+            );
+            let _ = stream.write_all(head.as_bytes()).await;
+            let _ = stream.write_all(body.as_bytes()).await;
+        });
+    }
+}
