@@ -8,7 +8,7 @@
 //!
 //!     cargo bench --bench content
 
-use egress_milter::{config::Config, Shared};
+use egress_milter::config::Config;
 mod common;
 
 use std::path::Path;
@@ -83,22 +83,12 @@ fn main() {
             common::CONNECTIONS,
             peak_rss_kb() / 1024
         );
-        let socket = dir.path().join("milter.sock");
-        let listen = egress_milter::config::Listen::Unix(socket.clone());
-        let listener = egress_milter::server::bind(&listen, 0o600)
-            .await
-            .expect("bind");
-        let shared = Shared::new(config());
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let daemon = tokio::spawn(egress_milter::run(listener, shared, async move {
-            let _ = stopped.await;
-        }));
+        let daemon = common::Daemon::start(dir.path(), config()).await;
         // Peak RSS is the process's high-water mark: the sizes run from
         // small to large so each row's figure is that size's peak.
         for (size, messages) in [(2_000, 250), (100_000, 100), (5_000_000, 4)] {
-            report("content checks", &socket, size, messages).await;
+            report("content checks", &daemon.socket, size, messages).await;
         }
-        let _ = stop.send(());
-        let _ = daemon.await;
+        daemon.stop().await;
     });
 }

@@ -7,7 +7,7 @@
 //!
 //!     cargo bench --bench signing
 
-use egress_milter::{config::Config, dkim::generate, Shared};
+use egress_milter::{config::Config, dkim::generate};
 mod common;
 
 use std::{os::unix::fs::PermissionsExt, path::Path};
@@ -67,21 +67,11 @@ fn main() {
             ("rsa-2048 signing", Some("rsa")),
             ("ed25519 signing", Some("ed25519")),
         ] {
-            let socket = dir.path().join("milter.sock");
-            let listen = egress_milter::config::Listen::Unix(socket.clone());
-            let listener = egress_milter::server::bind(&listen, 0o600)
-                .await
-                .expect("bind");
-            let shared = Shared::new(config(dir.path(), alg));
-            let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-            let daemon = tokio::spawn(egress_milter::run(listener, shared, async move {
-                let _ = stopped.await;
-            }));
+            let daemon = common::Daemon::start(dir.path(), config(dir.path(), alg)).await;
             for size in [2_000, 100_000] {
-                report(label, &socket, size).await;
+                report(label, &daemon.socket, size).await;
             }
-            let _ = stop.send(());
-            let _ = daemon.await;
+            daemon.stop().await;
         }
     });
 }

@@ -88,27 +88,13 @@ async fn one_megabyte_headers() {
     let big = "a".repeat(1_000_000);
     // A huge ordinary header is not ours to judge.
     let mut conn = d.client("10.1.2.5").await;
-    assert_eq!(
-        reply(&mail(&mut conn, "<noreply@example.com>", None).await),
-        "continue"
-    );
-    assert_eq!(
-        reply(&conn.rcpt(["<r@gmail.com>"]).await.unwrap()),
-        "continue"
-    );
+    common::envelope(&mut conn, "<noreply@example.com>", "<r@gmail.com>").await;
     let headers = [("From", "<noreply@example.com>"), ("X-Big", big.as_str())];
     assert_eq!(message(&mut conn, &headers).await, "continue");
     conn.close().await.unwrap();
     // A huge From: is refused, without being kept.
     let mut conn = d.client("10.1.2.5").await;
-    assert_eq!(
-        reply(&mail(&mut conn, "<noreply@example.com>", None).await),
-        "continue"
-    );
-    assert_eq!(
-        reply(&conn.rcpt(["<r@gmail.com>"]).await.unwrap()),
-        "continue"
-    );
+    common::envelope(&mut conn, "<noreply@example.com>", "<r@gmail.com>").await;
     let from = format!("{big} <noreply@example.com>");
     let headers = [("From", from.as_str())];
     assert_eq!(

@@ -11,14 +11,7 @@ use std::io::Write;
 /// Sends a raw message (headers folded with CRLF + WSP, a blank line, the
 /// body) as an MTA would: one header at a time, the body in chunks.
 async fn send(conn: &mut TestConnection, raw: &str) -> (String, Vec<(String, String)>) {
-    assert_eq!(
-        reply(&mail(conn, "<app@example.com>", None).await),
-        "continue"
-    );
-    assert_eq!(
-        reply(&conn.rcpt(["<r@gmail.com>"]).await.unwrap()),
-        "continue"
-    );
+    common::envelope(conn, "<app@example.com>", "<r@gmail.com>").await;
     let (head, body) = raw.split_once("\r\n\r\n").unwrap();
     for (name, value) in common::header_fields(head) {
         let s = conn.header(name, value).await.unwrap();
@@ -144,14 +137,7 @@ async fn too_big_and_too_many_recipients() {
     config.content.max_message_size = 50_000;
     let d = common::start_with(config).await;
     let mut conn = d.client("10.0.0.1").await;
-    assert_eq!(
-        reply(&mail(&mut conn, "<app@example.com>", None).await),
-        "continue"
-    );
-    assert_eq!(
-        reply(&conn.rcpt(["<r@gmail.com>"]).await.unwrap()),
-        "continue"
-    );
+    common::envelope(&mut conn, "<app@example.com>", "<r@gmail.com>").await;
     conn.header("From", "app@example.com").await.unwrap();
     conn.eoh().await.unwrap();
     let s = conn.body(vec![b'x'; 60_000]).await.unwrap();

@@ -67,14 +67,7 @@ async fn send(
     from: &str,
     extra_headers: &[(&str, &str)],
 ) -> (String, String) {
-    assert_eq!(
-        reply(&mail(conn, "<app@example.com>", None).await),
-        "continue"
-    );
-    assert_eq!(
-        reply(&conn.rcpt(["<r@gmail.com>"]).await.unwrap()),
-        "continue"
-    );
+    common::envelope(conn, "<app@example.com>", "<r@gmail.com>").await;
     let mut headers: Vec<(&str, &str)> = extra_headers.to_vec();
     headers.extend([
         ("From", from),

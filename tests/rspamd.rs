@@ -2,7 +2,7 @@
 //! refused, a normal message passes, rspamd gone follows on_error.
 
 mod common;
-use common::{mail, reply, rspamd::Rspamd};
+use common::{reply, rspamd::Rspamd};
 use egress_milter::config::Config;
 use indymilter_test::Status;
 use std::{
@@ -12,14 +12,7 @@ use std::{
 
 async fn send(d: &common::Daemon, body: &str) -> String {
     let mut conn = d.client("10.0.0.1").await;
-    assert_eq!(
-        reply(&mail(&mut conn, "<app@example.com>", None).await),
-        "continue"
-    );
-    assert_eq!(
-        reply(&conn.rcpt(["<r@gmail.com>"]).await.unwrap()),
-        "continue"
-    );
+    common::envelope(&mut conn, "<app@example.com>", "<r@gmail.com>").await;
     for (n, v) in [
         ("From", "App <app@example.com>"),
         ("To", "r@gmail.com"),

@@ -75,25 +75,11 @@ async fn several_messages_on_one_connection_are_judged_apart() {
         "550 5.7.1 Sender <ceo@example.com> not authorised for crm-app"
     );
     conn.abort().await.unwrap();
-    assert_eq!(
-        reply(&mail(&mut conn, "<noreply@example.com>", None).await),
-        "continue"
-    );
-    assert_eq!(
-        reply(&conn.rcpt(["<a@gmail.com>"]).await.unwrap()),
-        "continue"
-    );
+    common::envelope(&mut conn, "<noreply@example.com>", "<a@gmail.com>").await;
     let headers = [("From", "News <noreply@example.com>"), ("Subject", "one")];
     assert_eq!(common::message(&mut conn, &headers).await, "continue");
     // Second message on the same connection, after the first ended.
-    assert_eq!(
-        reply(&mail(&mut conn, "<noreply@example.com>", None).await),
-        "continue"
-    );
-    assert_eq!(
-        reply(&conn.rcpt(["<b@gmail.com>"]).await.unwrap()),
-        "continue"
-    );
+    common::envelope(&mut conn, "<noreply@example.com>", "<b@gmail.com>").await;
     let headers = [("From", "<noreply@evil.com>")];
     assert_eq!(
         common::message(&mut conn, &headers).await,
@@ -107,14 +93,7 @@ async fn several_messages_on_one_connection_are_judged_apart() {
 async fn class_in_monitor_mode_refuses_nothing_and_counts() {
     let d = common::start("policy.yaml").await;
     let mut conn = d.client("10.1.5.1").await;
-    assert_eq!(
-        reply(&mail(&mut conn, "<x@evil.com>", None).await),
-        "continue"
-    );
-    assert_eq!(
-        reply(&conn.rcpt(["<a@gmail.com>"]).await.unwrap()),
-        "continue"
-    );
+    common::envelope(&mut conn, "<x@evil.com>", "<a@gmail.com>").await;
     let headers = [("From", "<x@evil.com>")];
     assert_eq!(common::message(&mut conn, &headers).await, "continue");
     conn.close().await.unwrap();

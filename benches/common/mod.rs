@@ -91,3 +91,31 @@ pub async fn run(socket: &Path, content_type: &str, body: Vec<u8>, messages: usi
         p99_ms: p(0.99),
     }
 }
+
+/// The real daemon serving a configuration on a unix socket in `dir`.
+pub struct Daemon {
+    pub socket: std::path::PathBuf,
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+impl Daemon {
+    pub async fn start(dir: &Path, config: egress_milter::config::Config) -> Daemon {
+        let socket = dir.join("milter.sock");
+        let listen = egress_milter::config::Listen::Unix(socket.clone());
+        let listener = egress_milter::server::bind(&listen, 0o600)
+            .await
+            .expect("bind");
+        let shared = egress_milter::Shared::new(config);
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(egress_milter::run(listener, shared, async move {
+            let _ = stopped.await;
+        }));
+        Daemon { socket, stop, task }
+    }
+
+    pub async fn stop(self) {
+        let _ = self.stop.send(());
+        let _ = self.task.await;
+    }
+}

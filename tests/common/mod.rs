@@ -181,3 +181,17 @@ pub fn header_fields(head: &str) -> Vec<(String, String)> {
         })
         .collect()
 }
+
+/// MAIL FROM and one RCPT TO, both expected to pass.
+pub async fn envelope(conn: &mut TestConnection, sender: &str, rcpt: &str) {
+    assert_eq!(
+        reply(&mail(conn, sender, None).await),
+        "continue",
+        "MAIL FROM {sender}"
+    );
+    assert_eq!(
+        reply(&conn.rcpt([rcpt]).await.unwrap()),
+        "continue",
+        "RCPT TO {rcpt}"
+    );
+}
