@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite: installs what the tests need when it is missing
-# (Postfix, swaks, redis-server, python3-dkim, rspamd, from Debian's packages), then checks formatting, runs
+# (Postfix, swaks, redis-server, python3-dkim, rspamd, from Debian's packages;
+# cargo-deb from crates.io), then checks formatting, runs
 # clippy with warnings as errors, and runs every test (one build for all).
 # Postfix, swaks and redis-server are run by the tests themselves, on
 # loopback ports; no system service is started.
@@ -27,6 +28,9 @@ if [ ${#need[@]} -gt 0 ]; then
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 fi
+
+# cargo-deb builds the Debian package the packaging test installs.
+command -v cargo-deb >/dev/null 2>&1 || cargo install cargo-deb --version 3.8.0 --locked
 
 cargo fmt --check
 cargo clippy --all-targets --locked -- -D warnings

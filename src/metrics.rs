@@ -2,7 +2,7 @@
 //! (a loopback address by default): decisions by stage, rule, class and
 //! verdict (monitor mode's `would_*` included), messages by final verdict,
 //! DKIM signatures made, Redis and DNS failures, open milter connections,
-//! and the milter's own time per stage.
+//! the milter's own time per stage, and Redis, DNS and rspamd round trips.
 
 use crate::state::Shared;
 use std::{
@@ -30,6 +30,53 @@ struct Histogram {
     sum: f64,
 }
 
+impl Histogram {
+    fn observe(&mut self, took: Duration) {
+        let secs = took.as_secs_f64();
+        for (i, b) in BUCKETS.iter().enumerate() {
+            if secs <= *b {
+                self.counts[i] += 1;
+            }
+        }
+        self.count += 1;
+        self.sum += secs;
+    }
+}
+
+/// Observes `took` in the histogram of `key`.
+fn observe(map: &Mutex<BTreeMap<&'static str, Histogram>>, key: &'static str, took: Duration) {
+    map.lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .entry(key)
+        .or_default()
+        .observe(took);
+}
+
+/// Writes a family of histograms, one per value of the label `label_name`.
+fn render_histograms(
+    out: &mut String,
+    name: &str,
+    label_name: &str,
+    map: &Mutex<BTreeMap<&'static str, Histogram>>,
+) {
+    for (key, h) in map.lock().unwrap_or_else(|p| p.into_inner()).iter() {
+        for (i, b) in BUCKETS.iter().enumerate() {
+            let _ = writeln!(
+                out,
+                "{name}_bucket{{{label_name}=\"{key}\",le=\"{b}\"}} {}",
+                h.counts[i]
+            );
+        }
+        let _ = writeln!(
+            out,
+            "{name}_bucket{{{label_name}=\"{key}\",le=\"+Inf\"}} {}",
+            h.count
+        );
+        let _ = writeln!(out, "{name}_sum{{{label_name}=\"{key}\"}} {}", h.sum);
+        let _ = writeln!(out, "{name}_count{{{label_name}=\"{key}\"}} {}", h.count);
+    }
+}
+
 #[derive(Default)]
 pub struct Metrics {
     /// (stage, rule, class, verdict) -> count.
@@ -39,6 +86,8 @@ pub struct Metrics {
     /// (domain, algorithm) -> signatures made.
     signatures: Mutex<BTreeMap<(String, String), u64>>,
     stage_time: Mutex<BTreeMap<&'static str, Histogram>>,
+    /// Round trips to Redis, DNS and rspamd, by backend.
+    backend_time: Mutex<BTreeMap<&'static str, Histogram>>,
     pub open_connections: AtomicI64,
     pub dns_failures: AtomicU64,
 }
@@ -75,16 +124,12 @@ impl Metrics {
     }
 
     pub fn stage_time(&self, stage: &'static str, took: Duration) {
-        let secs = took.as_secs_f64();
-        let mut m = self.stage_time.lock().unwrap_or_else(|p| p.into_inner());
-        let h = m.entry(stage).or_default();
-        for (i, b) in BUCKETS.iter().enumerate() {
-            if secs <= *b {
-                h.counts[i] += 1;
-            }
-        }
-        h.count += 1;
-        h.sum += secs;
+        observe(&self.stage_time, stage, took);
+    }
+
+    /// A round trip to a backend: `redis`, `dns` or `rspamd`.
+    pub fn backend_time(&self, backend: &'static str, took: Duration) {
+        observe(&self.backend_time, backend, took);
     }
 
     /// The text exposition of every metric.
@@ -141,35 +186,14 @@ impl Metrics {
         let keys = shared.limiter.local.tracked_keys();
         let _ = writeln!(out, "# HELP egress_limiter_keys Keys the in-process limiter tracks.\n# TYPE egress_limiter_keys gauge\negress_limiter_keys {keys}");
         let _ = writeln!(out, "# HELP egress_stage_seconds The milter's own time per stage.\n# TYPE egress_stage_seconds histogram");
-        for (stage, h) in self
-            .stage_time
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .iter()
-        {
-            for (i, b) in BUCKETS.iter().enumerate() {
-                let _ = writeln!(
-                    out,
-                    "egress_stage_seconds_bucket{{stage=\"{stage}\",le=\"{b}\"}} {}",
-                    h.counts[i]
-                );
-            }
-            let _ = writeln!(
-                out,
-                "egress_stage_seconds_bucket{{stage=\"{stage}\",le=\"+Inf\"}} {}",
-                h.count
-            );
-            let _ = writeln!(
-                out,
-                "egress_stage_seconds_sum{{stage=\"{stage}\"}} {}",
-                h.sum
-            );
-            let _ = writeln!(
-                out,
-                "egress_stage_seconds_count{{stage=\"{stage}\"}} {}",
-                h.count
-            );
-        }
+        render_histograms(&mut out, "egress_stage_seconds", "stage", &self.stage_time);
+        let _ = writeln!(out, "# HELP egress_backend_seconds Round trips to Redis, DNS and rspamd.\n# TYPE egress_backend_seconds histogram");
+        render_histograms(
+            &mut out,
+            "egress_backend_seconds",
+            "backend",
+            &self.backend_time,
+        );
         out
     }
 }

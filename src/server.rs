@@ -210,7 +210,13 @@ pub async fn serve(config: Config) -> io::Result<()> {
             _ = int.recv() => info!("SIGINT received, finishing in-flight commands"),
         }
     };
+    // Every socket is bound: tell systemd (Type=notify) the milter is ready.
+    // Without NOTIFY_SOCKET (not started by systemd) this does nothing.
+    if let Err(e) = sd_notify::notify(&[sd_notify::NotifyState::Ready]) {
+        warn!("could not notify systemd of readiness: {e}");
+    }
     let result = run(listener, shared.clone(), shutdown).await;
+    let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
     reloader.abort();
     for task in [admin, metrics].into_iter().flatten() {
         task.abort();

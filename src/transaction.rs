@@ -239,6 +239,7 @@ impl Connection {
         let client = self.client();
         let limiter = &self.shared.limiter;
         let mut lease = None;
+        let started = Instant::now();
         if let Some(max) = concurrent {
             match limiter.open_connection(ip, max).await {
                 Ok(Some(l)) => lease = Some(l),
@@ -252,7 +253,9 @@ impl Connection {
                 Err(e) => return self.limiter_failed("connect", &e),
             }
         }
-        let verdict = match limiter.check(&checks).await {
+        let checked = limiter.check(&checks).await;
+        self.limiter_time(started);
+        let verdict = match checked {
             Ok(LimitOutcome::Allowed) => Verdict::Continue,
             Ok(LimitOutcome::Denied { index, .. }) => Verdict::Refuse(reply::too_many_connections(
                 checks[index].name.as_str(),
@@ -400,7 +403,10 @@ impl Connection {
         checks: &[Check],
         ends_message: bool,
     ) -> Answer {
-        let verdict = match self.shared.limiter.check(checks).await {
+        let started = Instant::now();
+        let checked = self.shared.limiter.check(checks).await;
+        self.limiter_time(started);
+        let verdict = match checked {
             Ok(LimitOutcome::Allowed) => Verdict::Continue,
             Ok(LimitOutcome::Denied { index, retry_after }) => {
                 let c = &checks[index];
@@ -409,6 +415,13 @@ impl Connection {
             Err(e) => return self.limiter_failed(stage, &e),
         };
         self.settle(stage, verdict, ends_message)
+    }
+
+    /// A limiter round trip, counted when it went to Redis.
+    fn limiter_time(&self, started: Instant) {
+        if self.shared.limiter.redis.is_some() {
+            self.shared.metrics.backend_time("redis", started.elapsed());
+        }
     }
 
     /// The limiter could not decide (its backend failed, and `on_failure`
@@ -435,10 +448,12 @@ impl Connection {
             .helo
             .clone()
             .unwrap_or_else(|| self.client_name.clone());
+        let started = Instant::now();
         let result = match &self.shared.dns {
             Ok(resolver) => policy::spf::check(resolver, &config, &sender, &helo).await,
             Err(_) => policy::spf::Spf::TempError,
         };
+        self.shared.metrics.backend_time("dns", started.elapsed());
         match result {
             policy::spf::Spf::Authorised => Answer::Continue,
             policy::spf::Spf::Refuse(r) => {
@@ -574,10 +589,12 @@ impl Connection {
             let mode = config.dkim.verify_existing;
             if mode != CheckMode::Off {
                 let count = content.signatures;
+                let started = Instant::now();
                 let existing = match &self.shared.dns {
                     Ok(r) => policy::dkim::verify_existing(r, &config, &raw, count).await,
                     Err(e) => policy::dkim::Existing::TempError(e.clone()),
                 };
+                self.shared.metrics.backend_time("dns", started.elapsed());
                 if let policy::dkim::Existing::TempError(e) = &existing {
                     self.shared
                         .metrics
@@ -680,7 +697,12 @@ impl Connection {
             login: msg.login.as_deref(),
             queue_id: msg.queue_id.as_deref(),
         };
-        let verdict = match client.check(raw, &env).await {
+        let started = Instant::now();
+        let checked = client.check(raw, &env).await;
+        self.shared
+            .metrics
+            .backend_time("rspamd", started.elapsed());
+        let verdict = match checked {
             Ok(v) => v,
             Err(e) => {
                 tracing::warn!(conn_id = self.id, "rspamd check failed: {e}");

@@ -65,3 +65,56 @@ async fn counts_what_it_decides() {
         assert!(body.contains(line), "{line} missing:\n{body}");
     }
 }
+
+/// Every metric the shipped Grafana dashboard queries is one the daemon
+/// exposes (a renamed metric would leave a panel silently empty), and the
+/// file is a dashboard Grafana can import.
+#[test]
+fn dashboard_queries_exposed_metrics() {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/packaging/grafana-dashboard.json"
+    );
+    let text = std::fs::read_to_string(path).unwrap();
+    let dash: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(dash["title"], "egress-milter");
+    let panels = dash["panels"].as_array().unwrap();
+    assert!(panels.len() >= 10);
+    let config = egress_milter::config::Config::parse(
+        std::path::Path::new("inline.yaml"),
+        "listen: inet:127.0.0.1:1\nlocal_domains: [example.com]\n",
+    )
+    .unwrap();
+    let shared = egress_milter::Shared::new(config);
+    let exposed = shared.metrics.render(&shared);
+    let families: Vec<&str> = exposed
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| l.split(' ').next())
+        .collect();
+    let re = regex::Regex::new(r"egress_[a-z_]+").unwrap();
+    let mut queried = 0;
+    for panel in panels {
+        for target in panel["targets"].as_array().unwrap() {
+            let expr = target["expr"].as_str().unwrap();
+            for m in re.find_iter(expr) {
+                let name = m.as_str();
+                let family = ["_bucket", "_sum", "_count"]
+                    .iter()
+                    .find_map(|s| name.strip_suffix(s))
+                    .unwrap_or(name);
+                assert!(
+                    families.contains(&family),
+                    "panel {:?} queries {name}, which is not exposed ({families:?})",
+                    panel["title"]
+                );
+                queried += 1;
+            }
+        }
+    }
+    assert!(queried >= 14, "{queried}");
+    // Every family exposed is on some panel.
+    for family in &families {
+        assert!(text.contains(family), "{family} is on no panel");
+    }
+}
