@@ -151,7 +151,7 @@ async fn handle_eom(cx: &mut EomContext<Connection>) -> Status {
 }
 
 async fn handle_body(cx: &mut Context<Connection>, chunk: bytes::Bytes) -> Status {
-    stage!(cx, "body", |conn| conn.body(&chunk))
+    stage!(cx, "body", |conn| conn.body(chunk.clone()))
 }
 
 async fn handle_abort(cx: &mut Context<Connection>) -> Status {

@@ -115,44 +115,84 @@ pub enum HeaderAction {
 /// A message as the MTA passed it to the milter, kept whole (once) for the
 /// content checks and DKIM: `Name: value` per header (milter header values
 /// carry their folding with bare LF, made CRLF here), a blank line at the
-/// end of the headers, then the body as received.
+/// end of the headers, then the body as received. Body chunks are kept as
+/// the buffers the milter protocol delivered them in (no copy) and joined
+/// once, into an allocation of the exact size, at end of message.
 #[derive(Default)]
 struct Content {
-    raw: Vec<u8>,
+    head: Vec<u8>,
+    body: Vec<bytes::Bytes>,
+    body_len: usize,
     /// DKIM-Signature headers seen.
     signatures: usize,
     body_started: bool,
+    /// False when end of headers found that only the content checks read
+    /// the message and its headers show a plain text message: the body is
+    /// then counted but not kept, bar its first bytes (the ZIP check).
+    skip_body: bool,
 }
+
+/// Body bytes kept when the body is skipped: enough to see "PK".
+const BODY_PREFIX: usize = 2;
 
 impl Content {
     fn header(&mut self, name: &[u8], value: &[u8]) {
         if name.eq_ignore_ascii_case(b"dkim-signature") {
             self.signatures += 1;
         }
-        self.raw.extend_from_slice(name);
-        self.raw.extend_from_slice(b": ");
+        self.head.reserve(name.len() + value.len() + 4);
+        self.head.extend_from_slice(name);
+        self.head.extend_from_slice(b": ");
         let mut prev = 0u8;
         for &b in value {
             if b == b'\n' && prev != b'\r' {
-                self.raw.push(b'\r');
+                self.head.push(b'\r');
             }
-            self.raw.push(b);
+            self.head.push(b);
             prev = b;
         }
-        self.raw.extend_from_slice(b"\r\n");
+        self.head.extend_from_slice(b"\r\n");
     }
 
-    fn body(&mut self, chunk: &[u8]) {
+    fn body(&mut self, chunk: bytes::Bytes) {
         self.end_headers();
-        self.raw.extend_from_slice(chunk);
+        if self.skip_body {
+            if self.body_len < BODY_PREFIX {
+                let take = (BODY_PREFIX - self.body_len).min(chunk.len());
+                self.body_len += take;
+                self.body.push(chunk.slice(..take));
+            }
+            return;
+        }
+        self.body_len += chunk.len();
+        self.body.push(chunk);
     }
 
     fn end_headers(&mut self) {
         if !self.body_started {
-            self.raw.extend_from_slice(b"\r\n");
+            self.head.extend_from_slice(b"\r\n");
             self.body_started = true;
         }
     }
+
+    /// The whole message, in one buffer.
+    fn into_raw(mut self) -> bytes::Bytes {
+        self.end_headers();
+        let mut raw = std::mem::take(&mut self.head);
+        raw.reserve_exact(self.body_len);
+        for chunk in &self.body {
+            raw.extend_from_slice(chunk);
+        }
+        bytes::Bytes::from(raw)
+    }
+}
+
+/// Whether something besides the content checks reads the whole message:
+/// signing, verifying, rspamd.
+fn whole_message_needed(config: &Config, shared: &Shared) -> bool {
+    (!config.dkim.keys.is_empty() && config.dkim.sign != SignMode::Off)
+        || config.dkim.verify_existing != CheckMode::Off
+        || shared.rspamd.is_some()
 }
 
 /// Whether a message must be kept whole: to sign it or to verify it.
@@ -533,12 +573,17 @@ impl Connection {
             msg.queue_id.clone_from(&macros.queue_id);
         }
         msg.from_domain = policy::from_header::domain(&msg.from);
+        if let Some(c) = msg.content.as_mut() {
+            c.end_headers();
+            c.skip_body = !whole_message_needed(&msg.config, &self.shared)
+                && crate::content::body_not_needed(&c.head, &msg.config.content);
+        }
         let verdict = policy::from_header::check(&msg.config, msg.class(), &msg.from);
         self.settle("eoh", verdict, true)
     }
 
     /// A body chunk: counted, and kept when DKIM needs the message.
-    pub fn body(&mut self, chunk: &[u8]) -> Answer {
+    pub fn body(&mut self, chunk: bytes::Bytes) -> Answer {
         let Some(msg) = self.message.as_mut() else {
             return Answer::Continue;
         };
@@ -563,9 +608,8 @@ impl Connection {
         }
         let mut insert = Vec::new();
         if let Some(content) = msg.content.take() {
-            let mut content = content;
-            content.end_headers();
-            let raw = bytes::Bytes::from(content.raw);
+            let signatures = content.signatures;
+            let raw = content.into_raw();
             let config = msg.config.clone();
             if config.content.active() {
                 match self.content_checks(&raw, &config) {
@@ -588,7 +632,7 @@ impl Connection {
             }
             let mode = config.dkim.verify_existing;
             if mode != CheckMode::Off {
-                let count = content.signatures;
+                let count = signatures;
                 let started = Instant::now();
                 let existing = match &self.shared.dns {
                     Ok(r) => policy::dkim::verify_existing(r, &config, &raw, count).await,

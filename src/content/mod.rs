@@ -91,6 +91,8 @@ struct Walk<'s> {
     text_parts: usize,
     malformed: bool,
     link_mismatch: bool,
+    /// Whether a custom rule reads the body text (else it is not gathered).
+    collect_text: bool,
     body_text: String,
 }
 
@@ -142,14 +144,14 @@ impl Walk<'_> {
                     if links::mismatch(html) {
                         self.link_mismatch = true;
                     }
-                    if self.body_text.len() < 1_000_000 {
+                    if self.collect_text && self.body_text.len() < 1_000_000 {
                         self.body_text.push_str(html);
                         self.body_text.push('\n');
                     }
                 }
                 PartType::Text(text) if !attachment => {
                     self.text_parts += 1;
-                    if self.body_text.len() < 1_000_000 {
+                    if self.collect_text && self.body_text.len() < 1_000_000 {
                         self.body_text.push_str(text);
                         self.body_text.push('\n');
                     }
@@ -167,6 +169,95 @@ fn memchr_find(haystack: &[u8], needle: &[u8]) -> bool {
 
 /// Scans a whole message (headers and body, CRLF).
 pub fn scan(raw: &[u8], settings: &ContentSettings) -> Scan {
+    if let Some(scan) = scan_plain(raw, settings) {
+        return scan;
+    }
+    scan_mime(raw, settings)
+}
+
+/// The common message, one text/plain part, scanned from its headers
+/// alone: when the part has no name, no transfer encoding to undo, a body
+/// that is not a ZIP archive, and no custom rule reads the body, nothing in
+/// the body can fire a rule or name an attachment, so the MIME walk (which
+/// decodes the whole body) would find exactly what this finds. None when
+/// the message is anything else.
+fn scan_plain(raw: &[u8], settings: &ContentSettings) -> Option<Scan> {
+    let msg = MessageParser::default().parse_headers(raw)?;
+    if !plain(&msg, settings) || body_of(raw).starts_with(b"PK") {
+        return None;
+    }
+    let walk = Walk {
+        settings,
+        banned: None,
+        html_parts: 0,
+        text_parts: 1,
+        malformed: false,
+        link_mismatch: false,
+        collect_text: false,
+        body_text: String::new(),
+    };
+    Some(rules(&msg, walk))
+}
+
+/// Whether the headers (of a message whose headers end with an empty line)
+/// show a plain message, whose body only needs its first two bytes (the
+/// ZIP check) for the content checks.
+pub fn body_not_needed(head: &[u8], settings: &ContentSettings) -> bool {
+    MessageParser::default()
+        .parse_headers(head)
+        .is_some_and(|msg| plain(&msg, settings))
+}
+
+/// One text/plain part (or no Content-Type) without a name, without a
+/// transfer encoding to undo, and no custom rule on the body.
+fn plain(msg: &Message<'_>, settings: &ContentSettings) -> bool {
+    if settings.custom.iter().any(|r| r.body.is_some()) {
+        return false;
+    }
+    let Some(part) = msg.parts.first() else {
+        return false;
+    };
+    if let Some(ct) = part.content_type() {
+        let plain = ct.ctype().eq_ignore_ascii_case("text")
+            && ct
+                .subtype()
+                .is_some_and(|s| s.eq_ignore_ascii_case("plain"));
+        if !plain || ct.attribute("name").is_some() {
+            return false;
+        }
+    }
+    if part.content_disposition().is_some() {
+        return false;
+    }
+    part.content_transfer_encoding().is_none_or(|e| {
+        ["7bit", "8bit", "binary"]
+            .iter()
+            .any(|k| e.trim().eq_ignore_ascii_case(k))
+    })
+}
+
+/// The body: what follows the first empty line (none: no body).
+fn body_of(raw: &[u8]) -> &[u8] {
+    if let Some(rest) = raw
+        .strip_prefix(b"\r\n")
+        .or_else(|| raw.strip_prefix(b"\n"))
+    {
+        return rest;
+    }
+    for (i, _) in raw.iter().enumerate().filter(|(_, b)| **b == b'\n') {
+        let rest = &raw[i + 1..];
+        if let Some(body) = rest
+            .strip_prefix(b"\r\n")
+            .or_else(|| rest.strip_prefix(b"\n"))
+        {
+            return body;
+        }
+    }
+    &[]
+}
+
+/// The MIME walk over every part.
+fn scan_mime(raw: &[u8], settings: &ContentSettings) -> Scan {
     let Some(msg) = MessageParser::default().parse(raw) else {
         let w = settings.weights.malformed_mime;
         return Scan {
@@ -185,9 +276,16 @@ pub fn scan(raw: &[u8], settings: &ContentSettings) -> Scan {
         text_parts: 0,
         malformed: false,
         link_mismatch: false,
+        collect_text: settings.custom.iter().any(|r| r.body.is_some()),
         body_text: String::new(),
     };
     walk.message(&msg, 0);
+    rules(&msg, walk)
+}
+
+/// The rules over what the walk found and the top-level headers.
+fn rules(msg: &Message<'_>, walk: Walk<'_>) -> Scan {
+    let settings = walk.settings;
     let w = &settings.weights;
     let mut rules: Vec<(String, f64)> = Vec::new();
     let mut fire = |name: &str, weight: f64, cond: bool| {
@@ -298,6 +396,64 @@ mod tests {
         assert!(fired(&m).is_empty());
         let alt = format!("{head}Content-Type: multipart/alternative; boundary=\"b\"\r\n\r\n--b\r\nContent-Type: text/plain\r\n\r\nhi\r\n--b\r\nContent-Type: text/html\r\n\r\n<p>hi</p>\r\n--b--\r\n");
         assert!(fired(&alt).is_empty(), "{:?}", fired(&alt));
+    }
+
+    /// The headers-only scan of a plain message finds exactly what the full
+    /// walk finds, and steps aside for everything it cannot judge.
+    #[test]
+    fn plain_scan_agrees_with_the_walk() {
+        let mut custom = settings();
+        custom.custom.push(crate::config::CustomRule {
+            name: "lottery".into(),
+            subject: Some(regex::Regex::new("(?i)lottery").unwrap()),
+            body: None,
+            score: 5.0,
+        });
+        let many: Vec<String> = (0..60).map(|i| format!("u{i}@example.net")).collect();
+        let head =
+            "From: a@example.com\r\nDate: Mon, 23 Nov 2026 01:00:00 +0000\r\nMessage-ID: <1@x>\r\n";
+        let plain = [
+            format!("{head}Subject: x\r\n\r\nhi\r\n"),
+            "From: a@example.com\r\n\r\nhi\r\n".to_string(),
+            format!("{head}To: {}\r\n\r\nhi\r\n", many.join(", ")),
+            format!("{head}Subject: You won the LOTTERY\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: 8bit\r\n\r\nhi\r\n"),
+            format!("{head}Content-Type: TEXT/PLAIN\r\nContent-Transfer-Encoding: 7BIT\r\n\r\n<a href=\"http://evil.example\">http://bank.example</a>\r\n"),
+            format!("{head}\r\n"),
+        ];
+        for m in &plain {
+            for s in [settings(), custom.clone()] {
+                let fast = scan_plain(m.as_bytes(), &s);
+                assert_eq!(fast.as_ref(), Some(&scan_mime(m.as_bytes(), &s)), "{m:?}");
+            }
+        }
+        // Not plain: the full walk decides.
+        let other = [
+            format!("{head}Content-Type: text/html\r\n\r\n<p>x</p>\r\n"),
+            format!("{head}Content-Type: text/plain; name=\"a.exe\"\r\n\r\nx\r\n"),
+            format!("{head}Content-Disposition: attachment; filename=a.exe\r\n\r\nx\r\n"),
+            format!("{head}Content-Transfer-Encoding: base64\r\n\r\naGk=\r\n"),
+            format!(
+                "{head}Content-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\n\r\nx\r\n--b--\r\n"
+            ),
+            format!("{head}Content-Type: text\r\n\r\nx\r\n"),
+            format!("{head}\r\nPK\x03\x04"),
+        ];
+        for m in &other {
+            assert_eq!(scan_plain(m.as_bytes(), &settings()), None, "{m:?}");
+        }
+        // A rule on the body text needs the walk.
+        let mut body_rule = settings();
+        body_rule.custom.push(crate::config::CustomRule {
+            name: "b".into(),
+            subject: None,
+            body: Some(regex::Regex::new("hi").unwrap()),
+            score: 1.0,
+        });
+        assert_eq!(scan_plain(plain[0].as_bytes(), &body_rule), None);
+        assert_eq!(
+            scan(plain[0].as_bytes(), &body_rule).rules,
+            [("b".to_string(), 1.0)]
+        );
     }
 
     /// Broken MIME of every shape: the walk returns, whatever the input.

@@ -1,0 +1,256 @@
+#!/usr/bin/env bash
+# Side-by-side milter bench. Plays the MTA's side with egress-milter-load
+# (full transactions, N connections) against:
+#   - null-milter (examples/null-milter.rs: accepts everything; the ceiling),
+#   - egress-milter with every check on and the local limiter,
+#   - egress-milter signing with an RSA-2048 key,
+#   - egress-milter signing with an Ed25519 key,
+#   - OpenDKIM (Debian's package) signing with the same RSA key;
+# then Postfix end to end (smtp-source into a private Postfix, smtp-sink
+# behind it) with no milter, the null milter and egress-milter.
+#
+#   bash scripts/bench-milters.sh [MESSAGES] [CONNECTIONS]
+#
+# Needs root the first time (installs opendkim and postfix when missing).
+# On a machine with two cores or more the milters run on CPU 1 and the load
+# generator on CPU 0, so that they do not take each other's time.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+MESSAGES=${1:-20000}
+CONNECTIONS=${2:-32}
+PF_MESSAGES=${PF_MESSAGES:-3000}
+
+need=()
+[ -x /usr/sbin/opendkim ] || need+=(opendkim)
+[ -x /usr/sbin/postfix ] || need+=(postfix)
+if [ ${#need[@]} -gt 0 ]; then
+  echo "postfix postfix/main_mailer_type select No configuration" | debconf-set-selections
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+fi
+
+cargo build --release --locked --bins --example null-milter >&2
+BIN=$ROOT/target/release
+mkdir -p "$ROOT/target/bench"
+WORK=$(mktemp -d "$ROOT/target/bench/milters.XXXXXX")
+chmod 755 "$WORK"
+PIDS=()
+cleanup() {
+  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+  [ -d "$WORK/postfix" ] && /usr/sbin/postfix -c "$WORK/postfix" stop >/dev/null 2>&1 || true
+  wait 2>/dev/null || true
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+if [ "$(nproc)" -ge 2 ]; then
+  MILTER_CPU=(taskset -c 1)
+  LOAD_CPU=(taskset -c 0)
+else
+  MILTER_CPU=()
+  LOAD_CPU=()
+fi
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+wait_port() {
+  for _ in $(seq 1 100); do
+    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
+    sleep 0.1
+  done
+  echo "nothing listens on port $1" >&2
+  return 1
+}
+
+# Keys: one RSA-2048 key shared by egress-milter and OpenDKIM, one Ed25519.
+mkdir -p "$WORK/keys"
+"$BIN/egress-milter" dkim-keygen --domain example.com --selector rsa \
+  --out "$WORK/keys/rsa.pem" >/dev/null
+"$BIN/egress-milter" dkim-keygen --domain example.com --selector ed \
+  --algorithm ed25519 --out "$WORK/keys/ed.pem" >/dev/null
+
+egress_config() { # PORT EXTRA
+  cat <<EOF
+listen: inet:127.0.0.1:$1
+local_domains: [example.com]
+hostname: out1.example.com
+classes:
+  - { name: app, clients: [127.0.0.0/8], sender_domains: [example.com] }
+internal_networks: [10.0.0.0/8, 172.16.0.0/12, 192.168.0.0/16]
+headers: { strip_internal_received: true, remove: [X-Originating-IP] }
+rate_limits:
+  backend: local
+  connections_per_client: 100000000/m
+  concurrent_per_client: 100000
+  messages_per_client: 100000000/h
+  messages_per_sender: 100000000/h
+  messages_per_recipient: 100000000/h
+  recipients_per_sender: 100000000/h
+$2
+EOF
+}
+
+NULL_PORT=$(free_port)
+"${MILTER_CPU[@]}" "$BIN/examples/null-milter" "inet:127.0.0.1:$NULL_PORT" &
+PIDS+=($!)
+
+ALL_PORT=$(free_port)
+egress_config "$ALL_PORT" "" >"$WORK/all.yaml"
+"${MILTER_CPU[@]}" "$BIN/egress-milter" run --config "$WORK/all.yaml" 2>"$WORK/all.log" &
+PIDS+=($!)
+
+RSA_PORT=$(free_port)
+egress_config "$RSA_PORT" "dkim: { keys: [{ domain: example.com, selector: rsa, file: $WORK/keys/rsa.pem }] }" >"$WORK/rsa.yaml"
+"${MILTER_CPU[@]}" "$BIN/egress-milter" run --config "$WORK/rsa.yaml" 2>"$WORK/rsa.log" &
+PIDS+=($!)
+
+ED_PORT=$(free_port)
+egress_config "$ED_PORT" "dkim: { keys: [{ domain: example.com, selector: ed, file: $WORK/keys/ed.pem }] }" >"$WORK/ed.yaml"
+"${MILTER_CPU[@]}" "$BIN/egress-milter" run --config "$WORK/ed.yaml" 2>"$WORK/ed.log" &
+PIDS+=($!)
+
+# OpenDKIM, signing mail from loopback clients for example.com.
+DKIM_PORT=$(free_port)
+cp "$WORK/keys/rsa.pem" "$WORK/keys/opendkim.pem"
+chown opendkim "$WORK/keys/opendkim.pem"
+cat >"$WORK/opendkim.conf" <<EOF
+Syslog no
+Mode s
+Domain example.com
+Selector rsa
+KeyFile $WORK/keys/opendkim.pem
+Canonicalization relaxed/simple
+OversignHeaders From
+InternalHosts 127.0.0.0/8
+Socket inet:$DKIM_PORT@127.0.0.1
+UserID opendkim
+PidFile $WORK/opendkim.pid
+EOF
+"${MILTER_CPU[@]}" /usr/sbin/opendkim -f -x "$WORK/opendkim.conf" 2>"$WORK/opendkim.log" &
+PIDS+=($!)
+
+for p in $NULL_PORT $ALL_PORT $RSA_PORT $ED_PORT $DKIM_PORT; do wait_port "$p"; done
+
+load() { # NAME PORT SIZE
+  "${LOAD_CPU[@]}" "$BIN/egress-milter-load" --milter "inet:127.0.0.1:$2" \
+    --connections "$CONNECTIONS" --messages "$MESSAGES" --size "$3" \
+    --expect-accept --json | python3 -c '
+import json, sys
+r = json.load(sys.stdin)
+print(json.dumps({"name": sys.argv[1], **r}))' "$1"
+}
+
+RESULTS=$WORK/results.jsonl
+: >"$RESULTS"
+for size in 2048 102400; do
+  # A short warm-up of each, then the measured run.
+  for spec in "null-milter:$NULL_PORT" "egress-milter, all checks:$ALL_PORT" \
+              "egress-milter, RSA-2048 signing:$RSA_PORT" \
+              "egress-milter, Ed25519 signing:$ED_PORT" "OpenDKIM, RSA-2048 signing:$DKIM_PORT"; do
+    name=${spec%:*}; port=${spec##*:}
+    "${LOAD_CPU[@]}" "$BIN/egress-milter-load" --milter "inet:127.0.0.1:$port" \
+      --connections "$CONNECTIONS" --messages 500 --size "$size" >/dev/null
+    load "$name" "$port" "$size" >>"$RESULTS"
+  done
+done
+
+# Postfix end to end: smtp-source -> private Postfix -> smtp-sink.
+PF=$WORK/postfix
+mkdir -p "$PF/queue" "$PF/data"
+chown postfix: "$PF/data"
+SINK_PORT=$(free_port)
+SMTP_PORT=$(free_port)
+/usr/sbin/smtp-sink -u nobody "127.0.0.1:$SINK_PORT" 1024 &
+PIDS+=($!)
+cat >"$PF/main.cf" <<EOF
+compatibility_level = 3.6
+queue_directory = $PF/queue
+data_directory = $PF/data
+mail_owner = postfix
+setgid_group = postdrop
+myhostname = gw.example.com
+mydomain = example.com
+myorigin = example.com
+inet_interfaces = 127.0.0.1
+inet_protocols = ipv4
+mydestination =
+local_recipient_maps =
+relay_domains =
+relayhost = [127.0.0.1]:$SINK_PORT
+smtp_host_lookup = native
+mynetworks = 127.0.0.0/8
+smtpd_relay_restrictions = permit_mynetworks, reject
+smtpd_milters =
+milter_protocol = 6
+milter_default_action = tempfail
+maillog_file = $PF/postfix.log
+maillog_file_prefixes = $PF
+alias_maps =
+alias_database =
+smtputf8_enable = no
+biff = no
+EOF
+{
+  echo "127.0.0.1:$SMTP_PORT inet n - n - - smtpd"
+  sed -n '/^const MASTER_CF/,/^";/p' tests/common/postfix.rs | sed '1d;$d'
+} >"$PF/master.cf"
+/usr/sbin/postfix -c "$PF" check
+/usr/sbin/postfix -c "$PF" start
+wait_port "$SMTP_PORT"
+
+postfix_run() { # NAME MILTER
+  /usr/sbin/postconf -c "$PF" -e "smtpd_milters = $2"
+  /usr/sbin/postfix -c "$PF" reload >/dev/null 2>&1
+  sleep 2
+  # Warm-up, then the measured run.
+  "${LOAD_CPU[@]}" /usr/sbin/smtp-source -s 10 -m 200 -l 2048 -f noreply@example.com \
+    -t someone@example.net -S "Your order" "127.0.0.1:$SMTP_PORT"
+  local start end rejected
+  start=$(date +%s.%N)
+  "${LOAD_CPU[@]}" /usr/sbin/smtp-source -s 10 -m "$PF_MESSAGES" -l 2048 -f noreply@example.com \
+    -t someone@example.net -S "Your order" "127.0.0.1:$SMTP_PORT"
+  end=$(date +%s.%N)
+  rejected=$(grep -c "milter-reject" "$PF/postfix.log" || true)
+  python3 -c '
+import json, sys
+name, n, start, end, rejected = sys.argv[1], int(sys.argv[2]), float(sys.argv[3]), float(sys.argv[4]), int(sys.argv[5])
+print(json.dumps({"name": name, "postfix": True, "messages": n, "seconds": end - start,
+                  "messages_per_second": n / (end - start), "rejected": rejected}))' \
+    "$1" "$PF_MESSAGES" "$start" "$end" "$rejected" >>"$RESULTS"
+}
+postfix_run "Postfix, no milter" ""
+postfix_run "Postfix + null-milter" "inet:127.0.0.1:$NULL_PORT"
+postfix_run "Postfix + egress-milter (all checks)" "inet:127.0.0.1:$ALL_PORT"
+
+python3 - "$RESULTS" "$CONNECTIONS" "$MESSAGES" "$PF_MESSAGES" <<'EOF'
+import json, sys
+rows = [json.loads(l) for l in open(sys.argv[1])]
+print(f"\nMilter socket: egress-milter-load, {sys.argv[2]} connections, {sys.argv[3]} messages per run\n")
+print("| milter | message | msg/s | vs null | MAIL p50/p99 µs | EOM p50/p99/p999 µs | message p50/p99 µs |")
+print("|---|---|---|---|---|---|---|")
+ceiling = {}
+for r in rows:
+    if r.get("postfix"):
+        continue
+    if r["name"] == "null-milter":
+        ceiling[r["size"]] = r["messages_per_second"]
+for r in rows:
+    if r.get("postfix"):
+        continue
+    s = r["stages"]
+    size = f'{r["size"] // 1024} KB'
+    ratio = r["messages_per_second"] / ceiling[r["size"]] * 100
+    print(f'| {r["name"]} | {size} | {r["messages_per_second"]:,.0f} | {ratio:.0f}% | '
+          f'{s["mail"]["p50_us"]:.0f}/{s["mail"]["p99_us"]:.0f} | '
+          f'{s["eom"]["p50_us"]:.0f}/{s["eom"]["p99_us"]:.0f}/{s["eom"]["p999_us"]:.0f} | '
+          f'{s["message"]["p50_us"]:.0f}/{s["message"]["p99_us"]:.0f} |')
+print(f"\nPostfix end to end: smtp-source, 10 sessions, {sys.argv[4]} messages of 2 KB, smtp-sink behind\n")
+print("| set-up | msg/s | vs null milter | milter rejects |")
+print("|---|---|---|---|")
+base = next((r["messages_per_second"] for r in rows if r.get("postfix") and "null" in r["name"]), None)
+for r in rows:
+    if not r.get("postfix"):
+        continue
+    ratio = f'{r["messages_per_second"] / base * 100:.0f}%' if base else "-"
+    print(f'| {r["name"]} | {r["messages_per_second"]:,.0f} | {ratio} | {r["rejected"]} |')
+EOF
