@@ -126,9 +126,12 @@ struct Content {
     /// DKIM-Signature headers seen.
     signatures: usize,
     body_started: bool,
-    /// False when end of headers found that only the content checks read
-    /// the message and its headers show a plain text message: the body is
-    /// then counted but not kept, bar its first bytes (the ZIP check).
+    /// The content scan made at end of headers when they show a plain
+    /// text message (it stands unless the body starts like a ZIP archive).
+    plain_scan: Option<crate::content::Scan>,
+    /// True when only the content checks read the message and the headers
+    /// show a plain text message: the body is then counted but not kept,
+    /// bar its first bytes (the ZIP check).
     skip_body: bool,
 }
 
@@ -160,7 +163,8 @@ impl Content {
             if self.body_len < BODY_PREFIX {
                 let take = (BODY_PREFIX - self.body_len).min(chunk.len());
                 self.body_len += take;
-                self.body.push(chunk.slice(..take));
+                // A copy: a slice would keep the whole chunk's buffer.
+                self.body.push(bytes::Bytes::copy_from_slice(&chunk[..take]));
             }
             return;
         }
@@ -575,8 +579,11 @@ impl Connection {
         msg.from_domain = policy::from_header::domain(&msg.from);
         if let Some(c) = msg.content.as_mut() {
             c.end_headers();
-            c.skip_body = !whole_message_needed(&msg.config, &self.shared)
-                && crate::content::body_not_needed(&c.head, &msg.config.content);
+            if msg.config.content.active() {
+                c.plain_scan = crate::content::scan_headers(&c.head, &msg.config.content);
+                c.skip_body =
+                    c.plain_scan.is_some() && !whole_message_needed(&msg.config, &self.shared);
+            }
         }
         let verdict = policy::from_header::check(&msg.config, msg.class(), &msg.from);
         self.settle("eoh", verdict, true)
@@ -607,12 +614,19 @@ impl Connection {
             msg.queue_id.clone_from(&macros.queue_id);
         }
         let mut insert = Vec::new();
-        if let Some(content) = msg.content.take() {
+        if let Some(mut content) = msg.content.take() {
             let signatures = content.signatures;
+            let head_len = content.head.len();
+            let plain_scan = content.plain_scan.take();
             let raw = content.into_raw();
+            // The scan made at end of headers stands unless the body turned
+            // out to start like a ZIP archive.
+            let plain_scan = plain_scan.filter(|_| {
+                !crate::content::body_needs_walk(raw.get(head_len..).unwrap_or_default())
+            });
             let config = msg.config.clone();
             if config.content.active() {
-                match self.content_checks(&raw, &config) {
+                match self.content_checks(&raw, &config, plain_scan) {
                     Ok(tags) => insert.extend(
                         tags.into_iter()
                             .map(|(name, value)| HeaderAction::Insert { name, value }),
@@ -798,8 +812,9 @@ impl Connection {
         &mut self,
         raw: &[u8],
         config: &Config,
+        plain_scan: Option<crate::content::Scan>,
     ) -> Result<Vec<(&'static str, String)>, Answer> {
-        let scan = crate::content::scan(raw, &config.content);
+        let scan = plain_scan.unwrap_or_else(|| crate::content::scan(raw, &config.content));
         let score = scan.score();
         if let Some(msg) = self.message.as_mut() {
             msg.content_rules = format!(

@@ -183,7 +183,7 @@ pub fn scan(raw: &[u8], settings: &ContentSettings) -> Scan {
 /// the message is anything else.
 fn scan_plain(raw: &[u8], settings: &ContentSettings) -> Option<Scan> {
     let msg = MessageParser::default().parse_headers(raw)?;
-    if !plain(&msg, settings) || body_of(raw).starts_with(b"PK") {
+    if !plain(&msg, settings) || body_needs_walk(body_of(raw)) {
         return None;
     }
     let walk = Walk {
@@ -199,13 +199,17 @@ fn scan_plain(raw: &[u8], settings: &ContentSettings) -> Option<Scan> {
     Some(rules(&msg, walk))
 }
 
-/// Whether the headers (of a message whose headers end with an empty line)
-/// show a plain message, whose body only needs its first two bytes (the
-/// ZIP check) for the content checks.
-pub fn body_not_needed(head: &[u8], settings: &ContentSettings) -> bool {
-    MessageParser::default()
-        .parse_headers(head)
-        .is_some_and(|msg| plain(&msg, settings))
+/// The scan of a plain message from its headers alone (headers ending with
+/// an empty line), made at end of headers: the whole scan at end of message
+/// is then needed only if the body starts with "PK" (a ZIP archive). None
+/// when the message is not plain.
+pub fn scan_headers(head: &[u8], settings: &ContentSettings) -> Option<Scan> {
+    scan_plain(head, settings)
+}
+
+/// Whether a body would send a plain message to the full MIME walk.
+pub fn body_needs_walk(body_start: &[u8]) -> bool {
+    body_start.starts_with(b"PK")
 }
 
 /// One text/plain part (or no Content-Type) without a name, without a
