@@ -16,6 +16,11 @@ command -v swaks >/dev/null 2>&1 || need+=(swaks)
 # independently of the library that makes them.
 /usr/bin/python3 -c 'import dkim, nacl' 2>/dev/null || need+=(python3-dkim python3-nacl)
 [ -x /usr/bin/rspamd ] || need+=(rspamd)
+# Sendmail is unpacked from its packages into target/sendmail-root, never
+# installed (it would take over port 25 and /usr/sbin/sendmail); it needs
+# m4 for its .cf and libwrap0 to run.
+command -v m4 >/dev/null 2>&1 || need+=(m4)
+[ -e /usr/lib/x86_64-linux-gnu/libwrap.so.0 ] || [ -e /lib/x86_64-linux-gnu/libwrap.so.0 ] || need+=(libwrap0)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" != 0 ]; then
     echo "the tests need: ${need[*]}; run this script as root to install them" >&2
@@ -27,6 +32,23 @@ if [ ${#need[@]} -gt 0 ]; then
   echo "postfix postfix/main_mailer_type select No configuration" | debconf-set-selections
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+fi
+
+SENDMAIL_ROOT=target/sendmail-root
+if [ ! -x "$SENDMAIL_ROOT/usr/libexec/sendmail/sendmail" ]; then
+  if [ "$(id -u)" != 0 ]; then
+    echo "the tests need Sendmail unpacked in $SENDMAIL_ROOT; run this script as root" >&2
+    exit 1
+  fi
+  echo "unpacking Sendmail into $SENDMAIL_ROOT"
+  debs=$(mktemp -d)
+  chmod 755 "$debs"
+  chown _apt "$debs" 2>/dev/null || true
+  [ -n "$(ls /var/lib/apt/lists/ 2>/dev/null | grep -v -e lock -e partial)" ] || apt-get update -qq
+  (cd "$debs" && apt-get download -qq sendmail-bin sendmail-base sendmail-cf)
+  mkdir -p "$SENDMAIL_ROOT"
+  for deb in "$debs"/*.deb; do dpkg -x "$deb" "$SENDMAIL_ROOT"; done
+  rm -rf "$debs"
 fi
 
 # cargo-deb builds the Debian package the packaging test installs.

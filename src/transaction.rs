@@ -164,7 +164,8 @@ impl Content {
                 let take = (BODY_PREFIX - self.body_len).min(chunk.len());
                 self.body_len += take;
                 // A copy: a slice would keep the whole chunk's buffer.
-                self.body.push(bytes::Bytes::copy_from_slice(&chunk[..take]));
+                self.body
+                    .push(bytes::Bytes::copy_from_slice(&chunk[..take]));
             }
             return;
         }

@@ -7,6 +7,7 @@ pub mod postfix;
 pub mod process;
 pub mod redis;
 pub mod rspamd;
+pub mod sendmail;
 pub mod sink;
 
 use egress_milter::{config::Config, Shared};
