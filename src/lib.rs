@@ -7,6 +7,7 @@ pub mod config;
 pub mod content;
 pub mod dkim;
 pub mod dns;
+pub mod explain;
 pub mod limiter;
 pub mod log;
 pub mod mailbox;

@@ -27,6 +27,31 @@ enum Command {
         #[arg(long, short, default_value = "/etc/egress-milter/milter.yaml")]
         config: PathBuf,
     },
+    /// Run one message through the whole policy offline and print, check by
+    /// check, what matched and why, the final SMTP reply and the header
+    /// changes; exit 0 if it would be accepted, 1 if refused, 2 on a
+    /// configuration error.
+    Explain {
+        #[arg(long, short, default_value = "/etc/egress-milter/milter.yaml")]
+        config: PathBuf,
+        /// The client's IP address, as the MTA would give it.
+        #[arg(long)]
+        client: std::net::IpAddr,
+        /// The SASL login the client authenticated as.
+        #[arg(long)]
+        auth: Option<String>,
+        #[arg(long, default_value = "client.invalid")]
+        helo: String,
+        /// The envelope sender (MAIL FROM); "" for the null sender.
+        #[arg(long)]
+        from: String,
+        /// An envelope recipient (RCPT TO); repeat it, or separate with commas.
+        #[arg(long, required = true)]
+        rcpt: Vec<String>,
+        /// The message (.eml: headers, an empty line, the body); without it
+        /// a minimal message whose From: is the sender.
+        message: Option<PathBuf>,
+    },
     /// Check what receivers will check (SPF, DKIM keys, DMARC, host name,
     /// reverse DNS, DNS blocklists) and print a table with a fix per
     /// failure; exit 1 if anything fails.
@@ -103,6 +128,15 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Command::Explain {
+            config,
+            client,
+            auth,
+            helo,
+            from,
+            rcpt,
+            message,
+        } => explain(&config, client, auth, helo, from, rcpt, message),
         Command::DkimKeygen {
             domain,
             selector,
@@ -236,6 +270,63 @@ fn keygen(
 }
 
 /// Loads a configuration, printing every error.
+fn explain(
+    config: &std::path::Path,
+    client: std::net::IpAddr,
+    auth: Option<String>,
+    helo: String,
+    from: String,
+    rcpts: Vec<String>,
+    message: Option<PathBuf>,
+) -> ExitCode {
+    let config = match Config::load(config) {
+        Ok(c) => c,
+        Err(errors) => {
+            eprintln!("{errors}");
+            return ExitCode::from(2);
+        }
+    };
+    let message = match message
+        .map(|p| std::fs::read(&p).map_err(|e| (p, e)))
+        .transpose()
+    {
+        Ok(m) => m,
+        Err((p, e)) => {
+            eprintln!("egress-milter: cannot read {}: {e}", p.display());
+            return ExitCode::from(2);
+        }
+    };
+    let req = egress_milter::explain::Request {
+        client,
+        helo,
+        auth,
+        from,
+        rcpts: rcpt_list(rcpts),
+        message,
+    };
+    let runtime = match small_runtime() {
+        Ok(r) => r,
+        Err(code) => return code,
+    };
+    let report = runtime.block_on(egress_milter::explain::explain(config, &req));
+    print!("{}", egress_milter::explain::render(&req, &report));
+    if report.accepted() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+/// Recipients as given: repeated `--rcpt` or comma-separated.
+fn rcpt_list(rcpts: Vec<String>) -> Vec<String> {
+    rcpts
+        .iter()
+        .flat_map(|r| r.split(','))
+        .map(|r| r.trim().trim_matches(['<', '>']).to_string())
+        .filter(|r| !r.is_empty())
+        .collect()
+}
+
 fn load(path: &std::path::Path) -> Result<Config, ExitCode> {
     Config::load(path).map_err(|errors| {
         eprintln!("{errors}");

@@ -43,6 +43,16 @@ pub struct Connection {
     /// This connection's place under `concurrent_per_client`, given back
     /// when the connection is dropped, however it ends.
     lease: Option<ConnectionLease>,
+    /// Every check and its outcome, when asked for (`explain`).
+    trace: Option<Vec<Step>>,
+}
+
+/// One check of the policy and what came of it, for `explain`.
+#[derive(Clone, Debug)]
+pub struct Step {
+    pub stage: &'static str,
+    pub check: &'static str,
+    pub outcome: String,
 }
 
 struct Message {
@@ -192,6 +202,32 @@ impl Content {
     }
 }
 
+/// The limits a batch checked, for `explain`.
+fn limit_names(checks: &[Check], concurrent: bool) -> String {
+    let mut names: Vec<String> = checks
+        .iter()
+        .map(|c| format!("{} (key {})", c.name.as_str(), c.key))
+        .collect();
+    if concurrent {
+        names.push(LimitName::ConcurrentPerClient.as_str().to_string());
+    }
+    if names.is_empty() {
+        "none configured".into()
+    } else {
+        format!("pass: {}", names.join(", "))
+    }
+}
+
+/// What a class is matched by, for `explain`.
+fn class_matched_by(c: &Class) -> &'static str {
+    match (c.clients.is_empty(), c.auth.is_some()) {
+        (false, true) => "matched by client address and login",
+        (false, false) => "matched by client address",
+        (true, true) => "matched by login",
+        (true, false) => "matches every client",
+    }
+}
+
 /// Whether something besides the content checks reads the whole message:
 /// signing, verifying, rspamd.
 fn whole_message_needed(config: &Config, shared: &Shared) -> bool {
@@ -232,6 +268,28 @@ impl Connection {
             stage_started: None,
             stage_name: "",
             lease: None,
+            trace: None,
+        }
+    }
+
+    /// Records every check from now on, for `explain`.
+    pub fn record_trace(&mut self) {
+        self.trace = Some(Vec::new());
+    }
+
+    /// The checks recorded so far.
+    pub fn take_trace(&mut self) -> Vec<Step> {
+        self.trace.as_mut().map(std::mem::take).unwrap_or_default()
+    }
+
+    /// Records a check's outcome when tracing; `outcome` is built only then.
+    fn note(&mut self, stage: &'static str, check: &'static str, outcome: impl FnOnce() -> String) {
+        if let Some(t) = self.trace.as_mut() {
+            t.push(Step {
+                stage,
+                check,
+                outcome: outcome(),
+            });
         }
     }
 
@@ -308,7 +366,12 @@ impl Connection {
             )),
             Err(e) => return self.limiter_failed("connect", &e),
         };
+        let passed = verdict == Verdict::Continue;
         let answer = self.settle("connect", verdict, false);
+        if passed {
+            let names = limit_names(&checks, concurrent.is_some());
+            self.note("connect", "connection limits", || names);
+        }
         if answer == Answer::Continue {
             self.lease = lease;
         }
@@ -375,10 +438,35 @@ impl Connection {
             would: None,
             summarised: false,
         });
+        if self.trace.is_some() {
+            let config = self.shared.config();
+            let class = class_index.and_then(|i| config.classes.get(i));
+            let what = match class {
+                Some(c) => format!("{} ({})", c.name, class_matched_by(c)),
+                None => format!(
+                    "none: an unknown client (unknown_clients: {})",
+                    match config.unknown_clients {
+                        crate::config::UnknownClients::RelayDeny => "relay_deny",
+                        crate::config::UnknownClients::Reject => "reject",
+                    }
+                ),
+            };
+            self.note("mail", "class", || what);
+        }
+        let sender_passed = verdict == Verdict::Continue;
         // Policy first, then SPF, then the limits: a sender refused by
         // either consumes no quota.
         if let refused @ Answer::Refuse(_) = self.settle("mail", verdict, true) {
             return refused;
+        }
+        if sender_passed {
+            let shown = self
+                .message
+                .as_ref()
+                .map_or(String::new(), |m| m.sender.clone());
+            self.note("mail", "sender", || {
+                format!("pass: <{shown}> is allowed for this client")
+            });
         }
         if let refused @ Answer::Refuse(_) = self.spf_egress().await {
             return refused;
@@ -421,8 +509,25 @@ impl Connection {
                 rcpt: rcpt_address,
             },
         );
+        let passed = verdict == Verdict::Continue;
         let answer = match self.settle("rcpt", verdict, false) {
-            Answer::Continue => self.rate_limit("rcpt", &checks, false).await,
+            Answer::Continue => {
+                if passed {
+                    let shown = String::from_utf8_lossy(rcpt_arg).into_owned();
+                    let known = self.message.as_ref().is_some_and(|m| m.class.is_some());
+                    self.note("rcpt", "relay, recipient count", || {
+                        format!(
+                            "pass: {shown} ({})",
+                            if known {
+                                "a known client may send anywhere"
+                            } else {
+                                "a local recipient"
+                            }
+                        )
+                    });
+                }
+                self.rate_limit("rcpt", &checks, false).await
+            }
             refused => refused,
         };
         if let Some(msg) = self.message.as_mut() {
@@ -459,6 +564,10 @@ impl Connection {
             }
             Err(e) => return self.limiter_failed(stage, &e),
         };
+        if verdict == Verdict::Continue {
+            let names = limit_names(checks, false);
+            self.note(stage, "rate limits", || names);
+        }
         self.settle(stage, verdict, ends_message)
     }
 
@@ -500,7 +609,12 @@ impl Connection {
         };
         self.shared.metrics.backend_time("dns", started.elapsed());
         match result {
-            policy::spf::Spf::Authorised => Answer::Continue,
+            policy::spf::Spf::Authorised => {
+                self.note("mail", "SPF of the sender domain", || {
+                    format!("pass: {} authorises our egress IPs", sender.domain)
+                });
+                Answer::Continue
+            }
             policy::spf::Spf::Refuse(r) => {
                 self.settle_check("mail", Verdict::Refuse(r), mode, true)
             }
@@ -587,6 +701,15 @@ impl Connection {
             }
         }
         let verdict = policy::from_header::check(&msg.config, msg.class(), &msg.from);
+        if verdict == Verdict::Continue {
+            let strict = msg.config.from_strict;
+            let domain = msg.from_domain.as_ref().map(|d| d.to_string());
+            self.note("eoh", "From: header", || match (strict, domain) {
+                (false, _) => "not checked (from_header.strict: false)".into(),
+                (true, Some(d)) => format!("pass: one mailbox, domain {d} is ours"),
+                (true, None) => "pass".into(),
+            });
+        }
         self.settle("eoh", verdict, true)
     }
 
@@ -664,10 +787,16 @@ impl Connection {
                     if answer != Answer::Continue {
                         return (answer, Vec::new());
                     }
-                } else if let refused @ Answer::Refuse(_) =
-                    self.settle_check("eom", policy::dkim::verdict(&existing), mode, true)
-                {
-                    return (refused, Vec::new());
+                } else {
+                    let v = policy::dkim::verdict(&existing);
+                    if v == Verdict::Continue {
+                        self.note("eom", "existing DKIM signatures", || {
+                            format!("pass: {count} signature(s), none failing")
+                        });
+                    }
+                    if let refused @ Answer::Refuse(_) = self.settle_check("eom", v, mode, true) {
+                        return (refused, Vec::new());
+                    }
                 }
             }
             let Some(msg) = self.message.as_mut() else {
@@ -702,6 +831,12 @@ impl Connection {
                     if !signed.is_empty() {
                         msg.dkim = signed.join(", ");
                     }
+                    let shown = if signed.is_empty() {
+                        "not signed (no key for the From: domain, or signing off)".to_string()
+                    } else {
+                        format!("signed: {}", signed.join(", "))
+                    };
+                    self.note("eom", "DKIM signing", || shown);
                 }
                 Err(refusal) => {
                     let answer = self.settle("eom", Verdict::Refuse(refusal), true);
@@ -773,6 +908,15 @@ impl Connection {
                 };
             }
         };
+        {
+            let shown = format!(
+                "action {:?}, score {:.1}, symbols {}",
+                verdict.action,
+                verdict.score,
+                verdict.symbols_text(10)
+            );
+            self.note("eom", "rspamd", || shown);
+        }
         if let Some(msg) = self.message.as_mut() {
             msg.content_rules = format!(
                 "{} rspamd={} score={:.1} symbols={}",
@@ -817,6 +961,24 @@ impl Connection {
     ) -> Result<Vec<(&'static str, String)>, Answer> {
         let scan = plain_scan.unwrap_or_else(|| crate::content::scan(raw, &config.content));
         let score = scan.score();
+        {
+            let c = &config.content;
+            let rules = if scan.rules.is_empty() {
+                "none".to_string()
+            } else {
+                scan.rules_text()
+            };
+            let banned = scan.banned.clone();
+            self.note("eom", "content", || {
+                format!(
+                    "score {score:.1} (rules: {rules}; reject at {}, tempfail at {}, tag at {}){}",
+                    c.reject_score,
+                    c.tempfail_score,
+                    c.tag_score,
+                    banned.map_or(String::new(), |b| format!("; banned attachment .{b}"))
+                )
+            });
+        }
         if let Some(msg) = self.message.as_mut() {
             msg.content_rules = format!(
                 "score={score:.1} rules={}",
@@ -937,7 +1099,11 @@ impl Connection {
         Answer::Refuse(reply)
     }
 
-    fn log_decision(&self, stage: &'static str, outcome: Outcome, refusal: &Refusal) {
+    fn log_decision(&mut self, stage: &'static str, outcome: Outcome, refusal: &Refusal) {
+        if self.trace.is_some() {
+            let shown = format!("{} ({}): {}", outcome.as_str(), refusal.rule, refusal.reply);
+            self.note(stage, "decision", || shown);
+        }
         let msg = self.message.as_ref();
         self.shared.metrics.decision(
             stage,

@@ -21,7 +21,8 @@ pub struct Scan {
 
 impl Scan {
     pub fn score(&self) -> f64 {
-        self.rules.iter().map(|(_, w)| w).sum()
+        // + 0.0: an empty float sum is -0.0, which would print as "-0.0".
+        self.rules.iter().map(|(_, w)| w).sum::<f64>() + 0.0
     }
 
     /// `rule=weight` pairs, for logs and the X-Egress-Rules header.

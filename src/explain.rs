@@ -1,0 +1,274 @@
+//! `egress-milter explain`: one message run offline through the whole
+//! policy, stage by stage, as the daemon would judge it, with every check
+//! and its outcome, the final SMTP reply and the header changes. The same
+//! transaction code as the daemon runs; only the MTA is played here.
+
+use crate::config::{Backend, Config, Mode};
+use crate::state::Shared;
+use crate::transaction::{Answer, Connection, HeaderAction, Macros, Step};
+use std::{fmt::Write as _, net::IpAddr};
+
+/// What to run through the policy.
+pub struct Request {
+    pub client: IpAddr,
+    pub helo: String,
+    pub auth: Option<String>,
+    pub from: String,
+    pub rcpts: Vec<String>,
+    /// The message as an .eml file (headers, empty line, body), or None for
+    /// a minimal one whose From: is the envelope sender.
+    pub message: Option<Vec<u8>>,
+}
+
+/// What came of it.
+pub struct Report {
+    pub steps: Vec<Step>,
+    /// The final answer and the stage that gave it.
+    pub answer: Answer,
+    pub stage: &'static str,
+    /// Each recipient and the answer it got.
+    pub rcpts: Vec<(String, Answer)>,
+    pub headers: Vec<HeaderAction>,
+    pub monitor: bool,
+}
+
+impl Report {
+    pub fn accepted(&self) -> bool {
+        self.answer == Answer::Continue
+    }
+}
+
+/// A header field: name, value.
+type Field = (Vec<u8>, Vec<u8>);
+
+/// A message split as an MTA passes it to a milter: header fields (name,
+/// value with folding kept as LF), then the body with CRLF line ends.
+fn split_message(raw: &[u8]) -> (Vec<Field>, Vec<u8>) {
+    let mut headers: Vec<Field> = Vec::new();
+    let mut pos = 0;
+    while pos < raw.len() {
+        let end = raw[pos..]
+            .iter()
+            .position(|&b| b == b'\n')
+            .map_or(raw.len(), |i| pos + i);
+        let line = &raw[pos..end];
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        let next = (end + 1).min(raw.len());
+        if line.is_empty() {
+            pos = next;
+            break;
+        }
+        if line[0] == b' ' || line[0] == b'\t' {
+            if let Some((_, v)) = headers.last_mut() {
+                v.push(b'\n');
+                v.extend_from_slice(line);
+            }
+        } else if let Some(i) = line.iter().position(|&b| b == b':') {
+            let value = &line[i + 1..];
+            let value = value.strip_prefix(b" ").unwrap_or(value);
+            headers.push((line[..i].to_vec(), value.to_vec()));
+        } else {
+            // Not a header line: the body starts here, as MTAs treat it.
+            break;
+        }
+        pos = next;
+    }
+    let rest = &raw[pos..];
+    let mut body = Vec::with_capacity(rest.len() + rest.len() / 32);
+    let mut prev = 0u8;
+    for &b in rest {
+        if b == b'\n' && prev != b'\r' {
+            body.push(b'\r');
+        }
+        body.push(b);
+        prev = b;
+    }
+    (headers, body)
+}
+
+fn minimal_message(from: &str, rcpts: &[String]) -> Vec<u8> {
+    format!(
+        "From: <{from}>\r\nTo: {}\r\nSubject: egress-milter explain\r\nDate: Mon, 23 Nov 2026 00:00:00 +0000\r\nMessage-ID: <explain@egress-milter>\r\n\r\nA test message.\r\n",
+        rcpts
+            .iter()
+            .map(|r| format!("<{r}>"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    )
+    .into_bytes()
+}
+
+/// Runs the request through the policy. Rate limits are counted in a
+/// fresh in-process limiter (never the shared Redis one): every budget
+/// starts full.
+pub async fn explain(mut config: Config, req: &Request) -> Report {
+    config.rate_limits.backend = Backend::Local;
+    config.rate_limits.admin_listen = None;
+    let monitor = config.mode == Mode::Monitor
+        || config.classes.iter().any(|c| c.mode == Some(Mode::Monitor));
+    let shared = Shared::new(config);
+    let mut conn = Connection::new(shared, req.helo.clone(), Some(req.client));
+    conn.record_trace();
+    let macros = Macros {
+        queue_id: Some("EXPLAIN".into()),
+        auth_login: req.auth.clone(),
+    };
+    let mut report = Report {
+        steps: Vec::new(),
+        answer: Answer::Continue,
+        stage: "eom",
+        rcpts: Vec::new(),
+        headers: Vec::new(),
+        monitor,
+    };
+    let finish = |conn: &mut Connection, mut report: Report, stage, answer| {
+        report.steps = conn.take_trace();
+        report.stage = stage;
+        report.answer = answer;
+        report
+    };
+
+    let a = conn.connect().await;
+    if a != Answer::Continue {
+        return finish(&mut conn, report, "connect", a);
+    }
+    conn.helo(&req.helo);
+    let a = conn
+        .mail(format!("<{}>", req.from).as_bytes(), &macros)
+        .await;
+    if a != Answer::Continue {
+        return finish(&mut conn, report, "mail", a);
+    }
+    let mut last_refusal = None;
+    for r in &req.rcpts {
+        let a = conn.rcpt(format!("<{r}>").as_bytes(), &macros).await;
+        if a != Answer::Continue {
+            last_refusal = Some(a.clone());
+        }
+        report.rcpts.push((r.clone(), a));
+    }
+    if report.rcpts.iter().all(|(_, a)| *a != Answer::Continue) {
+        // No recipient left: the MTA ends the transaction.
+        let a = last_refusal.unwrap_or(Answer::Continue);
+        conn.abort();
+        return finish(&mut conn, report, "rcpt", a);
+    }
+    let raw = req
+        .message
+        .clone()
+        .unwrap_or_else(|| minimal_message(&req.from, &req.rcpts));
+    let (headers, body) = split_message(&raw);
+    for (name, value) in &headers {
+        let a = conn.header(name, value);
+        if a != Answer::Continue {
+            return finish(&mut conn, report, "header", a);
+        }
+    }
+    let a = conn.end_of_headers(&macros);
+    if a != Answer::Continue {
+        return finish(&mut conn, report, "eoh", a);
+    }
+    let body = bytes::Bytes::from(body);
+    let mut at = 0;
+    while at < body.len() {
+        let end = (at + 65_535).min(body.len());
+        let a = conn.body(body.slice(at..end));
+        if a != Answer::Continue {
+            return finish(&mut conn, report, "body", a);
+        }
+        at = end;
+    }
+    let (a, actions) = conn.end_of_message(&macros).await;
+    report.headers = actions;
+    finish(&mut conn, report, "eom", a)
+}
+
+/// The report as printed: the checks, the recipients, the reply, the
+/// header changes.
+pub fn render(req: &Request, r: &Report) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "client {} (HELO {}), auth {}, MAIL FROM <{}>, {} recipient(s)\n",
+        req.client,
+        req.helo,
+        req.auth.as_deref().unwrap_or("-"),
+        req.from,
+        req.rcpts.len()
+    );
+    for s in &r.steps {
+        let _ = writeln!(out, "{:<8} {:<24} {}", s.stage, s.check, s.outcome);
+    }
+    if !r.rcpts.is_empty() {
+        let _ = writeln!(out);
+        for (rcpt, a) in &r.rcpts {
+            let _ = writeln!(
+                out,
+                "RCPT TO:<{rcpt}>  {}",
+                match a {
+                    Answer::Continue => "accepted".to_string(),
+                    Answer::Refuse(reply) => reply.to_string(),
+                }
+            );
+        }
+    }
+    let _ = writeln!(out);
+    match &r.answer {
+        Answer::Continue
+            if r.monitor && r.steps.iter().any(|s| s.outcome.starts_with("would_")) =>
+        {
+            let _ = writeln!(
+                out,
+                "result: accept (monitor mode: the would_* lines above would be refused under enforce)"
+            );
+        }
+        Answer::Continue => {
+            let _ = writeln!(out, "result: accept");
+        }
+        Answer::Refuse(reply) => {
+            let _ = writeln!(out, "result: {reply}  (at {})", r.stage);
+        }
+    }
+    if !r.headers.is_empty() {
+        let _ = writeln!(out, "\nheader changes:");
+        for h in &r.headers {
+            match h {
+                HeaderAction::Insert { name, value } => {
+                    let _ = writeln!(out, "  add     {name}: {value}");
+                }
+                HeaderAction::Change(e) => match &e.value {
+                    Some(v) => {
+                        let _ = writeln!(out, "  change  {} #{}: {v}", e.name, e.index);
+                    }
+                    None => {
+                        let _ = writeln!(out, "  remove  {} #{}", e.name, e.index);
+                    }
+                },
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_split_as_an_mta_passes_them() {
+        let (h, b) = split_message(b"From: a@example.com\nSubject: x\n y\n\nline1\nline2\r\n");
+        assert_eq!(
+            h,
+            vec![
+                (b"From".to_vec(), b"a@example.com".to_vec()),
+                (b"Subject".to_vec(), b"x\n y".to_vec())
+            ]
+        );
+        assert_eq!(b, b"line1\r\nline2\r\n");
+        let (h, b) = split_message(b"From: a\r\n\r\n");
+        assert_eq!(h.len(), 1);
+        assert!(b.is_empty());
+        let (h, b) = split_message(b"");
+        assert!(h.is_empty() && b.is_empty());
+    }
+}
