@@ -10,7 +10,7 @@ use std::{
     fmt::Write as _,
     sync::{
         atomic::{AtomicI64, AtomicU64, Ordering},
-        Arc, Mutex,
+        Arc, Mutex, RwLock,
     },
     time::Duration,
 };
@@ -23,57 +23,75 @@ use tokio::{
 /// stage takes microseconds, a DNS or Redis round trip milliseconds.
 const BUCKETS: [f64; 10] = [0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0];
 
+/// A histogram updated with atomics only: observing takes no lock.
 #[derive(Default)]
 struct Histogram {
-    counts: [u64; BUCKETS.len()],
-    count: u64,
-    sum: f64,
+    counts: [AtomicU64; BUCKETS.len()],
+    count: AtomicU64,
+    /// Sum of the observations, in nanoseconds.
+    sum_ns: AtomicU64,
 }
 
 impl Histogram {
-    fn observe(&mut self, took: Duration) {
+    fn observe(&self, took: Duration) {
         let secs = took.as_secs_f64();
-        for (i, b) in BUCKETS.iter().enumerate() {
-            if secs <= *b {
-                self.counts[i] += 1;
-            }
+        if let Some(i) = BUCKETS.iter().position(|b| secs <= *b) {
+            // Cumulative buckets are summed when rendered.
+            self.counts[i].fetch_add(1, Ordering::Relaxed);
         }
-        self.count += 1;
-        self.sum += secs;
+        self.count.fetch_add(1, Ordering::Relaxed);
+        let ns = u64::try_from(took.as_nanos()).unwrap_or(u64::MAX);
+        self.sum_ns.fetch_add(ns, Ordering::Relaxed);
     }
 }
 
-/// Observes `took` in the histogram of `key`.
-fn observe(map: &Mutex<BTreeMap<&'static str, Histogram>>, key: &'static str, took: Duration) {
-    map.lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .entry(key)
-        .or_default()
-        .observe(took);
+/// Histograms by label value. The set of values is small and fixed (the
+/// stages, the backends): the map is written once per value, then only
+/// read.
+#[derive(Default)]
+struct Histograms(RwLock<BTreeMap<&'static str, Arc<Histogram>>>);
+
+impl Histograms {
+    fn observe(&self, key: &'static str, took: Duration) {
+        let found = self
+            .0
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(key)
+            .cloned();
+        let h = match found {
+            Some(h) => h,
+            None => self
+                .0
+                .write()
+                .unwrap_or_else(|p| p.into_inner())
+                .entry(key)
+                .or_default()
+                .clone(),
+        };
+        h.observe(took);
+    }
 }
 
 /// Writes a family of histograms, one per value of the label `label_name`.
-fn render_histograms(
-    out: &mut String,
-    name: &str,
-    label_name: &str,
-    map: &Mutex<BTreeMap<&'static str, Histogram>>,
-) {
-    for (key, h) in map.lock().unwrap_or_else(|p| p.into_inner()).iter() {
+fn render_histograms(out: &mut String, name: &str, label_name: &str, map: &Histograms) {
+    for (key, h) in map.0.read().unwrap_or_else(|p| p.into_inner()).iter() {
+        let mut cumulative = 0;
         for (i, b) in BUCKETS.iter().enumerate() {
+            cumulative += h.counts[i].load(Ordering::Relaxed);
             let _ = writeln!(
                 out,
-                "{name}_bucket{{{label_name}=\"{key}\",le=\"{b}\"}} {}",
-                h.counts[i]
+                "{name}_bucket{{{label_name}=\"{key}\",le=\"{b}\"}} {cumulative}"
             );
         }
+        let count = h.count.load(Ordering::Relaxed);
+        let sum = h.sum_ns.load(Ordering::Relaxed) as f64 / 1e9;
         let _ = writeln!(
             out,
-            "{name}_bucket{{{label_name}=\"{key}\",le=\"+Inf\"}} {}",
-            h.count
+            "{name}_bucket{{{label_name}=\"{key}\",le=\"+Inf\"}} {count}"
         );
-        let _ = writeln!(out, "{name}_sum{{{label_name}=\"{key}\"}} {}", h.sum);
-        let _ = writeln!(out, "{name}_count{{{label_name}=\"{key}\"}} {}", h.count);
+        let _ = writeln!(out, "{name}_sum{{{label_name}=\"{key}\"}} {sum}");
+        let _ = writeln!(out, "{name}_count{{{label_name}=\"{key}\"}} {count}");
     }
 }
 
@@ -85,9 +103,9 @@ pub struct Metrics {
     messages: Mutex<BTreeMap<String, u64>>,
     /// (domain, algorithm) -> signatures made.
     signatures: Mutex<BTreeMap<(String, String), u64>>,
-    stage_time: Mutex<BTreeMap<&'static str, Histogram>>,
+    stage_time: Histograms,
     /// Round trips to Redis, DNS and rspamd, by backend.
-    backend_time: Mutex<BTreeMap<&'static str, Histogram>>,
+    backend_time: Histograms,
     pub open_connections: AtomicI64,
     pub dns_failures: AtomicU64,
 }
@@ -124,12 +142,12 @@ impl Metrics {
     }
 
     pub fn stage_time(&self, stage: &'static str, took: Duration) {
-        observe(&self.stage_time, stage, took);
+        self.stage_time.observe(stage, took);
     }
 
     /// A round trip to a backend: `redis`, `dns` or `rspamd`.
     pub fn backend_time(&self, backend: &'static str, took: Duration) {
-        observe(&self.backend_time, backend, took);
+        self.backend_time.observe(backend, took);
     }
 
     /// The text exposition of every metric.
@@ -225,5 +243,31 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>) {
             let _ = stream.write_all(head.as_bytes()).await;
             let _ = stream.write_all(body.as_bytes()).await;
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn histograms_are_cumulative() {
+        let h = Histograms::default();
+        h.observe("mail", Duration::from_micros(50));
+        h.observe("mail", Duration::from_millis(3));
+        h.observe("mail", Duration::from_secs(9));
+        let mut out = String::new();
+        render_histograms(&mut out, "x_seconds", "stage", &h);
+        for want in [
+            "x_seconds_bucket{stage=\"mail\",le=\"0.0001\"} 1\n",
+            "x_seconds_bucket{stage=\"mail\",le=\"0.001\"} 1\n",
+            "x_seconds_bucket{stage=\"mail\",le=\"0.005\"} 2\n",
+            "x_seconds_bucket{stage=\"mail\",le=\"5\"} 2\n",
+            "x_seconds_bucket{stage=\"mail\",le=\"+Inf\"} 3\n",
+            "x_seconds_count{stage=\"mail\"} 3\n",
+            "x_seconds_sum{stage=\"mail\"} 9.00305\n",
+        ] {
+            assert!(out.contains(want), "{want} missing:\n{out}");
+        }
     }
 }
