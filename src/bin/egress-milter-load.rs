@@ -50,6 +50,14 @@ struct Args {
     /// SASL login sent as the {auth_authen} macro at MAIL FROM.
     #[arg(long)]
     auth: Option<String>,
+    /// Pace the whole run at this many messages per second (a steady load,
+    /// for soak runs); 0: as fast as the milter answers.
+    #[arg(long, default_value_t = 0.0)]
+    rate: f64,
+    /// Stop after this many seconds even if messages are left (soak runs:
+    /// give a large --messages).
+    #[arg(long)]
+    duration: Option<f64>,
     /// Exit 1 if the milter refuses any message.
     #[arg(long)]
     expect_accept: bool,
@@ -422,7 +430,13 @@ async fn worker(
     let mut s = Samples::default();
     let mut left = count;
     let client = SocketAddr::new(args.client, 40_000);
-    while left > 0 {
+    let started = Instant::now();
+    // With --rate, this worker sends one message every `gap`.
+    let gap = (args.rate > 0.0)
+        .then(|| Duration::from_secs_f64(args.connections.max(1) as f64 / args.rate));
+    let mut sent: u32 = 0;
+    let deadline = args.duration.map(|d| started + Duration::from_secs_f64(d));
+    while left > 0 && deadline.is_none_or(|d| Instant::now() < d) {
         let t = Instant::now();
         let mut c = Client::open(&target).await?;
         let status = c.connect(&args.helo, client).await?;
@@ -436,9 +450,17 @@ async fn worker(
         s.add(1, t.elapsed());
         let n = left.min(args.per_session.max(1));
         for _ in 0..n {
+            if let Some(gap) = gap {
+                let due = started + gap * sent;
+                tokio::time::sleep_until(due.into()).await;
+                sent += 1;
+            }
             transaction(&mut c, &args, &msg, &mut s).await?;
+            left -= 1;
+            if deadline.is_some_and(|d| Instant::now() >= d) {
+                break;
+            }
         }
-        left -= n;
         c.quit().await?;
     }
     Ok(s)
