@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The whole test suite: installs what the tests need when it is missing
-# (Postfix, swaks, redis-server, python3-dkim, rspamd, from Debian's packages;
+# (Postfix, swaks, redis-server, python3-dkim, rspamd, nmap, from Debian's packages;
 # cargo-deb from crates.io), then checks formatting, runs
 # clippy with warnings as errors, and runs every test (one build for all).
 # Postfix, swaks and redis-server are run by the tests themselves, on
@@ -16,6 +16,8 @@ command -v swaks >/dev/null 2>&1 || need+=(swaks)
 # independently of the library that makes them.
 /usr/bin/python3 -c 'import dkim, nacl' 2>/dev/null || need+=(python3-dkim python3-nacl)
 [ -x /usr/bin/rspamd ] || need+=(rspamd)
+# nmap's smtp-open-relay script probes an open Postfix guarded by the milter.
+command -v nmap >/dev/null 2>&1 || need+=(nmap)
 # Sendmail is unpacked from its packages into target/sendmail-root, never
 # installed (it would take over port 25 and /usr/sbin/sendmail); it needs
 # m4 for its .cf and libwrap0 to run.
