@@ -101,7 +101,9 @@ impl DkimKey {
     /// Loads a PEM private key (PKCS#8, or PKCS#1 for RSA).
     pub fn load(domain: Domain, selector: String, path: &Path) -> Result<Self, KeyError> {
         let shown = path.display().to_string();
-        let pem = std::fs::read(path).map_err(|e| KeyError::Read(shown.clone(), e))?;
+        // A PEM key is a few kilobytes: a bigger file is not one.
+        let pem = crate::config::read_bounded(path, 64 << 10)
+            .map_err(|e| KeyError::Read(shown.clone(), e))?;
         Self::from_pem(domain, selector, &pem, &shown)
     }
 

@@ -201,17 +201,51 @@ impl fmt::Display for ConfigErrors {
     }
 }
 
+/// The largest configuration file read.
+const MAX_CONFIG_SIZE: u64 = 4 << 20;
+
+/// Reads a regular file of at most `max` bytes. A device, a FIFO or a huge
+/// file named by mistake (`/dev/zero`, `/dev/stdin`) is an error, never an
+/// endless read.
+pub fn read_bounded(path: &Path, max: u64) -> std::io::Result<Vec<u8>> {
+    use std::io::Read;
+    let meta = std::fs::metadata(path)?;
+    if !meta.is_file() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "not a regular file",
+        ));
+    }
+    let mut buf = Vec::new();
+    std::fs::File::open(path)?
+        .take(max + 1)
+        .read_to_end(&mut buf)?;
+    if buf.len() as u64 > max {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("larger than {max} bytes"),
+        ));
+    }
+    Ok(buf)
+}
+
 impl Config {
     /// Reads and validates a configuration file.
     pub fn load(path: &Path) -> Result<Self, ConfigErrors> {
-        let text = std::fs::read_to_string(path).map_err(|e| {
-            ConfigErrors(vec![ConfigError {
-                file: path.to_path_buf(),
-                line: 0,
-                key: String::new(),
-                message: format!("cannot read: {e}"),
-            }])
-        })?;
+        let text = read_bounded(path, MAX_CONFIG_SIZE)
+            .and_then(|b| {
+                String::from_utf8(b).map_err(|_| {
+                    std::io::Error::new(std::io::ErrorKind::InvalidData, "not UTF-8 text")
+                })
+            })
+            .map_err(|e| {
+                ConfigErrors(vec![ConfigError {
+                    file: path.to_path_buf(),
+                    line: 0,
+                    key: String::new(),
+                    message: format!("cannot read: {e}"),
+                }])
+            })?;
         Self::parse(path, &text)
     }
 
@@ -674,6 +708,25 @@ pub fn parse_duration(s: &str) -> Option<Duration> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn devices_and_huge_files_are_refused_not_read_forever() {
+        let e = Config::load(Path::new("/dev/zero"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("not a regular file"), "{e}");
+        let dir = tempfile::tempdir().unwrap();
+        let big = dir.path().join("big.yaml");
+        std::fs::write(&big, vec![b'#'; (MAX_CONFIG_SIZE + 1) as usize]).unwrap();
+        let e = Config::load(&big).unwrap_err().to_string();
+        assert!(e.contains("larger than"), "{e}");
+        let text = "listen: inet:127.0.0.1:1\nlocal_domains: [example.com]\n\
+                    dkim: { keys: [{ domain: example.com, selector: s, file: /dev/zero }] }\n";
+        let e = Config::parse(Path::new("t.yaml"), text)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("not a regular file"), "{e}");
+    }
+
     use super::*;
 
     fn parse(yaml: &str) -> Result<Config, ConfigErrors> {

@@ -69,9 +69,18 @@ impl DnsServer {
         }
         let mut catalog = Catalog::new();
         catalog.upsert(LowerName::new(&root), vec![Arc::new(zone)]);
-        let udp = UdpSocket::bind("127.0.0.1:0").await.expect("bind dns udp");
-        let addr = udp.local_addr().expect("dns addr");
-        let tcp = TcpListener::bind(addr).await.expect("bind dns tcp");
+        // A free UDP port whose TCP twin is free too (another process may
+        // hold it): a few tries.
+        let mut bound = None;
+        for _ in 0..20 {
+            let udp = UdpSocket::bind("127.0.0.1:0").await.expect("bind dns udp");
+            let addr = udp.local_addr().expect("dns addr");
+            if let Ok(tcp) = TcpListener::bind(addr).await {
+                bound = Some((udp, tcp, addr));
+                break;
+            }
+        }
+        let (udp, tcp, addr) = bound.expect("a loopback port free for both UDP and TCP");
         let mut server = Server::new(catalog);
         server.register_socket(udp);
         server.register_listener(tcp, Duration::from_secs(5), 65535);
