@@ -62,3 +62,5 @@ cargo clippy --all-targets --locked -- -D warnings
 # measurements, run with `cargo bench`.
 cargo build --benches --locked
 cargo test --lib --bins --tests --locked
+# A short fuzz run of every target (see fuzz/README.md).
+bash scripts/fuzz.sh 15

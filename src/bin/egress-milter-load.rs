@@ -47,6 +47,10 @@ struct Args {
     /// Envelope recipient, also the To: header.
     #[arg(long, default_value = "someone@example.net")]
     rcpt: String,
+    /// Give every message its own envelope sender (s<N>@ the --from
+    /// domain): a flood of distinct senders for the rate limiter.
+    #[arg(long)]
+    vary_sender: bool,
     /// SASL login sent as the {auth_authen} macro at MAIL FROM.
     #[arg(long)]
     auth: Option<String>,
@@ -347,6 +351,14 @@ fn message(args: &Args) -> Message {
 /// Sends one message on an open session; false when the milter refused it
 /// (the session then stays usable: the MTA would send RSET, an abort).
 async fn transaction(c: &mut Client, args: &Args, msg: &Message, s: &mut Samples) -> Io<bool> {
+    static SENT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let sender = if args.vary_sender {
+        let n = SENT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let domain = args.from.rsplit_once('@').map_or("example.com", |(_, d)| d);
+        format!("s{n}@{domain}")
+    } else {
+        args.from.clone()
+    };
     let refused = |s: &mut Samples, status: &Status| -> bool {
         if let Some(r) = refusal(status) {
             s.refused += 1;
@@ -356,12 +368,12 @@ async fn transaction(c: &mut Client, args: &Args, msg: &Message, s: &mut Samples
         false
     };
     let start = Instant::now();
-    let mut macros = vec![("i", "LOADTEST"), ("{mail_addr}", args.from.as_str())];
+    let mut macros = vec![("i", "LOADTEST"), ("{mail_addr}", sender.as_str())];
     if let Some(a) = &args.auth {
         macros.push(("{auth_authen}", a.as_str()));
     }
     c.macros(b'M', &macros);
-    let from = format!("<{}>\0", args.from);
+    let from = format!("<{sender}>\0");
     let status = c.command(b'M', &[from.as_bytes()], NOMAIL, NR_MAIL).await?;
     s.add(2, start.elapsed());
     if refused(s, &status) {

@@ -261,6 +261,12 @@ fn body_of(raw: &[u8]) -> &[u8] {
     &[]
 }
 
+/// The full MIME walk, whatever the message (`scan` takes a shortcut for
+/// plain messages; the two must agree, which the fuzz target checks).
+pub fn scan_walk(raw: &[u8], settings: &ContentSettings) -> Scan {
+    scan_mime(raw, settings)
+}
+
 /// The MIME walk over every part.
 fn scan_mime(raw: &[u8], settings: &ContentSettings) -> Scan {
     let Some(msg) = MessageParser::default().parse(raw) else {

@@ -50,7 +50,10 @@ const EVICTION_SAMPLE: usize = 8;
 pub struct Store {
     shards: Vec<Mutex<Shard>>,
     hasher: RandomState,
-    per_shard: usize,
+    /// Each shard's share of `max_keys`: the shares add up to it exactly.
+    base: usize,
+    /// The first `extra` shards hold one key more.
+    extra: usize,
     rng: AtomicU64,
     pub evictions: AtomicU64,
 }
@@ -60,7 +63,8 @@ impl Store {
         Self {
             shards: (0..SHARDS).map(|_| Mutex::new(Shard::default())).collect(),
             hasher: RandomState::new(),
-            per_shard: max_keys.div_ceil(SHARDS).max(1),
+            base: max_keys / SHARDS,
+            extra: max_keys % SHARDS,
             rng: AtomicU64::new(0x2545_f491_4f6c_dd1d),
             evictions: AtomicU64::new(0),
         }
@@ -70,6 +74,11 @@ impl Store {
     /// with a per-process random key, so colliding keys cannot be chosen.
     pub fn key(&self, parts: impl std::hash::Hash) -> u64 {
         self.hasher.hash_one(parts)
+    }
+
+    /// How many keys shard `i` may hold (at least one).
+    fn cap(&self, i: usize) -> usize {
+        (self.base + usize::from(i < self.extra)).max(1)
     }
 
     fn shard_of(key: u64) -> usize {
@@ -154,7 +163,7 @@ impl Locked<'_> {
     }
 
     pub fn put(&mut self, key: u64, tat: u64) {
-        let per_shard = self.store.per_shard;
+        let per_shard = self.store.cap(Store::shard_of(key));
         let r = self.store.random();
         let shard = self.shard(key);
         if let Some(v) = shard.get_mut(&key) {
@@ -199,6 +208,13 @@ mod tests {
             })
             .count();
         assert!(survivors_recent > 64, "{survivors_recent}");
+        // A cap that is no multiple of the shard count holds exactly.
+        let store = Store::new(1_000);
+        for i in 0..20_000u64 {
+            let k = store.key(("messages_per_sender", i));
+            store.with_keys(&[k], |l| l.put(k, 1_000 + i));
+        }
+        assert!(store.len() <= 1_000 && store.len() > 900, "{}", store.len());
     }
 
     #[test]

@@ -67,6 +67,10 @@ impl Drop for Running {
 }
 
 impl Running {
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Waits for the process to exit.
     pub fn wait(&mut self) -> ExitStatus {
         self.child.wait().expect("wait for the daemon")
