@@ -13,13 +13,6 @@ use std::{
 };
 use tokio::io::AsyncWriteExt;
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .unwrap()
-}
-
 async fn open(addr: SocketAddr, ip: &str) -> TestConnection {
     let mut conn = TestConnection::configure()
         .available_actions(Actions::all())
@@ -50,16 +43,6 @@ async fn bystander(addr: SocketAddr) -> Duration {
     start.elapsed()
 }
 
-fn scrape(port: u16) -> String {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\n\r\n")
-        .unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).unwrap();
-    out
-}
-
 fn rss_kb(pid: u32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .unwrap_or_default()
@@ -71,7 +54,7 @@ fn rss_kb(pid: u32) -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_daemon_keeps_answering_under_abuse() {
-    let (port, metrics) = (free_port(), free_port());
+    let (port, metrics) = (common::free_port(), common::free_port());
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("milter.yaml");
     std::fs::write(
@@ -215,7 +198,7 @@ milter: {{ max_connections: 3000 }}
         before,
         rss_kb(pid)
     );
-    let keys = scrape(metrics)
+    let keys = common::scrape(metrics)
         .lines()
         .find_map(|l| l.strip_prefix("egress_limiter_keys "))
         .and_then(|v| v.trim().parse::<u64>().ok())

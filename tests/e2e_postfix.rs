@@ -154,17 +154,7 @@ async fn postfix_with_the_milter() {
             // Signed by the milter, as delivered: python3-dkim verifies
             // it, and not once the body is changed.
             assert!(m.data.starts_with("DKIM-Signature: "), "{}", m.data);
-            assert!(
-                common::verify_dkim_python(&m.data, "s1._domainkey.example.com", &record),
-                "{}",
-                m.data
-            );
-            let tampered = m.data.replace("Test message body.", "Test message b0dy.");
-            assert!(!common::verify_dkim_python(
-                &tampered,
-                "s1._domainkey.example.com",
-                &record
-            ));
+            common::assert_signed_s1(&m.data, &record);
         }
         subjects.push(subject);
     }

@@ -7,13 +7,6 @@ use indymilter::Actions;
 use indymilter_test::TestConnection;
 use std::{net::SocketAddr, path::Path, process::Command};
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .unwrap()
-}
-
 fn limits(config: &Path, args: &[&str]) -> (bool, String) {
     let out = Command::new(BIN)
         .arg("limits")
@@ -45,7 +38,7 @@ async fn send(addr: SocketAddr, sender: &str) -> String {
 
 async fn show_and_reset(backend: &str) {
     let dir = tempfile::tempdir().unwrap();
-    let (port, admin) = (free_port(), free_port());
+    let (port, admin) = (common::free_port(), common::free_port());
     let path = dir.path().join("milter.yaml");
     std::fs::write(
         &path,

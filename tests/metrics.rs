@@ -5,31 +5,12 @@ mod common;
 use common::{mail, process::Running, reply};
 use indymilter::Actions;
 use indymilter_test::TestConnection;
-use std::{
-    io::{Read, Write},
-    net::SocketAddr,
-};
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .unwrap()
-}
-
-fn scrape(port: u16) -> String {
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\n\r\n")
-        .unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).unwrap();
-    out
-}
+use std::net::SocketAddr;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn counts_what_it_decides() {
     let dir = tempfile::tempdir().unwrap();
-    let (port, metrics) = (free_port(), free_port());
+    let (port, metrics) = (common::free_port(), common::free_port());
     let path = dir.path().join("milter.yaml");
     std::fs::write(
         &path,
@@ -51,11 +32,11 @@ async fn counts_what_it_decides() {
         .await
         .unwrap();
     assert!(reply(&mail(&mut conn, "<x@evil.com>", None).await).starts_with("550 5.7.1"));
-    let open = scrape(metrics);
+    let open = common::scrape(metrics);
     assert!(open.starts_with("HTTP/1.1 200 OK"), "{open}");
     assert!(open.contains("\negress_open_connections 1\n"), "{open}");
     conn.close().await.unwrap();
-    let body = scrape(metrics);
+    let body = common::scrape(metrics);
     for line in [
         "egress_decisions_total{stage=\"mail\",rule=\"sender_domains\",class=\"app\",verdict=\"reject\"} 1",
         "egress_messages_total{verdict=\"reject\"} 1",

@@ -12,13 +12,6 @@ use std::{
     time::{Duration, Instant},
 };
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .unwrap()
-}
-
 fn config_text(listen: &str, redis_url: &str, on_failure: &str, extra: &str) -> String {
     format!(
         "listen: {listen}
@@ -56,7 +49,7 @@ struct Gateway {
 }
 
 fn gateway(dir: &Path, name: &str, redis_url: &str) -> Gateway {
-    let port = free_port();
+    let port = common::free_port();
     let path = dir.join(format!("{name}.yaml"));
     std::fs::write(
         &path,
@@ -155,7 +148,7 @@ async fn two_gateways_share_one_budget_and_survive_redis_dying() {
 
 #[tokio::test]
 async fn on_failure_tempfail_and_accept_answer_at_once() {
-    let dead = format!("redis://127.0.0.1:{}", free_port());
+    let dead = format!("redis://127.0.0.1:{}", common::free_port());
     for (on_failure, want) in [
         ("tempfail", "451 4.3.0 Temporary policy failure"),
         ("accept", "continue"),
@@ -197,7 +190,7 @@ async fn connection_leases_are_shared_released_and_expire_with_their_gateway() {
 
     // Gateway a is a process, so that it can die.
     let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
+    let port = common::free_port();
     let path = dir.path().join("a.yaml");
     std::fs::write(
         &path,

@@ -196,3 +196,38 @@ pub async fn envelope(conn: &mut TestConnection, sender: &str, rcpt: &str) {
         "RCPT TO {rcpt}"
     );
 }
+
+/// A loopback TCP port free at the time of asking.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free loopback port")
+}
+
+/// The metrics endpoint's answer (status line, headers, body).
+pub fn scrape(port: u16) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("metrics endpoint");
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .expect("metrics request");
+    let mut out = String::new();
+    s.read_to_string(&mut out).expect("metrics answer");
+    out
+}
+
+/// A delivered message's signature (selector s1 of example.com) verifies
+/// with python3-dkim, and no longer once its body is changed.
+pub fn assert_signed_s1(data: &str, record: &str) {
+    assert!(
+        verify_dkim_python(data, "s1._domainkey.example.com", record),
+        "{data}"
+    );
+    let tampered = data.replace("Test message body.", "Test message b0dy.");
+    assert_ne!(tampered, data, "the body to tamper with is not there");
+    assert!(!verify_dkim_python(
+        &tampered,
+        "s1._domainkey.example.com",
+        record
+    ));
+}

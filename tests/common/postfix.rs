@@ -14,13 +14,6 @@ pub struct Postfix {
     pub smtp_port: u16,
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free loopback port")
-}
-
 const MASTER_CF: &str = "\
 pickup    unix  n       -       n       60      1       pickup
 cleanup   unix  n       -       n       -       0       cleanup
@@ -65,7 +58,7 @@ impl Postfix {
             chown.is_ok_and(|s| s.success()),
             "chown postfix data directory"
         );
-        let smtp_port = free_port();
+        let smtp_port = super::free_port();
         let main_cf = format!(
             "compatibility_level = 3.6
 queue_directory = {dir}/queue

@@ -14,13 +14,6 @@ pub struct Rspamd {
     dir: PathBuf,
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
-}
-
 impl Rspamd {
     pub fn start() -> Rspamd {
         assert!(
@@ -54,7 +47,7 @@ impl Rspamd {
             )
             .expect("local.d");
         }
-        let (normal, controller) = (free_port(), free_port());
+        let (normal, controller) = (super::free_port(), super::free_port());
         let conf = format!(
             ".include \"$CONFDIR/common.conf\"\n\
              options {{\n  pidfile = \"$RUNDIR/rspamd.pid\";\n  .include \"$CONFDIR/options.inc\"\n}}\n\

@@ -17,13 +17,6 @@ pub struct Sendmail {
     _dir: tempfile::TempDir,
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free loopback port")
-}
-
 /// Where scripts/test.sh unpacked sendmail-bin, sendmail-base, sendmail-cf.
 pub fn root() -> PathBuf {
     std::env::var_os("EGRESS_SENDMAIL_ROOT")
@@ -49,7 +42,7 @@ impl Sendmail {
         std::fs::create_dir(&queue).expect("queue dir");
         std::fs::set_permissions(&queue, std::os::unix::fs::PermissionsExt::from_mode(0o700))
             .expect("queue mode");
-        let smtp_port = free_port();
+        let smtp_port = super::free_port();
         // The shipped snippet's INPUT_MAIL_FILTER and macro lines, pointed
         // at the test's milter.
         let snippet = std::fs::read_to_string(concat!(
