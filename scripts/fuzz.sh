@@ -11,8 +11,8 @@ set -euo pipefail
 cd "$(dirname "$0")/../fuzz"
 SECS=${1:-15}
 command -v cargo-fuzz >/dev/null 2>&1 || cargo install cargo-fuzz --version 0.13.2 --locked
-# Stable Rust: no sanitizer (panics, overflow checks and debug assertions
-# are still caught).
+# Stable Rust: no sanitizer. -O: optimised; panics and the targets'
+# assertions are caught (debug assertions and overflow checks are off).
 FUZZ=(cargo fuzz run --sanitizer none -O)
 cargo fuzz build --sanitizer none -O
 declare -A OPTS=(
