@@ -32,7 +32,7 @@ for target in mailbox mime config session; do
   "${FUZZ[@]}" "$target" "$scratch" "corpus/$target" -- \
     ${OPTS[$target]} -max_total_time="$SECS" -timeout=10 -rss_limit_mb=2048 \
     >"$log" 2>&1 || status=$?
-  echo "fuzz $target: $(grep -E '^#[0-9]+ +DONE' "$log" | tail -1)"
+  echo "fuzz $target: $(grep -E '^#[0-9]+[[:space:]]+DONE' "$log" | tail -1)"
   if [ "$status" != 0 ]; then
     tail -40 "$log" >&2
   fi
