@@ -16,6 +16,12 @@ command -v swaks >/dev/null 2>&1 || need+=(swaks)
 # independently of the library that makes them.
 /usr/bin/python3 -c 'import dkim, nacl' 2>/dev/null || need+=(python3-dkim python3-nacl)
 [ -x /usr/bin/rspamd ] || need+=(rspamd)
+# The package test renders the man pages (man-db), looks at the daemon's
+# user (ps), and the package depends on adduser; libFuzzer is C++.
+command -v man >/dev/null 2>&1 || need+=(man-db)
+command -v ps >/dev/null 2>&1 || need+=(procps)
+command -v adduser >/dev/null 2>&1 || need+=(adduser)
+command -v c++ >/dev/null 2>&1 || need+=(g++)
 # nmap's smtp-open-relay script probes an open Postfix guarded by the milter.
 command -v nmap >/dev/null 2>&1 || need+=(nmap)
 # Sendmail is unpacked from its packages into target/sendmail-root, never

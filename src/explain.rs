@@ -153,11 +153,15 @@ pub async fn explain(mut config: Config, req: &Request) -> Report {
         conn.abort();
         return finish(&mut conn, report, "rcpt", a);
     }
-    let raw = req
-        .message
-        .clone()
-        .unwrap_or_else(|| minimal_message(&req.from, &req.rcpts));
-    let (headers, body) = split_message(&raw);
+    let minimal;
+    let raw: &[u8] = match &req.message {
+        Some(m) => m,
+        None => {
+            minimal = minimal_message(&req.from, &req.rcpts);
+            &minimal
+        }
+    };
+    let (headers, body) = split_message(raw);
     for (name, value) in &headers {
         let a = conn.header(name, value);
         if a != Answer::Continue {

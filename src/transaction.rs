@@ -231,16 +231,18 @@ fn class_matched_by(c: &Class) -> &'static str {
 /// Whether something besides the content checks reads the whole message:
 /// signing, verifying, rspamd.
 fn whole_message_needed(config: &Config, shared: &Shared) -> bool {
-    (!config.dkim.keys.is_empty() && config.dkim.sign != SignMode::Off)
-        || config.dkim.verify_existing != CheckMode::Off
-        || shared.rspamd.is_some()
+    signs_or_verifies(config) || shared.rspamd.is_some()
 }
 
-/// Whether a message must be kept whole: to sign it or to verify it.
-fn needs_content(config: &Config) -> bool {
+/// Whether DKIM reads the whole message: to sign it or to verify it.
+fn signs_or_verifies(config: &Config) -> bool {
     (!config.dkim.keys.is_empty() && config.dkim.sign != SignMode::Off)
         || config.dkim.verify_existing != CheckMode::Off
-        || config.content.active()
+}
+
+/// Whether a message must be kept whole: for DKIM or the content checks.
+fn needs_content(config: &Config) -> bool {
+    signs_or_verifies(config) || config.content.active()
 }
 
 /// The MTA's macros that matter to a stage.
