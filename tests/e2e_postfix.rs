@@ -123,12 +123,7 @@ async fn postfix_with_the_milter() {
             .next(60)
             .await
             .unwrap_or_else(|| panic!("nothing delivered: {}", pf.log()));
-        let subject = m
-            .data
-            .lines()
-            .find_map(|l| l.strip_prefix("Subject: "))
-            .unwrap_or("")
-            .to_string();
+        let subject = m.subject();
         if subject == "authorised app" {
             assert_eq!(m.mail_from, "<noreply@example.com>");
             assert_eq!(m.rcpt_to, vec!["<someone@gmail.test>".to_string()]);

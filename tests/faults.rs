@@ -138,12 +138,7 @@ async fn milter_killed_mid_load_loses_nothing_and_lets_nothing_through() {
                 pf.log()
             )
         });
-        let subject = m
-            .data
-            .lines()
-            .find_map(|l| l.strip_prefix("Subject: "))
-            .unwrap_or("")
-            .to_string();
+        let subject = m.subject();
         assert!(subject.starts_with("good-"), "{subject} was delivered");
         delivered.push(subject);
     }

@@ -14,6 +14,17 @@ pub struct Delivered {
     pub data: String,
 }
 
+impl Delivered {
+    /// The Subject: header's value ("" when there is none).
+    pub fn subject(&self) -> String {
+        self.data
+            .lines()
+            .find_map(|l| l.strip_prefix("Subject: "))
+            .unwrap_or("")
+            .to_string()
+    }
+}
+
 pub struct Sink {
     pub port: u16,
     pub messages: mpsc::UnboundedReceiver<Delivered>,
