@@ -32,6 +32,9 @@ pub struct Connection {
     shared: Arc<Shared>,
     pub client_ip: Option<IpAddr>,
     pub client_name: String,
+    /// The client as logs and replies show it: its IP, else the MTA's name
+    /// for it.
+    client: String,
     /// The MTA service or address the client connected to.
     pub daemon: Option<String>,
     pub helo: Option<String>,
@@ -259,10 +262,12 @@ impl Connection {
             .metrics
             .open_connections
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let client = client_ip.map_or_else(|| client_name.clone(), |ip| ip.to_string());
         Self {
             id,
             shared,
             client_ip,
+            client,
             client_name,
             daemon: None,
             helo: None,
@@ -299,9 +304,8 @@ impl Connection {
         &self.shared
     }
 
-    fn client(&self) -> String {
-        self.client_ip
-            .map_or_else(|| self.client_name.clone(), |ip| ip.to_string())
+    fn client(&self) -> &str {
+        &self.client
     }
 
     /// Marks the start of a stage's handling.
@@ -341,7 +345,7 @@ impl Connection {
             ..Facts::default()
         };
         let (checks, concurrent) = policy::rate::connection(&config.rate_limits, &facts);
-        let client = self.client();
+        let client = self.client.clone();
         let limiter = &self.shared.limiter;
         let mut lease = None;
         let started = Instant::now();
@@ -370,7 +374,7 @@ impl Connection {
         };
         let passed = verdict == Verdict::Continue;
         let answer = self.settle("connect", verdict, false);
-        if passed {
+        if passed && self.trace.is_some() {
             let names = limit_names(&checks, concurrent.is_some());
             self.note("connect", "connection limits", || names);
         }
@@ -402,7 +406,7 @@ impl Connection {
             _ => None,
         };
         let verdict =
-            policy::sender::check(&config, class, &self.client(), &sender, login.as_deref());
+            policy::sender::check(&config, class, &self.client, &sender, login.as_deref());
         let checks = policy::rate::message(
             &config.rate_limits,
             &Facts {
@@ -461,7 +465,7 @@ impl Connection {
         if let refused @ Answer::Refuse(_) = self.settle("mail", verdict, true) {
             return refused;
         }
-        if sender_passed {
+        if sender_passed && self.trace.is_some() {
             let shown = self
                 .message
                 .as_ref()
@@ -514,7 +518,7 @@ impl Connection {
         let passed = verdict == Verdict::Continue;
         let answer = match self.settle("rcpt", verdict, false) {
             Answer::Continue => {
-                if passed {
+                if passed && self.trace.is_some() {
                     let shown = String::from_utf8_lossy(rcpt_arg).into_owned();
                     let known = self.message.as_ref().is_some_and(|m| m.class.is_some());
                     self.note("rcpt", "relay, recipient count", || {
@@ -566,7 +570,7 @@ impl Connection {
             }
             Err(e) => return self.limiter_failed(stage, &e),
         };
-        if verdict == Verdict::Continue {
+        if verdict == Verdict::Continue && self.trace.is_some() {
             let names = limit_names(checks, false);
             self.note(stage, "rate limits", || names);
         }
@@ -703,7 +707,7 @@ impl Connection {
             }
         }
         let verdict = policy::from_header::check(&msg.config, msg.class(), &msg.from);
-        if verdict == Verdict::Continue {
+        if verdict == Verdict::Continue && self.trace.is_some() {
             let strict = msg.config.from_strict;
             let domain = msg.from_domain.as_ref().map(|d| d.to_string());
             self.note("eoh", "From: header", || match (strict, domain) {
@@ -833,12 +837,14 @@ impl Connection {
                     if !signed.is_empty() {
                         msg.dkim = signed.join(", ");
                     }
-                    let shown = if signed.is_empty() {
-                        "not signed (no key for the From: domain, or signing off)".to_string()
-                    } else {
-                        format!("signed: {}", signed.join(", "))
-                    };
-                    self.note("eom", "DKIM signing", || shown);
+                    let shown = self.trace.is_some().then(|| {
+                        if signed.is_empty() {
+                            "not signed (no key for the From: domain, or signing off)".to_string()
+                        } else {
+                            format!("signed: {}", signed.join(", "))
+                        }
+                    });
+                    self.note("eom", "DKIM signing", || shown.unwrap_or_default());
                 }
                 Err(refusal) => {
                     let answer = self.settle("eom", Verdict::Refuse(refusal), true);
@@ -910,7 +916,7 @@ impl Connection {
                 };
             }
         };
-        {
+        if self.trace.is_some() {
             let shown = format!(
                 "action {:?}, score {:.1}, symbols {}",
                 verdict.action,
@@ -963,7 +969,7 @@ impl Connection {
     ) -> Result<Vec<(&'static str, String)>, Answer> {
         let scan = plain_scan.unwrap_or_else(|| crate::content::scan(raw, &config.content));
         let score = scan.score();
-        {
+        if self.trace.is_some() {
             let c = &config.content;
             let rules = if scan.rules.is_empty() {
                 "none".to_string()
@@ -1120,7 +1126,7 @@ impl Connection {
             outcome,
             rule: refusal.rule,
             reply: &refusal.reply,
-            client_ip: &self.client(),
+            client_ip: self.client(),
             class: msg.and_then(|m| m.class()).map_or("-", |c| c.name.as_str()),
             sender: msg.map_or("-", |m| m.sender.as_str()),
             auth: msg.and_then(|m| m.login.as_deref()).unwrap_or("-"),
@@ -1163,7 +1169,7 @@ impl Connection {
         log::summary(&log::Summary {
             queue_id: msg.queue_id.as_deref().unwrap_or("-"),
             conn_id: self.id,
-            client_ip: &self.client(),
+            client_ip: self.client(),
             helo: self.helo.as_deref().unwrap_or("-"),
             daemon: self.daemon.as_deref().unwrap_or("-"),
             class: msg.class().map_or("-", |c| c.name.as_str()),
