@@ -8,6 +8,10 @@
 //!
 //!     cargo bench --bench policy
 
+/// The daemon's allocator, so that the figures are the daemon's.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use egress_milter::{
     config::Config,
     transaction::{Connection, Macros},
