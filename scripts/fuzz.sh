@@ -18,7 +18,7 @@ cargo fuzz build --sanitizer none -O
 declare -A OPTS=(
   [mailbox]="-dict=mailbox.dict -max_len=4096"
   [mime]="-dict=mime.dict -max_len=16384"
-  [config]="-max_len=8192"
+  [config]="-dict=config.dict -max_len=8192"
   [session]="-max_len=4096"
 )
 for target in mailbox mime config session; do

@@ -84,7 +84,7 @@ pub struct Summary<'a> {
     /// The content score and the rules that fired, or "-".
     pub content: &'a str,
     /// From MAIL FROM to the end of the message, the client's time included.
-    pub elapsed_ms: f64,
+    pub elapsed: std::time::Duration,
     /// The milter's own time on this message, in microseconds.
     pub milter_us: u128,
 }
@@ -107,10 +107,21 @@ pub fn summary(s: &Summary<'_>) {
         reply = s.reply.as_deref().unwrap_or("-"),
         dkim = s.dkim,
         content = s.content,
-        elapsed_ms = format_args!("{:.3}", s.elapsed_ms),
+        elapsed_ms = %Millis(s.elapsed),
         milter_us = s.milter_us as u64,
         "message"
     );
+}
+
+/// A duration in milliseconds with three decimals, from its whole
+/// microseconds: integer formatting, cheaper than a float's on every line.
+struct Millis(std::time::Duration);
+
+impl std::fmt::Display for Millis {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let us = self.0.as_micros();
+        write!(f, "{}.{:03}", us / 1000, us % 1000)
+    }
 }
 
 /// Installs the global subscriber writing to stderr. `RUST_LOG` overrides
@@ -128,4 +139,21 @@ pub fn init(format: LogFormat) {
         LogFormat::Text => builder.try_init(),
         LogFormat::Json => builder.json().flatten_event(true).try_init(),
     };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Millis;
+    use std::time::Duration;
+
+    #[test]
+    fn milliseconds_with_three_decimals() {
+        assert_eq!(Millis(Duration::from_micros(882)).to_string(), "0.882");
+        assert_eq!(
+            Millis(Duration::from_micros(12_034_005)).to_string(),
+            "12034.005"
+        );
+        assert_eq!(Millis(Duration::from_nanos(1_999)).to_string(), "0.001");
+        assert_eq!(Millis(Duration::ZERO).to_string(), "0.000");
+    }
 }

@@ -1182,7 +1182,7 @@ impl Connection {
             reply: refusal.map(|r| r.reply.to_string()),
             dkim: &msg.dkim,
             content: &msg.content_rules,
-            elapsed_ms: msg.started.elapsed().as_secs_f64() * 1000.0,
+            elapsed: msg.started.elapsed(),
             milter_us: (msg.busy + self.stage_started.map_or(Duration::ZERO, |t| t.elapsed()))
                 .as_micros(),
         });
