@@ -78,16 +78,29 @@ milter: {{ max_connections: 3000 }}
     let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
     let base = bystander(addr).await;
 
-    // 2,000 concurrent milter connections, each past connect and MAIL FROM.
+    // 2,000 concurrent milter connections, each past connect and MAIL FROM,
+    // opened 200 at a time: the test client writes the MAIL FROM macros and
+    // command separately, so each of its connections waits once for a
+    // delayed ACK (40 ms).
     let mut many = Vec::with_capacity(2000);
-    for i in 0..2000 {
-        let mut c = open(addr, &format!("10.1.{}.{}", i / 250, i % 250 + 1)).await;
-        assert_eq!(
-            reply(&common::mail(&mut c, "<noreply@example.com>", None).await),
-            "continue"
-        );
-        many.push(c);
+    for batch in 0..10 {
+        let opened = futures_util::future::join_all((0..200).map(|j| async move {
+            let i = batch * 200 + j;
+            let mut c = open(addr, &format!("10.1.{}.{}", i / 250, i % 250 + 1)).await;
+            assert_eq!(
+                reply(&common::mail(&mut c, "<noreply@example.com>", None).await),
+                "continue"
+            );
+            c
+        }))
+        .await;
+        many.extend(opened);
     }
+    assert_eq!(many.len(), 2000);
+    assert!(
+        common::scrape(metrics).contains("\negress_open_connections 2000\n"),
+        "the daemon does not count 2,000 open connections"
+    );
     let took = bystander(addr).await;
     assert!(
         took < Duration::from_secs(2),
@@ -95,6 +108,19 @@ milter: {{ max_connections: 3000 }}
     );
     // The MTA side goes away; the daemon frees each connection.
     drop(many);
+    let mut open_now = String::new();
+    for _ in 0..100 {
+        open_now = common::scrape(metrics)
+            .lines()
+            .find_map(|l| l.strip_prefix("egress_open_connections "))
+            .unwrap_or_default()
+            .to_string();
+        if open_now == "0" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(open_now, "0", "connections still open after their MTA left");
 
     // Ten clients dribbling one byte a second (a negotiation that never
     // completes): others are not kept waiting.
