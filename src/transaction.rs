@@ -837,14 +837,14 @@ impl Connection {
                     if !signed.is_empty() {
                         msg.dkim = signed.join(", ");
                     }
-                    let shown = self.trace.is_some().then(|| {
-                        if signed.is_empty() {
+                    if self.trace.is_some() {
+                        let shown = if signed.is_empty() {
                             "not signed (no key for the From: domain, or signing off)".to_string()
                         } else {
                             format!("signed: {}", signed.join(", "))
-                        }
-                    });
-                    self.note("eom", "DKIM signing", || shown.unwrap_or_default());
+                        };
+                        self.note("eom", "DKIM signing", || shown);
+                    }
                 }
                 Err(refusal) => {
                     let answer = self.settle("eom", Verdict::Refuse(refusal), true);
