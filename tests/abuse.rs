@@ -110,11 +110,7 @@ milter: {{ max_connections: 3000 }}
     drop(many);
     let mut open_now = String::new();
     for _ in 0..100 {
-        open_now = common::scrape(metrics)
-            .lines()
-            .find_map(|l| l.strip_prefix("egress_open_connections "))
-            .unwrap_or_default()
-            .to_string();
+        open_now = common::metric(metrics, "egress_open_connections").unwrap_or_default();
         if open_now == "0" {
             break;
         }
@@ -224,10 +220,8 @@ milter: {{ max_connections: 3000 }}
         before,
         rss_kb(pid)
     );
-    let keys = common::scrape(metrics)
-        .lines()
-        .find_map(|l| l.strip_prefix("egress_limiter_keys "))
-        .and_then(|v| v.trim().parse::<u64>().ok())
+    let keys = common::metric(metrics, "egress_limiter_keys")
+        .and_then(|v| v.parse::<u64>().ok())
         .expect("egress_limiter_keys");
     assert!((1_000..=5_000).contains(&keys), "{keys} keys tracked");
     let took = bystander(addr).await;

@@ -216,6 +216,15 @@ pub fn scrape(port: u16) -> String {
     out
 }
 
+/// One unlabelled metric's value as the endpoint on `port` shows it.
+pub fn metric(port: u16, name: &str) -> Option<String> {
+    scrape(port).lines().find_map(|l| {
+        l.strip_prefix(name)
+            .and_then(|v| v.strip_prefix(' '))
+            .map(|v| v.trim().to_string())
+    })
+}
+
 /// A delivered message's signature (selector s1 of example.com) verifies
 /// with python3-dkim, and no longer once its body is changed.
 pub fn assert_signed_s1(data: &str, record: &str) {
