@@ -2,17 +2,28 @@
 //! egress-milter with. It registers the same stages egress-milter does (so
 //! the MTA sends it the same commands) and answers each at once.
 //!
+//! With `--quiet` it also takes HELO and headers without an answer, as
+//! egress-milter does when the MTA offers it: the same commands and the same
+//! replies as egress-milter.
+//!
 //!     cargo run --release --example null-milter -- inet:127.0.0.1:7399
-//!     cargo run --release --example null-milter -- unix:/tmp/null.sock
+//!     cargo run --release --example null-milter -- unix:/tmp/null.sock --quiet
 
-use indymilter::{Callbacks, Status};
+use indymilter::{Callbacks, ProtoOpts, Status};
 use std::process::ExitCode;
 
 #[tokio::main]
 async fn main() -> ExitCode {
     let Some(addr) = std::env::args().nth(1) else {
-        eprintln!("usage: null-milter inet:HOST:PORT | unix:/PATH");
+        eprintln!("usage: null-milter inet:HOST:PORT | unix:/PATH [--quiet]");
         return ExitCode::from(2);
+    };
+    let quiet = std::env::args().nth(2).as_deref() == Some("--quiet");
+    let no_reply = ProtoOpts::NOREPLY_HELO | ProtoOpts::NOREPLY_HEADER;
+    let (helo, header) = if quiet {
+        (Status::Noreply, Status::Noreply)
+    } else {
+        (Status::Continue, Status::Continue)
     };
     let listen = if let Some(p) = addr.strip_prefix("unix:") {
         egress_milter::config::Listen::Unix(p.into())
@@ -32,11 +43,17 @@ async fn main() -> ExitCode {
         }
     };
     let callbacks = Callbacks::<()>::new()
+        .on_negotiate(move |cx, _, offered| {
+            if quiet {
+                cx.requested_opts |= offered & no_reply;
+            }
+            Box::pin(async { Status::Continue })
+        })
         .on_connect(|_, _, _| Box::pin(async { Status::Continue }))
-        .on_helo(|_, _| Box::pin(async { Status::Continue }))
+        .on_helo(move |_, _| Box::pin(async move { helo }))
         .on_mail(|_, _| Box::pin(async { Status::Continue }))
         .on_rcpt(|_, _| Box::pin(async { Status::Continue }))
-        .on_header(|_, _, _| Box::pin(async { Status::Continue }))
+        .on_header(move |_, _, _| Box::pin(async move { header }))
         .on_eoh(|_| Box::pin(async { Status::Continue }))
         .on_body(|_, _| Box::pin(async { Status::Continue }))
         .on_eom(|_| Box::pin(async { Status::Continue }));

@@ -2,6 +2,8 @@
 # Side-by-side milter bench. Plays the MTA's side with egress-milter-load
 # (full transactions, N connections) against:
 #   - null-milter (examples/null-milter.rs: accepts everything; the ceiling),
+#     once answering every command and once ("quiet") taking HELO and headers
+#     without an answer, as egress-milter does: the same commands and replies,
 #   - egress-milter with every check on and the local limiter,
 #   - egress-milter signing with an RSA-2048 key,
 #   - egress-milter signing with an Ed25519 key,
@@ -11,8 +13,9 @@
 #
 #   bash scripts/bench-milters.sh [MESSAGES] [CONNECTIONS]
 #
-# ROUNDS (default 9) sets how many alternating runs of the null milter and
-# egress-milter with every check the socket comparison takes the median of.
+# ROUNDS (default 9) sets how many alternating runs of the two null milters
+# and egress-milter with every check the socket comparison takes the median
+# of.
 #
 # Needs root the first time (installs opendkim and postfix when missing).
 # On a machine with two cores or more the milters run on CPU 1 and the load
@@ -97,6 +100,9 @@ EOF
 NULL_PORT=$(free_port)
 "${MILTER_CPU[@]}" "$BIN/examples/null-milter" "inet:127.0.0.1:$NULL_PORT" &
 PIDS+=($!)
+QUIET_PORT=$(free_port)
+"${MILTER_CPU[@]}" "$BIN/examples/null-milter" "inet:127.0.0.1:$QUIET_PORT" --quiet &
+PIDS+=($!)
 
 ALL_PORT=$(free_port)
 egress_config "$ALL_PORT" "" >"$WORK/all.yaml"
@@ -133,7 +139,7 @@ EOF
 "${MILTER_CPU[@]}" /usr/sbin/opendkim -f -x "$WORK/opendkim.conf" 2>"$WORK/opendkim.log" &
 PIDS+=($!)
 
-for p in $NULL_PORT $ALL_PORT $RSA_PORT $ED_PORT $DKIM_PORT; do wait_port "$p"; done
+for p in $NULL_PORT $QUIET_PORT $ALL_PORT $RSA_PORT $ED_PORT $DKIM_PORT; do wait_port "$p"; done
 
 load() { # NAME PORT SIZE
   "${LOAD_CPU[@]}" "$BIN/egress-milter-load" --milter "inet:127.0.0.1:$2" \
@@ -155,9 +161,11 @@ for size in 2048 102400; do
   # alternating runs: a shared machine's speed drifts from one second to
   # the next, and the table keeps the median of each.
   warm "$NULL_PORT" "$size"
+  warm "$QUIET_PORT" "$size"
   warm "$ALL_PORT" "$size"
   for _ in $(seq 1 "$ROUNDS"); do
     load "null-milter" "$NULL_PORT" "$size" >>"$RESULTS"
+    load "null-milter, quiet" "$QUIET_PORT" "$size" >>"$RESULTS"
     load "egress-milter, all checks" "$ALL_PORT" "$size" >>"$RESULTS"
   done
   # Signing, once each after a warm-up.
@@ -235,6 +243,7 @@ print(json.dumps({"name": name, "postfix": True, "messages": n, "seconds": end -
 }
 postfix_run "Postfix, no milter" ""
 postfix_run "Postfix + null-milter" "inet:127.0.0.1:$NULL_PORT"
+postfix_run "Postfix + null-milter, quiet" "inet:127.0.0.1:$QUIET_PORT"
 postfix_run "Postfix + egress-milter (all checks)" "inet:127.0.0.1:$ALL_PORT"
 
 python3 - "$RESULTS" "$CONNECTIONS" "$MESSAGES" "$PF_MESSAGES" "$ROUNDS" <<'EOF'
@@ -249,33 +258,38 @@ def median_run(rs):
     rs = sorted(rs, key=lambda r: r["messages_per_second"])
     return rs[len(rs) // 2]
 print(f"\nMilter socket: egress-milter-load, {sys.argv[2]} connections, {sys.argv[3]} messages per run; "
-      f"null milter and all checks: median of {sys.argv[5]} alternating runs\n")
-print("| milter | message | msg/s | vs null | MAIL p50/p99 µs | EOM p50/p99/p999 µs | message p50/p99 µs |")
-print("|---|---|---|---|---|---|---|")
-ceiling = {size: median_run(rs)["messages_per_second"] for (name, size), rs in runs.items() if name == "null-milter"}
+      f"null milters and all checks: median of {sys.argv[5]} alternating runs\n")
+print("| milter | message | msg/s | vs null | vs quiet null | MAIL p50/p99 µs | EOM p50/p99/p999 µs | message p50/p99 µs |")
+print("|---|---|---|---|---|---|---|---|")
+def medians(name):
+    return {size: median_run(rs)["messages_per_second"] for (n, size), rs in runs.items() if n == name}
+ceiling = medians("null-milter")
+quiet = medians("null-milter, quiet")
 for (name, size), rs in runs.items():
     r = median_run(rs)
     s = r["stages"]
     ratio = r["messages_per_second"] / ceiling[size] * 100
+    qratio = r["messages_per_second"] / quiet[size] * 100
     spread = ""
     if len(rs) > 1:
         lo = min(x["messages_per_second"] for x in rs)
         hi = max(x["messages_per_second"] for x in rs)
         spread = f" ({lo:,.0f}–{hi:,.0f})"
-    print(f'| {name} | {size // 1024} KB | {r["messages_per_second"]:,.0f}{spread} | {ratio:.0f}% | '
+    print(f'| {name} | {size // 1024} KB | {r["messages_per_second"]:,.0f}{spread} | {ratio:.0f}% | {qratio:.0f}% | '
           f'{s["mail"]["p50_us"]:.0f}/{s["mail"]["p99_us"]:.0f} | '
           f'{s["eom"]["p50_us"]:.0f}/{s["eom"]["p99_us"]:.0f}/{s["eom"]["p999_us"]:.0f} | '
           f'{s["message"]["p50_us"]:.0f}/{s["message"]["p99_us"]:.0f} |')
 for size in sorted(ceiling):
-    nulls = [r["messages_per_second"] for r in runs[("null-milter", size)]]
     alls = [r["messages_per_second"] for r in runs[("egress-milter, all checks", size)]]
-    pairs = [a / n * 100 for n, a in zip(nulls, alls)]
-    print(f"\n{size // 1024} KB, all checks against the null milter, run by run: "
-          + " ".join(f"{p:.0f}%" for p in pairs) + f" (median {statistics.median(pairs):.0f}%)")
+    for label, name in (("the null milter", "null-milter"), ("the quiet null milter", "null-milter, quiet")):
+        nulls = [r["messages_per_second"] for r in runs[(name, size)]]
+        pairs = [a / n * 100 for n, a in zip(nulls, alls)]
+        print(f"\n{size // 1024} KB, all checks against {label}, run by run: "
+              + " ".join(f"{p:.0f}%" for p in pairs) + f" (median {statistics.median(pairs):.0f}%)")
 print(f"\nPostfix end to end: smtp-source, 10 sessions, {sys.argv[4]} messages of 2 KB, smtp-sink behind\n")
 print("| set-up | msg/s | vs null milter | milter rejects |")
 print("|---|---|---|---|")
-base = next((r["messages_per_second"] for r in rows if r.get("postfix") and "null" in r["name"]), None)
+base = next((r["messages_per_second"] for r in rows if r.get("postfix") and r["name"].endswith("null-milter")), None)
 for r in rows:
     if not r.get("postfix"):
         continue

@@ -2,13 +2,18 @@
 //! `Connection` method and its `Answer` into a milter status and reply. A
 //! panic inside a stage is caught and answered as `on_error` says, so one
 //! connection's bug never takes the daemon down nor leaves the MTA waiting.
+//!
+//! When the MTA offers it (Postfix, Sendmail 8.14 and later do), headers
+//! and HELO are taken without an answer to each: that saves the MTA one
+//! round trip per header. A refusal decided on a header (the message grew
+//! past `max_message_size`) is then given at end of headers.
 
 use crate::state::Shared;
 use crate::transaction::{Answer, Connection, HeaderAction, Macros};
 use futures_util::FutureExt;
 use indymilter::{
     Actions, Callbacks, Context, ContextActions, EomContext, MacroStage, NegotiateContext,
-    SetErrorReply, SocketInfo, Status,
+    ProtoOpts, SetErrorReply, SocketInfo, Status,
 };
 use std::{
     ffi::{CStr, CString},
@@ -31,9 +36,33 @@ const MACROS: &[(MacroStage, &str)] = &[
     (MacroStage::Eom, "i"),
 ];
 
-pub fn callbacks(shared: Arc<Shared>) -> Callbacks<Connection> {
+/// One milter session: what the MTA agreed to at negotiation, and the SMTP
+/// connection once the MTA has sent it.
+pub struct Session {
+    conn: Option<Connection>,
+    /// Headers come without waiting for an answer (SMFIP_NR_HDR).
+    quiet_headers: bool,
+    /// A refusal decided on a header, given at end of headers.
+    deferred: Option<Answer>,
+}
+
+impl Session {
+    fn new(quiet_headers: bool) -> Self {
+        Session {
+            conn: None,
+            quiet_headers,
+            deferred: None,
+        }
+    }
+}
+
+/// The answers egress-milter can do without: it never refuses at HELO, and
+/// a refusal on a header can wait for end of headers.
+const NO_REPLY: ProtoOpts = ProtoOpts::NOREPLY_HELO.union(ProtoOpts::NOREPLY_HEADER);
+
+pub fn callbacks(shared: Arc<Shared>) -> Callbacks<Session> {
     Callbacks::new()
-        .on_negotiate(|cx, _, _| Box::pin(handle_negotiate(cx)))
+        .on_negotiate(|cx, _, offered| Box::pin(handle_negotiate(cx, offered)))
         .on_connect(move |cx, hostname, socket| {
             let shared = shared.clone();
             Box::pin(handle_connect(cx, shared, hostname, socket))
@@ -49,10 +78,14 @@ pub fn callbacks(shared: Arc<Shared>) -> Callbacks<Connection> {
         .on_close(|cx| Box::pin(handle_close(cx)))
 }
 
-async fn handle_negotiate(cx: &mut NegotiateContext<Connection>) -> Status {
+async fn handle_negotiate(cx: &mut NegotiateContext<Session>, offered: ProtoOpts) -> Status {
     // DKIM-Signature and X-Egress-* headers are added, Received: lines and
     // configured headers changed or removed, at end of message.
     cx.requested_actions |= Actions::ADD_HEADER | Actions::CHANGE_HEADER;
+    // Only what the MTA offers: indymilter does not fake the others.
+    let quiet = offered & NO_REPLY;
+    cx.requested_opts |= quiet;
+    cx.data = Some(Session::new(quiet.contains(ProtoOpts::NOREPLY_HEADER)));
     for (stage, names) in MACROS {
         if let Ok(names) = CString::new(*names) {
             cx.requested_macros.insert(*stage, names);
@@ -62,7 +95,7 @@ async fn handle_negotiate(cx: &mut NegotiateContext<Connection>) -> Status {
 }
 
 async fn handle_connect(
-    cx: &mut Context<Connection>,
+    cx: &mut Context<Session>,
     shared: Arc<Shared>,
     hostname: CString,
     socket: SocketInfo,
@@ -80,40 +113,60 @@ async fn handle_connect(
         (addr, port) => addr.or(port),
     };
     let answer = guarded!(&mut conn, "connect", |c| c.connect().await);
-    cx.data = Some(conn);
+    // A second connect on one session (not sent by Postfix nor Sendmail)
+    // starts it afresh.
+    let session = cx.data.get_or_insert_with(|| Session::new(false));
+    session.deferred = None;
+    session.conn = Some(conn);
     reply(&mut cx.reply, answer)
 }
 
-async fn handle_helo(cx: &mut Context<Connection>, name: CString) -> Status {
-    if let Some(conn) = cx.data.as_mut() {
+async fn handle_helo(cx: &mut Context<Session>, name: CString) -> Status {
+    if let Some(conn) = cx.data.as_mut().and_then(|s| s.conn.as_mut()) {
         conn.helo(&name.to_string_lossy());
     }
     Status::Continue
 }
 
-async fn handle_mail(cx: &mut Context<Connection>, args: Vec<CString>) -> Status {
+async fn handle_mail(cx: &mut Context<Session>, args: Vec<CString>) -> Status {
     let macros = macros(&cx.macros);
     let sender = args.first().map(|a| a.as_bytes()).unwrap_or_default();
     stage!(cx, "mail", |conn| conn.mail(sender, &macros).await)
 }
 
-async fn handle_rcpt(cx: &mut Context<Connection>, args: Vec<CString>) -> Status {
+async fn handle_rcpt(cx: &mut Context<Session>, args: Vec<CString>) -> Status {
     let macros = macros(&cx.macros);
     let rcpt = args.first().map(|a| a.as_bytes()).unwrap_or_default();
     stage!(cx, "rcpt", |conn| conn.rcpt(rcpt, &macros).await)
 }
 
-async fn handle_header(cx: &mut Context<Connection>, name: CString, value: CString) -> Status {
-    stage!(cx, "header", |conn| conn
-        .header(name.as_bytes(), value.as_bytes()))
+async fn handle_header(cx: &mut Context<Session>, name: CString, value: CString) -> Status {
+    let quiet = cx.data.as_ref().is_some_and(|s| s.quiet_headers);
+    if !quiet {
+        return stage!(cx, "header", |conn| conn
+            .header(name.as_bytes(), value.as_bytes()));
+    }
+    if let Some(session) = cx.data.as_mut() {
+        if let Some(conn) = session.conn.as_mut() {
+            let answer = guarded!(conn, "header", |c| c
+                .header(name.as_bytes(), value.as_bytes()));
+            if matches!(answer, Answer::Refuse(_)) && session.deferred.is_none() {
+                session.deferred = Some(answer);
+            }
+        }
+    }
+    Status::Noreply
 }
 
-async fn handle_eoh(cx: &mut Context<Connection>) -> Status {
+async fn handle_eoh(cx: &mut Context<Session>) -> Status {
+    if let Some(answer) = cx.data.as_mut().and_then(|s| s.deferred.take()) {
+        return reply(&mut cx.reply, answer);
+    }
     let macros = macros(&cx.macros);
     stage!(cx, "eoh", |conn| conn.end_of_headers(&macros))
 }
 
-async fn handle_eom(cx: &mut EomContext<Connection>) -> Status {
+async fn handle_eom(cx: &mut EomContext<Session>) -> Status {
     let macros = macros(&cx.macros);
     let EomContext {
         data,
@@ -121,7 +174,7 @@ async fn handle_eom(cx: &mut EomContext<Connection>) -> Status {
         reply: smtp,
         ..
     } = cx;
-    let Some(conn) = data.as_mut() else {
+    let Some(conn) = data.as_mut().and_then(|s| s.conn.as_mut()) else {
         return Status::Continue;
     };
     let answer = guarded!(conn, "eom", |c| {
@@ -150,18 +203,21 @@ async fn handle_eom(cx: &mut EomContext<Connection>) -> Status {
     reply(smtp, answer)
 }
 
-async fn handle_body(cx: &mut Context<Connection>, chunk: bytes::Bytes) -> Status {
+async fn handle_body(cx: &mut Context<Session>, chunk: bytes::Bytes) -> Status {
     stage!(cx, "body", |conn| conn.body(chunk.clone()))
 }
 
-async fn handle_abort(cx: &mut Context<Connection>) -> Status {
+async fn handle_abort(cx: &mut Context<Session>) -> Status {
+    if let Some(s) = cx.data.as_mut() {
+        s.deferred = None;
+    }
     stage!(cx, "abort", |conn| {
         conn.abort();
         Answer::Continue
     })
 }
 
-async fn handle_close(cx: &mut Context<Connection>) -> Status {
+async fn handle_close(cx: &mut Context<Session>) -> Status {
     stage!(cx, "close", |conn| {
         conn.close();
         Answer::Continue
@@ -204,8 +260,8 @@ use guarded;
 /// a status.
 macro_rules! stage {
     ($cx:expr, $name:expr, |$c:ident| $body:expr) => {{
-        let cx: &mut Context<Connection> = $cx;
-        match cx.data.as_mut() {
+        let cx: &mut Context<Session> = $cx;
+        match cx.data.as_mut().and_then(|s| s.conn.as_mut()) {
             Some(conn) => {
                 let answer = guarded!(conn, $name, |$c| $body);
                 reply(&mut cx.reply, answer)

@@ -5,7 +5,7 @@
 mod common;
 use base64::Engine;
 use common::{mail, reply};
-use indymilter_test::{EomAction, Status, TestConnection};
+use indymilter_test::{Actions, EomAction, ProtoOpts, Status, TestConnection};
 use std::io::Write;
 
 /// Sends a raw message (headers folded with CRLF + WSP, a blank line, the
@@ -15,7 +15,7 @@ async fn send(conn: &mut TestConnection, raw: &str) -> (String, Vec<(String, Str
     let (head, body) = raw.split_once("\r\n\r\n").unwrap();
     for (name, value) in common::header_fields(head) {
         let s = conn.header(name, value).await.unwrap();
-        assert_eq!(s, Status::Continue);
+        assert_eq!(s, Status::Noreply);
     }
     assert_eq!(conn.eoh().await.unwrap(), Status::Continue);
     for chunk in body.as_bytes().chunks(65_535) {
@@ -151,6 +151,56 @@ async fn too_big_and_too_many_recipients() {
     let raw = raw.replace("To: r@gmail.com\r\n", "");
     let (got, _) = send(&mut conn, &raw).await;
     assert_eq!(got, "continue");
+    conn.close().await.unwrap();
+    d.stop().await;
+}
+
+/// An MTA that offers it (Postfix, Sendmail 8.14 and later) sends headers
+/// without waiting for an answer to each; a message that outgrows
+/// `max_message_size` in its headers is then refused at end of headers, and
+/// the next message on the connection is judged afresh. An MTA that does not
+/// offer it is answered on the header itself.
+#[tokio::test]
+async fn headers_past_the_size_limit() {
+    let mut config =
+        egress_milter::config::Config::load(&common::config_path("content.yaml")).unwrap();
+    config.content.max_message_size = 50_000;
+    let d = common::start_with(config).await;
+    let big = "a".repeat(30_000);
+
+    let mut conn = d.client("10.0.0.1").await;
+    assert!(conn.negotiated_opts().contains(ProtoOpts::NOREPLY_HEADER));
+    common::envelope(&mut conn, "<app@example.com>", "<r@gmail.com>").await;
+    for (n, v) in [
+        ("From", "app@example.com"),
+        ("X-Big", big.as_str()),
+        ("X-Big", big.as_str()),
+    ] {
+        assert_eq!(conn.header(n, v).await.unwrap(), Status::Noreply);
+    }
+    let s = conn.eoh().await.unwrap();
+    assert_eq!(reply(&s), "552 5.3.4 Message size exceeds fixed limit");
+    conn.abort().await.unwrap();
+    let (got, _) = send(&mut conn, &format!("{HEAD}Subject: hi\r\n\r\nhello\r\n")).await;
+    assert_eq!(got, "continue");
+    conn.close().await.unwrap();
+
+    let mut conn = TestConnection::configure()
+        .available_actions(Actions::all())
+        .available_opts(ProtoOpts::all() - ProtoOpts::NOREPLY_HEADER)
+        .open_tcp(d.addr)
+        .await
+        .unwrap();
+    let socket: std::net::SocketAddr = "10.0.0.1:40000".parse().unwrap();
+    assert_eq!(conn.connect("c", socket).await.unwrap(), Status::Continue);
+    assert!(!conn.negotiated_opts().contains(ProtoOpts::NOREPLY_HEADER));
+    common::envelope(&mut conn, "<app@example.com>", "<r@gmail.com>").await;
+    assert_eq!(
+        conn.header("X-Big", big.as_str()).await.unwrap(),
+        Status::Continue
+    );
+    let s = conn.header("X-Big", big.as_str()).await.unwrap();
+    assert_eq!(reply(&s), "552 5.3.4 Message size exceeds fixed limit");
     conn.close().await.unwrap();
     d.stop().await;
 }

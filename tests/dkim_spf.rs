@@ -78,7 +78,7 @@ async fn send(
     ]);
     for (n, v) in &headers {
         let s = conn.header(*n, *v).await.unwrap();
-        if s != Status::Continue {
+        if s != Status::Noreply {
             return (reply(&s), String::new());
         }
     }

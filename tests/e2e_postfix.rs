@@ -3,7 +3,7 @@
 
 mod common;
 use common::{
-    postfix::{swaks, Postfix},
+    postfix::{self, swaks, Postfix},
     sink::Sink,
 };
 
@@ -80,6 +80,29 @@ async fn postfix_with_the_milter() {
     .unwrap();
     assert!(
         refused_with(&t, "550 5.7.1 From: domain paypal.test not authorised"),
+        "{t}"
+    );
+    // Refused: headers past max_message_size (64 KB here). Postfix sends
+    // them without waiting for an answer to each; the refusal comes at end
+    // of headers, after DATA.
+    let pad: Vec<String> = (0..40)
+        .map(|i| format!("X-Pad-{i}: {}", "p".repeat(1_900)))
+        .collect();
+    let t = tokio::task::spawn_blocking(move || {
+        postfix::swaks_with(
+            port,
+            app,
+            "noreply@example.com",
+            "someone@gmail.test",
+            "noreply@example.com",
+            "big headers",
+            &pad,
+        )
+    })
+    .await
+    .unwrap();
+    assert!(
+        refused_with(&t, "552 5.3.4 Message size exceeds fixed limit"),
         "{t}"
     );
     // Refused: an unknown client trying to relay.

@@ -156,6 +156,23 @@ pub fn swaks(
     header_from: &str,
     subject: &str,
 ) -> String {
+    swaks_with(port, source_ip, from, to, header_from, subject, &[])
+}
+
+/// `swaks`, with more headers added (`Name: value` each).
+pub fn swaks_with(
+    port: u16,
+    source_ip: &str,
+    from: &str,
+    to: &str,
+    header_from: &str,
+    subject: &str,
+    more_headers: &[String],
+) -> String {
+    let mut extra = Vec::new();
+    for h in more_headers {
+        extra.extend(["--add-header", h.as_str()]);
+    }
     let out = Command::new("swaks")
         .args(["--server", &format!("127.0.0.1:{port}")])
         .args(["--local-interface", source_ip])
@@ -166,6 +183,7 @@ pub fn swaks(
         // Two hops inside the organisation before the gateway.
         .args(["--add-header", "Received: from app7.corp (app7.corp [10.9.8.7]) by relay.corp (Postfix) with ESMTP id 1A; Mon, 23 Nov 2026 01:00:01 +0000"])
         .args(["--add-header", "Received: from build3.corp ([10.9.8.3]) by app7.corp with ESMTP id 0B; Mon, 23 Nov 2026 01:00:00 +0000"])
+        .args(extra)
         .args(["--body", "Test message body.", "--timeout", "30"])
         .output()
         .expect("swaks is not installed: run scripts/test.sh, which installs it");
