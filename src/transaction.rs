@@ -697,7 +697,6 @@ impl Connection {
         if macros.queue_id.is_some() {
             msg.queue_id.clone_from(&macros.queue_id);
         }
-        msg.from_domain = policy::from_header::domain(&msg.from);
         if let Some(c) = msg.content.as_mut() {
             c.end_headers();
             if msg.config.content.active() {
@@ -706,7 +705,9 @@ impl Connection {
                     c.plain_scan.is_some() && !whole_message_needed(&msg.config, &self.shared);
             }
         }
-        let verdict = policy::from_header::check(&msg.config, msg.class(), &msg.from);
+        let judged = policy::from_header::judge(&msg.config, msg.class(), &msg.from);
+        msg.from_domain = judged.domain;
+        let verdict = judged.verdict;
         if verdict == Verdict::Continue && self.trace.is_some() {
             let strict = msg.config.from_strict;
             let domain = msg.from_domain.as_ref().map(|d| d.to_string());

@@ -17,37 +17,58 @@ pub struct FromHeaders {
     pub too_long: bool,
 }
 
-/// The domain of the From: header when it holds exactly one mailbox with
-/// a domain name (whatever the policy says of it).
-pub fn domain(from: &FromHeaders) -> Option<crate::address::Domain> {
-    match from.values.as_slice() {
-        [one] if !from.too_long => match parse_address_list(one).ok()?.as_slice() {
-            [Entry::Mailbox(a)] => a.domain.name().cloned(),
-            _ => None,
-        },
+/// The From: check's verdict, and the From: domain when the header holds
+/// exactly one mailbox with a domain name (whatever the policy says of
+/// it; DKIM signing chooses its key by it).
+pub struct Judgement {
+    pub verdict: Verdict,
+    pub domain: Option<crate::address::Domain>,
+}
+
+/// Parses the From: header once, for both the verdict and the domain.
+pub fn judge(config: &Config, class: Option<&Class>, from: &FromHeaders) -> Judgement {
+    let parsed = match from.values.as_slice() {
+        [one] if !from.too_long => Some(parse_address_list(one)),
         _ => None,
+    };
+    let domain = match parsed.as_ref().map(|p| p.as_ref().map(Vec::as_slice)) {
+        Some(Ok([Entry::Mailbox(a)])) => a.domain.name().cloned(),
+        _ => None,
+    };
+    Judgement {
+        verdict: verdict(config, class, from, parsed),
+        domain,
     }
 }
 
 pub fn check(config: &Config, class: Option<&Class>, from: &FromHeaders) -> Verdict {
+    judge(config, class, from).verdict
+}
+
+fn verdict(
+    config: &Config,
+    class: Option<&Class>,
+    from: &FromHeaders,
+    parsed: Option<Result<Vec<Entry>, crate::mailbox::ParseError>>,
+) -> Verdict {
     let from_domains = class.and_then(|c| c.from_domains.as_deref());
     if !config.from_strict && from_domains.is_none() {
         return Verdict::Continue;
     }
-    let value = match from.values.as_slice() {
+    match from.values.as_slice() {
         [] => return Verdict::Refuse(reply::no_from_header()),
-        [one] => one,
+        [_] => {}
         many => return Verdict::Refuse(reply::several_from_headers(many.len())),
-    };
-    if from.too_long {
-        return Verdict::Refuse(reply::malformed_from_header(&format!(
-            "longer than {} bytes",
-            config.from_max_length
-        )));
     }
-    let entries = match parse_address_list(value) {
-        Ok(e) => e,
-        Err(e) => return Verdict::Refuse(reply::malformed_from_header(&e.to_string())),
+    let entries = match parsed {
+        None => {
+            return Verdict::Refuse(reply::malformed_from_header(&format!(
+                "longer than {} bytes",
+                config.from_max_length
+            )))
+        }
+        Some(Ok(e)) => e,
+        Some(Err(e)) => return Verdict::Refuse(reply::malformed_from_header(&e.to_string())),
     };
     let address = match entries.as_slice() {
         [] => return Verdict::Refuse(reply::malformed_from_header("no mailbox")),
