@@ -154,6 +154,11 @@ async fn sweep_limiter(shared: Arc<Shared>) {
 /// The daemon: binds, serves, reloads on SIGHUP, stops on SIGTERM/SIGINT.
 pub async fn serve(config: Config) -> io::Result<()> {
     use tokio::signal::unix::{signal, SignalKind};
+    // The handlers first: a SIGHUP or SIGTERM that comes as soon as the
+    // socket is bound (or the start is logged) is taken, not fatal.
+    let mut hup = signal(SignalKind::hangup())?;
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
     for w in &config.warnings {
         warn!("configuration: {w}");
     }
@@ -182,14 +187,23 @@ pub async fn serve(config: Config) -> io::Result<()> {
         }
         None => None,
     };
-    let mut hup = signal(SignalKind::hangup())?;
-    let mut term = signal(SignalKind::terminate())?;
-    let mut int = signal(SignalKind::interrupt())?;
     let reloader = {
         let shared = shared.clone();
         tokio::spawn(async move {
             while hup.recv().await.is_some() {
-                match shared.reload() {
+                // Reading and checking the file (regexes compiled, keys
+                // read) is blocking work, done off the runtime's workers so
+                // that milter traffic goes on meanwhile.
+                info!("SIGHUP received, reloading the configuration");
+                let s = shared.clone();
+                let outcome = match tokio::task::spawn_blocking(move || s.reload()).await {
+                    Ok(outcome) => outcome,
+                    Err(e) => {
+                        error!("reload failed, old configuration kept: {e}");
+                        continue;
+                    }
+                };
+                match outcome {
                     Ok(restart) if restart.is_empty() => info!("configuration reloaded"),
                     Ok(restart) => warn!(
                         "configuration reloaded; changes to {} take effect after a restart",

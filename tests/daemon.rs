@@ -1,6 +1,6 @@
 //! The daemon as an administrator runs it: check-config, a unix socket
-//! (stale file, mode), the JSON decision log, SIGHUP reload (bad and good),
-//! SIGTERM.
+//! (stale file, mode), the JSON decision log, SIGHUP reload (bad, good,
+//! and slow), SIGTERM.
 
 mod common;
 use common::{mail, process::Running, reply};
@@ -79,6 +79,52 @@ fn check_config_names_line_of_unknown_key_and_bad_yaml() {
     let out = check_config(Path::new("/nonexistent/x.yaml"));
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/x.yaml"));
+}
+
+/// A reload that takes seconds (content rules whose case-insensitive
+/// Unicode classes are slow to compile; the pattern was found by the config
+/// fuzzer) is checked off the runtime's workers: with a single worker, a
+/// message is answered while the new configuration is still being read.
+#[tokio::test]
+async fn a_slow_reload_does_not_hold_up_the_traffic() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("milter.sock");
+    let config = dir.path().join("milter.yaml");
+    write_config(&config, &socket, "example.com");
+    let d = Running::start_with_env(&config, &[("TOKIO_WORKER_THREADS", "1")]);
+    d.wait_for("egress-milter started");
+
+    let pattern = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/slow_regex.txt"),
+    )
+    .unwrap();
+    write_config(&config, &socket, "example.net");
+    let mut yaml = std::fs::read_to_string(&config).unwrap();
+    yaml.push_str("content:\n  custom:\n");
+    for i in 0..3 {
+        yaml.push_str(&format!(
+            "    - {{ name: slow{i}, score: 1, subject: {} }}\n",
+            serde_json::to_string(&pattern).unwrap()
+        ));
+    }
+    std::fs::write(&config, yaml).unwrap();
+    d.signal("-HUP");
+    d.wait_for("reloading the configuration");
+
+    // Answered by the old configuration, before the reload is done.
+    assert_eq!(
+        sender_reply(&socket, "<a@example.net>").await,
+        "550 5.7.1 Sender <a@example.net> not authorised for app"
+    );
+    let logged_meanwhile: Vec<String> = d.lines.try_iter().collect();
+    assert!(
+        !logged_meanwhile
+            .iter()
+            .any(|l| l.contains("configuration reloaded")),
+        "the reply waited for the reload: {logged_meanwhile:?}"
+    );
+    d.wait_for("configuration reloaded");
+    assert_eq!(sender_reply(&socket, "<a@example.net>").await, "continue");
 }
 
 fn write_config(path: &Path, socket: &Path, sender_domain: &str) {
