@@ -40,6 +40,8 @@ const MACROS: &[(MacroStage, &str)] = &[
 /// connection once the MTA has sent it.
 pub struct Session {
     conn: Option<Connection>,
+    /// HELO comes without waiting for an answer (SMFIP_NR_HELO).
+    quiet_helo: bool,
     /// Headers come without waiting for an answer (SMFIP_NR_HDR).
     quiet_headers: bool,
     /// A refusal decided on a header, given at end of headers.
@@ -47,10 +49,11 @@ pub struct Session {
 }
 
 impl Session {
-    fn new(quiet_headers: bool) -> Self {
+    fn new(quiet: ProtoOpts) -> Self {
         Session {
             conn: None,
-            quiet_headers,
+            quiet_helo: quiet.contains(ProtoOpts::NOREPLY_HELO),
+            quiet_headers: quiet.contains(ProtoOpts::NOREPLY_HEADER),
             deferred: None,
         }
     }
@@ -85,7 +88,7 @@ async fn handle_negotiate(cx: &mut NegotiateContext<Session>, offered: ProtoOpts
     // Only what the MTA offers: indymilter does not fake the others.
     let quiet = offered & NO_REPLY;
     cx.requested_opts |= quiet;
-    cx.data = Some(Session::new(quiet.contains(ProtoOpts::NOREPLY_HEADER)));
+    cx.data = Some(Session::new(quiet));
     for (stage, names) in MACROS {
         if let Ok(names) = CString::new(*names) {
             cx.requested_macros.insert(*stage, names);
@@ -115,17 +118,28 @@ async fn handle_connect(
     let answer = guarded!(&mut conn, "connect", |c| c.connect().await);
     // A second connect on one session (not sent by Postfix nor Sendmail)
     // starts it afresh.
-    let session = cx.data.get_or_insert_with(|| Session::new(false));
+    let session = cx
+        .data
+        .get_or_insert_with(|| Session::new(ProtoOpts::empty()));
     session.deferred = None;
     session.conn = Some(conn);
     reply(&mut cx.reply, answer)
 }
 
 async fn handle_helo(cx: &mut Context<Session>, name: CString) -> Status {
-    if let Some(conn) = cx.data.as_mut().and_then(|s| s.conn.as_mut()) {
+    let Some(session) = cx.data.as_mut() else {
+        return Status::Continue;
+    };
+    if let Some(conn) = session.conn.as_mut() {
         conn.helo(&name.to_string_lossy());
     }
-    Status::Continue
+    // HELO is never refused here (the sender's checks come at MAIL FROM);
+    // when the MTA agreed to send it without waiting, no answer is due.
+    if session.quiet_helo {
+        Status::Noreply
+    } else {
+        Status::Continue
+    }
 }
 
 async fn handle_mail(cx: &mut Context<Session>, args: Vec<CString>) -> Status {

@@ -127,6 +127,58 @@ async fn a_slow_reload_does_not_hold_up_the_traffic() {
     assert_eq!(sender_reply(&socket, "<a@example.net>").await, "continue");
 }
 
+/// A whole accepted transaction, with HELO and headers taken without an
+/// answer, logs nothing at WARN: the milter library warns (once per
+/// session) when a callback answers a command the MTA agreed not to wait on.
+#[tokio::test]
+async fn a_clean_transaction_logs_no_warning() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("milter.sock");
+    let config = dir.path().join("milter.yaml");
+    write_config(&config, &socket, "example.com");
+    let mut d = Running::start(&config);
+    d.wait_for("egress-milter started");
+
+    let mut conn = open_unix(&socket).await;
+    let addr: std::net::SocketAddr = "10.1.2.3:4000".parse().unwrap();
+    conn.connect("app.test", addr).await.unwrap();
+    assert_eq!(
+        conn.helo("app.test").await.unwrap(),
+        indymilter_test::Status::Noreply
+    );
+    common::envelope(&mut conn, "<a@example.com>", "<b@example.org>").await;
+    let verdict = common::message(
+        &mut conn,
+        &[
+            ("From", "A <a@example.com>"),
+            ("To", "b@example.org"),
+            ("Subject", "report"),
+        ],
+    )
+    .await;
+    assert_eq!(verdict, "continue");
+    conn.close().await.unwrap();
+
+    // Every line the daemon writes, up to its exit.
+    d.signal("-TERM");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let mut lines = Vec::new();
+    while let Ok(l) = d
+        .lines
+        .recv_timeout(deadline.saturating_duration_since(std::time::Instant::now()))
+    {
+        lines.push(l);
+    }
+    assert_eq!(d.wait().code(), Some(0));
+    assert!(
+        lines.iter().any(|l| l.contains("\"message\"")),
+        "{lines:#?}"
+    );
+    assert!(lines.iter().any(|l| l.contains("egress-milter stopped")));
+    let warnings: Vec<&String> = lines.iter().filter(|l| l.contains("WARN")).collect();
+    assert!(warnings.is_empty(), "{warnings:#?}");
+}
+
 fn write_config(path: &Path, socket: &Path, sender_domain: &str) {
     std::fs::write(
         path,
