@@ -8,7 +8,7 @@ use indymilter::Actions;
 use indymilter_test::TestConnection;
 use std::{
     os::unix::fs::{FileTypeExt, PermissionsExt},
-    path::Path,
+    path::{Path, PathBuf},
     process::Command,
 };
 
@@ -87,12 +87,7 @@ fn check_config_names_line_of_unknown_key_and_bad_yaml() {
 /// message is answered while the new configuration is still being read.
 #[tokio::test]
 async fn a_slow_reload_does_not_hold_up_the_traffic() {
-    let dir = tempfile::tempdir().unwrap();
-    let socket = dir.path().join("milter.sock");
-    let config = dir.path().join("milter.yaml");
-    write_config(&config, &socket, "example.com");
-    let d = Running::start_with_env(&config, &[("TOKIO_WORKER_THREADS", "1")]);
-    d.wait_for("egress-milter started");
+    let (_dir, socket, config, d) = started(&[("TOKIO_WORKER_THREADS", "1")]);
 
     let pattern = std::fs::read_to_string(
         Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/slow_regex.txt"),
@@ -132,12 +127,7 @@ async fn a_slow_reload_does_not_hold_up_the_traffic() {
 /// session) when a callback answers a command the MTA agreed not to wait on.
 #[tokio::test]
 async fn a_clean_transaction_logs_no_warning() {
-    let dir = tempfile::tempdir().unwrap();
-    let socket = dir.path().join("milter.sock");
-    let config = dir.path().join("milter.yaml");
-    write_config(&config, &socket, "example.com");
-    let mut d = Running::start(&config);
-    d.wait_for("egress-milter started");
+    let (_dir, socket, _config, mut d) = started(&[]);
 
     let mut conn = open_unix(&socket).await;
     let addr: std::net::SocketAddr = "10.1.2.3:4000".parse().unwrap();
@@ -177,6 +167,19 @@ async fn a_clean_transaction_logs_no_warning() {
     assert!(lines.iter().any(|l| l.contains("egress-milter stopped")));
     let warnings: Vec<&String> = lines.iter().filter(|l| l.contains("WARN")).collect();
     assert!(warnings.is_empty(), "{warnings:#?}");
+}
+
+/// The daemon started on a unix socket in a new directory, with the
+/// configuration of `write_config` (senders of example.com) and these
+/// environment variables.
+fn started(env: &[(&str, &str)]) -> (tempfile::TempDir, PathBuf, PathBuf, Running) {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("milter.sock");
+    let config = dir.path().join("milter.yaml");
+    write_config(&config, &socket, "example.com");
+    let d = Running::start_with_env(&config, env);
+    d.wait_for("egress-milter started");
+    (dir, socket, config, d)
 }
 
 fn write_config(path: &Path, socket: &Path, sender_domain: &str) {
