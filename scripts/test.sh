@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite: installs what the tests need when it is missing
-# (Postfix, swaks, redis-server, python3-dkim, rspamd, nmap, from Debian's packages;
-# cargo-deb from crates.io), then checks formatting, runs
+# (Postfix, swaks, redis-server, python3-dkim, rspamd, nmap, systemd-analyze,
+# from Debian's packages; cargo-deb from crates.io), then checks formatting, runs
 # clippy with warnings as errors, and runs every test (one build for all).
 # Postfix, swaks and redis-server are run by the tests themselves, on
 # loopback ports; no system service is started.
@@ -21,6 +21,8 @@ command -v swaks >/dev/null 2>&1 || need+=(swaks)
 command -v man >/dev/null 2>&1 || need+=(man-db)
 command -v ps >/dev/null 2>&1 || need+=(procps)
 command -v adduser >/dev/null 2>&1 || need+=(adduser)
+# systemd-analyze verifies the package's unit (nothing is started by it).
+[ -x /usr/bin/systemd-analyze ] || need+=(systemd)
 command -v c++ >/dev/null 2>&1 || need+=(g++)
 # nmap's smtp-open-relay script probes an open Postfix guarded by the milter.
 command -v nmap >/dev/null 2>&1 || need+=(nmap)

@@ -191,10 +191,10 @@ pub async fn serve(config: Config) -> io::Result<()> {
         let shared = shared.clone();
         tokio::spawn(async move {
             while hup.recv().await.is_some() {
+                info!("SIGHUP received, reloading the configuration");
                 // Reading and checking the file (regexes compiled, keys
                 // read) is blocking work, done off the runtime's workers so
                 // that milter traffic goes on meanwhile.
-                info!("SIGHUP received, reloading the configuration");
                 let s = shared.clone();
                 let outcome = match tokio::task::spawn_blocking(move || s.reload()).await {
                     Ok(outcome) => outcome,

@@ -108,7 +108,11 @@ async fn package_builds_installs_starts_and_purges() {
     ] {
         assert!(text.contains(key), "unit lacks {key:?}");
     }
-    if Path::new("/usr/bin/systemd-analyze").exists() {
+    assert!(
+        Path::new("/usr/bin/systemd-analyze").exists(),
+        "systemd-analyze is missing: scripts/test.sh installs it"
+    );
+    {
         // verify needs the ExecStart binary where the unit says; check a copy
         // whose paths point into the unpacked tree.
         let bin = root.join("usr/bin/egress-milter");
