@@ -19,9 +19,10 @@ declare -A OPTS=(
   [mailbox]="-dict=mailbox.dict -max_len=4096"
   [mime]="-dict=mime.dict -max_len=16384"
   [config]="-dict=config.dict -max_len=8192"
+  [config_schema]="-max_len=4096"
   [session]="-max_len=4096"
 )
-for target in mailbox mime config session; do
+for target in mailbox mime config config_schema session; do
   if [ -d "regressions/$target" ]; then
     "${FUZZ[@]}" "$target" "regressions/$target" -- -runs=0
   fi

@@ -35,8 +35,10 @@ dkim: {{ keys: [{{ domain: example.com, selector: f, file: {} }}] }}
 ",
         path.display()
     );
-    let config = egress_milter::config::Config::parse(std::path::Path::new("fuzz.yaml"), &text)
-        .expect("fuzz config");
+    let config = egress_milter::config::Config::parse(std::path::Path::new("fuzz.yaml"), &text);
+    // The key is read while the configuration is parsed.
+    let _ = std::fs::remove_file(&path);
+    let config = config.expect("fuzz config");
     egress_milter::Shared::new(config)
 });
 
