@@ -417,6 +417,39 @@ impl Gen<'_, '_> {
         self.chance(50)
     }
 
+    /// An optional key with a string value.
+    fn optional(
+        &mut self,
+        entries: &mut Vec<(String, Y)>,
+        name: &str,
+        key: &str,
+        good: &[&str],
+        bad: &[&str],
+    ) -> Result<()> {
+        if self.maybe()? {
+            let y = self.text_y(key, good, bad)?;
+            entries.push((name.into(), y));
+        }
+        Ok(())
+    }
+
+    /// An optional key with a list of strings.
+    fn optional_list(
+        &mut self,
+        entries: &mut Vec<(String, Y)>,
+        name: &str,
+        key: &str,
+        good: &[&str],
+        bad: &[&str],
+        max: usize,
+    ) -> Result<()> {
+        if self.maybe()? {
+            let y = self.list(key, good, bad, max)?;
+            entries.push((name.into(), y));
+        }
+        Ok(())
+    }
+
     fn document(&mut self) -> Result<Y> {
         let mut top = Vec::new();
         if !self.chance(1)? {
@@ -424,10 +457,13 @@ impl Gen<'_, '_> {
         } else {
             self.type_error = true;
         }
-        if self.maybe()? {
-            let y = self.text_y("socket_mode", SOCKET_MODES, BAD_SOCKET_MODES)?;
-            top.push(("socket_mode".into(), y));
-        }
+        self.optional(
+            &mut top,
+            "socket_mode",
+            "socket_mode",
+            SOCKET_MODES,
+            BAD_SOCKET_MODES,
+        )?;
         if self.maybe()? {
             top.push(("mode".into(), self.keyword(MODES)?));
         }
@@ -479,10 +515,13 @@ impl Gen<'_, '_> {
                     self.count("milter.max_connections", 1)?,
                 ));
             }
-            if self.maybe()? {
-                let y = self.text_y("milter.timeout", DURATIONS, BAD_DURATIONS)?;
-                s.push(("timeout".into(), y));
-            }
+            self.optional(
+                &mut s,
+                "timeout",
+                "milter.timeout",
+                DURATIONS,
+                BAD_DURATIONS,
+            )?;
             top.push(("milter".into(), self.spoil(s)?));
         }
         if self.maybe()? {
@@ -495,10 +534,7 @@ impl Gen<'_, '_> {
             egress_kept = kept;
             top.push(("egress_ips".into(), Y::Seq(items)));
         }
-        if self.maybe()? {
-            let y = self.text_y("hostname", HOSTNAMES, BAD_HOSTNAMES)?;
-            top.push(("hostname".into(), y));
-        }
+        self.optional(&mut top, "hostname", "hostname", HOSTNAMES, BAD_HOSTNAMES)?;
         let (dkim, signed) = self.dkim()?;
         if let Some(d) = dkim {
             top.push(("dkim".into(), d));
@@ -516,14 +552,15 @@ impl Gen<'_, '_> {
         }
         if self.maybe()? {
             let mut s = Vec::new();
-            if self.maybe()? {
-                let y = self.list("dns.nameservers", NAMESERVERS, BAD_NAMESERVERS, 2)?;
-                s.push(("nameservers".into(), y));
-            }
-            if self.maybe()? {
-                let y = self.text_y("dns.timeout", DURATIONS, BAD_DURATIONS)?;
-                s.push(("timeout".into(), y));
-            }
+            self.optional_list(
+                &mut s,
+                "nameservers",
+                "dns.nameservers",
+                NAMESERVERS,
+                BAD_NAMESERVERS,
+                2,
+            )?;
+            self.optional(&mut s, "timeout", "dns.timeout", DURATIONS, BAD_DURATIONS)?;
             top.push(("dns".into(), self.spoil(s)?));
         }
         if self.maybe()? {
@@ -532,16 +569,17 @@ impl Gen<'_, '_> {
         }
         if self.maybe()? {
             let mut s = Vec::new();
-            if self.maybe()? {
-                let y = self.list("selfcheck.dnsbl", ZONES, BAD_ZONES, 2)?;
-                s.push(("dnsbl".into(), y));
-            }
+            self.optional_list(&mut s, "dnsbl", "selfcheck.dnsbl", ZONES, BAD_ZONES, 2)?;
             top.push(("selfcheck".into(), self.spoil(s)?));
         }
-        if self.maybe()? {
-            let y = self.list("internal_networks", NETWORKS, BAD_NETWORKS, 3)?;
-            top.push(("internal_networks".into(), y));
-        }
+        self.optional_list(
+            &mut top,
+            "internal_networks",
+            "internal_networks",
+            NETWORKS,
+            BAD_NETWORKS,
+            3,
+        )?;
         if self.maybe()? {
             let mut s = Vec::new();
             if self.maybe()? {
@@ -577,10 +615,13 @@ impl Gen<'_, '_> {
         }
         if self.maybe()? {
             let mut s = Vec::new();
-            if self.maybe()? {
-                let y = self.text_y("metrics.listen", SOCKET_ADDRS, BAD_SOCKET_ADDRS)?;
-                s.push(("listen".into(), y));
-            }
+            self.optional(
+                &mut s,
+                "listen",
+                "metrics.listen",
+                SOCKET_ADDRS,
+                BAD_SOCKET_ADDRS,
+            )?;
             top.push(("metrics".into(), self.spoil(s)?));
         }
         // The order of the keys does not matter to the loader.
@@ -698,10 +739,14 @@ impl Gen<'_, '_> {
                 }
                 c.push(("sender_addresses".into(), Y::Seq(items)));
             }
-            if self.maybe()? {
-                let y = self.list(&format!("{key}.from_domains"), DOMAINS, BAD_DOMAINS, 2)?;
-                c.push(("from_domains".into(), y));
-            }
+            self.optional_list(
+                &mut c,
+                "from_domains",
+                &format!("{key}.from_domains"),
+                DOMAINS,
+                BAD_DOMAINS,
+                2,
+            )?;
             if self.maybe()? {
                 let b = self.boolean()?;
                 if matches!(&b, Y::Plain(v, _) if v == "true") && !has_auth {
@@ -747,10 +792,13 @@ impl Gen<'_, '_> {
         }
         if self.maybe()? {
             let mut r = Vec::new();
-            if self.maybe()? {
-                let y = self.text_y("rate_limits.redis.url", REDIS_URLS, BAD_REDIS_URLS)?;
-                r.push(("url".into(), y));
-            }
+            self.optional(
+                &mut r,
+                "url",
+                "rate_limits.redis.url",
+                REDIS_URLS,
+                BAD_REDIS_URLS,
+            )?;
             if self.maybe()? {
                 let p = self.pick(&["egress:", "", "gw1/", "ünï"])?;
                 r.push(("key_prefix".into(), Y::Str(p.into(), Mark::Good)));
@@ -762,20 +810,20 @@ impl Gen<'_, '_> {
                 ("timeout", "rate_limits.redis.timeout"),
                 ("lease", "rate_limits.redis.lease"),
             ] {
-                if self.maybe()? {
-                    let y = self.text_y(key, DURATIONS, BAD_DURATIONS)?;
-                    r.push((name.into(), y));
-                }
+                self.optional(&mut r, name, key, DURATIONS, BAD_DURATIONS)?;
             }
             s.push(("redis".into(), self.spoil(r)?));
         }
         if self.maybe()? {
             s.push(("max_keys".into(), self.count("rate_limits.max_keys", 1000)?));
         }
-        if self.maybe()? {
-            let y = self.text_y("rate_limits.admin_listen", LOOPBACK_ADDRS, BAD_ADMIN_ADDRS)?;
-            s.push(("admin_listen".into(), y));
-        }
+        self.optional(
+            &mut s,
+            "admin_listen",
+            "rate_limits.admin_listen",
+            LOOPBACK_ADDRS,
+            BAD_ADMIN_ADDRS,
+        )?;
         self.limits("rate_limits", &mut s)?;
         if self.maybe()? {
             let mut list = Vec::new();
@@ -905,14 +953,21 @@ impl Gen<'_, '_> {
 
     fn content(&mut self) -> Result<Y> {
         let mut s = Vec::new();
-        if self.maybe()? {
-            let y = self.text_y("content.max_message_size", SIZES, BAD_SIZES)?;
-            s.push(("max_message_size".into(), y));
-        }
-        if self.maybe()? {
-            let y = self.list("content.banned_extensions", EXTENSIONS, BAD_EXTENSIONS, 3)?;
-            s.push(("banned_extensions".into(), y));
-        }
+        self.optional(
+            &mut s,
+            "max_message_size",
+            "content.max_message_size",
+            SIZES,
+            BAD_SIZES,
+        )?;
+        self.optional_list(
+            &mut s,
+            "banned_extensions",
+            "content.banned_extensions",
+            EXTENSIONS,
+            BAD_EXTENSIONS,
+            3,
+        )?;
         let mut scores = [10.0, 7.0, 4.0];
         let mut tag_written = false;
         for (i, name) in ["reject_score", "tempfail_score", "tag_score"]
