@@ -112,29 +112,27 @@ async fn package_builds_installs_starts_and_purges() {
         Path::new("/usr/bin/systemd-analyze").exists(),
         "systemd-analyze is missing: scripts/test.sh installs it"
     );
-    {
-        // verify needs the ExecStart binary where the unit says; check a copy
-        // whose paths point into the unpacked tree.
-        let bin = root.join("usr/bin/egress-milter");
-        let conf = root.join("etc/egress-milter/milter.yaml");
-        let copy = dir.path().join("egress-milter.service");
-        std::fs::write(
-            &copy,
-            text.replace("/usr/bin/egress-milter", &bin.to_string_lossy())
-                .replace("/etc/egress-milter/milter.yaml", &conf.to_string_lossy()),
-        )
+    // verify needs the ExecStart binary where the unit says; check a copy
+    // whose paths point into the unpacked tree.
+    let bin = root.join("usr/bin/egress-milter");
+    let conf = root.join("etc/egress-milter/milter.yaml");
+    let copy = dir.path().join("egress-milter.service");
+    std::fs::write(
+        &copy,
+        text.replace("/usr/bin/egress-milter", &bin.to_string_lossy())
+            .replace("/etc/egress-milter/milter.yaml", &conf.to_string_lossy()),
+    )
+    .unwrap();
+    let out = Command::new("systemd-analyze")
+        .arg("verify")
+        .arg(&copy)
+        .output()
         .unwrap();
-        let out = Command::new("systemd-analyze")
-            .arg("verify")
-            .arg(&copy)
-            .output()
-            .unwrap();
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert!(
-            !err.contains("Unknown key") && !err.contains("Failed to parse"),
-            "systemd-analyze verify: {err}"
-        );
-    }
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !err.contains("Unknown key") && !err.contains("Failed to parse"),
+        "systemd-analyze verify: {err}"
+    );
     // The man pages render without a warning.
     for page in ["man8/egress-milter.8.gz", "man5/milter.yaml.5.gz"] {
         let out = Command::new("man")

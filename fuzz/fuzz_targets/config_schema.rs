@@ -25,9 +25,7 @@ enum Y {
 }
 
 /// What the loader must say about one scalar.
-#[derive(Clone, Default)]
 enum Mark {
-    #[default]
     Good,
     /// Refused under this key, on the scalar's line.
     Bad(String),
@@ -214,21 +212,21 @@ const WRONG_TYPES: &[&str] = &["yes", "-3", "1.5", "\"x\"", "{a: 1}", "[[1]]"];
 /// DKIM key files written once per process; renamed into place so that
 /// parallel fuzzing processes never read a half-written file.
 struct Keys {
-    good: Vec<String>,
-    bad: Vec<String>,
+    good: Vec<&'static str>,
+    bad: Vec<&'static str>,
 }
 
 static KEYS: LazyLock<Keys> = LazyLock::new(|| {
     use std::os::unix::fs::PermissionsExt;
     let dir = std::env::temp_dir().join("egress-milter-fuzz-keys");
     std::fs::create_dir_all(&dir).expect("key directory");
-    let put = |name: &str, text: &str, mode: u32| -> String {
+    let put = |name: &str, text: &str, mode: u32| -> &'static str {
         let tmp = dir.join(format!("{name}.{}", std::process::id()));
         std::fs::write(&tmp, text).expect("key file");
         std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(mode)).expect("chmod");
         let path = dir.join(name);
         std::fs::rename(&tmp, &path).expect("rename");
-        path.display().to_string()
+        path.display().to_string().leak()
     };
     let (ed, _) = egress_milter::dkim::generate("ed25519", 0).expect("ed25519 key");
     let pkcs8 = |k: &rsa::RsaPrivateKey| {
@@ -262,10 +260,10 @@ static KEYS: LazyLock<Keys> = LazyLock::new(|| {
                 "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n",
                 0o600,
             ),
-            dir.join("missing.pem").display().to_string(),
-            dir.display().to_string(),
-            "/dev/zero".into(),
-            "relative-missing.pem".into(),
+            dir.join("missing.pem").display().to_string().leak(),
+            dir.display().to_string().leak(),
+            "/dev/zero",
+            "relative-missing.pem",
         ],
     }
 });
@@ -838,7 +836,7 @@ impl Gen<'_, '_> {
                     "app",
                     "bob",
                 ])?;
-                let (m, _) = if self.chance(12)? {
+                let m = if self.chance(12)? {
                     let bad = self.pick(&[
                         "10.1.2.7/24",
                         "@",
@@ -848,9 +846,9 @@ impl Gen<'_, '_> {
                         "",
                         "10.0.0.0/40",
                     ])?;
-                    (Y::Str(bad.into(), Mark::Bad(format!("{key}.match"))), false)
+                    Y::Str(bad.into(), Mark::Bad(format!("{key}.match")))
                 } else {
-                    (Y::Str(matcher.into(), Mark::Good), true)
+                    Y::Str(matcher.into(), Mark::Good)
                 };
                 let mut o = vec![("match".into(), m)];
                 if self.limits(&key, &mut o)? == 0 {
@@ -895,9 +893,7 @@ impl Gen<'_, '_> {
                 // file, and stops at the first that is wrong.
                 let domain_ok = domain_ok && matches!(&domain, Y::Str(_, Mark::Good));
                 let file = if domain_ok && selector_ok {
-                    let good = KEYS.good.iter().map(String::as_str).collect::<Vec<_>>();
-                    let bad = KEYS.bad.iter().map(String::as_str).collect::<Vec<_>>();
-                    self.text_y(&format!("{key}.file"), &good, &bad)?
+                    self.text_y(&format!("{key}.file"), &KEYS.good, &KEYS.bad)?
                 } else {
                     Y::Str(self.pick(&["/dev/zero", "k.pem"])?.into(), Mark::Good)
                 };

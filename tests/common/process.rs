@@ -56,6 +56,19 @@ impl Running {
         }
     }
 
+    /// Every line still to come, up to the process's exit (at most 20 s).
+    pub fn rest_of_log(&self) -> Vec<String> {
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        let mut lines = Vec::new();
+        while let Ok(l) = self
+            .lines
+            .recv_timeout(deadline.saturating_duration_since(std::time::Instant::now()))
+        {
+            lines.push(l);
+        }
+        lines
+    }
+
     pub fn signal(&self, sig: &str) {
         let ok = Command::new("kill")
             .args([sig, &self.child.id().to_string()])
