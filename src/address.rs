@@ -2,8 +2,13 @@
 //! comparison elsewhere is a plain equality.
 //!
 //! Domains compare after IDNA to ASCII, in lower case and without a trailing
-//! dot. Local parts compare exactly as the MTA gave them (RFC 5321 §2.4: the
-//! local part is case-sensitive, and only the receiving host may fold it).
+//! dot. Local parts compare in one canonical spelling (quoting undone where
+//! it changes nothing: RFC 5322 §3.2.4 makes `"jim"` and `jim` the same
+//! local part) and otherwise in the case the MTA gave them (RFC 5321 §2.4:
+//! the local part is case-sensitive, and only the receiving host may fold
+//! it). Rate limits count by [`Address::limit_key`], which folds the case
+//! too: every mailbox provider treats `Jim@` and `jim@` as one mailbox, and
+//! a budget must not be renewed by respelling an address.
 
 use std::{fmt, net::IpAddr};
 
@@ -155,11 +160,97 @@ impl fmt::Display for AddressDomain {
     }
 }
 
-/// A mail address: the local part as given, the domain canonical.
+/// A mail address: the local part in its canonical spelling (see
+/// [`canonical_local`]), the domain canonical.
 #[derive(Clone, Debug, Eq, Hash, PartialEq)]
 pub struct Address {
     pub local: String,
     pub domain: AddressDomain,
+}
+
+fn is_atext(c: char) -> bool {
+    c.is_ascii_alphanumeric() || "!#$%&'*+-/=?^_`{|}~".contains(c) || !c.is_ascii()
+}
+
+/// The one spelling of a local part that means what `local` means.
+///
+/// A local part is a sequence of words joined by dots, each an atom or a
+/// quoted string (RFC 5322 §3.4.1, with the obsolete `"a".b` form of
+/// §4.4). Its meaning is the words' contents, quoted pairs undone, joined
+/// by dots. That meaning is written as a dot-atom when it is one (RFC 5321
+/// §4.1.2 asks senders to use the unquoted form whenever they can), else as
+/// one quoted string in which only `"` and `\` are escaped. So `"jim"`,
+/// `"j\im"` and `"j"."im"` are `jim` and `j.im`, while `"jim smith"` stays
+/// quoted. A local part that is not a valid sequence of words is kept as
+/// written: it then matches nothing but itself.
+pub fn canonical_local(local: &str) -> String {
+    if !local.contains(['"', '\\']) {
+        return local.to_string();
+    }
+    let Some(meaning) = local_meaning(local) else {
+        return local.to_string();
+    };
+    let dot_atom = !meaning.is_empty()
+        && meaning
+            .split('.')
+            .all(|w| !w.is_empty() && w.chars().all(is_atext));
+    if dot_atom {
+        return meaning;
+    }
+    let mut quoted = String::with_capacity(meaning.len() + 2);
+    quoted.push('"');
+    for c in meaning.chars() {
+        if c == '"' || c == '\\' {
+            quoted.push('\\');
+        }
+        quoted.push(c);
+    }
+    quoted.push('"');
+    quoted
+}
+
+/// The contents of a local part's words joined by dots, or None when it is
+/// not a sequence of atoms and quoted strings separated by single dots.
+fn local_meaning(local: &str) -> Option<String> {
+    let mut out = String::with_capacity(local.len());
+    let mut chars = local.chars().peekable();
+    loop {
+        match chars.peek() {
+            Some('"') => {
+                chars.next();
+                loop {
+                    match chars.next()? {
+                        '"' => break,
+                        '\\' => out.push(chars.next()?),
+                        c => out.push(c),
+                    }
+                }
+            }
+            Some(_) => {
+                let mut atom = false;
+                while let Some(&c) = chars.peek() {
+                    if c == '.' || c == '"' {
+                        break;
+                    }
+                    if !is_atext(c) {
+                        return None;
+                    }
+                    out.push(c);
+                    atom = true;
+                    chars.next();
+                }
+                if !atom {
+                    return None;
+                }
+            }
+            None => return None,
+        }
+        match chars.next() {
+            None => return Some(out),
+            Some('.') => out.push('.'),
+            Some(_) => return None,
+        }
+    }
 }
 
 #[derive(Clone, Debug, Eq, PartialEq, thiserror::Error)]
@@ -187,10 +278,22 @@ impl Address {
             Some(literal) => AddressDomain::Literal(literal.to_string()),
             None => AddressDomain::Name(Domain::parse(domain)?),
         };
-        Ok(Self {
-            local: local.to_string(),
+        Ok(Self::new(local, domain))
+    }
+
+    /// An address from its parts, the local part put in its canonical
+    /// spelling.
+    pub fn new(local: &str, domain: AddressDomain) -> Self {
+        Self {
+            local: canonical_local(local),
             domain,
-        })
+        }
+    }
+
+    /// The address as rate limits count it: canonical, and the local part
+    /// in lower case.
+    pub fn limit_key(&self) -> String {
+        format!("{}@{}", self.local.to_lowercase(), self.domain)
     }
 }
 
@@ -276,6 +379,52 @@ mod tests {
         assert!(!star.matches(&d("badexample.org")));
         assert!(exact.matches(&d("example.org.")));
         assert!(!exact.matches(&d("a.example.org")));
+    }
+
+    #[test]
+    fn local_parts_have_one_spelling() {
+        let c = canonical_local;
+        // Quoting that changes nothing is undone (RFC 5322 §3.2.4).
+        assert_eq!(c("\"jim\""), "jim");
+        assert_eq!(c("\"j\\im\""), "jim");
+        assert_eq!(c("\"j\".\"im\""), "j.im");
+        assert_eq!(c("\"j\".im"), "j.im");
+        assert_eq!(c("\"first.last\""), "first.last");
+        assert_eq!(c("\"Jim\""), "Jim");
+        assert_eq!(c("\"jürgen\""), "jürgen");
+        assert_eq!(c("jim"), "jim");
+        // Quoting that is needed stays, in one form.
+        assert_eq!(c("\"jim smith\""), "\"jim smith\"");
+        assert_eq!(c("\"jim\\ smith\""), "\"jim smith\"");
+        assert_eq!(c("jim.\"smith jr\""), "\"jim.smith jr\"");
+        assert_eq!(c("\"a@b\""), "\"a@b\"");
+        assert_eq!(c("\"a\\\"b\""), "\"a\\\"b\"");
+        assert_eq!(c("\".jim\""), "\".jim\"");
+        assert_eq!(c("\"j..im\""), "\"j..im\"");
+        assert_eq!(c("\"\""), "\"\"");
+        // Not a sequence of words: kept as written.
+        assert_eq!(c("\"jim"), "\"jim");
+        assert_eq!(c("\"ji\"m"), "\"ji\"m");
+        assert_eq!(c("jim\\"), "jim\\");
+        // Every spelling of one mailbox is one address, and one limit key.
+        let spellings = [
+            "<jim@example.com>",
+            "<\"jim\"@example.com>",
+            "<\"j\\im\"@Example.COM.>",
+            "<@relay.test:\"jim\"@example.com>",
+        ];
+        for s in spellings {
+            let EnvelopeAddress::Address(a) = parse_envelope(s.as_bytes()).unwrap() else {
+                panic!("null")
+            };
+            assert_eq!(a.to_string(), "jim@example.com", "{s}");
+            assert_eq!(a.limit_key(), "jim@example.com", "{s}");
+        }
+        let EnvelopeAddress::Address(a) = parse_envelope(b"<\"JIM\"@example.com>").unwrap() else {
+            panic!("null")
+        };
+        assert_eq!(a.to_string(), "JIM@example.com");
+        assert_eq!(a.limit_key(), "jim@example.com");
     }
 
     #[test]

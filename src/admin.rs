@@ -111,10 +111,10 @@ async fn answer(shared: &Shared, request: &str) -> String {
         return "error: expected \"show KEY\" or \"reset KEY\"\n".into();
     }
     // Keys are stored as the policy writes them: IPs canonical, addresses
-    // with their domain in canonical form.
+    // as `Address::limit_key` spells them.
     let key = match (key.parse::<IpAddr>(), Address::parse(key)) {
         (Ok(ip), _) => crate::limiter::client_key(ip),
-        (_, Ok(a)) => a.to_string(),
+        (_, Ok(a)) => a.limit_key(),
         _ => key.to_string(),
     };
     let config = shared.config();

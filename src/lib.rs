@@ -18,6 +18,7 @@ pub mod reply;
 pub mod selfcheck;
 pub mod server;
 pub mod state;
+mod tcp;
 pub mod transaction;
 
 pub use server::{bind, run};

@@ -362,7 +362,7 @@ impl Parser {
             Some(t) => return Err(unexpected(&t)),
             None => return Err(ParseError::NoDomain),
         };
-        Ok(Address { local, domain })
+        Ok(Address::new(&local, domain))
     }
 }
 

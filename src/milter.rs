@@ -64,11 +64,16 @@ impl Session {
 const NO_REPLY: ProtoOpts = ProtoOpts::NOREPLY_HELO.union(ProtoOpts::NOREPLY_HEADER);
 
 pub fn callbacks(shared: Arc<Shared>) -> Callbacks<Session> {
+    let on_connect = shared.clone();
     Callbacks::new()
         .on_negotiate(|cx, _, offered| Box::pin(handle_negotiate(cx, offered)))
         .on_connect(move |cx, hostname, socket| {
-            let shared = shared.clone();
+            let shared = on_connect.clone();
             Box::pin(handle_connect(cx, shared, hostname, socket))
+        })
+        .on_unexpected(move |cx, command| {
+            let shared = shared.clone();
+            Box::pin(handle_unexpected(cx, shared, command))
         })
         .on_helo(|cx, name| Box::pin(handle_helo(cx, name)))
         .on_mail(|cx, args| Box::pin(handle_mail(cx, args)))
@@ -219,6 +224,35 @@ async fn handle_eom(cx: &mut EomContext<Session>) -> Status {
 
 async fn handle_body(cx: &mut Context<Session>, chunk: bytes::Bytes) -> Status {
     stage!(cx, "body", |conn| conn.body(chunk.clone()))
+}
+
+/// A command out of order (a header after the body, a recipient before the
+/// sender): the library hands it to no stage, but the MTA awaits an answer,
+/// which `on_error` gives.
+async fn handle_unexpected(
+    cx: &mut Context<Session>,
+    shared: Arc<Shared>,
+    command: &'static str,
+) -> Status {
+    match cx.data.as_mut().and_then(|s| s.conn.as_mut()) {
+        Some(conn) => {
+            let answer = conn.out_of_order(command);
+            reply(&mut cx.reply, answer)
+        }
+        None => {
+            warn!(
+                command,
+                "MTA sent a milter command out of order, before connect"
+            );
+            match shared.config().on_error {
+                crate::config::OnError::Accept => Status::Continue,
+                crate::config::OnError::Tempfail => reply(
+                    &mut cx.reply,
+                    Answer::Refuse(crate::reply::out_of_order().reply),
+                ),
+            }
+        }
+    }
 }
 
 async fn handle_abort(cx: &mut Context<Session>) -> Status {

@@ -168,6 +168,15 @@ pub fn from_domain_not_authorised(domain: &str) -> Refusal {
     )
 }
 
+pub fn from_domain_from_outside(domain: &str) -> Refusal {
+    refuse(
+        "inbound_own_domain",
+        "550",
+        "5.7.1",
+        format!("From: domain {domain} may not be used from outside"),
+    )
+}
+
 /// A rate limit: the limit's name is the rule.
 pub fn rate_limited(limit: &'static str, key: &str, retry_after: std::time::Duration) -> Refusal {
     // Whole seconds, rounded up: "retry in 0s" would invite a retry storm.
@@ -264,6 +273,18 @@ pub fn spam_deferred(rule: &'static str, score: f64) -> Refusal {
 pub fn internal_error() -> Refusal {
     refuse(
         "internal_error",
+        "451",
+        "4.3.0",
+        "Temporary policy failure".into(),
+    )
+}
+
+/// The MTA sent a command out of order (a header after the body, a
+/// recipient before the sender): the message cannot be judged, and the
+/// answer is `on_error`'s, as for any failure to decide.
+pub fn out_of_order() -> Refusal {
+    refuse(
+        "out_of_order",
         "451",
         "4.3.0",
         "Temporary policy failure".into(),

@@ -4,6 +4,7 @@
 use crate::config::{Config, Listen};
 use crate::milter;
 use crate::state::Shared;
+pub use crate::tcp::{MilterTcpListener, MilterTcpStream};
 use indymilter::{EitherListener, EitherStream, Listener};
 use std::{
     future::Future,
@@ -15,36 +16,19 @@ use std::{
     task::{Context, Poll},
     time::Duration,
 };
-use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
+use tokio::net::{TcpListener, UnixListener, UnixStream};
 use tracing::{error, info, warn};
 
 /// The socket the milter listens on.
-pub type MilterListener = Resilient<EitherListener<NoDelay, UnixListener>>;
-
-/// A TCP listener whose connections send each reply at once. Without
-/// TCP_NODELAY, a milter reply written in two parts waits for the MTA's
-/// delayed ACK (40 ms on Linux) before its second part leaves: one stall
-/// per transaction.
-pub struct NoDelay(pub TcpListener);
-
-impl Listener for NoDelay {
-    type Io = TcpStream;
-
-    fn poll_accept(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<Self::Io>> {
-        self.0.poll_accept(cx).map_ok(|(stream, _)| {
-            if let Err(e) = stream.set_nodelay(true) {
-                warn!("cannot set TCP_NODELAY: {e}");
-            }
-            stream
-        })
-    }
-}
+pub type MilterListener = Resilient<EitherListener<MilterTcpListener, UnixListener>>;
 
 /// Binds the configured socket. A stale unix socket left by a crashed run is
 /// removed; one that a live process still answers on is not.
 pub async fn bind(listen: &Listen, socket_mode: u32) -> io::Result<MilterListener> {
     let inner = match listen {
-        Listen::Inet(addr) => EitherListener::Tcp(NoDelay(TcpListener::bind(addr.as_str()).await?)),
+        Listen::Inet(addr) => {
+            EitherListener::Tcp(MilterTcpListener(TcpListener::bind(addr.as_str()).await?))
+        }
         Listen::Unix(path) => {
             remove_stale_socket(path).await?;
             let l = UnixListener::bind(path)?;
@@ -112,7 +96,7 @@ impl<L: Listener> Listener for Resilient<L> {
 }
 
 /// The stream type of an accepted milter connection.
-pub type MilterStream = EitherStream<TcpStream, UnixStream>;
+pub type MilterStream = EitherStream<MilterTcpStream, UnixStream>;
 
 /// Serves milter connections on `listener` until `shutdown` completes; then
 /// lets in-flight commands finish and returns.

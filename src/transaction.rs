@@ -48,6 +48,10 @@ pub struct Connection {
     lease: Option<ConnectionLease>,
     /// Every check and its outcome, when asked for (`explain`).
     trace: Option<Vec<Step>>,
+    /// The class known at connect (one matched by the client IP alone) and
+    /// the mode it carries, which the connection limits are judged under.
+    connect_class: Option<String>,
+    connect_mode: Mode,
 }
 
 /// One check of the policy and what came of it, for `explain`.
@@ -263,6 +267,7 @@ impl Connection {
             .open_connections
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let client = client_ip.map_or_else(|| client_name.clone(), |ip| ip.to_string());
+        let connect_mode = shared.config().mode;
         Self {
             id,
             shared,
@@ -276,6 +281,8 @@ impl Connection {
             stage_name: "",
             lease: None,
             trace: None,
+            connect_class: None,
+            connect_mode,
         }
     }
 
@@ -339,6 +346,8 @@ impl Connection {
         };
         let config = self.shared.config();
         let class = policy::class::resolve(&config, Some(ip), None);
+        self.connect_mode = config.mode_for(class);
+        self.connect_class = class.map(|c| c.name.clone());
         let facts = Facts {
             ip: Some(ip),
             class: class.map(|c| c.name.as_str()),
@@ -710,11 +719,18 @@ impl Connection {
         let verdict = judged.verdict;
         if verdict == Verdict::Continue && self.trace.is_some() {
             let strict = msg.config.from_strict;
+            let inbound = msg.class.is_none().then_some(msg.config.inbound_own_domain);
             let domain = msg.from_domain.as_ref().map(|d| d.to_string());
-            self.note("eoh", "From: header", || match (strict, domain) {
-                (false, _) => "not checked (from_header.strict: false)".into(),
-                (true, Some(d)) => format!("pass: one mailbox, domain {d} is ours"),
-                (true, None) => "pass".into(),
+            self.note("eoh", "From: header", || match (inbound, strict, domain) {
+                (Some(crate::config::InboundOwnDomain::Accept), ..) => {
+                    "not checked: inbound mail (inbound_own_domain: accept)".into()
+                }
+                (Some(crate::config::InboundOwnDomain::Reject), ..) => {
+                    "pass: inbound mail, no From: mailbox in our domains".into()
+                }
+                (None, false, _) => "not checked (from_header.strict: false)".into(),
+                (None, true, Some(d)) => format!("pass: one mailbox, domain {d} is ours"),
+                (None, true, None) => "pass".into(),
             });
         }
         self.settle("eoh", verdict, true)
@@ -1039,11 +1055,28 @@ impl Connection {
     /// An internal failure in a stage: answers as `on_error` says, and ends
     /// the message if the answer refuses it.
     pub fn internal_error(&mut self, stage: &'static str) -> Answer {
+        self.failed(stage, crate::reply::internal_error())
+    }
+
+    /// The MTA sent a command out of order, which the milter library does
+    /// not hand to a stage: answered as `on_error` says, since nothing can
+    /// be judged of it.
+    pub fn out_of_order(&mut self, command: &'static str) -> Answer {
+        tracing::warn!(
+            conn_id = self.id,
+            command,
+            "MTA sent a milter command out of order"
+        );
+        self.failed(command, crate::reply::out_of_order())
+    }
+
+    /// A stage could not decide: answers as `on_error` says, and ends the
+    /// message if the answer refuses it.
+    fn failed(&mut self, stage: &'static str, refusal: Refusal) -> Answer {
         let config = self
             .message
             .as_ref()
             .map_or_else(|| self.shared.config(), |m| m.config.clone());
-        let refusal = crate::reply::internal_error();
         self.shared.stats.count_error();
         match config.on_error {
             crate::config::OnError::Accept => {
@@ -1070,8 +1103,9 @@ impl Connection {
         };
         let mode = match &self.message {
             Some(m) => m.config.mode_for(m.class()),
-            // Before MAIL FROM (connect): the global mode.
-            None => self.shared.config().mode,
+            // Before MAIL FROM (connect): the mode of the class the client
+            // IP alone matched, else the global one.
+            None => self.connect_mode,
         };
         let permanent = refusal.reply.is_permanent();
         if mode == Mode::Monitor {
@@ -1114,12 +1148,13 @@ impl Connection {
             self.note(stage, "decision", || shown);
         }
         let msg = self.message.as_ref();
-        self.shared.metrics.decision(
-            stage,
-            refusal.rule,
-            msg.and_then(|m| m.class()).map_or("-", |c| c.name.as_str()),
-            outcome.as_str(),
-        );
+        let class = match msg {
+            Some(m) => m.class().map_or("-", |c| c.name.as_str()),
+            None => self.connect_class.as_deref().unwrap_or("-"),
+        };
+        self.shared
+            .metrics
+            .decision(stage, refusal.rule, class, outcome.as_str());
         log::decision(&log::Decision {
             queue_id: msg.and_then(|m| m.queue_id.as_deref()).unwrap_or("-"),
             conn_id: self.id,
@@ -1128,7 +1163,7 @@ impl Connection {
             rule: refusal.rule,
             reply: &refusal.reply,
             client_ip: self.client(),
-            class: msg.and_then(|m| m.class()).map_or("-", |c| c.name.as_str()),
+            class,
             sender: msg.map_or("-", |m| m.sender.as_str()),
             auth: msg.and_then(|m| m.login.as_deref()).unwrap_or("-"),
             rcpt_count: msg.map_or(0, |m| m.rcpt_accepted),

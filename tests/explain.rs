@@ -146,7 +146,9 @@ dkim: {{ keys: [{{ domain: example.com, selector: e1, file: {} }}] }}
         "{out}"
     );
 
-    // An unknown client: relaying refused per recipient, a local one kept.
+    // An unknown client: relaying refused per recipient, a local one kept,
+    // and the message accepted for it (inbound mail: its From: is not
+    // judged by strict relay).
     let (code, out) = explain(
         &config,
         &[
@@ -160,9 +162,37 @@ dkim: {{ keys: [{{ domain: example.com, selector: e1, file: {} }}] }}
             "postmaster@example.com",
         ],
     );
-    assert_eq!(code, 1, "{out}");
+    assert_eq!(code, 0, "{out}");
     assert!(out.contains("RCPT TO:<victim@gmail.test>  554 5.7.1 Relay access denied"));
     assert!(out.contains("RCPT TO:<postmaster@example.com>  accepted"));
+
+    // Inbound mail from a stranger, its From: someone else's: accepted,
+    // the From: header not judged by strict relay, nothing signed.
+    let inbound = dir.path().join("inbound.eml");
+    std::fs::write(
+        &inbound,
+        "From: Someone <someone@outside.example>\nSubject: hello\n\nHi.\n",
+    )
+    .unwrap();
+    let (code, out) = explain(
+        &config,
+        &[
+            "--client",
+            "192.0.2.7",
+            "--from",
+            "someone@outside.example",
+            "--rcpt",
+            "postmaster@example.com",
+            inbound.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        line(&out, "eoh", "From: header")[0]
+            .contains("not checked: inbound mail (inbound_own_domain: accept)"),
+        "{out}"
+    );
+    assert!(!out.contains("DKIM-Signature"), "{out}");
 
     // A broken configuration: exit 2 with the file, line and key.
     std::fs::write(

@@ -235,3 +235,158 @@ async fn reload_keeps_the_counters_of_unchanged_limits() {
     assert_eq!(one_mail(&d, "10.7.1.1", jim).await, "continue");
     d.stop().await;
 }
+
+/// `"jim"@xyz.com` is `jim@xyz.com` (RFC 5322 §3.2.4), and receivers fold
+/// the case of a local part: no spelling of an address buys a fresh budget
+/// of any limit keyed by it, nor escapes an override that names it.
+#[tokio::test]
+async fn respelling_an_address_buys_no_budget() {
+    let d = common::start("rate.yaml").await;
+    // messages_per_sender, jim's override: 2/m.
+    let mut conn = d.client("10.7.0.20").await;
+    for sender in ["<jim@xyz.com>", "<\"jim\"@xyz.com>"] {
+        assert_eq!(reply(&mail(&mut conn, sender, None).await), "continue");
+        conn.abort().await.unwrap();
+    }
+    for sender in [
+        "<\"j\\im\"@XYZ.com.>",
+        "<JIM@xyz.com>",
+        "<@relay.test:\"Jim\"@xyz.com>",
+    ] {
+        let r = reply(&mail(&mut conn, sender, None).await);
+        assert!(
+            r.starts_with(
+                "451 4.7.1 Rate limit messages_per_sender exceeded for jim@xyz.com, retry in "
+            ),
+            "{sender}: {r}"
+        );
+        conn.abort().await.unwrap();
+    }
+    conn.close().await.unwrap();
+
+    // recipients_per_sender: 5/h, counted across three spellings of bob.
+    let mut conn = d.client("10.7.0.21").await;
+    let mut n = 0;
+    for sender in ["<\"bob\"@xyz.com>", "<bob@xyz.com>", "<BOB@xyz.com>"] {
+        assert_eq!(reply(&mail(&mut conn, sender, None).await), "continue");
+        for _ in 0..2 {
+            n += 1;
+            let r = reply(&conn.rcpt([format!("<r{n}@example.net>")]).await.unwrap());
+            if n <= 5 {
+                assert_eq!(r, "continue", "recipient {n}");
+            } else {
+                assert!(
+                    r.starts_with(
+                        "451 4.7.1 Rate limit recipients_per_sender exceeded for bob@xyz.com"
+                    ),
+                    "recipient {n}: {r}"
+                );
+            }
+        }
+        conn.abort().await.unwrap();
+    }
+    conn.close().await.unwrap();
+
+    // messages_per_recipient: 2/h for one victim, however it is spelt.
+    let mut conn = d.client("10.7.0.22").await;
+    let spellings = [
+        "<victim@example.com>",
+        "<\"victim\"@example.com>",
+        "<Victim@EXAMPLE.com>",
+        "<\"vic\\tim\"@example.com.>",
+    ];
+    for (i, rcpt) in spellings.iter().enumerate() {
+        assert_eq!(
+            reply(&mail(&mut conn, &format!("<s{i}@xyz.com>"), None).await),
+            "continue"
+        );
+        let r = reply(&conn.rcpt([*rcpt]).await.unwrap());
+        if i < 2 {
+            assert_eq!(r, "continue", "{rcpt}");
+        } else {
+            assert!(
+                r.starts_with(
+                    "451 4.7.1 Rate limit messages_per_recipient exceeded for victim@example.com"
+                ),
+                "{rcpt}: {r}"
+            );
+        }
+        conn.abort().await.unwrap();
+    }
+    conn.close().await.unwrap();
+    d.stop().await;
+}
+
+/// The connection limits at connect are judged under the mode of the class
+/// the client IP alone matches, not the global mode, both ways round.
+#[tokio::test]
+async fn a_class_mode_holds_at_connect() {
+    let config = |global: &str, class: &str| {
+        egress_milter::config::Config::parse(
+            std::path::Path::new("connect-mode.yaml"),
+            &format!(
+                "listen: inet:127.0.0.1:0
+mode: {global}
+local_domains: [example.com]
+classes:
+  - {{ name: trial, clients: [10.8.0.0/16], mode: {class} }}
+rate_limits:
+  concurrent_per_client: 1
+  connections_per_client: 2/m
+"
+            ),
+        )
+        .unwrap()
+    };
+    let addr: std::net::SocketAddr = "10.8.0.1:1".parse().unwrap();
+    let other: std::net::SocketAddr = "10.9.0.1:1".parse().unwrap();
+
+    // Global enforce, the class in monitor: its connections over both
+    // limits go through; a client in no class is still refused.
+    let d = common::start_with(config("enforce", "monitor")).await;
+    let mut held = Vec::new();
+    for i in 0..3 {
+        let mut c = d.open().await;
+        assert_eq!(
+            reply(&c.connect("x", addr).await.unwrap()),
+            "continue",
+            "{i}"
+        );
+        held.push(c);
+    }
+    let _first = {
+        let mut c = d.open().await;
+        assert_eq!(reply(&c.connect("x", other).await.unwrap()), "continue");
+        c
+    };
+    let mut c = d.open().await;
+    assert_eq!(
+        reply(&c.connect("x", other).await.unwrap()),
+        "421 4.7.0 Too many connections from 10.9.0.1"
+    );
+    drop(held);
+    d.stop().await;
+
+    // Global monitor, the class enforcing: its second connection is
+    // refused, while a client in no class is let through.
+    let d = common::start_with(config("monitor", "enforce")).await;
+    let mut first = d.open().await;
+    assert_eq!(reply(&first.connect("x", addr).await.unwrap()), "continue");
+    let mut c = d.open().await;
+    assert_eq!(
+        reply(&c.connect("x", addr).await.unwrap()),
+        "421 4.7.0 Too many connections from 10.8.0.1"
+    );
+    let mut held = Vec::new();
+    for i in 0..3 {
+        let mut c = d.open().await;
+        assert_eq!(
+            reply(&c.connect("x", other).await.unwrap()),
+            "continue",
+            "{i}"
+        );
+        held.push(c);
+    }
+    drop((first, held));
+    d.stop().await;
+}

@@ -57,6 +57,19 @@ pub enum UnknownClients {
     Reject,
 }
 
+/// `from_header.inbound_own_domain`: what becomes of inbound mail (from a
+/// client in no class) whose From: claims one of our own domains.
+#[derive(Clone, Copy, Debug, Default, Deserialize, Eq, PartialEq)]
+#[serde(rename_all = "lowercase")]
+pub enum InboundOwnDomain {
+    /// Let it in: newsletters, ticket systems and other third parties
+    /// legitimately send to our users as our domains.
+    #[default]
+    Accept,
+    /// Refuse it: the classic spoof of a colleague or the CEO.
+    Reject,
+}
+
 #[derive(Clone, Copy, Debug, Default, Deserialize, Eq, PartialEq)]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {
@@ -115,6 +128,7 @@ pub struct Config {
     pub unknown_clients: UnknownClients,
     pub from_strict: bool,
     pub from_max_length: usize,
+    pub inbound_own_domain: InboundOwnDomain,
     pub max_recipients: usize,
     pub log_format: LogFormat,
     pub max_connections: usize,
@@ -481,6 +495,7 @@ impl Validator {
             unknown_clients: raw.unknown_clients.unwrap_or_default(),
             from_strict: raw.from_header.strict.unwrap_or(true),
             from_max_length,
+            inbound_own_domain: raw.from_header.inbound_own_domain.unwrap_or_default(),
             max_recipients,
             log_format: raw.log.format.unwrap_or_default(),
             max_connections,

@@ -309,6 +309,8 @@ pub struct RawFromHeader {
     pub strict: Option<bool>,
     #[serde(default)]
     pub max_length: Option<Spanned<usize>>,
+    #[serde(default)]
+    pub inbound_own_domain: Option<super::InboundOwnDomain>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -13,20 +13,23 @@ use std::sync::Arc;
 /// The keys to sign with: those of the From: domain or its nearest parent,
 /// if the class may use that domain for From: (its `from_domains`, else
 /// `local_domains`). A local From: domain without a key is refused when
-/// `on_unsigned: tempfail`.
+/// `on_unsigned: tempfail`. Inbound mail (a client in no class) is never
+/// signed: a stranger's message claiming our domain must not leave with
+/// our signature.
 pub fn signing_keys(
     config: &Config,
     class: Option<&Class>,
     from: Option<&Domain>,
 ) -> Result<Vec<Arc<DkimKey>>, Refusal> {
-    let Some(from) = from else {
+    let (Some(from), Some(class)) = (from, class) else {
         return Ok(Vec::new());
     };
     if config.dkim.sign == SignMode::Off {
         return Ok(Vec::new());
     }
     let allowed = class
-        .and_then(|c| c.from_domains.as_deref())
+        .from_domains
+        .as_deref()
         .unwrap_or(&config.local_domains);
     if !any_matches(allowed, from) {
         return Ok(Vec::new());

@@ -1,10 +1,19 @@
-//! End of headers: From: strict relay. Exactly one From: header holding
-//! exactly one mailbox (RFC 5322 §3.6.2 allows a mailbox-list only with a
-//! Sender:, and DMARC receivers reject those), whose domain is one of our
-//! local domains and, when the class narrows it, one of its `from_domains`.
+//! End of headers: the From: header.
+//!
+//! Mail that leaves (from a client in a class) is held to strict relay:
+//! exactly one From: header holding exactly one mailbox (RFC 5322 §3.6.2
+//! allows a mailbox-list only with a Sender:, and DMARC receivers reject
+//! those), whose domain is one of our local domains and, when the class
+//! narrows it, one of its `from_domains`.
+//!
+//! Mail from a client in no class is inbound (`unknown_clients: relay_deny`
+//! already confines it to our own domains): its From: is naturally someone
+//! else's, and strict relay does not judge it. Only
+//! `from_header.inbound_own_domain: reject` looks at it, refusing inbound
+//! mail whose From: claims one of our own domains.
 
-use crate::address::{any_matches, AddressDomain};
-use crate::config::{Class, Config};
+use crate::address::{any_matches, AddressDomain, Domain};
+use crate::config::{Class, Config, InboundOwnDomain};
 use crate::mailbox::{parse_address_list, Entry};
 use crate::policy::Verdict;
 use crate::reply;
@@ -51,7 +60,10 @@ fn verdict(
     from: &FromHeaders,
     parsed: Option<Result<Vec<Entry>, crate::mailbox::ParseError>>,
 ) -> Verdict {
-    let from_domains = class.and_then(|c| c.from_domains.as_deref());
+    let Some(class) = class else {
+        return inbound(config, from);
+    };
+    let from_domains = class.from_domains.as_deref();
     if !config.from_strict && from_domains.is_none() {
         return Verdict::Continue;
     }
@@ -94,6 +106,58 @@ fn verdict(
     }
 }
 
+/// Inbound mail: refused only when `inbound_own_domain: reject` and a From:
+/// mailbox is in one of our domains. Every mailbox of every From: header
+/// counts, so that a second mailbox or header does not hide the claim.
+fn inbound(config: &Config, from: &FromHeaders) -> Verdict {
+    if config.inbound_own_domain == InboundOwnDomain::Accept {
+        return Verdict::Continue;
+    }
+    if from.too_long {
+        // Too long to read whole, so a claim cannot be ruled out.
+        return Verdict::Refuse(reply::malformed_from_header(&format!(
+            "longer than {} bytes",
+            config.from_max_length
+        )));
+    }
+    let own = from
+        .values
+        .iter()
+        .flat_map(|v| claimed_domains(v))
+        .find(|d| any_matches(&config.local_domains, d));
+    match own {
+        Some(d) => Verdict::Refuse(reply::from_domain_from_outside(d.as_str())),
+        None => Verdict::Continue,
+    }
+}
+
+/// The domains a From: value names: its mailboxes' (groups' members
+/// included). A value that does not parse is read for every `@domain` in
+/// it, as a lenient mail reader might display it.
+fn claimed_domains(value: &[u8]) -> Vec<Domain> {
+    match parse_address_list(value) {
+        Ok(entries) => entries
+            .iter()
+            .flat_map(|e| match e {
+                Entry::Mailbox(a) => std::slice::from_ref(a),
+                Entry::Group(members) => members.as_slice(),
+            })
+            .filter_map(|a| a.domain.name().cloned())
+            .collect(),
+        Err(_) => value
+            .split(|&b| b == b'@')
+            .skip(1)
+            .filter_map(|after| {
+                let end = after
+                    .iter()
+                    .position(|&b| !(b.is_ascii_alphanumeric() || b"-.".contains(&b) || b >= 0x80))
+                    .unwrap_or(after.len());
+                Domain::parse_bytes(&after[..end]).ok()
+            })
+            .collect(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -109,6 +173,9 @@ mod tests {
     #[derive(Deserialize)]
     struct Case {
         class: Option<String>,
+        /// `from_header.inbound_own_domain` for this case (default accept).
+        #[serde(default)]
+        inbound_own_domain: Option<InboundOwnDomain>,
         from: Vec<String>,
         #[serde(default)]
         too_long: bool,
@@ -124,9 +191,10 @@ mod tests {
         );
         let text = std::fs::read_to_string(path).unwrap();
         let fixture: Fixture = serde_saphyr::from_str(&text).unwrap();
-        let config = Config::parse(Path::new("fixture"), &fixture.config).unwrap();
+        let mut config = Config::parse(Path::new("fixture"), &fixture.config).unwrap();
         assert!(fixture.cases.len() >= 20);
         for case in &fixture.cases {
+            config.inbound_own_domain = case.inbound_own_domain.unwrap_or_default();
             let class = case
                 .class
                 .as_ref()
@@ -141,8 +209,8 @@ mod tests {
             };
             assert_eq!(
                 got, case.expect,
-                "From: {:?} class {:?}",
-                case.from, case.class
+                "From: {:?} class {:?} inbound_own_domain {:?}",
+                case.from, case.class, case.inbound_own_domain
             );
         }
     }

@@ -38,7 +38,7 @@ fn matches(m: &Matcher, name: LimitName, f: &Facts<'_>) -> bool {
         Matcher::Domain(p) => address
             .and_then(|a| a.domain.name())
             .is_some_and(|d| any_matches(std::slice::from_ref(p), d)),
-        Matcher::Address(a) => address == Some(a),
+        Matcher::Address(a) => address.is_some_and(|x| x.limit_key() == a.limit_key()),
     }
 }
 
@@ -101,7 +101,7 @@ pub fn message(limits: &RateLimits, facts: &Facts<'_>) -> Vec<Check> {
         facts,
         ip_key(facts),
     );
-    let sender = facts.sender.map(|s| s.to_string());
+    let sender = facts.sender.map(Address::limit_key);
     push(
         &mut checks,
         limits,
@@ -123,7 +123,7 @@ pub fn message(limits: &RateLimits, facts: &Facts<'_>) -> Vec<Check> {
 /// At RCPT TO: one message for the recipient, one recipient for the sender.
 pub fn recipient(limits: &RateLimits, facts: &Facts<'_>) -> Vec<Check> {
     let mut checks = Vec::new();
-    let rcpt = facts.rcpt.map(|r| r.to_string());
+    let rcpt = facts.rcpt.map(Address::limit_key);
     push(
         &mut checks,
         limits,
@@ -131,7 +131,7 @@ pub fn recipient(limits: &RateLimits, facts: &Facts<'_>) -> Vec<Check> {
         facts,
         rcpt,
     );
-    let sender = facts.sender.map(|s| s.to_string());
+    let sender = facts.sender.map(Address::limit_key);
     push(
         &mut checks,
         limits,

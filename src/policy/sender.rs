@@ -155,6 +155,35 @@ classes:
                 Some("alice"),
                 "553 5.7.1 Sender <Alice@example.com> not owned by user alice",
             ),
+            // Every spelling of an address is that address (RFC 5322
+            // §3.2.4): quoting neither evades nor fails an allowlist.
+            ("crm", "<\"noreply\"@example.com>", None, ""),
+            ("crm", "<\"no\\reply\"@example.com>", None, ""),
+            (
+                "crm",
+                "<\"NoReply\"@example.com>",
+                None,
+                "550 5.7.1 Sender <NoReply@example.com> not authorised for crm",
+            ),
+            (
+                "crm",
+                "<\"noreply \"@example.com>",
+                None,
+                "550 5.7.1 Sender <\"noreply \"@example.com> not authorised for crm",
+            ),
+            ("staff", "<\"alice\"@example.com>", Some("alice"), ""),
+            (
+                "staff",
+                "<\"alice\"@example.com>",
+                Some("alice@example.com"),
+                "",
+            ),
+            (
+                "staff",
+                "<\"alice.\"@example.com>",
+                Some("alice"),
+                "553 5.7.1 Sender <\"alice.\"@example.com> not owned by user alice",
+            ),
             (
                 "any-app",
                 "<x@[10.0.0.1]>",

@@ -42,7 +42,7 @@ pub async fn start_with(config: Config) -> Daemon {
     let addr = listener.local_addr().expect("local addr");
     let shared = Shared::new(config);
     let (stop, stopped) = oneshot::channel::<()>();
-    let listener = egress_milter::server::NoDelay(listener);
+    let listener = egress_milter::server::MilterTcpListener(listener);
     let task = tokio::spawn(egress_milter::run(listener, shared.clone(), async move {
         let _ = stopped.await;
     }));
