@@ -71,7 +71,7 @@ cleanup() {
   for p in "${SENDMAILS[@]}"; do kill "$p" 2>/dev/null || true; done
   [ -d "$WORK/postfix" ] && /usr/sbin/postfix -c "$WORK/postfix" stop >/dev/null 2>&1 || true
   wait 2>/dev/null || true
-  rm -rf "$WORK"
+  [ -n "${KEEP:-}" ] || rm -rf "$WORK"
 }
 trap cleanup EXIT
 
@@ -98,17 +98,20 @@ wait_socket() {
 # The milters. Each set-up is NAME, then the milter's address for Postfix
 # (inet:HOST:PORT or unix:PATH) and for Sendmail (inet:PORT@HOST or
 # local:PATH); "none" for no milter.
+# Sendmail refuses a socket in a world-writable directory; OpenDKIM, which
+# drops to its own user, gets a directory of its own.
 SOCK=$WORK/sockets
-mkdir -p "$SOCK"
-chmod 777 "$SOCK"
+mkdir -p "$SOCK/opendkim"
+chmod 755 "$SOCK" "$SOCK/opendkim"
+chown opendkim "$SOCK/opendkim"
 SETUPS=("no milter|none|none")
 add_setup() { SETUPS+=("$1|$2|$3"); }
 
 mkdir -p "$WORK/keys"
 "$BIN/egress-milter" dkim-keygen --domain example.com --selector rsa \
-  --out "$WORK/keys/rsa.pem" >/dev/null
+  --out "$WORK/keys/rsa.pem" >/dev/null 2>&1
 "$BIN/egress-milter" dkim-keygen --domain example.com --selector ed \
-  --algorithm ed25519 --out "$WORK/keys/ed.pem" >/dev/null
+  --algorithm ed25519 --out "$WORK/keys/ed.pem" >/dev/null 2>&1
 
 for transport in tcp unix; do
   if [ "$transport" = tcp ]; then
@@ -181,7 +184,7 @@ for transport in tcp unix; do
   if [ "$transport" = tcp ]; then
     port=$(free_port); sock="inet:$port@127.0.0.1"
   else
-    sock="local:$SOCK/opendkim"
+    sock="local:$SOCK/opendkim/socket"
   fi
   cat >"$WORK/opendkim-$transport.conf" <<EOF
 Syslog no
@@ -203,8 +206,8 @@ EOF
     wait_port "$port"
     add_setup "OpenDKIM, RSA-2048 signing, tcp" "inet:127.0.0.1:$port" "$sock"
   else
-    wait_socket "$SOCK/opendkim"
-    add_setup "OpenDKIM, RSA-2048 signing, unix" "unix:$SOCK/opendkim" "$sock"
+    wait_socket "$SOCK/opendkim/socket"
+    add_setup "OpenDKIM, RSA-2048 signing, unix" "unix:$SOCK/opendkim/socket" "$sock"
   fi
 done
 
@@ -259,7 +262,8 @@ EOF
 }
 
 # One private Sendmail per set-up (its milter is fixed in sendmail.cf),
-# each on its own port, started once.
+# each on its own port, started once. Sendmail's default listen backlog
+# (10) would drop the SYNs of 50 sessions at once.
 declare -A SM_PORT
 start_sendmail() { # INDEX MILTER
   local d=$WORK/sendmail-$1 port
@@ -290,16 +294,17 @@ define(\`RELAY_MAILER_ARGS', \`TCP \$h $SINK_PORT')dnl
 define(\`ESMTP_MAILER_ARGS', \`TCP \$h $SINK_PORT')dnl
 FEATURE(\`accept_unresolvable_domains')dnl
 FEATURE(\`nocanonify')dnl
-DAEMON_OPTIONS(\`Port=$port, Addr=127.0.0.1, Name=MTA')dnl
+FEATURE(\`no_default_msa')dnl
+DAEMON_OPTIONS(\`Port=$port, Addr=127.0.0.1, Name=MTA, Listen=1024')dnl
 $filter
 MAILER(\`smtp')dnl
 EOF
   m4 "$d/sendmail.mc" >"$d/sendmail.cf"
   # Sendmail hangs at start unless its host name is qualified.
   unshare -u sh -c "hostname gw.example.com && exec $SENDMAIL_ROOT/usr/libexec/sendmail/sendmail -C $d/sendmail.cf -bD" \
-    >/dev/null 2>"$d/sendmail.err" &
+    >"$d/sendmail.err" 2>&1 &
   SENDMAILS+=($!)
-  wait_port "$port"
+  wait_port "$port" || { cat "$d/sendmail.err" >&2; exit 1; }
   SM_PORT[$1]=$port
 }
 

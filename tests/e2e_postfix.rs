@@ -321,17 +321,7 @@ classes:
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let mut elapsed: Vec<f64> = Vec::new();
-    while elapsed.len() < MESSAGES {
-        let line = d.wait_for("egress_milter::summary");
-        assert!(line.contains("verdict=\"accept\""), "{line}");
-        let ms = line
-            .split_once("elapsed_ms=")
-            .and_then(|(_, rest)| rest.split_whitespace().next())
-            .and_then(|v| v.parse().ok())
-            .unwrap_or_else(|| panic!("no elapsed_ms: {line}"));
-        elapsed.push(ms);
-    }
+    let mut elapsed = common::summary_elapsed_ms(&d, MESSAGES);
     elapsed.sort_by(f64::total_cmp);
     let median = elapsed[MESSAGES / 2];
     let stalled = elapsed.iter().filter(|&&ms| ms >= 40.0).count();

@@ -90,3 +90,70 @@ async fn from_header_decisions() {
     }
     d.stop().await;
 }
+
+/// `inbound_own_domain: reject` under `mode: monitor`: the spoof of our own
+/// domain from outside is let through, logged as `would_reject` and
+/// counted, as an operator sees it in the log and on the metrics endpoint.
+#[tokio::test]
+async fn inbound_own_domain_is_logged_and_counted_in_monitor_mode() {
+    use indymilter_test::Status;
+    let dir = tempfile::tempdir().unwrap();
+    let port = common::free_port();
+    let metrics = common::free_port();
+    let config = dir.path().join("milter.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "listen: inet:127.0.0.1:{port}
+mode: monitor
+local_domains: [example.com]
+classes:
+  - {{ name: crm-app, clients: [10.1.2.0/24] }}
+from_header: {{ inbound_own_domain: reject }}
+metrics: {{ listen: \"127.0.0.1:{metrics}\" }}
+"
+        ),
+    )
+    .unwrap();
+    let d = common::process::Running::start(&config);
+    d.wait_for("metrics endpoint listening");
+    let mut conn = indymilter_test::TestConnection::configure()
+        .available_actions(indymilter::Actions::all())
+        .open_tcp(("127.0.0.1", port))
+        .await
+        .unwrap();
+    let stranger: std::net::SocketAddr = "192.0.2.9:40000".parse().unwrap();
+    assert_eq!(
+        conn.connect("mx.outside.test", stranger).await.unwrap(),
+        Status::Continue
+    );
+    conn.helo("mx.outside.test").await.unwrap();
+    assert_eq!(
+        reply(&mail(&mut conn, "<x@outside.test>", None).await),
+        "continue"
+    );
+    assert_eq!(
+        reply(&conn.rcpt(["<user@example.com>"]).await.unwrap()),
+        "continue"
+    );
+    assert_eq!(
+        message(&mut conn, &[("From", "\"The CEO\" <ceo@example.com>")]).await,
+        "continue"
+    );
+    conn.close().await.unwrap();
+    let line = d.wait_for("egress_milter::decision");
+    assert!(
+        line.contains("verdict=\"would_reject\"")
+            && line.contains("rule=\"inbound_own_domain\"")
+            && line.contains("550 5.7.1 From: domain example.com may not be used from outside"),
+        "{line}"
+    );
+    let summary = d.wait_for("egress_milter::summary");
+    assert!(summary.contains("verdict=\"would_reject\""), "{summary}");
+    let scraped = common::scrape(metrics);
+    assert!(
+        scraped.lines().any(|l| l
+            == "egress_decisions_total{stage=\"eoh\",rule=\"inbound_own_domain\",class=\"-\",verdict=\"would_reject\"} 1"),
+        "{scraped}"
+    );
+}

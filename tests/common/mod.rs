@@ -201,6 +201,21 @@ pub async fn envelope(conn: &mut TestConnection, sender: &str, rcpt: &str) {
 }
 
 /// A loopback TCP port free at the time of asking.
+/// The `elapsed_ms` of the next `n` summary lines a running daemon logs;
+/// each message must have been accepted.
+pub fn summary_elapsed_ms(d: &process::Running, n: usize) -> Vec<f64> {
+    (0..n)
+        .map(|_| {
+            let line = d.wait_for("egress_milter::summary");
+            assert!(line.contains("verdict=\"accept\""), "{line}");
+            line.split_once("elapsed_ms=")
+                .and_then(|(_, rest)| rest.split_whitespace().next())
+                .and_then(|v| v.parse().ok())
+                .unwrap_or_else(|| panic!("no elapsed_ms: {line}"))
+        })
+        .collect()
+}
+
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())

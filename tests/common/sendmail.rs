@@ -70,6 +70,7 @@ define(`RELAY_MAILER_ARGS', `TCP $h {sink_port}')dnl
 define(`ESMTP_MAILER_ARGS', `TCP $h {sink_port}')dnl
 FEATURE(`accept_unresolvable_domains')dnl
 FEATURE(`nocanonify')dnl
+FEATURE(`no_default_msa')dnl
 DAEMON_OPTIONS(`Port={smtp_port}, Addr=127.0.0.1, Name=MTA')dnl
 {snippet}
 MAILER(`smtp')dnl
