@@ -831,6 +831,9 @@ impl Connection {
                     for key in keys {
                         match key.sign(&raw, &config.dkim.headers) {
                             Ok(value) => {
+                                self.shared
+                                    .metrics
+                                    .signature(key.domain.as_str(), key.algorithm());
                                 signed.push(format!(
                                     "d={} s={} a={}",
                                     key.domain,

@@ -99,3 +99,57 @@ fn dashboard_queries_exposed_metrics() {
         assert!(text.contains(family), "{family} is on no panel");
     }
 }
+
+/// `egress_dkim_signatures_total`, which the dashboard charts, counts each
+/// signature made, by domain and algorithm, and nothing for a message that
+/// is not signed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn counts_the_signatures_it_makes() {
+    let dir = tempfile::tempdir().unwrap();
+    let (pem, _) = egress_milter::dkim::generate("ed25519", 0).unwrap();
+    let key = dir.path().join("e1.pem");
+    std::fs::write(&key, pem).unwrap();
+    std::fs::set_permissions(&key, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    let (port, metrics) = (common::free_port(), common::free_port());
+    let path = dir.path().join("milter.yaml");
+    std::fs::write(
+        &path,
+        format!(
+            "listen: inet:127.0.0.1:{port}\nlocal_domains: [example.com, example.org]\nmetrics: {{ listen: 127.0.0.1:{metrics} }}\n\
+             classes: [{{ name: app, clients: [10.0.0.0/8], sender_domains: [example.com, example.org] }}]\n\
+             dkim: {{ keys: [{{ domain: example.com, selector: e1, file: {} }}] }}\n",
+            key.display()
+        ),
+    )
+    .unwrap();
+    let d = Running::start(&path);
+    d.wait_for("metrics endpoint listening");
+    let line = "egress_dkim_signatures_total{domain=\"example.com\",algorithm=\"ed25519\"}";
+    assert!(!common::scrape(metrics).contains(line));
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let mut conn = TestConnection::configure()
+        .available_actions(Actions::all())
+        .open_tcp(addr)
+        .await
+        .unwrap();
+    conn.connect("app", "10.0.0.5:1".parse::<SocketAddr>().unwrap())
+        .await
+        .unwrap();
+    // Two messages from example.com are signed; one from example.org, which
+    // has no key, is not.
+    for from in ["a@example.com", "b@example.com", "c@example.org"] {
+        common::envelope(&mut conn, &format!("<{from}>"), "<x@example.net>").await;
+        assert_eq!(
+            common::message(&mut conn, &[("From", from), ("Subject", "s")]).await,
+            "continue"
+        );
+    }
+    conn.close().await.unwrap();
+    let body = common::scrape(metrics);
+    assert!(body.contains(&format!("\n{line} 2\n")), "{body}");
+    assert_eq!(
+        body.matches("egress_dkim_signatures_total{").count(),
+        1,
+        "{body}"
+    );
+}
