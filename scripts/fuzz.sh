@@ -23,8 +23,8 @@ declare -A OPTS=(
   [session]="-max_len=4096"
 )
 # Seconds added for reading the kept corpus before mutation starts: the
-# config corpus (10,000 inputs) takes about 25 s to replay.
-declare -A READ=([config]=30)
+# config seeds (1,800 inputs) take a few seconds to replay.
+declare -A READ=([config]=5)
 for target in mailbox mime config config_schema session; do
   if [ -d "regressions/$target" ]; then
     "${FUZZ[@]}" "$target" "regressions/$target" -- -runs=0
