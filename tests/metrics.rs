@@ -153,3 +153,158 @@ async fn counts_the_signatures_it_makes() {
         "{body}"
     );
 }
+
+/// The samples of an exposition that a dashboard query's selector picks
+/// (`name{label="v",label=~"re",label!~"re"}`; `instance` is Prometheus's
+/// own label and matches everything here), summed.
+fn selected(exposition: &str, selector: &str) -> f64 {
+    let (name, matchers) = match selector.split_once('{') {
+        Some((n, m)) => (n, m.trim_end_matches('}')),
+        None => (selector, ""),
+    };
+    let matcher = regex::Regex::new(r#"(\w+)\s*(=~|!~|!=|=)\s*"((?:[^"\\]|\\.)*)""#).unwrap();
+    let wanted: Vec<(String, String, regex::Regex)> = matcher
+        .captures_iter(matchers)
+        .filter(|c| &c[1] != "instance")
+        .map(|c| {
+            let re = regex::Regex::new(&format!("^(?:{})$", c[3].replace("\\\\", "\\"))).unwrap();
+            (c[1].to_string(), c[2].to_string(), re)
+        })
+        .collect();
+    let label = regex::Regex::new(r#"(\w+)="([^"]*)""#).unwrap();
+    exposition
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| {
+            let (series, value) = l.rsplit_once(' ')?;
+            let (metric, labels) = match series.split_once('{') {
+                Some((m, rest)) => (m, rest),
+                None => (series, ""),
+            };
+            (metric == name).then_some(())?;
+            let have: Vec<(&str, &str)> = label
+                .captures_iter(labels)
+                .map(|c| (c.get(1).unwrap().as_str(), c.get(2).unwrap().as_str()))
+                .collect();
+            let ok = wanted.iter().all(|(k, op, re)| {
+                let v = have.iter().find(|(hk, _)| hk == k).map_or("", |(_, v)| *v);
+                match op.as_str() {
+                    "=" | "=~" => re.is_match(v),
+                    _ => !re.is_match(v),
+                }
+            });
+            ok.then(|| value.parse::<f64>().ok()).flatten()
+        })
+        .sum()
+}
+
+/// Every selector a panel of the shipped Grafana dashboard charts moves
+/// under the traffic that should move it: messages accepted (signed),
+/// refused, refused by a rate limit, refused only in monitor mode; a Redis
+/// that is down (failures, decisions taken locally, local keys); DNS that
+/// does not answer; an open connection. A metric that is declared but
+/// never updated leaves its panel flat and fails here.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_charted_metric_moves_under_traffic() {
+    let dir = tempfile::tempdir().unwrap();
+    let (pem, _) = egress_milter::dkim::generate("ed25519", 0).unwrap();
+    let key = dir.path().join("e1.pem");
+    std::fs::write(&key, pem).unwrap();
+    std::fs::set_permissions(&key, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    let (port, metrics) = (common::free_port(), common::free_port());
+    // Nothing listens on these: Redis and DNS are down.
+    let (dead_redis, dead_dns) = (common::free_port(), common::free_port());
+    let path = dir.path().join("milter.yaml");
+    std::fs::write(
+        &path,
+        format!(
+            "listen: inet:127.0.0.1:{port}
+on_error: accept
+local_domains: [example.com]
+egress_ips: [192.0.2.10]
+metrics: {{ listen: 127.0.0.1:{metrics} }}
+classes:
+  - {{ name: trial, clients: [10.9.0.0/16], mode: monitor }}
+  - {{ name: app, clients: [10.0.0.0/8] }}
+rate_limits:
+  backend: redis
+  redis: {{ url: \"redis://127.0.0.1:{dead_redis}\", on_failure: local }}
+  messages_per_sender: 2/h
+dkim: {{ keys: [{{ domain: example.com, selector: e1, file: {} }}] }}
+spf: {{ check_egress: warn }}
+dns: {{ nameservers: [\"127.0.0.1:{dead_dns}\"], timeout: 300ms }}
+",
+            key.display()
+        ),
+    )
+    .unwrap();
+    let d = Running::start(&path);
+    d.wait_for("metrics endpoint listening");
+    let before = common::scrape(metrics);
+    let open = |ip: &'static str| async move {
+        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        let mut c = TestConnection::configure()
+            .available_actions(Actions::all())
+            .open_tcp(addr)
+            .await
+            .unwrap();
+        c.connect("client", format!("{ip}:1").parse::<SocketAddr>().unwrap())
+            .await
+            .unwrap();
+        c
+    };
+    let mut conn = open("10.0.0.5").await;
+    let during = common::scrape(metrics);
+    // Two messages accepted and signed, the third over messages_per_sender.
+    for _ in 0..2 {
+        common::envelope(&mut conn, "<a@example.com>", "<x@example.net>").await;
+        assert_eq!(
+            common::message(&mut conn, &[("From", "a@example.com")]).await,
+            "continue"
+        );
+    }
+    let r = reply(&mail(&mut conn, "<a@example.com>", None).await);
+    assert!(
+        r.starts_with("451 4.7.1 Rate limit messages_per_sender"),
+        "{r}"
+    );
+    conn.abort().await.unwrap();
+    // Refused: a sender the class may not use.
+    let r = reply(&mail(&mut conn, "<x@evil.test>", None).await);
+    assert!(r.starts_with("550 5.7.1"), "{r}");
+    conn.close().await.unwrap();
+    // Refused only in monitor mode.
+    let mut conn = open("10.9.0.5").await;
+    common::envelope(&mut conn, "<x@evil.test>", "<x@example.net>").await;
+    conn.close().await.unwrap();
+    let after = common::scrape(metrics);
+
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/packaging/grafana-dashboard.json"
+    ))
+    .unwrap();
+    let dash: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let selector = regex::Regex::new(r"egress_[a-z_]+(\{[^}]*\})?").unwrap();
+    let mut checked = 0;
+    for panel in dash["panels"].as_array().unwrap() {
+        for target in panel["targets"].as_array().unwrap() {
+            let expr = target["expr"].as_str().unwrap();
+            for m in selector.find_iter(expr) {
+                let s = m.as_str();
+                let (b, du, a) = (
+                    selected(&before, s),
+                    selected(&during, s),
+                    selected(&after, s),
+                );
+                assert!(
+                    du != b || a != b,
+                    "panel {:?}: {s} never moved ({b} before, {du} during, {a} after)\n{after}",
+                    panel["title"]
+                );
+                checked += 1;
+            }
+        }
+    }
+    assert!(checked >= 14, "{checked}");
+}
