@@ -102,7 +102,7 @@ impl DkimKey {
     pub fn load(domain: Domain, selector: String, path: &Path) -> Result<Self, KeyError> {
         let shown = path.display().to_string();
         // A PEM key is a few kilobytes: a bigger file is not one.
-        let pem = crate::config::read_bounded(path, 64 << 10)
+        let pem = crate::files::read_bounded(path, 64 << 10)
             .map_err(|e| KeyError::Read(shown.clone(), e))?;
         Self::from_pem(domain, selector, &pem, &shown)
     }

@@ -4,7 +4,7 @@
 //! DKIM signatures made, Redis and DNS failures, open milter connections,
 //! the milter's own time per stage, and Redis, DNS and rspamd round trips.
 
-use crate::state::Shared;
+use crate::limiter::Limiter;
 use std::{
     collections::BTreeMap,
     fmt::Write as _,
@@ -151,7 +151,7 @@ impl Metrics {
     }
 
     /// The text exposition of every metric.
-    pub fn render(&self, shared: &Shared) -> String {
+    pub fn render(&self, limiter: &Limiter) -> String {
         let mut out = String::new();
         let _ = writeln!(out, "# HELP egress_decisions_total Refusals (and would-be refusals in monitor mode) by stage, rule, class and verdict.\n# TYPE egress_decisions_total counter");
         for ((stage, rule, class, verdict), n) in self
@@ -189,19 +189,18 @@ impl Metrics {
                 label(alg)
             );
         }
-        let redis = shared
-            .limiter
+        let redis = limiter
             .redis
             .as_ref()
             .map_or(0, |r| r.failures.load(Ordering::Relaxed));
         let _ = writeln!(out, "# HELP egress_redis_failures_total Redis calls that failed or timed out.\n# TYPE egress_redis_failures_total counter\negress_redis_failures_total {redis}");
-        let fallbacks = shared.limiter.fallbacks.load(Ordering::Relaxed);
+        let fallbacks = limiter.fallbacks.load(Ordering::Relaxed);
         let _ = writeln!(out, "# HELP egress_limiter_fallbacks_total Rate decisions taken by on_failure.\n# TYPE egress_limiter_fallbacks_total counter\negress_limiter_fallbacks_total {fallbacks}");
         let dns = self.dns_failures.load(Ordering::Relaxed);
         let _ = writeln!(out, "# HELP egress_dns_failures_total DNS-based checks that could not get an answer.\n# TYPE egress_dns_failures_total counter\negress_dns_failures_total {dns}");
         let open = self.open_connections.load(Ordering::Relaxed);
         let _ = writeln!(out, "# HELP egress_open_connections Milter connections open now.\n# TYPE egress_open_connections gauge\negress_open_connections {open}");
-        let keys = shared.limiter.local.tracked_keys();
+        let keys = limiter.local.tracked_keys();
         let _ = writeln!(out, "# HELP egress_limiter_keys Keys the in-process limiter tracks.\n# TYPE egress_limiter_keys gauge\negress_limiter_keys {keys}");
         let _ = writeln!(out, "# HELP egress_stage_seconds The milter's own time per stage.\n# TYPE egress_stage_seconds histogram");
         render_histograms(&mut out, "egress_stage_seconds", "stage", &self.stage_time);
@@ -217,14 +216,16 @@ impl Metrics {
 }
 
 /// Serves `GET /metrics` (any path, in fact) over HTTP/1.0-style
-/// request-response on the listener: Prometheus needs nothing more.
-pub async fn serve(listener: TcpListener, shared: Arc<Shared>) {
+/// request-response on the listener: Prometheus needs nothing more. Each
+/// request gets what `render` returns at that moment.
+pub async fn serve(listener: TcpListener, render: impl Fn() -> String + Send + Sync + 'static) {
+    let render = Arc::new(render);
     loop {
         let Ok((mut stream, _)) = listener.accept().await else {
             tokio::time::sleep(Duration::from_millis(100)).await;
             continue;
         };
-        let shared = shared.clone();
+        let render = render.clone();
         tokio::spawn(async move {
             // Read the request head (bounded), whatever it asks.
             let mut buf = [0u8; 4096];
@@ -235,7 +236,7 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>) {
                     _ => return,
                 }
             }
-            let body = shared.metrics.render(&shared);
+            let body = render();
             let head = format!(
                 "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
                 body.len()

@@ -164,10 +164,10 @@ pub async fn serve(config: Config) -> io::Result<()> {
         Some(addr) => {
             let listener = TcpListener::bind(addr).await?;
             info!(%addr, "metrics endpoint listening");
-            Some(tokio::spawn(crate::metrics::serve(
-                listener,
-                shared.clone(),
-            )))
+            let shared = shared.clone();
+            Some(tokio::spawn(crate::metrics::serve(listener, move || {
+                shared.metrics.render(&shared.limiter)
+            })))
         }
         None => None,
     };

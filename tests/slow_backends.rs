@@ -54,7 +54,7 @@ async fn a_hanging_rspamd_tempfails_within_its_timeout() {
         2,
         "each hang counted"
     );
-    let metrics = d.shared.metrics.render(&d.shared);
+    let metrics = d.shared.metrics.render(&d.shared.limiter);
     assert!(
         metrics.contains("egress_backend_seconds_count{backend=\"rspamd\"} 2"),
         "{metrics}"
@@ -91,7 +91,7 @@ async fn a_silent_dns_server_tempfails_within_the_dns_timeout() {
     assert_eq!(got, "451 4.3.0 Temporary policy failure");
     assert!(took < Duration::from_secs(5), "{took:?}");
     conn.close().await.unwrap();
-    let metrics = d.shared.metrics.render(&d.shared);
+    let metrics = d.shared.metrics.render(&d.shared.limiter);
     assert!(
         metrics.contains("egress_dns_failures_total 1\n"),
         "{metrics}"

@@ -3,7 +3,7 @@
 use super::raw::{RawLimits, RawRateLimits, Text};
 use super::{parse_duration, Validator};
 use crate::address::{Address, DomainPattern};
-use crate::limiter::{parse_limit, Limit, LimitName, Rate};
+use crate::rate::{parse_limit, Limit, LimitName, Rate};
 use ipnet::IpNet;
 use serde::Deserialize;
 use std::{net::SocketAddr, time::Duration};

@@ -5,7 +5,7 @@
 //! Redis backend (whose Lua script does the same arithmetic) agree. The
 //! tests compare it with governor's own limiter, step by step.
 
-use super::rate::Rate;
+use crate::rate::Rate;
 
 /// The result of one GCRA step at time `now` (nanoseconds).
 #[derive(Clone, Copy, Debug, Eq, PartialEq)]

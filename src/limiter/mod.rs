@@ -5,59 +5,16 @@
 
 pub mod gcra;
 pub mod local;
-pub mod rate;
 pub mod redis;
 pub mod store;
 
+pub use crate::rate::{parse_limit, Limit, LimitName, Rate};
 pub use local::{Lease, LocalLimiter};
-pub use rate::{parse_limit, Limit, Rate};
 pub use redis::RedisLimiter;
 
 use crate::config::{Backend, OnFailure, RateLimits};
 
-use std::{fmt, net::IpAddr, sync::Arc, time::Duration};
-
-/// The limits, by the names the configuration and the replies use.
-#[derive(Clone, Copy, Debug, Eq, Hash, PartialEq)]
-pub enum LimitName {
-    ConnectionsPerClient,
-    ConcurrentPerClient,
-    MessagesPerClient,
-    MessagesPerSender,
-    MessagesPerUser,
-    MessagesPerRecipient,
-    RecipientsPerSender,
-}
-
-impl LimitName {
-    pub const ALL: [LimitName; 7] = [
-        Self::ConnectionsPerClient,
-        Self::ConcurrentPerClient,
-        Self::MessagesPerClient,
-        Self::MessagesPerSender,
-        Self::MessagesPerUser,
-        Self::MessagesPerRecipient,
-        Self::RecipientsPerSender,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::ConnectionsPerClient => "connections_per_client",
-            Self::ConcurrentPerClient => "concurrent_per_client",
-            Self::MessagesPerClient => "messages_per_client",
-            Self::MessagesPerSender => "messages_per_sender",
-            Self::MessagesPerUser => "messages_per_user",
-            Self::MessagesPerRecipient => "messages_per_recipient",
-            Self::RecipientsPerSender => "recipients_per_sender",
-        }
-    }
-}
-
-impl fmt::Display for LimitName {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
+use std::{net::IpAddr, sync::Arc, time::Duration};
 
 /// One rate check: `n` cells of `rate` for `key` under limit `name`.
 #[derive(Clone, Debug, Eq, PartialEq)]

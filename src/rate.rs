@@ -1,8 +1,51 @@
-//! Rates as written in the configuration: `N/s|m|h|d|w`, `N/10m` (a period
-//! of several units), case-insensitive units; `unlimited` or a negative N
-//! turns a limit off.
+//! The vocabulary of rate limits, shared by the configuration and the
+//! limiter: the limits' names, and rates as written in the configuration:
+//! `N/s|m|h|d|w`, `N/10m` (a period of several units), case-insensitive
+//! units; `unlimited` or a negative N turns a limit off.
 
 use std::{fmt, time::Duration};
+
+/// The limits, by the names the configuration and the replies use.
+#[derive(Clone, Copy, Debug, Eq, Hash, PartialEq)]
+pub enum LimitName {
+    ConnectionsPerClient,
+    ConcurrentPerClient,
+    MessagesPerClient,
+    MessagesPerSender,
+    MessagesPerUser,
+    MessagesPerRecipient,
+    RecipientsPerSender,
+}
+
+impl LimitName {
+    pub const ALL: [LimitName; 7] = [
+        Self::ConnectionsPerClient,
+        Self::ConcurrentPerClient,
+        Self::MessagesPerClient,
+        Self::MessagesPerSender,
+        Self::MessagesPerUser,
+        Self::MessagesPerRecipient,
+        Self::RecipientsPerSender,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::ConnectionsPerClient => "connections_per_client",
+            Self::ConcurrentPerClient => "concurrent_per_client",
+            Self::MessagesPerClient => "messages_per_client",
+            Self::MessagesPerSender => "messages_per_sender",
+            Self::MessagesPerUser => "messages_per_user",
+            Self::MessagesPerRecipient => "messages_per_recipient",
+            Self::RecipientsPerSender => "recipients_per_sender",
+        }
+    }
+}
+
+impl fmt::Display for LimitName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
 
 /// A GCRA rate: `count` cells per `period`, with a burst of `count` (the
 /// governor model: `100/h` allows 100 at once, then one every 36 s).
