@@ -5,6 +5,29 @@ use super::raw::RawContent;
 use super::Validator;
 use regex::Regex;
 
+/// Default `content.max_message_size`: 25 MB, the shipped configuration's
+/// value, a little above common MTA limits once base64 is counted.
+pub const DEFAULT_MAX_MESSAGE_SIZE: usize = 25 * 1000 * 1000;
+
+/// `25MB`, `512KB`, `1GB` (powers of 1000), `25MiB` (of 1024), or bytes.
+pub fn parse_size(s: &str) -> Option<usize> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (n, unit) = s.split_at(split);
+    let n: usize = n.parse().ok()?;
+    let mult: usize = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "kb" | "k" => 1000,
+        "mb" | "m" => 1000 * 1000,
+        "gb" | "g" => 1000 * 1000 * 1000,
+        "kib" => 1024,
+        "mib" => 1024 * 1024,
+        "gib" => 1024 * 1024 * 1024,
+        _ => return None,
+    };
+    n.checked_mul(mult)
+}
+
 /// A rule of the administrator's: a regex on the decoded Subject and/or
 /// body text.
 #[derive(Clone, Debug)]
@@ -84,7 +107,21 @@ impl ContentSettings {
 }
 
 impl Validator {
-    pub(super) fn content(&mut self, raw: &RawContent, max_message_size: usize) -> ContentSettings {
+    pub(super) fn content(&mut self, raw: &RawContent) -> ContentSettings {
+        let max_message_size = match &raw.max_message_size {
+            Some(t) => match parse_size(&t.value) {
+                Some(n) if n >= 1000 => n,
+                _ => {
+                    self.error(
+                        t.referenced.line(),
+                        "content.max_message_size",
+                        format!("invalid size \"{}\" (expected e.g. 25MB)", t.value),
+                    );
+                    DEFAULT_MAX_MESSAGE_SIZE
+                }
+            },
+            None => DEFAULT_MAX_MESSAGE_SIZE,
+        };
         let mut banned = Vec::new();
         match &raw.banned_extensions {
             None => banned.extend(DEFAULT_BANNED.iter().map(|s| s.to_string())),
@@ -222,5 +259,19 @@ impl Validator {
             weights,
             custom,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("25MB"), Some(25_000_000));
+        assert_eq!(parse_size("512 KiB"), Some(524_288));
+        assert_eq!(parse_size("1000"), Some(1000));
+        assert_eq!(parse_size("lots"), None);
+        assert_eq!(parse_size("5XB"), None);
     }
 }

@@ -5,16 +5,16 @@
 //! the line and the dotted key, so one run of `check-config` lists every
 //! mistake at once.
 
-mod auth;
 mod content;
 mod limits;
+mod mail_auth;
 mod raw;
 
-pub use auth::{parse_size, CheckMode, DkimSettings, DnsSettings, OnUnsigned, SignMode};
-pub use content::{ContentSettings, CustomRule, RspamdSettings, RuleWeights};
+pub use content::{parse_size, ContentSettings, CustomRule, RspamdSettings, RuleWeights};
 pub use limits::{
     Backend, LimitSet, Matcher, OnFailure, Override, RateLimits, RedisSettings, Setting,
 };
+pub use mail_auth::{CheckMode, DkimSettings, DnsSettings, OnUnsigned, SignMode};
 
 use crate::address::{Address, DomainPattern};
 use ipnet::IpNet;
@@ -396,13 +396,13 @@ impl Validator {
                 ),
             }
         }
-        let auth = self.auth(auth::AuthInput {
+        let content = self.content(&raw.content);
+        let auth = self.mail_auth(mail_auth::MailAuthInput {
             egress: raw.egress_ips,
             hostname: raw.hostname,
             dkim: raw.dkim,
             spf: raw.spf,
             dns: raw.dns,
-            content: raw.content,
             selfcheck: raw.selfcheck,
         });
         let mut remove_headers = Vec::new();
@@ -483,7 +483,7 @@ impl Validator {
             dkim: auth.dkim,
             spf_check_egress: auth.spf_check_egress,
             dns: auth.dns,
-            content: auth.content,
+            content,
             internal_networks,
             strip_internal_received: raw.headers.strip_internal_received.unwrap_or(true),
             remove_headers,

@@ -1,7 +1,8 @@
-//! The `dkim`, `spf`, `dns`, `content` and `selfcheck` sections, and
+//! How receivers authenticate our mail, and what the self-check asks of
+//! DNS: the `dkim`, `spf`, `dns` and `selfcheck` sections, and
 //! `egress_ips` / `hostname`.
 
-use super::raw::{RawContent, RawDkim, RawDns, RawSelfcheck, RawSpf, Text};
+use super::raw::{RawDkim, RawDns, RawSelfcheck, RawSpf, Text};
 use super::{parse_duration, Validator};
 use crate::address::{Domain, DomainPattern};
 use crate::dkim::{DkimKey, DEFAULT_HEADERS};
@@ -66,10 +67,6 @@ pub struct DnsSettings {
 const DEFAULT_MAX_SIGNATURES: usize = 5;
 /// Default `dns.timeout`: the MTA waits on the milter while we wait on DNS.
 const DEFAULT_DNS_TIMEOUT: Duration = Duration::from_secs(5);
-/// Default `content.max_message_size`: 25 MB, as DESIGN.md's example and a
-/// little above common MTA limits once base64 is counted.
-pub const DEFAULT_MAX_MESSAGE_SIZE: usize = 25 * 1000 * 1000;
-
 /// The public DNSBLs a receiver is most likely to consult.
 pub const DEFAULT_DNSBL: &[&str] = &[
     "zen.spamhaus.org",
@@ -77,55 +74,33 @@ pub const DEFAULT_DNSBL: &[&str] = &[
     "b.barracudacentral.org",
 ];
 
-/// The raw sections `auth` validates.
-pub(super) struct AuthInput {
+/// The raw sections `mail_auth` validates.
+pub(super) struct MailAuthInput {
     pub egress: Vec<Text>,
     pub hostname: Option<Text>,
     pub dkim: RawDkim,
     pub spf: RawSpf,
     pub dns: RawDns,
-    pub content: RawContent,
     pub selfcheck: RawSelfcheck,
 }
 
-pub struct AuthSettings {
+pub struct MailAuthSettings {
     pub egress_ips: Vec<IpAddr>,
     pub hostname: Option<Domain>,
     pub dkim: DkimSettings,
     pub spf_check_egress: CheckMode,
     pub dns: DnsSettings,
-    pub content: super::ContentSettings,
     pub dnsbl: Vec<Domain>,
 }
 
-/// `25MB`, `512KB`, `1GB` (powers of 1000), `25MiB` (of 1024), or bytes.
-pub fn parse_size(s: &str) -> Option<usize> {
-    let s = s.trim();
-    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-    let (n, unit) = s.split_at(split);
-    let n: usize = n.parse().ok()?;
-    let mult: usize = match unit.trim().to_ascii_lowercase().as_str() {
-        "" | "b" => 1,
-        "kb" | "k" => 1000,
-        "mb" | "m" => 1000 * 1000,
-        "gb" | "g" => 1000 * 1000 * 1000,
-        "kib" => 1024,
-        "mib" => 1024 * 1024,
-        "gib" => 1024 * 1024 * 1024,
-        _ => return None,
-    };
-    n.checked_mul(mult)
-}
-
 impl Validator {
-    pub(super) fn auth(&mut self, raw: AuthInput) -> AuthSettings {
-        let AuthInput {
+    pub(super) fn mail_auth(&mut self, raw: MailAuthInput) -> MailAuthSettings {
+        let MailAuthInput {
             egress,
             hostname,
             dkim,
             spf,
             dns,
-            content,
             selfcheck,
         } = raw;
         let hostname = hostname.as_ref();
@@ -252,20 +227,6 @@ impl Validator {
             },
             None => DEFAULT_DNS_TIMEOUT,
         };
-        let max_message_size = match &content.max_message_size {
-            Some(t) => match parse_size(&t.value) {
-                Some(n) if n >= 1000 => n,
-                _ => {
-                    self.error(
-                        t.referenced.line(),
-                        "content.max_message_size",
-                        format!("invalid size \"{}\" (expected e.g. 25MB)", t.value),
-                    );
-                    DEFAULT_MAX_MESSAGE_SIZE
-                }
-            },
-            None => DEFAULT_MAX_MESSAGE_SIZE,
-        };
         let dnsbl = match &selfcheck.dnsbl {
             Some(list) => list
                 .iter()
@@ -287,7 +248,7 @@ impl Validator {
                 .filter_map(|z| Domain::parse(z).ok())
                 .collect(),
         };
-        AuthSettings {
+        MailAuthSettings {
             egress_ips,
             hostname,
             dkim: DkimSettings {
@@ -303,7 +264,6 @@ impl Validator {
                 nameservers,
                 timeout,
             },
-            content: self.content(&content, max_message_size),
             dnsbl,
         }
     }
@@ -316,19 +276,5 @@ impl Validator {
         } else {
             self.file.parent().unwrap_or(Path::new(".")).join(path)
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn sizes() {
-        assert_eq!(parse_size("25MB"), Some(25_000_000));
-        assert_eq!(parse_size("512 KiB"), Some(524_288));
-        assert_eq!(parse_size("1000"), Some(1000));
-        assert_eq!(parse_size("lots"), None);
-        assert_eq!(parse_size("5XB"), None);
     }
 }
