@@ -14,7 +14,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use egress_milter::{
     config::Config,
-    transaction::{Connection, Macros},
+    session::{Connection, Macros},
     Shared,
 };
 use std::{path::Path, time::Instant};
@@ -55,21 +55,19 @@ async fn message(shared: &std::sync::Arc<Shared>, body: &bytes::Bytes) {
         queue_id: Some("BENCH".into()),
         auth_login: None,
     };
-    assert!(c.connect().await == egress_milter::transaction::Answer::Continue);
+    assert!(c.connect().await == egress_milter::session::Answer::Continue);
     c.helo("app.example.com");
     assert!(
-        c.mail(b"<app@example.com>", &macros).await == egress_milter::transaction::Answer::Continue
+        c.mail(b"<app@example.com>", &macros).await == egress_milter::session::Answer::Continue
     );
-    assert!(
-        c.rcpt(b"<r@example.net>", &macros).await == egress_milter::transaction::Answer::Continue
-    );
+    assert!(c.rcpt(b"<r@example.net>", &macros).await == egress_milter::session::Answer::Continue);
     for (n, v) in HEADERS {
         c.header(n.as_bytes(), v.as_bytes());
     }
     c.end_of_headers(&macros);
     c.body(body.clone());
     let (answer, _) = c.end_of_message(&macros).await;
-    assert!(answer == egress_milter::transaction::Answer::Continue);
+    assert!(answer == egress_milter::session::Answer::Continue);
     c.close();
 }
 

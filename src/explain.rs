@@ -4,8 +4,8 @@
 //! transaction code as the daemon runs; only the MTA is played here.
 
 use crate::config::{Backend, Config, Mode};
+use crate::session::{Answer, Connection, HeaderAction, Macros, Step};
 use crate::state::Shared;
-use crate::transaction::{Answer, Connection, HeaderAction, Macros, Step};
 use std::{fmt::Write as _, net::IpAddr};
 
 /// What to run through the policy.

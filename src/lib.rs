@@ -19,9 +19,9 @@ pub mod rate;
 pub mod reply;
 pub mod selfcheck;
 pub mod server;
+pub mod session;
 pub mod state;
 mod tcp;
-pub mod transaction;
 
 pub use server::{bind, run};
 pub use state::Shared;

@@ -8,8 +8,8 @@
 //! round trip per header. A refusal decided on a header (the message grew
 //! past `max_message_size`) is then given at end of headers.
 
+use crate::session::{Answer, Connection, HeaderAction, Macros};
 use crate::state::Shared;
-use crate::transaction::{Answer, Connection, HeaderAction, Macros};
 use futures_util::FutureExt;
 use indymilter::{
     Actions, Callbacks, Context, ContextActions, EomContext, MacroStage, NegotiateContext,

@@ -5,7 +5,7 @@
 //! limits and Ed25519 signing. No panic, no hang, and an accepted end of
 //! message only ever inserts headers the milter owns.
 #![no_main]
-use egress_milter::transaction::{Answer, Connection, HeaderAction, Macros};
+use egress_milter::session::{Answer, Connection, HeaderAction, Macros};
 use libfuzzer_sys::fuzz_target;
 use std::sync::{Arc, LazyLock};
 

@@ -1,0 +1,316 @@
+//! Connect, MAIL FROM and RCPT TO.
+
+use super::trace::{class_matched_by, limit_names};
+use super::*;
+
+impl Connection {
+    /// Connect: the connection rate and the open-connection cap, by client
+    /// IP. A connection refused by one consumes nothing of the other.
+    pub async fn connect(&mut self) -> Answer {
+        let Some(ip) = self.client_ip else {
+            return Answer::Continue;
+        };
+        let config = self.shared.config();
+        let class = policy::class::resolve(&config, Some(ip), None);
+        self.connect_mode = config.mode_for(class);
+        self.connect_class = class.map(|c| c.name.clone());
+        let facts = Facts {
+            ip: Some(ip),
+            class: class.map(|c| c.name.as_str()),
+            ..Facts::default()
+        };
+        let (checks, concurrent) = policy::rate::connection(&config.rate_limits, &facts);
+        let client = self.client.clone();
+        let limiter = &self.shared.limiter;
+        let mut lease = None;
+        let started = Instant::now();
+        if let Some(max) = concurrent {
+            match limiter.open_connection(ip, max).await {
+                Ok(Some(l)) => lease = Some(l),
+                Ok(None) => {
+                    let r = reply::too_many_connections(
+                        LimitName::ConcurrentPerClient.as_str(),
+                        &client,
+                    );
+                    return self.settle("connect", Verdict::Refuse(r), false);
+                }
+                Err(e) => return self.limiter_failed("connect", &e),
+            }
+        }
+        let checked = limiter.check(&checks).await;
+        self.limiter_time(started);
+        let verdict = match checked {
+            Ok(LimitOutcome::Allowed) => Verdict::Continue,
+            Ok(LimitOutcome::Denied { index, .. }) => Verdict::Refuse(reply::too_many_connections(
+                checks[index].name.as_str(),
+                &client,
+            )),
+            Err(e) => return self.limiter_failed("connect", &e),
+        };
+        let passed = verdict == Verdict::Continue;
+        let answer = self.settle("connect", verdict, false);
+        if passed && self.trace.is_some() {
+            let names = limit_names(&checks, concurrent.is_some());
+            self.note("connect", "connection limits", || names);
+        }
+        if answer == Answer::Continue {
+            self.lease = lease;
+        }
+        answer
+    }
+
+    /// MAIL FROM: starts a new message (ending any earlier one), resolves the
+    /// client's class, checks the sender, then the message rate limits.
+    pub async fn mail(&mut self, sender_arg: &[u8], macros: &Macros) -> Answer {
+        self.end_message(super::decide::Ending::Aborted);
+        let config = self.shared.config();
+        let login = macros.auth_login.clone().filter(|l| !l.is_empty());
+        let class = policy::class::resolve(&config, self.client_ip, login.as_deref());
+        let class_index = class.and_then(|c| config.classes.iter().position(|k| k.name == c.name));
+        let sender: Sender = parse_envelope(sender_arg).map_err(|_| {
+            String::from_utf8_lossy(sender_arg)
+                .trim_matches(['<', '>'])
+                .to_string()
+        });
+        let sender_text = match &sender {
+            Ok(s) => s.to_string(),
+            Err(raw) => raw.clone(),
+        };
+        let sender_address = match &sender {
+            Ok(EnvelopeAddress::Address(a)) => Some(a.clone()),
+            _ => None,
+        };
+        let verdict =
+            policy::sender::check(&config, class, &self.client, &sender, login.as_deref());
+        let checks = policy::rate::message(
+            &config.rate_limits,
+            &Facts {
+                ip: self.client_ip,
+                class: class.map(|c| c.name.as_str()),
+                login: login.as_deref(),
+                sender: sender_address.as_ref(),
+                rcpt: None,
+            },
+        );
+        let content = needs_content(&config).then(Content::default);
+        let remove_len = config.remove_headers.len();
+        self.message = Some(Message {
+            config,
+            started: Instant::now(),
+            busy: Duration::ZERO,
+            queue_id: macros.queue_id.clone(),
+            sender: sender_text,
+            sender_address,
+            login,
+            class: class_index,
+            rcpt_accepted: 0,
+            rcpt_refused: 0,
+            from: FromHeaders::default(),
+            from_domain: None,
+            size: 0,
+            content,
+            dkim: "-".into(),
+            content_rules: "-".into(),
+            rcpts: Vec::new(),
+            received: Vec::new(),
+            remove_counts: vec![0; remove_len],
+            refused: None,
+            last_rcpt_refusal: None,
+            would: None,
+            summarised: false,
+        });
+        if self.trace.is_some() {
+            let config = self.shared.config();
+            let class = class_index.and_then(|i| config.classes.get(i));
+            let what = match class {
+                Some(c) => format!("{} ({})", c.name, class_matched_by(c)),
+                None => format!(
+                    "none: an unknown client (unknown_clients: {})",
+                    match config.unknown_clients {
+                        crate::config::UnknownClients::RelayDeny => "relay_deny",
+                        crate::config::UnknownClients::Reject => "reject",
+                    }
+                ),
+            };
+            self.note("mail", "class", || what);
+        }
+        let sender_passed = verdict == Verdict::Continue;
+        // Policy first, then SPF, then the limits: a sender refused by
+        // either consumes no quota.
+        if let refused @ Answer::Refuse(_) = self.settle("mail", verdict, true) {
+            return refused;
+        }
+        if sender_passed && self.trace.is_some() {
+            let shown = self
+                .message
+                .as_ref()
+                .map_or(String::new(), |m| m.sender.clone());
+            self.note("mail", "sender", || {
+                format!("pass: <{shown}> is allowed for this client")
+            });
+        }
+        if let refused @ Answer::Refuse(_) = self.spf_egress().await {
+            return refused;
+        }
+        if self.message.is_none() {
+            // on_error accepted an SPF failure... and ended nothing; or
+            // tempfail ended the message: nothing more to check.
+            return Answer::Continue;
+        }
+        self.rate_limit("mail", &checks, true).await
+    }
+
+    /// RCPT TO: open relay, the recipient count, then the recipient rate
+    /// limits.
+    pub async fn rcpt(&mut self, rcpt_arg: &[u8], macros: &Macros) -> Answer {
+        let Some(msg) = self.message.as_mut() else {
+            // No MAIL FROM seen: the MTA would not send this; refuse nothing
+            // that policy has not judged.
+            return Answer::Continue;
+        };
+        if macros.queue_id.is_some() {
+            msg.queue_id.clone_from(&macros.queue_id);
+        }
+        let rcpt =
+            parse_envelope(rcpt_arg).map_err(|_| String::from_utf8_lossy(rcpt_arg).to_string());
+        let class = msg.class();
+        let verdict = policy::relay::check(&msg.config, class, &rcpt)
+            .and_then(|| policy::recipients::check(&msg.config, msg.rcpt_accepted));
+        let rcpt_address = match &rcpt {
+            Ok(EnvelopeAddress::Address(a)) => Some(a),
+            _ => None,
+        };
+        let checks = policy::rate::recipient(
+            &msg.config.rate_limits,
+            &Facts {
+                ip: self.client_ip,
+                class: class.map(|c| c.name.as_str()),
+                login: msg.login.as_deref(),
+                sender: msg.sender_address.as_ref(),
+                rcpt: rcpt_address,
+            },
+        );
+        let passed = verdict == Verdict::Continue;
+        let answer = match self.settle("rcpt", verdict, false) {
+            Answer::Continue => {
+                if passed && self.trace.is_some() {
+                    let shown = String::from_utf8_lossy(rcpt_arg).into_owned();
+                    let known = self.message.as_ref().is_some_and(|m| m.class.is_some());
+                    self.note("rcpt", "relay, recipient count", || {
+                        format!(
+                            "pass: {shown} ({})",
+                            if known {
+                                "a known client may send anywhere"
+                            } else {
+                                "a local recipient"
+                            }
+                        )
+                    });
+                }
+                self.rate_limit("rcpt", &checks, false).await
+            }
+            refused => refused,
+        };
+        if let Some(msg) = self.message.as_mut() {
+            match answer {
+                Answer::Continue => {
+                    msg.rcpt_accepted += 1;
+                    if msg.rcpts.len() < msg.config.max_recipients {
+                        let r = String::from_utf8_lossy(rcpt_arg);
+                        msg.rcpts
+                            .push(r.trim().trim_matches(['<', '>']).to_string());
+                    }
+                }
+                Answer::Refuse(_) => msg.rcpt_refused += 1,
+            }
+        }
+        answer
+    }
+
+    /// Runs a batch of rate checks and settles the outcome.
+    pub(super) async fn rate_limit(
+        &mut self,
+        stage: &'static str,
+        checks: &[Check],
+        ends_message: bool,
+    ) -> Answer {
+        let started = Instant::now();
+        let checked = self.shared.limiter.check(checks).await;
+        self.limiter_time(started);
+        let verdict = match checked {
+            Ok(LimitOutcome::Allowed) => Verdict::Continue,
+            Ok(LimitOutcome::Denied { index, retry_after }) => {
+                let c = &checks[index];
+                Verdict::Refuse(reply::rate_limited(c.name.as_str(), &c.key, retry_after))
+            }
+            Err(e) => return self.limiter_failed(stage, &e),
+        };
+        if verdict == Verdict::Continue && self.trace.is_some() {
+            let names = limit_names(checks, false);
+            self.note(stage, "rate limits", || names);
+        }
+        self.settle(stage, verdict, ends_message)
+    }
+
+    /// A limiter round trip, counted when it went to Redis.
+    pub(super) fn limiter_time(&self, started: Instant) {
+        if self.shared.limiter.redis.is_some() {
+            self.shared.metrics.backend_time("redis", started.elapsed());
+        }
+    }
+
+    /// The limiter could not decide (its backend failed, and `on_failure`
+    /// says to tempfail): an internal error, answered as `on_error` says.
+    pub(super) fn limiter_failed(
+        &mut self,
+        stage: &'static str,
+        e: &crate::limiter::LimiterError,
+    ) -> Answer {
+        tracing::warn!(conn_id = self.id, stage, "rate limiter failed: {e}");
+        self.internal_error(stage)
+    }
+
+    /// SPF of the sender domain for our egress IPs (`spf.check_egress`).
+    pub(super) async fn spf_egress(&mut self) -> Answer {
+        let Some(msg) = self.message.as_ref() else {
+            return Answer::Continue;
+        };
+        let mode = msg.config.spf_check_egress;
+        let Some(sender) = msg.sender_address.clone() else {
+            return Answer::Continue;
+        };
+        if mode == CheckMode::Off {
+            return Answer::Continue;
+        }
+        let config = msg.config.clone();
+        let helo = self
+            .helo
+            .clone()
+            .unwrap_or_else(|| self.client_name.clone());
+        let started = Instant::now();
+        let result = match &self.shared.dns {
+            Ok(resolver) => policy::spf::check(resolver, &config, &sender, &helo).await,
+            Err(_) => policy::spf::Spf::TempError,
+        };
+        self.shared.metrics.backend_time("dns", started.elapsed());
+        match result {
+            policy::spf::Spf::Authorised => {
+                self.note("mail", "SPF of the sender domain", || {
+                    format!("pass: {} authorises our egress IPs", sender.domain)
+                });
+                Answer::Continue
+            }
+            policy::spf::Spf::Refuse(r) => {
+                self.settle_check("mail", Verdict::Refuse(r), mode, true)
+            }
+            policy::spf::Spf::TempError => {
+                self.shared
+                    .metrics
+                    .dns_failures
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                tracing::warn!(conn_id = self.id, "SPF lookup failed for {sender}");
+                self.internal_error("mail")
+            }
+        }
+    }
+}

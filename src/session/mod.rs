@@ -1,0 +1,245 @@
+//! The state of one milter connection (one SMTP session) and of its current
+//! message, and the stage methods that run the policies over it.
+//!
+//! The connection part (client, HELO) lives as long as the SMTP session; the
+//! message part starts at MAIL FROM and ends at end of message, at a
+//! message-level refusal, or at an abort (RSET, or a new MAIL FROM).
+//!
+//! - `mod.rs`: the connection and message state, and what lives as long as
+//!   the connection;
+//! - `buffer.rs`: the message as the MTA passed it, kept for the content
+//!   checks and DKIM;
+//! - `envelope.rs`: connect, MAIL FROM and RCPT TO;
+//! - `data.rs`: headers, body and end of message;
+//! - `decide.rs`: the one place where a verdict becomes an answer, under
+//!   monitor mode and `on_error`, with the decision and summary lines;
+//! - `trace.rs`: the record of every check, for `explain`.
+
+mod buffer;
+mod data;
+mod decide;
+mod envelope;
+mod trace;
+
+pub use trace::Step;
+
+use crate::address::{parse_envelope, Address, Domain, EnvelopeAddress};
+use crate::config::{CheckMode, SignMode};
+use crate::config::{Class, Config, Mode};
+use crate::limiter::{Check, ConnectionLease, LimitName, Outcome as LimitOutcome};
+use crate::log::{self, Outcome};
+use crate::policy::rate::Facts;
+use crate::policy::{self, from_header::FromHeaders, sender::Sender, Verdict};
+use crate::reply::{self, Refusal, Reply};
+use crate::state::Shared;
+use buffer::Content;
+use std::{
+    net::IpAddr,
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+/// What the milter layer must answer the MTA.
+#[derive(Clone, Debug, Eq, PartialEq)]
+pub enum Answer {
+    Continue,
+    Refuse(Reply),
+}
+
+pub struct Connection {
+    pub id: u64,
+    shared: Arc<Shared>,
+    pub client_ip: Option<IpAddr>,
+    pub client_name: String,
+    /// The client as logs and replies show it: its IP, else the MTA's name
+    /// for it.
+    client: String,
+    /// The MTA service or address the client connected to.
+    pub daemon: Option<String>,
+    pub helo: Option<String>,
+    message: Option<Message>,
+    /// When the stage being handled began, and which, to count the milter's
+    /// own time.
+    stage_started: Option<Instant>,
+    stage_name: &'static str,
+    /// This connection's place under `concurrent_per_client`, given back
+    /// when the connection is dropped, however it ends.
+    lease: Option<ConnectionLease>,
+    /// Every check and its outcome, when asked for (`explain`).
+    trace: Option<Vec<Step>>,
+    /// The class known at connect (one matched by the client IP alone) and
+    /// the mode it carries, which the connection limits are judged under.
+    connect_class: Option<String>,
+    connect_mode: Mode,
+}
+
+struct Message {
+    /// The configuration in force when the message began: a reload in the
+    /// middle of a message does not change the rules it is judged by.
+    config: Arc<Config>,
+    started: Instant,
+    /// Time spent in the milter's own stage handling for this message, the
+    /// stage in progress excluded.
+    busy: Duration,
+    queue_id: Option<String>,
+    sender: String,
+    /// The sender as an address (None for `<>` or an unparsable one).
+    sender_address: Option<Address>,
+    login: Option<String>,
+    /// Index into `config.classes`.
+    class: Option<usize>,
+    rcpt_accepted: usize,
+    rcpt_refused: usize,
+    from: FromHeaders,
+    /// The From: domain, once end of headers found exactly one mailbox.
+    from_domain: Option<Domain>,
+    /// Header and body bytes seen, against `content.max_message_size`.
+    size: usize,
+    /// The whole message, kept only when DKIM signs or verifies.
+    content: Option<Content>,
+    /// The signatures added, for the summary line.
+    dkim: String,
+    /// The content score and the rules that fired, for the summary line.
+    content_rules: String,
+    /// Accepted recipients (for rspamd), at most `recipients.max_per_message`.
+    rcpts: Vec<String>,
+    /// Received: values, top first, when internal hops are scrubbed.
+    received: Vec<Vec<u8>>,
+    /// How many of each `headers.remove` header the message has.
+    remove_counts: Vec<usize>,
+    /// The refusal that ended the message, if any, and its stage.
+    refused: Option<(&'static str, Refusal)>,
+    /// The last refused recipient's refusal, for the summary.
+    last_rcpt_refusal: Option<Refusal>,
+    /// The last refusal monitor mode let through, and its stage.
+    would: Option<(&'static str, Refusal)>,
+    summarised: bool,
+}
+
+impl Message {
+    fn class(&self) -> Option<&Class> {
+        self.class.and_then(|i| self.config.classes.get(i))
+    }
+}
+
+impl Drop for Connection {
+    fn drop(&mut self) {
+        self.shared
+            .metrics
+            .open_connections
+            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// A change to the message's headers at end of message.
+#[derive(Clone, Debug, Eq, PartialEq)]
+pub enum HeaderAction {
+    /// Added above every other header.
+    Insert { name: &'static str, value: String },
+    /// An existing header replaced or deleted.
+    Change(policy::headers::Edit),
+}
+
+/// Whether something besides the content checks reads the whole message:
+/// signing, verifying, rspamd.
+fn whole_message_needed(config: &Config, shared: &Shared) -> bool {
+    signs_or_verifies(config) || shared.rspamd.is_some()
+}
+
+/// Whether DKIM reads the whole message: to sign it or to verify it.
+fn signs_or_verifies(config: &Config) -> bool {
+    (!config.dkim.keys.is_empty() && config.dkim.sign != SignMode::Off)
+        || config.dkim.verify_existing != CheckMode::Off
+}
+
+/// Whether a message must be kept whole: for DKIM or the content checks.
+fn needs_content(config: &Config) -> bool {
+    signs_or_verifies(config) || config.content.active()
+}
+
+/// The MTA's macros that matter to a stage.
+#[derive(Clone, Debug, Default)]
+pub struct Macros {
+    pub queue_id: Option<String>,
+    pub auth_login: Option<String>,
+}
+
+impl Connection {
+    pub fn new(shared: Arc<Shared>, client_name: String, client_ip: Option<IpAddr>) -> Self {
+        let id = shared.next_connection_id();
+        shared
+            .metrics
+            .open_connections
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let client = client_ip.map_or_else(|| client_name.clone(), |ip| ip.to_string());
+        let connect_mode = shared.config().mode;
+        Self {
+            id,
+            shared,
+            client_ip,
+            client,
+            client_name,
+            daemon: None,
+            helo: None,
+            message: None,
+            stage_started: None,
+            stage_name: "",
+            lease: None,
+            trace: None,
+            connect_class: None,
+            connect_mode,
+        }
+    }
+
+    /// Records every check from now on, for `explain`.
+    pub fn record_trace(&mut self) {
+        self.trace = Some(Vec::new());
+    }
+
+    /// The checks recorded so far.
+    pub fn take_trace(&mut self) -> Vec<Step> {
+        self.trace.as_mut().map(std::mem::take).unwrap_or_default()
+    }
+
+    pub fn shared(&self) -> &Shared {
+        &self.shared
+    }
+
+    fn client(&self) -> &str {
+        &self.client
+    }
+
+    /// Marks the start of a stage's handling.
+    pub fn begin_stage(&mut self, stage: &'static str) {
+        self.stage_started = Some(Instant::now());
+        self.stage_name = stage;
+    }
+
+    /// Marks its end: the time goes to the current message, if any, and to
+    /// the stage's histogram.
+    pub fn end_stage(&mut self) {
+        let Some(t) = self.stage_started.take() else {
+            return;
+        };
+        let took = t.elapsed();
+        self.shared.metrics.stage_time(self.stage_name, took);
+        if let Some(msg) = self.message.as_mut() {
+            msg.busy += took;
+        }
+    }
+
+    pub fn helo(&mut self, name: &str) {
+        self.helo = Some(name.to_string());
+    }
+
+    /// The MTA aborted the message (RSET, a refusal elsewhere, a lost client).
+    pub fn abort(&mut self) {
+        self.end_message(decide::Ending::Aborted);
+    }
+
+    /// The connection closes: its open-connection lease goes back.
+    pub fn close(&mut self) {
+        self.end_message(decide::Ending::Aborted);
+        self.lease = None;
+    }
+}
