@@ -286,55 +286,10 @@ async fn postfix_refuses_inbound_mail_as_our_domain_when_asked() {
 /// stall shows in it on every message.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_message_waits_for_a_delayed_ack_over_tcp() {
-    const MESSAGES: usize = 200;
-    let dir = tempfile::tempdir().unwrap();
-    let port = common::free_port();
-    let config = dir.path().join("milter.yaml");
-    std::fs::write(
-        &config,
-        format!(
-            "listen: inet:127.0.0.1:{port}
-local_domains: [example.com]
-classes:
-  - {{ name: app, clients: [127.0.0.0/8], sender_domains: [example.com] }}
-"
-        ),
-    )
-    .unwrap();
-    let d = common::process::Running::start(&config);
-    d.wait_for("egress-milter started");
+    let (d, port, _dir) = common::delayed_ack::daemon();
     let sink = Sink::start().await;
     let pf = Postfix::start("tcp-ack", &format!("inet:127.0.0.1:{port}"), sink.port);
-    let smtp = pf.smtp_port;
-    let out = tokio::task::spawn_blocking(move || {
-        std::process::Command::new("/usr/sbin/smtp-source")
-            .args(["-s", "5", "-m", &MESSAGES.to_string(), "-l", "2048"])
-            .args(["-f", "noreply@example.com", "-t", "someone@example.net"])
-            .arg(format!("127.0.0.1:{smtp}"))
-            .output()
-            .expect("smtp-source (Postfix's) is not installed: run scripts/test.sh")
-    })
-    .await
-    .unwrap();
-    assert!(
-        out.status.success() && out.stderr.is_empty(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let mut elapsed = common::summary_elapsed_ms(&d, MESSAGES);
-    elapsed.sort_by(f64::total_cmp);
-    let median = elapsed[MESSAGES / 2];
-    let stalled = elapsed.iter().filter(|&&ms| ms >= 40.0).count();
-    eprintln!(
-        "elapsed_ms: median {median}, p90 {}, max {}; {stalled} of {MESSAGES} at 40 ms or more",
-        elapsed[MESSAGES * 9 / 10],
-        elapsed[MESSAGES - 1]
-    );
-    // Loose against a loaded machine (a few slow messages pass), sharp
-    // against a stall (it hits every message).
-    assert!(
-        stalled * 4 < MESSAGES && median < 20.0,
-        "messages wait for a delayed ACK: median {median} ms, {stalled} of {MESSAGES} at 40 ms or more"
-    );
+    common::delayed_ack::send(pf.smtp_port, 200).await;
+    common::delayed_ack::assert_no_stall(&d, 200);
     drop(pf);
 }

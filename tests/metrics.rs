@@ -7,30 +7,56 @@ use indymilter::Actions;
 use indymilter_test::TestConnection;
 use std::net::SocketAddr;
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn counts_what_it_decides() {
-    let dir = tempfile::tempdir().unwrap();
+/// The daemon (the real binary) with its metrics endpoint on a free port;
+/// `rest` is the configuration after `listen` and `metrics`. Returns the
+/// daemon, its milter port and its metrics port.
+fn start(dir: &std::path::Path, rest: &str) -> (Running, u16, u16) {
     let (port, metrics) = (common::free_port(), common::free_port());
-    let path = dir.path().join("milter.yaml");
+    let path = dir.join("milter.yaml");
     std::fs::write(
         &path,
         format!(
-            "listen: inet:127.0.0.1:{port}\nlocal_domains: [example.com]\nmetrics: {{ listen: 127.0.0.1:{metrics} }}\n\
-             classes: [{{ name: app, clients: [10.0.0.0/8], sender_domains: [example.com] }}]\n"
+            "listen: inet:127.0.0.1:{port}\nmetrics: {{ listen: 127.0.0.1:{metrics} }}\n{rest}"
         ),
     )
     .unwrap();
     let d = Running::start(&path);
     d.wait_for("metrics endpoint listening");
+    (d, port, metrics)
+}
+
+/// An Ed25519 DKIM key, written to `dir` with mode 0600.
+fn ed25519_key(dir: &std::path::Path) -> std::path::PathBuf {
+    let (pem, _) = egress_milter::dkim::generate("ed25519", 0).unwrap();
+    let key = dir.join("e1.pem");
+    std::fs::write(&key, pem).unwrap();
+    std::fs::set_permissions(&key, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    key
+}
+
+/// A milter connection to the daemon on `port`, connect sent for `ip`.
+async fn client(port: u16, ip: &str) -> TestConnection {
     let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    let mut conn = TestConnection::configure()
+    let mut c = TestConnection::configure()
         .available_actions(Actions::all())
         .open_tcp(addr)
         .await
         .unwrap();
-    conn.connect("app", "10.0.0.5:1".parse::<SocketAddr>().unwrap())
+    c.connect("client", format!("{ip}:1").parse::<SocketAddr>().unwrap())
         .await
         .unwrap();
+    c
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn counts_what_it_decides() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_d, port, metrics) = start(
+        dir.path(),
+        "local_domains: [example.com]\n\
+         classes: [{ name: app, clients: [10.0.0.0/8], sender_domains: [example.com] }]\n",
+    );
+    let mut conn = client(port, "10.0.0.5").await;
     assert!(reply(&mail(&mut conn, "<x@evil.com>", None).await).starts_with("550 5.7.1"));
     let open = common::scrape(metrics);
     assert!(open.starts_with("HTTP/1.1 200 OK"), "{open}");
@@ -106,35 +132,19 @@ fn dashboard_queries_exposed_metrics() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn counts_the_signatures_it_makes() {
     let dir = tempfile::tempdir().unwrap();
-    let (pem, _) = egress_milter::dkim::generate("ed25519", 0).unwrap();
-    let key = dir.path().join("e1.pem");
-    std::fs::write(&key, pem).unwrap();
-    std::fs::set_permissions(&key, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
-    let (port, metrics) = (common::free_port(), common::free_port());
-    let path = dir.path().join("milter.yaml");
-    std::fs::write(
-        &path,
-        format!(
-            "listen: inet:127.0.0.1:{port}\nlocal_domains: [example.com, example.org]\nmetrics: {{ listen: 127.0.0.1:{metrics} }}\n\
+    let key = ed25519_key(dir.path());
+    let (_d, port, metrics) = start(
+        dir.path(),
+        &format!(
+            "local_domains: [example.com, example.org]\n\
              classes: [{{ name: app, clients: [10.0.0.0/8], sender_domains: [example.com, example.org] }}]\n\
              dkim: {{ keys: [{{ domain: example.com, selector: e1, file: {} }}] }}\n",
             key.display()
         ),
-    )
-    .unwrap();
-    let d = Running::start(&path);
-    d.wait_for("metrics endpoint listening");
+    );
     let line = "egress_dkim_signatures_total{domain=\"example.com\",algorithm=\"ed25519\"}";
     assert!(!common::scrape(metrics).contains(line));
-    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    let mut conn = TestConnection::configure()
-        .available_actions(Actions::all())
-        .open_tcp(addr)
-        .await
-        .unwrap();
-    conn.connect("app", "10.0.0.5:1".parse::<SocketAddr>().unwrap())
-        .await
-        .unwrap();
+    let mut conn = client(port, "10.0.0.5").await;
     // Two messages from example.com are signed; one from example.org, which
     // has no key, is not.
     for from in ["a@example.com", "b@example.com", "c@example.org"] {
@@ -207,22 +217,15 @@ fn selected(exposition: &str, selector: &str) -> f64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_charted_metric_moves_under_traffic() {
     let dir = tempfile::tempdir().unwrap();
-    let (pem, _) = egress_milter::dkim::generate("ed25519", 0).unwrap();
-    let key = dir.path().join("e1.pem");
-    std::fs::write(&key, pem).unwrap();
-    std::fs::set_permissions(&key, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
-    let (port, metrics) = (common::free_port(), common::free_port());
+    let key = ed25519_key(dir.path());
     // Nothing listens on these: Redis and DNS are down.
     let (dead_redis, dead_dns) = (common::free_port(), common::free_port());
-    let path = dir.path().join("milter.yaml");
-    std::fs::write(
-        &path,
-        format!(
-            "listen: inet:127.0.0.1:{port}
-on_error: accept
+    let (_d, port, metrics) = start(
+        dir.path(),
+        &format!(
+            "on_error: accept
 local_domains: [example.com]
 egress_ips: [192.0.2.10]
-metrics: {{ listen: 127.0.0.1:{metrics} }}
 classes:
   - {{ name: trial, clients: [10.9.0.0/16], mode: monitor }}
   - {{ name: app, clients: [10.0.0.0/8] }}
@@ -236,24 +239,9 @@ dns: {{ nameservers: [\"127.0.0.1:{dead_dns}\"], timeout: 300ms }}
 ",
             key.display()
         ),
-    )
-    .unwrap();
-    let d = Running::start(&path);
-    d.wait_for("metrics endpoint listening");
+    );
     let before = common::scrape(metrics);
-    let open = |ip: &'static str| async move {
-        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-        let mut c = TestConnection::configure()
-            .available_actions(Actions::all())
-            .open_tcp(addr)
-            .await
-            .unwrap();
-        c.connect("client", format!("{ip}:1").parse::<SocketAddr>().unwrap())
-            .await
-            .unwrap();
-        c
-    };
-    let mut conn = open("10.0.0.5").await;
+    let mut conn = client(port, "10.0.0.5").await;
     let during = common::scrape(metrics);
     // Two messages accepted and signed, the third over messages_per_sender.
     for _ in 0..2 {
@@ -274,7 +262,7 @@ dns: {{ nameservers: [\"127.0.0.1:{dead_dns}\"], timeout: 300ms }}
     assert!(r.starts_with("550 5.7.1"), "{r}");
     conn.close().await.unwrap();
     // Refused only in monitor mode.
-    let mut conn = open("10.9.0.5").await;
+    let mut conn = client(port, "10.9.0.5").await;
     common::envelope(&mut conn, "<x@evil.test>", "<x@example.net>").await;
     conn.close().await.unwrap();
     let after = common::scrape(metrics);
