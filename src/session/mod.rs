@@ -243,3 +243,6 @@ impl Connection {
         self.lease = None;
     }
 }
+
+#[cfg(test)]
+mod tests;
