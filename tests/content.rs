@@ -280,7 +280,6 @@ async fn monitor_mode_logs_the_would_be_content_verdict() {
     let (got, _) = send(&mut conn, &raw).await;
     assert_eq!(got, "continue");
     conn.close().await.unwrap();
-    use std::sync::atomic::Ordering::Relaxed;
-    assert_eq!(d.shared.stats.would_reject.load(Relaxed), 2);
+    assert_eq!(common::decisions(&d.metrics(), "would_reject"), 2);
     d.stop().await;
 }

@@ -293,7 +293,7 @@ async fn unsigned_existing_signatures_and_spf() {
     // DNS round trips in the metrics: five messages each had SPF at MAIL
     // FROM and verify_existing at end of message, four more MAIL FROMs had
     // SPF: 14. The one that found no server counted as a DNS failure.
-    let metrics = d.shared.metrics.render(&d.shared.limiter);
+    let metrics = d.metrics();
     assert!(
         metrics.contains("egress_backend_seconds_count{backend=\"dns\"} 14\n"),
         "{metrics}"

@@ -197,9 +197,9 @@ async fn monitor_mode_counts_rate_refusals_without_refusing() {
     for _ in 0..5 {
         assert_eq!(one_mail(&d, "10.7.0.9", "<jim@xyz.com>").await, "continue");
     }
-    use std::sync::atomic::Ordering::Relaxed;
-    assert_eq!(d.shared.stats.would_tempfail.load(Relaxed), 3);
-    assert_eq!(d.shared.stats.tempfailed.load(Relaxed), 0);
+    let m = d.metrics();
+    assert_eq!(common::decisions(&m, "would_tempfail"), 3);
+    assert_eq!(common::decisions(&m, "tempfail"), 0);
     d.stop().await;
 }
 

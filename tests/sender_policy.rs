@@ -97,15 +97,18 @@ async fn class_in_monitor_mode_refuses_nothing_and_counts() {
     let headers = [("From", "<x@evil.com>")];
     assert_eq!(common::message(&mut conn, &headers).await, "continue");
     conn.close().await.unwrap();
-    let stats = &d.shared.stats;
-    use std::sync::atomic::Ordering::Relaxed;
+    let m = d.metrics();
     assert_eq!(
-        stats.would_reject.load(Relaxed),
+        common::decisions(&m, "would_reject"),
         2,
         "MAIL FROM and From: would be refused"
     );
-    assert_eq!(stats.rejected.load(Relaxed), 0);
-    assert_eq!(stats.accepted.load(Relaxed), 1);
+    assert_eq!(common::decisions(&m, "reject"), 0);
+    assert_eq!(
+        common::counted(&m, "egress_messages_total", &[("verdict", "would_reject")]),
+        1,
+        "the message went through"
+    );
     d.stop().await;
 }
 
@@ -137,13 +140,15 @@ async fn global_monitor_mode_lets_everything_through() {
         "continue"
     );
     conn.close().await.unwrap();
-    use std::sync::atomic::Ordering::Relaxed;
-    let s = &d.shared.stats;
+    let m = d.metrics();
     // 5 relay attempts; the 452s never come since the relay refusal is met
     // first. The From: of an unknown client's mail is not judged by strict
     // relay (inbound mail), so it adds none.
-    assert_eq!(s.would_reject.load(Relaxed), 5);
-    assert_eq!(s.rejected.load(Relaxed) + s.tempfailed.load(Relaxed), 0);
+    assert_eq!(common::decisions(&m, "would_reject"), 5);
+    assert_eq!(
+        common::decisions(&m, "reject") + common::decisions(&m, "tempfail"),
+        0
+    );
     d.stop().await;
 }
 

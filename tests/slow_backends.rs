@@ -49,12 +49,16 @@ async fn a_hanging_rspamd_tempfails_within_its_timeout() {
         );
         conn.close().await.unwrap();
     }
+    let metrics = d.metrics();
     assert_eq!(
-        egress_milter::state::Stats::get(&d.shared.stats.errors),
+        common::counted(
+            &metrics,
+            "egress_decisions_total",
+            &[("rule", "internal_error")]
+        ),
         2,
         "each hang counted"
     );
-    let metrics = d.shared.metrics.render(&d.shared.limiter);
     assert!(
         metrics.contains("egress_backend_seconds_count{backend=\"rspamd\"} 2"),
         "{metrics}"
@@ -91,7 +95,7 @@ async fn a_silent_dns_server_tempfails_within_the_dns_timeout() {
     assert_eq!(got, "451 4.3.0 Temporary policy failure");
     assert!(took < Duration::from_secs(5), "{took:?}");
     conn.close().await.unwrap();
-    let metrics = d.shared.metrics.render(&d.shared.limiter);
+    let metrics = d.metrics();
     assert!(
         metrics.contains("egress_dns_failures_total 1\n"),
         "{metrics}"

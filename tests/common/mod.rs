@@ -77,6 +77,11 @@ impl Daemon {
         conn
     }
 
+    /// What the daemon's metrics endpoint would answer now.
+    pub fn metrics(&self) -> String {
+        self.shared.metrics.render(&self.shared.limiter)
+    }
+
     pub async fn stop(mut self) {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
@@ -233,6 +238,32 @@ pub fn scrape(port: u16) -> String {
     let mut out = String::new();
     s.read_to_string(&mut out).expect("metrics answer");
     out
+}
+
+/// The sum of the samples of a labelled counter whose labels include every
+/// `(name, value)` given, in an exposition of the metrics endpoint.
+pub fn counted(exposition: &str, metric: &str, labels: &[(&str, &str)]) -> u64 {
+    exposition
+        .lines()
+        .filter_map(|l| l.strip_prefix(metric)?.strip_prefix('{'))
+        .filter_map(|l| l.split_once("} "))
+        .filter(|(have, _)| {
+            labels
+                .iter()
+                .all(|(k, v)| have.split(',').any(|p| p == format!("{k}=\"{v}\"")))
+        })
+        .filter_map(|(_, n)| n.trim().parse::<u64>().ok())
+        .sum()
+}
+
+/// Decisions (refusals, and would-be refusals in monitor mode) with this
+/// verdict, as the metrics endpoint counts them.
+pub fn decisions(exposition: &str, verdict: &str) -> u64 {
+    counted(
+        exposition,
+        "egress_decisions_total",
+        &[("verdict", verdict)],
+    )
 }
 
 /// One unlabelled metric's value as the endpoint on `port` shows it.
