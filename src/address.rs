@@ -293,7 +293,20 @@ impl Address {
     /// The address as rate limits count it: canonical, and the local part
     /// in lower case.
     pub fn limit_key(&self) -> String {
-        format!("{}@{}", self.local.to_lowercase(), self.domain)
+        let local: String = self.local.chars().flat_map(char::to_lowercase).collect();
+        format!("{local}@{}", self.domain)
+    }
+
+    /// Whether two addresses have one [`limit_key`](Self::limit_key),
+    /// without building the keys (an override is matched against every
+    /// message).
+    pub fn same_limit_key(&self, other: &Address) -> bool {
+        self.domain == other.domain
+            && self
+                .local
+                .chars()
+                .flat_map(char::to_lowercase)
+                .eq(other.local.chars().flat_map(char::to_lowercase))
     }
 }
 
@@ -425,6 +438,14 @@ mod tests {
         };
         assert_eq!(a.to_string(), "JIM@example.com");
         assert_eq!(a.limit_key(), "jim@example.com");
+        let EnvelopeAddress::Address(b) = parse_envelope(b"<jim@EXAMPLE.com>").unwrap() else {
+            panic!("null")
+        };
+        assert!(a.same_limit_key(&b) && b.same_limit_key(&a));
+        let EnvelopeAddress::Address(c) = parse_envelope(b"<jimmy@example.com>").unwrap() else {
+            panic!("null")
+        };
+        assert!(!a.same_limit_key(&c));
     }
 
     #[test]

@@ -17,6 +17,7 @@ pub use limits::{
 pub use mail_auth::{CheckMode, DkimSettings, DnsSettings, OnUnsigned, SignMode};
 
 use crate::address::{Address, DomainPattern};
+use crate::files::read_bounded;
 use ipnet::IpNet;
 use raw::{RawAuth, RawClass, RawConfig, Text};
 use serde::Deserialize;
@@ -217,8 +218,6 @@ impl fmt::Display for ConfigErrors {
 
 /// The largest configuration file read.
 const MAX_CONFIG_SIZE: u64 = 4 << 20;
-
-use crate::files::read_bounded;
 
 impl Config {
     /// Reads and validates a configuration file.

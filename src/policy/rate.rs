@@ -38,7 +38,7 @@ fn matches(m: &Matcher, name: LimitName, f: &Facts<'_>) -> bool {
         Matcher::Domain(p) => address
             .and_then(|a| a.domain.name())
             .is_some_and(|d| any_matches(std::slice::from_ref(p), d)),
-        Matcher::Address(a) => address.is_some_and(|x| x.limit_key() == a.limit_key()),
+        Matcher::Address(a) => address.is_some_and(|x| x.same_limit_key(a)),
     }
 }
 

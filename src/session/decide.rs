@@ -152,15 +152,13 @@ impl Connection {
         });
     }
 
-    /// Logs the summary line of the current message once, and forgets it.
-    /// `how` is the verdict when nothing more specific is known.
+    /// Logs the summary line of the current message and forgets it (taken,
+    /// so it is summarised once). `ending` is how the stage ended it, which
+    /// decides the verdict when no refusal was recorded.
     pub(super) fn end_message(&mut self, ending: Ending) {
         let Some(msg) = self.message.take() else {
             return;
         };
-        if msg.summarised {
-            return;
-        }
         // The verdict, the stage that decided it and the refusal behind it.
         let (verdict, stage, refusal) = if let Some((stage, r)) = &msg.refused {
             (Final::of(&r.reply), *stage, Some(r))

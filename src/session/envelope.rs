@@ -117,7 +117,6 @@ impl Connection {
             refused: None,
             last_rcpt_refusal: None,
             would: None,
-            summarised: false,
         });
         if self.trace.is_some() {
             let config = self.shared.config();

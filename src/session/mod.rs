@@ -68,7 +68,8 @@ pub struct Connection {
     /// Every check and its outcome, when asked for (`explain`).
     trace: Option<Vec<Step>>,
     /// The class known at connect (one matched by the client IP alone) and
-    /// the mode it carries, which the connection limits are judged under.
+    /// the mode it carries, which the connection limits are judged under;
+    /// set by `connect` before anything reads them.
     connect_class: Option<String>,
     connect_mode: Mode,
 }
@@ -113,7 +114,6 @@ struct Message {
     last_rcpt_refusal: Option<Refusal>,
     /// The last refusal monitor mode let through, and its stage.
     would: Option<(&'static str, Refusal)>,
-    summarised: bool,
 }
 
 impl Message {
@@ -172,7 +172,6 @@ impl Connection {
             .open_connections
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let client = client_ip.map_or_else(|| client_name.clone(), |ip| ip.to_string());
-        let connect_mode = shared.config().mode;
         Self {
             id,
             shared,
@@ -187,7 +186,7 @@ impl Connection {
             lease: None,
             trace: None,
             connect_class: None,
-            connect_mode,
+            connect_mode: Mode::default(),
         }
     }
 
