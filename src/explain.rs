@@ -4,7 +4,7 @@
 //! transaction code as the daemon runs; only the MTA is played here.
 
 use crate::config::{Backend, Config, Mode};
-use crate::session::{Answer, Connection, HeaderAction, Macros, Step};
+use crate::session::{Answer, Connection, HeaderAction, Macros, Stage, Step};
 use crate::state::Shared;
 use std::{fmt::Write as _, net::IpAddr};
 
@@ -25,7 +25,7 @@ pub struct Report {
     pub steps: Vec<Step>,
     /// The final answer and the stage that gave it.
     pub answer: Answer,
-    pub stage: &'static str,
+    pub stage: Stage,
     /// Each recipient and the answer it got.
     pub rcpts: Vec<(String, Answer)>,
     pub headers: Vec<HeaderAction>,
@@ -116,7 +116,7 @@ pub async fn explain(mut config: Config, req: &Request) -> Report {
     let mut report = Report {
         steps: Vec::new(),
         answer: Answer::Continue,
-        stage: "eom",
+        stage: Stage::Eom,
         rcpts: Vec::new(),
         headers: Vec::new(),
         monitor,
@@ -130,14 +130,14 @@ pub async fn explain(mut config: Config, req: &Request) -> Report {
 
     let a = conn.connect().await;
     if a != Answer::Continue {
-        return finish(&mut conn, report, "connect", a);
+        return finish(&mut conn, report, Stage::Connect, a);
     }
     conn.helo(&req.helo);
     let a = conn
         .mail(format!("<{}>", req.from).as_bytes(), &macros)
         .await;
     if a != Answer::Continue {
-        return finish(&mut conn, report, "mail", a);
+        return finish(&mut conn, report, Stage::Mail, a);
     }
     let mut last_refusal = None;
     for r in &req.rcpts {
@@ -151,7 +151,7 @@ pub async fn explain(mut config: Config, req: &Request) -> Report {
         // No recipient left: the MTA ends the transaction.
         let a = last_refusal.unwrap_or(Answer::Continue);
         conn.abort();
-        return finish(&mut conn, report, "rcpt", a);
+        return finish(&mut conn, report, Stage::Rcpt, a);
     }
     let minimal;
     let raw: &[u8] = match &req.message {
@@ -165,12 +165,12 @@ pub async fn explain(mut config: Config, req: &Request) -> Report {
     for (name, value) in &headers {
         let a = conn.header(name, value);
         if a != Answer::Continue {
-            return finish(&mut conn, report, "header", a);
+            return finish(&mut conn, report, Stage::Header, a);
         }
     }
     let a = conn.end_of_headers(&macros);
     if a != Answer::Continue {
-        return finish(&mut conn, report, "eoh", a);
+        return finish(&mut conn, report, Stage::Eoh, a);
     }
     let body = bytes::Bytes::from(body);
     let mut at = 0;
@@ -178,13 +178,13 @@ pub async fn explain(mut config: Config, req: &Request) -> Report {
         let end = (at + 65_535).min(body.len());
         let a = conn.body(body.slice(at..end));
         if a != Answer::Continue {
-            return finish(&mut conn, report, "body", a);
+            return finish(&mut conn, report, Stage::Body, a);
         }
         at = end;
     }
     let (a, actions) = conn.end_of_message(&macros).await;
     report.headers = actions;
-    finish(&mut conn, report, "eom", a)
+    finish(&mut conn, report, Stage::Eom, a)
 }
 
 /// The report as printed: the checks, the recipients, the reply, the

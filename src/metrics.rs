@@ -141,6 +141,11 @@ impl Metrics {
         );
     }
 
+    /// A DNS-based check that got no answer.
+    pub fn dns_failed(&self) {
+        self.dns_failures.fetch_add(1, Ordering::Relaxed);
+    }
+
     pub fn stage_time(&self, stage: &'static str, took: Duration) {
         self.stage_time.observe(stage, took);
     }

@@ -8,7 +8,7 @@
 //! round trip per header. A refusal decided on a header (the message grew
 //! past `max_message_size`) is then given at end of headers.
 
-use crate::session::{Answer, Connection, HeaderAction, Macros};
+use crate::session::{Answer, Connection, HeaderAction, Macros, Stage};
 use crate::state::Shared;
 use futures_util::FutureExt;
 use indymilter::{
@@ -120,7 +120,7 @@ async fn handle_connect(
         (Some(addr), Some(port)) => Some(format!("{addr}:{port}")),
         (addr, port) => addr.or(port),
     };
-    let answer = guarded!(&mut conn, "connect", |c| c.connect().await);
+    let answer = guarded!(&mut conn, Stage::Connect, |c| c.connect().await);
     // A second connect on one session (not sent by Postfix nor Sendmail)
     // starts it afresh.
     let session = cx
@@ -150,24 +150,24 @@ async fn handle_helo(cx: &mut Context<Session>, name: CString) -> Status {
 async fn handle_mail(cx: &mut Context<Session>, args: Vec<CString>) -> Status {
     let macros = macros(&cx.macros);
     let sender = args.first().map(|a| a.as_bytes()).unwrap_or_default();
-    stage!(cx, "mail", |conn| conn.mail(sender, &macros).await)
+    stage!(cx, Stage::Mail, |conn| conn.mail(sender, &macros).await)
 }
 
 async fn handle_rcpt(cx: &mut Context<Session>, args: Vec<CString>) -> Status {
     let macros = macros(&cx.macros);
     let rcpt = args.first().map(|a| a.as_bytes()).unwrap_or_default();
-    stage!(cx, "rcpt", |conn| conn.rcpt(rcpt, &macros).await)
+    stage!(cx, Stage::Rcpt, |conn| conn.rcpt(rcpt, &macros).await)
 }
 
 async fn handle_header(cx: &mut Context<Session>, name: CString, value: CString) -> Status {
     let quiet = cx.data.as_ref().is_some_and(|s| s.quiet_headers);
     if !quiet {
-        return stage!(cx, "header", |conn| conn
+        return stage!(cx, Stage::Header, |conn| conn
             .header(name.as_bytes(), value.as_bytes()));
     }
     if let Some(session) = cx.data.as_mut() {
         if let Some(conn) = session.conn.as_mut() {
-            let answer = guarded!(conn, "header", |c| c
+            let answer = guarded!(conn, Stage::Header, |c| c
                 .header(name.as_bytes(), value.as_bytes()));
             if matches!(answer, Answer::Refuse(_)) && session.deferred.is_none() {
                 session.deferred = Some(answer);
@@ -182,7 +182,7 @@ async fn handle_eoh(cx: &mut Context<Session>) -> Status {
         return reply(&mut cx.reply, answer);
     }
     let macros = macros(&cx.macros);
-    stage!(cx, "eoh", |conn| conn.end_of_headers(&macros))
+    stage!(cx, Stage::Eoh, |conn| conn.end_of_headers(&macros))
 }
 
 async fn handle_eom(cx: &mut EomContext<Session>) -> Status {
@@ -196,7 +196,7 @@ async fn handle_eom(cx: &mut EomContext<Session>) -> Status {
     let Some(conn) = data.as_mut().and_then(|s| s.conn.as_mut()) else {
         return Status::Continue;
     };
-    let answer = guarded!(conn, "eom", |c| {
+    let answer = guarded!(conn, Stage::Eom, |c| {
         let (mut answer, edits) = c.end_of_message(&macros).await;
         for edit in edits {
             let result = match &edit {
@@ -213,7 +213,7 @@ async fn handle_eom(cx: &mut EomContext<Session>) -> Status {
             };
             if let Err(e) = result {
                 error!(conn_id = c.id, "cannot apply {edit:?}: {e}");
-                answer = c.internal_error("eom");
+                answer = c.internal_error(Stage::Eom);
                 break;
             }
         }
@@ -223,7 +223,7 @@ async fn handle_eom(cx: &mut EomContext<Session>) -> Status {
 }
 
 async fn handle_body(cx: &mut Context<Session>, chunk: bytes::Bytes) -> Status {
-    stage!(cx, "body", |conn| conn.body(chunk.clone()))
+    stage!(cx, Stage::Body, |conn| conn.body(chunk.clone()))
 }
 
 /// A command out of order (a header after the body, a recipient before the
@@ -259,14 +259,14 @@ async fn handle_abort(cx: &mut Context<Session>) -> Status {
     if let Some(s) = cx.data.as_mut() {
         s.deferred = None;
     }
-    stage!(cx, "abort", |conn| {
+    stage!(cx, Stage::Abort, |conn| {
         conn.abort();
         Answer::Continue
     })
 }
 
 async fn handle_close(cx: &mut Context<Session>) -> Status {
-    stage!(cx, "close", |conn| {
+    stage!(cx, Stage::Close, |conn| {
         conn.close();
         Answer::Continue
     })
@@ -294,7 +294,7 @@ macro_rules! guarded {
                     .unwrap_or_default();
                 error!(
                     conn_id = conn.id,
-                    stage = $stage,
+                    stage = $stage.as_str(),
                     "internal error in policy: {what}"
                 );
                 conn.internal_error($stage)
@@ -317,7 +317,10 @@ macro_rules! stage {
             None => {
                 // No connect stage seen (the MTA did not send it): nothing
                 // to judge.
-                warn!(stage = $name, "milter command before connect; continuing");
+                warn!(
+                    stage = $name.as_str(),
+                    "milter command before connect; continuing"
+                );
                 Status::Continue
             }
         }
@@ -382,14 +385,14 @@ mod tests {
     #[tokio::test]
     async fn a_panic_in_a_stage_tempfails_by_default() {
         let mut conn = connection(OnError::Tempfail);
-        let answer = guarded!(&mut conn, "mail", |_c| bug());
+        let answer = guarded!(&mut conn, Stage::Mail, |_c| bug());
         let Answer::Refuse(reply) = answer else {
             panic!("a failed check was let through")
         };
         assert_eq!(reply.to_string(), "451 4.3.0 Temporary policy failure");
         assert_eq!(crate::state::Stats::get(&conn.shared().stats.errors), 1);
         // The connection goes on: the next message is judged normally.
-        let answer = guarded!(&mut conn, "mail", |c| c
+        let answer = guarded!(&mut conn, Stage::Mail, |c| c
             .mail(b"<a@example.com>", &Macros::default())
             .await);
         assert_eq!(answer, Answer::Continue);
@@ -398,7 +401,10 @@ mod tests {
     #[tokio::test]
     async fn a_panic_in_a_stage_accepts_with_on_error_accept() {
         let mut conn = connection(OnError::Accept);
-        assert_eq!(guarded!(&mut conn, "eoh", |_c| bug()), Answer::Continue);
+        assert_eq!(
+            guarded!(&mut conn, Stage::Eoh, |_c| bug()),
+            Answer::Continue
+        );
         assert_eq!(crate::state::Stats::get(&conn.shared().stats.errors), 1);
     }
 }

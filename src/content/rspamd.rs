@@ -4,9 +4,9 @@
 
 use std::time::Duration;
 
-/// What rspamd said.
+/// What rspamd said of a message.
 #[derive(Clone, Debug, PartialEq)]
-pub struct Verdict {
+pub struct Report {
     /// `reject`, `soft reject`, `greylist`, `rewrite subject`, `add header`
     /// or `no action`.
     pub action: String,
@@ -15,7 +15,7 @@ pub struct Verdict {
     pub symbols: Vec<(String, f64)>,
 }
 
-impl Verdict {
+impl Report {
     pub fn symbols_text(&self, max: usize) -> String {
         self.symbols
             .iter()
@@ -67,7 +67,7 @@ impl Client {
         })
     }
 
-    pub async fn check(&self, message: bytes::Bytes, env: &Envelope<'_>) -> Result<Verdict, Error> {
+    pub async fn check(&self, message: bytes::Bytes, env: &Envelope<'_>) -> Result<Report, Error> {
         let mut req = self.http.post(&self.url).header("From", env.sender);
         for r in env.recipients {
             req = req.header("Rcpt", r.as_str());
@@ -104,7 +104,7 @@ impl Client {
 }
 
 /// Reads rspamd's JSON answer.
-pub fn parse(body: &[u8]) -> Result<Verdict, Error> {
+pub fn parse(body: &[u8]) -> Result<Report, Error> {
     let v: serde_json::Value =
         serde_json::from_slice(body).map_err(|e| Error::Answer(e.to_string()))?;
     let action = v
@@ -128,7 +128,7 @@ pub fn parse(body: &[u8]) -> Result<Verdict, Error> {
         })
         .unwrap_or_default();
     symbols.sort_by(|a, b| b.1.total_cmp(&a.1));
-    Ok(Verdict {
+    Ok(Report {
         action,
         score,
         symbols,

@@ -44,40 +44,32 @@ pub fn signing_keys(
     Ok(keys)
 }
 
-/// What verifying the existing signatures found.
-pub enum Existing {
-    /// No signature, or all that were checked verify.
-    Fine,
-    /// A refusal (too many signatures, or one that fails).
-    Refuse(Refusal),
-    /// DNS could not answer: the caller applies `on_error`.
-    TempError(String),
-}
-
 /// Verifies the DKIM-Signature headers already on a message (at most
-/// `dkim.max_signatures`; more is refused outright).
+/// `dkim.max_signatures`; more is refused outright): continues when there
+/// is none or all verify, refuses one that fails, and is a
+/// [`Verdict::TempError`] when DNS could not answer.
 pub async fn verify_existing(
     resolver: &MessageAuthenticator,
     config: &Config,
     message: &[u8],
     count: usize,
-) -> Existing {
+) -> Verdict {
     if count == 0 {
-        return Existing::Fine;
+        return Verdict::Continue;
     }
     if count > config.dkim.max_signatures {
-        return Existing::Refuse(reply::too_many_signatures(
+        return Verdict::Refuse(reply::too_many_signatures(
             count,
             config.dkim.max_signatures,
         ));
     }
     let Some(parsed) = AuthenticatedMessage::parse(message) else {
-        return Existing::Fine;
+        return Verdict::Continue;
     };
     let timeout = config.dns.timeout * 2;
     let outputs = match tokio::time::timeout(timeout, resolver.verify_dkim(&parsed)).await {
         Ok(o) => o,
-        Err(_) => return Existing::TempError("DNS timeout".into()),
+        Err(_) => return Verdict::TempError("DKIM key lookup timed out".into()),
     };
     for out in &outputs {
         let domain = out.signature().map_or("?", |s| s.d.as_str()).to_string();
@@ -86,18 +78,58 @@ pub async fn verify_existing(
             // mail-auth reports a body hash mismatch or an expired
             // signature as neutral: none of them passes at the receiver.
             DkimResult::Neutral(e) | DkimResult::Fail(e) | DkimResult::PermError(e) => {
-                return Existing::Refuse(reply::existing_dkim_fails(&domain, &e.to_string()))
+                return Verdict::Refuse(reply::existing_dkim_fails(&domain, &e.to_string()))
             }
-            DkimResult::TempError(e) => return Existing::TempError(e.to_string()),
+            DkimResult::TempError(e) => {
+                return Verdict::TempError(format!("DKIM verification failed: {e}"))
+            }
         }
     }
-    Existing::Fine
+    Verdict::Continue
 }
 
-/// Turns the outcome into a verdict, for callers that settle verdicts.
-pub fn verdict(e: &Existing) -> Verdict {
-    match e {
-        Existing::Refuse(r) => Verdict::Refuse(r.clone()),
-        _ => Verdict::Continue,
+/// A signature made with one of our keys.
+pub struct Signature {
+    pub key: Arc<DkimKey>,
+    /// The DKIM-Signature header's value.
+    pub value: String,
+}
+
+impl Signature {
+    /// The signature as the summary line and `explain` show it.
+    pub fn shown(&self) -> String {
+        format!(
+            "d={} s={} a={}",
+            self.key.domain,
+            self.key.selector,
+            self.key.algorithm()
+        )
     }
+}
+
+/// Signs the message with the keys [`signing_keys`] chooses: the verdict
+/// (a refusal when a local From: domain has no key and `on_unsigned:
+/// tempfail`, a [`Verdict::TempError`] when a key fails to sign) and the
+/// signatures made.
+pub fn sign(
+    config: &Config,
+    class: Option<&Class>,
+    from: Option<&Domain>,
+    message: &[u8],
+) -> (Verdict, Vec<Signature>) {
+    let keys = match signing_keys(config, class, from) {
+        Ok(keys) => keys,
+        Err(refusal) => return (Verdict::Refuse(refusal), Vec::new()),
+    };
+    let mut signed = Vec::with_capacity(keys.len());
+    for key in keys {
+        match key.sign(message, &config.dkim.headers) {
+            Ok(value) => signed.push(Signature { key, value }),
+            Err(e) => {
+                let cause = format!("DKIM signing with {key:?} failed: {e}");
+                return (Verdict::TempError(cause), Vec::new());
+            }
+        }
+    }
+    (Verdict::Continue, signed)
 }

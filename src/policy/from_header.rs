@@ -206,6 +206,7 @@ mod tests {
             let got = match check(&config, class, &from) {
                 Verdict::Continue => "continue".to_string(),
                 Verdict::Refuse(r) => r.reply.to_string(),
+                Verdict::TempError(e) => format!("temperror: {e}"),
             };
             assert_eq!(
                 got, case.expect,

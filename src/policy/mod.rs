@@ -1,14 +1,19 @@
-//! Policy checks, one per module. Each is a plain function over the facts of
-//! the transaction and the configuration, returning a [`Verdict`]; none
-//! touches a socket or a milter type.
+//! Policy checks, one per module. Each is a function over the facts of the
+//! transaction and the configuration, returning a [`Verdict`] (and, for the
+//! checks that tag or sign, the header fields a passing message gets); none
+//! touches a milter type or builds a reply text outside `reply.rs`. The
+//! checks that ask a backend (DNS, rspamd) are async and answer in the same
+//! shape, with [`Verdict::TempError`] when the backend could not.
 
 pub mod class;
+pub mod content;
 pub mod dkim;
 pub mod from_header;
 pub mod headers;
 pub mod rate;
 pub mod recipients;
 pub mod relay;
+pub mod rspamd;
 pub mod sender;
 pub mod spf;
 
@@ -21,7 +26,14 @@ pub enum Verdict {
     Continue,
     /// Refused, with the rule and the reply.
     Refuse(Refusal),
+    /// The check could not decide (a backend failed or timed out), for the
+    /// reason given: answered as `on_error` says.
+    TempError(String),
 }
+
+/// A header field added at the top of a message that passes: a tag or a
+/// signature.
+pub type Tag = (&'static str, String);
 
 impl Verdict {
     /// Runs `next` only when `self` lets the transaction continue.

@@ -13,7 +13,9 @@
 
 use crate::address::{any_matches, canonical_ip, Address};
 use crate::config::{Matcher, RateLimits, Setting};
-use crate::limiter::{client_key, Check, LimitName};
+use crate::limiter::{client_key, Check, LimitName, LimiterError, Outcome};
+use crate::policy::Verdict;
+use crate::reply;
 use std::net::IpAddr;
 
 /// What is known of the client and the message at a stage.
@@ -71,6 +73,52 @@ fn push(
 
 fn ip_key(facts: &Facts<'_>) -> Option<String> {
     facts.ip.map(client_key)
+}
+
+/// The verdict on a batch of message or recipient limits: refused, with
+/// when to retry, by the check that must wait longest; a limiter failure is
+/// a [`Verdict::TempError`].
+pub fn verdict(checks: &[Check], checked: Result<Outcome, LimiterError>) -> Verdict {
+    match checked {
+        Ok(Outcome::Allowed) => Verdict::Continue,
+        Ok(Outcome::Denied { index, retry_after }) => match checks.get(index) {
+            Some(c) => Verdict::Refuse(reply::rate_limited(c.name.as_str(), &c.key, retry_after)),
+            None => Verdict::TempError(format!("rate limiter denied unknown check {index}")),
+        },
+        Err(e) => Verdict::TempError(format!("rate limiter failed: {e}")),
+    }
+}
+
+/// The verdict on the connection limits for a client: refused with a 421,
+/// which closes the connection.
+pub fn connection_verdict(
+    checks: &[Check],
+    checked: Result<Outcome, LimiterError>,
+    client: &str,
+) -> Verdict {
+    match checked {
+        Ok(Outcome::Allowed) => Verdict::Continue,
+        Ok(Outcome::Denied { index, .. }) => {
+            let name = checks
+                .get(index)
+                .map_or("connections_per_client", |c| c.name.as_str());
+            Verdict::Refuse(reply::too_many_connections(name, client))
+        }
+        Err(e) => Verdict::TempError(format!("rate limiter failed: {e}")),
+    }
+}
+
+/// The verdict on the open-connection cap: `Ok(true)` when the client got a
+/// place.
+pub fn concurrent_verdict(got: Result<bool, &LimiterError>, client: &str) -> Verdict {
+    match got {
+        Ok(true) => Verdict::Continue,
+        Ok(false) => Verdict::Refuse(reply::too_many_connections(
+            LimitName::ConcurrentPerClient.as_str(),
+            client,
+        )),
+        Err(e) => Verdict::TempError(format!("rate limiter failed: {e}")),
+    }
 }
 
 /// At connect: the connection rate, and the cap on open connections.

@@ -202,6 +202,7 @@ classes:
             let got = match check(&config, class(cls), "10.0.0.1", &s, *login) {
                 Verdict::Continue => String::new(),
                 Verdict::Refuse(r) => r.reply.to_string(),
+                Verdict::TempError(e) => format!("temperror: {e}"),
             };
             assert_eq!(&got, want, "{cls} {sender} {login:?}");
         }

@@ -6,24 +6,20 @@
 
 use crate::address::Address;
 use crate::config::Config;
-use crate::reply::{self, Refusal};
+use crate::policy::Verdict;
+use crate::reply;
 use mail_auth::{spf::verify::SpfParameters, MessageAuthenticator, SpfResult};
 
-pub enum Spf {
-    Authorised,
-    Refuse(Refusal),
-    /// DNS could not answer in time: the caller applies `on_error`.
-    TempError,
-}
-
+/// Continues when SPF of the sender domain authorises every egress IP; a
+/// DNS failure or timeout is a [`Verdict::TempError`].
 pub async fn check(
     resolver: &MessageAuthenticator,
     config: &Config,
     sender: &Address,
     helo: &str,
-) -> Spf {
+) -> Verdict {
     let Some(domain) = sender.domain.name() else {
-        return Spf::Refuse(reply::spf_not_authorised(&sender.domain.to_string()));
+        return Verdict::Refuse(reply::spf_not_authorised(&sender.domain.to_string()));
     };
     let host = config.hostname.as_ref().map_or("localhost", |h| h.as_str());
     let sender_text = format!("{}@{}", sender.local, domain);
@@ -32,15 +28,17 @@ pub async fn check(
         let out =
             match tokio::time::timeout(config.dns.timeout * 2, resolver.verify_spf(params)).await {
                 Ok(o) => o,
-                Err(_) => return Spf::TempError,
+                Err(_) => return Verdict::TempError(format!("SPF lookup for {domain} timed out")),
             };
         match out.result() {
             SpfResult::Pass | SpfResult::None | SpfResult::Neutral => {}
-            SpfResult::TempError => return Spf::TempError,
+            SpfResult::TempError => {
+                return Verdict::TempError(format!("SPF lookup for {domain} failed"))
+            }
             SpfResult::Fail | SpfResult::SoftFail | SpfResult::PermError => {
-                return Spf::Refuse(reply::spf_not_authorised(domain.as_str()))
+                return Verdict::Refuse(reply::spf_not_authorised(domain.as_str()))
             }
         }
     }
-    Spf::Authorised
+    Verdict::Continue
 }

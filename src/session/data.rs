@@ -6,8 +6,13 @@ impl Connection {
     /// A header: From: is kept (bounded by `from_header.max_length`), and
     /// every header when DKIM needs the message.
     pub fn header(&mut self, name: &[u8], value: &[u8]) -> Answer {
+        let flow = self.header_checks(name, value);
+        self.finish(flow)
+    }
+
+    fn header_checks(&mut self, name: &[u8], value: &[u8]) -> Flow {
         let Some(msg) = self.message.as_mut() else {
-            return Answer::Continue;
+            return Ok(());
         };
         msg.size += name.len() + value.len() + 4;
         if name.eq_ignore_ascii_case(b"from") {
@@ -18,8 +23,9 @@ impl Connection {
                 msg.from.values.push(value.to_vec());
             }
         }
-        if msg.size > msg.config.content.max_message_size {
-            return self.settle("header", Verdict::Refuse(reply::message_too_big()), true);
+        let size = policy::content::size(msg.size, &msg.config.content);
+        if size != Verdict::Continue {
+            return self.settle(Stage::Header, size);
         }
         if name.eq_ignore_ascii_case(b"received")
             && msg.config.strip_internal_received
@@ -35,13 +41,18 @@ impl Connection {
         if let Some(c) = msg.content.as_mut() {
             c.header(name, value);
         }
-        Answer::Continue
+        Ok(())
     }
 
     /// End of headers: the From: check.
     pub fn end_of_headers(&mut self, macros: &Macros) -> Answer {
+        let flow = self.eoh_checks(macros);
+        self.finish(flow)
+    }
+
+    fn eoh_checks(&mut self, macros: &Macros) -> Flow {
         let Some(msg) = self.message.as_mut() else {
-            return Answer::Continue;
+            return Ok(());
         };
         if macros.queue_id.is_some() {
             msg.queue_id.clone_from(&macros.queue_id);
@@ -61,38 +72,47 @@ impl Connection {
             let strict = msg.config.from_strict;
             let inbound = msg.class.is_none().then_some(msg.config.inbound_own_domain);
             let domain = msg.from_domain.as_ref().map(|d| d.to_string());
-            self.note("eoh", "From: header", || match (inbound, strict, domain) {
-                (Some(crate::config::InboundOwnDomain::Accept), ..) => {
-                    "not checked: inbound mail (inbound_own_domain: accept)".into()
+            self.note(Stage::Eoh, "From: header", || {
+                match (inbound, strict, domain) {
+                    (Some(crate::config::InboundOwnDomain::Accept), ..) => {
+                        "not checked: inbound mail (inbound_own_domain: accept)".into()
+                    }
+                    (Some(crate::config::InboundOwnDomain::Reject), ..) => {
+                        "pass: inbound mail, no From: mailbox in our domains".into()
+                    }
+                    (None, false, _) => "not checked (from_header.strict: false)".into(),
+                    (None, true, Some(d)) => format!("pass: one mailbox, domain {d} is ours"),
+                    (None, true, None) => "pass".into(),
                 }
-                (Some(crate::config::InboundOwnDomain::Reject), ..) => {
-                    "pass: inbound mail, no From: mailbox in our domains".into()
-                }
-                (None, false, _) => "not checked (from_header.strict: false)".into(),
-                (None, true, Some(d)) => format!("pass: one mailbox, domain {d} is ours"),
-                (None, true, None) => "pass".into(),
             });
         }
-        self.settle("eoh", verdict, true)
+        self.settle(Stage::Eoh, verdict)
     }
 
     /// A body chunk: counted, and kept when DKIM needs the message.
     pub fn body(&mut self, chunk: bytes::Bytes) -> Answer {
+        let flow = self.body_checks(chunk);
+        self.finish(flow)
+    }
+
+    fn body_checks(&mut self, chunk: bytes::Bytes) -> Flow {
         let Some(msg) = self.message.as_mut() else {
-            return Answer::Continue;
+            return Ok(());
         };
         msg.size += chunk.len();
-        if msg.size > msg.config.content.max_message_size {
-            return self.settle("body", Verdict::Refuse(reply::message_too_big()), true);
+        let size = policy::content::size(msg.size, &msg.config.content);
+        if size != Verdict::Continue {
+            return self.settle(Stage::Body, size);
         }
         if let Some(c) = msg.content.as_mut() {
             c.body(chunk);
         }
-        Answer::Continue
+        Ok(())
     }
 
-    /// End of message: existing signatures verified, then our signatures
-    /// made; returns the answer and the headers to insert at the top.
+    /// End of message: the content checks, rspamd, existing signatures
+    /// verified, then our signatures made and the internal headers
+    /// scrubbed; returns the answer and the header changes.
     pub async fn end_of_message(&mut self, macros: &Macros) -> (Answer, Vec<HeaderAction>) {
         let Some(msg) = self.message.as_mut() else {
             return (Answer::Continue, Vec::new());
@@ -100,7 +120,21 @@ impl Connection {
         if macros.queue_id.is_some() {
             msg.queue_id.clone_from(&macros.queue_id);
         }
-        let mut insert = Vec::new();
+        match self.eom_checks().await {
+            Ok(changes) => {
+                self.end_message(Ending::Accepted);
+                (Answer::Continue, changes)
+            }
+            Err(reply) => (self.finish(Err(reply)), Vec::new()),
+        }
+    }
+
+    async fn eom_checks(&mut self) -> Flow<Vec<HeaderAction>> {
+        let Some(msg) = self.message.as_mut() else {
+            return Ok(Vec::new());
+        };
+        let config = msg.config.clone();
+        let mut changes = Vec::new();
         if let Some(mut content) = msg.content.take() {
             let signatures = content.signatures;
             let head_len = content.head.len();
@@ -111,127 +145,73 @@ impl Connection {
             let plain_scan = plain_scan.filter(|_| {
                 !crate::content::body_needs_walk(raw.get(head_len..).unwrap_or_default())
             });
-            let config = msg.config.clone();
             if config.content.active() {
-                match self.content_checks(&raw, &config, plain_scan) {
-                    Ok(tags) => insert.extend(
-                        tags.into_iter()
-                            .map(|(name, value)| HeaderAction::Insert { name, value }),
-                    ),
-                    Err(refused) => return (refused, Vec::new()),
-                }
+                let tags = self.content_checks(&raw, &config, plain_scan)?;
+                changes.extend(tags.into_iter().map(insert));
             }
-            if self.message.is_none() {
-                return (Answer::Continue, Vec::new());
-            }
-            match self.rspamd(raw.clone()).await {
-                Ok(tags) => insert.extend(tags),
-                Err(answer) => return (answer, Vec::new()),
-            }
-            if self.message.is_none() {
-                return (Answer::Continue, Vec::new());
-            }
-            let mode = config.dkim.verify_existing;
-            if mode != CheckMode::Off {
-                let count = signatures;
-                let started = Instant::now();
-                let existing = match &self.shared.dns {
-                    Ok(r) => policy::dkim::verify_existing(r, &config, &raw, count).await,
-                    Err(e) => policy::dkim::Existing::TempError(e.clone()),
-                };
-                self.shared.metrics.backend_time("dns", started.elapsed());
-                if let policy::dkim::Existing::TempError(e) = &existing {
-                    self.shared
-                        .metrics
-                        .dns_failures
-                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    tracing::warn!(conn_id = self.id, "DKIM verification failed: {e}");
-                    let answer = self.internal_error("eom");
-                    if answer != Answer::Continue {
-                        return (answer, Vec::new());
-                    }
-                } else {
-                    let v = policy::dkim::verdict(&existing);
-                    if v == Verdict::Continue {
-                        self.note("eom", "existing DKIM signatures", || {
-                            format!("pass: {count} signature(s), none failing")
-                        });
-                    }
-                    if let refused @ Answer::Refuse(_) = self.settle_check("eom", v, mode, true) {
-                        return (refused, Vec::new());
-                    }
-                }
-            }
-            let Some(msg) = self.message.as_mut() else {
-                return (Answer::Continue, Vec::new());
-            };
-            match policy::dkim::signing_keys(&config, msg.class(), msg.from_domain.as_ref()) {
-                Ok(keys) => {
-                    let mut signed = Vec::new();
-                    for key in keys {
-                        match key.sign(&raw, &config.dkim.headers) {
-                            Ok(value) => {
-                                self.shared
-                                    .metrics
-                                    .signature(key.domain.as_str(), key.algorithm());
-                                signed.push(format!(
-                                    "d={} s={} a={}",
-                                    key.domain,
-                                    key.selector,
-                                    key.algorithm()
-                                ));
-                                insert.push(HeaderAction::Insert {
-                                    name: "DKIM-Signature",
-                                    value,
-                                });
-                            }
-                            Err(e) => {
-                                tracing::error!(
-                                    conn_id = self.id,
-                                    "DKIM signing with {key:?} failed: {e}"
-                                );
-                                return (self.internal_error("eom"), Vec::new());
-                            }
-                        }
-                    }
-                    if !signed.is_empty() {
-                        msg.dkim = signed.join(", ");
-                    }
-                    if self.trace.is_some() {
-                        let shown = if signed.is_empty() {
-                            "not signed (no key for the From: domain, or signing off)".to_string()
-                        } else {
-                            format!("signed: {}", signed.join(", "))
-                        };
-                        self.note("eom", "DKIM signing", || shown);
-                    }
-                }
-                Err(refusal) => {
-                    let answer = self.settle("eom", Verdict::Refuse(refusal), true);
-                    if answer != Answer::Continue {
-                        return (answer, Vec::new());
-                    }
-                }
-            }
+            let tags = self.rspamd(raw.clone()).await?;
+            changes.extend(tags.into_iter().map(insert));
+            self.existing_signatures(&raw, &config, signatures).await?;
+            let signed = self.sign(&raw, &config)?;
+            changes.extend(signed.into_iter().map(insert));
         }
         if let Some(msg) = self.message.as_ref() {
-            let config = &msg.config;
             let scrub = policy::headers::scrub_received(&msg.received, &config.internal_networks);
-            insert.extend(scrub.into_iter().map(HeaderAction::Change));
+            changes.extend(scrub.into_iter().map(HeaderAction::Change));
             for (name, n) in config.remove_headers.iter().zip(&msg.remove_counts) {
-                insert.extend(
+                changes.extend(
                     policy::headers::remove_all(name, *n)
                         .into_iter()
                         .map(HeaderAction::Change),
                 );
             }
         }
-        self.end_message(super::decide::Ending::Accepted);
-        (Answer::Continue, insert)
+        Ok(changes)
+    }
+
+    /// Banned attachments, then the score: refused, deferred, or the tags
+    /// to add.
+    fn content_checks(
+        &mut self,
+        raw: &[u8],
+        config: &Config,
+        plain_scan: Option<crate::content::Scan>,
+    ) -> Flow<Vec<policy::Tag>> {
+        let scan = plain_scan.unwrap_or_else(|| crate::content::scan(raw, &config.content));
+        let score = scan.score();
+        let rules = if scan.rules.is_empty() {
+            "-".to_string()
+        } else {
+            scan.rules_text()
+        };
+        if self.trace.is_some() {
+            let c = &config.content;
+            let shown = if scan.rules.is_empty() {
+                "none"
+            } else {
+                &rules
+            };
+            let banned = scan.banned.clone();
+            let shown = format!(
+                "score {score:.1} (rules: {shown}; reject at {}, tempfail at {}, tag at {}){}",
+                c.reject_score,
+                c.tempfail_score,
+                c.tag_score,
+                banned.map_or(String::new(), |b| format!("; banned attachment .{b}"))
+            );
+            self.note(Stage::Eom, "content", || shown);
+        }
+        if let Some(msg) = self.message.as_mut() {
+            msg.content_rules = format!("score={score:.1} rules={rules}");
+        }
+        self.settle(Stage::Eom, policy::content::attachments(&scan))?;
+        let (verdict, tags) = policy::content::score(&scan, &config.content);
+        self.settle(Stage::Eom, verdict)?;
+        Ok(tags)
     }
 
     /// rspamd's verdict, when it is configured: reject, defer, or tag.
-    pub(super) async fn rspamd(&mut self, raw: bytes::Bytes) -> Result<Vec<HeaderAction>, Answer> {
+    async fn rspamd(&mut self, raw: bytes::Bytes) -> Flow<Vec<policy::Tag>> {
         let Some(client) = &self.shared.rspamd else {
             return Ok(Vec::new());
         };
@@ -241,8 +221,9 @@ impl Connection {
         let client = match client {
             Ok(c) => c,
             Err(e) => {
-                tracing::warn!(conn_id = self.id, "rspamd client unusable: {e}");
-                return Err(self.internal_error("eom"));
+                let cause = format!("rspamd client unusable: {e}");
+                self.settle(Stage::Eom, Verdict::TempError(cause))?;
+                return Ok(Vec::new());
             }
         };
         let hostname = msg
@@ -260,127 +241,91 @@ impl Connection {
             queue_id: msg.queue_id.as_deref(),
         };
         let started = Instant::now();
-        let checked = client.check(raw, &env).await;
+        let judged = policy::rspamd::check(client, raw, &env).await;
         self.shared
             .metrics
             .backend_time("rspamd", started.elapsed());
-        let verdict = match checked {
-            Ok(v) => v,
-            Err(e) => {
-                tracing::warn!(conn_id = self.id, "rspamd check failed: {e}");
-                let answer = self.internal_error("eom");
-                return if answer == Answer::Continue {
-                    Ok(Vec::new())
-                } else {
-                    Err(answer)
-                };
+        if let Some(report) = &judged.report {
+            if self.trace.is_some() {
+                let shown = format!(
+                    "action {:?}, score {:.1}, symbols {}",
+                    report.action,
+                    report.score,
+                    report.symbols_text(10)
+                );
+                self.note(Stage::Eom, "rspamd", || shown);
             }
-        };
-        if self.trace.is_some() {
-            let shown = format!(
-                "action {:?}, score {:.1}, symbols {}",
-                verdict.action,
-                verdict.score,
-                verdict.symbols_text(10)
-            );
-            self.note("eom", "rspamd", || shown);
-        }
-        if let Some(msg) = self.message.as_mut() {
-            msg.content_rules = format!(
-                "{} rspamd={} score={:.1} symbols={}",
-                msg.content_rules,
-                verdict.action.replace(' ', "_"),
-                verdict.score,
-                verdict.symbols_text(10)
-            );
-        }
-        let refusal = match verdict.action.as_str() {
-            "reject" => Some(reply::spam_rejected("rspamd", verdict.score)),
-            "soft reject" | "greylist" => Some(reply::spam_deferred("rspamd", verdict.score)),
-            _ => None,
-        };
-        if let Some(r) = refusal {
-            if let refused @ Answer::Refuse(_) = self.settle("eom", Verdict::Refuse(r), true) {
-                return Err(refused);
+            if let Some(msg) = self.message.as_mut() {
+                msg.content_rules = format!(
+                    "{} rspamd={} score={:.1} symbols={}",
+                    msg.content_rules,
+                    report.action.replace(' ', "_"),
+                    report.score,
+                    report.symbols_text(10)
+                );
             }
         }
-        if matches!(verdict.action.as_str(), "add header" | "rewrite subject") {
-            return Ok(vec![
-                HeaderAction::Insert {
-                    name: "X-Spam-Score",
-                    value: format!("{:.1}", verdict.score),
-                },
-                HeaderAction::Insert {
-                    name: "X-Spam-Symbols",
-                    value: verdict.symbols_text(20),
-                },
-            ]);
-        }
-        Ok(Vec::new())
+        self.settle(Stage::Eom, judged.verdict)?;
+        Ok(judged.tags)
     }
 
-    /// Banned attachments, then the score: refused, deferred, tagged (the
-    /// headers to add), or nothing.
-    pub(super) fn content_checks(
-        &mut self,
-        raw: &[u8],
-        config: &Config,
-        plain_scan: Option<crate::content::Scan>,
-    ) -> Result<Vec<(&'static str, String)>, Answer> {
-        let scan = plain_scan.unwrap_or_else(|| crate::content::scan(raw, &config.content));
-        let score = scan.score();
-        if self.trace.is_some() {
-            let c = &config.content;
-            let rules = if scan.rules.is_empty() {
-                "none".to_string()
-            } else {
-                scan.rules_text()
-            };
-            let banned = scan.banned.clone();
-            self.note("eom", "content", || {
-                format!(
-                    "score {score:.1} (rules: {rules}; reject at {}, tempfail at {}, tag at {}){}",
-                    c.reject_score,
-                    c.tempfail_score,
-                    c.tag_score,
-                    banned.map_or(String::new(), |b| format!("; banned attachment .{b}"))
-                )
-            });
+    /// The DKIM signatures the message already carries, when
+    /// `dkim.verify_existing` is on.
+    async fn existing_signatures(&mut self, raw: &[u8], config: &Config, count: usize) -> Flow {
+        let mode = config.dkim.verify_existing;
+        if mode == CheckMode::Off {
+            return Ok(());
+        }
+        let started = Instant::now();
+        let verdict = match &self.shared.dns {
+            Ok(r) => policy::dkim::verify_existing(r, config, raw, count).await,
+            Err(e) => Verdict::TempError(format!("DKIM verification impossible: {e}")),
+        };
+        self.shared.metrics.backend_time("dns", started.elapsed());
+        match &verdict {
+            Verdict::TempError(_) => self.shared.metrics.dns_failed(),
+            Verdict::Continue => self.note(Stage::Eom, "existing DKIM signatures", || {
+                format!("pass: {count} signature(s), none failing")
+            }),
+            Verdict::Refuse(_) => {}
+        }
+        self.settle_check(Stage::Eom, verdict, mode)
+    }
+
+    /// Our signatures: the DKIM-Signature headers to add.
+    fn sign(&mut self, raw: &[u8], config: &Config) -> Flow<Vec<policy::Tag>> {
+        let Some(msg) = self.message.as_ref() else {
+            return Ok(Vec::new());
+        };
+        let (verdict, signatures) =
+            policy::dkim::sign(config, msg.class(), msg.from_domain.as_ref(), raw);
+        self.settle(Stage::Eom, verdict)?;
+        let shown: Vec<String> = signatures.iter().map(|s| s.shown()).collect();
+        for s in &signatures {
+            self.shared
+                .metrics
+                .signature(s.key.domain.as_str(), s.key.algorithm());
         }
         if let Some(msg) = self.message.as_mut() {
-            msg.content_rules = format!(
-                "score={score:.1} rules={}",
-                if scan.rules.is_empty() {
-                    "-".into()
-                } else {
-                    scan.rules_text()
-                }
-            );
-        }
-        if let Some(ext) = &scan.banned {
-            if let refused @ Answer::Refuse(_) =
-                self.settle("eom", Verdict::Refuse(reply::banned_attachment(ext)), true)
-            {
-                return Err(refused);
+            if !shown.is_empty() {
+                msg.dkim = shown.join(", ");
             }
         }
-        let c = &config.content;
-        let verdict = if score >= c.reject_score {
-            Verdict::Refuse(reply::spam_rejected("content_score", score))
-        } else if score >= c.tempfail_score {
-            Verdict::Refuse(reply::spam_deferred("content_score", score))
-        } else {
-            Verdict::Continue
-        };
-        if let refused @ Answer::Refuse(_) = self.settle("eom", verdict, true) {
-            return Err(refused);
-        }
-        if score >= c.tag_score {
-            return Ok(vec![
-                ("X-Egress-Score", format!("{score:.1}")),
-                ("X-Egress-Rules", scan.rules_text()),
-            ]);
-        }
-        Ok(Vec::new())
+        self.note(Stage::Eom, "DKIM signing", || {
+            if shown.is_empty() {
+                "not signed (no key for the From: domain, or signing off)".to_string()
+            } else {
+                format!("signed: {}", shown.join(", "))
+            }
+        });
+        Ok(signatures
+            .into_iter()
+            .map(|s| ("DKIM-Signature", s.value))
+            .collect())
     }
+}
+
+/// A tag or signature, added above every other header.
+fn insert((name, value): policy::Tag) -> HeaderAction {
+    HeaderAction::Insert { name, value }
 }

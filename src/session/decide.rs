@@ -1,14 +1,21 @@
 //! The one place where a verdict becomes the answer to the MTA: monitor
 //! mode and `on_error` applied, the decision line logged and counted, the
-//! message ended with its summary line.
+//! refusal recorded on the message, and the message ended once, with its
+//! summary line.
 
 use super::*;
 
+/// How a stage's checks went: `Err` carries the reply refusing what the
+/// stage judges; the refusal is recorded on the message, and the stage ends
+/// it (see [`Connection::finish`]).
+pub(super) type Flow<T = ()> = Result<T, Reply>;
+
 impl Connection {
-    /// An internal failure in a stage: answers as `on_error` says, and ends
+    /// An internal failure in a stage: answered as `on_error` says, ending
     /// the message if the answer refuses it.
-    pub fn internal_error(&mut self, stage: &'static str) -> Answer {
-        self.failed(stage, crate::reply::internal_error())
+    pub fn internal_error(&mut self, stage: Stage) -> Answer {
+        let flow = self.failed(stage, reply::internal_error());
+        self.finish(flow)
     }
 
     /// The MTA sent a command out of order, which the milter library does
@@ -20,12 +27,26 @@ impl Connection {
             command,
             "MTA sent a milter command out of order"
         );
-        self.failed(command, crate::reply::out_of_order())
+        let flow = self.failed(Stage::of_command(command), reply::out_of_order());
+        self.finish(flow)
     }
 
-    /// A stage could not decide: answers as `on_error` says, and ends the
-    /// message if the answer refuses it.
-    pub(super) fn failed(&mut self, stage: &'static str, refusal: Refusal) -> Answer {
+    /// The door out of a stage: a refusal recorded on the message ends it,
+    /// here and nowhere else.
+    pub(super) fn finish(&mut self, flow: Flow) -> Answer {
+        match flow {
+            Ok(()) => Answer::Continue,
+            Err(reply) => {
+                if self.message.as_ref().is_some_and(|m| m.refused.is_some()) {
+                    self.end_message(Ending::Refused);
+                }
+                Answer::Refuse(reply)
+            }
+        }
+    }
+
+    /// A stage could not decide: answered as `on_error` says.
+    fn failed(&mut self, stage: Stage, refusal: Refusal) -> Flow {
         let config = self
             .message
             .as_ref()
@@ -34,30 +55,40 @@ impl Connection {
         match config.on_error {
             crate::config::OnError::Accept => {
                 self.log_decision(stage, Outcome::ErrorAccepted, &refusal);
-                Answer::Continue
+                Ok(())
             }
             crate::config::OnError::Tempfail => {
                 self.log_decision(stage, Outcome::Tempfail, &refusal);
-                if let Some(msg) = self.message.as_mut() {
-                    msg.refused = Some((stage, refusal.clone()));
-                }
-                self.end_message(Ending::Refused(Final::Tempfail));
-                Answer::Refuse(refusal.reply)
+                Err(self.record(stage, refusal))
             }
         }
     }
 
-    /// Applies the mode to a verdict, logs the decision, and tells the MTA.
-    /// `ends_message`: a refusal at this stage ends the message (MAIL FROM,
-    /// end of headers), as opposed to refusing one recipient.
-    pub(super) fn settle(
-        &mut self,
-        stage: &'static str,
-        verdict: Verdict,
-        ends_message: bool,
-    ) -> Answer {
-        let Verdict::Refuse(refusal) = verdict else {
-            return Answer::Continue;
+    /// Records a refusal on the message: the one that ends it, or, at RCPT
+    /// TO, the last recipient's. Returns its reply.
+    fn record(&mut self, stage: Stage, refusal: Refusal) -> Reply {
+        let reply = refusal.reply.clone();
+        if let Some(msg) = self.message.as_mut() {
+            if stage.ends_message() {
+                msg.refused = Some((stage, refusal));
+            } else {
+                msg.last_rcpt_refusal = Some(refusal);
+            }
+        }
+        reply
+    }
+
+    /// Applies the mode to a verdict and logs the decision: a refusal in
+    /// monitor mode lets the transaction go on; a failed check is answered
+    /// as `on_error` says.
+    pub(super) fn settle(&mut self, stage: Stage, verdict: Verdict) -> Flow {
+        let refusal = match verdict {
+            Verdict::Continue => return Ok(()),
+            Verdict::TempError(cause) => {
+                tracing::warn!(conn_id = self.id, stage = stage.as_str(), "{cause}");
+                return self.failed(stage, reply::internal_error());
+            }
+            Verdict::Refuse(refusal) => refusal,
         };
         let mode = match &self.message {
             Some(m) => m.config.mode_for(m.class()),
@@ -77,7 +108,7 @@ impl Connection {
             if let Some(msg) = self.message.as_mut() {
                 msg.would = Some((stage, refusal));
             }
-            return Answer::Continue;
+            return Ok(());
         }
         let outcome = if permanent {
             Outcome::Reject
@@ -86,45 +117,24 @@ impl Connection {
         };
         self.shared.stats.count(outcome);
         self.log_decision(stage, outcome, &refusal);
-        let reply = refusal.reply.clone();
-        if let Some(msg) = self.message.as_mut() {
-            if ends_message {
-                msg.refused = Some((stage, refusal));
-            } else {
-                msg.last_rcpt_refusal = Some(refusal);
-            }
-        }
-        if ends_message {
-            self.end_message(Ending::Refused(Final::of(&reply)));
-        }
-        Answer::Refuse(reply)
+        Err(self.record(stage, refusal))
     }
 
     /// A check with an `off | warn | reject` mode: warn logs the refusal as
-    /// `warn` and lets the transaction go on.
-    pub(super) fn settle_check(
-        &mut self,
-        stage: &'static str,
-        verdict: Verdict,
-        mode: CheckMode,
-        ends_message: bool,
-    ) -> Answer {
+    /// `warn` and lets the transaction go on; a failed check is answered as
+    /// `on_error` says whatever the mode.
+    pub(super) fn settle_check(&mut self, stage: Stage, verdict: Verdict, mode: CheckMode) -> Flow {
         match (mode, verdict) {
-            (CheckMode::Off, _) | (_, Verdict::Continue) => Answer::Continue,
+            (CheckMode::Off, _) | (_, Verdict::Continue) => Ok(()),
             (CheckMode::Warn, Verdict::Refuse(r)) => {
                 self.log_decision(stage, Outcome::Warn, &r);
-                Answer::Continue
+                Ok(())
             }
-            (CheckMode::Reject, v) => self.settle(stage, v, ends_message),
+            (_, v) => self.settle(stage, v),
         }
     }
 
-    pub(super) fn log_decision(
-        &mut self,
-        stage: &'static str,
-        outcome: Outcome,
-        refusal: &Refusal,
-    ) {
+    fn log_decision(&mut self, stage: Stage, outcome: Outcome, refusal: &Refusal) {
         if self.trace.is_some() {
             let shown = format!("{} ({}): {}", outcome.as_str(), refusal.rule, refusal.reply);
             self.note(stage, "decision", || shown);
@@ -136,11 +146,11 @@ impl Connection {
         };
         self.shared
             .metrics
-            .decision(stage, refusal.rule, class, outcome.as_str());
+            .decision(stage.as_str(), refusal.rule, class, outcome.as_str());
         log::decision(&log::Decision {
             queue_id: msg.and_then(|m| m.queue_id.as_deref()).unwrap_or("-"),
             conn_id: self.id,
-            stage,
+            stage: stage.as_str(),
             outcome,
             rule: refusal.rule,
             reply: &refusal.reply,
@@ -153,28 +163,31 @@ impl Connection {
     }
 
     /// Logs the summary line of the current message and forgets it (taken,
-    /// so it is summarised once). `ending` is how the stage ended it, which
-    /// decides the verdict when no refusal was recorded.
+    /// so it is summarised once). A recorded refusal decides the verdict;
+    /// else `ending`, how the message ended.
     pub(super) fn end_message(&mut self, ending: Ending) {
         let Some(msg) = self.message.take() else {
             return;
         };
         // The verdict, the stage that decided it and the refusal behind it.
         let (verdict, stage, refusal) = if let Some((stage, r)) = &msg.refused {
-            (Final::of(&r.reply), *stage, Some(r))
+            (Final::of(&r.reply), Some(*stage), Some(r))
         } else if ending == Ending::Aborted && msg.rcpt_accepted == 0 && msg.rcpt_refused > 0 {
-            (Final::Reject, "rcpt", msg.last_rcpt_refusal.as_ref())
+            // Every recipient refused: the message is refused as its last
+            // recipient was.
+            let last = msg.last_rcpt_refusal.as_ref();
+            let verdict = last.map_or(Final::Reject, |r| Final::of(&r.reply));
+            (verdict, Some(Stage::Rcpt), last)
         } else {
             match ending {
                 Ending::Accepted => match &msg.would {
                     Some((stage, w)) if w.reply.is_permanent() => {
-                        (Final::WouldReject, *stage, Some(w))
+                        (Final::WouldReject, Some(*stage), Some(w))
                     }
-                    Some((stage, w)) => (Final::WouldTempfail, *stage, Some(w)),
-                    None => (Final::Accept, "eom", None),
+                    Some((stage, w)) => (Final::WouldTempfail, Some(*stage), Some(w)),
+                    None => (Final::Accept, Some(Stage::Eom), None),
                 },
-                Ending::Aborted => (Final::Aborted, "-", None),
-                Ending::Refused(f) => (f, "-", None),
+                Ending::Aborted | Ending::Refused => (Final::Aborted, None, None),
             }
         };
         if matches!(
@@ -195,7 +208,7 @@ impl Connection {
             sender: &msg.sender,
             auth: msg.login.as_deref().unwrap_or("-"),
             rcpt_count: msg.rcpt_accepted,
-            stage,
+            stage: stage.map_or("-", Stage::as_str),
             verdict,
             rule: refusal.map_or("-", |r| r.rule),
             reply: refusal.map(|r| r.reply.to_string()),
@@ -208,15 +221,15 @@ impl Connection {
     }
 }
 
-/// How a stage ends the message it is judging.
+/// How the message ended.
 #[derive(Clone, Copy, Debug, Eq, PartialEq)]
 pub(super) enum Ending {
     /// End of message reached and nothing refused it.
     Accepted,
     /// RSET, a new MAIL FROM, a lost connection.
     Aborted,
-    /// Refused with this verdict.
-    Refused(Final),
+    /// A stage refused it; the refusal is recorded on the message.
+    Refused,
 }
 
 /// A message's final verdict, as its summary line and the metrics show it.

@@ -7,8 +7,13 @@ impl Connection {
     /// Connect: the connection rate and the open-connection cap, by client
     /// IP. A connection refused by one consumes nothing of the other.
     pub async fn connect(&mut self) -> Answer {
+        let flow = self.connect_checks().await;
+        self.finish(flow)
+    }
+
+    async fn connect_checks(&mut self) -> Flow {
         let Some(ip) = self.client_ip else {
-            return Answer::Continue;
+            return Ok(());
         };
         let config = self.shared.config();
         let class = policy::class::resolve(&config, Some(ip), None);
@@ -20,49 +25,40 @@ impl Connection {
             ..Facts::default()
         };
         let (checks, concurrent) = policy::rate::connection(&config.rate_limits, &facts);
-        let client = self.client.clone();
-        let limiter = &self.shared.limiter;
+        let shared = self.shared.clone();
         let mut lease = None;
         let started = Instant::now();
         if let Some(max) = concurrent {
-            match limiter.open_connection(ip, max).await {
-                Ok(Some(l)) => lease = Some(l),
-                Ok(None) => {
-                    let r = reply::too_many_connections(
-                        LimitName::ConcurrentPerClient.as_str(),
-                        &client,
-                    );
-                    return self.settle("connect", Verdict::Refuse(r), false);
-                }
-                Err(e) => return self.limiter_failed("connect", &e),
+            let got = shared.limiter.open_connection(ip, max).await;
+            let verdict =
+                policy::rate::concurrent_verdict(got.as_ref().map(Option::is_some), &self.client);
+            if verdict != Verdict::Continue {
+                self.limiter_time(started);
+                return self.settle(Stage::Connect, verdict);
             }
+            lease = got.ok().flatten();
         }
-        let checked = limiter.check(&checks).await;
+        let checked = shared.limiter.check(&checks).await;
         self.limiter_time(started);
-        let verdict = match checked {
-            Ok(LimitOutcome::Allowed) => Verdict::Continue,
-            Ok(LimitOutcome::Denied { index, .. }) => Verdict::Refuse(reply::too_many_connections(
-                checks[index].name.as_str(),
-                &client,
-            )),
-            Err(e) => return self.limiter_failed("connect", &e),
-        };
-        let passed = verdict == Verdict::Continue;
-        let answer = self.settle("connect", verdict, false);
-        if passed && self.trace.is_some() {
+        let verdict = policy::rate::connection_verdict(&checks, checked, &self.client);
+        if verdict == Verdict::Continue && self.trace.is_some() {
             let names = limit_names(&checks, concurrent.is_some());
-            self.note("connect", "connection limits", || names);
+            self.note(Stage::Connect, "connection limits", || names);
         }
-        if answer == Answer::Continue {
-            self.lease = lease;
-        }
-        answer
+        self.settle(Stage::Connect, verdict)?;
+        self.lease = lease;
+        Ok(())
     }
 
     /// MAIL FROM: starts a new message (ending any earlier one), resolves the
     /// client's class, checks the sender, then the message rate limits.
     pub async fn mail(&mut self, sender_arg: &[u8], macros: &Macros) -> Answer {
-        self.end_message(super::decide::Ending::Aborted);
+        let flow = self.mail_checks(sender_arg, macros).await;
+        self.finish(flow)
+    }
+
+    async fn mail_checks(&mut self, sender_arg: &[u8], macros: &Macros) -> Flow {
+        self.end_message(Ending::Aborted);
         let config = self.shared.config();
         let login = macros.auth_login.clone().filter(|l| !l.is_empty());
         let class = policy::class::resolve(&config, self.client_ip, login.as_deref());
@@ -131,41 +127,50 @@ impl Connection {
                     }
                 ),
             };
-            self.note("mail", "class", || what);
+            self.note(Stage::Mail, "class", || what);
         }
         let sender_passed = verdict == Verdict::Continue;
         // Policy first, then SPF, then the limits: a sender refused by
         // either consumes no quota.
-        if let refused @ Answer::Refuse(_) = self.settle("mail", verdict, true) {
-            return refused;
-        }
+        self.settle(Stage::Mail, verdict)?;
         if sender_passed && self.trace.is_some() {
             let shown = self
                 .message
                 .as_ref()
                 .map_or(String::new(), |m| m.sender.clone());
-            self.note("mail", "sender", || {
+            self.note(Stage::Mail, "sender", || {
                 format!("pass: <{shown}> is allowed for this client")
             });
         }
-        if let refused @ Answer::Refuse(_) = self.spf_egress().await {
-            return refused;
-        }
-        if self.message.is_none() {
-            // on_error accepted an SPF failure... and ended nothing; or
-            // tempfail ended the message: nothing more to check.
-            return Answer::Continue;
-        }
-        self.rate_limit("mail", &checks, true).await
+        self.spf_egress().await?;
+        self.rate_limit(Stage::Mail, &checks).await
     }
 
     /// RCPT TO: open relay, the recipient count, then the recipient rate
-    /// limits.
+    /// limits. A refused recipient does not end the message.
     pub async fn rcpt(&mut self, rcpt_arg: &[u8], macros: &Macros) -> Answer {
+        let flow = self.rcpt_checks(rcpt_arg, macros).await;
+        if let Some(msg) = self.message.as_mut() {
+            match flow {
+                Ok(()) => {
+                    msg.rcpt_accepted += 1;
+                    if msg.rcpts.len() < msg.config.max_recipients {
+                        let r = String::from_utf8_lossy(rcpt_arg);
+                        msg.rcpts
+                            .push(r.trim().trim_matches(['<', '>']).to_string());
+                    }
+                }
+                Err(_) => msg.rcpt_refused += 1,
+            }
+        }
+        self.finish(flow)
+    }
+
+    async fn rcpt_checks(&mut self, rcpt_arg: &[u8], macros: &Macros) -> Flow {
         let Some(msg) = self.message.as_mut() else {
             // No MAIL FROM seen: the MTA would not send this; refuse nothing
             // that policy has not judged.
-            return Answer::Continue;
+            return Ok(());
         };
         if macros.queue_id.is_some() {
             msg.queue_id.clone_from(&macros.queue_id);
@@ -190,96 +195,55 @@ impl Connection {
             },
         );
         let passed = verdict == Verdict::Continue;
-        let answer = match self.settle("rcpt", verdict, false) {
-            Answer::Continue => {
-                if passed && self.trace.is_some() {
-                    let shown = String::from_utf8_lossy(rcpt_arg).into_owned();
-                    let known = self.message.as_ref().is_some_and(|m| m.class.is_some());
-                    self.note("rcpt", "relay, recipient count", || {
-                        format!(
-                            "pass: {shown} ({})",
-                            if known {
-                                "a known client may send anywhere"
-                            } else {
-                                "a local recipient"
-                            }
-                        )
-                    });
-                }
-                self.rate_limit("rcpt", &checks, false).await
-            }
-            refused => refused,
-        };
-        if let Some(msg) = self.message.as_mut() {
-            match answer {
-                Answer::Continue => {
-                    msg.rcpt_accepted += 1;
-                    if msg.rcpts.len() < msg.config.max_recipients {
-                        let r = String::from_utf8_lossy(rcpt_arg);
-                        msg.rcpts
-                            .push(r.trim().trim_matches(['<', '>']).to_string());
+        self.settle(Stage::Rcpt, verdict)?;
+        if passed && self.trace.is_some() {
+            let shown = String::from_utf8_lossy(rcpt_arg).into_owned();
+            let known = self.message.as_ref().is_some_and(|m| m.class.is_some());
+            self.note(Stage::Rcpt, "relay, recipient count", || {
+                format!(
+                    "pass: {shown} ({})",
+                    if known {
+                        "a known client may send anywhere"
+                    } else {
+                        "a local recipient"
                     }
-                }
-                Answer::Refuse(_) => msg.rcpt_refused += 1,
-            }
+                )
+            });
         }
-        answer
+        self.rate_limit(Stage::Rcpt, &checks).await
     }
 
     /// Runs a batch of rate checks and settles the outcome.
-    pub(super) async fn rate_limit(
-        &mut self,
-        stage: &'static str,
-        checks: &[Check],
-        ends_message: bool,
-    ) -> Answer {
+    async fn rate_limit(&mut self, stage: Stage, checks: &[Check]) -> Flow {
         let started = Instant::now();
         let checked = self.shared.limiter.check(checks).await;
         self.limiter_time(started);
-        let verdict = match checked {
-            Ok(LimitOutcome::Allowed) => Verdict::Continue,
-            Ok(LimitOutcome::Denied { index, retry_after }) => {
-                let c = &checks[index];
-                Verdict::Refuse(reply::rate_limited(c.name.as_str(), &c.key, retry_after))
-            }
-            Err(e) => return self.limiter_failed(stage, &e),
-        };
+        let verdict = policy::rate::verdict(checks, checked);
         if verdict == Verdict::Continue && self.trace.is_some() {
             let names = limit_names(checks, false);
             self.note(stage, "rate limits", || names);
         }
-        self.settle(stage, verdict, ends_message)
+        self.settle(stage, verdict)
     }
 
     /// A limiter round trip, counted when it went to Redis.
-    pub(super) fn limiter_time(&self, started: Instant) {
+    fn limiter_time(&self, started: Instant) {
         if self.shared.limiter.redis.is_some() {
             self.shared.metrics.backend_time("redis", started.elapsed());
         }
     }
 
-    /// The limiter could not decide (its backend failed, and `on_failure`
-    /// says to tempfail): an internal error, answered as `on_error` says.
-    pub(super) fn limiter_failed(
-        &mut self,
-        stage: &'static str,
-        e: &crate::limiter::LimiterError,
-    ) -> Answer {
-        tracing::warn!(conn_id = self.id, stage, "rate limiter failed: {e}");
-        self.internal_error(stage)
-    }
-
     /// SPF of the sender domain for our egress IPs (`spf.check_egress`).
-    pub(super) async fn spf_egress(&mut self) -> Answer {
+    async fn spf_egress(&mut self) -> Flow {
         let Some(msg) = self.message.as_ref() else {
-            return Answer::Continue;
+            return Ok(());
         };
         let mode = msg.config.spf_check_egress;
         let Some(sender) = msg.sender_address.clone() else {
-            return Answer::Continue;
+            return Ok(());
         };
         if mode == CheckMode::Off {
-            return Answer::Continue;
+            return Ok(());
         }
         let config = msg.config.clone();
         let helo = self
@@ -287,29 +251,18 @@ impl Connection {
             .clone()
             .unwrap_or_else(|| self.client_name.clone());
         let started = Instant::now();
-        let result = match &self.shared.dns {
+        let verdict = match &self.shared.dns {
             Ok(resolver) => policy::spf::check(resolver, &config, &sender, &helo).await,
-            Err(_) => policy::spf::Spf::TempError,
+            Err(e) => Verdict::TempError(format!("SPF lookup for {sender} impossible: {e}")),
         };
         self.shared.metrics.backend_time("dns", started.elapsed());
-        match result {
-            policy::spf::Spf::Authorised => {
-                self.note("mail", "SPF of the sender domain", || {
-                    format!("pass: {} authorises our egress IPs", sender.domain)
-                });
-                Answer::Continue
-            }
-            policy::spf::Spf::Refuse(r) => {
-                self.settle_check("mail", Verdict::Refuse(r), mode, true)
-            }
-            policy::spf::Spf::TempError => {
-                self.shared
-                    .metrics
-                    .dns_failures
-                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                tracing::warn!(conn_id = self.id, "SPF lookup failed for {sender}");
-                self.internal_error("mail")
-            }
+        match &verdict {
+            Verdict::Continue => self.note(Stage::Mail, "SPF of the sender domain", || {
+                format!("pass: {} authorises our egress IPs", sender.domain)
+            }),
+            Verdict::TempError(_) => self.shared.metrics.dns_failed(),
+            Verdict::Refuse(_) => {}
         }
+        self.settle_check(Stage::Mail, verdict, mode)
     }
 }

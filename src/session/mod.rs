@@ -19,20 +19,24 @@ mod buffer;
 mod data;
 mod decide;
 mod envelope;
+mod stage;
 mod trace;
 
+pub use decide::Final;
+pub use stage::Stage;
 pub use trace::Step;
 
 use crate::address::{parse_envelope, Address, Domain, EnvelopeAddress};
 use crate::config::{CheckMode, SignMode};
 use crate::config::{Class, Config, Mode};
-use crate::limiter::{Check, ConnectionLease, LimitName, Outcome as LimitOutcome};
+use crate::limiter::{Check, ConnectionLease, LimitName};
 use crate::log::{self, Outcome};
 use crate::policy::rate::Facts;
 use crate::policy::{self, from_header::FromHeaders, sender::Sender, Verdict};
 use crate::reply::{self, Refusal, Reply};
 use crate::state::Shared;
 use buffer::Content;
+use decide::{Ending, Flow};
 use std::{
     net::IpAddr,
     sync::Arc,
@@ -61,7 +65,7 @@ pub struct Connection {
     /// When the stage being handled began, and which, to count the milter's
     /// own time.
     stage_started: Option<Instant>,
-    stage_name: &'static str,
+    stage: Stage,
     /// This connection's place under `concurrent_per_client`, given back
     /// when the connection is dropped, however it ends.
     lease: Option<ConnectionLease>,
@@ -109,11 +113,11 @@ struct Message {
     /// How many of each `headers.remove` header the message has.
     remove_counts: Vec<usize>,
     /// The refusal that ended the message, if any, and its stage.
-    refused: Option<(&'static str, Refusal)>,
+    refused: Option<(Stage, Refusal)>,
     /// The last refused recipient's refusal, for the summary.
     last_rcpt_refusal: Option<Refusal>,
     /// The last refusal monitor mode let through, and its stage.
-    would: Option<(&'static str, Refusal)>,
+    would: Option<(Stage, Refusal)>,
 }
 
 impl Message {
@@ -182,7 +186,7 @@ impl Connection {
             helo: None,
             message: None,
             stage_started: None,
-            stage_name: "",
+            stage: Stage::Connect,
             lease: None,
             trace: None,
             connect_class: None,
@@ -209,9 +213,9 @@ impl Connection {
     }
 
     /// Marks the start of a stage's handling.
-    pub fn begin_stage(&mut self, stage: &'static str) {
+    pub fn begin_stage(&mut self, stage: Stage) {
         self.stage_started = Some(Instant::now());
-        self.stage_name = stage;
+        self.stage = stage;
     }
 
     /// Marks its end: the time goes to the current message, if any, and to
@@ -221,7 +225,7 @@ impl Connection {
             return;
         };
         let took = t.elapsed();
-        self.shared.metrics.stage_time(self.stage_name, took);
+        self.shared.metrics.stage_time(self.stage.as_str(), took);
         if let Some(msg) = self.message.as_mut() {
             msg.busy += took;
         }
@@ -233,12 +237,12 @@ impl Connection {
 
     /// The MTA aborted the message (RSET, a refusal elsewhere, a lost client).
     pub fn abort(&mut self) {
-        self.end_message(decide::Ending::Aborted);
+        self.end_message(Ending::Aborted);
     }
 
     /// The connection closes: its open-connection lease goes back.
     pub fn close(&mut self) {
-        self.end_message(decide::Ending::Aborted);
+        self.end_message(Ending::Aborted);
         self.lease = None;
     }
 }

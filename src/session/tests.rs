@@ -183,3 +183,29 @@ async fn on_error_decides_a_failure_mid_message() {
     c.close();
     assert_eq!(ended(&c), counts(&[("accept", 1)]));
 }
+
+#[tokio::test]
+async fn a_failure_at_rcpt_refuses_that_recipient_only() {
+    // Redis is down and `on_failure: tempfail`: the recipient that needed a
+    // limit is deferred, and the message stays open to judgement, so a
+    // later recipient is still checked for relaying.
+    let config = format!(
+        "{CONFIG}rate_limits:\n  backend: redis\n  redis: {{ url: \"redis://127.0.0.1:1\", on_failure: tempfail, timeout: 200ms }}\n  messages_per_recipient: 10/h\n"
+    );
+    let config = Config::parse(Path::new("t.yaml"), &config).unwrap();
+    let mut c = Connection::new(
+        Shared::new(config),
+        "client".into(),
+        "192.0.2.7".parse().ok(),
+    );
+    let m = Macros::default();
+    assert_eq!(c.connect().await, CONTINUE);
+    assert_eq!(c.mail(b"<x@outside.test>", &m).await, CONTINUE);
+    let a = c.rcpt(b"<u@example.com>", &m).await;
+    assert_eq!(refused(&a), "451 4.3.0 Temporary policy failure");
+    let a = c.rcpt(b"<victim@gmail.test>", &m).await;
+    assert_eq!(refused(&a), "554 5.7.1 Relay access denied");
+    c.abort();
+    c.close();
+    assert_eq!(ended(&c), counts(&[("reject", 1)]));
+}

@@ -5,7 +5,7 @@ use super::*;
 /// One check of the policy and what came of it, for `explain`.
 #[derive(Clone, Debug)]
 pub struct Step {
-    pub stage: &'static str,
+    pub stage: Stage,
     pub check: &'static str,
     pub outcome: String,
 }
@@ -40,7 +40,7 @@ impl Connection {
     /// Records a check's outcome when tracing; `outcome` is built only then.
     pub(super) fn note(
         &mut self,
-        stage: &'static str,
+        stage: Stage,
         check: &'static str,
         outcome: impl FnOnce() -> String,
     ) {
