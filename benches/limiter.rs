@@ -182,7 +182,7 @@ fn redis_throughput() {
         let secs = start.elapsed().as_secs_f64();
         all.sort();
         let p = |q: f64| all[((all.len() as f64 * q) as usize).min(all.len() - 1)].as_micros();
-        let failures = limiter.redis.as_ref().map_or(0, |r| r.failures.load(std::sync::atomic::Ordering::Relaxed));
+        let failures = limiter.redis_failures();
         println!(
             "redis backend: {n} MAIL FROM decisions (3 limits, one round trip each), {concurrency} concurrent, in {secs:.2}s = {:.0} decisions/s; latency p50 {}us p99 {}us p999 {}us; {failures} failures",
             n as f64 / secs,

@@ -194,10 +194,7 @@ impl Metrics {
                 label(alg)
             );
         }
-        let redis = limiter
-            .redis
-            .as_ref()
-            .map_or(0, |r| r.failures.load(Ordering::Relaxed));
+        let redis = limiter.redis_failures();
         let _ = writeln!(out, "# HELP egress_redis_failures_total Redis calls that failed or timed out.\n# TYPE egress_redis_failures_total counter\negress_redis_failures_total {redis}");
         let fallbacks = limiter.fallbacks.load(Ordering::Relaxed);
         let _ = writeln!(out, "# HELP egress_limiter_fallbacks_total Rate decisions taken by on_failure.\n# TYPE egress_limiter_fallbacks_total counter\negress_limiter_fallbacks_total {fallbacks}");

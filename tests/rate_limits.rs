@@ -158,7 +158,7 @@ async fn concurrent_connections_are_released_on_close_abort_and_drop() {
     let ip = "10.1.1.1".parse().unwrap();
     let mut freed = false;
     for _ in 0..200 {
-        if d.shared.limiter.local.open_connections(ip) == 0 {
+        if d.shared.limiter.open_connections(ip).await.unwrap() == 0 {
             freed = true;
             break;
         }

@@ -5,21 +5,23 @@
 //! the line and the dotted key, so one run of `check-config` lists every
 //! mistake at once.
 
+mod classes;
 mod content;
 mod limits;
 mod mail_auth;
 mod raw;
 
+pub use classes::{AuthMatch, Class};
 pub use content::{parse_size, ContentSettings, CustomRule, RspamdSettings, RuleWeights};
 pub use limits::{
     Backend, LimitSet, Matcher, OnFailure, Override, RateLimits, RedisSettings, Setting,
 };
 pub use mail_auth::{CheckMode, DkimSettings, DnsSettings, OnUnsigned, SignMode};
 
-use crate::address::{Address, DomainPattern};
+use crate::address::DomainPattern;
 use crate::files::read_bounded;
 use ipnet::IpNet;
-use raw::{RawAuth, RawClass, RawConfig, Text};
+use raw::{RawConfig, Text};
 use serde::Deserialize;
 use std::{
     fmt,
@@ -92,29 +94,6 @@ impl fmt::Display for Listen {
             Self::Unix(p) => write!(f, "unix:{}", p.display()),
         }
     }
-}
-
-#[derive(Clone, Debug, Eq, PartialEq)]
-pub enum AuthMatch {
-    /// Any authenticated client.
-    Any,
-    /// One of these SASL logins, compared exactly.
-    Logins(Vec<String>),
-}
-
-#[derive(Clone, Debug)]
-pub struct Class {
-    pub name: String,
-    /// Matched against the client IP; empty means "any IP".
-    pub clients: Vec<IpNet>,
-    pub auth: Option<AuthMatch>,
-    /// Defaults to `local_domains`.
-    pub sender_domains: Vec<DomainPattern>,
-    pub sender_addresses: Option<Vec<Address>>,
-    pub from_domains: Option<Vec<DomainPattern>>,
-    pub login_match: bool,
-    pub allow_null_sender: bool,
-    pub mode: Option<Mode>,
 }
 
 #[derive(Clone, Debug)]
@@ -566,105 +545,6 @@ impl Validator {
         }
         out
     }
-
-    fn class(&mut self, key: &str, raw: RawClass, local_domains: &[DomainPattern]) -> Class {
-        let line = raw.name.referenced.line();
-        if raw.name.value.is_empty() || raw.name.value.chars().any(|c| c.is_whitespace()) {
-            self.error(line, format!("{key}.name"), "must be a non-empty word");
-        }
-        let mut clients = Vec::new();
-        for (j, c) in raw.clients.iter().flatten().enumerate() {
-            match parse_network(&c.value) {
-                Some(n) => clients.push(n),
-                None => self.error(
-                    c.referenced.line(),
-                    format!("{key}.clients[{j}]"),
-                    format!("invalid network \"{}\"", c.value),
-                ),
-            }
-        }
-        let auth = raw.auth.as_ref().and_then(|a| match &a.value {
-            RawAuth::Keyword(k) if k == "any" => Some(AuthMatch::Any),
-            RawAuth::Keyword(k) => {
-                self.error(
-                    a.referenced.line(),
-                    format!("{key}.auth"),
-                    format!("expected \"any\" or a list of logins, got \"{k}\""),
-                );
-                None
-            }
-            RawAuth::Logins(l) if l.is_empty() || l.iter().any(|s| s.is_empty()) => {
-                self.error(
-                    a.referenced.line(),
-                    format!("{key}.auth"),
-                    "list of logins must not be empty nor hold an empty login",
-                );
-                None
-            }
-            RawAuth::Logins(l) => Some(AuthMatch::Logins(l.clone())),
-        });
-        if raw.clients.as_ref().is_none_or(|c| c.is_empty()) && raw.auth.is_none() {
-            self.error(
-                line,
-                key,
-                "a class needs \"clients\" or \"auth\" (or both) to match anything",
-            );
-        }
-        let sender_domains = match &raw.sender_domains {
-            Some(d) => self.domains(&format!("{key}.sender_domains"), d),
-            None => local_domains.to_vec(),
-        };
-        let from_domains = raw
-            .from_domains
-            .as_ref()
-            .map(|d| self.domains(&format!("{key}.from_domains"), d));
-        let sender_addresses = raw.sender_addresses.as_ref().map(|list| {
-            let mut out = Vec::new();
-            for (j, a) in list.iter().enumerate() {
-                let k = format!("{key}.sender_addresses[{j}]");
-                match Address::parse(&a.value) {
-                    Ok(addr) => {
-                        let allowed = addr
-                            .domain
-                            .name()
-                            .is_some_and(|d| crate::address::any_matches(&sender_domains, d));
-                        if !allowed {
-                            self.error(
-                                a.referenced.line(),
-                                k,
-                                format!("\"{}\" is not in the class's sender_domains", a.value),
-                            );
-                        }
-                        out.push(addr);
-                    }
-                    Err(e) => self.error(
-                        a.referenced.line(),
-                        k,
-                        format!("invalid address \"{}\": {e}", a.value),
-                    ),
-                }
-            }
-            out
-        });
-        if raw.login_match && raw.auth.is_none() {
-            self.error(
-                line,
-                format!("{key}.login_match"),
-                "login_match needs \"auth\": a class matched by IP alone has no login",
-            );
-        }
-        Class {
-            name: raw.name.value,
-            clients,
-            auth,
-            sender_domains,
-            sender_addresses,
-            from_domains,
-            login_match: raw.login_match,
-            allow_null_sender: raw.allow_null_sender,
-            mode: raw.mode,
-        }
-    }
 }
 
 /// A network (`10.1.2.0/24`) or a single address (`10.1.3.7`, taken as /32
@@ -698,98 +578,4 @@ pub fn parse_duration(s: &str) -> Option<Duration> {
 }
 
 #[cfg(test)]
-mod tests {
-    #[test]
-    fn devices_and_huge_files_are_refused_not_read_forever() {
-        let e = Config::load(Path::new("/dev/zero"))
-            .unwrap_err()
-            .to_string();
-        assert!(e.contains("not a regular file"), "{e}");
-        let dir = tempfile::tempdir().unwrap();
-        let big = dir.path().join("big.yaml");
-        std::fs::write(&big, vec![b'#'; (MAX_CONFIG_SIZE + 1) as usize]).unwrap();
-        let e = Config::load(&big).unwrap_err().to_string();
-        assert!(e.contains("larger than"), "{e}");
-        let text = "listen: inet:127.0.0.1:1\nlocal_domains: [example.com]\n\
-                    dkim: { keys: [{ domain: example.com, selector: s, file: /dev/zero }] }\n";
-        let e = Config::parse(Path::new("t.yaml"), text)
-            .unwrap_err()
-            .to_string();
-        assert!(e.contains("not a regular file"), "{e}");
-    }
-
-    use super::*;
-
-    fn parse(yaml: &str) -> Result<Config, ConfigErrors> {
-        Config::parse(Path::new("test.yaml"), yaml)
-    }
-
-    #[test]
-    fn minimal_config_gets_documented_defaults() {
-        let c = parse("listen: inet:127.0.0.1:7357\nlocal_domains: [Example.COM.]\n").unwrap();
-        assert_eq!(c.listen, Listen::Inet("127.0.0.1:7357".into()));
-        assert_eq!(c.mode, Mode::Enforce);
-        assert_eq!(c.on_error, OnError::Tempfail);
-        assert_eq!(c.unknown_clients, UnknownClients::RelayDeny);
-        assert!(c.from_strict);
-        assert_eq!(c.max_recipients, 100);
-        assert_eq!(c.local_domains[0].to_string(), "example.com");
-        assert_eq!(c.socket_mode, 0o660);
-    }
-
-    #[test]
-    fn errors_name_file_line_and_key() {
-        let yaml = "\
-listen: inet:127.0.0.1:7357
-local_domains: [example.com]
-classes:
-  - name: app
-    clients: [10.1.2.0/24, 10.1.2.0/33]
-";
-        let errs = parse(yaml).unwrap_err();
-        assert_eq!(
-            errs.to_string(),
-            "test.yaml:5: classes[0].clients[1]: invalid network \"10.1.2.0/33\""
-        );
-    }
-
-    #[test]
-    fn unknown_keys_are_refused_with_their_line() {
-        let yaml = "listen: inet:127.0.0.1:7357\nlocal_domains: [example.com]\nmod: monitor\n";
-        let errs = parse(yaml).unwrap_err();
-        assert_eq!(errs.0.len(), 1);
-        assert_eq!(errs.0[0].line, 3);
-        assert!(errs.0[0].message.contains("mod"), "{}", errs);
-        let yaml = "listen: inet:127.0.0.1:7357\nlocal_domains: [example.com]\nclasses:\n  - name: a\n    auth: any\n    login_match: maybe\n";
-        let errs = parse(yaml).unwrap_err();
-        assert_eq!(errs.0[0].line, 6, "{errs}");
-        assert_eq!(errs.0[0].key, "classes[0].login_match", "{errs}");
-    }
-
-    #[test]
-    fn socket_mode_quoted_or_not_and_sendmail_listen_form() {
-        for mode in ["0640", "\"0640\"", "\"640\""] {
-            let yaml = format!(
-                "listen: inet:7357@127.0.0.1\nsocket_mode: {mode}\nlocal_domains: [example.com]\n"
-            );
-            let c = parse(&yaml).unwrap();
-            assert_eq!(c.socket_mode, 0o640, "{mode}");
-            assert_eq!(c.listen, Listen::Inet("127.0.0.1:7357".into()));
-        }
-        assert!(parse(
-            "listen: inet:127.0.0.1:1\nsocket_mode: \"0980\"\nlocal_domains: [example.com]\n"
-        )
-        .is_err());
-        let c = parse("listen: inet:[::1]:7357\nlocal_domains: [example.com]\n").unwrap();
-        assert_eq!(c.listen, Listen::Inet("[::1]:7357".into()));
-    }
-
-    #[test]
-    fn durations() {
-        assert_eq!(parse_duration("30s"), Some(Duration::from_secs(30)));
-        assert_eq!(parse_duration("5m"), Some(Duration::from_secs(300)));
-        assert_eq!(parse_duration("12"), Some(Duration::from_secs(12)));
-        assert_eq!(parse_duration("5x"), None);
-        assert_eq!(parse_duration(""), None);
-    }
-}
+mod tests;

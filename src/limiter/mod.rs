@@ -61,11 +61,11 @@ pub fn client_key(ip: IpAddr) -> String {
 /// The limiter a daemon uses: the local backend, and Redis when configured
 /// (with the local one as its fallback under `on_failure: local`).
 pub struct Limiter {
-    pub local: Arc<LocalLimiter>,
-    pub redis: Option<RedisLimiter>,
+    pub(crate) local: Arc<LocalLimiter>,
+    pub(crate) redis: Option<RedisLimiter>,
     on_failure: OnFailure,
     /// Decisions taken by `on_failure` because Redis failed.
-    pub fallbacks: std::sync::atomic::AtomicU64,
+    pub(crate) fallbacks: std::sync::atomic::AtomicU64,
 }
 
 /// An open connection counted against `concurrent_per_client`; dropping it
@@ -199,6 +199,18 @@ impl Limiter {
             redis.reset(&checks).await?;
         }
         Ok(())
+    }
+
+    /// Redis calls that failed or timed out (0 without Redis).
+    pub fn redis_failures(&self) -> u64 {
+        self.redis
+            .as_ref()
+            .map_or(0, |r| r.failures.load(std::sync::atomic::Ordering::Relaxed))
+    }
+
+    /// Whether Redis is used and answering.
+    pub fn redis_healthy(&self) -> bool {
+        self.redis.as_ref().is_some_and(RedisLimiter::is_healthy)
     }
 
     /// Open connections counted for `ip` (across gateways with Redis).

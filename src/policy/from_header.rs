@@ -50,10 +50,6 @@ pub fn judge(config: &Config, class: Option<&Class>, from: &FromHeaders) -> Judg
     }
 }
 
-pub fn check(config: &Config, class: Option<&Class>, from: &FromHeaders) -> Verdict {
-    judge(config, class, from).verdict
-}
-
 fn verdict(
     config: &Config,
     class: Option<&Class>,
@@ -203,7 +199,7 @@ mod tests {
                 values: case.from.iter().map(|v| v.as_bytes().to_vec()).collect(),
                 too_long: case.too_long,
             };
-            let got = match check(&config, class, &from) {
+            let got = match judge(&config, class, &from).verdict {
                 Verdict::Continue => "continue".to_string(),
                 Verdict::Refuse(r) => r.reply.to_string(),
                 Verdict::TempError(e) => format!("temperror: {e}"),
@@ -225,7 +221,7 @@ mod tests {
         .unwrap();
         config.from_strict = false;
         assert_eq!(
-            check(&config, None, &FromHeaders::default()),
+            judge(&config, None, &FromHeaders::default()).verdict,
             Verdict::Continue
         );
     }
