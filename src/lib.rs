@@ -9,6 +9,7 @@ pub mod dkim;
 pub mod dns;
 pub mod explain;
 mod files;
+pub mod incidents;
 pub mod limiter;
 pub mod log;
 pub mod mailbox;

@@ -5,14 +5,21 @@
 //! the line and the dotted key, so one run of `check-config` lists every
 //! mistake at once.
 
+mod admin;
 mod classes;
 mod content;
+mod incidents;
 mod limits;
 mod mail_auth;
 mod raw;
 
+pub use admin::{AdminListen, AdminSettings, DEFAULT_ADMIN_SOCKET};
 pub use classes::{AuthMatch, Class};
 pub use content::{parse_size, ContentSettings, CustomRule, RspamdSettings, RuleWeights};
+pub use incidents::{
+    Count, IncidentAction, IncidentSettings, KeyKind, MailNotify, Notify, Signal, Threshold,
+    Webhook,
+};
 pub use limits::{
     Backend, LimitSet, Matcher, OnFailure, Override, RateLimits, RedisSettings, Setting,
 };
@@ -129,6 +136,8 @@ pub struct Config {
     pub remove_headers: Vec<String>,
     /// Where Prometheus scrapes the metrics; off when unset.
     pub metrics_listen: Option<std::net::SocketAddr>,
+    pub admin: AdminSettings,
+    pub incidents: IncidentSettings,
     pub dnsbl: Vec<crate::address::Domain>,
     /// What deserves attention but does not stop the configuration.
     pub warnings: Vec<ConfigError>,
@@ -311,19 +320,7 @@ impl Validator {
         let socket_mode = raw
             .socket_mode
             .as_ref()
-            .and_then(
-                |m| match u32::from_str_radix(m.value.trim_start_matches("0o"), 8) {
-                    Ok(mode) if mode <= 0o777 => Some(mode),
-                    _ => {
-                        self.error(
-                            m.referenced.line(),
-                            "socket_mode",
-                            format!("invalid octal file mode \"{}\"", m.value),
-                        );
-                        None
-                    }
-                },
-            )
+            .and_then(|m| self.file_mode("socket_mode", m))
             .unwrap_or(DEFAULT_SOCKET_MODE);
         let local_domains = self.domains("local_domains", &raw.local_domains);
         if raw.local_domains.is_empty() {
@@ -362,6 +359,8 @@ impl Validator {
             1,
             DEFAULT_MAX_CONNECTIONS,
         );
+        let admin = self.admin(&raw.admin, raw.rate_limits.admin_listen.as_ref());
+        let incidents = self.incidents(raw.incidents);
         let rate_limits = self.rate_limits(raw.rate_limits);
         let mut internal_networks = Vec::new();
         for (i, n) in raw.internal_networks.iter().enumerate() {
@@ -466,6 +465,8 @@ impl Validator {
             strip_internal_received: raw.headers.strip_internal_received.unwrap_or(true),
             remove_headers,
             metrics_listen,
+            admin,
+            incidents,
             dnsbl: auth.dnsbl,
             warnings: std::mem::take(&mut self.warnings),
         }
@@ -486,6 +487,21 @@ impl Validator {
             }
             Some(n) => n.value,
             None => default,
+        }
+    }
+
+    /// An octal file mode such as "0660".
+    fn file_mode(&mut self, key: &str, raw: &Text) -> Option<u32> {
+        match u32::from_str_radix(raw.value.trim_start_matches("0o"), 8) {
+            Ok(mode) if mode <= 0o777 => Some(mode),
+            _ => {
+                self.error(
+                    raw.referenced.line(),
+                    key,
+                    format!("invalid octal file mode \"{}\"", raw.value),
+                );
+                None
+            }
         }
     }
 

@@ -52,6 +52,83 @@ pub struct RawConfig {
     pub headers: RawHeaders,
     #[serde(default)]
     pub metrics: RawMetrics,
+    #[serde(default)]
+    pub admin: RawAdmin,
+    #[serde(default)]
+    pub incidents: RawIncidents,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAdmin {
+    #[serde(default)]
+    pub listen: Option<Text>,
+    #[serde(default)]
+    pub socket_mode: Option<Text>,
+    #[serde(default)]
+    pub token_file: Option<Text>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawIncidents {
+    #[serde(default)]
+    pub action: Option<Spanned<super::IncidentAction>>,
+    #[serde(default)]
+    pub block_for: Option<Text>,
+    #[serde(default)]
+    pub state_dir: Option<Text>,
+    #[serde(default)]
+    pub max_keys: Option<Spanned<usize>>,
+    #[serde(default)]
+    pub signals: Vec<RawSignal>,
+    #[serde(default)]
+    pub notify: RawNotify,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSignal {
+    pub name: Text,
+    pub key: Spanned<super::KeyKind>,
+    pub count: Spanned<super::Count>,
+    #[serde(default)]
+    pub above: Option<Text>,
+    #[serde(default)]
+    pub above_baseline: Option<Text>,
+    #[serde(default)]
+    pub min: Option<Text>,
+    #[serde(default)]
+    pub learn: Option<Text>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawNotify {
+    #[serde(default)]
+    pub webhook: Option<RawWebhook>,
+    #[serde(default)]
+    pub mail: Option<RawMailNotify>,
+    #[serde(default)]
+    pub max_per_hour: Option<Spanned<u32>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawWebhook {
+    pub url: Text,
+    #[serde(default)]
+    pub timeout: Option<Text>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawMailNotify {
+    pub to: Text,
+    pub from: Text,
+    pub relay: Text,
+    #[serde(default)]
+    pub timeout: Option<Text>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -1,0 +1,467 @@
+//! The `incidents` section: the signals that reveal a compromised account
+//! or host, what happens to its mail while an incident is open, and who is
+//! told.
+
+use super::raw::{RawIncidents, RawNotify, RawSignal, Text};
+use super::{parse_duration, Validator};
+use crate::address::Address;
+use crate::rate::{parse_limit, Limit, Rate};
+use serde::{Deserialize, Serialize};
+use std::{path::PathBuf, time::Duration};
+
+/// What happens to a message from a key with an open incident.
+#[derive(Clone, Copy, Debug, Default, Deserialize, Eq, PartialEq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum IncidentAction {
+    /// Accepted, with the milter's quarantine action: Postfix's hold
+    /// queue, Sendmail's quarantine. Nothing is lost, nothing leaves.
+    #[default]
+    Hold,
+    /// `451 4.7.1 Sending from <key> is suspended`.
+    Tempfail,
+    /// `550 5.7.1 Sending from <key> is suspended`.
+    Reject,
+    /// Logged and notified only.
+    Monitor,
+}
+
+impl IncidentAction {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            IncidentAction::Hold => "hold",
+            IncidentAction::Tempfail => "tempfail",
+            IncidentAction::Reject => "reject",
+            IncidentAction::Monitor => "monitor",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        [Self::Hold, Self::Tempfail, Self::Reject, Self::Monitor]
+            .into_iter()
+            .find(|a| a.as_str() == s)
+    }
+}
+
+/// What a signal counts per: the client IP, the SASL login, the envelope
+/// sender, or the client's class.
+#[derive(Clone, Copy, Debug, Deserialize, Eq, Hash, Ord, PartialEq, PartialOrd, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum KeyKind {
+    Client,
+    User,
+    Sender,
+    Class,
+}
+
+impl KeyKind {
+    pub const ALL: [KeyKind; 4] = [
+        KeyKind::Client,
+        KeyKind::User,
+        KeyKind::Sender,
+        KeyKind::Class,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            KeyKind::Client => "client",
+            KeyKind::User => "user",
+            KeyKind::Sender => "sender",
+            KeyKind::Class => "class",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|k| k.as_str() == s)
+    }
+}
+
+/// What a signal counts.
+#[derive(Clone, Copy, Debug, Deserialize, Eq, Hash, PartialEq)]
+#[serde(rename_all = "snake_case")]
+pub enum Count {
+    /// Messages accepted.
+    Messages,
+    /// Recipients of accepted messages.
+    Recipients,
+    /// Distinct recipient addresses of accepted messages.
+    DistinctRecipients,
+    /// Distinct recipient domains of accepted messages.
+    DistinctRecipientDomains,
+    /// Our own permanent refusals: forged senders and From:, relay
+    /// attempts, spam, banned attachments.
+    Refusals,
+    /// Recipients the MTA itself rejected (unknown users, dead domains).
+    MtaRejectedRecipients,
+}
+
+impl Count {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Count::Messages => "messages",
+            Count::Recipients => "recipients",
+            Count::DistinctRecipients => "distinct_recipients",
+            Count::DistinctRecipientDomains => "distinct_recipient_domains",
+            Count::Refusals => "refusals",
+            Count::MtaRejectedRecipients => "mta_rejected_recipients",
+        }
+    }
+
+    /// Whether the count is of distinct values (a sketch, not a sum).
+    pub fn distinct(self) -> bool {
+        matches!(
+            self,
+            Count::DistinctRecipients | Count::DistinctRecipientDomains
+        )
+    }
+}
+
+/// When a signal fires.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Threshold {
+    /// Above this many per period (a sliding window of the period).
+    Above(Rate),
+    /// Above `factor` times the key's usual volume per `min.period`, learnt
+    /// over time, and above `min` in any case; judged only once the key has
+    /// been seen for `learn`.
+    Baseline {
+        factor: f64,
+        min: Rate,
+        learn: Duration,
+    },
+}
+
+impl Threshold {
+    /// The window the count is taken over.
+    pub fn window(&self) -> Duration {
+        match self {
+            Threshold::Above(r) => r.period,
+            Threshold::Baseline { min, .. } => min.period,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Signal {
+    pub name: String,
+    pub key: KeyKind,
+    pub count: Count,
+    pub threshold: Threshold,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Webhook {
+    pub url: String,
+    pub timeout: Duration,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct MailNotify {
+    pub to: Address,
+    pub from: Address,
+    /// HOST:PORT of an SMTP relay that accepts the mail without
+    /// authentication (the local MTA, typically).
+    pub relay: String,
+    pub timeout: Duration,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Notify {
+    pub webhook: Option<Webhook>,
+    pub mail: Option<MailNotify>,
+    /// Notifications sent per hour at most, all incidents together.
+    pub max_per_hour: u32,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct IncidentSettings {
+    pub action: IncidentAction,
+    pub block_for: Duration,
+    /// Where the local backend keeps open incidents across restarts.
+    pub state_dir: Option<PathBuf>,
+    /// Keys tracked per signal in this process, at most.
+    pub max_keys: usize,
+    pub signals: Vec<Signal>,
+    pub notify: Notify,
+}
+
+pub const DEFAULT_BLOCK_FOR: Duration = Duration::from_secs(3600);
+pub const DEFAULT_MAX_KEYS: usize = 100_000;
+pub const DEFAULT_MAX_NOTIFICATIONS: u32 = 20;
+const DEFAULT_LEARN: Duration = Duration::from_secs(24 * 3600);
+
+impl Default for IncidentSettings {
+    fn default() -> Self {
+        Self {
+            action: IncidentAction::Hold,
+            block_for: DEFAULT_BLOCK_FOR,
+            state_dir: None,
+            max_keys: DEFAULT_MAX_KEYS,
+            signals: Vec::new(),
+            notify: Notify {
+                webhook: None,
+                mail: None,
+                max_per_hour: DEFAULT_MAX_NOTIFICATIONS,
+            },
+        }
+    }
+}
+
+impl Validator {
+    pub(super) fn incidents(&mut self, raw: RawIncidents) -> IncidentSettings {
+        let mut out = IncidentSettings::default();
+        if let Some(a) = raw.action {
+            out.action = a.value;
+        }
+        if let Some(d) = &raw.block_for {
+            out.block_for = self
+                .duration_at_least(d, "incidents.block_for", Duration::from_secs(1))
+                .unwrap_or(DEFAULT_BLOCK_FOR);
+        }
+        if let Some(dir) = &raw.state_dir {
+            if dir.value.starts_with('/') {
+                out.state_dir = Some(PathBuf::from(&dir.value));
+            } else {
+                self.error(
+                    dir.referenced.line(),
+                    "incidents.state_dir",
+                    format!("must be an absolute path, got \"{}\"", dir.value),
+                );
+            }
+        }
+        if let Some(n) = raw.max_keys {
+            if n.value < 100 {
+                self.error(
+                    n.referenced.line(),
+                    "incidents.max_keys",
+                    "must be at least 100",
+                );
+            } else {
+                out.max_keys = n.value;
+            }
+        }
+        for (i, s) in raw.signals.into_iter().enumerate() {
+            let key = format!("incidents.signals[{i}]");
+            if let Some(signal) = self.signal(&key, s) {
+                if out.signals.iter().any(|o| o.name == signal.name) {
+                    self.error(
+                        1,
+                        format!("{key}.name"),
+                        format!("\"{}\" names two signals", signal.name),
+                    );
+                }
+                out.signals.push(signal);
+            }
+        }
+        out.notify = self.notify(raw.notify);
+        out
+    }
+
+    fn signal(&mut self, key: &str, raw: RawSignal) -> Option<Signal> {
+        let line = raw.name.referenced.line();
+        let name = raw.name.value.trim().to_string();
+        if name.is_empty()
+            || !name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+        {
+            self.error(
+                line,
+                format!("{key}.name"),
+                "must be a word (letters, digits, _ and -)",
+            );
+        }
+        let threshold = match (&raw.above, &raw.above_baseline) {
+            (Some(a), None) => {
+                if raw.min.is_some() || raw.learn.is_some() {
+                    self.error(
+                        line,
+                        key,
+                        "min and learn go with above_baseline, not with above",
+                    );
+                }
+                Threshold::Above(self.signal_rate(&format!("{key}.above"), a)?)
+            }
+            (None, Some(b)) => {
+                let factor = b
+                    .value
+                    .trim()
+                    .strip_suffix(['x', 'X'])
+                    .and_then(|f| f.trim().parse::<f64>().ok())
+                    .filter(|f| f.is_finite() && *f > 1.0);
+                let Some(factor) = factor else {
+                    self.error(
+                        b.referenced.line(),
+                        format!("{key}.above_baseline"),
+                        format!("expected a factor above 1 such as 10x, got \"{}\"", b.value),
+                    );
+                    return None;
+                };
+                let Some(min) = &raw.min else {
+                    self.error(
+                        line,
+                        format!("{key}.min"),
+                        "above_baseline needs min (e.g. 50/h): the floor, and the window",
+                    );
+                    return None;
+                };
+                let min = self.signal_rate(&format!("{key}.min"), min)?;
+                let learn = match &raw.learn {
+                    Some(l) => self.duration_at_least(l, &format!("{key}.learn"), min.period)?,
+                    None => DEFAULT_LEARN,
+                };
+                Threshold::Baseline { factor, min, learn }
+            }
+            (Some(_), Some(_)) => {
+                self.error(line, key, "set above or above_baseline, not both");
+                return None;
+            }
+            (None, None) => {
+                self.error(
+                    line,
+                    key,
+                    "set above (e.g. 50/h) or above_baseline (e.g. 10x)",
+                );
+                return None;
+            }
+        };
+        Some(Signal {
+            name,
+            key: raw.key.value,
+            count: raw.count.value,
+            threshold,
+        })
+    }
+
+    fn signal_rate(&mut self, key: &str, raw: &Text) -> Option<Rate> {
+        match parse_limit(&raw.value) {
+            Ok(Limit::Rate(r)) => Some(r),
+            _ => {
+                self.error(
+                    raw.referenced.line(),
+                    key,
+                    format!(
+                        "expected a count per period such as 50/h or 5/10m, got \"{}\"",
+                        raw.value
+                    ),
+                );
+                None
+            }
+        }
+    }
+
+    fn duration_at_least(&mut self, raw: &Text, key: &str, min: Duration) -> Option<Duration> {
+        match parse_duration(&raw.value) {
+            Some(d) if d >= min => Some(d),
+            Some(_) => {
+                self.error(
+                    raw.referenced.line(),
+                    key,
+                    format!("must be at least {}s", min.as_secs()),
+                );
+                None
+            }
+            None => {
+                self.error(
+                    raw.referenced.line(),
+                    key,
+                    format!(
+                        "expected a duration such as 30s, 10m or 2h, got \"{}\"",
+                        raw.value
+                    ),
+                );
+                None
+            }
+        }
+    }
+
+    fn notify(&mut self, raw: RawNotify) -> Notify {
+        let mut out = IncidentSettings::default().notify;
+        if let Some(n) = raw.max_per_hour {
+            if n.value == 0 {
+                self.error(
+                    n.referenced.line(),
+                    "incidents.notify.max_per_hour",
+                    "must be at least 1 (leave notify out to send none)",
+                );
+            } else {
+                out.max_per_hour = n.value;
+            }
+        }
+        if let Some(w) = raw.webhook {
+            let line = w.url.referenced.line();
+            if !(w.url.value.starts_with("http://") || w.url.value.starts_with("https://")) {
+                self.error(
+                    line,
+                    "incidents.notify.webhook.url",
+                    format!(
+                        "expected an http:// or https:// URL, got \"{}\"",
+                        w.url.value
+                    ),
+                );
+            }
+            let timeout = match &w.timeout {
+                Some(t) => self
+                    .duration_at_least(
+                        t,
+                        "incidents.notify.webhook.timeout",
+                        Duration::from_millis(100),
+                    )
+                    .unwrap_or(Duration::from_secs(5)),
+                None => Duration::from_secs(5),
+            };
+            out.webhook = Some(Webhook {
+                url: w.url.value,
+                timeout,
+            });
+        }
+        if let Some(m) = raw.mail {
+            let address = |v: &mut Self, t: &Text, key: &str| match Address::parse(t.value.trim()) {
+                Ok(a) => Some(a),
+                Err(_) => {
+                    v.error(
+                        t.referenced.line(),
+                        key,
+                        format!(
+                            "expected an address such as postmaster@example.com, got \"{}\"",
+                            t.value
+                        ),
+                    );
+                    None
+                }
+            };
+            let to = address(self, &m.to, "incidents.notify.mail.to");
+            let from = address(self, &m.from, "incidents.notify.mail.from");
+            let relay_ok = m
+                .relay
+                .value
+                .rsplit_once(':')
+                .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok());
+            if !relay_ok {
+                self.error(
+                    m.relay.referenced.line(),
+                    "incidents.notify.mail.relay",
+                    format!("expected HOST:PORT, got \"{}\"", m.relay.value),
+                );
+            }
+            let timeout = match &m.timeout {
+                Some(t) => self
+                    .duration_at_least(
+                        t,
+                        "incidents.notify.mail.timeout",
+                        Duration::from_millis(100),
+                    )
+                    .unwrap_or(Duration::from_secs(10)),
+                None => Duration::from_secs(10),
+            };
+            if let (Some(to), Some(from), true) = (to, from, relay_ok) {
+                out.mail = Some(MailNotify {
+                    to,
+                    from,
+                    relay: m.relay.value,
+                    timeout,
+                });
+            }
+        }
+        out
+    }
+}

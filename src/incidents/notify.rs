@@ -1,0 +1,355 @@
+//! Telling the postmaster: once when an incident opens and once when it
+//! closes, never per message, by webhook (an HTTP POST of a JSON document)
+//! and/or by mail through an SMTP relay. Notices wait in a bounded queue
+//! for one background task, so no message ever waits on a notification;
+//! a failed delivery is retried a few times, then logged; at most
+//! `max_per_hour` are sent, all incidents together.
+
+use super::store::Incident;
+use crate::config::Notify;
+use lettre::{AsyncSmtpTransport, AsyncTransport, Message as Mail, Tokio1Executor};
+use serde::Serialize;
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+use tokio::sync::mpsc;
+
+/// Notices waiting at most; more are dropped (and counted).
+const QUEUE: usize = 1000;
+/// Attempts per delivery.
+const ATTEMPTS: u32 = 3;
+
+#[derive(Clone, Copy, Debug, Eq, PartialEq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Change {
+    Opened,
+    Closed,
+}
+
+#[derive(Clone, Debug)]
+pub struct Notice {
+    pub change: Change,
+    pub incident: Incident,
+    /// Unix seconds.
+    pub at: u64,
+    /// How it closed (`expired`, `closed by hand`), for a closing notice.
+    pub reason: Option<&'static str>,
+}
+
+/// The webhook's JSON document.
+#[derive(Serialize)]
+pub struct Document<'a> {
+    pub event: Change,
+    /// Opened in monitor mode: nothing was held.
+    pub monitor: bool,
+    pub key: String,
+    pub kind: &'a str,
+    pub value: &'a str,
+    pub signal: &'a str,
+    pub figures: &'a str,
+    pub action: &'a str,
+    pub opened: String,
+    pub until: String,
+    pub at: String,
+    pub reason: Option<&'a str>,
+    pub messages: u64,
+    pub first_queue_id: Option<&'a str>,
+    pub last_queue_id: Option<&'a str>,
+    pub earlier_queue_ids: &'a [String],
+    pub held_queue_ids: &'a [String],
+    pub gateway: &'a str,
+}
+
+impl Notice {
+    pub fn document<'a>(&'a self, gateway: &'a str) -> Document<'a> {
+        let i = &self.incident;
+        Document {
+            event: self.change,
+            monitor: i.monitor,
+            key: i.name(),
+            kind: i.kind.as_str(),
+            value: &i.key,
+            signal: &i.signal,
+            figures: &i.figures,
+            action: i.action.as_str(),
+            opened: rfc3339(i.opened),
+            until: rfc3339(i.until),
+            at: rfc3339(self.at),
+            reason: self.reason,
+            messages: i.messages,
+            first_queue_id: i.first_queue_id.as_deref(),
+            last_queue_id: i.last_queue_id.as_deref(),
+            earlier_queue_ids: &i.earlier,
+            held_queue_ids: &i.held,
+            gateway,
+        }
+    }
+
+    /// The mail: a subject and a short plain text, readable on a phone.
+    pub fn mail_text(&self, gateway: &str) -> (String, String) {
+        let i = &self.incident;
+        let would = if i.monitor { " (monitor mode)" } else { "" };
+        let subject = match self.change {
+            Change::Opened => format!("egress-milter: {} suspended{would}", i.name()),
+            Change::Closed => format!("egress-milter: {} released{would}", i.name()),
+        };
+        let mut text = String::new();
+        use std::fmt::Write as _;
+        match self.change {
+            Change::Opened => {
+                let _ = writeln!(
+                    text,
+                    "Gateway {gateway} opened an incident for {}.",
+                    i.name()
+                );
+                let _ = writeln!(text, "\nSignal: {}\n{}", i.signal, i.figures);
+                let action = if i.monitor {
+                    format!(
+                        "{} (monitor mode: logged only, nothing held)",
+                        i.action.as_str()
+                    )
+                } else {
+                    i.action.as_str().to_string()
+                };
+                let _ = writeln!(text, "\nAction: {action}\nUntil: {}", rfc3339(i.until));
+                if !i.earlier.is_empty() {
+                    let _ = writeln!(
+                        text,
+                        "\nAccepted before it opened, in the same window:\n{}",
+                        i.earlier.join(" ")
+                    );
+                }
+            }
+            Change::Closed => {
+                let _ = writeln!(
+                    text,
+                    "Gateway {gateway} closed the incident for {} ({}).",
+                    i.name(),
+                    self.reason.unwrap_or("closed")
+                );
+                let _ = writeln!(
+                    text,
+                    "\nIt opened at {} on: {}",
+                    rfc3339(i.opened),
+                    i.figures
+                );
+                let _ = writeln!(text, "Messages from the key meanwhile: {}", i.messages);
+                if !i.held.is_empty() {
+                    let _ = writeln!(
+                        text,
+                        "\nHeld ({}), still in the MTA's hold queue until released:\n{}\n\nRelease with\n  postsuper -H {}\n(Sendmail: {})",
+                        i.held.len(),
+                        i.held.join(" "),
+                        i.held.join(" "),
+                        super::sendmail_release(&i.held)
+                    );
+                }
+            }
+        }
+        (subject, text)
+    }
+}
+
+/// Unix seconds as RFC 3339 UTC (`2026-12-02T03:00:00Z`).
+pub fn rfc3339(secs: u64) -> String {
+    let days = (secs / 86_400) as i64;
+    let rem = secs % 86_400;
+    // Howard Hinnant's civil_from_days.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+/// The sending side: notices go in, one task delivers them.
+pub struct Notifier {
+    tx: mpsc::Sender<(Notice, Notify)>,
+    rx: std::sync::Mutex<Option<mpsc::Receiver<(Notice, Notify)>>>,
+    pub sent: AtomicU64,
+    pub failed: AtomicU64,
+    pub suppressed: AtomicU64,
+}
+
+impl Default for Notifier {
+    fn default() -> Self {
+        let (tx, rx) = mpsc::channel(QUEUE);
+        Self {
+            tx,
+            rx: std::sync::Mutex::new(Some(rx)),
+            sent: AtomicU64::new(0),
+            failed: AtomicU64::new(0),
+            suppressed: AtomicU64::new(0),
+        }
+    }
+}
+
+impl Notifier {
+    /// Queues a notice, under the settings in force now; never waits.
+    pub fn send(&self, notice: Notice, settings: &Notify) {
+        if settings.webhook.is_none() && settings.mail.is_none() {
+            return;
+        }
+        if self.tx.try_send((notice, settings.clone())).is_err() {
+            self.suppressed.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!("incident notification queue full: a notice was dropped");
+        }
+    }
+
+    /// The delivering task; the first call takes the queue, later calls
+    /// return at once.
+    pub async fn run(&self, gateway: String) {
+        let Some(mut rx) = self.rx.lock().ok().and_then(|mut r| r.take()) else {
+            return;
+        };
+        let http = reqwest::Client::new();
+        let mut recent: VecDeque<tokio::time::Instant> = VecDeque::new();
+        while let Some((notice, settings)) = rx.recv().await {
+            let now = tokio::time::Instant::now();
+            while recent
+                .front()
+                .is_some_and(|t| now.duration_since(*t) >= Duration::from_secs(3600))
+            {
+                recent.pop_front();
+            }
+            if recent.len() >= settings.max_per_hour as usize {
+                self.suppressed.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(
+                    incident = notice.incident.name(),
+                    max_per_hour = settings.max_per_hour,
+                    "incident notification not sent: the hourly cap is reached"
+                );
+                continue;
+            }
+            recent.push_back(now);
+            if let Some(w) = &settings.webhook {
+                let body = match serde_json::to_vec(&notice.document(&gateway)) {
+                    Ok(b) => b,
+                    Err(e) => {
+                        tracing::error!("incident notification unserialisable: {e}");
+                        continue;
+                    }
+                };
+                let result = retry(|| async {
+                    let r = http
+                        .post(&w.url)
+                        .header("Content-Type", "application/json")
+                        .timeout(w.timeout)
+                        .body(body.clone())
+                        .send()
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    if r.status().is_success() {
+                        Ok(())
+                    } else {
+                        Err(format!("HTTP {}", r.status()))
+                    }
+                })
+                .await;
+                self.count(&notice, "webhook", result);
+            }
+            if let Some(m) = &settings.mail {
+                let (subject, text) = notice.mail_text(&gateway);
+                let result = retry(|| send_mail(m, &subject, &text)).await;
+                self.count(&notice, "mail", result);
+            }
+        }
+    }
+
+    fn count(&self, notice: &Notice, how: &'static str, result: Result<(), String>) {
+        match result {
+            Ok(()) => {
+                self.sent.fetch_add(1, Ordering::Relaxed);
+                tracing::info!(
+                    incident = notice.incident.name(),
+                    event = ?notice.change,
+                    how,
+                    "incident notification sent"
+                );
+            }
+            Err(e) => {
+                self.failed.fetch_add(1, Ordering::Relaxed);
+                tracing::error!(
+                    incident = notice.incident.name(),
+                    how,
+                    "incident notification failed after {ATTEMPTS} attempts: {e}"
+                );
+            }
+        }
+    }
+}
+
+async fn retry<F, Fut>(mut attempt: F) -> Result<(), String>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<(), String>>,
+{
+    let mut last = String::new();
+    for n in 0..ATTEMPTS {
+        if n > 0 {
+            tokio::time::sleep(Duration::from_secs(1 << (n - 1))).await;
+        }
+        match attempt().await {
+            Ok(()) => return Ok(()),
+            Err(e) => {
+                tracing::warn!("incident notification attempt {} failed: {e}", n + 1);
+                last = e;
+            }
+        }
+    }
+    Err(last)
+}
+
+async fn send_mail(m: &crate::config::MailNotify, subject: &str, text: &str) -> Result<(), String> {
+    let mail = Mail::builder()
+        .from(
+            m.from
+                .to_string()
+                .parse()
+                .map_err(|e| format!("from: {e}"))?,
+        )
+        .to(m.to.to_string().parse().map_err(|e| format!("to: {e}"))?)
+        .subject(subject)
+        .header(lettre::message::header::ContentType::TEXT_PLAIN)
+        .body(text.to_string())
+        .map_err(|e| e.to_string())?;
+    let (host, port) = m
+        .relay
+        .rsplit_once(':')
+        .ok_or_else(|| format!("relay {} is not HOST:PORT", m.relay))?;
+    let port: u16 = port
+        .parse()
+        .map_err(|_| format!("relay {} is not HOST:PORT", m.relay))?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let transport = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(host)
+        .port(port)
+        .timeout(Some(m.timeout))
+        .build();
+    transport
+        .send(mail)
+        .await
+        .map(|_| ())
+        .map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dates() {
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
+        assert_eq!(rfc3339(1_796_180_400), "2026-12-02T03:00:00Z");
+        assert_eq!(rfc3339(951_782_400), "2000-02-29T00:00:00Z");
+    }
+}
