@@ -54,6 +54,7 @@ async fn message(shared: &std::sync::Arc<Shared>, body: &bytes::Bytes) {
     let macros = Macros {
         queue_id: Some("BENCH".into()),
         auth_login: None,
+        rcpt_mailer: None,
     };
     assert!(c.connect().await == egress_milter::session::Answer::Continue);
     c.helo("app.example.com");

@@ -1,20 +1,21 @@
-//! The operators' endpoint for rate limits, on a loopback TCP port
-//! (`rate_limits.admin_listen`), used by `egress-milter limits show|reset`.
-//! One request line (`show KEY` or `reset KEY`), a text answer, then the
-//! connection closes. It has no authentication, so the configuration only
-//! accepts loopback addresses for it.
+//! The operators' endpoint, used by `egress-milter limits show|reset` and
+//! `egress-milter incidents list|show|open|close`. One request line, a
+//! text answer, then the connection closes.
+//!
+//! It listens on a unix socket by default (`admin.listen`), whose owner,
+//! group and mode (0660) decide who may use it: the daemon's user and the
+//! administrators in its group. On TCP (loopback only) every request must
+//! first give the token read from `admin.token_file`: `auth TOKEN`.
 
 use crate::address::Address;
-use crate::config::{Config, Setting};
+use crate::config::{AdminListen, AdminSettings, Config, IncidentAction, KeyKind, Setting};
+use crate::incidents::{now_ms, rfc3339, sendmail_release, Incident};
 use crate::limiter::{LimitName, Rate};
 use crate::policy::rate::{setting, Facts};
 use crate::state::Shared;
-use std::{fmt::Write as _, net::IpAddr, net::SocketAddr, sync::Arc, time::Duration};
-use tokio::net::TcpStream;
-use tokio::{
-    io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader},
-    net::TcpListener,
-};
+use std::{fmt::Write as _, net::IpAddr, path::PathBuf, sync::Arc, time::Duration};
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
+use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
 use tracing::{info, warn};
 
 /// A request line longer than this is refused: keys are addresses.
@@ -22,16 +23,75 @@ const MAX_REQUEST: usize = 1024;
 /// A client that sends no request within this is dropped.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
-pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
-    let listener = TcpListener::bind(addr).await?;
-    info!(%addr, "rate-limit admin endpoint listening");
-    Ok(listener)
+/// The bound endpoint.
+pub enum Listener {
+    Unix(UnixListener, PathBuf),
+    /// TCP, with the token every request must give.
+    Tcp(TcpListener, String),
 }
 
-pub async fn serve(listener: TcpListener, shared: Arc<Shared>) {
+/// Binds the endpoint the settings name (None for `listen: off`). The
+/// socket's directory must exist (the package makes /run/egress-milter).
+pub async fn bind(settings: &AdminSettings) -> std::io::Result<Option<Listener>> {
+    match &settings.listen {
+        AdminListen::Off => Ok(None),
+        AdminListen::Unix { path, mode } => {
+            crate::server::remove_stale_socket(path).await?;
+            let l = UnixListener::bind(path)?;
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(*mode))?;
+            info!(path = %path.display(), mode = format!("{mode:o}"), "admin endpoint listening");
+            Ok(Some(Listener::Unix(l, path.clone())))
+        }
+        AdminListen::Inet(addr) => {
+            let token = settings
+                .token()
+                .map_err(|e| std::io::Error::new(std::io::ErrorKind::PermissionDenied, e))?
+                .ok_or_else(|| {
+                    std::io::Error::new(
+                        std::io::ErrorKind::InvalidInput,
+                        "the TCP admin endpoint needs admin.token_file",
+                    )
+                })?;
+            let l = TcpListener::bind(addr).await?;
+            info!(%addr, "admin endpoint listening (token required)");
+            Ok(Some(Listener::Tcp(l, token)))
+        }
+    }
+}
+
+impl Listener {
+    /// The unix socket's path, to remove at shutdown.
+    pub fn path(&self) -> Option<&std::path::Path> {
+        match self {
+            Listener::Unix(_, p) => Some(p),
+            Listener::Tcp(..) => None,
+        }
+    }
+}
+
+pub async fn serve(listener: Listener, shared: Arc<Shared>) {
     loop {
-        let (stream, peer) = match listener.accept().await {
-            Ok(s) => s,
+        let accepted = match &listener {
+            Listener::Unix(l, _) => l.accept().await.map(|(s, _)| {
+                let (r, w) = s.into_split();
+                (
+                    Box::new(r) as Box<dyn AsyncRead + Unpin + Send>,
+                    Box::new(w) as Box<dyn AsyncWrite + Unpin + Send>,
+                    None,
+                )
+            }),
+            Listener::Tcp(l, token) => l.accept().await.map(|(s, peer)| {
+                let (r, w) = s.into_split();
+                (
+                    Box::new(r) as Box<dyn AsyncRead + Unpin + Send>,
+                    Box::new(w) as Box<dyn AsyncWrite + Unpin + Send>,
+                    Some((token.clone(), peer)),
+                )
+            }),
+        };
+        let (read, mut write, tcp) = match accepted {
+            Ok(a) => a,
             Err(e) => {
                 warn!("admin accept failed: {e}");
                 tokio::time::sleep(Duration::from_millis(100)).await;
@@ -40,18 +100,44 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>) {
         };
         let shared = shared.clone();
         tokio::spawn(async move {
-            let (read, mut write) = stream.into_split();
+            let mut reader = BufReader::new(read.take(2 * MAX_REQUEST as u64));
             let mut line = String::new();
-            let mut reader = BufReader::new(read.take(MAX_REQUEST as u64));
-            let answer =
-                match tokio::time::timeout(REQUEST_TIMEOUT, reader.read_line(&mut line)).await {
-                    Ok(Ok(_)) => answer(&shared, line.trim()).await,
-                    _ => "error: no request\n".to_string(),
+            if let Some((token, peer)) = &tcp {
+                let given = match read_line(&mut reader, &mut line).await {
+                    Some(_) => line.trim().strip_prefix("auth ").unwrap_or("").to_string(),
+                    None => String::new(),
                 };
-            info!(%peer, request = line.trim(), "admin request");
+                if !same(given.as_bytes(), token.as_bytes()) {
+                    warn!(%peer, "admin request refused: no valid token");
+                    let _ = write.write_all(b"error: authentication required\n").await;
+                    return;
+                }
+            }
+            let answer = match read_line(&mut reader, &mut line).await {
+                Some(n) if n > 0 && n <= MAX_REQUEST => answer(&shared, line.trim()).await,
+                _ => "error: no request\n".to_string(),
+            };
+            info!(request = line.trim(), "admin request");
             let _ = write.write_all(answer.as_bytes()).await;
         });
     }
+}
+
+/// One line, within the request timeout.
+async fn read_line<R: AsyncRead + Unpin>(
+    reader: &mut BufReader<R>,
+    line: &mut String,
+) -> Option<usize> {
+    line.clear();
+    match tokio::time::timeout(REQUEST_TIMEOUT, reader.read_line(line)).await {
+        Ok(Ok(n)) => Some(n),
+        _ => None,
+    }
+}
+
+/// Compares in time independent of where they differ.
+fn same(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 /// The limits that key on this kind of key, each with every rate the
@@ -105,6 +191,9 @@ fn limits_for(config: &Config, key: &str) -> Vec<(LimitName, Rate, bool)> {
 }
 
 async fn answer(shared: &Shared, request: &str) -> String {
+    if let Some(rest) = request.strip_prefix("incidents") {
+        return incidents(shared, rest.trim());
+    }
     let (verb, key) = request.split_once(' ').unwrap_or((request, ""));
     let key = key.trim();
     if key.is_empty() || !matches!(verb, "show" | "reset") {
@@ -174,16 +263,231 @@ async fn answer(shared: &Shared, request: &str) -> String {
     out
 }
 
-/// The client side, for `egress-milter limits`: sends one request to the
-/// daemon's endpoint and returns its answer.
-pub async fn request(addr: SocketAddr, request: &str) -> std::io::Result<String> {
-    let mut stream = tokio::time::timeout(REQUEST_TIMEOUT, TcpStream::connect(addr))
-        .await
-        .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out"))??;
-    stream.write_all(format!("{request}\n").as_bytes()).await?;
+/// The client side, for `egress-milter limits` and `incidents`: sends one
+/// request to the daemon's endpoint and returns its answer.
+pub async fn request(settings: &AdminSettings, request: &str) -> std::io::Result<String> {
+    let timeout = |what: &'static str| std::io::Error::new(std::io::ErrorKind::TimedOut, what);
     let mut answer = String::new();
-    tokio::time::timeout(REQUEST_TIMEOUT, stream.read_to_string(&mut answer))
-        .await
-        .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "no answer"))??;
+    match &settings.listen {
+        AdminListen::Off => {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                "the admin endpoint is off (admin.listen: off)",
+            ))
+        }
+        AdminListen::Unix { path, .. } => {
+            let mut s = tokio::time::timeout(REQUEST_TIMEOUT, UnixStream::connect(path))
+                .await
+                .map_err(|_| timeout("connect timed out"))??;
+            s.write_all(format!("{request}\n").as_bytes()).await?;
+            tokio::time::timeout(REQUEST_TIMEOUT, s.read_to_string(&mut answer))
+                .await
+                .map_err(|_| timeout("no answer"))??;
+        }
+        AdminListen::Inet(addr) => {
+            let token = settings
+                .token()
+                .map_err(|e| std::io::Error::new(std::io::ErrorKind::PermissionDenied, e))?
+                .unwrap_or_default();
+            let mut s = tokio::time::timeout(REQUEST_TIMEOUT, TcpStream::connect(addr))
+                .await
+                .map_err(|_| timeout("connect timed out"))??;
+            s.write_all(format!("auth {token}\n{request}\n").as_bytes())
+                .await?;
+            tokio::time::timeout(REQUEST_TIMEOUT, s.read_to_string(&mut answer))
+                .await
+                .map_err(|_| timeout("no answer"))??;
+        }
+    }
     Ok(answer)
+}
+
+/// Where the endpoint is, for messages.
+pub fn describe(settings: &AdminSettings) -> String {
+    match &settings.listen {
+        AdminListen::Off => "nowhere (admin.listen: off)".into(),
+        AdminListen::Unix { path, .. } => path.display().to_string(),
+        AdminListen::Inet(a) => a.to_string(),
+    }
+}
+
+/// `kind:key`, or a bare key: an IP is a client; anything else must match
+/// one open incident's key.
+fn incident_key(shared: &Shared, text: &str, open: bool) -> Result<(KeyKind, String), String> {
+    if let Some((kind, key)) = text.split_once(':') {
+        if let Some(kind) = KeyKind::parse(kind) {
+            let key = match kind {
+                KeyKind::Client => key
+                    .parse::<IpAddr>()
+                    .map(crate::limiter::client_key)
+                    .map_err(|_| format!("\"{key}\" is not an IP address"))?,
+                KeyKind::Sender => Address::parse(key)
+                    .map(|a| a.limit_key())
+                    .map_err(|_| format!("\"{key}\" is not an address"))?,
+                _ => key.to_string(),
+            };
+            return Ok((kind, key));
+        }
+    }
+    if let Ok(ip) = text.parse::<IpAddr>() {
+        return Ok((KeyKind::Client, crate::limiter::client_key(ip)));
+    }
+    if !open {
+        let matching: Vec<Incident> = shared
+            .incidents
+            .list(now_ms())
+            .into_iter()
+            .filter(|i| i.key == text || i.key.eq_ignore_ascii_case(text))
+            .collect();
+        if let [one] = matching.as_slice() {
+            return Ok((one.kind, one.key.clone()));
+        }
+    }
+    Err(format!(
+        "give the key as KIND:KEY (KIND is client, user, sender or class), e.g. user:{text}"
+    ))
+}
+
+fn incidents(shared: &Shared, request: &str) -> String {
+    let config = shared.config();
+    let settings = &config.incidents;
+    let mut words = request.split_whitespace();
+    let verb = words.next().unwrap_or("");
+    let key = words.next();
+    let now = now_ms();
+    match (verb, key) {
+        ("list", None) => {
+            let open = shared.incidents.list(now);
+            if open.is_empty() {
+                return "no open incident\n".into();
+            }
+            let mut out = format!(
+                "{:<40} {:<16} {:<9} {:>8} {:>6}  {}\n",
+                "incident", "signal", "action", "messages", "held", "until"
+            );
+            for i in open {
+                let action = if i.monitor {
+                    format!("{}*", i.action.as_str())
+                } else {
+                    i.action.as_str().to_string()
+                };
+                let _ = writeln!(
+                    out,
+                    "{:<40} {:<16} {:<9} {:>8} {:>6}  {}",
+                    i.name(),
+                    i.signal,
+                    action,
+                    i.messages,
+                    i.held.len(),
+                    rfc3339(i.until)
+                );
+            }
+            out
+        }
+        ("show", Some(k)) => match incident_key(shared, k, false) {
+            Ok((kind, key)) => {
+                let found = shared
+                    .incidents
+                    .list(now)
+                    .into_iter()
+                    .find(|i| i.kind == kind && i.key == key);
+                match found {
+                    Some(i) => show(&i),
+                    None => format!("error: no open incident for {}:{key}\n", kind.as_str()),
+                }
+            }
+            Err(e) => format!("error: {e}\n"),
+        },
+        ("close", Some(k)) => match incident_key(shared, k, false) {
+            Ok((kind, key)) => match shared.incidents.close(kind, &key, settings) {
+                Some(i) => {
+                    let mut out = format!("closed {}: mail from it goes through again\n", i.name());
+                    if !i.held.is_empty() {
+                        let _ = write!(
+                            out,
+                            "held meanwhile: {}\nrelease with:  postsuper -H {}\n       or:     {}\n",
+                            i.held.join(" "),
+                            i.held.join(" "),
+                            sendmail_release(&i.held)
+                        );
+                    }
+                    out
+                }
+                None => format!("error: no open incident for {}:{key}\n", kind.as_str()),
+            },
+            Err(e) => format!("error: {e}\n"),
+        },
+        ("open", Some(k)) => {
+            let (kind, key) = match incident_key(shared, k, true) {
+                Ok(k) => k,
+                Err(e) => return format!("error: {e}\n"),
+            };
+            let mut duration = settings.block_for;
+            let mut action = settings.action;
+            let rest: Vec<&str> = words.collect();
+            for pair in rest.chunks(2) {
+                match pair {
+                    ["--for", d] => match crate::config::parse_duration(d) {
+                        Some(d) if !d.is_zero() => duration = d,
+                        _ => return format!("error: invalid duration \"{d}\" (e.g. 30m, 2h)\n"),
+                    },
+                    ["--action", a] => match IncidentAction::parse(a) {
+                        Some(a) => action = a,
+                        None => {
+                            return format!(
+                                "error: invalid action \"{a}\" (hold, tempfail, reject or monitor)\n"
+                            )
+                        }
+                    },
+                    other => return format!("error: unexpected {}\n", other.join(" ")),
+                }
+            }
+            let (i, new) = shared
+                .incidents
+                .open_by_hand(kind, &key, duration, action, settings);
+            format!(
+                "{} {}: {} until {}\n",
+                if new { "opened" } else { "already open" },
+                i.name(),
+                i.action.as_str(),
+                rfc3339(i.until)
+            )
+        }
+        _ => "error: expected \"incidents list\", \"incidents show KEY\", \"incidents close KEY\" or \"incidents open KEY [--for DURATION] [--action ACTION]\"\n".into(),
+    }
+}
+
+fn show(i: &Incident) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "incident  {}", i.name());
+    let _ = writeln!(out, "signal    {}", i.signal);
+    let _ = writeln!(out, "figures   {}", i.figures);
+    let _ = writeln!(
+        out,
+        "action    {}{}",
+        i.action.as_str(),
+        if i.monitor {
+            " (monitor mode: nothing held)"
+        } else {
+            ""
+        }
+    );
+    let _ = writeln!(out, "opened    {}", rfc3339(i.opened));
+    let _ = writeln!(out, "until     {}", rfc3339(i.until));
+    let _ = writeln!(out, "messages  {}", i.messages);
+    if !i.earlier.is_empty() {
+        let _ = writeln!(
+            out,
+            "earlier   {}  (accepted in the window before it opened)",
+            i.earlier.join(" ")
+        );
+    }
+    if i.held.is_empty() {
+        let _ = writeln!(out, "held      none");
+    } else {
+        let _ = writeln!(out, "held      {}", i.held.join(" "));
+        let _ = writeln!(out, "release   postsuper -H {}", i.held.join(" "));
+        let _ = writeln!(out, "          {}  (Sendmail)", sendmail_release(&i.held));
+    }
+    out
 }

@@ -103,7 +103,9 @@ fn minimal_message(from: &str, rcpts: &[String]) -> Vec<u8> {
 /// starts full.
 pub async fn explain(mut config: Config, req: &Request) -> Report {
     config.rate_limits.backend = Backend::Local;
-    config.rate_limits.admin_listen = None;
+    config.admin.listen = crate::config::AdminListen::Off;
+    // Incidents are not persisted from here.
+    config.incidents.state_dir = None;
     let monitor = config.mode == Mode::Monitor
         || config.classes.iter().any(|c| c.mode == Some(Mode::Monitor));
     let shared = Shared::new(config);
@@ -112,6 +114,7 @@ pub async fn explain(mut config: Config, req: &Request) -> Report {
     let macros = Macros {
         queue_id: Some("EXPLAIN".into()),
         auth_login: req.auth.clone(),
+        rcpt_mailer: None,
     };
     let mut report = Report {
         steps: Vec::new(),
@@ -239,6 +242,9 @@ pub fn render(req: &Request, r: &Report) -> String {
             match h {
                 HeaderAction::Insert { name, value } => {
                     let _ = writeln!(out, "  add     {name}: {value}");
+                }
+                HeaderAction::Quarantine(reason) => {
+                    let _ = writeln!(out, "  hold    {reason}");
                 }
                 HeaderAction::Change(e) => match &e.value {
                     Some(v) => {

@@ -17,6 +17,9 @@ pub enum Outcome {
     ErrorAccepted,
     /// A check in `warn` mode found something: logged, not refused.
     Warn,
+    /// Accepted and held for review (an open incident).
+    Hold,
+    WouldHold,
 }
 
 impl Outcome {
@@ -29,6 +32,8 @@ impl Outcome {
             Self::WouldTempfail => "would_tempfail",
             Self::ErrorAccepted => "error_accepted",
             Self::Warn => "warn",
+            Self::Hold => "hold",
+            Self::WouldHold => "would_hold",
         }
     }
 }
@@ -39,7 +44,10 @@ pub struct Decision<'a> {
     pub stage: &'static str,
     pub outcome: Outcome,
     pub rule: &'static str,
-    pub reply: &'a Reply,
+    /// The SMTP reply; none when the message is held (accepted).
+    pub reply: Option<&'a Reply>,
+    /// The incident behind the decision, `kind:key`, or "-".
+    pub incident: &'a str,
     pub client_ip: &'a str,
     pub class: &'a str,
     pub sender: &'a str,
@@ -55,7 +63,8 @@ pub fn decision(d: &Decision<'_>) {
         stage = d.stage,
         verdict = d.outcome.as_str(),
         rule = d.rule,
-        reply = %d.reply,
+        reply = %Shown(d.reply),
+        incident = d.incident,
         client_ip = d.client_ip,
         class = d.class,
         sender = d.sender,
@@ -79,6 +88,8 @@ pub struct Summary<'a> {
     pub verdict: &'a str,
     pub rule: &'a str,
     pub reply: Option<String>,
+    /// The open incident of the message's keys, `kind:key`, or "-".
+    pub incident: &'a str,
     /// The DKIM signatures added (`d=... s=...`), or "-".
     pub dkim: &'a str,
     /// The content score and the rules that fired, or "-".
@@ -105,12 +116,25 @@ pub fn summary(s: &Summary<'_>) {
         verdict = s.verdict,
         rule = s.rule,
         reply = s.reply.as_deref().unwrap_or("-"),
+        incident = s.incident,
         dkim = s.dkim,
         content = s.content,
         elapsed_ms = %Millis(s.elapsed),
         milter_us = s.milter_us as u64,
         "message"
     );
+}
+
+/// A reply, or "-".
+struct Shown<'a>(Option<&'a Reply>);
+
+impl std::fmt::Display for Shown<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            Some(r) => r.fmt(f),
+            None => f.write_str("-"),
+        }
+    }
 }
 
 /// A duration in milliseconds with three decimals, from its whole

@@ -82,7 +82,7 @@ enum Command {
         out: Option<PathBuf>,
     },
     /// Look at or reset a key's rate-limit budgets in the running daemon
-    /// (through rate_limits.admin_listen).
+    /// (through its admin endpoint, `admin.listen`).
     Limits {
         #[command(subcommand)]
         action: LimitsAction,
@@ -93,6 +93,42 @@ enum Command {
             global = true
         )]
         config: PathBuf,
+    },
+    /// List, show, open or close incidents (compromised accounts and
+    /// hosts) in the running daemon (through `admin.listen`).
+    Incidents {
+        #[command(subcommand)]
+        action: IncidentsAction,
+        #[arg(
+            long,
+            short,
+            default_value = "/etc/egress-milter/milter.yaml",
+            global = true
+        )]
+        config: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum IncidentsAction {
+    /// The open incidents, one a line.
+    List,
+    /// One incident: its figures, the messages held and the command that
+    /// releases them. KEY is KIND:KEY (client, user, sender, class), or
+    /// the key alone when one open incident has it.
+    Show { key: String },
+    /// Closes an incident: mail from the key goes through again (held
+    /// messages stay held until released).
+    Close { key: String },
+    /// Opens an incident by hand.
+    Open {
+        key: String,
+        /// How long, e.g. 2h (default: incidents.block_for).
+        #[arg(long = "for")]
+        duration: Option<String>,
+        /// hold, tempfail, reject or monitor (default: incidents.action).
+        #[arg(long, value_parser = ["hold", "tempfail", "reject", "monitor"])]
+        action: Option<String>,
     },
 }
 
@@ -164,39 +200,33 @@ fn main() -> ExitCode {
             }
         },
         Command::Limits { action, config } => {
-            let config = match load(&config) {
-                Ok(c) => c,
-                Err(code) => return code,
-            };
-            let Some(addr) = config.rate_limits.admin_listen else {
-                eprintln!(
-                    "egress-milter: rate_limits.admin_listen is not set in {}",
-                    config.path.display()
-                );
-                return ExitCode::FAILURE;
-            };
             let request = match action {
                 LimitsAction::Show { key } => format!("show {key}"),
                 LimitsAction::Reset { key } => format!("reset {key}"),
             };
-            let runtime = match small_runtime() {
-                Ok(r) => r,
-                Err(code) => return code,
+            admin_request(&config, &request)
+        }
+        Command::Incidents { action, config } => {
+            let request = match action {
+                IncidentsAction::List => "incidents list".to_string(),
+                IncidentsAction::Show { key } => format!("incidents show {key}"),
+                IncidentsAction::Close { key } => format!("incidents close {key}"),
+                IncidentsAction::Open {
+                    key,
+                    duration,
+                    action,
+                } => {
+                    let mut r = format!("incidents open {key}");
+                    if let Some(d) = duration {
+                        r.push_str(&format!(" --for {d}"));
+                    }
+                    if let Some(a) = action {
+                        r.push_str(&format!(" --action {a}"));
+                    }
+                    r
+                }
             };
-            match runtime.block_on(egress_milter::admin::request(addr, &request)) {
-                Ok(answer) if answer.starts_with("error:") => {
-                    eprint!("{answer}");
-                    ExitCode::FAILURE
-                }
-                Ok(answer) => {
-                    print!("{answer}");
-                    ExitCode::SUCCESS
-                }
-                Err(e) => {
-                    eprintln!("egress-milter: cannot reach the daemon at {addr}: {e}");
-                    ExitCode::FAILURE
-                }
-            }
+            admin_request(&config, &request)
         }
         Command::Run { config } => {
             let config = match load(&config) {
@@ -331,6 +361,38 @@ fn rcpt_list(rcpts: Vec<String>) -> Vec<String> {
         .map(|r| r.trim().trim_matches(['<', '>']).to_string())
         .filter(|r| !r.is_empty())
         .collect()
+}
+
+/// Sends one request to the daemon's admin endpoint and prints its answer.
+fn admin_request(config: &std::path::Path, request: &str) -> ExitCode {
+    let settings = match egress_milter::config::AdminSettings::load(config) {
+        Ok(s) => s,
+        Err(errors) => {
+            eprintln!("{errors}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let runtime = match small_runtime() {
+        Ok(r) => r,
+        Err(code) => return code,
+    };
+    match runtime.block_on(egress_milter::admin::request(&settings, request)) {
+        Ok(answer) if answer.starts_with("error:") => {
+            eprint!("{answer}");
+            ExitCode::FAILURE
+        }
+        Ok(answer) => {
+            print!("{answer}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!(
+                "egress-milter: cannot reach the daemon at {}: {e}",
+                egress_milter::admin::describe(&settings)
+            );
+            ExitCode::FAILURE
+        }
+    }
 }
 
 fn load(path: &std::path::Path) -> Result<Config, ExitCode> {

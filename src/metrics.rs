@@ -4,6 +4,7 @@
 //! DKIM signatures made, Redis and DNS failures, open milter connections,
 //! the milter's own time per stage, and Redis, DNS and rspamd round trips.
 
+use crate::incidents::Incidents;
 use crate::limiter::Limiter;
 use std::{
     collections::BTreeMap,
@@ -156,7 +157,7 @@ impl Metrics {
     }
 
     /// The text exposition of every metric.
-    pub fn render(&self, limiter: &Limiter) -> String {
+    pub fn render(&self, limiter: &Limiter, incidents: &Incidents) -> String {
         let mut out = String::new();
         let _ = writeln!(out, "# HELP egress_decisions_total Refusals (and would-be refusals in monitor mode) by stage, rule, class and verdict.\n# TYPE egress_decisions_total counter");
         for ((stage, rule, class, verdict), n) in self
@@ -204,6 +205,33 @@ impl Metrics {
         let _ = writeln!(out, "# HELP egress_open_connections Milter connections open now.\n# TYPE egress_open_connections gauge\negress_open_connections {open}");
         let keys = limiter.local.tracked_keys();
         let _ = writeln!(out, "# HELP egress_limiter_keys Keys the in-process limiter tracks.\n# TYPE egress_limiter_keys gauge\negress_limiter_keys {keys}");
+        let _ = writeln!(out, "# HELP egress_incidents_opened_total Incidents opened, by signal (operator: by hand) and key kind.\n# TYPE egress_incidents_opened_total counter");
+        for ((signal, kind), n) in incidents.opened() {
+            let _ = writeln!(
+                out,
+                "egress_incidents_opened_total{{signal=\"{}\",key=\"{kind}\"}} {n}",
+                label(&signal)
+            );
+        }
+        let open = incidents.list(crate::incidents::now_ms()).len();
+        let _ = writeln!(out, "# HELP egress_incidents_open Incidents open now.\n# TYPE egress_incidents_open gauge\negress_incidents_open {open}");
+        let held = incidents.held.load(Ordering::Relaxed);
+        let _ = writeln!(out, "# HELP egress_messages_held_total Messages held for review (quarantined) because of an open incident.\n# TYPE egress_messages_held_total counter\negress_messages_held_total {held}");
+        let n = &incidents.notifier;
+        let _ = writeln!(out, "# HELP egress_incident_notifications_total Incident notices by result: sent, failed (after retries), suppressed (hourly cap, full queue).\n# TYPE egress_incident_notifications_total counter");
+        for (result, counter) in [
+            ("sent", &n.sent),
+            ("failed", &n.failed),
+            ("suppressed", &n.suppressed),
+        ] {
+            let _ = writeln!(
+                out,
+                "egress_incident_notifications_total{{result=\"{result}\"}} {}",
+                counter.load(Ordering::Relaxed)
+            );
+        }
+        let keys = incidents.tracked_keys();
+        let _ = writeln!(out, "# HELP egress_incident_keys Keys the incident signals track in this process.\n# TYPE egress_incident_keys gauge\negress_incident_keys {keys}");
         let _ = writeln!(out, "# HELP egress_stage_seconds The milter's own time per stage.\n# TYPE egress_stage_seconds histogram");
         render_histograms(&mut out, "egress_stage_seconds", "stage", &self.stage_time);
         let _ = writeln!(out, "# HELP egress_backend_seconds Round trips to Redis, DNS and rspamd.\n# TYPE egress_backend_seconds histogram");

@@ -31,7 +31,7 @@ const MACROS: &[(MacroStage, &str)] = &[
         "j {daemon_name} {daemon_addr} {client_addr}",
     ),
     (MacroStage::Mail, "i {auth_authen} {auth_type} {mail_addr}"),
-    (MacroStage::Rcpt, "i {rcpt_addr}"),
+    (MacroStage::Rcpt, "i {rcpt_addr} {rcpt_mailer}"),
     (MacroStage::Eoh, "i"),
     (MacroStage::Eom, "i"),
 ];
@@ -89,10 +89,14 @@ pub fn callbacks(shared: Arc<Shared>) -> Callbacks<Session> {
 async fn handle_negotiate(cx: &mut NegotiateContext<Session>, offered: ProtoOpts) -> Status {
     // DKIM-Signature and X-Egress-* headers are added, Received: lines and
     // configured headers changed or removed, at end of message.
-    cx.requested_actions |= Actions::ADD_HEADER | Actions::CHANGE_HEADER;
+    // A message from a key with an open incident is held (quarantined).
+    cx.requested_actions |= Actions::ADD_HEADER | Actions::CHANGE_HEADER | Actions::QUARANTINE;
     // Only what the MTA offers: indymilter does not fake the others.
     let quiet = offered & NO_REPLY;
     cx.requested_opts |= quiet;
+    // Recipients the MTA itself rejects are evidence for the incident
+    // signals (`mta_rejected_recipients`), when the MTA can send them.
+    cx.requested_opts |= offered & ProtoOpts::REJECTED_RCPT;
     cx.data = Some(Session::new(quiet));
     for (stage, names) in MACROS {
         if let Ok(names) = CString::new(*names) {
@@ -210,6 +214,7 @@ async fn handle_eom(cx: &mut EomContext<Session>) -> Status {
                         .change_header(e.name.as_str(), index, e.value.as_deref())
                         .await
                 }
+                HeaderAction::Quarantine(reason) => actions.quarantine(reason.as_str()).await,
             };
             if let Err(e) = result {
                 error!(conn_id = c.id, "cannot apply {edit:?}: {e}");
@@ -355,6 +360,7 @@ fn macros(m: &indymilter::Macros) -> Macros {
     Macros {
         queue_id: get(c"i"),
         auth_login: get(c"{auth_authen}"),
+        rcpt_mailer: get(c"{rcpt_mailer}"),
     }
 }
 

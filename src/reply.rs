@@ -270,6 +270,34 @@ pub fn spam_deferred(rule: &'static str, score: f64) -> Refusal {
     )
 }
 
+/// A message from a key with an open incident (`incidents.action:
+/// tempfail` or `reject`).
+pub fn suspended(key: &str, permanent: bool) -> Refusal {
+    if permanent {
+        refuse(
+            "incident",
+            "550",
+            "5.7.1",
+            format!("Sending from {key} is suspended"),
+        )
+    } else {
+        refuse(
+            "incident",
+            "451",
+            "4.7.1",
+            format!("Sending from {key} is suspended"),
+        )
+    }
+}
+
+/// The reason given with the quarantine action (Postfix logs it with the
+/// held message; Sendmail keeps it in the queue file).
+pub fn hold_reason(incident: &str, signal: &str) -> String {
+    sanitize(&format!(
+        "egress-milter incident {incident} ({signal}): held for review"
+    ))
+}
+
 pub fn internal_error() -> Refusal {
     refuse(
         "internal_error",

@@ -39,7 +39,7 @@ pub async fn bind(listen: &Listen, socket_mode: u32) -> io::Result<MilterListene
     Ok(Resilient { inner, pause: None })
 }
 
-async fn remove_stale_socket(path: &Path) -> io::Result<()> {
+pub(crate) async fn remove_stale_socket(path: &Path) -> io::Result<()> {
     let meta = match std::fs::symlink_metadata(path) {
         Ok(m) => m,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
@@ -112,10 +112,35 @@ pub async fn run(
         ..Default::default()
     };
     let sweeper = tokio::spawn(sweep_limiter(shared.clone()));
+    let incidents = {
+        let shared = shared.clone();
+        let gateway = gateway_name(&config);
+        tokio::spawn(
+            shared
+                .incidents
+                .clone()
+                .run(gateway, move || shared.config()),
+        )
+    };
     let result =
         indymilter::run(listener, milter::callbacks(shared), milter_config, shutdown).await;
     sweeper.abort();
+    incidents.abort();
     result
+}
+
+/// This gateway's name in notifications: `hostname`, else the system's.
+fn gateway_name(config: &crate::config::Config) -> String {
+    config
+        .hostname
+        .as_ref()
+        .map(|h| h.to_string())
+        .or_else(|| {
+            std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .ok()
+                .map(|h| h.trim().to_string())
+        })
+        .unwrap_or_else(|| "localhost".into())
 }
 
 /// How often the in-process limiter forgets keys whose budget is full again.
@@ -149,24 +174,42 @@ pub async fn serve(config: Config) -> io::Result<()> {
     let listener = bind(&config.listen, config.socket_mode).await?;
     let listen = config.listen.clone();
     info!(listen = %listen, mode = ?config.mode, classes = config.classes.len(), "egress-milter started");
-    let admin_listen = config.rate_limits.admin_listen;
+    let admin_settings = config.admin.clone();
     let metrics_listen = config.metrics_listen;
     let shared = Shared::new(config);
-    let admin = match admin_listen {
-        Some(addr) => {
-            // Bound here, before serving: a taken port is a start-up error.
-            let listener = crate::admin::bind(addr).await?;
-            Some(tokio::spawn(crate::admin::serve(listener, shared.clone())))
+    // Bound here, before serving: a taken port is a start-up error. The
+    // default unix socket is not: without its directory (a run outside
+    // the package), the daemon runs without the endpoint.
+    let admin_listener = match crate::admin::bind(&admin_settings).await {
+        Ok(l) => l,
+        Err(e) if admin_settings.listen == crate::config::AdminSettings::default().listen => {
+            warn!(
+                "admin endpoint not started at {}: {e}",
+                crate::admin::describe(&admin_settings)
+            );
+            None
         }
-        None => None,
+        Err(e) => {
+            return Err(io::Error::new(
+                e.kind(),
+                format!(
+                    "admin endpoint {}: {e}",
+                    crate::admin::describe(&admin_settings)
+                ),
+            ))
+        }
     };
+    let admin_path = admin_listener
+        .as_ref()
+        .and_then(|l| l.path().map(Path::to_path_buf));
+    let admin = admin_listener.map(|l| tokio::spawn(crate::admin::serve(l, shared.clone())));
     let metrics = match metrics_listen {
         Some(addr) => {
             let listener = TcpListener::bind(addr).await?;
             info!(%addr, "metrics endpoint listening");
             let shared = shared.clone();
             Some(tokio::spawn(crate::metrics::serve(listener, move || {
-                shared.metrics.render(&shared.limiter)
+                shared.metrics.render(&shared.limiter, &shared.incidents)
             })))
         }
         None => None,
@@ -219,6 +262,9 @@ pub async fn serve(config: Config) -> io::Result<()> {
     for task in [admin, metrics].into_iter().flatten() {
         task.abort();
     }
+    if let Some(path) = admin_path {
+        let _ = std::fs::remove_file(path);
+    }
     if let Listen::Unix(path) = &listen {
         let _ = std::fs::remove_file(path);
     }
@@ -231,11 +277,7 @@ pub async fn serve(config: Config) -> io::Result<()> {
         would_reject = Stats::get(&s.would_reject),
         would_tempfail = Stats::get(&s.would_tempfail),
         errors = Stats::get(&s.errors),
-        redis_failures = shared
-            .limiter
-            .redis
-            .as_ref()
-            .map_or(0, |r| Stats::get(&r.failures)),
+        redis_failures = shared.limiter.redis_failures(),
         limiter_fallbacks = Stats::get(&shared.limiter.fallbacks),
         limiter_evictions = shared.limiter.local.evictions(),
         "egress-milter stopped"

@@ -22,6 +22,8 @@ pub struct Shared {
     /// The rspamd client, when `content.rspamd` is set.
     pub rspamd: Option<Result<crate::content::rspamd::Client, String>>,
     pub metrics: crate::metrics::Metrics,
+    /// Signals and open incidents outlive configurations too.
+    pub incidents: Arc<crate::incidents::Incidents>,
 }
 
 impl Shared {
@@ -36,7 +38,9 @@ impl Shared {
             .rspamd
             .as_ref()
             .map(|r| crate::content::rspamd::Client::new(&r.url, r.timeout));
+        let incidents = Arc::new(crate::incidents::Incidents::new(&config.incidents));
         Arc::new(Self {
+            incidents,
             limiter,
             dns,
             rspamd,
@@ -85,13 +89,16 @@ impl Shared {
             restart.push("log.format");
         }
         let (a, b) = (&new.rate_limits, &old.rate_limits);
-        if a.backend != b.backend
-            || a.redis != b.redis
-            || a.max_keys != b.max_keys
-            || a.admin_listen != b.admin_listen
-        {
-            restart.push("rate_limits.backend, redis, max_keys, admin_listen");
+        if a.backend != b.backend || a.redis != b.redis || a.max_keys != b.max_keys {
+            restart.push("rate_limits.backend, redis, max_keys");
         }
+        if new.admin != old.admin {
+            restart.push("admin");
+        }
+        if new.incidents.state_dir != old.incidents.state_dir {
+            restart.push("incidents.state_dir");
+        }
+        self.incidents.reconfigure(&new.incidents);
         self.config.store(Arc::new(new));
         Ok(restart)
     }
@@ -116,7 +123,7 @@ impl Stats {
             Outcome::Tempfail => &self.tempfailed,
             Outcome::WouldReject => &self.would_reject,
             Outcome::WouldTempfail => &self.would_tempfail,
-            Outcome::ErrorAccepted | Outcome::Warn => return,
+            Outcome::ErrorAccepted | Outcome::Warn | Outcome::Hold | Outcome::WouldHold => return,
         };
         counter.fetch_add(1, Ordering::Relaxed);
     }

@@ -38,7 +38,8 @@ async fn send(addr: SocketAddr, sender: &str) -> String {
 
 async fn show_and_reset(backend: &str) {
     let dir = tempfile::tempdir().unwrap();
-    let (port, admin) = (common::free_port(), common::free_port());
+    let port = common::free_port();
+    let sock = dir.path().join("admin.sock");
     let path = dir.path().join("milter.yaml");
     std::fs::write(
         &path,
@@ -46,15 +47,16 @@ async fn show_and_reset(backend: &str) {
             "listen: inet:127.0.0.1:{port}
 local_domains: [example.com]
 classes: [{{ name: app, clients: [10.0.0.0/8], sender_domains: [xyz.com] }}]
+admin: {{ listen: \"unix:{}\" }}
 rate_limits:
   {backend}
-  admin_listen: 127.0.0.1:{admin}
   messages_per_sender: 3/h
   messages_per_client: 100/h
   concurrent_per_client: 5
   overrides:
     - {{ match: jim@xyz.com, messages_per_sender: 2/m }}
-"
+",
+            sock.display()
         ),
     )
     .unwrap();
@@ -116,4 +118,133 @@ async fn redis_backend() {
         redis.url()
     ))
     .await;
+}
+
+/// Runs `egress-milter ARGS --config CONFIG` as the unprivileged user
+/// nobody, from a copy of the binary anyone may run.
+fn as_nobody(bin: &Path, config: &Path, args: &[&str]) -> (bool, String) {
+    let out = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .arg(bin)
+        .args(args)
+        .arg("--config")
+        .arg(config)
+        .output()
+        .expect("setpriv (util-linux) runs");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+async fn raw_tcp(addr: SocketAddr, text: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(text.as_bytes()).await.unwrap();
+    let mut answer = String::new();
+    s.read_to_string(&mut answer).await.unwrap();
+    answer
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unprivileged_user_is_refused_on_the_socket_and_on_tcp() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    // Everything but the endpoint itself is open to nobody: the directory,
+    // the configuration, a copy of the binary.
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let bin = dir.path().join("egress-milter");
+    std::fs::copy(BIN, &bin).unwrap();
+    std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let (ok, out) = as_nobody(&bin, Path::new("/dev/null"), &["--version"]);
+    assert!(
+        ok && out.contains("egress-milter"),
+        "nobody cannot run it: {out}"
+    );
+
+    // The unix socket, mode 0660, owned by the daemon's user and group.
+    let sock = dir.path().join("admin.sock");
+    let path = dir.path().join("unix.yaml");
+    let port = common::free_port();
+    std::fs::write(
+        &path,
+        format!(
+            "listen: inet:127.0.0.1:{port}\nlocal_domains: [example.com]\nadmin: {{ listen: \"unix:{}\" }}\nrate_limits: {{ messages_per_client: 10/h }}\n",
+            sock.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let d = Running::start(&path);
+    d.wait_for("admin endpoint listening");
+    let mode = std::fs::metadata(&sock).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o660);
+    let (ok, out) = limits(&path, &["show", "10.0.0.7"]);
+    assert!(ok, "the daemon's user: {out}");
+    let (ok, out) = as_nobody(&bin, &path, &["limits", "reset", "10.0.0.7"]);
+    assert!(!ok && out.contains("Permission denied"), "{out}");
+    let (ok, out) = as_nobody(&bin, &path, &["incidents", "close", "user:alice"]);
+    assert!(!ok && out.contains("Permission denied"), "{out}");
+    let mut d = d;
+    d.signal("-TERM");
+    assert!(d.wait().success());
+    assert!(!sock.exists(), "the socket is removed at shutdown");
+
+    // TCP: only with the token, which nobody cannot read.
+    let token = dir.path().join("admin.token");
+    std::fs::write(&token, "s3cret-token-0123456789\n").unwrap();
+    std::fs::set_permissions(&token, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let admin = common::free_port();
+    let path = dir.path().join("tcp.yaml");
+    std::fs::write(
+        &path,
+        format!(
+            "listen: inet:127.0.0.1:{port}\nlocal_domains: [example.com]\nadmin: {{ listen: \"inet:127.0.0.1:{admin}\", token_file: \"{}\" }}\n",
+            token.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let d = Running::start(&path);
+    d.wait_for("admin endpoint listening");
+    let (ok, out) = limits(&path, &["show", "10.0.0.7"]);
+    assert!(ok, "with the token: {out}");
+    let (ok, out) = as_nobody(&bin, &path, &["limits", "reset", "10.0.0.7"]);
+    assert!(!ok && out.contains("cannot read the admin token"), "{out}");
+    let addr: SocketAddr = format!("127.0.0.1:{admin}").parse().unwrap();
+    for attempt in [
+        "reset 10.0.0.7\n",
+        "auth wrong-token-0123456789\nreset 10.0.0.7\n",
+        "auth \nreset 10.0.0.7\n",
+    ] {
+        assert_eq!(
+            raw_tcp(addr, attempt).await,
+            "error: authentication required\n",
+            "{attempt:?}"
+        );
+    }
+    let answer = raw_tcp(addr, "auth s3cret-token-0123456789\nincidents list\n").await;
+    assert_eq!(answer, "no open incident\n");
+    drop(d);
+
+    // TCP without a token is a configuration error.
+    std::fs::write(
+        &path,
+        format!("listen: inet:127.0.0.1:{port}\nlocal_domains: [example.com]\nadmin: {{ listen: \"inet:127.0.0.1:{admin}\" }}\n"),
+    )
+    .unwrap();
+    let out = Command::new(BIN)
+        .arg("check-config")
+        .arg("--config")
+        .arg(&path)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        text.contains("tcp.yaml:3: admin.listen") && text.contains("needs admin.token_file"),
+        "{text}"
+    );
 }

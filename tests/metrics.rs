@@ -93,7 +93,7 @@ fn dashboard_queries_exposed_metrics() {
     )
     .unwrap();
     let shared = egress_milter::Shared::new(config);
-    let exposed = shared.metrics.render(&shared.limiter);
+    let exposed = shared.metrics.render(&shared.limiter, &shared.incidents);
     let families: Vec<&str> = exposed
         .lines()
         .filter_map(|l| l.strip_prefix("# TYPE "))

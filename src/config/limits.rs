@@ -6,7 +6,7 @@ use crate::address::{Address, DomainPattern};
 use crate::rate::{parse_limit, Limit, LimitName, Rate};
 use ipnet::IpNet;
 use serde::Deserialize;
-use std::{net::SocketAddr, time::Duration};
+use std::time::Duration;
 
 #[derive(Clone, Copy, Debug, Default, Deserialize, Eq, PartialEq)]
 #[serde(rename_all = "lowercase")]
@@ -99,7 +99,6 @@ pub struct RateLimits {
     pub backend: Backend,
     pub redis: RedisSettings,
     pub max_keys: usize,
-    pub admin_listen: Option<SocketAddr>,
     pub defaults: LimitSet,
     pub overrides: Vec<Override>,
 }
@@ -126,7 +125,6 @@ impl Default for RateLimits {
                 lease: DEFAULT_REDIS_LEASE,
             },
             max_keys: DEFAULT_MAX_KEYS,
-            admin_listen: None,
             defaults: LimitSet::default(),
             overrides: Vec::new(),
         }
@@ -163,21 +161,6 @@ impl Validator {
                 );
             } else {
                 out.max_keys = n.value;
-            }
-        }
-        if let Some(a) = &raw.admin_listen {
-            match a.value.parse::<SocketAddr>() {
-                Ok(addr) if addr.ip().is_loopback() => out.admin_listen = Some(addr),
-                Ok(_) => self.error(
-                    a.referenced.line(),
-                    "rate_limits.admin_listen",
-                    format!("\"{}\" is not a loopback address: the admin endpoint has no authentication", a.value),
-                ),
-                Err(_) => self.error(
-                    a.referenced.line(),
-                    "rate_limits.admin_listen",
-                    format!("expected IP:PORT, got \"{}\"", a.value),
-                ),
             }
         }
         let r = &raw.redis;

@@ -90,6 +90,11 @@ impl Incidents {
         !self.signals.load().2.is_empty()
     }
 
+    /// Whether any incident is open (opened by hand, or read back).
+    pub fn any_open(&self) -> bool {
+        self.store.any_open()
+    }
+
     /// The open incident of the first of the keys that has one.
     pub fn find(&self, now_ms: u64, keys: &Keys<'_>) -> Option<Incident> {
         let keys: Vec<(KeyKind, &str)> = KeyKind::ALL

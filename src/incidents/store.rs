@@ -118,6 +118,10 @@ impl LocalStore {
         result
     }
 
+    pub fn any_open(&self) -> bool {
+        !self.lock().is_empty()
+    }
+
     /// The open incident of the first of these keys that has one.
     pub fn find(&self, now: u64, keys: &[(KeyKind, &str)]) -> Option<Incident> {
         let map = self.lock();

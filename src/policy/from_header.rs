@@ -203,6 +203,7 @@ mod tests {
                 Verdict::Continue => "continue".to_string(),
                 Verdict::Refuse(r) => r.reply.to_string(),
                 Verdict::TempError(e) => format!("temperror: {e}"),
+                Verdict::Hold(h) => format!("hold: {}", h.incident),
             };
             assert_eq!(
                 got, case.expect,

@@ -10,6 +10,7 @@ pub mod content;
 pub mod dkim;
 pub mod from_header;
 pub mod headers;
+pub mod incident;
 pub mod rate;
 pub mod recipients;
 pub mod relay;
@@ -29,6 +30,20 @@ pub enum Verdict {
     /// The check could not decide (a backend failed or timed out), for the
     /// reason given: answered as `on_error` says.
     TempError(String),
+    /// Accepted, but held for review (the milter's quarantine action).
+    Hold(Hold),
+}
+
+/// A message to hold: which incident, and why, as the MTA records it.
+#[derive(Clone, Debug, Eq, PartialEq)]
+pub struct Hold {
+    pub rule: &'static str,
+    /// The incident, `kind:key`.
+    pub incident: String,
+    pub reason: String,
+    /// Logged and counted only (`incidents.action: monitor`, or an
+    /// incident opened in monitor mode).
+    pub monitor: bool,
 }
 
 /// A header field added at the top of a message that passes: a tag or a

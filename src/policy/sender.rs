@@ -203,6 +203,7 @@ classes:
                 Verdict::Continue => String::new(),
                 Verdict::Refuse(r) => r.reply.to_string(),
                 Verdict::TempError(e) => format!("temperror: {e}"),
+                Verdict::Hold(h) => format!("hold: {}", h.incident),
             };
             assert_eq!(&got, want, "{cls} {sender} {login:?}");
         }

@@ -120,7 +120,14 @@ impl Connection {
         if macros.queue_id.is_some() {
             msg.queue_id.clone_from(&macros.queue_id);
         }
-        match self.eom_checks().await {
+        let checked = match self.eom_checks().await {
+            Ok(mut changes) => self.incidents_at_end().map(|more| {
+                changes.extend(more);
+                changes
+            }),
+            Err(reply) => Err(reply),
+        };
+        match checked {
             Ok(changes) => {
                 self.end_message(Ending::Accepted);
                 (Answer::Continue, changes)
@@ -287,7 +294,7 @@ impl Connection {
             Verdict::Continue => self.note(Stage::Eom, "existing DKIM signatures", || {
                 format!("pass: {count} signature(s), none failing")
             }),
-            Verdict::Refuse(_) => {}
+            Verdict::Refuse(_) | Verdict::Hold(_) => {}
         }
         self.settle_check(Stage::Eom, verdict, mode)
     }

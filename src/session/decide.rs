@@ -82,21 +82,34 @@ impl Connection {
     /// monitor mode lets the transaction go on; a failed check is answered
     /// as `on_error` says.
     pub(super) fn settle(&mut self, stage: Stage, verdict: Verdict) -> Flow {
+        self.settle_as(stage, verdict, None)
+    }
+
+    /// [`settle`](Self::settle) under a mode: the message's (None), or one
+    /// forced (an incident opened in monitor mode is judged in it).
+    pub(super) fn settle_as(
+        &mut self,
+        stage: Stage,
+        verdict: Verdict,
+        forced: Option<Mode>,
+    ) -> Flow {
+        let mode = forced.unwrap_or_else(|| self.mode());
         let refusal = match verdict {
             Verdict::Continue => return Ok(()),
             Verdict::TempError(cause) => {
                 tracing::warn!(conn_id = self.id, stage = stage.as_str(), "{cause}");
                 return self.failed(stage, reply::internal_error());
             }
+            Verdict::Hold(hold) => {
+                self.hold(stage, hold, mode);
+                return Ok(());
+            }
             Verdict::Refuse(refusal) => refusal,
         };
-        let mode = match &self.message {
-            Some(m) => m.config.mode_for(m.class()),
-            // Before MAIL FROM (connect): the mode of the class the client
-            // IP alone matched, else the global one.
-            None => self.connect_mode,
-        };
         let permanent = refusal.reply.is_permanent();
+        if permanent && refusal.rule != "incident" {
+            self.observe_refusal();
+        }
         if mode == Mode::Monitor {
             let outcome = if permanent {
                 Outcome::WouldReject
@@ -120,6 +133,36 @@ impl Connection {
         Err(self.record(stage, refusal))
     }
 
+    /// The mode the current message (or, before MAIL FROM, the
+    /// connection) is judged in.
+    pub(super) fn mode(&self) -> Mode {
+        match &self.message {
+            Some(m) => m.config.mode_for(m.class()),
+            // Before MAIL FROM (connect): the mode of the class the client
+            // IP alone matched, else the global one.
+            None => self.connect_mode,
+        }
+    }
+
+    /// A message to hold for review: recorded, so that end of message
+    /// quarantines it (or, in monitor mode, only says it would have).
+    fn hold(&mut self, stage: Stage, hold: policy::Hold, mode: Mode) {
+        let monitor = hold.monitor || mode == Mode::Monitor;
+        let outcome = if monitor {
+            Outcome::WouldHold
+        } else {
+            Outcome::Hold
+        };
+        self.log(stage, outcome, hold.rule, None, &hold.incident);
+        if let Some(msg) = self.message.as_mut() {
+            if monitor {
+                msg.would_hold = Some((stage, hold));
+            } else {
+                msg.hold = Some((stage, hold));
+            }
+        }
+    }
+
     /// A check with an `off | warn | reject` mode: warn logs the refusal as
     /// `warn` and lets the transaction go on; a failed check is answered as
     /// `on_error` says whatever the mode.
@@ -135,8 +178,32 @@ impl Connection {
     }
 
     fn log_decision(&mut self, stage: Stage, outcome: Outcome, refusal: &Refusal) {
+        let incident = match (&self.message, refusal.rule) {
+            (Some(m), "incident") => m.incident.as_ref().map(|i| i.name()),
+            _ => None,
+        };
+        self.log(
+            stage,
+            outcome,
+            refusal.rule,
+            Some(&refusal.reply),
+            incident.as_deref().unwrap_or("-"),
+        );
+    }
+
+    fn log(
+        &mut self,
+        stage: Stage,
+        outcome: Outcome,
+        rule: &'static str,
+        reply: Option<&Reply>,
+        incident: &str,
+    ) {
         if self.trace.is_some() {
-            let shown = format!("{} ({}): {}", outcome.as_str(), refusal.rule, refusal.reply);
+            let shown = match reply {
+                Some(r) => format!("{} ({rule}): {r}", outcome.as_str()),
+                None => format!("{} ({rule}): {incident}", outcome.as_str()),
+            };
             self.note(stage, "decision", || shown);
         }
         let msg = self.message.as_ref();
@@ -146,14 +213,15 @@ impl Connection {
         };
         self.shared
             .metrics
-            .decision(stage.as_str(), refusal.rule, class, outcome.as_str());
+            .decision(stage.as_str(), rule, class, outcome.as_str());
         log::decision(&log::Decision {
             queue_id: msg.and_then(|m| m.queue_id.as_deref()).unwrap_or("-"),
             conn_id: self.id,
             stage: stage.as_str(),
             outcome,
-            rule: refusal.rule,
-            reply: &refusal.reply,
+            rule,
+            reply,
+            incident,
             client_ip: self.client(),
             class,
             sender: msg.map_or("-", |m| m.sender.as_str()),
@@ -180,24 +248,26 @@ impl Connection {
             (verdict, Some(Stage::Rcpt), last)
         } else {
             match ending {
-                Ending::Accepted => match &msg.would {
-                    Some((stage, w)) if w.reply.is_permanent() => {
+                Ending::Accepted => match (&msg.hold, &msg.would, &msg.would_hold) {
+                    (Some((stage, _)), ..) => (Final::Hold, Some(*stage), None),
+                    (None, Some((stage, w)), _) if w.reply.is_permanent() => {
                         (Final::WouldReject, Some(*stage), Some(w))
                     }
-                    Some((stage, w)) => (Final::WouldTempfail, Some(*stage), Some(w)),
-                    None => (Final::Accept, Some(Stage::Eom), None),
+                    (None, Some((stage, w)), _) => (Final::WouldTempfail, Some(*stage), Some(w)),
+                    (None, None, Some((stage, _))) => (Final::WouldHold, Some(*stage), None),
+                    (None, None, None) => (Final::Accept, Some(Stage::Eom), None),
                 },
                 Ending::Aborted | Ending::Refused => (Final::Aborted, None, None),
             }
         };
         if matches!(
             verdict,
-            Final::Accept | Final::WouldReject | Final::WouldTempfail
+            Final::Accept | Final::WouldReject | Final::WouldTempfail | Final::WouldHold
         ) {
             self.shared.stats.count(Outcome::Accept);
         }
-        let verdict = verdict.as_str();
-        self.shared.metrics.message(verdict);
+        let incident = msg.incident.as_ref().map(|i| i.name());
+        self.shared.metrics.message(verdict.as_str());
         log::summary(&log::Summary {
             queue_id: msg.queue_id.as_deref().unwrap_or("-"),
             conn_id: self.id,
@@ -209,9 +279,13 @@ impl Connection {
             auth: msg.login.as_deref().unwrap_or("-"),
             rcpt_count: msg.rcpt_accepted,
             stage: stage.map_or("-", Stage::as_str),
-            verdict,
-            rule: refusal.map_or("-", |r| r.rule),
+            verdict: verdict.as_str(),
+            rule: match verdict {
+                Final::Hold | Final::WouldHold => "incident",
+                _ => refusal.map_or("-", |r| r.rule),
+            },
             reply: refusal.map(|r| r.reply.to_string()),
+            incident: incident.as_deref().unwrap_or("-"),
             dkim: &msg.dkim,
             content: &msg.content_rules,
             elapsed: msg.started.elapsed(),
@@ -241,6 +315,9 @@ pub enum Final {
     /// Monitor mode let through what would have been refused.
     WouldReject,
     WouldTempfail,
+    /// Accepted and held for review (an open incident).
+    Hold,
+    WouldHold,
     Aborted,
 }
 
@@ -261,6 +338,8 @@ impl Final {
             Final::Tempfail => "tempfail",
             Final::WouldReject => "would_reject",
             Final::WouldTempfail => "would_tempfail",
+            Final::Hold => "hold",
+            Final::WouldHold => "would_hold",
             Final::Aborted => "aborted",
         }
     }

@@ -113,6 +113,9 @@ impl Connection {
             refused: None,
             last_rcpt_refusal: None,
             would: None,
+            incident: None,
+            hold: None,
+            would_hold: None,
         });
         if self.trace.is_some() {
             let config = self.shared.config();
@@ -133,6 +136,7 @@ impl Connection {
         // Policy first, then SPF, then the limits: a sender refused by
         // either consumes no quota.
         self.settle(Stage::Mail, verdict)?;
+        self.open_incident(Stage::Mail)?;
         if sender_passed && self.trace.is_some() {
             let shown = self
                 .message
@@ -149,6 +153,14 @@ impl Connection {
     /// RCPT TO: open relay, the recipient count, then the recipient rate
     /// limits. A refused recipient does not end the message.
     pub async fn rcpt(&mut self, rcpt_arg: &[u8], macros: &Macros) -> Answer {
+        if macros.rcpt_mailer.as_deref() == Some("error") {
+            // A recipient the MTA itself rejected (it has answered the
+            // client already): evidence for the incidents, nothing to judge.
+            if self.message.is_some() {
+                self.observe(crate::incidents::Event::MtaRejected);
+            }
+            return Answer::Continue;
+        }
         let flow = self.rcpt_checks(rcpt_arg, macros).await;
         if let Some(msg) = self.message.as_mut() {
             match flow {
@@ -261,7 +273,7 @@ impl Connection {
                 format!("pass: {} authorises our egress IPs", sender.domain)
             }),
             Verdict::TempError(_) => self.shared.metrics.dns_failed(),
-            Verdict::Refuse(_) => {}
+            Verdict::Refuse(_) | Verdict::Hold(_) => {}
         }
         self.settle_check(Stage::Mail, verdict, mode)
     }

@@ -19,6 +19,7 @@ mod buffer;
 mod data;
 mod decide;
 mod envelope;
+mod incident;
 mod stage;
 mod trace;
 
@@ -118,6 +119,11 @@ struct Message {
     last_rcpt_refusal: Option<Refusal>,
     /// The last refusal monitor mode let through, and its stage.
     would: Option<(Stage, Refusal)>,
+    /// The open incident of one of the message's keys, if any.
+    incident: Option<crate::incidents::Incident>,
+    /// The message is to be held for review, or would be in monitor mode.
+    hold: Option<(Stage, policy::Hold)>,
+    would_hold: Option<(Stage, policy::Hold)>,
 }
 
 impl Message {
@@ -135,13 +141,16 @@ impl Drop for Connection {
     }
 }
 
-/// A change to the message's headers at end of message.
+/// A change to the message at end of message: its headers, or its fate.
 #[derive(Clone, Debug, Eq, PartialEq)]
 pub enum HeaderAction {
     /// Added above every other header.
     Insert { name: &'static str, value: String },
     /// An existing header replaced or deleted.
     Change(policy::headers::Edit),
+    /// The whole message held for review (the milter's quarantine action:
+    /// Postfix's hold queue, Sendmail's quarantine), with the reason.
+    Quarantine(String),
 }
 
 /// Whether something besides the content checks reads the whole message:
@@ -166,6 +175,9 @@ fn needs_content(config: &Config) -> bool {
 pub struct Macros {
     pub queue_id: Option<String>,
     pub auth_login: Option<String>,
+    /// `{rcpt_mailer}` at RCPT TO: `error` for a recipient the MTA itself
+    /// rejected (sent only when the milter asked for rejected recipients).
+    pub rcpt_mailer: Option<String>,
 }
 
 impl Connection {

@@ -24,7 +24,10 @@ fn connection(ip: &str, on_error: OnError) -> Connection {
 
 /// How many messages ended with each verdict, from the metrics.
 fn ended(c: &Connection) -> Vec<(String, u64)> {
-    let text = c.shared().metrics.render(&c.shared().limiter);
+    let text = c
+        .shared()
+        .metrics
+        .render(&c.shared().limiter, &c.shared().incidents);
     text.lines()
         .filter_map(|l| l.strip_prefix("egress_messages_total{verdict=\""))
         .filter_map(|l| l.split_once("\"} "))

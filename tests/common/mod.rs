@@ -79,7 +79,9 @@ impl Daemon {
 
     /// What the daemon's metrics endpoint would answer now.
     pub fn metrics(&self) -> String {
-        self.shared.metrics.render(&self.shared.limiter)
+        self.shared
+            .metrics
+            .render(&self.shared.limiter, &self.shared.incidents)
     }
 
     pub async fn stop(mut self) {
