@@ -114,7 +114,14 @@ impl Connection {
             recipients: &recipients,
         });
         if !already {
-            if let Some(incident) = opened.into_iter().next() {
+            // An incident opened by this message, or during it (by its
+            // refused recipients, those the MTA rejected), applies to it.
+            let keys = self.owned_keys();
+            let found = match opened.into_iter().next() {
+                Some(i) => Some(i),
+                None => self.shared.incidents.find(now_ms(), &keys.keys()),
+            };
+            if let Some(incident) = found {
                 self.apply_incident(Stage::Eom, incident)?;
             }
         }

@@ -10,6 +10,7 @@ pub mod redis;
 pub mod rspamd;
 pub mod sendmail;
 pub mod sink;
+pub mod webhook;
 
 use egress_milter::{config::Config, Shared};
 use indymilter::{Actions, MacroStage};

@@ -1,0 +1,527 @@
+//! Incidents over the milter socket: each signal opens an incident at the
+//! message that crosses its threshold and not before; that message and the
+//! key's next ones are held (the quarantine action at end of message),
+//! deferred or refused as configured; monitor mode holds nothing; the
+//! postmaster is told once per incident, by webhook and by mail.
+
+mod common;
+use common::{reply, sink::Sink, webhook::Webhook, Daemon};
+use egress_milter::config::Config;
+use indymilter::MacroStage;
+use indymilter_test::{any, Status};
+use std::path::Path;
+
+const BASE: &str = "listen: inet:127.0.0.1:1
+local_domains: [example.com]
+classes:
+  - { name: staff, auth: any, sender_domains: [example.com] }
+  - { name: app, clients: [10.0.0.0/8], sender_domains: [example.com] }
+";
+
+async fn start(extra: &str) -> Daemon {
+    let text = format!("{BASE}{extra}");
+    let config = Config::parse(Path::new("incidents.yaml"), &text).expect("valid config");
+    common::start_with(config).await
+}
+
+#[derive(Debug)]
+struct Sent {
+    /// "continue", or the reply of the stage that refused.
+    reply: String,
+    /// The quarantine action came with end of message.
+    held: bool,
+}
+
+/// One message, in order; rejected recipients (`{rcpt_mailer}` error, as
+/// Postfix sends them to a milter that asked) come after the accepted ones.
+async fn send_full(
+    d: &Daemon,
+    ip: &str,
+    login: Option<&str>,
+    sender: &str,
+    rcpts: &[&str],
+    mta_rejected: &[&str],
+    qid: &str,
+) -> Sent {
+    let refused = |s: &Status| Sent {
+        reply: reply(s),
+        held: false,
+    };
+    let mut c = d.client(ip).await;
+    let mut macros = vec![("i", qid)];
+    if let Some(l) = login {
+        macros.push(("{auth_authen}", l));
+    }
+    c.macros(MacroStage::Mail, macros).await.unwrap();
+    let s = c.mail([sender]).await.unwrap();
+    if s != Status::Continue {
+        return refused(&s);
+    }
+    for r in rcpts {
+        c.macros(MacroStage::Rcpt, [("{rcpt_mailer}", "smtp")])
+            .await
+            .unwrap();
+        let s = c.rcpt([format!("<{r}>")]).await.unwrap();
+        if s != Status::Continue {
+            return refused(&s);
+        }
+    }
+    for r in mta_rejected {
+        c.macros(MacroStage::Rcpt, [("{rcpt_mailer}", "error")])
+            .await
+            .unwrap();
+        let s = c.rcpt([format!("<{r}>")]).await.unwrap();
+        assert_eq!(
+            s,
+            Status::Continue,
+            "an MTA-rejected recipient is not judged"
+        );
+    }
+    let from = sender.trim_matches(['<', '>']);
+    for (name, value) in [("From", from), ("To", "x@example.net"), ("Subject", "hi")] {
+        c.header(name, value).await.unwrap();
+    }
+    let s = c.eoh().await.unwrap();
+    if s != Status::Continue {
+        return refused(&s);
+    }
+    c.body("Hello.\r\n").await.unwrap();
+    c.macros(MacroStage::Eom, [("i", qid)]).await.unwrap();
+    let (actions, s) = c.eom().await.unwrap();
+    let _ = c.close().await;
+    Sent {
+        reply: reply(&s),
+        held: actions.has_quarantine(any()),
+    }
+}
+
+async fn send(d: &Daemon, login: &str, rcpts: &[&str], qid: &str) -> Sent {
+    send_full(
+        d,
+        "192.0.2.10",
+        Some(login),
+        &format!("<{login}>"),
+        rcpts,
+        &[],
+        qid,
+    )
+    .await
+}
+
+/// An unlabelled sample's value.
+fn value(metrics: &str, name: &str) -> u64 {
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in {metrics}"))
+}
+
+fn opened(d: &Daemon, signal: &str) -> u64 {
+    common::counted(
+        &d.metrics(),
+        "egress_incidents_opened_total",
+        &[("signal", signal)],
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_spray_is_held_from_the_message_that_opens_the_incident() {
+    let mut hook = Webhook::start(200).await;
+    let mut sink = Sink::start().await;
+    let d = start(&format!(
+        "incidents:
+  block_for: 1h
+  signals:
+    - {{ name: spray, key: user, count: distinct_recipient_domains, above: 5/h }}
+  notify:
+    webhook: {{ url: \"{}\", timeout: 2s }}
+    mail: {{ to: postmaster@example.com, from: egress-milter@example.com, relay: \"127.0.0.1:{}\" }}
+",
+        hook.url(),
+        sink.port
+    ))
+    .await;
+    let alice = "alice@example.com";
+    // Five domains in the hour: under the threshold, nothing held.
+    for i in 1..=5 {
+        let r = format!("x@d{i}.example.net");
+        let s = send(&d, alice, &[&r], &format!("QA{i}")).await;
+        assert_eq!(
+            (s.reply.as_str(), s.held),
+            ("continue", false),
+            "message {i}"
+        );
+    }
+    assert_eq!(opened(&d, "spray"), 0);
+    // The sixth domain crosses: this very message is held.
+    let s = send(&d, alice, &["x@d6.example.net"], "QA6").await;
+    assert_eq!((s.reply.as_str(), s.held), ("continue", true));
+    assert_eq!(opened(&d, "spray"), 1);
+    // The next one too, even to a domain already seen; another user not.
+    let s = send(&d, alice, &["x@d1.example.net"], "QA7").await;
+    assert!(s.held);
+    let s = send(&d, "bob@example.com", &["x@d1.example.net"], "QB1").await;
+    assert_eq!((s.reply.as_str(), s.held), ("continue", false));
+    // Mail from the app servers (no login) is not alice's.
+    let s = send_full(
+        &d,
+        "10.0.0.5",
+        None,
+        "<app@example.com>",
+        &["y@z.test"],
+        &[],
+        "QC1",
+    )
+    .await;
+    assert!(!s.held);
+    // A seventh domain fires the signal again: the incident is extended,
+    // not opened twice.
+    let s = send(&d, alice, &["x@d7.example.net"], "QA8").await;
+    assert!(s.held);
+    assert_eq!(opened(&d, "spray"), 1);
+    let m = d.metrics();
+    assert_eq!(value(&m, "egress_messages_held_total"), 3);
+    assert_eq!(
+        common::counted(&m, "egress_messages_total", &[("verdict", "hold")]),
+        3
+    );
+    assert_eq!(
+        common::counted(&m, "egress_messages_total", &[("verdict", "accept")]),
+        7
+    );
+    assert!(m.contains("\negress_incidents_open 1\n"), "{m}");
+
+    // One POST, with the documented document.
+    let doc = hook.next(10).await.expect("the webhook is called");
+    assert_eq!(doc["event"], "opened");
+    assert_eq!(doc["key"], "user:alice@example.com");
+    assert_eq!(doc["kind"], "user");
+    assert_eq!(doc["signal"], "spray");
+    assert_eq!(doc["action"], "hold");
+    assert_eq!(doc["monitor"], false);
+    assert!(
+        doc["figures"]
+            .as_str()
+            .unwrap()
+            .starts_with("6 distinct_recipient_domains in 1h (threshold 5/h)"),
+        "{doc}"
+    );
+    let earlier: Vec<&str> = doc["earlier_queue_ids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|v| v.as_str())
+        .collect();
+    assert_eq!(earlier, ["QA1", "QA2", "QA3", "QA4", "QA5", "QA6"]);
+    assert!(doc["until"].as_str().unwrap().ends_with('Z'), "{doc}");
+    // One mail, readable.
+    let mail = sink.next(10).await.expect("the postmaster's mail");
+    assert_eq!(mail.rcpt_to, ["<postmaster@example.com>"]);
+    assert!(
+        mail.subject().contains("user:alice@example.com suspended"),
+        "{}",
+        mail.subject()
+    );
+    assert!(mail.data.contains("Signal: spray"), "{}", mail.data);
+    // Nothing more: one notice per incident.
+    assert!(hook.next(2).await.is_none());
+    assert!(sink.next(1).await.is_none());
+    assert_eq!(
+        common::counted(
+            &d.metrics(),
+            "egress_incident_notifications_total",
+            &[("result", "sent")]
+        ),
+        2
+    );
+    d.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_signal_opens_its_incident_at_the_crossing() {
+    let d = start(
+        "incidents:
+  signals:
+    - { name: volume, key: client, count: messages, above: 3/h }
+    - { name: many_rcpts, key: sender, count: recipients, above: 5/h }
+    - { name: forgery, key: user, count: refusals, above: 2/10m }
+    - { name: bad_rcpts, key: client, count: mta_rejected_recipients, above: 3/h }
+    - { name: spread, key: class, count: distinct_recipients, above: 4/h }
+",
+    )
+    .await;
+    // messages, by client: the fourth from 10.0.0.1 opens it.
+    for i in 1..=3 {
+        let s = send_full(
+            &d,
+            "10.0.0.1",
+            None,
+            "<a@example.com>",
+            &["r@x.test"],
+            &[],
+            &format!("V{i}"),
+        )
+        .await;
+        assert!(!s.held, "{i}");
+    }
+    assert_eq!(opened(&d, "volume"), 0);
+    let s = send_full(
+        &d,
+        "10.0.0.1",
+        None,
+        "<a@example.com>",
+        &["r@x.test"],
+        &[],
+        "V4",
+    )
+    .await;
+    assert!(s.held);
+    assert_eq!(opened(&d, "volume"), 1);
+
+    // recipients, by sender: 3 + 3 crosses 5 at the second message.
+    let s = send_full(
+        &d,
+        "10.0.0.2",
+        None,
+        "<b@example.com>",
+        &["r@x.test", "s@x.test", "t@x.test"],
+        &[],
+        "R1",
+    )
+    .await;
+    assert!(!s.held);
+    let s = send_full(
+        &d,
+        "10.0.0.3",
+        None,
+        "<b@example.com>",
+        &["r@x.test", "s@x.test", "t@x.test"],
+        &[],
+        "R2",
+    )
+    .await;
+    assert!(s.held);
+    assert_eq!(opened(&d, "many_rcpts"), 1);
+
+    // refusals, by login: forged senders are refused; the third refusal
+    // opens it, and carol's next genuine message is held.
+    for i in 1..=3 {
+        let s = send_full(
+            &d,
+            "192.0.2.20",
+            Some("carol@example.com"),
+            "<ceo@bank.test>",
+            &["r@x.test"],
+            &[],
+            &format!("F{i}"),
+        )
+        .await;
+        assert!(s.reply.starts_with("550 5.7.1"), "{s:?}");
+        assert_eq!(opened(&d, "forgery"), u64::from(i == 3), "refusal {i}");
+    }
+    let s = send(&d, "carol@example.com", &["r@x.test"], "F4").await;
+    assert!(s.held);
+
+    // recipients the MTA rejected, by client: 2 + 2 crosses 3.
+    let s = send_full(
+        &d,
+        "10.0.0.4",
+        None,
+        "<e@example.com>",
+        &["ok@x.test"],
+        &["nouser1@x.test", "nouser2@x.test"],
+        "M1",
+    )
+    .await;
+    assert!(!s.held);
+    assert_eq!(opened(&d, "bad_rcpts"), 0);
+    let s = send_full(
+        &d,
+        "10.0.0.4",
+        None,
+        "<e@example.com>",
+        &["ok@x.test"],
+        &["nouser3@x.test", "nouser4@x.test"],
+        "M2",
+    )
+    .await;
+    assert_eq!(opened(&d, "bad_rcpts"), 1);
+    // Opened by the second message's rejected recipients, before its end:
+    // the message is held.
+    assert!(s.held);
+
+    // distinct recipients, by class: staff have written to r@x.test
+    // (carol's last message); dave's three new recipients make four, his
+    // fourth crosses, and then every staff member's mail is held.
+    // (Each from its own address: the volume signal counts by client.)
+    let dave = |i: u32| {
+        let d = &d;
+        async move {
+            let r = format!("n{i}@y.test");
+            let ip = format!("192.0.2.{}", 30 + i);
+            send_full(
+                d,
+                &ip,
+                Some("dave@example.com"),
+                "<dave@example.com>",
+                &[&r],
+                &[],
+                &format!("D{i}"),
+            )
+            .await
+        }
+    };
+    for i in 1..=3 {
+        assert!(!dave(i).await.held, "{i}");
+    }
+    assert_eq!(opened(&d, "spread"), 0);
+    assert!(dave(4).await.held);
+    assert_eq!(opened(&d, "spread"), 1);
+    let s = send_full(
+        &d,
+        "192.0.2.40",
+        Some("erin@example.com"),
+        "<erin@example.com>",
+        &["r@x.test"],
+        &[],
+        "E1",
+    )
+    .await;
+    assert!(s.held);
+    // The app servers' class is another key.
+    let s = send_full(
+        &d,
+        "10.0.0.7",
+        None,
+        "<f@example.com>",
+        &["r@x.test"],
+        &[],
+        "A1",
+    )
+    .await;
+    assert!(!s.held);
+    d.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tempfail_and_reject_refuse_and_monitor_holds_nothing() {
+    for (action, first) in [
+        ("tempfail", "451 4.7.1 Sending from 10.0.0.9 is suspended"),
+        ("reject", "550 5.7.1 Sending from 10.0.0.9 is suspended"),
+    ] {
+        let d = start(&format!(
+            "incidents:\n  action: {action}\n  signals: [{{ name: volume, key: client, count: messages, above: 2/h }}]\n"
+        ))
+        .await;
+        for i in 1..=2 {
+            let s = send_full(
+                &d,
+                "10.0.0.9",
+                None,
+                "<a@example.com>",
+                &["r@x.test"],
+                &[],
+                &format!("T{i}"),
+            )
+            .await;
+            assert_eq!(s.reply, "continue", "{action} {i}");
+        }
+        // The crossing message is refused at its end; the next at MAIL FROM.
+        let s = send_full(
+            &d,
+            "10.0.0.9",
+            None,
+            "<a@example.com>",
+            &["r@x.test"],
+            &[],
+            "T3",
+        )
+        .await;
+        assert_eq!((s.reply.as_str(), s.held), (first, false), "{action}");
+        let s = send_full(
+            &d,
+            "10.0.0.9",
+            None,
+            "<a@example.com>",
+            &["r@x.test"],
+            &[],
+            "T4",
+        )
+        .await;
+        assert_eq!(s.reply, first, "{action}");
+        // Another client is not concerned.
+        let s = send_full(
+            &d,
+            "10.0.0.8",
+            None,
+            "<a@example.com>",
+            &["r@x.test"],
+            &[],
+            "T5",
+        )
+        .await;
+        assert_eq!(s.reply, "continue");
+        d.stop().await;
+    }
+
+    // Monitor mode: the incident opens (and is told), nothing is held or
+    // refused, the summary says what would have happened.
+    let mut hook = Webhook::start(200).await;
+    let d = start(&format!(
+        "mode: monitor\nincidents:\n  signals: [{{ name: volume, key: client, count: messages, above: 2/h }}]\n  notify: {{ webhook: {{ url: \"{}\" }} }}\n",
+        hook.url()
+    ))
+    .await;
+    for i in 1..=5 {
+        let s = send_full(
+            &d,
+            "10.0.0.9",
+            None,
+            "<a@example.com>",
+            &["r@x.test"],
+            &[],
+            &format!("W{i}"),
+        )
+        .await;
+        assert_eq!((s.reply.as_str(), s.held), ("continue", false), "{i}");
+    }
+    assert_eq!(opened(&d, "volume"), 1);
+    let m = d.metrics();
+    assert_eq!(value(&m, "egress_messages_held_total"), 0);
+    assert_eq!(
+        common::counted(&m, "egress_messages_total", &[("verdict", "would_hold")]),
+        3
+    );
+    let doc = hook.next(10).await.expect("notified");
+    assert_eq!(doc["monitor"], true);
+    d.stop().await;
+
+    // The incident action `monitor` in enforce mode: the same.
+    let d = start(
+        "incidents:\n  action: monitor\n  signals: [{ name: volume, key: client, count: messages, above: 2/h }]\n",
+    )
+    .await;
+    for i in 1..=4 {
+        let s = send_full(
+            &d,
+            "10.0.0.9",
+            None,
+            "<a@example.com>",
+            &["r@x.test"],
+            &[],
+            &format!("X{i}"),
+        )
+        .await;
+        assert_eq!((s.reply.as_str(), s.held), ("continue", false), "{i}");
+    }
+    assert_eq!(
+        common::counted(
+            &d.metrics(),
+            "egress_messages_total",
+            &[("verdict", "would_hold")]
+        ),
+        2
+    );
+    d.stop().await;
+}
