@@ -43,11 +43,33 @@ async fn send_full(
     mta_rejected: &[&str],
     qid: &str,
 ) -> Sent {
+    send_to(d.addr, ip, login, sender, rcpts, mta_rejected, qid).await
+}
+
+/// [`send_full`] to a daemon at `addr`.
+async fn send_to(
+    addr: std::net::SocketAddr,
+    ip: &str,
+    login: Option<&str>,
+    sender: &str,
+    rcpts: &[&str],
+    mta_rejected: &[&str],
+    qid: &str,
+) -> Sent {
     let refused = |s: &Status| Sent {
         reply: reply(s),
         held: false,
     };
-    let mut c = d.client(ip).await;
+    let mut c = indymilter_test::TestConnection::configure()
+        .available_actions(indymilter::Actions::all())
+        .open_tcp(addr)
+        .await
+        .expect("milter connection");
+    let client: std::net::SocketAddr = format!("{ip}:40000").parse().unwrap();
+    assert_eq!(
+        c.connect("client.test", client).await.unwrap(),
+        Status::Continue
+    );
     let mut macros = vec![("i", qid)];
     if let Some(l) = login {
         macros.push(("{auth_authen}", l));
@@ -523,5 +545,140 @@ async fn tempfail_and_reject_refuse_and_monitor_holds_nothing() {
         ),
         2
     );
+    d.stop().await;
+}
+
+fn cli(config: &Path, args: &[&str]) -> (bool, String) {
+    let out = std::process::Command::new(common::process::BIN)
+        .args(args)
+        .arg("--config")
+        .arg(config)
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_incident_opened_by_hand_survives_a_restart_until_closed() {
+    use common::process::Running;
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    std::fs::create_dir(&state).unwrap();
+    let port = common::free_port();
+    let path = dir.path().join("milter.yaml");
+    std::fs::write(
+        &path,
+        format!(
+            "{}admin: {{ listen: \"unix:{}\" }}\nincidents: {{ state_dir: \"{}\", block_for: 1h }}\n",
+            BASE.replace("inet:127.0.0.1:1", &format!("inet:127.0.0.1:{port}")),
+            dir.path().join("admin.sock").display(),
+            state.display()
+        ),
+    )
+    .unwrap();
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let alice = |qid: &'static str| {
+        send_to(
+            addr,
+            "192.0.2.10",
+            Some("alice@example.com"),
+            "<alice@example.com>",
+            &["x@y.test"],
+            &[],
+            qid,
+        )
+    };
+    let mut d = Running::start(&path);
+    d.wait_for("admin endpoint listening");
+    let (ok, out) = cli(
+        &path,
+        &["incidents", "open", "user:alice@example.com", "--for", "2h"],
+    );
+    assert!(
+        ok && out.starts_with("opened user:alice@example.com: hold until "),
+        "{out}"
+    );
+    assert!(alice("QR1").await.held);
+
+    // A restart: the incident is read back, still open.
+    d.signal("-TERM");
+    assert!(d.wait().success());
+    let d = Running::start(&path);
+    d.wait_for("admin endpoint listening");
+    let (ok, out) = cli(&path, &["incidents", "list"]);
+    assert!(
+        ok && out.contains("user:alice@example.com") && out.contains("operator"),
+        "{out}"
+    );
+    assert!(alice("QR2").await.held);
+    let s = send_to(
+        addr,
+        "192.0.2.11",
+        Some("bob@example.com"),
+        "<bob@example.com>",
+        &["x@y.test"],
+        &[],
+        "QB",
+    )
+    .await;
+    assert!(!s.held);
+
+    // show names the held messages and how to release them.
+    let (ok, out) = cli(&path, &["incidents", "show", "alice@example.com"]);
+    assert!(ok, "{out}");
+    assert!(out.contains("held      QR1 QR2"), "{out}");
+    assert!(out.contains("release   postsuper -H QR1 QR2"), "{out}");
+    assert!(out.contains("sendmail -Q -qQ -qIQR1 -qIQR2"), "{out}");
+    let (ok, out) = cli(&path, &["incidents", "show", "user:nobody@example.com"]);
+    assert!(!ok && out.contains("no open incident"), "{out}");
+
+    // Closed by hand: alice's mail goes through again.
+    let (ok, out) = cli(&path, &["incidents", "close", "alice@example.com"]);
+    assert!(
+        ok && out.starts_with("closed user:alice@example.com"),
+        "{out}"
+    );
+    assert!(out.contains("postsuper -H QR1 QR2"), "{out}");
+    assert!(!alice("QR3").await.held);
+    let (ok, out) = cli(&path, &["incidents", "list"]);
+    assert!(ok && out == "no open incident\n", "{out}");
+    drop(d);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inbound_mail_from_strangers_is_not_counted() {
+    let d = start(
+        "incidents:\n  signals:\n    - { name: volume, key: client, count: messages, above: 2/h }\n    - { name: bad_rcpts, key: client, count: mta_rejected_recipients, above: 1/h }\n",
+    )
+    .await;
+    // A stranger's mail to our domain, a bounce, recipients the MTA
+    // rejected: none of it is held or opens anything.
+    for (i, sender) in [
+        "<news@lists.test>",
+        "<>",
+        "<x@gmail.test>",
+        "<y@gmail.test>",
+    ]
+    .iter()
+    .enumerate()
+    {
+        let s = send_full(
+            &d,
+            "198.51.100.7",
+            None,
+            sender,
+            &["user@example.com"],
+            &["nobody@example.com"],
+            &format!("I{i}"),
+        )
+        .await;
+        assert_eq!((s.reply.as_str(), s.held), ("continue", false), "{sender}");
+    }
+    assert_eq!(opened(&d, "volume") + opened(&d, "bad_rcpts"), 0);
     d.stop().await;
 }

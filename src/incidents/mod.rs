@@ -35,9 +35,10 @@ pub fn now_ms() -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
-/// The command that releases quarantined messages from Sendmail's queue.
+/// The command that releases quarantined messages in Sendmail's queue
+/// (they leave at the next queue run).
 pub fn sendmail_release(ids: &[String]) -> String {
-    let mut out = "sendmail -Q".to_string();
+    let mut out = "sendmail -Q -qQ".to_string();
     for id in ids {
         out.push_str(" -qI");
         out.push_str(id);

@@ -77,9 +77,15 @@ impl Connection {
     }
 
     /// Counts an event under the current message's (or connection's) keys,
-    /// and opens the incidents it makes cross.
+    /// and opens the incidents it makes cross. Only our own senders count:
+    /// a client in no class sends inbound mail, which the signals leave
+    /// alone (a stranger's mail is no sign of our account being abused).
     pub(super) fn observe(&mut self, event: Event<'_>) -> Vec<Incident> {
         if !self.shared.incidents.counting() {
+            return Vec::new();
+        }
+        let keys = self.owned_keys();
+        if keys.class.is_none() {
             return Vec::new();
         }
         let config = self
@@ -87,7 +93,6 @@ impl Connection {
             .as_ref()
             .map_or_else(|| self.shared.config(), |m| m.config.clone());
         let monitor = self.mode() == Mode::Monitor;
-        let keys = self.owned_keys();
         self.shared
             .incidents
             .observe(now_ms(), &keys.keys(), &event, &config.incidents, monitor)

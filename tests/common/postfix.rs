@@ -40,6 +40,17 @@ impl Postfix {
     /// Starts Postfix with `smtpd_milters` at `milter` (e.g.
     /// `inet:127.0.0.1:PORT`) and `[127.0.0.1]:sink_port` as relayhost.
     pub fn start(name: &str, milter: &str, sink_port: u16) -> Postfix {
+        Self::start_with(name, milter, sink_port, &[])
+    }
+
+    /// [`start`](Self::start), with SMTP AUTH (PLAIN and LOGIN, Cyrus
+    /// SASL's sasldb) for these logins and passwords.
+    pub fn start_with(
+        name: &str,
+        milter: &str,
+        sink_port: u16,
+        logins: &[(&str, &str)],
+    ) -> Postfix {
         assert!(
             Path::new("/usr/sbin/postfix").exists(),
             "postfix is not installed: run scripts/test.sh, which installs it"
@@ -94,6 +105,20 @@ biff = no
 ",
             dir = dir.display()
         );
+        let main_cf = if logins.is_empty() {
+            main_cf
+        } else {
+            sasl(&dir, logins);
+            format!(
+                "{main_cf}smtpd_sasl_auth_enable = yes
+smtpd_sasl_type = cyrus
+smtpd_sasl_path = smtpd
+cyrus_sasl_config_path = {dir}/sasl
+smtpd_sasl_security_options = noanonymous
+",
+                dir = dir.display()
+            )
+        };
         std::fs::write(dir.join("main.cf"), main_cf).expect("main.cf");
         // The shipped rule that redacts Postfix's own hop (a milter cannot
         // see it), with loopback counted as internal for the test.
@@ -141,9 +166,82 @@ biff = no
         }
     }
 
+    /// Runs one of Postfix's commands (postqueue, postsuper) on this
+    /// instance; returns its standard output.
+    pub fn command(&self, name: &str, args: &[&str]) -> String {
+        let out = Command::new(format!("/usr/sbin/{name}"))
+            .arg("-c")
+            .arg(&self.dir)
+            .args(args)
+            .output()
+            .expect("run a postfix command");
+        assert!(
+            out.status.success(),
+            "{name} {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// The queue as `postqueue -j` lists it: (queue name, queue id).
+    pub fn queue(&self) -> Vec<(String, String)> {
+        self.command("postqueue", &["-j"])
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .map(|v| {
+                (
+                    v["queue_name"].as_str().unwrap_or("").to_string(),
+                    v["queue_id"].as_str().unwrap_or("").to_string(),
+                )
+            })
+            .collect()
+    }
+
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.join("postfix.log")).unwrap_or_default()
     }
+}
+
+/// Cyrus SASL for smtpd: a sasldb with the logins, readable by Postfix.
+fn sasl(dir: &Path, logins: &[(&str, &str)]) {
+    use std::io::Write as _;
+    use std::process::Stdio;
+    assert!(
+        Path::new("/usr/sbin/saslpasswd2").exists(),
+        "saslpasswd2 is not installed: run scripts/test.sh, which installs sasl2-bin"
+    );
+    let db = dir.join("sasldb2");
+    std::fs::create_dir_all(dir.join("sasl")).expect("sasl dir");
+    std::fs::write(
+        dir.join("sasl/smtpd.conf"),
+        format!(
+            "pwcheck_method: auxprop\nauxprop_plugin: sasldb\nmech_list: PLAIN LOGIN\nsasldb_path: {}\n",
+            db.display()
+        ),
+    )
+    .expect("smtpd.conf");
+    for (login, password) in logins {
+        let (user, realm) = login.split_once('@').unwrap_or((login, ""));
+        let mut child = Command::new("/usr/sbin/saslpasswd2")
+            .arg("-f")
+            .arg(&db)
+            .args(["-c", "-p", "-u", realm, user])
+            .stdin(Stdio::piped())
+            .spawn()
+            .expect("saslpasswd2");
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(password.as_bytes())
+            .expect("password");
+        assert!(
+            child.wait().expect("saslpasswd2").success(),
+            "saslpasswd2 {login}"
+        );
+    }
+    let chown = Command::new("chown").arg("postfix:").arg(&db).status();
+    assert!(chown.is_ok_and(|s| s.success()), "chown sasldb");
 }
 
 /// Sends one message with swaks to `127.0.0.1:port` from a given loopback

@@ -131,6 +131,27 @@ MAILER(`smtp')dnl
         }
     }
 
+    /// Runs the Sendmail binary with this instance's .cf (and the same
+    /// qualified host name); returns its standard output.
+    pub fn command(&self, args: &[&str]) -> String {
+        let bin = root().join("usr/libexec/sendmail/sendmail");
+        let out = Command::new("unshare")
+            .args(["-u", "sh", "-c"])
+            .arg(format!(
+                "hostname gw.example.com && exec {} -C {} {}",
+                bin.display(),
+                self.dir().join("sendmail.cf").display(),
+                args.join(" ")
+            ))
+            .output()
+            .expect("run sendmail");
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    }
+
     pub fn dir(&self) -> &Path {
         self._dir.path()
     }
