@@ -192,7 +192,7 @@ fn limits_for(config: &Config, key: &str) -> Vec<(LimitName, Rate, bool)> {
 
 async fn answer(shared: &Shared, request: &str) -> String {
     if let Some(rest) = request.strip_prefix("incidents") {
-        return incidents(shared, rest.trim());
+        return incidents(shared, rest.trim()).await;
     }
     let (verb, key) = request.split_once(' ').unwrap_or((request, ""));
     let key = key.trim();
@@ -313,7 +313,11 @@ pub fn describe(settings: &AdminSettings) -> String {
 
 /// `kind:key`, or a bare key: an IP is a client; anything else must match
 /// one open incident's key.
-fn incident_key(shared: &Shared, text: &str, open: bool) -> Result<(KeyKind, String), String> {
+async fn incident_key(
+    shared: &Shared,
+    text: &str,
+    open: bool,
+) -> Result<(KeyKind, String), String> {
     if let Some((kind, key)) = text.split_once(':') {
         if let Some(kind) = KeyKind::parse(kind) {
             let key = match kind {
@@ -335,7 +339,8 @@ fn incident_key(shared: &Shared, text: &str, open: bool) -> Result<(KeyKind, Str
     if !open {
         let matching: Vec<Incident> = shared
             .incidents
-            .list(now_ms())
+            .list(shared.limiter.redis.as_ref(), now_ms())
+            .await
             .into_iter()
             .filter(|i| i.key == text || i.key.eq_ignore_ascii_case(text))
             .collect();
@@ -348,7 +353,8 @@ fn incident_key(shared: &Shared, text: &str, open: bool) -> Result<(KeyKind, Str
     ))
 }
 
-fn incidents(shared: &Shared, request: &str) -> String {
+async fn incidents(shared: &Shared, request: &str) -> String {
+    let redis = shared.limiter.redis.as_ref();
     let config = shared.config();
     let settings = &config.incidents;
     let mut words = request.split_whitespace();
@@ -357,7 +363,7 @@ fn incidents(shared: &Shared, request: &str) -> String {
     let now = now_ms();
     match (verb, key) {
         ("list", None) => {
-            let open = shared.incidents.list(now);
+            let open = shared.incidents.list(redis, now).await;
             if open.is_empty() {
                 return "no open incident\n".into();
             }
@@ -384,11 +390,12 @@ fn incidents(shared: &Shared, request: &str) -> String {
             }
             out
         }
-        ("show", Some(k)) => match incident_key(shared, k, false) {
+        ("show", Some(k)) => match incident_key(shared, k, false).await {
             Ok((kind, key)) => {
                 let found = shared
                     .incidents
-                    .list(now)
+                    .list(redis, now)
+                    .await
                     .into_iter()
                     .find(|i| i.kind == kind && i.key == key);
                 match found {
@@ -398,8 +405,8 @@ fn incidents(shared: &Shared, request: &str) -> String {
             }
             Err(e) => format!("error: {e}\n"),
         },
-        ("close", Some(k)) => match incident_key(shared, k, false) {
-            Ok((kind, key)) => match shared.incidents.close(kind, &key, settings) {
+        ("close", Some(k)) => match incident_key(shared, k, false).await {
+            Ok((kind, key)) => match shared.incidents.close(redis, kind, &key, settings).await {
                 Some(i) => {
                     let mut out = format!("closed {}: mail from it goes through again\n", i.name());
                     if !i.held.is_empty() {
@@ -418,7 +425,7 @@ fn incidents(shared: &Shared, request: &str) -> String {
             Err(e) => format!("error: {e}\n"),
         },
         ("open", Some(k)) => {
-            let (kind, key) = match incident_key(shared, k, true) {
+            let (kind, key) = match incident_key(shared, k, true).await {
                 Ok(k) => k,
                 Err(e) => return format!("error: {e}\n"),
             };
@@ -442,12 +449,17 @@ fn incidents(shared: &Shared, request: &str) -> String {
                     other => return format!("error: unexpected {}\n", other.join(" ")),
                 }
             }
-            let (i, new) = shared
+            let before = shared
                 .incidents
-                .open_by_hand(kind, &key, duration, action, settings);
+                .find(redis, now, &kind_keys(kind, &key))
+                .await;
+            let i = shared
+                .incidents
+                .open_by_hand(redis, kind, &key, duration, action, settings)
+                .await;
             format!(
                 "{} {}: {} until {}\n",
-                if new { "opened" } else { "already open" },
+                if before.is_none() { "opened" } else { "already open" },
                 i.name(),
                 i.action.as_str(),
                 rfc3339(i.until)
@@ -455,6 +467,18 @@ fn incidents(shared: &Shared, request: &str) -> String {
         }
         _ => "error: expected \"incidents list\", \"incidents show KEY\", \"incidents close KEY\" or \"incidents open KEY [--for DURATION] [--action ACTION]\"\n".into(),
     }
+}
+
+/// One key as the incidents' keys.
+fn kind_keys(kind: KeyKind, key: &str) -> crate::incidents::Keys<'_> {
+    let mut keys = crate::incidents::Keys::default();
+    match kind {
+        KeyKind::Client => keys.client = Some(key),
+        KeyKind::User => keys.user = Some(key),
+        KeyKind::Sender => keys.sender = Some(key),
+        KeyKind::Class => keys.class = Some(key),
+    }
+    keys
 }
 
 fn show(i: &Incident) -> String {

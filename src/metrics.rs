@@ -213,7 +213,7 @@ impl Metrics {
                 label(&signal)
             );
         }
-        let open = incidents.list(crate::incidents::now_ms()).len();
+        let open = incidents.open_now();
         let _ = writeln!(out, "# HELP egress_incidents_open Incidents open now.\n# TYPE egress_incidents_open gauge\negress_incidents_open {open}");
         let held = incidents.held.load(Ordering::Relaxed);
         let _ = writeln!(out, "# HELP egress_messages_held_total Messages held for review (quarantined) because of an open incident.\n# TYPE egress_messages_held_total counter\negress_messages_held_total {held}");

@@ -112,21 +112,39 @@ pub async fn run(
         ..Default::default()
     };
     let sweeper = tokio::spawn(sweep_limiter(shared.clone()));
-    let incidents = {
-        let shared = shared.clone();
-        let gateway = gateway_name(&config);
-        tokio::spawn(
-            shared
-                .incidents
-                .clone()
-                .run(gateway, move || shared.config()),
-        )
-    };
+    let incidents = incident_tasks(shared.clone(), gateway_name(&config));
     let result =
         indymilter::run(listener, milter::callbacks(shared), milter_config, shutdown).await;
     sweeper.abort();
-    incidents.abort();
+    for task in incidents {
+        task.abort();
+    }
     result
+}
+
+/// The incidents' background work: delivering notices, and every second
+/// closing the incidents whose time is up.
+fn incident_tasks(shared: Arc<Shared>, gateway: String) -> [tokio::task::JoinHandle<()>; 2] {
+    let notices = {
+        let shared = shared.clone();
+        tokio::spawn(async move { shared.incidents.notifier.run(gateway).await })
+    };
+    let expiry = tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            tick.tick().await;
+            let config = shared.config();
+            shared
+                .incidents
+                .expire(
+                    shared.limiter.redis.as_ref(),
+                    crate::incidents::now_ms(),
+                    &config.incidents,
+                )
+                .await;
+        }
+    });
+    [notices, expiry]
 }
 
 /// This gateway's name in notifications: `hostname`, else the system's.

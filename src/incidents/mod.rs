@@ -7,10 +7,16 @@
 //! - `baseline.rs`: a key's usual volume, learnt as it runs;
 //! - `signals.rs`: the configured signals over those counters;
 //! - `store.rs`: the open incidents, kept across restarts;
+//! - `redis.rs`: signals and incidents shared through Redis;
 //! - `notify.rs`: the webhook and the mail.
+//!
+//! With the Redis backend every gateway counts into the same windows and
+//! sees the same incidents; while Redis fails, each gateway falls back to
+//! its own counts and incidents (as `on_failure: local` does for limits).
 
 mod baseline;
 mod notify;
+mod redis;
 mod signals;
 mod store;
 mod window;
@@ -20,10 +26,11 @@ pub use signals::{window_text, Event, Keys, Reading};
 pub use store::Incident;
 
 use crate::config::{IncidentAction, IncidentSettings, KeyKind, Signal};
+use crate::limiter::{LimiterError, RedisLimiter};
 use arc_swap::ArcSwap;
 use signals::Signals;
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use store::LocalStore;
@@ -51,21 +58,39 @@ pub struct Incidents {
     /// a reload that changes them (their counts start again).
     signals: ArcSwap<(Vec<Signal>, usize, Signals)>,
     store: LocalStore,
+    scripts: redis::Scripts,
     pub notifier: notify::Notifier,
     /// Incidents opened, by signal and key kind.
     opened: Mutex<BTreeMap<(String, &'static str), u64>>,
     /// Messages held (quarantined) because of an open incident.
     pub held: AtomicU64,
+    /// Incidents open, as last counted (every second).
+    open_now: AtomicU64,
+    /// Redis failed: said once until it answers again.
+    redis_down: AtomicBool,
+}
+
+/// The keys of a message as (kind, value) pairs, in kind order.
+fn pairs<'a>(keys: &Keys<'a>) -> Vec<(KeyKind, &'a str)> {
+    KeyKind::ALL
+        .into_iter()
+        .filter_map(|k| keys.get(k).map(|v| (k, v)))
+        .collect()
 }
 
 impl Incidents {
     pub fn new(settings: &IncidentSettings) -> Self {
+        let store = LocalStore::new(settings.state_dir.as_deref(), now_ms() / 1000);
+        let open_now = AtomicU64::new(store.list(now_ms() / 1000).len() as u64);
         Self {
             signals: ArcSwap::from_pointee(Self::build(settings)),
-            store: LocalStore::new(settings.state_dir.as_deref(), now_ms() / 1000),
+            store,
+            scripts: redis::Scripts::default(),
             notifier: notify::Notifier::default(),
             opened: Mutex::new(BTreeMap::new()),
             held: AtomicU64::new(0),
+            open_now,
+            redis_down: AtomicBool::new(false),
         }
     }
 
@@ -88,26 +113,91 @@ impl Incidents {
 
     /// Whether anything is counted at all.
     pub fn counting(&self) -> bool {
-        !self.signals.load().2.is_empty()
+        !self.signals.load().0.is_empty()
     }
 
-    /// Whether any incident is open (opened by hand, or read back).
-    pub fn any_open(&self) -> bool {
-        self.store.any_open()
+    /// Whether an incident may be open: any in this process, or, with
+    /// Redis, any on any gateway (asked per message).
+    pub fn may_be_open(&self, redis: Option<&RedisLimiter>) -> bool {
+        redis.is_some() || self.store.any_open()
+    }
+
+    /// Redis failed: this gateway goes on with its own counts and
+    /// incidents until it answers.
+    fn fell_back(&self, e: &LimiterError) {
+        if !self.redis_down.swap(true, Ordering::Relaxed) {
+            tracing::warn!(
+                "incidents: redis failed, this gateway counts and holds on its own meanwhile: {e}"
+            );
+        }
+    }
+
+    fn redis_ok(&self) {
+        if self.redis_down.swap(false, Ordering::Relaxed) {
+            tracing::info!("incidents: redis answers again, signals and incidents shared again");
+        }
     }
 
     /// The open incident of the first of the keys that has one.
-    pub fn find(&self, now_ms: u64, keys: &Keys<'_>) -> Option<Incident> {
-        let keys: Vec<(KeyKind, &str)> = KeyKind::ALL
-            .into_iter()
-            .filter_map(|k| keys.get(k).map(|v| (k, v)))
-            .collect();
+    pub async fn find(
+        &self,
+        redis: Option<&RedisLimiter>,
+        now_ms: u64,
+        keys: &Keys<'_>,
+    ) -> Option<Incident> {
+        let keys = pairs(keys);
+        if let Some(r) = redis {
+            match self.scripts.find(r, now_ms / 1000, &keys).await {
+                Ok(found) => {
+                    self.redis_ok();
+                    return found;
+                }
+                Err(e) => self.fell_back(&e),
+            }
+        }
         self.store.find(now_ms / 1000, &keys)
     }
 
     /// Counts an event; opens (or extends) an incident for every signal it
     /// made cross. Returns the incidents it opened or extended.
-    pub fn observe(
+    pub async fn observe(
+        &self,
+        redis: Option<&RedisLimiter>,
+        now_ms: u64,
+        keys: &Keys<'_>,
+        event: &Event<'_>,
+        settings: &IncidentSettings,
+        monitor: bool,
+    ) -> Vec<Incident> {
+        let signals = self.signals.load();
+        let crossings = match redis {
+            Some(r) => match self
+                .scripts
+                .observe(r, &signals.0, now_ms, keys, event)
+                .await
+            {
+                Ok(c) => {
+                    self.redis_ok();
+                    c
+                }
+                Err(e) => {
+                    self.fell_back(&e);
+                    signals.2.observe(now_ms, keys, event)
+                }
+            },
+            None => signals.2.observe(now_ms, keys, event),
+        };
+        let mut out = Vec::new();
+        for c in crossings {
+            let incident = self.incident(c, now_ms / 1000, settings, monitor);
+            out.push(self.open(redis, incident, settings).await);
+        }
+        out
+    }
+
+    /// [`observe`](Self::observe) without Redis, for the stages that
+    /// cannot wait.
+    pub fn observe_local(
         &self,
         now_ms: u64,
         keys: &Keys<'_>,
@@ -116,31 +206,66 @@ impl Incidents {
         monitor: bool,
     ) -> Vec<Incident> {
         let crossings = self.signals.load().2.observe(now_ms, keys, event);
-        let now = now_ms / 1000;
-        let mut out = Vec::new();
-        for c in crossings {
-            let incident = Incident {
-                kind: c.kind,
-                key: c.key,
-                signal: c.signal,
-                figures: c.figures,
-                action: settings.action,
-                monitor,
-                opened: now,
-                until: now + settings.block_for.as_secs(),
-                earlier: c.earlier,
-                messages: 0,
-                first_queue_id: None,
-                last_queue_id: None,
-                held: Vec::new(),
-            };
-            let (incident, new) = self.store.open(incident);
-            if new {
-                self.announce(&incident, settings);
-            }
-            out.push(incident);
+        crossings
+            .into_iter()
+            .map(|c| {
+                let incident = self.incident(c, now_ms / 1000, settings, monitor);
+                let (incident, new) = self.store.open(incident);
+                if new {
+                    self.announce(&incident, settings);
+                }
+                incident
+            })
+            .collect()
+    }
+
+    fn incident(
+        &self,
+        c: signals::Crossing,
+        now: u64,
+        settings: &IncidentSettings,
+        monitor: bool,
+    ) -> Incident {
+        Incident {
+            kind: c.kind,
+            key: c.key,
+            signal: c.signal,
+            figures: c.figures,
+            action: settings.action,
+            monitor,
+            opened: now,
+            until: now + settings.block_for.as_secs(),
+            earlier: c.earlier,
+            messages: 0,
+            first_queue_id: None,
+            last_queue_id: None,
+            held: Vec::new(),
         }
-        out
+    }
+
+    /// Opens an incident (or extends the one open for the key), in Redis
+    /// when it is used; announces it when it is new.
+    async fn open(
+        &self,
+        redis: Option<&RedisLimiter>,
+        incident: Incident,
+        settings: &IncidentSettings,
+    ) -> Incident {
+        let (incident, new) = match redis {
+            Some(r) => match self.scripts.open(r, &incident).await {
+                Ok(done) => done,
+                Err(e) => {
+                    self.fell_back(&e);
+                    self.store.open(incident)
+                }
+            },
+            None => self.store.open(incident),
+        };
+        if new {
+            self.open_now.fetch_add(1, Ordering::Relaxed);
+            self.announce(&incident, settings);
+        }
+        incident
     }
 
     fn announce(&self, incident: &Incident, settings: &IncidentSettings) {
@@ -192,23 +317,36 @@ impl Incidents {
     }
 
     /// A message from the key of an open incident.
-    pub fn note(&self, incident: &Incident, queue_id: Option<&str>, held: bool) {
+    pub async fn note(
+        &self,
+        redis: Option<&RedisLimiter>,
+        incident: &Incident,
+        queue_id: Option<&str>,
+        held: bool,
+    ) {
         if held {
             self.held.fetch_add(1, Ordering::Relaxed);
+        }
+        if let Some(r) = redis {
+            match self.scripts.note(r, incident, queue_id, held).await {
+                Ok(()) => return,
+                Err(e) => self.fell_back(&e),
+            }
         }
         self.store
             .note(incident.kind, &incident.key, queue_id, held);
     }
 
     /// Opens an incident by hand (`incidents open`).
-    pub fn open_by_hand(
+    pub async fn open_by_hand(
         &self,
+        redis: Option<&RedisLimiter>,
         kind: KeyKind,
         key: &str,
         duration: Duration,
         action: IncidentAction,
         settings: &IncidentSettings,
-    ) -> (Incident, bool) {
+    ) -> Incident {
         let now = now_ms() / 1000;
         let incident = Incident {
             kind,
@@ -225,34 +363,96 @@ impl Incidents {
             last_queue_id: None,
             held: Vec::new(),
         };
-        let (incident, new) = self.store.open(incident);
-        if new {
-            self.announce(&incident, settings);
-        }
-        (incident, new)
+        self.open(redis, incident, settings).await
     }
 
-    /// Closes an incident by hand (`incidents close`).
-    pub fn close(&self, kind: KeyKind, key: &str, settings: &IncidentSettings) -> Option<Incident> {
-        let closed = self.store.close(kind, key)?;
+    /// Closes an incident by hand (`incidents close`): the key's counts
+    /// start afresh, or the next message would open it again at once.
+    pub async fn close(
+        &self,
+        redis: Option<&RedisLimiter>,
+        kind: KeyKind,
+        key: &str,
+        settings: &IncidentSettings,
+    ) -> Option<Incident> {
+        let mut closed = self.store.close(kind, key);
+        let signals = self.signals.load();
+        signals.2.forget(kind, key);
+        if let Some(r) = redis {
+            match self.scripts.close(r, kind, key).await {
+                Ok(c) => closed = c.or(closed),
+                Err(e) => self.fell_back(&e),
+            }
+            if let Err(e) = self
+                .scripts
+                .forget(r, &signals.0, kind, key, now_ms())
+                .await
+            {
+                self.fell_back(&e);
+            }
+        }
+        let closed = closed?;
         self.closed(closed.clone(), "closed by hand", settings);
         Some(closed)
     }
 
-    /// Closes the incidents whose time is up.
-    pub fn expire(&self, now_ms: u64, settings: &IncidentSettings) {
-        for i in self.store.expire(now_ms / 1000) {
+    /// Closes the incidents whose time is up (each announced once, by the
+    /// gateway that closes it), and counts those still open.
+    pub async fn expire(
+        &self,
+        redis: Option<&RedisLimiter>,
+        now_ms: u64,
+        settings: &IncidentSettings,
+    ) {
+        let now = now_ms / 1000;
+        for i in self.store.expire(now) {
             self.closed(i, "expired", settings);
         }
+        let mut open = self.store.list(now).len() as u64;
+        if let Some(r) = redis {
+            match self.scripts.all(r).await {
+                Ok(all) => {
+                    open = 0;
+                    for i in all {
+                        if i.until > now {
+                            open += 1;
+                        } else if let Ok(Some(i)) = self.scripts.close(r, i.kind, &i.key).await {
+                            self.closed(i, "expired", settings);
+                        }
+                    }
+                }
+                Err(e) => self.fell_back(&e),
+            }
+        }
+        self.open_now.store(open, Ordering::Relaxed);
     }
 
-    pub fn list(&self, now_ms: u64) -> Vec<Incident> {
-        self.store.list(now_ms / 1000)
+    pub async fn list(&self, redis: Option<&RedisLimiter>, now_ms: u64) -> Vec<Incident> {
+        let now = now_ms / 1000;
+        if let Some(r) = redis {
+            match self.scripts.all(r).await {
+                Ok(all) => return all.into_iter().filter(|i| i.until > now).collect(),
+                Err(e) => self.fell_back(&e),
+            }
+        }
+        self.store.list(now)
     }
 
     /// Every signal's figure for the keys, for `explain`.
-    pub fn read(&self, now_ms: u64, keys: &Keys<'_>) -> Vec<Reading> {
-        self.signals.load().2.read(now_ms, keys)
+    pub async fn read(
+        &self,
+        redis: Option<&RedisLimiter>,
+        now_ms: u64,
+        keys: &Keys<'_>,
+    ) -> Vec<Reading> {
+        let signals = self.signals.load();
+        if let Some(r) = redis {
+            match self.scripts.read(r, &signals.0, now_ms, keys).await {
+                Ok(v) => return v,
+                Err(e) => self.fell_back(&e),
+            }
+        }
+        signals.2.read(now_ms, keys)
     }
 
     /// Incidents opened so far, by signal and key kind.
@@ -263,27 +463,13 @@ impl Incidents {
             .unwrap_or_default()
     }
 
+    /// Incidents open, as last counted.
+    pub fn open_now(&self) -> u64 {
+        self.open_now.load(Ordering::Relaxed)
+    }
+
     /// Keys the signals track in this process.
     pub fn tracked_keys(&self) -> usize {
         self.signals.load().2.tracked_keys()
-    }
-
-    /// The background work: delivering notices, and closing incidents
-    /// whose time is up (every second).
-    pub async fn run(
-        self: Arc<Self>,
-        gateway: String,
-        settings: impl Fn() -> Arc<crate::config::Config>,
-    ) {
-        let notifier = self.clone();
-        let deliver = tokio::spawn(async move { notifier.notifier.run(gateway).await });
-        let mut tick = tokio::time::interval(Duration::from_secs(1));
-        loop {
-            tick.tick().await;
-            self.expire(now_ms(), &settings().incidents);
-            if deliver.is_finished() {
-                break;
-            }
-        }
     }
 }

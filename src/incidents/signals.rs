@@ -124,7 +124,7 @@ fn amount<'a>(count: Count, event: &Event<'a>) -> Option<Amount<'a>> {
     }
 }
 
-fn describe(signal: &Signal, figure: f64, usual: Option<f64>) -> String {
+pub(super) fn describe(signal: &Signal, figure: f64, usual: Option<f64>) -> String {
     let count = signal.count.as_str();
     let window = window_text(signal.threshold.window());
     match signal.threshold {
@@ -138,6 +138,26 @@ fn describe(signal: &Signal, figure: f64, usual: Option<f64>) -> String {
                 None => "usual volume still being learnt".to_string(),
             }
         ),
+    }
+}
+
+/// How much of an event a signal counts, for the Redis backend: the
+/// number added, and the values (distinct counts).
+pub(super) fn amount_of(count: Count, event: &Event<'_>) -> Option<(f64, Vec<String>)> {
+    match amount(count, event)? {
+        Amount::Number(n) => Some((n as f64, Vec::new())),
+        Amount::Values(v) => Some((v.len() as f64, v.into_iter().map(String::from).collect())),
+    }
+}
+
+/// Whether a figure crosses the signal's threshold, given the key's usual
+/// volume (None while it is learnt, or for a fixed threshold).
+pub(super) fn judge_counts(s: &Signal, figure: f64, usual: Option<f64>) -> bool {
+    match s.threshold {
+        Threshold::Above(rate) => figure > rate.count as f64,
+        Threshold::Baseline { factor, min, .. } => {
+            usual.is_some_and(|u| figure > min.count as f64 && figure > factor * u)
+        }
     }
 }
 
@@ -164,10 +184,6 @@ impl Signals {
                 .collect(),
             max_keys: max_keys.max(1),
         }
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.tracked.is_empty()
     }
 
     /// Counts an event under its keys; returns the signals it made cross
@@ -260,6 +276,22 @@ impl Signals {
         out
     }
 
+    /// Forgets a key's counts (its usual volume stays): closing an
+    /// incident by hand starts the key afresh.
+    pub fn forget(&self, kind: KeyKind, key: &str) {
+        for t in self.tracked.iter().filter(|t| t.signal.key == kind) {
+            let mut map = t.keys.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(state) = map.get_mut(key) {
+                state.counter = if t.signal.count.distinct() {
+                    Counter::Distinct(Distinct::default())
+                } else {
+                    Counter::Sum(Sum::default())
+                };
+                state.recent.clear();
+            }
+        }
+    }
+
     /// Keys tracked, all signals together.
     pub fn tracked_keys(&self) -> usize {
         self.tracked
@@ -324,18 +356,15 @@ fn judge(
     figure: f64,
     added: f64,
 ) -> (bool, Option<f64>) {
-    match s.threshold {
-        Threshold::Above(rate) => (figure > rate.count as f64, None),
-        Threshold::Baseline { factor, min, learn } => {
-            let Some(b) = state.baseline.as_mut() else {
-                return (false, None);
-            };
+    let usual = match (s.threshold, state.baseline.as_mut()) {
+        (Threshold::Baseline { learn, .. }, Some(b)) => {
             let usual = b.usual(now, len, learn.as_millis() as u64);
             b.add(now, len, added);
-            let fires = usual.is_some_and(|u| figure > min.count as f64 && figure > factor * u);
-            (fires, usual)
+            usual
         }
-    }
+        _ => None,
+    };
+    (judge_counts(s, figure, usual), usual)
 }
 
 #[cfg(test)]

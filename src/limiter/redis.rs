@@ -162,7 +162,7 @@ impl RedisLimiter {
         })
     }
 
-    fn key(&self, parts: std::fmt::Arguments<'_>) -> String {
+    pub(crate) fn key(&self, parts: std::fmt::Arguments<'_>) -> String {
         format!("{}{}", self.settings.key_prefix, parts)
     }
 
@@ -205,7 +205,7 @@ impl RedisLimiter {
 
     /// Runs one Redis call under the timeout, noting success or failure.
     /// For `RETRY_INTERVAL` after a failure, Redis is not asked at all.
-    async fn call<T>(
+    pub(crate) async fn call<T>(
         &self,
         f: impl AsyncFnOnce(ConnectionManager) -> redis::RedisResult<T>,
     ) -> Result<T, LimiterError> {

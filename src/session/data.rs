@@ -121,7 +121,7 @@ impl Connection {
             msg.queue_id.clone_from(&macros.queue_id);
         }
         let checked = match self.eom_checks().await {
-            Ok(mut changes) => self.incidents_at_end().map(|more| {
+            Ok(mut changes) => self.incidents_at_end().await.map(|more| {
                 changes.extend(more);
                 changes
             }),

@@ -136,7 +136,7 @@ impl Connection {
         // Policy first, then SPF, then the limits: a sender refused by
         // either consumes no quota.
         self.settle(Stage::Mail, verdict)?;
-        self.open_incident(Stage::Mail)?;
+        self.open_incident(Stage::Mail).await?;
         if sender_passed && self.trace.is_some() {
             let shown = self
                 .message
@@ -157,7 +157,7 @@ impl Connection {
             // A recipient the MTA itself rejected (it has answered the
             // client already): evidence for the incidents, nothing to judge.
             if self.message.is_some() {
-                self.observe(crate::incidents::Event::MtaRejected);
+                self.observe(crate::incidents::Event::MtaRejected).await;
             }
             return Answer::Continue;
         }

@@ -7,6 +7,7 @@ use crate::incidents::{now_ms, Event, Incident, Keys};
 
 /// A message's keys, owned: the client IP as limits write it, the login,
 /// the sender as limits key it, the class.
+#[derive(Clone)]
 struct OwnedKeys {
     client: Option<String>,
     user: Option<String>,
@@ -43,22 +44,25 @@ impl Connection {
 
     /// MAIL FROM: an open incident for one of the message's keys holds the
     /// message (at end of message), or refuses it now.
-    pub(super) fn open_incident(&mut self, stage: Stage) -> Flow {
-        let Some(msg) = self.message.as_ref() else {
-            return Ok(());
-        };
-        if msg.config.incidents.signals.is_empty() && !self.shared.incidents.any_open() {
+    pub(super) async fn open_incident(&mut self, stage: Stage) -> Flow {
+        let redis = self.shared.limiter.redis.as_ref();
+        if self.message.is_none() || !self.shared.incidents.may_be_open(redis) {
             return Ok(());
         }
         let keys = self.owned_keys();
-        let Some(incident) = self.shared.incidents.find(now_ms(), &keys.keys()) else {
-            return Ok(());
-        };
-        self.apply_incident(stage, incident)
+        let found = self
+            .shared
+            .incidents
+            .find(redis, now_ms(), &keys.keys())
+            .await;
+        match found {
+            Some(incident) => self.apply_incident(stage, incident).await,
+            None => Ok(()),
+        }
     }
 
     /// Judges the message by an open incident.
-    fn apply_incident(&mut self, stage: Stage, incident: Incident) -> Flow {
+    async fn apply_incident(&mut self, stage: Stage, incident: Incident) -> Flow {
         let verdict = policy::incident::verdict(&incident);
         let forced = incident.monitor.then_some(Mode::Monitor);
         if let Some(msg) = self.message.as_mut() {
@@ -69,79 +73,141 @@ impl Connection {
             // Refused: counted against the incident now (a held message is
             // counted at end of message, with its queue id).
             let queue_id = self.message.as_ref().and_then(|m| m.queue_id.clone());
-            self.shared
+            let shared = self.shared.clone();
+            shared
                 .incidents
-                .note(&incident, queue_id.as_deref(), false);
+                .note(
+                    shared.limiter.redis.as_ref(),
+                    &incident,
+                    queue_id.as_deref(),
+                    false,
+                )
+                .await;
         }
         flow
     }
 
-    /// Counts an event under the current message's (or connection's) keys,
-    /// and opens the incidents it makes cross. Only our own senders count:
+    /// The keys an event counts under, and the settings and mode it is
+    /// judged by; None when nothing is counted. Only our own senders count:
     /// a client in no class sends inbound mail, which the signals leave
     /// alone (a stranger's mail is no sign of our account being abused).
-    pub(super) fn observe(&mut self, event: Event<'_>) -> Vec<Incident> {
+    fn counted(&self) -> Option<(OwnedKeys, Arc<Config>, bool)> {
         if !self.shared.incidents.counting() {
-            return Vec::new();
+            return None;
         }
         let keys = self.owned_keys();
-        if keys.class.is_none() {
-            return Vec::new();
-        }
+        keys.class.as_ref()?;
         let config = self
             .message
             .as_ref()
             .map_or_else(|| self.shared.config(), |m| m.config.clone());
-        let monitor = self.mode() == Mode::Monitor;
-        self.shared
-            .incidents
-            .observe(now_ms(), &keys.keys(), &event, &config.incidents, monitor)
+        Some((keys, config, self.mode() == Mode::Monitor))
     }
 
-    /// One of our permanent refusals: evidence against the keys.
+    /// Counts an event under the current message's (or connection's) keys,
+    /// and opens the incidents it makes cross.
+    pub(super) async fn observe(&mut self, event: Event<'_>) -> Vec<Incident> {
+        let Some((keys, config, monitor)) = self.counted() else {
+            return Vec::new();
+        };
+        self.shared
+            .incidents
+            .observe(
+                self.shared.limiter.redis.as_ref(),
+                now_ms(),
+                &keys.keys(),
+                &event,
+                &config.incidents,
+                monitor,
+            )
+            .await
+    }
+
+    /// One of our permanent refusals: evidence against the keys. The
+    /// stages that refuse do not wait: with Redis it is counted aside.
     pub(super) fn observe_refusal(&mut self) {
-        self.observe(Event::Refused);
+        let Some((keys, config, monitor)) = self.counted() else {
+            return;
+        };
+        if self.shared.limiter.redis.is_none() {
+            self.shared.incidents.observe_local(
+                now_ms(),
+                &keys.keys(),
+                &Event::Refused,
+                &config.incidents,
+                monitor,
+            );
+            return;
+        }
+        let shared = self.shared.clone();
+        tokio::spawn(async move {
+            shared
+                .incidents
+                .observe(
+                    shared.limiter.redis.as_ref(),
+                    now_ms(),
+                    &keys.keys(),
+                    &Event::Refused,
+                    &config.incidents,
+                    monitor,
+                )
+                .await;
+        });
     }
 
     /// End of message, the checks passed: the message counts as accepted;
     /// if that (or an earlier event) opened an incident for one of its
     /// keys, the incident's action applies to this message already. A
     /// message to hold gets the quarantine action.
-    pub(super) fn incidents_at_end(&mut self) -> Flow<Vec<HeaderAction>> {
+    pub(super) async fn incidents_at_end(&mut self) -> Flow<Vec<HeaderAction>> {
         let Some(msg) = self.message.as_ref() else {
             return Ok(Vec::new());
         };
         let recipients = msg.rcpts.clone();
         let queue_id = msg.queue_id.clone();
         let already = msg.incident.is_some();
-        let opened = self.observe(Event::Accepted {
-            queue_id: queue_id.as_deref(),
-            recipients: &recipients,
-        });
+        let opened = self
+            .observe(Event::Accepted {
+                queue_id: queue_id.as_deref(),
+                recipients: &recipients,
+            })
+            .await;
+        let redis = self.shared.limiter.redis.as_ref();
         if !already {
             // An incident opened by this message, or during it (by its
             // refused recipients, those the MTA rejected), applies to it.
-            let keys = self.owned_keys();
             let found = match opened.into_iter().next() {
                 Some(i) => Some(i),
-                None => self.shared.incidents.find(now_ms(), &keys.keys()),
+                None if self.shared.incidents.may_be_open(redis) => {
+                    let keys = self.owned_keys();
+                    self.shared
+                        .incidents
+                        .find(redis, now_ms(), &keys.keys())
+                        .await
+                }
+                None => None,
             };
             if let Some(incident) = found {
-                self.apply_incident(Stage::Eom, incident)?;
+                self.apply_incident(Stage::Eom, incident).await?;
             }
         }
         let Some(msg) = self.message.as_ref() else {
             return Ok(Vec::new());
         };
         let mut changes = Vec::new();
-        if let Some(incident) = &msg.incident {
-            let held = msg.hold.as_ref();
-            if let Some((_, h)) = held {
-                changes.push(HeaderAction::Quarantine(h.reason.clone()));
-            }
-            self.shared
+        if let Some(incident) = msg.incident.clone() {
+            let held = msg.hold.as_ref().map(|(_, h)| h.reason.clone());
+            let shared = self.shared.clone();
+            shared
                 .incidents
-                .note(incident, queue_id.as_deref(), held.is_some());
+                .note(
+                    shared.limiter.redis.as_ref(),
+                    &incident,
+                    queue_id.as_deref(),
+                    held.is_some(),
+                )
+                .await;
+            changes.extend(held.map(HeaderAction::Quarantine));
         }
         Ok(changes)
     }

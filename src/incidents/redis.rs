@@ -1,0 +1,511 @@
+//! Signals and incidents in Redis, with `rate_limits.backend: redis`: every
+//! gateway counts into the same windows and sees the same open incidents.
+//! The same sliding windows as in process (two buckets, the older one
+//! weighted), with Redis's HyperLogLog (`PFADD`, `PFCOUNT`) for distinct
+//! counts; the baseline and each incident are small hashes. Each update is
+//! one Lua script, atomic.
+
+use super::signals::{describe, judge_counts, Crossing, Event, Keys, Reading};
+use super::store::{Incident, MAX_HELD};
+use crate::config::{KeyKind, Signal, Threshold};
+use crate::limiter::{LimiterError, RedisLimiter};
+use redis::{AsyncCommands, Script};
+use std::collections::HashMap;
+
+/// One signal, one key: counts the event (unless ARGV[2] is `read`) and
+/// returns the window's figure, the usual volume (-1 while learning or
+/// without a baseline) and the recent queue ids ("ms:qid", newest first).
+/// KEYS: current bucket, previous bucket, baseline hash, recent list.
+/// ARGV: sum|distinct, add|read, ttl ms, weight of the previous bucket,
+/// now ms, window ms, baseline 1|0, learn ms, added, recent entry or "",
+/// then the amount (sum) or the values (distinct).
+const SIGNAL_LUA: &str = r#"
+local kind, op, ttl = ARGV[1], ARGV[2], ARGV[3]
+local weight, now, len = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
+if op == 'add' then
+  if kind == 'sum' then
+    local n = tonumber(ARGV[11] or '0')
+    if n > 0 then
+      redis.call('INCRBY', KEYS[1], n)
+      redis.call('PEXPIRE', KEYS[1], ttl)
+    end
+  elseif #ARGV >= 11 then
+    redis.call('PFADD', KEYS[1], unpack(ARGV, 11))
+    redis.call('PEXPIRE', KEYS[1], ttl)
+  end
+  if ARGV[10] ~= '' then
+    redis.call('LPUSH', KEYS[4], ARGV[10])
+    redis.call('LTRIM', KEYS[4], 0, 49)
+    redis.call('PEXPIRE', KEYS[4], ttl)
+  end
+end
+local figure
+if kind == 'sum' then
+  local cur = tonumber(redis.call('GET', KEYS[1]) or '0')
+  local prev = tonumber(redis.call('GET', KEYS[2]) or '0')
+  figure = cur + prev * weight
+else
+  local cur = redis.call('PFCOUNT', KEYS[1])
+  local union = redis.call('PFCOUNT', KEYS[1], KEYS[2])
+  local older = union - cur
+  if older < 0 then older = 0 end
+  figure = cur + older * weight
+end
+local usual = -1
+if ARGV[7] == '1' then
+  local alpha = 2.0 / 25.0
+  local period = math.floor(now / len)
+  local b = redis.call('HMGET', KEYS[3], 'first', 'period', 'count', 'mean')
+  local first = tonumber(b[1] or '') or now
+  local p = tonumber(b[2] or '') or period
+  local count = tonumber(b[3] or '') or 0
+  local mean = tonumber(b[4] or '') or 0
+  if period > p then
+    mean = alpha * count + (1 - alpha) * mean
+    local empty = period - p - 1
+    if empty > 10000 then empty = 10000 end
+    mean = mean * (1 - alpha) ^ empty
+    count = 0
+    p = period
+  end
+  if now - first >= tonumber(ARGV[8]) then usual = mean end
+  if op == 'add' then
+    count = count + tonumber(ARGV[9])
+    redis.call('HSET', KEYS[3], 'first', string.format('%.0f', first), 'period', string.format('%.0f', p),
+      'count', tostring(count), 'mean', tostring(mean))
+    redis.call('PEXPIRE', KEYS[3], math.max(tonumber(ARGV[8]) * 2, 7 * 86400000))
+  end
+end
+return {tostring(figure), tostring(usual), redis.call('LRANGE', KEYS[4], 0, 49)}
+"#;
+
+/// Opens an incident unless one is open for the key (then extends it).
+/// KEYS: the incident hash, the index set, the held list. ARGV: the
+/// incident's fixed part (JSON), now s, until s, index member, ttl ms.
+/// Returns 1 when opened, 0 when extended.
+const OPEN_LUA: &str = r#"
+local u = tonumber(redis.call('HGET', KEYS[1], 'until') or '0')
+if u > tonumber(ARGV[2]) then
+  if tonumber(ARGV[3]) > u then
+    redis.call('HSET', KEYS[1], 'until', ARGV[3])
+    redis.call('PEXPIRE', KEYS[1], ARGV[5])
+    redis.call('PEXPIRE', KEYS[3], ARGV[5])
+  end
+  return 0
+end
+redis.call('DEL', KEYS[1], KEYS[3])
+redis.call('HSET', KEYS[1], 'json', ARGV[1], 'until', ARGV[3], 'messages', 0)
+redis.call('PEXPIRE', KEYS[1], ARGV[5])
+redis.call('SADD', KEYS[2], ARGV[4])
+return 1
+"#;
+
+/// A message from the key of an open incident. KEYS: the hash, the held
+/// list. ARGV: queue id or "", 1 if held, the most held ids kept.
+const NOTE_LUA: &str = r#"
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+redis.call('HINCRBY', KEYS[1], 'messages', 1)
+if ARGV[1] ~= '' then
+  if redis.call('HEXISTS', KEYS[1], 'first') == 0 then
+    redis.call('HSET', KEYS[1], 'first', ARGV[1])
+  end
+  redis.call('HSET', KEYS[1], 'last', ARGV[1])
+  if ARGV[2] == '1' and redis.call('LLEN', KEYS[2]) < tonumber(ARGV[3]) then
+    redis.call('RPUSH', KEYS[2], ARGV[1])
+    redis.call('PEXPIRE', KEYS[2], redis.call('PTTL', KEYS[1]))
+  end
+end
+return 1
+"#;
+
+/// An incident hash is kept this long after it ends, so that one gateway
+/// can still announce its end.
+const KEEP_AFTER_MS: u64 = 86_400_000;
+
+/// The fixed part of an incident, stored as JSON.
+#[derive(serde::Deserialize, serde::Serialize)]
+struct Fixed {
+    kind: KeyKind,
+    key: String,
+    signal: String,
+    figures: String,
+    action: crate::config::IncidentAction,
+    monitor: bool,
+    opened: u64,
+    earlier: Vec<String>,
+}
+
+pub struct Scripts {
+    signal: Script,
+    open: Script,
+    note: Script,
+}
+
+impl Default for Scripts {
+    fn default() -> Self {
+        Self {
+            signal: Script::new(SIGNAL_LUA),
+            open: Script::new(OPEN_LUA),
+            note: Script::new(NOTE_LUA),
+        }
+    }
+}
+
+fn member(kind: KeyKind, key: &str) -> String {
+    format!("{}:{key}", kind.as_str())
+}
+
+fn hash_key(r: &RedisLimiter, member: &str) -> String {
+    r.key(format_args!("incident:{member}"))
+}
+
+fn held_key(r: &RedisLimiter, member: &str) -> String {
+    r.key(format_args!("incident-held:{member}"))
+}
+
+fn index_key(r: &RedisLimiter) -> String {
+    r.key(format_args!("incidents"))
+}
+
+/// Where `now` falls in the window: the bucket's start and the weight of
+/// the bucket before.
+fn bucket(now: u64, len: u64) -> (u64, f64) {
+    let len = len.max(1);
+    let start = now - now % len;
+    (start, 1.0 - (now - start) as f64 / len as f64)
+}
+
+impl Scripts {
+    /// One signal for one key: counted (when `event` is given) and read.
+    async fn signal(
+        &self,
+        r: &RedisLimiter,
+        s: &Signal,
+        key: &str,
+        now: u64,
+        event: Option<&Event<'_>>,
+    ) -> Result<Option<(f64, Option<f64>, Vec<String>)>, LimiterError> {
+        let len = s.threshold.window().as_millis() as u64;
+        let (start, weight) = bucket(now, len);
+        let id = format!("{}:{}:{key}", s.name, s.key.as_str());
+        let kind = if s.count.distinct() {
+            "distinct"
+        } else {
+            "sum"
+        };
+        let mut inv = self.signal.prepare_invoke();
+        inv.key(r.key(format_args!("signal:{id}:{start}")))
+            .key(r.key(format_args!("signal:{id}:{}", start.saturating_sub(len))))
+            .key(r.key(format_args!("baseline:{id}")))
+            .key(r.key(format_args!("recent:{id}")));
+        let (added, values, recent) = match event {
+            Some(e) => match super::signals::amount_of(s.count, e) {
+                Some((n, values)) => {
+                    let recent = match e {
+                        Event::Accepted {
+                            queue_id: Some(q), ..
+                        } if !q.is_empty() && *q != "-" => format!("{now}:{q}"),
+                        _ => String::new(),
+                    };
+                    (n, values, recent)
+                }
+                None => return Ok(None),
+            },
+            None => (0.0, Vec::new(), String::new()),
+        };
+        let (baseline, learn) = match s.threshold {
+            Threshold::Baseline { learn, .. } => ("1", learn.as_millis() as u64),
+            Threshold::Above(_) => ("0", 0),
+        };
+        inv.arg(kind)
+            .arg(if event.is_some() { "add" } else { "read" })
+            .arg(2 * len + 1000)
+            .arg(weight)
+            .arg(now)
+            .arg(len)
+            .arg(baseline)
+            .arg(learn)
+            .arg(added)
+            .arg(recent);
+        if s.count.distinct() {
+            for v in &values {
+                inv.arg(v.as_str());
+            }
+        } else {
+            inv.arg(added as u64);
+        }
+        let (figure, usual, recent): (String, String, Vec<String>) = r
+            .call(async |mut conn| inv.invoke_async(&mut conn).await)
+            .await?;
+        let figure = figure.parse::<f64>().unwrap_or(0.0).floor();
+        let usual = usual.parse::<f64>().ok().filter(|u| *u >= 0.0);
+        Ok(Some((figure, usual, recent)))
+    }
+
+    /// Counts an event under its keys, every signal; returns the crossings.
+    pub async fn observe(
+        &self,
+        r: &RedisLimiter,
+        signals: &[Signal],
+        now: u64,
+        keys: &Keys<'_>,
+        event: &Event<'_>,
+    ) -> Result<Vec<Crossing>, LimiterError> {
+        let mut out = Vec::new();
+        for s in signals {
+            let Some(key) = keys.get(s.key) else {
+                continue;
+            };
+            let Some((figure, usual, recent)) = self.signal(r, s, key, now, Some(event)).await?
+            else {
+                continue;
+            };
+            if judge_counts(s, figure, usual) {
+                let since = now.saturating_sub(s.threshold.window().as_millis() as u64);
+                let mut earlier: Vec<String> = recent
+                    .iter()
+                    .filter_map(|e| e.split_once(':'))
+                    .filter(|(t, _)| t.parse::<u64>().is_ok_and(|t| t >= since))
+                    .map(|(_, q)| q.to_string())
+                    .collect();
+                earlier.reverse();
+                out.push(Crossing {
+                    signal: s.name.clone(),
+                    kind: s.key,
+                    key: key.to_string(),
+                    figures: describe(s, figure, usual),
+                    earlier,
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    pub async fn read(
+        &self,
+        r: &RedisLimiter,
+        signals: &[Signal],
+        now: u64,
+        keys: &Keys<'_>,
+    ) -> Result<Vec<Reading>, LimiterError> {
+        let mut out = Vec::new();
+        for s in signals {
+            let Some(key) = keys.get(s.key) else {
+                continue;
+            };
+            if let Some((figure, usual, _)) = self.signal(r, s, key, now, None).await? {
+                out.push(Reading {
+                    signal: s.name.clone(),
+                    kind: s.key,
+                    key: key.to_string(),
+                    figures: describe(s, figure, usual),
+                    crossed: judge_counts(s, figure, usual),
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    /// Forgets a key's counts in every signal of its kind (its usual
+    /// volume stays).
+    pub async fn forget(
+        &self,
+        r: &RedisLimiter,
+        signals: &[Signal],
+        kind: KeyKind,
+        key: &str,
+        now: u64,
+    ) -> Result<(), LimiterError> {
+        let mut keys = Vec::new();
+        for s in signals.iter().filter(|s| s.key == kind) {
+            let len = s.threshold.window().as_millis() as u64;
+            let (start, _) = bucket(now, len);
+            let id = format!("{}:{}:{key}", s.name, s.key.as_str());
+            keys.push(r.key(format_args!("signal:{id}:{start}")));
+            keys.push(r.key(format_args!("signal:{id}:{}", start.saturating_sub(len))));
+            keys.push(r.key(format_args!("recent:{id}")));
+        }
+        if keys.is_empty() {
+            return Ok(());
+        }
+        let _: i64 = r.call(async |mut conn| conn.del(&keys).await).await?;
+        Ok(())
+    }
+
+    /// Opens (or extends) an incident; returns it as stored, and whether
+    /// it is new.
+    pub async fn open(
+        &self,
+        r: &RedisLimiter,
+        i: &Incident,
+    ) -> Result<(Incident, bool), LimiterError> {
+        let m = member(i.kind, &i.key);
+        let fixed = Fixed {
+            kind: i.kind,
+            key: i.key.clone(),
+            signal: i.signal.clone(),
+            figures: i.figures.clone(),
+            action: i.action,
+            monitor: i.monitor,
+            opened: i.opened,
+            earlier: i.earlier.clone(),
+        };
+        let json = serde_json::to_string(&fixed).map_err(|e| LimiterError::Redis(e.to_string()))?;
+        let ttl = i.until.saturating_sub(i.opened) * 1000 + KEEP_AFTER_MS;
+        let (h, idx, held) = (hash_key(r, &m), index_key(r), held_key(r, &m));
+        let new: i64 = r
+            .call(async |mut conn| {
+                self.open
+                    .key(&h)
+                    .key(&idx)
+                    .key(&held)
+                    .arg(&json)
+                    .arg(i.opened)
+                    .arg(i.until)
+                    .arg(&m)
+                    .arg(ttl)
+                    .invoke_async(&mut conn)
+                    .await
+            })
+            .await?;
+        let stored = self.get(r, &m, true).await?.unwrap_or_else(|| i.clone());
+        Ok((stored, new == 1))
+    }
+
+    /// The incident of a member, with its held ids when asked.
+    async fn get(
+        &self,
+        r: &RedisLimiter,
+        m: &str,
+        with_held: bool,
+    ) -> Result<Option<Incident>, LimiterError> {
+        let (h, held) = (hash_key(r, m), held_key(r, m));
+        let (fields, ids): (HashMap<String, String>, Vec<String>) = r
+            .call(async |mut conn| {
+                let fields: HashMap<String, String> = conn.hgetall(&h).await?;
+                let ids: Vec<String> = if with_held {
+                    conn.lrange(&held, 0, -1).await?
+                } else {
+                    Vec::new()
+                };
+                Ok((fields, ids))
+            })
+            .await?;
+        Ok(incident(&fields, ids))
+    }
+
+    /// The open incident of the first of the keys that has one: one round
+    /// trip for all the keys.
+    pub async fn find(
+        &self,
+        r: &RedisLimiter,
+        now_s: u64,
+        keys: &[(KeyKind, &str)],
+    ) -> Result<Option<Incident>, LimiterError> {
+        let hashes: Vec<String> = keys
+            .iter()
+            .map(|(k, v)| hash_key(r, &member(*k, v)))
+            .collect();
+        let all: Vec<HashMap<String, String>> = r
+            .call(async |mut conn| {
+                let mut pipe = redis::pipe();
+                for h in &hashes {
+                    pipe.hgetall(h);
+                }
+                pipe.query_async(&mut conn).await
+            })
+            .await?;
+        Ok(all
+            .iter()
+            .filter_map(|f| incident(f, Vec::new()))
+            .find(|i| i.until > now_s))
+    }
+
+    pub async fn note(
+        &self,
+        r: &RedisLimiter,
+        i: &Incident,
+        queue_id: Option<&str>,
+        held: bool,
+    ) -> Result<(), LimiterError> {
+        let m = member(i.kind, &i.key);
+        let (h, l) = (hash_key(r, &m), held_key(r, &m));
+        let _: i64 = r
+            .call(async |mut conn| {
+                self.note
+                    .key(&h)
+                    .key(&l)
+                    .arg(queue_id.unwrap_or(""))
+                    .arg(if held { "1" } else { "0" })
+                    .arg(MAX_HELD)
+                    .invoke_async(&mut conn)
+                    .await
+            })
+            .await?;
+        Ok(())
+    }
+
+    /// Closes an incident; only one caller gets it (the one whose delete
+    /// removed it), so its end is announced once across gateways.
+    pub async fn close(
+        &self,
+        r: &RedisLimiter,
+        kind: KeyKind,
+        key: &str,
+    ) -> Result<Option<Incident>, LimiterError> {
+        let m = member(kind, key);
+        let Some(i) = self.get(r, &m, true).await? else {
+            return Ok(None);
+        };
+        let (h, l, idx) = (hash_key(r, &m), held_key(r, &m), index_key(r));
+        let deleted: i64 = r
+            .call(async |mut conn| {
+                let n: i64 = conn.del(&h).await?;
+                let _: i64 = conn.del(&l).await?;
+                let _: i64 = conn.srem(&idx, &m).await?;
+                Ok(n)
+            })
+            .await?;
+        Ok((deleted == 1).then_some(i))
+    }
+
+    /// Every incident the index names (those whose hash is gone are
+    /// dropped from it), open or ended.
+    pub async fn all(&self, r: &RedisLimiter) -> Result<Vec<Incident>, LimiterError> {
+        let idx = index_key(r);
+        let members: Vec<String> = r.call(async |mut conn| conn.smembers(&idx).await).await?;
+        let mut out = Vec::new();
+        for m in members {
+            match self.get(r, &m, true).await? {
+                Some(i) => out.push(i),
+                None => {
+                    let _: i64 = r.call(async |mut conn| conn.srem(&idx, &m).await).await?;
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// An incident from its hash and held list.
+fn incident(fields: &HashMap<String, String>, held: Vec<String>) -> Option<Incident> {
+    let fixed: Fixed = serde_json::from_str(fields.get("json")?).ok()?;
+    Some(Incident {
+        kind: fixed.kind,
+        key: fixed.key,
+        signal: fixed.signal,
+        figures: fixed.figures,
+        action: fixed.action,
+        monitor: fixed.monitor,
+        opened: fixed.opened,
+        until: fields.get("until")?.parse().ok()?,
+        earlier: fixed.earlier,
+        messages: fields
+            .get("messages")
+            .and_then(|m| m.parse().ok())
+            .unwrap_or(0),
+        first_queue_id: fields.get("first").cloned(),
+        last_queue_id: fields.get("last").cloned(),
+        held,
+    })
+}
