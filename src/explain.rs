@@ -6,6 +6,7 @@
 use crate::config::{Backend, Config, Mode};
 use crate::session::{Answer, Connection, HeaderAction, Macros, Stage, Step};
 use crate::state::Shared;
+use std::sync::Arc;
 use std::{fmt::Write as _, net::IpAddr};
 
 /// What to run through the policy.
@@ -30,6 +31,9 @@ pub struct Report {
     pub rcpts: Vec<(String, Answer)>,
     pub headers: Vec<HeaderAction>,
     pub monitor: bool,
+    /// Each incident signal's figure for the message's keys, against its
+    /// threshold.
+    pub signals: Vec<crate::incidents::Reading>,
 }
 
 impl Report {
@@ -98,17 +102,40 @@ fn minimal_message(from: &str, rcpts: &[String]) -> Vec<u8> {
     .into_bytes()
 }
 
-/// Runs the request through the policy. Rate limits are counted in a
-/// fresh in-process limiter (never the shared Redis one): every budget
-/// starts full.
+/// Runs the request through the policy. Rate limits and incident signals
+/// are counted in a fresh in-process state (never the shared Redis one):
+/// every budget starts full, every signal at zero, and no incident is
+/// open; the signals' figures shown are this message's contribution.
 pub async fn explain(mut config: Config, req: &Request) -> Report {
     config.rate_limits.backend = Backend::Local;
     config.admin.listen = crate::config::AdminListen::Off;
     // Incidents are not persisted from here.
     config.incidents.state_dir = None;
+    let shared = Shared::new(config);
+    let mut report = judge(shared.clone(), req).await;
+    let config = shared.config();
+    let class = crate::policy::class::resolve(&config, Some(req.client), req.auth.as_deref());
+    let client = crate::limiter::client_key(req.client);
+    let sender = crate::address::Address::parse(&req.from)
+        .ok()
+        .map(|a| a.limit_key());
+    let keys = crate::incidents::Keys {
+        client: Some(&client),
+        user: req.auth.as_deref(),
+        sender: sender.as_deref(),
+        class: class.map(|c| c.name.as_str()),
+    };
+    report.signals = shared
+        .incidents
+        .read(None, crate::incidents::now_ms(), &keys)
+        .await;
+    report
+}
+
+async fn judge(shared: Arc<Shared>, req: &Request) -> Report {
+    let config = shared.config();
     let monitor = config.mode == Mode::Monitor
         || config.classes.iter().any(|c| c.mode == Some(Mode::Monitor));
-    let shared = Shared::new(config);
     let mut conn = Connection::new(shared, req.helo.clone(), Some(req.client));
     conn.record_trace();
     let macros = Macros {
@@ -123,6 +150,7 @@ pub async fn explain(mut config: Config, req: &Request) -> Report {
         rcpts: Vec::new(),
         headers: Vec::new(),
         monitor,
+        signals: Vec::new(),
     };
     let finish = |conn: &mut Connection, mut report: Report, stage, answer| {
         report.steps = conn.take_trace();
@@ -229,11 +257,37 @@ pub fn render(req: &Request, r: &Report) -> String {
                 "result: accept (monitor mode: the would_* lines above would be refused under enforce)"
             );
         }
-        Answer::Continue => {
-            let _ = writeln!(out, "result: accept");
-        }
+        Answer::Continue => match r.headers.iter().find_map(|h| match h {
+            HeaderAction::Quarantine(reason) => Some(reason),
+            _ => None,
+        }) {
+            Some(reason) => {
+                let _ = writeln!(out, "result: accept, held for review ({reason})");
+            }
+            None => {
+                let _ = writeln!(out, "result: accept");
+            }
+        },
         Answer::Refuse(reply) => {
             let _ = writeln!(out, "result: {reply}  (at {})", r.stage);
+        }
+    }
+    if !r.signals.is_empty() {
+        let _ = writeln!(out, "\nincident signals (counted from zero here):");
+        for g in &r.signals {
+            let _ = writeln!(
+                out,
+                "  {:<16} {}:{}  {}{}",
+                g.signal,
+                g.kind.as_str(),
+                g.key,
+                g.figures,
+                if g.crossed {
+                    "  -> opens an incident"
+                } else {
+                    ""
+                }
+            );
         }
     }
     if !r.headers.is_empty() {

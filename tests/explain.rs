@@ -214,3 +214,70 @@ dkim: {{ keys: [{{ domain: example.com, selector: e1, file: {} }}] }}
     assert_eq!(code, 2, "{out}");
     assert!(out.contains("milter.yaml:3: mode"), "{out}");
 }
+
+#[test]
+fn shows_each_incident_signal_against_its_threshold() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("milter.yaml");
+    std::fs::write(
+        &config,
+        "listen: inet:127.0.0.1:1
+local_domains: [example.com]
+classes:
+  - { name: staff, auth: any, sender_domains: [example.com] }
+incidents:
+  signals:
+    - { name: spray, key: user, count: distinct_recipient_domains, above: 1/h }
+    - { name: surge, key: sender, count: messages, above_baseline: 10x, min: 50/h }
+    - { name: volume, key: client, count: recipients, above: 2000/h }
+",
+    )
+    .unwrap();
+    let (code, out) = explain(
+        &config,
+        &[
+            "--client",
+            "192.0.2.10",
+            "--auth",
+            "alice@example.com",
+            "--from",
+            "alice@example.com",
+            "--rcpt",
+            "a@one.test",
+            "--rcpt",
+            "b@two.test",
+        ],
+    );
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("incident signals"), "{out}");
+    // The spray crosses with this very message: it would be held.
+    assert!(
+        out.contains("result: accept, held for review (egress-milter incident user:alice@example.com (spray)"),
+        "{out}"
+    );
+    let row = |name: &str| {
+        out.lines()
+            .find(|l| l.trim_start().starts_with(name))
+            .unwrap_or_else(|| panic!("no {name} in {out}"))
+            .to_string()
+    };
+    let spray = row("spray");
+    assert!(spray.contains("user:alice@example.com"), "{spray}");
+    assert!(
+        spray.contains("2 distinct_recipient_domains in 1h (threshold 1/h)")
+            && spray.ends_with("-> opens an incident"),
+        "{spray}"
+    );
+    let surge = row("surge");
+    assert!(
+        surge.contains("sender:alice@example.com")
+            && surge.contains("usual volume still being learnt"),
+        "{surge}"
+    );
+    let volume = row("volume");
+    assert!(
+        volume.contains("client:192.0.2.10  2 recipients in 1h (threshold 2000/h)")
+            && !volume.contains("opens"),
+        "{volume}"
+    );
+}
