@@ -185,7 +185,7 @@ pub struct IncidentSettings {
 }
 
 pub const DEFAULT_BLOCK_FOR: Duration = Duration::from_secs(3600);
-pub const DEFAULT_MAX_KEYS: usize = 100_000;
+pub const DEFAULT_MAX_KEYS: usize = 10_000;
 pub const DEFAULT_MAX_NOTIFICATIONS: u32 = 20;
 const DEFAULT_LEARN: Duration = Duration::from_secs(24 * 3600);
 

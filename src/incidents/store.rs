@@ -63,6 +63,12 @@ impl LocalStore {
     /// open at `now`, unix seconds).
     pub fn new(state_dir: Option<&Path>, now: u64) -> Self {
         let file = state_dir.map(|d| d.join(STATE_FILE));
+        if let Some(d) = state_dir.filter(|d| !d.is_dir()) {
+            tracing::error!(
+                state_dir = %d.display(),
+                "incidents.state_dir is not a directory: open incidents will not survive a restart"
+            );
+        }
         let mut open = BTreeMap::new();
         if let Some(f) = &file {
             match crate::files::read_bounded(f, MAX_STATE_FILE) {
