@@ -201,7 +201,9 @@ pub async fn serve(config: Config) -> io::Result<()> {
     let admin_listener = match crate::admin::bind(&admin_settings).await {
         Ok(l) => l,
         Err(e) if admin_settings.listen == crate::config::AdminSettings::default().listen => {
-            warn!(
+            // Not an error: mail flows without it, and a daemon run by
+            // hand (or beside the packaged one) has no use for it.
+            info!(
                 "admin endpoint not started at {}: {e}",
                 crate::admin::describe(&admin_settings)
             );

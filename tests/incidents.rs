@@ -638,6 +638,19 @@ async fn an_incident_opened_by_hand_survives_a_restart_until_closed() {
         "{out}"
     );
     assert!(alice("QR2").await.held);
+    // The decision line and the summary name the incident.
+    let decision = d.wait_for("verdict=\"hold\"");
+    assert!(
+        decision.contains("incident=\"user:alice@example.com\"")
+            && decision.contains("rule=\"incident\""),
+        "{decision}"
+    );
+    let summary = d.wait_for("\"QR2\"");
+    assert!(
+        summary.contains("verdict=\"hold\"")
+            && summary.contains("incident=\"user:alice@example.com\""),
+        "{summary}"
+    );
     let s = send_to(
         addr,
         "192.0.2.11",
@@ -829,6 +842,41 @@ incidents:
         send(&d, "alice@example.com", &["x@d7.test"], "Q")
             .await
             .held
+    );
+    d.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn notices_are_capped_per_hour() {
+    let mut hook = Webhook::start(200).await;
+    let d = start(&format!(
+        "incidents:
+  signals: [{{ name: volume, key: client, count: messages, above: 1/h }}]
+  notify: {{ webhook: {{ url: \"{}\" }}, max_per_hour: 2 }}
+",
+        hook.url()
+    ))
+    .await;
+    // Three clients, three incidents.
+    for ip in ["10.0.0.1", "10.0.0.2", "10.0.0.3"] {
+        for q in ["Q1", "Q2"] {
+            send_full(&d, ip, None, "<a@example.com>", &["r@x.test"], &[], q).await;
+        }
+    }
+    assert_eq!(opened(&d, "volume"), 3);
+    assert!(hook.next(10).await.is_some());
+    assert!(hook.next(10).await.is_some());
+    assert!(
+        hook.next(2).await.is_none(),
+        "a third notice within the hour"
+    );
+    assert_eq!(
+        common::counted(
+            &d.metrics(),
+            "egress_incident_notifications_total",
+            &[("result", "suppressed")]
+        ),
+        1
     );
     d.stop().await;
 }

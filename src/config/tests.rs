@@ -93,3 +93,63 @@ fn durations() {
     assert_eq!(parse_duration("5x"), None);
     assert_eq!(parse_duration(""), None);
 }
+
+#[test]
+fn incident_errors_name_file_line_and_key() {
+    let yaml = "\
+listen: inet:127.0.0.1:7357
+local_domains: [example.com]
+incidents:
+  block_for: soon
+  signals:
+    - { name: spray, key: user, count: distinct_recipient_domains, above: 50 }
+    - { name: surge, key: sender, count: messages, above_baseline: 10x }
+    - { name: jump, key: sender, count: messages, above_baseline: half, min: 5/h }
+    - { name: both, key: client, count: messages, above: 5/h, above_baseline: 2x, min: 1/h }
+    - { name: floor, key: client, count: messages, above: 5/h, min: 1/h }
+  notify:
+    webhook: { url: \"ftp://x\" }
+    mail: { to: nobody, from: a@example.com, relay: \"127.0.0.1\" }
+    max_per_hour: 0
+admin: { listen: \"inet:127.0.0.1:9358\" }
+";
+    let errs = parse(yaml).unwrap_err().to_string();
+    for want in [
+        "test.yaml:4: incidents.block_for: expected a duration such as 30s, 10m or 2h, got \"soon\"",
+        "test.yaml:6: incidents.signals[0].above: expected a count per period such as 50/h or 5/10m, got \"50\"",
+        "test.yaml:7: incidents.signals[1].min: above_baseline needs min (e.g. 50/h)",
+        "test.yaml:8: incidents.signals[2].above_baseline: expected a factor above 1 such as 10x, got \"half\"",
+        "test.yaml:9: incidents.signals[3]: set above or above_baseline, not both",
+        "test.yaml:10: incidents.signals[4]: min and learn go with above_baseline",
+        "test.yaml:12: incidents.notify.webhook.url: expected an http:// or https:// URL, got \"ftp://x\"",
+        "test.yaml:13: incidents.notify.mail.to: expected an address",
+        "test.yaml:13: incidents.notify.mail.relay: expected HOST:PORT, got \"127.0.0.1\"",
+        "test.yaml:14: incidents.notify.max_per_hour: must be at least 1",
+        "test.yaml:15: admin.listen: listening on TCP (127.0.0.1:9358) needs admin.token_file",
+    ] {
+        assert!(errs.contains(want), "missing {want:?} in\n{errs}");
+    }
+    // Unknown keys and values are refused by name, with their line.
+    let errs = parse(
+        "listen: inet:127.0.0.1:7357\nlocal_domains: [example.com]\nincidents:\n  signals: [{ name: x, key: login, count: messages, above: 1/h }]\n",
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        errs.starts_with("test.yaml:4: incidents.signals[0].key"),
+        "{errs}"
+    );
+    let c = parse(
+        "listen: inet:127.0.0.1:7357\nlocal_domains: [example.com]\nincidents:\n  signals: [{ name: s, key: sender, count: messages, above_baseline: 10x, min: 50/h }]\n",
+    )
+    .unwrap();
+    assert_eq!(c.incidents.action, crate::config::IncidentAction::Hold);
+    assert_eq!(c.incidents.block_for, Duration::from_secs(3600));
+    assert_eq!(
+        c.admin.listen,
+        crate::config::AdminListen::Unix {
+            path: "/run/egress-milter/admin.sock".into(),
+            mode: 0o660
+        }
+    );
+}
