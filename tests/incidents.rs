@@ -627,6 +627,10 @@ async fn an_incident_opened_by_hand_survives_a_restart_until_closed() {
     );
     assert!(alice("QR1").await.held);
 
+    // A reload keeps it.
+    d.signal("-HUP");
+    d.wait_for("configuration reloaded");
+    assert!(alice("QR1b").await.held);
     // A restart: the incident is read back, still open.
     d.signal("-TERM");
     assert!(d.wait().success());
@@ -666,9 +670,12 @@ async fn an_incident_opened_by_hand_survives_a_restart_until_closed() {
     // show names the held messages and how to release them.
     let (ok, out) = cli(&path, &["incidents", "show", "alice@example.com"]);
     assert!(ok, "{out}");
-    assert!(out.contains("held      QR1 QR2"), "{out}");
-    assert!(out.contains("release   postsuper -H QR1 QR2"), "{out}");
-    assert!(out.contains("sendmail -Q -qQ -qIQR1 -qIQR2"), "{out}");
+    assert!(out.contains("held      QR1 QR1b QR2"), "{out}");
+    assert!(out.contains("release   postsuper -H QR1 QR1b QR2"), "{out}");
+    assert!(
+        out.contains("sendmail -Q -qQ -qIQR1 -qIQR1b -qIQR2"),
+        "{out}"
+    );
     let (ok, out) = cli(&path, &["incidents", "show", "user:nobody@example.com"]);
     assert!(!ok && out.contains("no open incident"), "{out}");
 
@@ -678,7 +685,7 @@ async fn an_incident_opened_by_hand_survives_a_restart_until_closed() {
         ok && out.starts_with("closed user:alice@example.com"),
         "{out}"
     );
-    assert!(out.contains("postsuper -H QR1 QR2"), "{out}");
+    assert!(out.contains("postsuper -H QR1 QR1b QR2"), "{out}");
     assert!(!alice("QR3").await.held);
     let (ok, out) = cli(&path, &["incidents", "list"]);
     assert!(ok && out == "no open incident\n", "{out}");
@@ -878,5 +885,54 @@ async fn notices_are_capped_per_hour() {
         ),
         1
     );
+    d.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_webhook_is_retried_then_counted() {
+    let mut hook = Webhook::start(500).await;
+    let d = start(&format!(
+        "incidents:
+  signals: [{{ name: volume, key: client, count: messages, above: 1/h }}]
+  notify: {{ webhook: {{ url: \"{}\" }} }}
+",
+        hook.url()
+    ))
+    .await;
+    for q in ["Q1", "Q2"] {
+        send_full(
+            &d,
+            "10.0.0.1",
+            None,
+            "<a@example.com>",
+            &["r@x.test"],
+            &[],
+            q,
+        )
+        .await;
+    }
+    // Three attempts (after 1 s and 2 s), then given up and counted.
+    for attempt in 1..=3 {
+        let doc = hook
+            .next(10)
+            .await
+            .unwrap_or_else(|| panic!("attempt {attempt}"));
+        assert_eq!(doc["event"], "opened");
+    }
+    assert!(hook.next(2).await.is_none(), "a fourth attempt");
+    let failed = || {
+        common::counted(
+            &d.metrics(),
+            "egress_incident_notifications_total",
+            &[("result", "failed")],
+        )
+    };
+    for _ in 0..100 {
+        if failed() == 1 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(failed(), 1);
     d.stop().await;
 }

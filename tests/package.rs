@@ -219,6 +219,18 @@ async fn package_builds_installs_starts_and_purges() {
     let answer = common::message(&mut conn, &[("From", "\"Bank\" <service@bank.example>")]).await;
     assert_eq!(answer, "550 5.7.1 From: domain bank.example not authorised");
     drop(conn);
+    // The admin endpoint: the daemon's socket, for its user and group.
+    let meta = run(Command::new("stat").args(["-c", "%U:%G %a", "/run/egress-milter/admin.sock"]));
+    assert_eq!(meta.trim(), "egress-milter:egress-milter 660");
+    let listed = run(Command::new("/usr/bin/egress-milter").args([
+        "incidents",
+        "list",
+        "--config",
+        "/etc/egress-milter/milter.yaml",
+    ]));
+    assert_eq!(listed, "no open incident\n");
+    let state = run(Command::new("stat").args(["-c", "%U:%G %a", "/var/lib/egress-milter"]));
+    assert_eq!(state.trim(), "egress-milter:egress-milter 750");
 
     run(Command::new("kill")
         .arg("-TERM")
