@@ -61,6 +61,14 @@ impl Connection {
         }
     }
 
+    /// A message from the key of an open incident, held or refused.
+    async fn note_incident(&self, incident: &Incident, queue_id: Option<&str>, held: bool) {
+        self.shared
+            .incidents
+            .note(self.shared.limiter.redis.as_ref(), incident, queue_id, held)
+            .await;
+    }
+
     /// Judges the message by an open incident.
     async fn apply_incident(&mut self, stage: Stage, incident: Incident) -> Flow {
         let verdict = policy::incident::verdict(&incident);
@@ -73,15 +81,7 @@ impl Connection {
             // Refused: counted against the incident now (a held message is
             // counted at end of message, with its queue id).
             let queue_id = self.message.as_ref().and_then(|m| m.queue_id.clone());
-            let shared = self.shared.clone();
-            shared
-                .incidents
-                .note(
-                    shared.limiter.redis.as_ref(),
-                    &incident,
-                    queue_id.as_deref(),
-                    false,
-                )
+            self.note_incident(&incident, queue_id.as_deref(), false)
                 .await;
         }
         flow
@@ -197,15 +197,7 @@ impl Connection {
         let mut changes = Vec::new();
         if let Some(incident) = msg.incident.clone() {
             let held = msg.hold.as_ref().map(|(_, h)| h.reason.clone());
-            let shared = self.shared.clone();
-            shared
-                .incidents
-                .note(
-                    shared.limiter.redis.as_ref(),
-                    &incident,
-                    queue_id.as_deref(),
-                    held.is_some(),
-                )
+            self.note_incident(&incident, queue_id.as_deref(), held.is_some())
                 .await;
             changes.extend(held.map(HeaderAction::Quarantine));
         }
