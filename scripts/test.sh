@@ -30,6 +30,8 @@ command -v nmap >/dev/null 2>&1 || need+=(nmap)
 # installed (it would take over port 25 and /usr/sbin/sendmail); it needs
 # m4 for its .cf and libwrap0 to run.
 command -v m4 >/dev/null 2>&1 || need+=(m4)
+# clamd, started by the tests with a database of their own (no freshclam).
+[ -x /usr/sbin/clamd ] || need+=(clamav-daemon)
 # SASL logins for the private Postfix (a login that sprays): Cyrus SASL's
 # sasldb, made with saslpasswd2.
 command -v saslpasswd2 >/dev/null 2>&1 || need+=(sasl2-bin libsasl2-modules)

@@ -94,6 +94,8 @@ pub struct Summary<'a> {
     pub dkim: &'a str,
     /// The content score and the rules that fired, or "-".
     pub content: &'a str,
+    /// The virus scan: `clean`, `virus SIG`, `allowed SIG`, `error`, or "-".
+    pub antivirus: &'a str,
     /// From MAIL FROM to the end of the message, the client's time included.
     pub elapsed: std::time::Duration,
     /// The milter's own time on this message, in microseconds.
@@ -119,6 +121,7 @@ pub fn summary(s: &Summary<'_>) {
         incident = s.incident,
         dkim = s.dkim,
         content = s.content,
+        antivirus = s.antivirus,
         elapsed_ms = %Millis(s.elapsed),
         milter_us = s.milter_us as u64,
         "message"

@@ -102,6 +102,10 @@ pub struct Metrics {
     decisions: Mutex<BTreeMap<(String, String, String, String), u64>>,
     /// final verdict -> count.
     messages: Mutex<BTreeMap<String, u64>>,
+    /// Virus scans by result.
+    scans: Mutex<BTreeMap<String, u64>>,
+    /// Viruses found (allowed ones included) by signature.
+    viruses: Mutex<BTreeMap<String, u64>>,
     /// (domain, algorithm) -> signatures made.
     signatures: Mutex<BTreeMap<(String, String), u64>>,
     stage_time: Histograms,
@@ -145,6 +149,15 @@ impl Metrics {
     /// A DNS-based check that got no answer.
     pub fn dns_failed(&self) {
         self.dns_failures.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A virus scan, by result (`clean`, `virus`, `allowed`, `error`), and
+    /// the signature of a virus found.
+    pub fn scan(&self, result: &str, signature: Option<&str>) {
+        bump(&self.scans, result.to_string());
+        if let Some(s) = signature {
+            bump(&self.viruses, s.to_string());
+        }
     }
 
     pub fn stage_time(&self, stage: &'static str, took: Duration) {
@@ -205,6 +218,22 @@ impl Metrics {
         let _ = writeln!(out, "# HELP egress_open_connections Milter connections open now.\n# TYPE egress_open_connections gauge\negress_open_connections {open}");
         let keys = limiter.local.tracked_keys();
         let _ = writeln!(out, "# HELP egress_limiter_keys Keys the in-process limiter tracks.\n# TYPE egress_limiter_keys gauge\negress_limiter_keys {keys}");
+        let _ = writeln!(out, "# HELP egress_antivirus_scans_total Virus scans by result: clean, virus, allowed (a virus whose signature antivirus.allow lists), error (no verdict: on_error).\n# TYPE egress_antivirus_scans_total counter");
+        for (result, n) in self.scans.lock().map(|m| m.clone()).unwrap_or_default() {
+            let _ = writeln!(
+                out,
+                "egress_antivirus_scans_total{{result=\"{}\"}} {n}",
+                label(&result)
+            );
+        }
+        let _ = writeln!(out, "# HELP egress_viruses_total Viruses found, by signature.\n# TYPE egress_viruses_total counter");
+        for (sig, n) in self.viruses.lock().map(|m| m.clone()).unwrap_or_default() {
+            let _ = writeln!(
+                out,
+                "egress_viruses_total{{signature=\"{}\"}} {n}",
+                label(&sig)
+            );
+        }
         let _ = writeln!(out, "# HELP egress_incidents_opened_total Incidents opened, by signal (operator: by hand) and key kind.\n# TYPE egress_incidents_opened_total counter");
         for ((signal, kind), n) in incidents.opened() {
             let _ = writeln!(

@@ -270,6 +270,23 @@ pub fn spam_deferred(rule: &'static str, score: f64) -> Refusal {
     )
 }
 
+/// A virus found by clamd (`antivirus.action: reject` or `tempfail`).
+pub fn virus(signature: &str, permanent: bool) -> Refusal {
+    let text = format!("Message contains a virus ({signature})");
+    if permanent {
+        refuse("antivirus", "550", "5.7.1", text)
+    } else {
+        refuse("antivirus", "451", "4.7.1", text)
+    }
+}
+
+/// The quarantine reason for a message held for a virus.
+pub fn virus_hold_reason(signature: &str) -> String {
+    sanitize(&format!(
+        "egress-milter: virus {signature}: held for review"
+    ))
+}
+
 /// A message from a key with an open incident (`incidents.action:
 /// tempfail` or `reject`).
 pub fn suspended(key: &str, permanent: bool) -> Refusal {

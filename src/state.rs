@@ -19,6 +19,8 @@ pub struct Shared {
     pub limiter: Limiter,
     /// The one DNS resolver (with its cache), or why there is none.
     pub dns: Result<mail_auth::MessageAuthenticator, String>,
+    /// The clamd client, when `antivirus` is set.
+    pub clamd: Option<crate::content::clamd::Client>,
     /// The rspamd client, when `content.rspamd` is set.
     pub rspamd: Option<Result<crate::content::rspamd::Client, String>>,
     pub metrics: crate::metrics::Metrics,
@@ -39,7 +41,12 @@ impl Shared {
             .as_ref()
             .map(|r| crate::content::rspamd::Client::new(&r.url, r.timeout));
         let incidents = Arc::new(crate::incidents::Incidents::new(&config.incidents));
+        let clamd = config
+            .antivirus
+            .as_ref()
+            .map(crate::content::clamd::Client::new);
         Arc::new(Self {
+            clamd,
             incidents,
             limiter,
             dns,
@@ -81,6 +88,10 @@ impl Shared {
         }
         if new.content.rspamd != old.content.rspamd {
             restart.push("content.rspamd");
+        }
+        let clamd = |c: &Config| c.antivirus.as_ref().map(|a| a.clamd.clone());
+        if clamd(&new) != clamd(&old) {
+            restart.push("antivirus.clamd");
         }
         if new.metrics_listen != old.metrics_listen {
             restart.push("metrics.listen");

@@ -27,6 +27,8 @@ pub struct Class {
     pub login_match: bool,
     pub allow_null_sender: bool,
     pub mode: Option<Mode>,
+    /// Scanned by clamd when `antivirus` is configured (default true).
+    pub antivirus: bool,
 }
 
 impl Validator {
@@ -131,6 +133,7 @@ impl Validator {
             login_match: raw.login_match,
             allow_null_sender: raw.allow_null_sender,
             mode: raw.mode,
+            antivirus: raw.antivirus.unwrap_or(true),
         }
     }
 }

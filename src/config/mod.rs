@@ -6,6 +6,7 @@
 //! mistake at once.
 
 mod admin;
+mod antivirus;
 mod classes;
 mod content;
 mod incidents;
@@ -14,6 +15,7 @@ mod mail_auth;
 mod raw;
 
 pub use admin::{AdminListen, AdminSettings, DEFAULT_ADMIN_SOCKET};
+pub use antivirus::{AntivirusSettings, Clamd, VirusAction};
 pub use classes::{AuthMatch, Class};
 pub use content::{parse_size, ContentSettings, CustomRule, RspamdSettings, RuleWeights};
 pub use incidents::{
@@ -138,6 +140,8 @@ pub struct Config {
     pub metrics_listen: Option<std::net::SocketAddr>,
     pub admin: AdminSettings,
     pub incidents: IncidentSettings,
+    /// Virus scanning through clamd, when configured.
+    pub antivirus: Option<AntivirusSettings>,
     pub dnsbl: Vec<crate::address::Domain>,
     /// What deserves attention but does not stop the configuration.
     pub warnings: Vec<ConfigError>,
@@ -361,6 +365,7 @@ impl Validator {
         );
         let admin = self.admin(&raw.admin, raw.rate_limits.admin_listen.as_ref());
         let incidents = self.incidents(raw.incidents);
+        let antivirus = self.antivirus(raw.antivirus);
         let rate_limits = self.rate_limits(raw.rate_limits);
         let mut internal_networks = Vec::new();
         for (i, n) in raw.internal_networks.iter().enumerate() {
@@ -467,6 +472,7 @@ impl Validator {
             metrics_listen,
             admin,
             incidents,
+            antivirus,
             dnsbl: auth.dnsbl,
             warnings: std::mem::take(&mut self.warnings),
         }

@@ -56,6 +56,26 @@ pub struct RawConfig {
     pub admin: RawAdmin,
     #[serde(default)]
     pub incidents: RawIncidents,
+    #[serde(default)]
+    pub antivirus: Option<RawAntivirus>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAntivirus {
+    pub clamd: Vec<Text>,
+    #[serde(default)]
+    pub timeout: Option<Text>,
+    #[serde(default)]
+    pub action: Option<super::VirusAction>,
+    #[serde(default)]
+    pub allow: Vec<Text>,
+    #[serde(default)]
+    pub on_error: Option<super::OnError>,
+    #[serde(default)]
+    pub max_size: Option<Text>,
+    #[serde(default)]
+    pub backoff: Option<Text>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -369,6 +389,8 @@ pub struct RawClass {
     pub allow_null_sender: bool,
     #[serde(default)]
     pub mode: Option<super::Mode>,
+    #[serde(default)]
+    pub antivirus: Option<bool>,
 }
 
 /// `auth: any` or `auth: [alice, bob]`.

@@ -3,6 +3,7 @@
 //! a mail client could use, and by the names inside ZIP archives) and for
 //! the scored rules.
 
+pub mod clamd;
 pub mod links;
 pub mod rspamd;
 

@@ -5,6 +5,7 @@
 //! checks that ask a backend (DNS, rspamd) are async and answer in the same
 //! shape, with [`Verdict::TempError`] when the backend could not.
 
+pub mod antivirus;
 pub mod class;
 pub mod content;
 pub mod dkim;

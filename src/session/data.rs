@@ -158,6 +158,7 @@ impl Connection {
             }
             let tags = self.rspamd(raw.clone()).await?;
             changes.extend(tags.into_iter().map(insert));
+            self.antivirus(&raw, &config).await?;
             self.existing_signatures(&raw, &config, signatures).await?;
             let signed = self.sign(&raw, &config)?;
             changes.extend(signed.into_iter().map(insert));
@@ -274,6 +275,66 @@ impl Connection {
         }
         self.settle(Stage::Eom, judged.verdict)?;
         Ok(judged.tags)
+    }
+
+    /// The virus scan through clamd, when `antivirus` is configured and the
+    /// class does not turn it off. The message is scanned as the client
+    /// sent it: the headers we add or change carry nothing executable.
+    async fn antivirus(&mut self, raw: &[u8], config: &Config) -> Flow {
+        let (Some(settings), Some(client)) = (&config.antivirus, &self.shared.clamd) else {
+            return Ok(());
+        };
+        let Some(msg) = self.message.as_ref() else {
+            return Ok(());
+        };
+        if msg.class().is_some_and(|c| !c.antivirus) {
+            if let Some(m) = self.message.as_mut() {
+                m.antivirus = "off".into();
+            }
+            return Ok(());
+        }
+        let started = Instant::now();
+        let scanned = client.scan(raw, settings).await;
+        self.shared.metrics.backend_time("clamd", started.elapsed());
+        let (verdict, result, shown, signature) = match &scanned {
+            Ok((scan, by)) => {
+                let (verdict, result) = policy::antivirus::verdict(scan, settings);
+                let (shown, signature) = match scan {
+                    crate::content::clamd::Scan::Clean => ("clean".to_string(), None),
+                    crate::content::clamd::Scan::Virus(s) => {
+                        (format!("{result} {s}"), Some(s.clone()))
+                    }
+                    crate::content::clamd::Scan::Error(e) => (format!("error ({e})"), None),
+                };
+                if result == "allowed" {
+                    tracing::info!(conn_id = self.id, clamd = %by, "virus signature allowed by antivirus.allow: {shown}");
+                }
+                (verdict, result, shown, signature)
+            }
+            Err(e) => (
+                Verdict::TempError(e.clone()),
+                "error",
+                "error (no clamd answered)".to_string(),
+                None,
+            ),
+        };
+        self.shared.metrics.scan(result, signature.as_deref());
+        self.note(Stage::Eom, "antivirus", || shown.clone());
+        if let Some(m) = self.message.as_mut() {
+            m.antivirus = shown;
+        }
+        match verdict {
+            Verdict::TempError(cause) => {
+                tracing::warn!(conn_id = self.id, "virus scan failed: {cause}");
+                let on_error = settings.on_error.unwrap_or(config.on_error);
+                self.failed_as(Stage::Eom, reply::internal_error(), on_error)
+            }
+            v => {
+                let forced = (settings.action == crate::config::VirusAction::Monitor)
+                    .then_some(Mode::Monitor);
+                self.settle_as(Stage::Eom, v, forced)
+            }
+        }
     }
 
     /// The DKIM signatures the message already carries, when

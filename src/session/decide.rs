@@ -51,8 +51,19 @@ impl Connection {
             .message
             .as_ref()
             .map_or_else(|| self.shared.config(), |m| m.config.clone());
+        self.failed_as(stage, refusal, config.on_error)
+    }
+
+    /// A stage could not decide: answered as this `on_error` says (a
+    /// check's own, such as `antivirus.on_error`).
+    pub(super) fn failed_as(
+        &mut self,
+        stage: Stage,
+        refusal: Refusal,
+        on_error: crate::config::OnError,
+    ) -> Flow {
         self.shared.stats.count_error();
-        match config.on_error {
+        match on_error {
             crate::config::OnError::Accept => {
                 self.log_decision(stage, Outcome::ErrorAccepted, &refusal);
                 Ok(())
@@ -280,14 +291,15 @@ impl Connection {
             rcpt_count: msg.rcpt_accepted,
             stage: stage.map_or("-", Stage::as_str),
             verdict: verdict.as_str(),
-            rule: match verdict {
-                Final::Hold | Final::WouldHold => "incident",
+            rule: match (verdict, &msg.hold, &msg.would_hold) {
+                (Final::Hold, Some((_, h)), _) | (Final::WouldHold, _, Some((_, h))) => h.rule,
                 _ => refusal.map_or("-", |r| r.rule),
             },
             reply: refusal.map(|r| r.reply.to_string()),
             incident: incident.as_deref().unwrap_or("-"),
             dkim: &msg.dkim,
             content: &msg.content_rules,
+            antivirus: &msg.antivirus,
             elapsed: msg.started.elapsed(),
             milter_us: (msg.busy + self.stage_started.map_or(Duration::ZERO, |t| t.elapsed()))
                 .as_micros(),

@@ -107,6 +107,7 @@ impl Connection {
             content,
             dkim: "-".into(),
             content_rules: "-".into(),
+            antivirus: "-".into(),
             rcpts: Vec::new(),
             received: Vec::new(),
             remove_counts: vec![0; remove_len],

@@ -158,7 +158,8 @@ impl Connection {
     /// End of message, the checks passed: the message counts as accepted;
     /// if that (or an earlier event) opened an incident for one of its
     /// keys, the incident's action applies to this message already. A
-    /// message to hold gets the quarantine action.
+    /// message to hold (for an incident or a virus) gets the quarantine
+    /// action.
     pub(super) async fn incidents_at_end(&mut self) -> Flow<Vec<HeaderAction>> {
         let Some(msg) = self.message.as_ref() else {
             return Ok(Vec::new());
@@ -194,13 +195,14 @@ impl Connection {
         let Some(msg) = self.message.as_ref() else {
             return Ok(Vec::new());
         };
-        let mut changes = Vec::new();
+        // A message held (for an incident, or a virus) gets the
+        // quarantine action.
+        let held = msg.hold.as_ref().map(|(_, h)| h.reason.clone());
         if let Some(incident) = msg.incident.clone() {
-            let held = msg.hold.as_ref().map(|(_, h)| h.reason.clone());
             self.note_incident(&incident, queue_id.as_deref(), held.is_some())
                 .await;
-            changes.extend(held.map(HeaderAction::Quarantine));
         }
+        let changes: Vec<HeaderAction> = held.map(HeaderAction::Quarantine).into_iter().collect();
         Ok(changes)
     }
 }

@@ -107,6 +107,8 @@ struct Message {
     dkim: String,
     /// The content score and the rules that fired, for the summary line.
     content_rules: String,
+    /// The virus scan's result (and signature), for the summary line.
+    antivirus: String,
     /// Accepted recipients (for rspamd), at most `recipients.max_per_message`.
     rcpts: Vec<String>,
     /// Received: values, top first, when internal hops are scrubbed.
@@ -154,9 +156,9 @@ pub enum HeaderAction {
 }
 
 /// Whether something besides the content checks reads the whole message:
-/// signing, verifying, rspamd.
+/// signing, verifying, rspamd, clamd.
 fn whole_message_needed(config: &Config, shared: &Shared) -> bool {
-    signs_or_verifies(config) || shared.rspamd.is_some()
+    signs_or_verifies(config) || shared.rspamd.is_some() || config.antivirus.is_some()
 }
 
 /// Whether DKIM reads the whole message: to sign it or to verify it.
@@ -165,9 +167,10 @@ fn signs_or_verifies(config: &Config) -> bool {
         || config.dkim.verify_existing != CheckMode::Off
 }
 
-/// Whether a message must be kept whole: for DKIM or the content checks.
+/// Whether a message must be kept whole: for DKIM, the content checks or
+/// the virus scan.
 fn needs_content(config: &Config) -> bool {
-    signs_or_verifies(config) || config.content.active()
+    signs_or_verifies(config) || config.content.active() || config.antivirus.is_some()
 }
 
 /// The MTA's macros that matter to a stage.

@@ -2,6 +2,7 @@
 //! with a scenario's configuration, and talk to it with a milter client.
 #![allow(dead_code)]
 
+pub mod clamd;
 pub mod delayed_ack;
 pub mod dns;
 pub mod postfix;
