@@ -101,8 +101,11 @@ fn multipart(part: &str) -> (Vec<(&'static str, &'static str)>, String) {
     )
 }
 
+/// A way to carry a file: what it is, the message's headers, its body.
+type Carrier = (&'static str, Vec<(&'static str, &'static str)>, String);
+
 /// The ways one message can carry the EICAR file.
-fn infected() -> Vec<(&'static str, Vec<(&'static str, &'static str)>, String)> {
+fn infected() -> Vec<Carrier> {
     let mut out = vec![("plain body", vec![], format!("Hello,\r\n{EICAR}\r\n"))];
     let (h, b) = multipart(&format!(
         "Content-Type: application/octet-stream; name=\"e.bin\"\r\nContent-Transfer-Encoding: base64\r\nContent-Disposition: attachment; filename=\"e.bin\"\r\n\r\n{}",
