@@ -223,6 +223,8 @@ async fn every_charted_metric_moves_under_traffic() {
     let (dead_redis, dead_dns) = (common::free_port(), common::free_port());
     // The second message from 10.0.0.5 opens an incident (held, told).
     let mut hook = common::webhook::Webhook::start(200).await;
+    // Every message is scanned; one carries the EICAR test file.
+    let clamd = common::clamd::Clamd::start();
     let (_d, port, metrics) = start(
         dir.path(),
         &format!(
@@ -242,9 +244,11 @@ dns: {{ nameservers: [\"127.0.0.1:{dead_dns}\"], timeout: 300ms }}
 incidents:
   signals: [{{ name: volume, key: client, count: messages, above: 1/h }}]
   notify: {{ webhook: {{ url: \"{}\" }} }}
+antivirus: {{ clamd: [\"inet:127.0.0.1:{}\"] }}
 ",
             key.display(),
-            hook.url()
+            hook.url(),
+            clamd.port
         ),
     );
     let before = common::scrape(metrics);
@@ -267,6 +271,23 @@ incidents:
     // Refused: a sender the class may not use.
     let r = reply(&mail(&mut conn, "<x@evil.test>", None).await);
     assert!(r.starts_with("550 5.7.1"), "{r}");
+    conn.close().await.unwrap();
+    // A virus.
+    let mut conn = client(port, "10.1.0.5").await;
+    common::envelope(&mut conn, "<v@example.com>", "<x@example.net>").await;
+    for (name, value) in [("From", "v@example.com"), ("Subject", "eicar")] {
+        conn.header(name, value).await.unwrap();
+    }
+    conn.eoh().await.unwrap();
+    conn.body(format!("{}\r\n", common::clamd::EICAR))
+        .await
+        .unwrap();
+    let (_, s) = conn.eom().await.unwrap();
+    assert!(
+        reply(&s).starts_with("550 5.7.1 Message contains a virus"),
+        "{}",
+        reply(&s)
+    );
     conn.close().await.unwrap();
     // Refused only in monitor mode.
     let mut conn = client(port, "10.9.0.5").await;
@@ -315,5 +336,5 @@ incidents:
             }
         }
     }
-    assert!(checked >= 19, "{checked}");
+    assert!(checked >= 21, "{checked}");
 }
