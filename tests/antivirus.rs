@@ -300,3 +300,90 @@ async fn the_second_clamd_scans_while_the_first_is_down() {
     assert_eq!(scans(&d, "error"), 0);
     d.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postfix_refuses_an_infected_message_and_delivers_a_clean_one() {
+    use common::{postfix::Postfix, sink::Sink};
+    let clamd = Clamd::start();
+    let d = start(&clamd_config(&clamd, "")).await;
+    let mut sink = Sink::start().await;
+    // 127.0.0.2 is in no class here; Postfix relays for loopback, and the
+    // recipient is local, so the message is inbound: scanned all the same.
+    let pf = Postfix::start("antivirus", &format!("inet:{}", d.addr), sink.port);
+    let port = pf.smtp_port;
+    let send = move |body: String, subject: &'static str| {
+        tokio::task::spawn_blocking(move || {
+            let out = std::process::Command::new("swaks")
+                .args(["--server", &format!("127.0.0.1:{port}")])
+                .args(["--from", "someone@example.net", "--to", "user@example.com"])
+                .args(["--header", &format!("Subject: {subject}")])
+                .args(["--body", &body])
+                .output()
+                .expect("swaks");
+            String::from_utf8_lossy(&out.stdout).into_owned()
+        })
+    };
+    let t = send(format!("Hello,\n{EICAR}\n"), "infected")
+        .await
+        .unwrap();
+    assert!(
+        t.lines()
+            .any(|l| l == format!("<** 550 5.7.1 Message contains a virus ({EICAR_NAME})")),
+        "{t}"
+    );
+    let t = send("Hello, nothing here.".into(), "clean").await.unwrap();
+    assert!(t.contains("queued as"), "{t}");
+    let got = sink.next(10).await.expect("the clean message");
+    assert_eq!(got.subject(), "clean");
+    assert!(sink.next(2).await.is_none(), "the infected message left");
+    d.stop().await;
+}
+
+#[test]
+fn explain_scans_through_the_configured_clamd() {
+    let clamd = Clamd::start();
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("milter.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "listen: inet:127.0.0.1:1\nlocal_domains: [example.com]\nclasses: [{{ name: app, clients: [10.0.0.0/8], sender_domains: [example.com] }}]\n{}",
+            clamd_config(&clamd, "")
+        ),
+    )
+    .unwrap();
+    let eml = dir.path().join("m.eml");
+    std::fs::write(
+        &eml,
+        format!("From: a@example.com\nSubject: x\n\n{EICAR}\n"),
+    )
+    .unwrap();
+    let out = std::process::Command::new(common::process::BIN)
+        .args(["explain", "--config"])
+        .arg(&config)
+        .args([
+            "--client",
+            "10.0.0.5",
+            "--from",
+            "a@example.com",
+            "--rcpt",
+            "x@example.net",
+        ])
+        .arg(&eml)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(
+        text.contains(&format!(
+            "eom      antivirus                virus {EICAR_NAME}"
+        )),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!(
+            "result: 550 5.7.1 Message contains a virus ({EICAR_NAME})"
+        )),
+        "{text}"
+    );
+}
