@@ -24,7 +24,13 @@ fn message(size: usize) -> Vec<u8> {
     let mut m = b"From: a@example.com\r\nTo: b@example.net\r\nSubject: report\r\n\r\n".to_vec();
     let mut i = 0u64;
     while m.len() < size {
-        m.extend_from_slice(format!("line {i} of the quarterly figures, nothing to see {}\r\n", i * 7919 % 1000).as_bytes());
+        m.extend_from_slice(
+            format!(
+                "line {i} of the quarterly figures, nothing to see {}\r\n",
+                i * 7919 % 1000
+            )
+            .as_bytes(),
+        );
         i += 1;
     }
     m
@@ -72,7 +78,11 @@ fn main() {
     let db = dir.path().join("db");
     std::fs::create_dir(&db).expect("db");
     let hex: String = EICAR.bytes().map(|b| format!("{b:02x}")).collect();
-    std::fs::write(db.join("test.ndb"), format!("Egress.Test.EICAR:0:*:{hex}\n")).expect("ndb");
+    std::fs::write(
+        db.join("test.ndb"),
+        format!("Egress.Test.EICAR:0:*:{hex}\n"),
+    )
+    .expect("ndb");
     let sock = dir.path().join("clamd.ctl");
     let conf = dir.path().join("clamd.conf");
     std::fs::write(

@@ -252,6 +252,17 @@ pub fn banned_attachment(ext: &str) -> Refusal {
     )
 }
 
+/// The attachment checks could not finish: an archive or a nesting past
+/// a cap (`zip_entries`, `zip_depth`, `mime_depth`).
+pub fn unchecked_content(cap: &str) -> Refusal {
+    refuse(
+        "unchecked_content",
+        "550",
+        "5.7.1",
+        format!("Message too deeply nested or too large to check ({cap})"),
+    )
+}
+
 pub fn spam_rejected(rule: &'static str, score: f64) -> Refusal {
     refuse(
         rule,

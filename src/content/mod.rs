@@ -5,17 +5,21 @@
 
 pub mod clamd;
 pub mod links;
+pub mod names;
 pub mod rspamd;
 
 use crate::config::ContentSettings;
 use mail_parser::{Address, Message, MessageParser, MimeHeaders, PartType};
-use std::io::Cursor;
 
 /// What the scan found.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Scan {
     /// The first banned extension found (without the dot).
     pub banned: Option<String>,
+    /// The cap that stopped the walk (`zip_entries`, `zip_depth`,
+    /// `mime_depth`): what lies past it was not checked, so the message
+    /// is not clean.
+    pub incomplete: Option<&'static str>,
     /// The rules that fired, with their weights.
     pub rules: Vec<(String, f64)>,
 }
@@ -39,13 +43,14 @@ impl Scan {
 /// Attached messages nested deeper than this are not walked: real mail
 /// nests two or three levels; the bound keeps a crafted message cheap.
 const MAX_DEPTH: usize = 8;
-/// ZIP entries listed per archive at most.
-const MAX_ZIP_ENTRIES: usize = 10_000;
 
 /// The extension a mail client would act on: after the last dot, lower
 /// case, with trailing dots, spaces and invisible format characters (such
 /// as U+202E, which reverses the displayed name) removed, as Windows does.
 pub fn extension(name: &str) -> Option<String> {
+    // A NUL (or any control character) ends the name for the APIs that
+    // save it: `evil.exe\0.txt` is saved as `evil.exe`.
+    let name = name.split(|c: char| c.is_control()).next().unwrap_or("");
     let cleaned: String = name
         .chars()
         .filter(|c| !matches!(c, '\u{200b}'..='\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}' | '\u{feff}'))
@@ -63,21 +68,6 @@ fn banned_in<'a>(names: impl IntoIterator<Item = &'a str>, banned: &[String]) ->
         .find(|e| banned.iter().any(|b| b == e))
 }
 
-/// The names of a ZIP archive's entries, if the bytes are one.
-fn zip_names(bytes: &[u8]) -> Vec<String> {
-    if !bytes.starts_with(b"PK") {
-        return Vec::new();
-    }
-    match zip::ZipArchive::new(Cursor::new(bytes)) {
-        Ok(archive) => archive
-            .file_names()
-            .take(MAX_ZIP_ENTRIES)
-            .map(str::to_string)
-            .collect(),
-        Err(_) => Vec::new(),
-    }
-}
-
 fn count(a: Option<&Address<'_>>) -> usize {
     match a {
         Some(Address::List(l)) => l.len(),
@@ -89,6 +79,7 @@ fn count(a: Option<&Address<'_>>) -> usize {
 struct Walk<'s> {
     settings: &'s ContentSettings,
     banned: Option<String>,
+    incomplete: Option<&'static str>,
     html_parts: usize,
     text_parts: usize,
     malformed: bool,
@@ -102,25 +93,14 @@ impl Walk<'_> {
     fn message(&mut self, msg: &Message<'_>, depth: usize) {
         for part in &msg.parts {
             if self.banned.is_none() && !self.settings.banned_extensions.is_empty() {
-                // Every name a client might show or save under: the
-                // Content-Disposition filename and the Content-Type name
-                // (mail-parser decodes RFC 2231 and encoded words).
-                let names = [
-                    part.content_disposition()
-                        .and_then(|d| d.attribute("filename")),
-                    part.content_type().and_then(|c| c.attribute("name")),
-                ];
+                let found = part_names(msg, part);
+                if self.incomplete.is_none() {
+                    self.incomplete = found.incomplete;
+                }
                 self.banned = banned_in(
-                    names.into_iter().flatten(),
+                    found.names.iter().map(String::as_str),
                     &self.settings.banned_extensions,
                 );
-                if self.banned.is_none() {
-                    let zipped = zip_names(part.contents());
-                    self.banned = banned_in(
-                        zipped.iter().map(String::as_str),
-                        &self.settings.banned_extensions,
-                    );
-                }
             }
             if let Some(ct) = part.content_type() {
                 if ct.ctype().eq_ignore_ascii_case("multipart") {
@@ -159,10 +139,67 @@ impl Walk<'_> {
                     }
                 }
                 PartType::Message(inner) if depth < MAX_DEPTH => self.message(inner, depth + 1),
+                PartType::Message(_) if self.incomplete.is_none() => {
+                    self.incomplete = Some("mime_depth");
+                }
                 _ => {}
             }
         }
     }
+}
+
+/// Every name a client might show or save a part under: each filename and
+/// name parameter (as mail-parser decoded them, and read again from the
+/// raw headers, so that a second or a disagreeing one is seen), the names
+/// inside a ZIP (also when its base64 carries noise a strict decoder
+/// stops at), and uuencoded files in its text.
+fn part_names(msg: &Message<'_>, part: &mail_parser::MessagePart<'_>) -> names::Names {
+    let mut out = names::Names::default();
+    for attrs in [
+        part.content_disposition().and_then(|d| d.attributes()),
+        part.content_type().and_then(|c| c.attributes()),
+    ]
+    .into_iter()
+    .flatten()
+    {
+        for a in attrs {
+            let n = a.name.to_ascii_lowercase();
+            if n.starts_with("filename") || n.starts_with("name") {
+                out.names.push(a.value.to_string());
+            }
+        }
+    }
+    for h in &part.headers {
+        if matches!(
+            h.name,
+            mail_parser::HeaderName::ContentType | mail_parser::HeaderName::ContentDisposition
+        ) {
+            if let Some(raw) = msg
+                .raw_message
+                .get(h.offset_start as usize..h.offset_end as usize)
+            {
+                out.names
+                    .extend(names::parameters(&String::from_utf8_lossy(raw)));
+            }
+        }
+    }
+    let mut zipped = names::zip(part.contents());
+    let base64 = part
+        .content_transfer_encoding()
+        .is_some_and(|e| e.trim().eq_ignore_ascii_case("base64"));
+    if base64 && zipped.names.is_empty() {
+        let raw = msg
+            .raw_message
+            .get(part.raw_body_offset() as usize..part.raw_end_offset() as usize)
+            .unwrap_or_default();
+        zipped = names::zip(&names::lenient_base64(raw));
+    }
+    out.names.append(&mut zipped.names);
+    out.incomplete = zipped.incomplete;
+    if let PartType::Text(text) = &part.body {
+        out.names.extend(names::uuencoded(text));
+    }
+    out
 }
 
 fn memchr_find(haystack: &[u8], needle: &[u8]) -> bool {
@@ -191,6 +228,7 @@ fn scan_plain(raw: &[u8], settings: &ContentSettings) -> Option<Scan> {
     let walk = Walk {
         settings,
         banned: None,
+        incomplete: None,
         html_parts: 0,
         text_parts: 1,
         malformed: false,
@@ -209,9 +247,14 @@ pub fn scan_headers(head: &[u8], settings: &ContentSettings) -> Option<Scan> {
     scan_plain(head, settings)
 }
 
-/// Whether a body would send a plain message to the full MIME walk.
-pub fn body_needs_walk(body_start: &[u8]) -> bool {
-    body_start.starts_with(b"PK")
+/// Whether a body would send a plain message to the full MIME walk: a ZIP
+/// archive, or a uuencoded file (`begin 644 name`) in the text.
+pub fn body_needs_walk(body: &[u8]) -> bool {
+    body.starts_with(b"PK")
+        || body.starts_with(b"begin ")
+        || body
+            .windows(7)
+            .any(|w| w[0] == b'\n' && &w[1..] == b"begin ")
 }
 
 /// One text/plain part (or no Content-Type) without a name, without a
@@ -274,6 +317,7 @@ fn scan_mime(raw: &[u8], settings: &ContentSettings) -> Scan {
         let w = settings.weights.malformed_mime;
         return Scan {
             banned: None,
+            incomplete: None,
             rules: if w > 0.0 {
                 vec![("malformed_mime".into(), w)]
             } else {
@@ -284,6 +328,7 @@ fn scan_mime(raw: &[u8], settings: &ContentSettings) -> Scan {
     let mut walk = Walk {
         settings,
         banned: None,
+        incomplete: None,
         html_parts: 0,
         text_parts: 0,
         malformed: false,
@@ -340,6 +385,7 @@ fn rules(msg: &Message<'_>, walk: Walk<'_>) -> Scan {
     }
     Scan {
         banned: walk.banned,
+        incomplete: walk.incomplete,
         rules,
     }
 }

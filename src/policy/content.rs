@@ -16,11 +16,14 @@ pub fn size(seen: usize, c: &ContentSettings) -> Verdict {
     }
 }
 
-/// An attachment whose extension is banned refuses the message.
+/// An attachment whose extension is banned refuses the message; so does
+/// one the walk could not finish (past a cap): what it did not see is not
+/// clean.
 pub fn attachments(scan: &Scan) -> Verdict {
-    match &scan.banned {
-        Some(ext) => Verdict::Refuse(reply::banned_attachment(ext)),
-        None => Verdict::Continue,
+    match (&scan.banned, scan.incomplete) {
+        (Some(ext), _) => Verdict::Refuse(reply::banned_attachment(ext)),
+        (None, Some(cap)) => Verdict::Refuse(reply::unchecked_content(cap)),
+        (None, None) => Verdict::Continue,
     }
 }
 
@@ -63,6 +66,7 @@ mod tests {
     fn scan(weights: &[f64]) -> Scan {
         Scan {
             banned: None,
+            incomplete: None,
             rules: weights
                 .iter()
                 .enumerate()

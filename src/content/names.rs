@@ -1,0 +1,267 @@
+//! Every name under which a part could be saved or opened: each
+//! `filename`/`name` parameter (a client may take the first, another the
+//! last, another the RFC 2231 one), the names a ZIP lists in its central
+//! directory and in its local headers (streaming extractors read those),
+//! inside nested archives too, and uuencoded blocks in text (which mail
+//! clients show as attachments). What is past a cap is reported, never
+//! taken as clean.
+
+use std::io::{Cursor, Read};
+
+/// ZIP entries listed per archive at most.
+pub const MAX_ZIP_ENTRIES: usize = 10_000;
+/// Archives inside archives are opened this deep.
+pub const MAX_ZIP_DEPTH: usize = 3;
+/// An inner archive larger than this (uncompressed) is not opened.
+const MAX_INNER_ZIP: u64 = 16 << 20;
+
+/// Names found, and the cap that stopped the listing, if any.
+#[derive(Debug, Default)]
+pub struct Names {
+    pub names: Vec<String>,
+    pub incomplete: Option<&'static str>,
+}
+
+/// The `filename` and `name` parameters of a raw Content-Type or
+/// Content-Disposition value, every one of them, with RFC 2231 values
+/// (`filename*=UTF-8''x.exe`, continuations joined) percent-decoded.
+pub fn parameters(raw: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut continued: Vec<(String, usize, String)> = Vec::new();
+    for param in split_params(raw).into_iter().skip(1) {
+        let Some((key, value)) = param.split_once('=') else {
+            continue;
+        };
+        let key = key.trim().to_ascii_lowercase();
+        let value = value.trim();
+        let (base, rest) = key.split_once('*').unwrap_or((key.as_str(), ""));
+        if base != "filename" && base != "name" {
+            continue;
+        }
+        let extended = rest.ends_with('*') || rest.is_empty() && key.ends_with('*');
+        let value = if extended {
+            percent_decode(value.trim_matches('"').splitn(3, '\'').last().unwrap_or(""))
+        } else {
+            unquote(value)
+        };
+        // `name*0`, `name*1*`: continuations, joined below.
+        let index = rest.trim_end_matches('*');
+        match index.parse::<usize>() {
+            Ok(i) => continued.push((base.to_string(), i, value)),
+            Err(_) => out.push(value),
+        }
+    }
+    continued.sort();
+    let mut joined: Vec<(String, String)> = Vec::new();
+    for (base, _, v) in continued {
+        match joined.iter_mut().find(|(b, _)| *b == base) {
+            Some((_, s)) => s.push_str(&v),
+            None => joined.push((base, v)),
+        }
+    }
+    out.extend(joined.into_iter().map(|(_, v)| v));
+    out
+}
+
+/// Splits a header value on `;` outside quotes.
+fn split_params(raw: &str) -> Vec<String> {
+    let mut out = vec![String::new()];
+    let mut quoted = false;
+    let mut escaped = false;
+    for c in raw.chars() {
+        match c {
+            _ if escaped => escaped = false,
+            '\\' if quoted => escaped = true,
+            '"' => quoted = !quoted,
+            ';' if !quoted => {
+                out.push(String::new());
+                continue;
+            }
+            _ => {}
+        }
+        if let Some(last) = out.last_mut() {
+            last.push(c);
+        }
+    }
+    out
+}
+
+fn unquote(v: &str) -> String {
+    let v = v.trim();
+    match v.strip_prefix('"').and_then(|v| v.strip_suffix('"')) {
+        Some(inner) => inner.replace("\\\"", "\"").replace("\\\\", "\\"),
+        None => v.to_string(),
+    }
+}
+
+fn percent_decode(v: &str) -> String {
+    let b = v.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' && i + 2 < b.len() {
+            let hex = |c: u8| (c as char).to_digit(16);
+            if let (Some(h), Some(l)) = (hex(b[i + 1]), hex(b[i + 2])) {
+                out.push((h * 16 + l) as u8);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Base64 as decoders read it (RFC 2045 §6.8): characters outside the
+/// alphabet are ignored, not an error.
+pub fn lenient_base64(body: &[u8]) -> Vec<u8> {
+    let clean: Vec<u8> = body
+        .iter()
+        .copied()
+        .filter(|c| c.is_ascii_alphanumeric() || *c == b'+' || *c == b'/')
+        .collect();
+    use base64::Engine as _;
+    let engine = base64::engine::GeneralPurpose::new(
+        &base64::alphabet::STANDARD,
+        base64::engine::GeneralPurposeConfig::new()
+            .with_decode_padding_mode(base64::engine::DecodePaddingMode::Indifferent)
+            .with_decode_allow_trailing_bits(true),
+    );
+    // A stray last character (never a whole byte) is dropped.
+    let whole = if clean.len() % 4 == 1 {
+        clean.len() - 1
+    } else {
+        clean.len()
+    };
+    engine.decode(&clean[..whole]).unwrap_or_default()
+}
+
+/// The names of `begin MODE NAME` lines (uuencoded files) in a text.
+pub fn uuencoded(text: &str) -> Vec<String> {
+    text.lines()
+        .filter_map(|l| l.strip_prefix("begin "))
+        .filter_map(|rest| {
+            let (mode, name) = rest.split_once(' ')?;
+            (mode.len() >= 3 && mode.len() <= 4 && mode.bytes().all(|c| (b'0'..=b'7').contains(&c)))
+                .then(|| name.trim().to_string())
+        })
+        .filter(|n| !n.is_empty())
+        .collect()
+}
+
+/// The names a ZIP archive lists, if the bytes are one: its central
+/// directory, its local headers, and the archives inside it.
+pub fn zip(bytes: &[u8]) -> Names {
+    let mut out = Names::default();
+    zip_into(bytes, 0, &mut out);
+    out
+}
+
+fn zip_into(bytes: &[u8], depth: usize, out: &mut Names) {
+    if !bytes.starts_with(b"PK") {
+        return;
+    }
+    // Local file headers: signature, then the name's length at 26, the
+    // extra field's at 28, the name at 30.
+    let mut at = 0;
+    let mut local = 0;
+    while let Some(i) = find(&bytes[at..], b"PK\x03\x04") {
+        let h = at + i;
+        let Some(head) = bytes.get(h..h + 30) else {
+            break;
+        };
+        let n = u16::from_le_bytes([head[26], head[27]]) as usize;
+        if let Some(name) = bytes.get(h + 30..h + 30 + n) {
+            out.names.push(String::from_utf8_lossy(name).into_owned());
+        }
+        local += 1;
+        if local > MAX_ZIP_ENTRIES {
+            out.incomplete = Some("zip_entries");
+            break;
+        }
+        at = h + 4;
+    }
+    let Ok(mut archive) = zip::ZipArchive::new(Cursor::new(bytes)) else {
+        return;
+    };
+    if archive.len() > MAX_ZIP_ENTRIES {
+        out.incomplete = Some("zip_entries");
+    }
+    let count = archive.len().min(MAX_ZIP_ENTRIES);
+    for i in 0..count {
+        let Ok(mut entry) = archive.by_index(i) else {
+            continue;
+        };
+        out.names.push(entry.name().to_string());
+        let nested = entry.name().to_ascii_lowercase().ends_with(".zip");
+        if !nested && entry.size() < 4 {
+            continue;
+        }
+        if entry.size() > MAX_INNER_ZIP {
+            continue;
+        }
+        let mut inner = Vec::new();
+        if entry
+            .by_ref()
+            .take(MAX_INNER_ZIP)
+            .read_to_end(&mut inner)
+            .is_err()
+        {
+            continue;
+        }
+        if inner.starts_with(b"PK") {
+            if depth + 1 >= MAX_ZIP_DEPTH {
+                out.incomplete = Some("zip_depth");
+            } else {
+                zip_into(&inner, depth + 1, out);
+            }
+        }
+    }
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_parameter() {
+        assert_eq!(
+            parameters("attachment; filename=\"report.pdf\"; filename*=UTF-8''report.exe"),
+            ["report.pdf", "report.exe"]
+        );
+        assert_eq!(
+            parameters("attachment; filename=a.pdf; filename=b.exe"),
+            ["a.pdf", "b.exe"]
+        );
+        assert_eq!(
+            parameters("application/octet-stream; name*0=\"ev\"; name*1=\"il.exe\""),
+            ["evil.exe"]
+        );
+        assert_eq!(
+            parameters("attachment; filename*=UTF-8''evil.exe%00"),
+            ["evil.exe\0"]
+        );
+        assert_eq!(
+            parameters("text/plain; charset=\"x;name=y.exe\""),
+            Vec::<String>::new()
+        );
+    }
+
+    #[test]
+    fn base64_with_noise_and_uuencode() {
+        assert_eq!(
+            lenient_base64(b"UE\x01sD!!B\r\nAUA=="),
+            b"PK\x03\x04\x05\x00"
+        );
+        assert_eq!(
+            uuencoded("Hi\nbegin 644 invoice.exe\nM...\nend\n"),
+            ["invoice.exe"]
+        );
+        assert!(uuencoded("begin the meeting at 10\n").is_empty());
+    }
+}
