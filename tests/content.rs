@@ -247,11 +247,14 @@ async fn internal_received_lines_are_scrubbed_and_listed_headers_removed() {
             _ => None,
         })
         .collect();
+    // The partner's hop names the internal app7.corp in its by-clause:
+    // it goes too; relay.corp (*.corp) is redacted in the kept top line.
     assert_eq!(
         edits,
         [
             "delete Received 3",
-            "change Received 1 from [redacted]\n\tby relay.corp with ESMTP id 1; Mon, 23 Nov 2026 01:00:01 +0000",
+            "delete Received 2",
+            "change Received 1 from [redacted]\n\tby [redacted] with ESMTP id 1; Mon, 23 Nov 2026 01:00:01 +0000",
             "delete X-Originating-IP 1",
             "delete X-Mailer 2",
             "delete X-Mailer 1",
@@ -281,5 +284,68 @@ async fn monitor_mode_logs_the_would_be_content_verdict() {
     assert_eq!(got, "continue");
     conn.close().await.unwrap();
     assert_eq!(common::decisions(&d.metrics(), "would_reject"), 2);
+    d.stop().await;
+}
+
+#[tokio::test]
+async fn a_client_cannot_set_our_score_headers() {
+    let d = common::start("content.yaml").await;
+    let mut conn = d.client("10.0.0.1").await;
+    assert_eq!(
+        reply(&mail(&mut conn, "<app@example.com>", None).await),
+        "continue"
+    );
+    conn.rcpt(["<r@gmail.com>"]).await.unwrap();
+    // A pre-set clean score, twice, on a message our rules tag (lottery).
+    for (n, v) in [
+        ("From", "app@example.com"),
+        ("Date", "Mon, 23 Nov 2026 01:00:00 +0000"),
+        ("Message-ID", "<1@example.com>"),
+        ("Subject", "You have won the lottery"),
+        ("X-Egress-Score", "0.0"),
+        ("X-Egress-Rules", "none"),
+        ("X-Egress-Score", "-5"),
+    ] {
+        conn.header(n, v).await.unwrap();
+    }
+    conn.eoh().await.unwrap();
+    conn.body(b"hello\r\n".to_vec()).await.unwrap();
+    let (actions, status) = conn.eom().await.unwrap();
+    assert_eq!(status, Status::Continue);
+    let order: Vec<String> = actions
+        .actions
+        .iter()
+        .filter_map(|a| match a {
+            EomAction::DeleteHeader { name, index } => {
+                Some(format!("delete {} {index}", name.to_string_lossy()))
+            }
+            EomAction::InsertHeader { name, value, .. }
+                if name.to_string_lossy().starts_with("X-Egress") =>
+            {
+                Some(format!(
+                    "insert {} {}",
+                    name.to_string_lossy(),
+                    value.to_string_lossy()
+                ))
+            }
+            _ => None,
+        })
+        .collect();
+    // The client's go first (bottom up), then ours are added.
+    assert_eq!(
+        order[..3],
+        [
+            "delete X-Egress-Rules 1",
+            "delete X-Egress-Score 2",
+            "delete X-Egress-Score 1"
+        ]
+    );
+    assert!(
+        order[3..]
+            .iter()
+            .any(|o| o.starts_with("insert X-Egress-Score ")),
+        "{order:?}"
+    );
+    conn.close().await.unwrap();
     d.stop().await;
 }

@@ -133,6 +133,9 @@ pub struct Config {
     pub content: ContentSettings,
     /// Networks whose addresses must not leave in Received: lines.
     pub internal_networks: Vec<IpNet>,
+    /// Host names scrubbing treats as internal: `*.suffix` or an exact
+    /// name, lower case.
+    pub internal_hostnames: Vec<String>,
     pub strip_internal_received: bool,
     /// Headers removed from every message (names as configured).
     pub remove_headers: Vec<String>,
@@ -387,6 +390,34 @@ impl Validator {
             dns: raw.dns,
             selfcheck: raw.selfcheck,
         });
+        let internal_hostnames = match &raw.internal_hostnames {
+            None => crate::policy::headers::DEFAULT_INTERNAL_HOSTNAMES
+                .iter()
+                .map(|s| s.to_string())
+                .collect(),
+            Some(list) => {
+                let mut out = Vec::new();
+                for (i, h) in list.iter().enumerate() {
+                    let v = h.value.trim().to_ascii_lowercase();
+                    let name = v.strip_prefix("*.").unwrap_or(&v);
+                    let ok = !name.is_empty()
+                        && name.split('.').all(|l| {
+                            !l.is_empty()
+                                && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                        });
+                    if ok {
+                        out.push(v);
+                    } else {
+                        self.error(
+                            h.referenced.line(),
+                            format!("internal_hostnames[{i}]"),
+                            format!("expected a host name or *.suffix, got \"{}\"", h.value),
+                        );
+                    }
+                }
+                out
+            }
+        };
         let mut remove_headers = Vec::new();
         for (i, h) in raw.headers.remove.iter().enumerate() {
             let ok =
@@ -467,6 +498,7 @@ impl Validator {
             dns: auth.dns,
             content,
             internal_networks,
+            internal_hostnames,
             strip_internal_received: raw.headers.strip_internal_received.unwrap_or(true),
             remove_headers,
             metrics_listen,

@@ -49,6 +49,8 @@ pub struct RawConfig {
     #[serde(default)]
     pub internal_networks: Vec<Text>,
     #[serde(default)]
+    pub internal_hostnames: Option<Vec<Text>>,
+    #[serde(default)]
     pub headers: RawHeaders,
     #[serde(default)]
     pub metrics: RawMetrics,

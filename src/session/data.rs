@@ -27,11 +27,21 @@ impl Connection {
         if size != Verdict::Continue {
             return self.settle(Stage::Header, size);
         }
-        if name.eq_ignore_ascii_case(b"received")
-            && msg.config.strip_internal_received
-            && !msg.config.internal_networks.is_empty()
-        {
-            msg.received.push(value.to_vec());
+        let ours = policy::headers::OURS
+            .iter()
+            .any(|o| name.eq_ignore_ascii_case(o.as_bytes()));
+        let traced = msg.config.strip_internal_received && policy::headers::traced(name);
+        if ours || traced {
+            let key = String::from_utf8_lossy(name).to_ascii_lowercase();
+            let index = msg.name_counts.entry(key).or_default();
+            *index += 1;
+            if traced {
+                msg.traced.push(policy::headers::Traced {
+                    name: String::from_utf8_lossy(name).into_owned(),
+                    index: *index,
+                    value: value.to_vec(),
+                });
+            }
         }
         for (i, h) in msg.config.remove_headers.iter().enumerate() {
             if name.eq_ignore_ascii_case(h.as_bytes()) {
@@ -164,8 +174,31 @@ impl Connection {
             changes.extend(signed.into_iter().map(insert));
         }
         if let Some(msg) = self.message.as_ref() {
-            let scrub = policy::headers::scrub_received(&msg.received, &config.internal_networks);
-            changes.extend(scrub.into_iter().map(HeaderAction::Change));
+            let internal = policy::headers::Internal {
+                networks: &config.internal_networks,
+                hostnames: &config.internal_hostnames,
+            };
+            let ours: Vec<(String, usize)> = policy::headers::OURS
+                .iter()
+                .map(|o| {
+                    let n = msg.name_counts.get(&o.to_ascii_lowercase()).copied();
+                    (o.to_string(), n.unwrap_or(0))
+                })
+                .collect();
+            let scrub = policy::headers::scrub(&msg.traced, &internal, &ours);
+            // A header `headers.remove` lists goes whole below, once.
+            let listed = |e: &policy::headers::Edit| {
+                config
+                    .remove_headers
+                    .iter()
+                    .any(|r| r.eq_ignore_ascii_case(&e.name))
+            };
+            changes.extend(
+                scrub
+                    .into_iter()
+                    .filter(|e| !listed(e))
+                    .map(HeaderAction::Change),
+            );
             for (name, n) in config.remove_headers.iter().zip(&msg.remove_counts) {
                 changes.extend(
                     policy::headers::remove_all(name, *n)
@@ -174,6 +207,10 @@ impl Connection {
                 );
             }
         }
+        // Edits of the headers the message came with first, then ours
+        // added at the top: an index counts the message's own headers
+        // only, whichever way the MTA numbers added ones.
+        changes.sort_by_key(|c| matches!(c, HeaderAction::Insert { .. }));
         Ok(changes)
     }
 

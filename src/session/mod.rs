@@ -111,8 +111,12 @@ struct Message {
     antivirus: String,
     /// Accepted recipients (for rspamd), at most `recipients.max_per_message`.
     rcpts: Vec<String>,
-    /// Received: values, top first, when internal hops are scrubbed.
-    received: Vec<Vec<u8>>,
+    /// The headers that trace the message's path, top first, when
+    /// internal hops are scrubbed.
+    traced: Vec<policy::headers::Traced>,
+    /// How many of each traced header name, and of our own header names
+    /// (which a client may not set), the message has.
+    name_counts: std::collections::HashMap<String, usize>,
     /// How many of each `headers.remove` header the message has.
     remove_counts: Vec<usize>,
     /// The refusal that ended the message, if any, and its stage.
