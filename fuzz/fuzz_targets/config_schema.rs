@@ -578,6 +578,14 @@ impl Gen<'_, '_> {
             BAD_NETWORKS,
             3,
         )?;
+        self.optional_list(
+            &mut top,
+            "internal_hostnames",
+            "internal_hostnames",
+            &["*.corp.local", "localhost", "crm01", "*.internal", "EXCH01.Corp.Local"],
+            &["*.", "a b", "*.*.corp", "", "corp..local", "host_1"],
+            3,
+        )?;
         if self.maybe()? {
             let mut s = Vec::new();
             if self.maybe()? {
@@ -815,13 +823,16 @@ impl Gen<'_, '_> {
         if self.maybe()? {
             s.push(("max_keys".into(), self.count("rate_limits.max_keys", 1000)?));
         }
-        self.optional(
-            &mut s,
-            "admin_listen",
-            "rate_limits.admin_listen",
-            LOOPBACK_ADDRS,
-            BAD_ADMIN_ADDRS,
-        )?;
+        // The older spelling of admin.listen: TCP, which needs a token
+        // file this generator never writes, so every value is refused.
+        if self.maybe()? {
+            let all: Vec<&str> = LOOPBACK_ADDRS.iter().chain(BAD_ADMIN_ADDRS).copied().collect();
+            let v = self.pick(&all)?;
+            s.push((
+                "admin_listen".into(),
+                Y::Str(v.into(), Mark::Bad("rate_limits.admin_listen".into())),
+            ));
+        }
         self.limits("rate_limits", &mut s)?;
         if self.maybe()? {
             let mut list = Vec::new();
