@@ -193,3 +193,68 @@ fn honest_look_alikes_pass() {
         assert_eq!((found.banned, found.incomplete), (None, None), "{what}");
     }
 }
+
+#[test]
+fn rules_see_what_the_reader_sees() {
+    let mut s = Config::parse(
+        Path::new("t.yaml"),
+        "listen: inet:127.0.0.1:1\nlocal_domains: [example.com]\ncontent: { custom: [{ name: wire, body: \"(?i)wire transfer\", score: 5 }] }\n",
+    )
+    .unwrap()
+    .content;
+    s.banned_extensions.clear();
+    let html = |body: &str| {
+        format!("From: a@example.com\r\nSubject: x\r\nMIME-Version: 1.0\r\nContent-Type: text/html\r\n\r\n<html><body>{body}</body></html>\r\n")
+    };
+    let cases: &[(&str, &str, &[&str])] = &[
+        (
+            "markup inside the phrase",
+            "Please send a wire <b>transfer</b> today",
+            &["wire"],
+        ),
+        ("an entity for the space", "wire&nbsp;transfer", &["wire"]),
+        (
+            "a line break in the markup",
+            "wire\r\n  <span>transfer</span>",
+            &["wire"],
+        ),
+        (
+            "a link whose text is written with references",
+            r#"<a href="http://evil.example/">www&#46;paypal&#46;com</a>"#,
+            &["link_mismatch"],
+        ),
+        (
+            "a look-alike under a public suffix",
+            r#"<a href="https://login.evil.co.uk/">www.barclays.co.uk</a>"#,
+            &["link_mismatch"],
+        ),
+        (
+            "an href written with references",
+            r#"<a href="http&#58;//evil.example/">https://www.paypal.com/</a>"#,
+            &["link_mismatch"],
+        ),
+    ];
+    for (what, body, want) in cases {
+        let found = scan(html(body).as_bytes(), &s);
+        for rule in *want {
+            assert!(
+                found.rules.iter().any(|(n, _)| n == rule),
+                "{what}: {rule} did not fire ({:?})",
+                found.rules
+            );
+        }
+    }
+    // An honest page fires neither.
+    let found = scan(
+        html(r#"Your <a href="https://mail.example.co.uk/">www.example.co.uk</a> statement; a transfer by wire is not offered"#).as_bytes(),
+        &s,
+    );
+    assert!(
+        !found
+            .rules
+            .iter()
+            .any(|(n, _)| n == "wire" || n == "link_mismatch"),
+        "{:?}",
+        found.rules
+    );
+}

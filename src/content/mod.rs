@@ -40,6 +40,15 @@ impl Scan {
     }
 }
 
+/// Body text custom rules read, at most: parts past it are not added (a
+/// spammer's payload comes first; a 1 MB text is a book).
+pub const MAX_BODY_TEXT: usize = 1_000_000;
+
+/// Runs of white space as one space, as a browser lays text out.
+fn collapse(text: &str) -> String {
+    text.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
 /// Attached messages nested deeper than this are not walked: real mail
 /// nests two or three levels; the bound keeps a crafted message cheap.
 const MAX_DEPTH: usize = 8;
@@ -126,14 +135,16 @@ impl Walk<'_> {
                     if links::mismatch(html) {
                         self.link_mismatch = true;
                     }
-                    if self.collect_text && self.body_text.len() < 1_000_000 {
-                        self.body_text.push_str(html);
+                    if self.collect_text && self.body_text.len() < MAX_BODY_TEXT {
+                        // The text a reader sees: `wire <b>transfer</b>`
+                        // is "wire transfer".
+                        self.body_text.push_str(&collapse(&links::visible(html)));
                         self.body_text.push('\n');
                     }
                 }
                 PartType::Text(text) if !attachment => {
                     self.text_parts += 1;
-                    if self.collect_text && self.body_text.len() < 1_000_000 {
+                    if self.collect_text && self.body_text.len() < MAX_BODY_TEXT {
                         self.body_text.push_str(text);
                         self.body_text.push('\n');
                     }
