@@ -153,3 +153,38 @@ admin: { listen: \"inet:127.0.0.1:9358\" }
         }
     );
 }
+
+#[test]
+fn antivirus_and_hostname_errors_name_file_line_and_key() {
+    let yaml = "\
+listen: inet:127.0.0.1:7357
+local_domains: [example.com]
+antivirus:
+  clamd: [\"unix:relative.ctl\", \"inet:127.0.0.1\"]
+  timeout: never
+  max_size: huge
+  allow: [\"two words\"]
+internal_hostnames: [\"*.corp.local\", \"a b\"]
+";
+    let errs = parse(yaml).unwrap_err().to_string();
+    for want in [
+        "test.yaml:4: antivirus.clamd[0]: expected unix:/PATH or inet:HOST:PORT, got \"unix:relative.ctl\"",
+        "test.yaml:4: antivirus.clamd[1]: expected unix:/PATH or inet:HOST:PORT, got \"inet:127.0.0.1\"",
+        "test.yaml:5: antivirus.timeout: expected a duration such as 10s, got \"never\"",
+        "test.yaml:6: antivirus.max_size: invalid size \"huge\"",
+        "test.yaml:7: antivirus.allow[0]: a signature name or pattern",
+        "test.yaml:8: internal_hostnames[1]: expected a host name or *.suffix, got \"a b\"",
+    ] {
+        assert!(errs.contains(want), "missing {want:?} in\n{errs}");
+    }
+    let errs = parse("listen: inet:127.0.0.1:7357\nlocal_domains: [example.com]\nantivirus: { clamd: [\"unix:/run/clamav/clamd.ctl\"], action: delete }\n")
+        .unwrap_err()
+        .to_string();
+    assert!(errs.starts_with("test.yaml:3: antivirus.action"), "{errs}");
+    let c = parse("listen: inet:127.0.0.1:7357\nlocal_domains: [example.com]\nantivirus: { clamd: [\"unix:/run/clamav/clamd.ctl\"] }\n").unwrap();
+    let av = c.antivirus.unwrap();
+    assert_eq!(av.action, crate::config::VirusAction::Reject);
+    assert_eq!(av.timeout, Duration::from_secs(10));
+    assert_eq!(av.max_size, 25 << 20);
+    assert!(c.internal_hostnames.contains(&"*.local".to_string()));
+}
