@@ -232,6 +232,11 @@ pub fn scan(raw: &[u8], settings: &ContentSettings) -> Scan {
 /// decodes the whole body) would find exactly what this finds. None when
 /// the message is anything else.
 fn scan_plain(raw: &[u8], settings: &ContentSettings) -> Option<Scan> {
+    // Anything unusual in the raw text goes to the walk: the shortcut must
+    // never see less than the walk would.
+    if odd(raw) {
+        return None;
+    }
     let msg = MessageParser::default().parse_headers(raw)?;
     if !plain(&msg, settings) || body_needs_walk(body_of(raw)) {
         return None;
@@ -282,11 +287,15 @@ fn plain(msg: &Message<'_>, settings: &ContentSettings) -> bool {
             && ct
                 .subtype()
                 .is_some_and(|s| s.eq_ignore_ascii_case("plain"));
-        if !plain || ct.attribute("name").is_some() {
+        if !plain {
             return false;
         }
     }
     if part.content_disposition().is_some() {
+        return false;
+    }
+    // A name in any parameter, parsed or raw, is the walk's to judge.
+    if !part_names(msg, part).names.is_empty() || names_anything(&msg.raw_message) {
         return false;
     }
     part.content_transfer_encoding().is_none_or(|e| {
@@ -294,6 +303,39 @@ fn plain(msg: &Message<'_>, settings: &ContentSettings) -> bool {
             .iter()
             .any(|k| e.trim().eq_ignore_ascii_case(k))
     })
+}
+
+/// Control characters other than tab and CRLF (a NUL, a lone CR) anywhere,
+/// or a uuencoded file's `begin` line: parsers differ on such messages, so
+/// only the full walk judges them.
+fn odd(raw: &[u8]) -> bool {
+    raw.iter().enumerate().any(|(i, &b)| {
+        (b < 0x20 && b != b'\t' && b != b'\n' && b != b'\r')
+            || b == 0x7f
+            || (b == b'\r' && raw.get(i + 1) != Some(&b'\n'))
+    }) || raw.windows(6).any(|w| w == b"begin ")
+}
+
+/// Whether a Content-Type or Content-Disposition header of the head, as
+/// written, mentions a name at all: the shortcut leaves such a message to
+/// the walk, whatever a parser makes of the parameter.
+fn names_anything(raw: &[u8]) -> bool {
+    let mut in_type = false;
+    for line in raw.split(|&b| b == b'\n') {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        if line.is_empty() {
+            break;
+        }
+        if !line.starts_with(b" ") && !line.starts_with(b"\t") {
+            let lower = line.to_ascii_lowercase();
+            in_type =
+                lower.starts_with(b"content-type") || lower.starts_with(b"content-disposition");
+        }
+        if in_type && line.to_ascii_lowercase().windows(4).any(|w| w == b"name") {
+            return true;
+        }
+    }
+    false
 }
 
 /// The body: what follows the first empty line (none: no body).
