@@ -797,7 +797,7 @@ incidents:
     // One that runs out: its end is told once, though both gateways look.
     let out = egress_milter::admin::request(
         &admin_b,
-        "incidents open user:carol@example.com --for 1s --action tempfail",
+        "incidents open user:carol@example.com --for 4s --action tempfail",
     )
     .await
     .unwrap();
