@@ -387,3 +387,24 @@ fn explain_scans_through_the_configured_clamd() {
         "{text}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_clamd_will_not_take_follows_on_error() {
+    let clamd = Clamd::start();
+    // clamd here takes 1 MB at most (StreamMaxLength): it answers ERROR.
+    let big = "x".repeat(76).repeat(16_000) + "\r\n";
+    let d = start(&clamd_config(&clamd, "")).await;
+    let s = send(&d, "10.0.0.5", &[("Subject", "big")], &big).await;
+    assert_eq!(s.reply, "451 4.3.0 Temporary policy failure");
+    assert_eq!(scans(&d, "error"), 1);
+    d.stop().await;
+    // Over antivirus.max_size: not sent at all, the same answer.
+    let d = start(&clamd_config(&clamd, "  max_size: 100KB\n")).await;
+    let s = send(&d, "10.0.0.5", &[("Subject", "big")], &"y".repeat(200_000)).await;
+    assert_eq!(s.reply, "451 4.3.0 Temporary policy failure");
+    // Under it, scanned.
+    let s = send(&d, "10.0.0.5", &[("Subject", "small")], "small\r\n").await;
+    assert_eq!(s.reply, "continue");
+    assert_eq!((scans(&d, "error"), scans(&d, "clean")), (1, 1));
+    d.stop().await;
+}
