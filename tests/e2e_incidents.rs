@@ -7,7 +7,6 @@
 mod common;
 use common::{postfix::Postfix, sendmail::Sendmail, sink::Sink};
 use std::process::Command;
-use std::time::Duration;
 
 /// Sends one message through the MTA with swaks, logged in when a login
 /// is given; returns the queue id the MTA gave it.
@@ -189,7 +188,6 @@ incidents:
     let release = egress_milter::incidents::sendmail_release(&[q3.clone(), q4.clone()]);
     let args: Vec<&str> = release.split_whitespace().skip(1).collect();
     let said = [sm.command(&args), sm.command(&["-q"])];
-    tokio::time::sleep(Duration::from_millis(200)).await;
     assert_eq!(delivered(&mut sink, 2, 10).await, ["m3", "m4"], "{said:#?}");
     d.stop().await;
 }

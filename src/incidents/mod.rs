@@ -117,9 +117,16 @@ impl Incidents {
     }
 
     /// Whether an incident may be open: any in this process, or, with
-    /// Redis, any on any gateway (asked per message).
+    /// Redis, any on any gateway.
     pub fn may_be_open(&self, redis: Option<&RedisLimiter>) -> bool {
-        redis.is_some() || self.store.any_open()
+        match redis {
+            // With signals, any gateway may have opened one a moment ago:
+            // ask. Without, only one opened by hand can be, and the
+            // per-second count (`expire`) sees it: Redis is not asked per
+            // message for a feature that is not in use.
+            Some(_) => self.counting() || self.open_now() > 0,
+            None => self.store.any_open(),
+        }
     }
 
     /// Redis failed: this gateway goes on with its own counts and
