@@ -9,6 +9,7 @@ mod admin;
 mod antivirus;
 mod classes;
 mod content;
+mod headers;
 mod incidents;
 mod limits;
 mod mail_auth;
@@ -390,56 +391,8 @@ impl Validator {
             dns: raw.dns,
             selfcheck: raw.selfcheck,
         });
-        let internal_hostnames = match &raw.internal_hostnames {
-            None => crate::policy::headers::DEFAULT_INTERNAL_HOSTNAMES
-                .iter()
-                .map(|s| s.to_string())
-                .collect(),
-            Some(list) => {
-                let mut out = Vec::new();
-                for (i, h) in list.iter().enumerate() {
-                    let v = h.value.trim().to_ascii_lowercase();
-                    let name = v.strip_prefix("*.").unwrap_or(&v);
-                    let ok = !name.is_empty()
-                        && name.split('.').all(|l| {
-                            !l.is_empty()
-                                && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
-                        });
-                    if ok {
-                        out.push(v);
-                    } else {
-                        self.error(
-                            h.referenced.line(),
-                            format!("internal_hostnames[{i}]"),
-                            format!("expected a host name or *.suffix, got \"{}\"", h.value),
-                        );
-                    }
-                }
-                out
-            }
-        };
-        let mut remove_headers = Vec::new();
-        for (i, h) in raw.headers.remove.iter().enumerate() {
-            let ok =
-                !h.value.is_empty() && h.value.bytes().all(|b| b.is_ascii_graphic() && b != b':');
-            if ok
-                && auth
-                    .dkim
-                    .headers
-                    .iter()
-                    .any(|d| d.eq_ignore_ascii_case(&h.value))
-            {
-                self.error(h.referenced.line(), format!("headers.remove[{i}]"), format!("\"{}\" is signed by DKIM (dkim.headers): removing it would break the signature", h.value));
-            } else if ok {
-                remove_headers.push(h.value.clone());
-            } else {
-                self.error(
-                    h.referenced.line(),
-                    format!("headers.remove[{i}]"),
-                    format!("invalid header name \"{}\"", h.value),
-                );
-            }
-        }
+        let internal_hostnames = self.internal_hostnames(raw.internal_hostnames.as_deref());
+        let remove_headers = self.remove_headers(&raw.headers.remove, &auth.dkim.headers);
         let metrics_listen = raw
             .metrics
             .listen
