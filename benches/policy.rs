@@ -65,7 +65,7 @@ async fn message(shared: &std::sync::Arc<Shared>, body: &bytes::Bytes) {
     for (n, v) in HEADERS {
         c.header(n.as_bytes(), v.as_bytes());
     }
-    c.end_of_headers(&macros);
+    assert!(c.end_of_headers(&macros).await == egress_milter::session::Answer::Continue);
     c.body(body.clone());
     let (answer, _) = c.end_of_message(&macros).await;
     assert!(answer == egress_milter::session::Answer::Continue);

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite: installs what the tests need when it is missing
 # (Postfix, swaks, redis-server, python3-dkim, rspamd, nmap, systemd-analyze,
+# slapd, clamd,
 # from Debian's packages; cargo-deb from crates.io), then checks formatting, runs
 # clippy with warnings as errors, and runs every test (one build for all).
 # Postfix, swaks and redis-server are run by the tests themselves, on
@@ -35,6 +36,11 @@ command -v m4 >/dev/null 2>&1 || need+=(m4)
 # SASL logins for the private Postfix (a login that sprays): Cyrus SASL's
 # sasldb, made with saslpasswd2.
 command -v saslpasswd2 >/dev/null 2>&1 || need+=(sasl2-bin libsasl2-modules)
+# OpenLDAP's slapd (started by the tests on loopback ports with a
+# directory of their own; no system instance) and openssl for its
+# test certificates.
+[ -x /usr/sbin/slapd ] || need+=(slapd ldap-utils)
+command -v openssl >/dev/null 2>&1 || need+=(openssl)
 [ -e /usr/lib/x86_64-linux-gnu/libwrap.so.0 ] || [ -e /lib/x86_64-linux-gnu/libwrap.so.0 ] || need+=(libwrap0)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" != 0 ]; then
@@ -45,6 +51,8 @@ if [ ${#need[@]} -gt 0 ]; then
   # "No configuration": install Postfix without configuring or starting a
   # system instance; the tests run their own on loopback ports.
   echo "postfix postfix/main_mailer_type select No configuration" | debconf-set-selections
+  # Nor a system slapd: the tests run their own.
+  echo "slapd slapd/no_configuration boolean true" | debconf-set-selections
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 fi

@@ -143,7 +143,7 @@ fn same(a: &[u8], b: &[u8]) -> bool {
 /// The limits that key on this kind of key, each with every rate the
 /// configuration can give it (its counters live under each), and the rate
 /// that applies to the key by itself.
-fn limits_for(config: &Config, key: &str) -> Vec<(LimitName, Rate, bool)> {
+fn limits_for(config: &Config, key: &str, class: Option<&str>) -> Vec<(LimitName, Rate, bool)> {
     let limits = &config.rate_limits;
     let ip: Option<IpAddr> = key.parse().ok();
     let address = Address::parse(key).ok();
@@ -167,9 +167,7 @@ fn limits_for(config: &Config, key: &str) -> Vec<(LimitName, Rate, bool)> {
         sender: address.as_ref(),
         rcpt: address.as_ref(),
         // An IP's class, when a class matches by IP alone.
-        class: ip
-            .and_then(|ip| crate::policy::class::resolve(config, Some(ip), None))
-            .map(|c| c.name.as_str()),
+        class,
     };
     let mut out = Vec::new();
     for &name in names {
@@ -194,6 +192,14 @@ async fn answer(shared: &Shared, request: &str) -> String {
     if let Some(rest) = request.strip_prefix("incidents") {
         return incidents(shared, rest.trim()).await;
     }
+    if let Some(rest) = request.strip_prefix("cache ") {
+        return crate::sources::cache_command(
+            &shared.sources,
+            shared.limiter.redis.as_ref(),
+            rest.trim(),
+        )
+        .await;
+    }
     let (verb, key) = request.split_once(' ').unwrap_or((request, ""));
     let key = key.trim();
     if key.is_empty() || !matches!(verb, "show" | "reset") {
@@ -207,7 +213,16 @@ async fn answer(shared: &Shared, request: &str) -> String {
         _ => key.to_string(),
     };
     let config = shared.config();
-    let limits = limits_for(&config, &key);
+    // An IP's class, when a class matches by IP alone.
+    let class = match key.parse::<IpAddr>() {
+        Ok(ip) => crate::policy::class::resolve(&config, &shared.lists(false), Some(ip), None)
+            .await
+            .ok()
+            .flatten(),
+        Err(_) => None,
+    };
+    let class = class.map(|c| c.name.as_str());
+    let limits = limits_for(&config, &key, class);
     let pairs: Vec<(LimitName, Rate)> = limits.iter().map(|(n, r, _)| (*n, *r)).collect();
     let limiter = &shared.limiter;
     if verb == "reset" {
@@ -241,10 +256,9 @@ async fn answer(shared: &Shared, request: &str) -> String {
     }
     if let Ok(ip) = key.parse::<IpAddr>() {
         if let Ok(n) = limiter.open_connections(ip).await {
-            let class = crate::policy::class::resolve(&config, Some(ip), None);
             let facts = Facts {
                 ip: Some(ip),
-                class: class.map(|c| c.name.as_str()),
+                class,
                 ..Facts::default()
             };
             let cap = match setting(&config.rate_limits, LimitName::ConcurrentPerClient, &facts) {

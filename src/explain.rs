@@ -114,7 +114,15 @@ pub async fn explain(mut config: Config, req: &Request) -> Report {
     let shared = Shared::new(config);
     let mut report = judge(shared.clone(), req).await;
     let config = shared.config();
-    let class = crate::policy::class::resolve(&config, Some(req.client), req.auth.as_deref());
+    let class = crate::policy::class::resolve(
+        &config,
+        &shared.lists(false),
+        Some(req.client),
+        req.auth.as_deref(),
+    )
+    .await
+    .ok()
+    .flatten();
     let client = crate::limiter::client_key(req.client);
     let sender = crate::address::Address::parse(&req.from)
         .ok()
@@ -199,7 +207,7 @@ async fn judge(shared: Arc<Shared>, req: &Request) -> Report {
             return finish(&mut conn, report, Stage::Header, a);
         }
     }
-    let a = conn.end_of_headers(&macros);
+    let a = conn.end_of_headers(&macros).await;
     if a != Answer::Continue {
         return finish(&mut conn, report, Stage::Eoh, a);
     }

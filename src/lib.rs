@@ -13,7 +13,7 @@ pub mod incidents;
 pub mod limiter;
 pub mod log;
 pub mod mailbox;
-mod metrics;
+pub(crate) mod metrics;
 mod milter;
 mod policy;
 mod rate;
@@ -21,6 +21,7 @@ mod reply;
 pub mod selfcheck;
 pub mod server;
 pub mod session;
+pub mod sources;
 mod state;
 mod tcp;
 

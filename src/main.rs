@@ -107,6 +107,29 @@ enum Command {
         )]
         config: PathBuf,
     },
+    /// Look at or clear the cached answers of sources and callouts in the
+    /// running daemon (through `admin.listen`).
+    Cache {
+        #[command(subcommand)]
+        action: CacheAction,
+        #[arg(
+            long,
+            short,
+            default_value = "/etc/egress-milter/milter.yaml",
+            global = true
+        )]
+        config: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum CacheAction {
+    /// The cached answer for KEY (an address, a domain, a login, an IP)
+    /// in every cache, with the time it has left.
+    Show { key: String },
+    /// Forgets KEY's cached answers, or every cached answer: the next
+    /// lookup asks the directory or the mail store again.
+    Flush { key: Option<String> },
 }
 
 #[derive(Subcommand)]
@@ -205,6 +228,13 @@ fn main() -> ExitCode {
                 LimitsAction::Reset { key } => format!("reset {key}"),
             };
             admin_request(&config, &request)
+        }
+        Command::Cache { action, config } => {
+            let request = match action {
+                CacheAction::Show { key } => format!("cache show {key}"),
+                CacheAction::Flush { key } => format!("cache flush {}", key.unwrap_or_default()),
+            };
+            admin_request(&config, request.trim_end())
         }
         Command::Incidents { action, config } => {
             let request = match action {

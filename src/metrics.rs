@@ -50,10 +50,10 @@ impl Histogram {
 /// stages, the backends): the map is written once per value, then only
 /// read.
 #[derive(Default)]
-struct Histograms(RwLock<BTreeMap<&'static str, Arc<Histogram>>>);
+struct Histograms(RwLock<BTreeMap<String, Arc<Histogram>>>);
 
 impl Histograms {
-    fn observe(&self, key: &'static str, took: Duration) {
+    fn observe(&self, key: &str, took: Duration) {
         let found = self
             .0
             .read()
@@ -66,7 +66,7 @@ impl Histograms {
                 .0
                 .write()
                 .unwrap_or_else(|p| p.into_inner())
-                .entry(key)
+                .entry(key.to_string())
                 .or_default()
                 .clone(),
         };
@@ -77,6 +77,7 @@ impl Histograms {
 /// Writes a family of histograms, one per value of the label `label_name`.
 fn render_histograms(out: &mut String, name: &str, label_name: &str, map: &Histograms) {
     for (key, h) in map.0.read().unwrap_or_else(|p| p.into_inner()).iter() {
+        let key = label(key);
         let mut cumulative = 0;
         for (i, b) in BUCKETS.iter().enumerate() {
             cumulative += h.counts[i].load(Ordering::Relaxed);
@@ -113,6 +114,10 @@ pub struct Metrics {
     backend_time: Histograms,
     pub open_connections: AtomicI64,
     pub dns_failures: AtomicU64,
+    /// (source, result) -> lookups.
+    source_lookups: Mutex<BTreeMap<(String, &'static str), u64>>,
+    /// Lookups that reached a source (a file, a directory, a mail store).
+    source_time: Histograms,
 }
 
 fn bump<K: Ord>(map: &Mutex<BTreeMap<K, u64>>, key: K) {
@@ -167,6 +172,16 @@ impl Metrics {
     /// A round trip to a backend: `redis`, `dns` or `rspamd`.
     pub fn backend_time(&self, backend: &'static str, took: Duration) {
         self.backend_time.observe(backend, took);
+    }
+
+    /// A lookup in a source (`callout` for the mail stores), by result:
+    /// `cache_hit`, or `found`, `not_found`, `error` from the source itself.
+    pub fn source_lookup(&self, source: &str, result: &'static str) {
+        bump(&self.source_lookups, (source.to_string(), result));
+    }
+
+    pub fn source_time(&self, source: &str, took: Duration) {
+        self.source_time.observe(source, took);
     }
 
     /// The text exposition of every metric.
@@ -261,6 +276,26 @@ impl Metrics {
         }
         let keys = incidents.tracked_keys();
         let _ = writeln!(out, "# HELP egress_incident_keys Keys the incident signals track in this process.\n# TYPE egress_incident_keys gauge\negress_incident_keys {keys}");
+        let _ = writeln!(out, "# HELP egress_source_lookups_total Lookups in sources (callout: the mail stores) by result: cache_hit, or found, not_found, error as the source answered.\n# TYPE egress_source_lookups_total counter");
+        for ((source, result), n) in self
+            .source_lookups
+            .lock()
+            .map(|m| m.clone())
+            .unwrap_or_default()
+        {
+            let _ = writeln!(
+                out,
+                "egress_source_lookups_total{{source=\"{}\",result=\"{result}\"}} {n}",
+                label(&source)
+            );
+        }
+        let _ = writeln!(out, "# HELP egress_source_lookup_seconds Lookups that reached a source (not the cache).\n# TYPE egress_source_lookup_seconds histogram");
+        render_histograms(
+            &mut out,
+            "egress_source_lookup_seconds",
+            "source",
+            &self.source_time,
+        );
         let _ = writeln!(out, "# HELP egress_stage_seconds The milter's own time per stage.\n# TYPE egress_stage_seconds histogram");
         render_histograms(&mut out, "egress_stage_seconds", "stage", &self.stage_time);
         let _ = writeln!(out, "# HELP egress_backend_seconds Round trips to Redis, DNS and rspamd.\n# TYPE egress_backend_seconds histogram");

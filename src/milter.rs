@@ -186,7 +186,7 @@ async fn handle_eoh(cx: &mut Context<Session>) -> Status {
         return reply(&mut cx.reply, answer);
     }
     let macros = macros(&cx.macros);
-    stage!(cx, Stage::Eoh, |conn| conn.end_of_headers(&macros))
+    stage!(cx, Stage::Eoh, |conn| conn.end_of_headers(&macros).await)
 }
 
 async fn handle_eom(cx: &mut EomContext<Session>) -> Status {

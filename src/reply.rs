@@ -69,6 +69,49 @@ pub fn relay_denied() -> Refusal {
     refuse("relay", "554", "5.7.1", "Relay access denied".into())
 }
 
+/// `verify_sender`: the mail store (or the source) does not know the
+/// envelope sender. RFC 3463 X.1.7: bad sender's mailbox address syntax or
+/// existence, as Postfix's `reject_unverified_sender` answers.
+pub fn sender_does_not_exist(sender: &str) -> Refusal {
+    refuse(
+        "verify_sender",
+        "550",
+        "5.1.7",
+        format!("Sender address <{sender}> does not exist"),
+    )
+}
+
+/// `verify_sender`: the store could not be asked (on_error decides).
+pub fn sender_unverified(sender: &str) -> Refusal {
+    refuse(
+        "verify_sender",
+        "451",
+        "4.1.7",
+        format!("Sender address <{sender}> could not be verified"),
+    )
+}
+
+/// `verify_recipients`: no such mailbox here (RFC 3463 X.1.1, bad
+/// destination mailbox address).
+pub fn recipient_does_not_exist(rcpt: &str) -> Refusal {
+    refuse(
+        "verify_recipients",
+        "550",
+        "5.1.1",
+        format!("Recipient <{rcpt}> does not exist"),
+    )
+}
+
+/// `verify_recipients`: the store could not be asked (on_error decides).
+pub fn recipient_unverified(rcpt: &str) -> Refusal {
+    refuse(
+        "verify_recipients",
+        "451",
+        "4.1.1",
+        format!("Recipient <{rcpt}> could not be verified"),
+    )
+}
+
 pub fn client_not_authorised(client: &str) -> Refusal {
     refuse(
         "unknown_client",

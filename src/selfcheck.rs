@@ -529,10 +529,7 @@ pub async fn run(config: &Config) -> Result<Vec<Row>, String> {
             "list the addresses your mail leaves from in egress_ips",
         ));
     }
-    for pattern in &config.local_domains {
-        let DomainPattern::Exact(domain) = pattern else {
-            continue;
-        };
+    for domain in &listed_domains(&config.local_domains, config) {
         check_spf(&resolver, config, domain, &mut rows).await;
         check_dmarc(&resolver, domain, &mut rows).await;
     }
@@ -540,6 +537,30 @@ pub async fn run(config: &Config) -> Result<Vec<Row>, String> {
     check_hosts(&resolver, config, &mut rows).await;
     check_dnsbl(&resolver, config, &mut rows).await;
     Ok(rows)
+}
+
+/// The exact domains of a list: written inline, or in a file source (a
+/// directory cannot be listed).
+fn listed_domains(
+    list: &crate::config::Entries<DomainPattern>,
+    config: &Config,
+) -> Vec<crate::address::Domain> {
+    let exact = |p: &DomainPattern| match p {
+        DomainPattern::Exact(d) => Some(d.clone()),
+        DomainPattern::Subdomains(_) => None,
+    };
+    match list {
+        crate::config::Entries::Inline(v) => v.iter().filter_map(exact).collect(),
+        crate::config::Entries::Source(name) => config
+            .sources
+            .iter()
+            .find(|s| &s.name == name)
+            .and_then(|s| match &s.backend {
+                crate::config::SourceBackend::File { contents, .. } => Some(contents.domains()),
+                crate::config::SourceBackend::Ldap(_) => None,
+            })
+            .unwrap_or_default(),
+    }
 }
 
 /// The table printed by the command.

@@ -113,9 +113,11 @@ pub async fn run(
     };
     let sweeper = tokio::spawn(sweep_limiter(shared.clone()));
     let incidents = incident_tasks(shared.clone(), gateway_name(&config));
+    let files = shared.sources.watch();
     let result =
         indymilter::run(listener, milter::callbacks(shared), milter_config, shutdown).await;
     sweeper.abort();
+    files.abort();
     for task in incidents {
         task.abort();
     }

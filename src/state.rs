@@ -26,6 +26,8 @@ pub struct Shared {
     pub metrics: crate::metrics::Metrics,
     /// Signals and open incidents outlive configurations too.
     pub incidents: Arc<crate::incidents::Incidents>,
+    /// The named lookups and their caches.
+    pub sources: Arc<crate::sources::Sources>,
 }
 
 impl Shared {
@@ -45,7 +47,9 @@ impl Shared {
             .antivirus
             .as_ref()
             .map(crate::content::clamd::Client::new);
+        let sources = Arc::new(crate::sources::Sources::new(&config));
         Arc::new(Self {
+            sources,
             clamd,
             incidents,
             limiter,
@@ -61,6 +65,17 @@ impl Shared {
     /// The configuration in force now.
     pub fn config(&self) -> Arc<Config> {
         self.config.load_full()
+    }
+
+    /// The sources as a stage uses them; `record` keeps every lookup for
+    /// `explain`.
+    pub fn lists(&self, record: bool) -> crate::sources::Lists<'_> {
+        crate::sources::Lists::new(
+            &self.sources,
+            self.limiter.redis.as_ref(),
+            &self.metrics,
+            record,
+        )
     }
 
     pub(crate) fn next_connection_id(&self) -> u64 {
@@ -110,6 +125,7 @@ impl Shared {
             restart.push("incidents.state_dir");
         }
         self.incidents.reconfigure(&new.incidents);
+        self.sources.reconfigure(&new);
         self.config.store(Arc::new(new));
         Ok(restart)
     }

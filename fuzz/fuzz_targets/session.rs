@@ -85,7 +85,7 @@ fuzz_target!(|data: &[u8]| {
                     conn.header(name, value);
                 }
                 5 => {
-                    conn.end_of_headers(&macros);
+                    conn.end_of_headers(&macros).await;
                 }
                 6 => {
                     conn.body(bytes::Bytes::copy_from_slice(arg));

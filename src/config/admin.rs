@@ -103,6 +103,7 @@ impl AdminSettings {
             file: path.to_path_buf(),
             errors: Vec::new(),
             warnings: Vec::new(),
+            source_uses: Vec::new(),
         };
         let settings = v.admin(&raw.admin, raw.rate_limits.admin_listen.as_ref());
         if v.errors.is_empty() {

@@ -1,8 +1,9 @@
 //! The `classes` section: who a client is (by address, by login), which
 //! senders and From: domains it may use, and its mode.
 
-use super::raw::{RawAuth, RawClass};
-use super::{parse_network, Mode, Validator};
+use super::raw::{RawAuth, RawClass, RawList};
+use super::sources::{Entries, Kind, Verify};
+use super::{Mode, Validator};
 use crate::address::{Address, DomainPattern};
 use ipnet::IpNet;
 
@@ -17,14 +18,18 @@ pub enum AuthMatch {
 #[derive(Clone, Debug)]
 pub struct Class {
     pub name: String,
-    /// Matched against the client IP; empty means "any IP".
-    pub clients: Vec<IpNet>,
+    /// Matched against the client IP; empty inline means "any IP".
+    pub clients: Entries<IpNet>,
     pub auth: Option<AuthMatch>,
     /// Defaults to `local_domains`.
-    pub sender_domains: Vec<DomainPattern>,
-    pub sender_addresses: Option<Vec<Address>>,
-    pub from_domains: Option<Vec<DomainPattern>>,
+    pub sender_domains: Entries<DomainPattern>,
+    pub sender_addresses: Option<Entries<Address>>,
+    pub from_domains: Option<Entries<DomainPattern>>,
     pub login_match: bool,
+    /// The source that maps a login to the addresses it may send as.
+    pub login_map: Option<String>,
+    /// The envelope sender must exist.
+    pub verify_sender: Option<Verify>,
     pub allow_null_sender: bool,
     pub mode: Option<Mode>,
     /// Scanned by clamd when `antivirus` is configured (default true).
@@ -36,23 +41,16 @@ impl Validator {
         &mut self,
         key: &str,
         raw: RawClass,
-        local_domains: &[DomainPattern],
+        local_domains: &Entries<DomainPattern>,
     ) -> Class {
         let line = raw.name.referenced.line();
         if raw.name.value.is_empty() || raw.name.value.chars().any(|c| c.is_whitespace()) {
             self.error(line, format!("{key}.name"), "must be a non-empty word");
         }
-        let mut clients = Vec::new();
-        for (j, c) in raw.clients.iter().flatten().enumerate() {
-            match parse_network(&c.value) {
-                Some(n) => clients.push(n),
-                None => self.error(
-                    c.referenced.line(),
-                    format!("{key}.clients[{j}]"),
-                    format!("invalid network \"{}\"", c.value),
-                ),
-            }
-        }
+        let clients = match &raw.clients {
+            Some(c) => self.network_list(&format!("{key}.clients"), c),
+            None => Entries::Inline(Vec::new()),
+        };
         let auth = raw.auth.as_ref().and_then(|a| match &a.value {
             RawAuth::Keyword(k) if k == "any" => Some(AuthMatch::Any),
             RawAuth::Keyword(k) => {
@@ -73,7 +71,7 @@ impl Validator {
             }
             RawAuth::Logins(l) => Some(AuthMatch::Logins(l.clone())),
         });
-        if raw.clients.as_ref().is_none_or(|c| c.is_empty()) && raw.auth.is_none() {
+        if raw.clients.as_ref().is_none_or(RawList::is_empty_inline) && raw.auth.is_none() {
             self.error(
                 line,
                 key,
@@ -81,23 +79,38 @@ impl Validator {
             );
         }
         let sender_domains = match &raw.sender_domains {
-            Some(d) => self.domains(&format!("{key}.sender_domains"), d),
-            None => local_domains.to_vec(),
+            Some(d) => self.domain_list(&format!("{key}.sender_domains"), d),
+            None => local_domains.clone(),
         };
         let from_domains = raw
             .from_domains
             .as_ref()
-            .map(|d| self.domains(&format!("{key}.from_domains"), d));
+            .map(|d| self.domain_list(&format!("{key}.from_domains"), d));
         let sender_addresses = raw.sender_addresses.as_ref().map(|list| {
+            let list = match list {
+                RawList::Items(items) => items,
+                RawList::Source(name) => {
+                    return Entries::Source(self.source_ref(
+                        &format!("{key}.sender_addresses"),
+                        name,
+                        Kind::Addresses,
+                    ))
+                }
+            };
             let mut out = Vec::new();
             for (j, a) in list.iter().enumerate() {
                 let k = format!("{key}.sender_addresses[{j}]");
                 match Address::parse(&a.value) {
                     Ok(addr) => {
-                        let allowed = addr
-                            .domain
-                            .name()
-                            .is_some_and(|d| crate::address::any_matches(&sender_domains, d));
+                        // Checked here when both lists are inline; at
+                        // MAIL FROM both are asked anyway.
+                        let allowed = match sender_domains.inline() {
+                            Some(domains) => addr
+                                .domain
+                                .name()
+                                .is_some_and(|d| crate::address::any_matches(domains, d)),
+                            None => true,
+                        };
                         if !allowed {
                             self.error(
                                 a.referenced.line(),
@@ -114,8 +127,25 @@ impl Validator {
                     ),
                 }
             }
-            out
+            Entries::Inline(out)
         });
+        let login_map = raw
+            .login_map
+            .as_ref()
+            .map(|m| self.source_ref(&format!("{key}.login_map"), &m.source, Kind::AddressMap));
+        if login_map.is_some() && !raw.login_match {
+            self.error(
+                raw.login_map
+                    .as_ref()
+                    .map_or(line, |m| m.source.referenced.line()),
+                format!("{key}.login_map"),
+                "login_map is what login_match consults: set login_match: true",
+            );
+        }
+        let verify_sender = raw
+            .verify_sender
+            .as_ref()
+            .and_then(|v| self.verify(&format!("{key}.verify_sender"), v));
         if raw.login_match && raw.auth.is_none() {
             self.error(
                 line,
@@ -131,6 +161,8 @@ impl Validator {
             sender_addresses,
             from_domains,
             login_match: raw.login_match,
+            login_map,
+            verify_sender,
             allow_null_sender: raw.allow_null_sender,
             mode: raw.mode,
             antivirus: raw.antivirus.unwrap_or(true),

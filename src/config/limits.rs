@@ -198,7 +198,7 @@ impl Validator {
         out
     }
 
-    fn duration(&mut self, key: &str, t: &Text) -> Option<Duration> {
+    pub(super) fn duration(&mut self, key: &str, t: &Text) -> Option<Duration> {
         match parse_duration(&t.value) {
             Some(d) if !d.is_zero() => Some(d),
             _ => {

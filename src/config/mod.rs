@@ -14,6 +14,7 @@ mod incidents;
 mod limits;
 mod mail_auth;
 mod raw;
+mod sources;
 
 pub use admin::{AdminListen, AdminSettings, DEFAULT_ADMIN_SOCKET};
 pub use antivirus::{AntivirusSettings, Clamd, VirusAction};
@@ -27,6 +28,10 @@ pub use limits::{
     Backend, LimitSet, Matcher, OnFailure, Override, RateLimits, RedisSettings, Setting,
 };
 pub use mail_auth::{CheckMode, DkimSettings, DnsSettings, OnUnsigned, SignMode};
+pub use sources::{
+    CacheSettings, CalloutSettings, Entries, Kind, LdapScope, LdapSettings, SourceBackend,
+    SourceSettings, Verify, VerifyBy,
+};
 
 use crate::address::DomainPattern;
 use crate::files::read_bounded;
@@ -113,8 +118,13 @@ pub struct Config {
     pub socket_mode: u32,
     pub mode: Mode,
     pub on_error: OnError,
-    pub local_domains: Vec<DomainPattern>,
+    pub local_domains: Entries<DomainPattern>,
     pub classes: Vec<Class>,
+    /// The named lookups, each with the kind its uses need.
+    pub sources: Vec<SourceSettings>,
+    /// Inbound mail (from a client in no class) to `local_domains`: the
+    /// recipient must exist.
+    pub verify_recipients: Option<Verify>,
     pub unknown_clients: UnknownClients,
     pub from_strict: bool,
     pub from_max_length: usize,
@@ -265,6 +275,7 @@ impl Config {
             file: path.to_path_buf(),
             errors: Vec::new(),
             warnings: Vec::new(),
+            source_uses: Vec::new(),
         };
         let config = v.config(raw);
         v.errors.sort_by_key(|e| e.line);
@@ -302,6 +313,8 @@ struct Validator {
     file: PathBuf,
     errors: Vec<ConfigError>,
     warnings: Vec<ConfigError>,
+    /// Every place that names a source, checked once all are known.
+    source_uses: Vec<sources::SourceUse>,
 }
 
 impl Validator {
@@ -330,8 +343,8 @@ impl Validator {
             .as_ref()
             .and_then(|m| self.file_mode("socket_mode", m))
             .unwrap_or(DEFAULT_SOCKET_MODE);
-        let local_domains = self.domains("local_domains", &raw.local_domains);
-        if raw.local_domains.is_empty() {
+        let local_domains = self.domain_list("local_domains", &raw.local_domains);
+        if raw.local_domains.is_empty_inline() {
             self.error(1, "local_domains", "at least one local domain is needed");
         }
         let mut classes: Vec<Class> = Vec::new();
@@ -367,6 +380,11 @@ impl Validator {
             1,
             DEFAULT_MAX_CONNECTIONS,
         );
+        let verify_recipients = raw
+            .verify_recipients
+            .as_ref()
+            .and_then(|v| self.verify("verify_recipients", v));
+        let sources = self.sources(raw.sources);
         let admin = self.admin(&raw.admin, raw.rate_limits.admin_listen.as_ref());
         let incidents = self.incidents(raw.incidents);
         let antivirus = self.antivirus(raw.antivirus);
@@ -435,6 +453,8 @@ impl Validator {
             on_error: raw.on_error.unwrap_or_default(),
             local_domains,
             classes,
+            sources,
+            verify_recipients,
             unknown_clients: raw.unknown_clients.unwrap_or_default(),
             from_strict: raw.from_header.strict.unwrap_or(true),
             from_max_length,
@@ -557,7 +577,7 @@ impl Validator {
 /// A network (`10.1.2.0/24`) or a single address (`10.1.3.7`, taken as /32
 /// or /128). Host bits set under the prefix are refused: `10.1.2.7/24` is a
 /// typo more often than an intent.
-fn parse_network(s: &str) -> Option<IpNet> {
+pub(crate) fn parse_network(s: &str) -> Option<IpNet> {
     if let Ok(ip) = s.parse::<IpAddr>() {
         return Some(IpNet::from(ip));
     }

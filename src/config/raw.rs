@@ -17,7 +17,11 @@ pub struct RawConfig {
     pub mode: Option<Spanned<super::Mode>>,
     #[serde(default)]
     pub on_error: Option<super::OnError>,
-    pub local_domains: Vec<Text>,
+    pub local_domains: RawList,
+    #[serde(default)]
+    pub sources: indexmap::IndexMap<String, Spanned<RawSource>>,
+    #[serde(default)]
+    pub verify_recipients: Option<Spanned<RawVerify>>,
     #[serde(default)]
     pub classes: Vec<RawClass>,
     #[serde(default)]
@@ -376,17 +380,21 @@ pub struct RawRedis {
 pub struct RawClass {
     pub name: Text,
     #[serde(default)]
-    pub clients: Option<Vec<Text>>,
+    pub clients: Option<RawList>,
     #[serde(default)]
     pub auth: Option<Spanned<RawAuth>>,
     #[serde(default)]
-    pub sender_domains: Option<Vec<Text>>,
+    pub sender_domains: Option<RawList>,
     #[serde(default)]
-    pub sender_addresses: Option<Vec<Text>>,
+    pub sender_addresses: Option<RawList>,
     #[serde(default)]
-    pub from_domains: Option<Vec<Text>>,
+    pub from_domains: Option<RawList>,
     #[serde(default)]
     pub login_match: bool,
+    #[serde(default)]
+    pub login_map: Option<RawSourceRef>,
+    #[serde(default)]
+    pub verify_sender: Option<Spanned<RawVerify>>,
     #[serde(default)]
     pub allow_null_sender: bool,
     #[serde(default)]
@@ -435,4 +443,149 @@ pub struct RawMilter {
     pub max_connections: Option<Spanned<usize>>,
     #[serde(default)]
     pub timeout: Option<Text>,
+}
+
+/// A list: `[a, b]` written inline, or `{ source: NAME }`.
+#[derive(Debug)]
+pub enum RawList {
+    Items(Vec<Text>),
+    Source(Text),
+}
+
+impl<'de> Deserialize<'de> for RawList {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct ListVisitor;
+        impl<'de> serde::de::Visitor<'de> for ListVisitor {
+            type Value = RawList;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a list, or { source: NAME }")
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<RawList, A::Error> {
+                let mut items = Vec::new();
+                while let Some(x) = seq.next_element::<Text>()? {
+                    items.push(x);
+                }
+                Ok(RawList::Items(items))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<RawList, A::Error> {
+                let mut source = None;
+                while let Some(k) = map.next_key::<String>()? {
+                    if k == "source" && source.is_none() {
+                        source = Some(map.next_value::<Text>()?);
+                    } else {
+                        return Err(serde::de::Error::unknown_field(&k, &["source"]));
+                    }
+                }
+                source
+                    .map(RawList::Source)
+                    .ok_or_else(|| serde::de::Error::missing_field("source"))
+            }
+        }
+        d.deserialize_any(ListVisitor)
+    }
+}
+
+/// `{ source: NAME }`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSourceRef {
+    pub source: Text,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSource {
+    #[serde(default)]
+    pub file: Option<Text>,
+    #[serde(default)]
+    pub ldap: Option<RawLdap>,
+    #[serde(default)]
+    pub cache: Option<RawCache>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLdap {
+    pub url: Spanned<OneOrMany>,
+    #[serde(default)]
+    pub bind_dn: Option<Text>,
+    #[serde(default)]
+    pub password_file: Option<Text>,
+    pub base: Text,
+    pub filter: Text,
+    #[serde(default)]
+    pub attribute: Option<Text>,
+    #[serde(default)]
+    pub attributes: Vec<Text>,
+    #[serde(default)]
+    pub scope: Option<Text>,
+    #[serde(default)]
+    pub timeout: Option<Text>,
+    #[serde(default)]
+    pub starttls: Option<bool>,
+    #[serde(default)]
+    pub ca_file: Option<Text>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCache {
+    #[serde(default)]
+    pub ttl: Option<Text>,
+    #[serde(default)]
+    pub negative_ttl: Option<Text>,
+    #[serde(default)]
+    pub max_entries: Option<Spanned<u64>>,
+}
+
+/// `verify_sender` / `verify_recipients`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawVerify {
+    #[serde(default)]
+    pub source: Option<Text>,
+    #[serde(default)]
+    pub callout: Option<Vec<Text>>,
+    #[serde(default)]
+    pub timeout: Option<Text>,
+    #[serde(default)]
+    pub helo: Option<Text>,
+    #[serde(default)]
+    pub cache: Option<RawCache>,
+}
+
+/// One value, or a list of them.
+#[derive(Debug)]
+pub struct OneOrMany(pub Vec<String>);
+
+impl<'de> Deserialize<'de> for OneOrMany {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = OneOrMany;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a value or a list of values")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<OneOrMany, E> {
+                Ok(OneOrMany(vec![v.to_string()]))
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<OneOrMany, A::Error> {
+                let mut out = Vec::new();
+                while let Some(x) = seq.next_element::<String>()? {
+                    out.push(x);
+                }
+                Ok(OneOrMany(out))
+            }
+        }
+        d.deserialize_any(V)
+    }
 }

@@ -34,7 +34,7 @@ fn minimal_config_gets_documented_defaults() {
     assert_eq!(c.unknown_clients, UnknownClients::RelayDeny);
     assert!(c.from_strict);
     assert_eq!(c.max_recipients, 100);
-    assert_eq!(c.local_domains[0].to_string(), "example.com");
+    assert_eq!(c.local_domains.to_string(), "example.com");
     assert_eq!(c.socket_mode, 0o660);
 }
 

@@ -2,30 +2,48 @@
 //! client IP and whose `auth` accepts the SASL login.
 
 use crate::address::canonical_ip as canonical;
-use crate::config::{AuthMatch, Class, Config};
+use crate::config::{AuthMatch, Class, Config, Entries};
+use crate::sources::{Failure, Lists};
 use std::net::IpAddr;
 
 /// The class of a client, or `None` for an unknown client. A class with
 /// both `clients` and `auth` needs both to match; a class with only one of
-/// them needs that one.
-pub fn resolve<'c>(
+/// them needs that one. A `clients` source that cannot answer is an error:
+/// the client is neither placed in a later class nor taken for a stranger.
+pub async fn resolve<'c>(
     config: &'c Config,
+    lists: &Lists<'_>,
     ip: Option<IpAddr>,
     login: Option<&str>,
-) -> Option<&'c Class> {
-    config.classes.iter().find(|c| matches(c, ip, login))
+) -> Result<Option<&'c Class>, Failure> {
+    for class in &config.classes {
+        if matches(class, lists, ip, login).await? {
+            return Ok(Some(class));
+        }
+    }
+    Ok(None)
 }
 
-fn matches(class: &Class, ip: Option<IpAddr>, login: Option<&str>) -> bool {
-    let ip_ok = class.clients.is_empty()
-        || ip.is_some_and(|ip| class.clients.iter().any(|n| n.contains(&canonical(ip))));
+async fn matches(
+    class: &Class,
+    lists: &Lists<'_>,
+    ip: Option<IpAddr>,
+    login: Option<&str>,
+) -> Result<bool, Failure> {
     let auth_ok = match (&class.auth, login) {
         (None, _) => true,
         (Some(_), None) => false,
         (Some(AuthMatch::Any), Some(_)) => true,
         (Some(AuthMatch::Logins(l)), Some(login)) => l.iter().any(|x| x == login),
     };
-    ip_ok && auth_ok
+    if !auth_ok {
+        return Ok(false);
+    }
+    match (&class.clients, ip) {
+        (Entries::Inline(v), _) if v.is_empty() => Ok(true),
+        (_, None) => Ok(false),
+        (list, Some(ip)) => lists.has_ip(list, canonical(ip)).await,
+    }
 }
 
 #[cfg(test)]
@@ -48,23 +66,26 @@ classes:
         .unwrap()
     }
 
-    #[test]
-    fn first_match_wins() {
+    #[tokio::test]
+    async fn first_match_wins() {
         let c = config();
-        let name = |ip: &str, login| {
-            resolve(&c, Some(ip.parse().unwrap()), login).map(|c| c.name.as_str())
+        let shared = crate::state::Shared::new(c.clone());
+        let lists = shared.lists(false);
+        let name = async |ip: Option<&str>, login| {
+            resolve(&c, &lists, ip.map(|i| i.parse().unwrap()), login)
+                .await
+                .unwrap()
+                .map(|c| c.name.clone())
         };
-        assert_eq!(name("10.1.2.9", None), Some("crm"));
-        assert_eq!(name("10.1.2.9", Some("bob")), Some("crm"));
-        assert_eq!(name("::ffff:10.1.3.7", None), Some("crm"));
-        assert_eq!(name("10.1.3.8", None), None);
-        assert_eq!(name("10.9.1.1", Some("alice")), Some("staff-vpn"));
-        assert_eq!(name("10.9.1.1", Some("bob")), Some("staff"));
-        assert_eq!(name("10.9.1.1", None), None);
-        assert_eq!(
-            resolve(&c, None, Some("x")).map(|c| c.name.as_str()),
-            Some("staff")
-        );
-        assert_eq!(resolve(&c, None, None).map(|c| c.name.as_str()), None);
+        let n = |s: &str| Some(s.to_string());
+        assert_eq!(name(Some("10.1.2.9"), None).await, n("crm"));
+        assert_eq!(name(Some("10.1.2.9"), Some("bob")).await, n("crm"));
+        assert_eq!(name(Some("::ffff:10.1.3.7"), None).await, n("crm"));
+        assert_eq!(name(Some("10.1.3.8"), None).await, None);
+        assert_eq!(name(Some("10.9.1.1"), Some("alice")).await, n("staff-vpn"));
+        assert_eq!(name(Some("10.9.1.1"), Some("bob")).await, n("staff"));
+        assert_eq!(name(Some("10.9.1.1"), None).await, None);
+        assert_eq!(name(None, Some("x")).await, n("staff"));
+        assert_eq!(name(None, None).await, None);
     }
 }

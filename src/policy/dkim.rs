@@ -2,11 +2,11 @@
 //! an application already added still verify (one that fails would fail
 //! DMARC at the receiver, with our IP on the report).
 
-use crate::address::{any_matches, Domain};
+use crate::address::Domain;
 use crate::config::{Class, Config, OnUnsigned, SignMode};
 use crate::dkim::{keys_for, DkimKey};
 use crate::policy::Verdict;
-use crate::reply::{self, Refusal};
+use crate::reply;
 use mail_auth::{AuthenticatedMessage, DkimResult, MessageAuthenticator};
 use std::sync::Arc;
 
@@ -16,30 +16,34 @@ use std::sync::Arc;
 /// `on_unsigned: tempfail`. Inbound mail (a client in no class) is never
 /// signed: a stranger's message claiming our domain must not leave with
 /// our signature.
-pub fn signing_keys(
+pub async fn signing_keys(
     config: &Config,
+    lists: &crate::sources::Lists<'_>,
     class: Option<&Class>,
     from: Option<&Domain>,
-) -> Result<Vec<Arc<DkimKey>>, Refusal> {
+) -> Result<Vec<Arc<DkimKey>>, Verdict> {
     let (Some(from), Some(class)) = (from, class) else {
         return Ok(Vec::new());
     };
     if config.dkim.sign == SignMode::Off {
         return Ok(Vec::new());
     }
-    let allowed = class
-        .from_domains
-        .as_deref()
-        .unwrap_or(&config.local_domains);
-    if !any_matches(allowed, from) {
-        return Ok(Vec::new());
+    let allowed = class.from_domains.as_ref().unwrap_or(&config.local_domains);
+    match lists.has_domain(allowed, from).await {
+        Ok(true) => {}
+        Ok(false) => return Ok(Vec::new()),
+        Err(e) => {
+            return Err(Verdict::TempError(format!(
+                "DKIM: whether {from} may be signed is unknown: {e}"
+            )))
+        }
     }
     let keys: Vec<Arc<DkimKey>> = keys_for(&config.dkim.keys, from)
         .into_iter()
         .cloned()
         .collect();
     if keys.is_empty() && config.dkim.on_unsigned == OnUnsigned::Tempfail {
-        return Err(reply::no_dkim_key(from.as_str()));
+        return Err(Verdict::Refuse(reply::no_dkim_key(from.as_str())));
     }
     Ok(keys)
 }
@@ -111,15 +115,16 @@ impl Signature {
 /// (a refusal when a local From: domain has no key and `on_unsigned:
 /// tempfail`, a [`Verdict::TempError`] when a key fails to sign) and the
 /// signatures made.
-pub fn sign(
+pub async fn sign(
     config: &Config,
+    lists: &crate::sources::Lists<'_>,
     class: Option<&Class>,
     from: Option<&Domain>,
     message: &[u8],
 ) -> (Verdict, Vec<Signature>) {
-    let keys = match signing_keys(config, class, from) {
+    let keys = match signing_keys(config, lists, class, from).await {
         Ok(keys) => keys,
-        Err(refusal) => return (Verdict::Refuse(refusal), Vec::new()),
+        Err(verdict) => return (verdict, Vec::new()),
     };
     let mut signed = Vec::with_capacity(keys.len());
     for key in keys {

@@ -12,11 +12,12 @@
 //! `from_header.inbound_own_domain: reject` looks at it, refusing inbound
 //! mail whose From: claims one of our own domains.
 
-use crate::address::{any_matches, AddressDomain, Domain};
+use crate::address::{AddressDomain, Domain};
 use crate::config::{Class, Config, InboundOwnDomain};
 use crate::mailbox::{parse_address_list, Entry};
 use crate::policy::Verdict;
 use crate::reply;
+use crate::sources::{Failure, Lists};
 
 /// The From: headers of a message as collected: their values, and whether
 /// any was longer than `from_header.max_length` (and so not kept whole).
@@ -35,7 +36,12 @@ pub struct Judgement {
 }
 
 /// Parses the From: header once, for both the verdict and the domain.
-pub fn judge(config: &Config, class: Option<&Class>, from: &FromHeaders) -> Judgement {
+pub async fn judge(
+    config: &Config,
+    lists: &Lists<'_>,
+    class: Option<&Class>,
+    from: &FromHeaders,
+) -> Judgement {
     let parsed = match from.values.as_slice() {
         [one] if !from.too_long => Some(parse_address_list(one)),
         _ => None,
@@ -44,87 +50,97 @@ pub fn judge(config: &Config, class: Option<&Class>, from: &FromHeaders) -> Judg
         Some(Ok([Entry::Mailbox(a)])) => a.domain.name().cloned(),
         _ => None,
     };
-    Judgement {
-        verdict: verdict(config, class, from, parsed),
-        domain,
-    }
+    let verdict = match verdict(config, lists, class, from, parsed).await {
+        Ok(v) => v,
+        Err(e) => Verdict::TempError(format!("From: check: {e}")),
+    };
+    Judgement { verdict, domain }
 }
 
-fn verdict(
+async fn verdict(
     config: &Config,
+    lists: &Lists<'_>,
     class: Option<&Class>,
     from: &FromHeaders,
     parsed: Option<Result<Vec<Entry>, crate::mailbox::ParseError>>,
-) -> Verdict {
+) -> Result<Verdict, Failure> {
     let Some(class) = class else {
-        return inbound(config, from);
+        return inbound(config, lists, from).await;
     };
-    let from_domains = class.from_domains.as_deref();
+    let from_domains = class.from_domains.as_ref();
     if !config.from_strict && from_domains.is_none() {
-        return Verdict::Continue;
+        return Ok(Verdict::Continue);
     }
     match from.values.as_slice() {
-        [] => return Verdict::Refuse(reply::no_from_header()),
+        [] => return Ok(Verdict::Refuse(reply::no_from_header())),
         [_] => {}
-        many => return Verdict::Refuse(reply::several_from_headers(many.len())),
+        many => return Ok(Verdict::Refuse(reply::several_from_headers(many.len()))),
     }
     let entries = match parsed {
         None => {
-            return Verdict::Refuse(reply::malformed_from_header(&format!(
+            return Ok(Verdict::Refuse(reply::malformed_from_header(&format!(
                 "longer than {} bytes",
                 config.from_max_length
-            )))
+            ))))
         }
         Some(Ok(e)) => e,
-        Some(Err(e)) => return Verdict::Refuse(reply::malformed_from_header(&e.to_string())),
+        Some(Err(e)) => {
+            return Ok(Verdict::Refuse(reply::malformed_from_header(
+                &e.to_string(),
+            )))
+        }
     };
     let address = match entries.as_slice() {
-        [] => return Verdict::Refuse(reply::malformed_from_header("no mailbox")),
+        [] => return Ok(Verdict::Refuse(reply::malformed_from_header("no mailbox"))),
         [Entry::Mailbox(a)] => a,
         list if list.iter().any(|e| matches!(e, Entry::Group(_))) => {
-            return Verdict::Refuse(reply::from_group())
+            return Ok(Verdict::Refuse(reply::from_group()))
         }
-        list => return Verdict::Refuse(reply::several_from_mailboxes(list.len())),
+        list => return Ok(Verdict::Refuse(reply::several_from_mailboxes(list.len()))),
     };
     let allowed = match &address.domain {
         AddressDomain::Literal(_) => false,
         AddressDomain::Name(d) => {
-            (!config.from_strict || any_matches(&config.local_domains, d))
-                && from_domains.is_none_or(|fd| any_matches(fd, d))
+            (!config.from_strict || lists.has_domain(&config.local_domains, d).await?)
+                && match from_domains {
+                    None => true,
+                    Some(fd) => lists.has_domain(fd, d).await?,
+                }
         }
     };
-    if allowed {
+    Ok(if allowed {
         Verdict::Continue
     } else {
         Verdict::Refuse(reply::from_domain_not_authorised(
             &address.domain.to_string(),
         ))
-    }
+    })
 }
 
 /// Inbound mail: refused only when `inbound_own_domain: reject` and a From:
 /// mailbox is in one of our domains. Every mailbox of every From: header
 /// counts, so that a second mailbox or header does not hide the claim.
-fn inbound(config: &Config, from: &FromHeaders) -> Verdict {
+async fn inbound(
+    config: &Config,
+    lists: &Lists<'_>,
+    from: &FromHeaders,
+) -> Result<Verdict, Failure> {
     if config.inbound_own_domain == InboundOwnDomain::Accept {
-        return Verdict::Continue;
+        return Ok(Verdict::Continue);
     }
     if from.too_long {
         // Too long to read whole, so a claim cannot be ruled out.
-        return Verdict::Refuse(reply::malformed_from_header(&format!(
+        return Ok(Verdict::Refuse(reply::malformed_from_header(&format!(
             "longer than {} bytes",
             config.from_max_length
-        )));
+        ))));
     }
-    let own = from
-        .values
-        .iter()
-        .flat_map(|v| claimed_domains(v))
-        .find(|d| any_matches(&config.local_domains, d));
-    match own {
-        Some(d) => Verdict::Refuse(reply::from_domain_from_outside(d.as_str())),
-        None => Verdict::Continue,
+    for d in from.values.iter().flat_map(|v| claimed_domains(v)) {
+        if lists.has_domain(&config.local_domains, &d).await? {
+            return Ok(Verdict::Refuse(reply::from_domain_from_outside(d.as_str())));
+        }
     }
+    Ok(Verdict::Continue)
 }
 
 /// The domains a From: value names: its mailboxes' (groups' members
@@ -179,8 +195,8 @@ mod tests {
     }
 
     /// Vectors in tests/fixtures/from_header.yaml: headers in, reply out.
-    #[test]
-    fn fixture_cases() {
+    #[tokio::test]
+    async fn fixture_cases() {
         let path = concat!(
             env!("CARGO_MANIFEST_DIR"),
             "/tests/fixtures/from_header.yaml"
@@ -188,6 +204,8 @@ mod tests {
         let text = std::fs::read_to_string(path).unwrap();
         let fixture: Fixture = serde_saphyr::from_str(&text).unwrap();
         let mut config = Config::parse(Path::new("fixture"), &fixture.config).unwrap();
+        let shared = crate::state::Shared::new(config.clone());
+        let lists = shared.lists(false);
         assert!(fixture.cases.len() >= 20);
         for case in &fixture.cases {
             config.inbound_own_domain = case.inbound_own_domain.unwrap_or_default();
@@ -199,7 +217,7 @@ mod tests {
                 values: case.from.iter().map(|v| v.as_bytes().to_vec()).collect(),
                 too_long: case.too_long,
             };
-            let got = match judge(&config, class, &from).verdict {
+            let got = match judge(&config, &lists, class, &from).await.verdict {
                 Verdict::Continue => "continue".to_string(),
                 Verdict::Refuse(r) => r.reply.to_string(),
                 Verdict::TempError(e) => format!("temperror: {e}"),
@@ -213,16 +231,20 @@ mod tests {
         }
     }
 
-    #[test]
-    fn not_strict_and_no_class_rule_checks_nothing() {
+    #[tokio::test]
+    async fn not_strict_and_no_class_rule_checks_nothing() {
         let mut config = Config::parse(
             Path::new("t"),
             "listen: inet:127.0.0.1:1\nlocal_domains: [example.com]\n",
         )
         .unwrap();
         config.from_strict = false;
+        let shared = crate::state::Shared::new(config.clone());
+        let lists = shared.lists(false);
         assert_eq!(
-            judge(&config, None, &FromHeaders::default()).verdict,
+            judge(&config, &lists, None, &FromHeaders::default())
+                .await
+                .verdict,
             Verdict::Continue
         );
     }

@@ -18,6 +18,7 @@ pub mod relay;
 pub mod rspamd;
 pub mod sender;
 pub mod spf;
+pub mod verify;
 
 use crate::reply::Refusal;
 

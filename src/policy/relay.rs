@@ -8,13 +8,15 @@
 //! may still route them there. They are refused for unknown clients, as
 //! Postfix's relay check does after its own address rewriting.
 
-use crate::address::{any_matches, EnvelopeAddress};
+use crate::address::EnvelopeAddress;
 use crate::config::{Class, Config};
 use crate::policy::Verdict;
 use crate::reply;
+use crate::sources::Lists;
 
-pub fn check(
+pub async fn check(
     config: &Config,
+    lists: &Lists<'_>,
     class: Option<&Class>,
     rcpt: &Result<EnvelopeAddress, String>,
 ) -> Verdict {
@@ -22,14 +24,17 @@ pub fn check(
         return Verdict::Continue;
     }
     let local = match rcpt {
-        Ok(EnvelopeAddress::Address(a)) => {
-            !a.local.contains(['%', '!', '@'])
-                && a.domain
-                    .name()
-                    .is_some_and(|d| any_matches(&config.local_domains, d))
+        Ok(EnvelopeAddress::Address(a)) if !a.local.contains(['%', '!', '@']) => {
+            match a.domain.name() {
+                Some(d) => match lists.has_domain(&config.local_domains, d).await {
+                    Ok(yes) => yes,
+                    Err(e) => return Verdict::TempError(format!("relay check: {e}")),
+                },
+                None => false,
+            }
         }
         // `RCPT TO:<>` is not a mailbox; an unparsable one is no local one.
-        Ok(EnvelopeAddress::Null) | Err(_) => false,
+        _ => false,
     };
     if local {
         Verdict::Continue
@@ -44,57 +49,80 @@ mod tests {
     use crate::address::parse_envelope;
     use std::path::Path;
 
-    #[test]
-    fn unknown_clients_reach_local_domains_only() {
+    #[tokio::test]
+    async fn unknown_clients_reach_local_domains_only() {
         let config = Config::parse(
             Path::new("t.yaml"),
             "listen: inet:127.0.0.1:1\nlocal_domains: [example.com, \"*.example.org\"]\nclasses: [{name: app, clients: [10.0.0.0/8]}]\n",
         )
         .unwrap();
+        let shared = crate::state::Shared::new(config.clone());
+        let lists = shared.lists(false);
         let r = |s: &str| parse_envelope(s.as_bytes()).map_err(|_| s.to_string());
         let relay = Verdict::Refuse(reply::relay_denied());
         assert_eq!(
-            check(&config, None, &r("<a@example.com>")),
+            check(&config, &lists, None, &r("<a@example.com>")).await,
             Verdict::Continue
         );
         assert_eq!(
-            check(&config, None, &r("<a@EXAMPLE.com.>")),
+            check(&config, &lists, None, &r("<a@EXAMPLE.com.>")).await,
             Verdict::Continue
         );
         assert_eq!(
-            check(&config, None, &r("<a@x.example.org>")),
+            check(&config, &lists, None, &r("<a@x.example.org>")).await,
             Verdict::Continue
         );
-        assert_eq!(check(&config, None, &r("<a@example.org>")), relay);
-        assert_eq!(check(&config, None, &r("<a@gmail.com>")), relay);
         assert_eq!(
-            check(&config, None, &r("<\"a@example.com\"@gmail.com>")),
+            check(&config, &lists, None, &r("<a@example.org>")).await,
             relay
         );
         assert_eq!(
-            check(&config, None, &r("<@example.com:a@gmail.com>")),
-            relay
-        );
-        assert_eq!(check(&config, None, &r("<a@[127.0.0.1]>")), relay);
-        assert_eq!(
-            check(&config, None, &r("<victim%gmail.com@example.com>")),
+            check(&config, &lists, None, &r("<a@gmail.com>")).await,
             relay
         );
         assert_eq!(
-            check(&config, None, &r("<gmail.com!victim@example.com>")),
+            check(&config, &lists, None, &r("<\"a@example.com\"@gmail.com>")).await,
             relay
         );
         assert_eq!(
-            check(&config, None, &r("<\"victim@gmail.com\"@example.com>")),
+            check(&config, &lists, None, &r("<@example.com:a@gmail.com>")).await,
             relay
         );
         assert_eq!(
-            check(&config, None, &r("<first.last+tag@example.com>")),
+            check(&config, &lists, None, &r("<a@[127.0.0.1]>")).await,
+            relay
+        );
+        assert_eq!(
+            check(&config, &lists, None, &r("<victim%gmail.com@example.com>")).await,
+            relay
+        );
+        assert_eq!(
+            check(&config, &lists, None, &r("<gmail.com!victim@example.com>")).await,
+            relay
+        );
+        assert_eq!(
+            check(
+                &config,
+                &lists,
+                None,
+                &r("<\"victim@gmail.com\"@example.com>")
+            )
+            .await,
+            relay
+        );
+        assert_eq!(
+            check(&config, &lists, None, &r("<first.last+tag@example.com>")).await,
             Verdict::Continue
         );
-        assert_eq!(check(&config, None, &r("<a>")), relay);
+        assert_eq!(check(&config, &lists, None, &r("<a>")).await, relay);
         assert_eq!(
-            check(&config, Some(&config.classes[0]), &r("<a@gmail.com>")),
+            check(
+                &config,
+                &lists,
+                Some(&config.classes[0]),
+                &r("<a@gmail.com>")
+            )
+            .await,
             Verdict::Continue
         );
     }

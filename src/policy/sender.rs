@@ -1,65 +1,115 @@
 //! MAIL FROM: may this client use this envelope sender?
 
-use crate::address::{any_matches, Address, EnvelopeAddress};
+use crate::address::{Address, EnvelopeAddress};
 use crate::config::{Class, Config, UnknownClients};
 use crate::policy::Verdict;
 use crate::reply;
+use crate::sources::{Answer, Failure, Lists};
 
 /// The envelope sender as received: parsed, or the raw text when it could
 /// not be parsed (it then matches no rule that needs a domain).
 pub type Sender = Result<EnvelopeAddress, String>;
 
-pub fn check(
+pub async fn check(
     config: &Config,
+    lists: &Lists<'_>,
     class: Option<&Class>,
     client: &str,
     sender: &Sender,
     login: Option<&str>,
 ) -> Verdict {
+    match judge(config, lists, class, client, sender, login).await {
+        Ok(v) => v,
+        Err(e) => Verdict::TempError(format!("sender check: {e}")),
+    }
+}
+
+async fn judge(
+    config: &Config,
+    lists: &Lists<'_>,
+    class: Option<&Class>,
+    client: &str,
+    sender: &Sender,
+    login: Option<&str>,
+) -> Result<Verdict, Failure> {
     let Some(class) = class else {
-        return match config.unknown_clients {
+        return Ok(match config.unknown_clients {
             UnknownClients::Reject => Verdict::Refuse(reply::client_not_authorised(client)),
             // Unknown clients are held to local recipients at RCPT TO.
             UnknownClients::RelayDeny => Verdict::Continue,
-        };
+        });
     };
     let address = match sender {
-        Ok(EnvelopeAddress::Null) if class.allow_null_sender => return Verdict::Continue,
-        Ok(EnvelopeAddress::Null) => return Verdict::Refuse(reply::null_sender(&class.name)),
+        Ok(EnvelopeAddress::Null) if class.allow_null_sender => return Ok(Verdict::Continue),
+        Ok(EnvelopeAddress::Null) => return Ok(Verdict::Refuse(reply::null_sender(&class.name))),
         Ok(EnvelopeAddress::Address(a)) => a,
         Err(raw) => {
-            return Verdict::Refuse(reply::sender_not_authorised(
+            return Ok(Verdict::Refuse(reply::sender_not_authorised(
                 "sender_domains",
                 raw,
                 &class.name,
-            ))
+            )))
         }
     };
     let shown = address.to_string();
-    let domain_ok = address
-        .domain
-        .name()
-        .is_some_and(|d| any_matches(&class.sender_domains, d));
+    let domain_ok = match address.domain.name() {
+        Some(d) => lists.has_domain(&class.sender_domains, d).await?,
+        None => false,
+    };
     if !domain_ok {
-        return Verdict::Refuse(reply::sender_not_authorised(
+        return Ok(Verdict::Refuse(reply::sender_not_authorised(
             "sender_domains",
             &shown,
             &class.name,
-        ));
+        )));
     }
     if let Some(list) = &class.sender_addresses {
-        if !list.contains(address) {
-            return Verdict::Refuse(reply::sender_not_authorised(
+        if !lists.has_address(list, address).await? {
+            return Ok(Verdict::Refuse(reply::sender_not_authorised(
                 "sender_addresses",
                 &shown,
                 &class.name,
-            ));
+            )));
         }
     }
-    if class.login_match && !login.is_some_and(|l| owns(l, address)) {
-        return Verdict::Refuse(reply::sender_not_owned(&shown, login.unwrap_or("-")));
+    if class.login_match {
+        let owned = match (login, &class.login_map) {
+            (None, _) => false,
+            (Some(l), None) => owns(l, address),
+            (Some(l), Some(map)) => owns_by_map(lists, map, l, address).await?,
+        };
+        if !owned {
+            return Ok(Verdict::Refuse(reply::sender_not_owned(
+                &shown,
+                login.unwrap_or("-"),
+            )));
+        }
     }
-    Verdict::Continue
+    Ok(Verdict::Continue)
+}
+
+/// With a login map, the map alone says what a login may send as: its
+/// addresses (aliases, shared mailboxes) and the domains it holds as
+/// `@domain`. Local parts compare without regard to case, as directories
+/// and mail stores compare them; a login the map does not know owns
+/// nothing.
+async fn owns_by_map(
+    lists: &Lists<'_>,
+    map: &str,
+    login: &str,
+    address: &Address,
+) -> Result<bool, Failure> {
+    let Answer::Found(values) = lists.lookup(map, login).await? else {
+        return Ok(false);
+    };
+    let whole_domain = format!("@{}", address.domain);
+    Ok(values
+        .iter()
+        .any(|v| match crate::sources::file::owned_address(v.trim()) {
+            Some(owned) if owned.starts_with('@') => owned == whole_domain,
+            Some(owned) => Address::parse(&owned).is_ok_and(|o| o.same_limit_key(address)),
+            None => false,
+        }))
 }
 
 /// A login that is an address owns exactly that address; a plain login
@@ -90,9 +140,11 @@ classes:
 ";
 
     /// Table: class, sender, login, expected reply ("" = continue).
-    #[test]
-    fn sender_rules() {
+    #[tokio::test]
+    async fn sender_rules() {
         let config = Config::parse(Path::new("t.yaml"), CONFIG).unwrap();
+        let shared = crate::state::Shared::new(config.clone());
+        let lists = shared.lists(false);
         let class = |n: &str| config.classes.iter().find(|c| c.name == n);
         let cases: &[(&str, &str, Option<&str>, &str)] = &[
             ("crm", "<noreply@example.com>", None, ""),
@@ -199,7 +251,7 @@ classes:
         ];
         for (cls, sender, login, want) in cases {
             let s = parse_envelope(sender.as_bytes()).map_err(|_| sender.to_string());
-            let got = match check(&config, class(cls), "10.0.0.1", &s, *login) {
+            let got = match check(&config, &lists, class(cls), "10.0.0.1", &s, *login).await {
                 Verdict::Continue => String::new(),
                 Verdict::Refuse(r) => r.reply.to_string(),
                 Verdict::TempError(e) => format!("temperror: {e}"),
@@ -209,16 +261,18 @@ classes:
         }
     }
 
-    #[test]
-    fn unknown_clients() {
+    #[tokio::test]
+    async fn unknown_clients() {
         let mut config = Config::parse(Path::new("t.yaml"), CONFIG).unwrap();
+        let shared = crate::state::Shared::new(config.clone());
+        let lists = shared.lists(false);
         let s = parse_envelope(b"<x@evil.com>").map_err(|_| String::new());
         assert_eq!(
-            check(&config, None, "192.0.2.1", &s, None),
+            check(&config, &lists, None, "192.0.2.1", &s, None).await,
             Verdict::Continue
         );
         config.unknown_clients = UnknownClients::Reject;
-        let Verdict::Refuse(r) = check(&config, None, "192.0.2.1", &s, None) else {
+        let Verdict::Refuse(r) = check(&config, &lists, None, "192.0.2.1", &s, None).await else {
             panic!("unknown client accepted")
         };
         assert_eq!(

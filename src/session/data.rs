@@ -55,12 +55,12 @@ impl Connection {
     }
 
     /// End of headers: the From: check.
-    pub fn end_of_headers(&mut self, macros: &Macros) -> Answer {
-        let flow = self.eoh_checks(macros);
+    pub async fn end_of_headers(&mut self, macros: &Macros) -> Answer {
+        let flow = self.eoh_checks(macros).await;
         self.finish(flow)
     }
 
-    fn eoh_checks(&mut self, macros: &Macros) -> Flow {
+    async fn eoh_checks(&mut self, macros: &Macros) -> Flow {
         let Some(msg) = self.message.as_mut() else {
             return Ok(());
         };
@@ -75,9 +75,15 @@ impl Connection {
                     c.plain_scan.is_some() && !whole_message_needed(&msg.config, &self.shared);
             }
         }
-        let judged = policy::from_header::judge(&msg.config, msg.class(), &msg.from);
+        let shared = self.shared.clone();
+        let lists = shared.lists(self.trace.is_some());
+        let judged = policy::from_header::judge(&msg.config, &lists, msg.class(), &msg.from).await;
         msg.from_domain = judged.domain;
         let verdict = judged.verdict;
+        self.note_lookups(Stage::Eoh, &lists);
+        let Some(msg) = self.message.as_mut() else {
+            return Ok(());
+        };
         if verdict == Verdict::Continue && self.trace.is_some() {
             let strict = msg.config.from_strict;
             let inbound = msg.class.is_none().then_some(msg.config.inbound_own_domain);
@@ -170,7 +176,7 @@ impl Connection {
             changes.extend(tags.into_iter().map(insert));
             self.antivirus(&raw, &config).await?;
             self.existing_signatures(&raw, &config, signatures).await?;
-            let signed = self.sign(&raw, &config)?;
+            let signed = self.sign(&raw, &config).await?;
             changes.extend(signed.into_iter().map(insert));
         }
         if let Some(msg) = self.message.as_ref() {
@@ -398,12 +404,15 @@ impl Connection {
     }
 
     /// Our signatures: the DKIM-Signature headers to add.
-    fn sign(&mut self, raw: &[u8], config: &Config) -> Flow<Vec<policy::Tag>> {
+    async fn sign(&mut self, raw: &[u8], config: &Config) -> Flow<Vec<policy::Tag>> {
         let Some(msg) = self.message.as_ref() else {
             return Ok(Vec::new());
         };
+        let shared = self.shared.clone();
+        let lists = shared.lists(self.trace.is_some());
         let (verdict, signatures) =
-            policy::dkim::sign(config, msg.class(), msg.from_domain.as_ref(), raw);
+            policy::dkim::sign(config, &lists, msg.class(), msg.from_domain.as_ref(), raw).await;
+        self.note_lookups(Stage::Eom, &lists);
         self.settle(Stage::Eom, verdict)?;
         let shown: Vec<String> = signatures.iter().map(|s| s.shown()).collect();
         for s in &signatures {

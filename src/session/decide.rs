@@ -46,7 +46,7 @@ impl Connection {
     }
 
     /// A stage could not decide: answered as `on_error` says.
-    fn failed(&mut self, stage: Stage, refusal: Refusal) -> Flow {
+    pub(super) fn failed(&mut self, stage: Stage, refusal: Refusal) -> Flow {
         let config = self
             .message
             .as_ref()

@@ -16,7 +16,19 @@ impl Connection {
             return Ok(());
         };
         let config = self.shared.config();
-        let class = policy::class::resolve(&config, Some(ip), None);
+        let shared = self.shared.clone();
+        let lists = shared.lists(self.trace.is_some());
+        // At connect the class only chooses the connection limits and their
+        // mode: a source that cannot answer leaves the client unplaced here
+        // and is asked again at MAIL FROM, where it counts.
+        let class = match policy::class::resolve(&config, &lists, Some(ip), None).await {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!(conn_id = self.id, "class at connect unknown: {e}");
+                None
+            }
+        };
+        self.note_lookups(Stage::Connect, &lists);
         self.connect_mode = config.mode_for(class);
         self.connect_class = class.map(|c| c.name.clone());
         let facts = Facts {
@@ -60,8 +72,14 @@ impl Connection {
     async fn mail_checks(&mut self, sender_arg: &[u8], macros: &Macros) -> Flow {
         self.end_message(Ending::Aborted);
         let config = self.shared.config();
+        let shared = self.shared.clone();
+        let lists = shared.lists(self.trace.is_some());
         let login = macros.auth_login.clone().filter(|l| !l.is_empty());
-        let class = policy::class::resolve(&config, self.client_ip, login.as_deref());
+        let (class, class_failure) =
+            match policy::class::resolve(&config, &lists, self.client_ip, login.as_deref()).await {
+                Ok(c) => (c, None),
+                Err(e) => (None, Some(e)),
+            };
         let class_index = class.and_then(|c| config.classes.iter().position(|k| k.name == c.name));
         let sender: Sender = parse_envelope(sender_arg).map_err(|_| {
             String::from_utf8_lossy(sender_arg)
@@ -76,8 +94,20 @@ impl Connection {
             Ok(EnvelopeAddress::Address(a)) => Some(a.clone()),
             _ => None,
         };
-        let verdict =
-            policy::sender::check(&config, class, &self.client, &sender, login.as_deref());
+        let verdict = match class_failure {
+            Some(e) => Verdict::TempError(format!("client class: {e}")),
+            None => {
+                policy::sender::check(
+                    &config,
+                    &lists,
+                    class,
+                    &self.client,
+                    &sender,
+                    login.as_deref(),
+                )
+                .await
+            }
+        };
         let checks = policy::rate::message(
             &config.rate_limits,
             &Facts {
@@ -135,10 +165,12 @@ impl Connection {
             self.note(Stage::Mail, "class", || what);
         }
         let sender_passed = verdict == Verdict::Continue;
+        self.note_lookups(Stage::Mail, &lists);
         // Policy first, then SPF, then the limits: a sender refused by
         // either consumes no quota.
         self.settle(Stage::Mail, verdict)?;
         self.open_incident(Stage::Mail).await?;
+        self.verify_sender().await?;
         if sender_passed && self.trace.is_some() {
             let shown = self
                 .message
@@ -192,7 +224,10 @@ impl Connection {
         let rcpt =
             parse_envelope(rcpt_arg).map_err(|_| String::from_utf8_lossy(rcpt_arg).to_string());
         let class = msg.class();
-        let verdict = policy::relay::check(&msg.config, class, &rcpt)
+        let shared = self.shared.clone();
+        let lists = shared.lists(self.trace.is_some());
+        let verdict = policy::relay::check(&msg.config, &lists, class, &rcpt)
+            .await
             .and_then(|| policy::recipients::check(&msg.config, msg.rcpt_accepted));
         let rcpt_address = match &rcpt {
             Ok(EnvelopeAddress::Address(a)) => Some(a),
@@ -209,7 +244,13 @@ impl Connection {
             },
         );
         let passed = verdict == Verdict::Continue;
+        self.note_lookups(Stage::Rcpt, &lists);
         self.settle(Stage::Rcpt, verdict)?;
+        if let Some(a) = rcpt_address {
+            if passed {
+                self.verify_recipient(a).await?;
+            }
+        }
         if passed && self.trace.is_some() {
             let shown = String::from_utf8_lossy(rcpt_arg).into_owned();
             let known = self.message.as_ref().is_some_and(|m| m.class.is_some());
@@ -225,6 +266,66 @@ impl Connection {
             });
         }
         self.rate_limit(Stage::Rcpt, &checks).await
+    }
+
+    /// `verify_sender`: the class's envelope sender must exist.
+    async fn verify_sender(&mut self) -> Flow {
+        let Some(msg) = self.message.as_ref() else {
+            return Ok(());
+        };
+        let (Some(verify), Some(address)) = (
+            msg.class().and_then(|c| c.verify_sender.clone()),
+            msg.sender_address.clone(),
+        ) else {
+            return Ok(());
+        };
+        let helo = callout_helo(&msg.config, &verify);
+        let shared = self.shared.clone();
+        let lists = shared.lists(self.trace.is_some());
+        let result = policy::verify::sender(&lists, &verify, &address, &helo).await;
+        self.note_lookups(Stage::Mail, &lists);
+        self.settle_verified(Stage::Mail, result, || format!("pass: <{address}> exists"))
+    }
+
+    /// `verify_recipients`: inbound mail (a client in no class) to a
+    /// mailbox that exists.
+    async fn verify_recipient(&mut self, rcpt: &Address) -> Flow {
+        let Some(msg) = self.message.as_ref() else {
+            return Ok(());
+        };
+        let Some(verify) = msg.config.verify_recipients.clone() else {
+            return Ok(());
+        };
+        if msg.class.is_some() {
+            return Ok(());
+        }
+        let helo = callout_helo(&msg.config, &verify);
+        let shared = self.shared.clone();
+        let lists = shared.lists(self.trace.is_some());
+        let result = policy::verify::recipient(&lists, &verify, rcpt, &helo).await;
+        self.note_lookups(Stage::Rcpt, &lists);
+        self.settle_verified(Stage::Rcpt, result, || format!("pass: <{rcpt}> exists"))
+    }
+
+    /// A verification's outcome: a verdict, or a failure to verify that
+    /// gets its own 4xx under `on_error: tempfail`.
+    fn settle_verified(
+        &mut self,
+        stage: Stage,
+        result: Result<Verdict, policy::verify::Unverified>,
+        pass: impl FnOnce() -> String,
+    ) -> Flow {
+        match result {
+            Ok(Verdict::Continue) => {
+                self.note(stage, "address exists", pass);
+                Ok(())
+            }
+            Ok(verdict) => self.settle(stage, verdict),
+            Err((cause, refusal)) => {
+                tracing::warn!(conn_id = self.id, stage = stage.as_str(), "{cause}");
+                self.failed(stage, refusal)
+            }
+        }
     }
 
     /// Runs a batch of rate checks and settles the outcome.
@@ -278,5 +379,17 @@ impl Connection {
             Verdict::Refuse(_) | Verdict::Hold(_) => {}
         }
         self.settle_check(Stage::Mail, verdict, mode)
+    }
+}
+
+/// The name a callout gives in EHLO: its own `helo`, else `hostname`, else
+/// localhost.
+fn callout_helo(config: &Config, verify: &crate::config::Verify) -> String {
+    match &verify.by {
+        crate::config::VerifyBy::Callout(c) if !c.helo.is_empty() => c.helo.clone(),
+        _ => config
+            .hostname
+            .as_ref()
+            .map_or_else(|| "localhost".into(), |h| h.to_string()),
     }
 }

@@ -54,7 +54,7 @@ async fn whole(c: &mut Connection, sender: &str, from: &str) -> Answer {
     assert_eq!(c.mail(sender.as_bytes(), &m).await, CONTINUE);
     assert_eq!(c.rcpt(b"<r@example.net>", &m).await, CONTINUE);
     assert_eq!(c.header(b"From", from.as_bytes()), CONTINUE);
-    assert_eq!(c.end_of_headers(&m), CONTINUE);
+    assert_eq!(c.end_of_headers(&m).await, CONTINUE);
     assert_eq!(c.body(bytes::Bytes::from_static(b"Hello.\r\n")), CONTINUE);
     c.end_of_message(&m).await.0
 }
@@ -94,7 +94,7 @@ async fn a_refusal_at_each_stage_ends_its_message_once() {
         "550 5.7.1 Sender <x@evil.test> not authorised for app"
     );
     assert_eq!(c.rcpt(b"<r@example.net>", &m).await, CONTINUE);
-    assert_eq!(c.end_of_headers(&m), CONTINUE);
+    assert_eq!(c.end_of_headers(&m).await, CONTINUE);
     assert_eq!(c.end_of_message(&m).await.0, CONTINUE);
     c.abort();
     c.close();
@@ -120,7 +120,7 @@ async fn a_refusal_at_each_stage_ends_its_message_once() {
     assert_eq!(c.mail(b"<a@example.com>", &m).await, CONTINUE);
     assert_eq!(c.rcpt(b"<r@example.net>", &m).await, CONTINUE);
     assert_eq!(c.header(b"From", b"ceo@bank.test"), CONTINUE);
-    let a = c.end_of_headers(&m);
+    let a = c.end_of_headers(&m).await;
     assert_eq!(
         refused(&a),
         "550 5.7.1 From: domain bank.test not authorised"
@@ -138,7 +138,7 @@ async fn a_refusal_at_each_stage_ends_its_message_once() {
     assert_eq!(c.mail(b"<a@example.com>", &m).await, CONTINUE);
     assert_eq!(c.rcpt(b"<r@example.net>", &m).await, CONTINUE);
     assert_eq!(c.header(b"From", b"ceo@bank.test"), CONTINUE);
-    assert_ne!(c.end_of_headers(&m), CONTINUE);
+    assert_ne!(c.end_of_headers(&m).await, CONTINUE);
     c.close();
     assert_eq!(ended(&c), counts(&[("accept", 1), ("reject", 1)]));
 }
@@ -181,7 +181,7 @@ async fn on_error_decides_a_failure_mid_message() {
     assert_eq!(c.out_of_order("eoh"), CONTINUE);
     assert_eq!(c.rcpt(b"<r@example.net>", &m).await, CONTINUE);
     assert_eq!(c.header(b"From", b"a@example.com"), CONTINUE);
-    assert_eq!(c.end_of_headers(&m), CONTINUE);
+    assert_eq!(c.end_of_headers(&m).await, CONTINUE);
     assert_eq!(c.end_of_message(&m).await.0, CONTINUE);
     c.close();
     assert_eq!(ended(&c), counts(&[("accept", 1)]));

@@ -28,7 +28,8 @@ pub(super) fn limit_names(checks: &[Check], concurrent: bool) -> String {
 
 /// What a class is matched by, for `explain`.
 pub(super) fn class_matched_by(c: &Class) -> &'static str {
-    match (c.clients.is_empty(), c.auth.is_some()) {
+    let any_ip = c.clients.inline().is_some_and(<[_]>::is_empty);
+    match (any_ip, c.auth.is_some()) {
         (false, true) => "matched by client address and login",
         (false, false) => "matched by client address",
         (true, true) => "matched by login",
@@ -37,6 +38,15 @@ pub(super) fn class_matched_by(c: &Class) -> &'static str {
 }
 
 impl Connection {
+    /// Records the lookups a check made in sources, when tracing.
+    pub(super) fn note_lookups(&mut self, stage: Stage, lists: &crate::sources::Lists<'_>) {
+        if self.trace.is_some() {
+            for l in lists.take() {
+                self.note(stage, "lookup", || l.to_string());
+            }
+        }
+    }
+
     /// Records a check's outcome when tracing; `outcome` is built only then.
     pub(super) fn note(
         &mut self,

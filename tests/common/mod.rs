@@ -11,6 +11,7 @@ pub mod redis;
 pub mod rspamd;
 pub mod sendmail;
 pub mod sink;
+pub mod slapd;
 pub mod webhook;
 
 use egress_milter::{config::Config, Shared};

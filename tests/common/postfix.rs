@@ -129,6 +129,12 @@ smtpd_sasl_security_options = noanonymous
         .expect("packaging/postfix-smtp_header_checks")
         .replace("(10\\.|", "(127\\.|10\\.|");
         std::fs::write(dir.join("smtp_header_checks"), rules).expect("smtp_header_checks");
+        Self::launch(dir, smtp_port)
+    }
+
+    /// Writes master.cf, starts the instance whose main.cf is written, and
+    /// waits for its SMTP port.
+    fn launch(dir: PathBuf, smtp_port: u16) -> Postfix {
         let master = format!("127.0.0.1:{smtp_port} inet n - n - - smtpd\n{MASTER_CF}");
         std::fs::write(dir.join("master.cf"), master).expect("master.cf");
         let pf = Postfix { dir, smtp_port };
@@ -136,6 +142,64 @@ smtpd_sasl_security_options = noanonymous
         pf.postfix(&["start"]);
         pf.wait_listening();
         pf
+    }
+
+    /// A mail store for callouts: example.com is its own domain and
+    /// `users` its mailboxes, every other recipient refused with Postfix's
+    /// "User unknown in local recipient table"; or, with `users` empty, a
+    /// catch-all that accepts any recipient. Nothing is delivered: the test
+    /// only asks.
+    pub fn start_store(name: &str, users: &[&str]) -> Postfix {
+        let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+            .join(format!("postfix-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(dir.join("queue")).expect("queue dir");
+        std::fs::create_dir_all(dir.join("data")).expect("data dir");
+        let chown = Command::new("chown")
+            .arg("postfix:")
+            .arg(dir.join("data"))
+            .status();
+        assert!(
+            chown.is_ok_and(|s| s.success()),
+            "chown postfix data directory"
+        );
+        let table: String = users.iter().map(|u| format!("{u} ok\n")).collect();
+        std::fs::write(dir.join("users"), table).expect("users");
+        let maps = if users.is_empty() {
+            String::new()
+        } else {
+            format!("texthash:{}/users", dir.display())
+        };
+        let smtp_port = super::free_port();
+        let main_cf = format!(
+            "compatibility_level = 3.6
+queue_directory = {dir}/queue
+data_directory = {dir}/data
+mail_owner = postfix
+setgid_group = postdrop
+myhostname = store.example.com
+mydomain = example.com
+inet_interfaces = 127.0.0.1
+inet_protocols = ipv4
+mydestination = example.com
+local_recipient_maps = {maps}
+relay_domains =
+mynetworks = 127.0.0.0/8
+smtpd_relay_restrictions = permit_mynetworks, reject
+smtpd_recipient_restrictions = reject_unlisted_recipient, permit_mynetworks, reject
+# Held, never delivered: a store for questions only.
+smtpd_end_of_data_restrictions = check_client_access static:HOLD
+maillog_file = {dir}/postfix.log
+maillog_file_prefixes = {dir}
+alias_maps =
+alias_database =
+smtputf8_enable = no
+biff = no
+",
+            dir = dir.display()
+        );
+        std::fs::write(dir.join("main.cf"), main_cf).expect("main.cf");
+        Self::launch(dir, smtp_port)
     }
 
     fn postfix(&self, args: &[&str]) {

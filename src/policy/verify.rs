@@ -1,0 +1,53 @@
+//! MAIL FROM and RCPT TO: the address must exist. `verify_sender` holds a
+//! class's envelope senders to addresses that exist (no mail "from"
+//! nobody, whose bounces go nowhere); `verify_recipients` refuses inbound
+//! mail to a mailbox our store does not have at RCPT TO, instead of the
+//! store bouncing it later to a forged sender (backscatter).
+//!
+//! A store that accepts any address (a catch-all) proves nothing: its yes
+//! lets the mail through, and the catch-all is logged and shown by
+//! `selfcheck`.
+
+use crate::address::Address;
+use crate::config::Verify;
+use crate::policy::Verdict;
+use crate::reply::{self, Refusal};
+use crate::sources::{callout::Exists, Lists};
+
+/// Why an address could not be verified, and the reply `on_error:
+/// tempfail` gives.
+pub type Unverified = (String, Refusal);
+
+pub async fn sender(
+    lists: &Lists<'_>,
+    verify: &Verify,
+    address: &Address,
+    helo: &str,
+) -> Result<Verdict, Unverified> {
+    let shown = address.to_string();
+    match lists.exists(verify, address, helo).await {
+        Ok(Exists::Yes | Exists::CatchAll) => Ok(Verdict::Continue),
+        Ok(Exists::No(_)) => Ok(Verdict::Refuse(reply::sender_does_not_exist(&shown))),
+        Err(e) => Err((
+            format!("sender {shown} not verified: {e}"),
+            reply::sender_unverified(&shown),
+        )),
+    }
+}
+
+pub async fn recipient(
+    lists: &Lists<'_>,
+    verify: &Verify,
+    address: &Address,
+    helo: &str,
+) -> Result<Verdict, Unverified> {
+    let shown = address.to_string();
+    match lists.exists(verify, address, helo).await {
+        Ok(Exists::Yes | Exists::CatchAll) => Ok(Verdict::Continue),
+        Ok(Exists::No(_)) => Ok(Verdict::Refuse(reply::recipient_does_not_exist(&shown))),
+        Err(e) => Err((
+            format!("recipient {shown} not verified: {e}"),
+            reply::recipient_unverified(&shown),
+        )),
+    }
+}

@@ -1,0 +1,547 @@
+//! Named lookups, declared once under `sources:` and used wherever a list
+//! or a map is taken: a file (held in memory, read again when it changes)
+//! or an LDAP directory (asked per key, the answers cached).
+//!
+//! - `file.rs`: the file format and its index;
+//! - `ldap.rs`: the directory client;
+//! - `cache.rs`: the answer cache, local or in Redis;
+//! - `callout.rs`: asking a mail store over SMTP whether an address exists.
+//!
+//! A lookup that fails is an error for the caller, who follows `on_error`:
+//! a failure never reads as "found".
+
+mod cache;
+pub mod callout;
+pub mod file;
+mod ldap;
+
+pub use cache::Answer;
+
+use crate::address::{any_matches, Address, Domain, DomainPattern};
+use crate::config::{Config, Entries, SourceBackend, SourceSettings};
+use crate::limiter::RedisLimiter;
+use crate::metrics::Metrics;
+use arc_swap::ArcSwap;
+use file::{FileIndex, Stamp};
+use ipnet::IpNet;
+use std::{
+    collections::HashMap,
+    net::IpAddr,
+    path::PathBuf,
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+/// How often file sources are checked for a change.
+pub const FILE_POLL: Duration = Duration::from_secs(1);
+
+/// A lookup that could not be answered.
+#[derive(Clone, Debug, Eq, PartialEq)]
+pub struct Failure(pub String);
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+struct FileSource {
+    path: PathBuf,
+    contents: ArcSwap<FileIndex>,
+    stamp: Mutex<Option<Stamp>>,
+}
+
+enum Backend {
+    File(FileSource),
+    Ldap(Box<ldap::Directory>),
+    /// A directory whose TLS settings could not be used: every lookup
+    /// fails, with this reason.
+    Broken(String),
+}
+
+struct Source {
+    settings: SourceSettings,
+    backend: Backend,
+    cache: cache::Cache,
+}
+
+/// Every source, and the callout cache.
+pub struct Sources {
+    by_name: ArcSwap<HashMap<String, Arc<Source>>>,
+    callouts: cache::Cache,
+    /// Callouts that found a store accepting any address, by store.
+    catch_all: Mutex<HashMap<String, Instant>>,
+}
+
+fn build(settings: &SourceSettings) -> Source {
+    let backend = match &settings.backend {
+        SourceBackend::File {
+            path,
+            contents,
+            stamp,
+        } => Backend::File(FileSource {
+            path: path.clone(),
+            contents: ArcSwap::new(contents.clone()),
+            stamp: Mutex::new(*stamp),
+        }),
+        SourceBackend::Ldap(l) => match ldap::Directory::new(l) {
+            Ok(d) => Backend::Ldap(Box::new(d)),
+            Err(e) => {
+                tracing::error!(source = %settings.name, "LDAP source unusable, its lookups fail: {e}");
+                Backend::Broken(e)
+            }
+        },
+    };
+    Source {
+        cache: cache::Cache::new(&settings.name, settings.cache.max_entries),
+        settings: settings.clone(),
+        backend,
+    }
+}
+
+impl Sources {
+    pub fn new(config: &Config) -> Self {
+        let map = config
+            .sources
+            .iter()
+            .map(|s| (s.name.clone(), Arc::new(build(s))))
+            .collect();
+        Self {
+            by_name: ArcSwap::from_pointee(map),
+            callouts: cache::Cache::new(
+                "callout",
+                crate::config::CacheSettings::CALLOUT.max_entries,
+            ),
+            catch_all: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Takes a new configuration's sources: one whose settings did not
+    /// change keeps its connection and its cache; a file source takes the
+    /// contents the configuration read.
+    pub fn reconfigure(&self, config: &Config) {
+        let old = self.by_name.load_full();
+        let map = config
+            .sources
+            .iter()
+            .map(|s| {
+                let keep = old.get(&s.name).filter(|o| o.settings == *s).cloned();
+                let src = match keep {
+                    Some(o) => {
+                        if let (
+                            Backend::File(f),
+                            SourceBackend::File {
+                                contents, stamp, ..
+                            },
+                        ) = (&o.backend, &s.backend)
+                        {
+                            f.contents.store(contents.clone());
+                            *f.stamp.lock().unwrap_or_else(|p| p.into_inner()) = *stamp;
+                        }
+                        o
+                    }
+                    None => Arc::new(build(s)),
+                };
+                (s.name.clone(), src)
+            })
+            .collect();
+        self.by_name.store(Arc::new(map));
+    }
+
+    fn get(&self, name: &str) -> Result<Arc<Source>, Failure> {
+        self.by_name
+            .load()
+            .get(name)
+            .cloned()
+            .ok_or_else(|| Failure(format!("no source named {name}")))
+    }
+
+    /// Reads again every file source whose file changed. A file that is
+    /// now unreadable or wrong keeps the old contents, and says why once.
+    pub fn poll_files(&self) {
+        for src in self.by_name.load().values() {
+            let Backend::File(f) = &src.backend else {
+                continue;
+            };
+            let now = Stamp::of(&f.path).ok();
+            let mut stamp = f.stamp.lock().unwrap_or_else(|p| p.into_inner());
+            if now.is_none() || now == *stamp {
+                if now.is_none() && stamp.is_some() {
+                    tracing::error!(source = %src.settings.name, path = %f.path.display(),
+                        "source file is gone; the entries read before stay in force");
+                    *stamp = None;
+                }
+                continue;
+            }
+            *stamp = now;
+            match file::load(&f.path, src.settings.kind) {
+                Ok((index, _)) => {
+                    tracing::info!(source = %src.settings.name, path = %f.path.display(),
+                        entries = index.entries, "source file read again");
+                    f.contents.store(Arc::new(index));
+                }
+                Err(e) => tracing::error!(source = %src.settings.name,
+                    "{}:{}: {}; the entries read before stay in force",
+                    f.path.display(), e.line, e.message),
+            }
+        }
+    }
+
+    /// Checks the file sources every second, until aborted.
+    pub fn watch(self: &Arc<Self>) -> tokio::task::JoinHandle<()> {
+        let sources = Arc::downgrade(self);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(FILE_POLL);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                let Some(s) = sources.upgrade() else { return };
+                if tokio::task::spawn_blocking(move || s.poll_files())
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
+            }
+        })
+    }
+
+    /// The callout cache.
+    pub(crate) fn callout_cache(&self) -> &cache::Cache {
+        &self.callouts
+    }
+
+    /// Notes that a store accepted a made-up address.
+    pub(crate) fn note_catch_all(&self, store: &str) {
+        let mut m = self.catch_all.lock().unwrap_or_else(|p| p.into_inner());
+        if m.insert(store.to_string(), Instant::now()).is_none() {
+            tracing::warn!(store, "the mail store accepts any address (catch-all): verification against it proves nothing");
+        }
+    }
+
+    /// The stores found to accept any address.
+    pub fn catch_all_stores(&self) -> Vec<String> {
+        let m = self.catch_all.lock().unwrap_or_else(|p| p.into_inner());
+        let mut v: Vec<String> = m.keys().cloned().collect();
+        v.sort();
+        v
+    }
+
+    /// `cache show KEY`: the cached answer for a key in every cache.
+    pub async fn show(
+        &self,
+        key: &str,
+        redis: Option<&RedisLimiter>,
+    ) -> Vec<(String, Result<Option<cache::Shown>, String>)> {
+        let mut out = Vec::new();
+        let map = self.by_name.load_full();
+        let mut names: Vec<&String> = map.keys().collect();
+        names.sort();
+        for name in names {
+            let src = &map[name];
+            if matches!(src.backend, Backend::File(_)) {
+                continue;
+            }
+            out.push((name.clone(), src.cache.show(key, redis).await));
+        }
+        out.push(("callout".into(), self.callouts.show(key, redis).await));
+        out
+    }
+
+    /// `cache flush [KEY]`: forgets one key, or all, in every cache.
+    pub async fn flush(
+        &self,
+        key: Option<&str>,
+        redis: Option<&RedisLimiter>,
+    ) -> Result<u64, String> {
+        let map = self.by_name.load_full();
+        let mut n = 0;
+        for src in map.values() {
+            n += src.cache.flush(key, redis).await?;
+        }
+        n += self.callouts.flush(key, redis).await?;
+        if key.is_none() {
+            self.catch_all
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clear();
+        }
+        Ok(n)
+    }
+}
+
+/// `cache show KEY` and `cache flush [KEY]`, as the admin endpoint
+/// answers them. A key is looked up as the policy writes it: an address in
+/// its canonical spelling (the callout cache: its local part in lower
+/// case), a domain in lower case, a login as given.
+pub async fn cache_command(
+    sources: &Sources,
+    redis: Option<&RedisLimiter>,
+    request: &str,
+) -> String {
+    use std::fmt::Write as _;
+    let (verb, key) = request.split_once(' ').unwrap_or((request, ""));
+    let key = key.trim();
+    match (verb, key) {
+        ("show", k) if !k.is_empty() => {
+            let mut out = String::new();
+            for k in cache_keys(k) {
+                for (cache, shown) in sources.show(&k, redis).await {
+                    match shown {
+                        Ok(Some(s)) => {
+                            let answer = match &s.answer {
+                                Answer::Missing => "not found".to_string(),
+                                Answer::Found(v) if v.is_empty() => "found".to_string(),
+                                Answer::Found(v) => format!("found: {}", v.join(", ")),
+                            };
+                            let _ = writeln!(
+                                out,
+                                "{cache:<16} {k:<32} {answer} (expires in {}s)",
+                                s.remaining.as_secs()
+                            );
+                        }
+                        Ok(None) => {}
+                        Err(e) => return format!("error: {cache}: {e}\n"),
+                    }
+                }
+            }
+            if out.is_empty() {
+                out = format!("{key}: in no cache\n");
+            }
+            out
+        }
+        ("flush", k) => {
+            let mut n = 0;
+            if k.is_empty() {
+                match sources.flush(None, redis).await {
+                    Ok(x) => n += x,
+                    Err(e) => return format!("error: {e}\n"),
+                }
+            } else {
+                for k in cache_keys(k) {
+                    match sources.flush(Some(&k), redis).await {
+                        Ok(x) => n += x,
+                        Err(e) => return format!("error: {e}\n"),
+                    }
+                }
+            }
+            format!("flushed {n} cached answer(s)\n")
+        }
+        _ => "error: expected \"cache show KEY\" or \"cache flush [KEY]\"\n".into(),
+    }
+}
+
+/// The spellings under which a key may be cached: as given; as an
+/// address in canonical form; that address with its local part in lower
+/// case (the callout cache); a domain in lower case.
+fn cache_keys(key: &str) -> Vec<String> {
+    let mut keys = vec![key.to_string()];
+    if let Ok(a) = Address::parse(key) {
+        keys.push(a.to_string());
+        keys.push(a.limit_key());
+    } else if let Ok(d) = Domain::parse(key) {
+        keys.push(d.to_string());
+    }
+    let mut seen = std::collections::HashSet::new();
+    keys.retain(|k| seen.insert(k.clone()));
+    keys
+}
+
+/// One lookup, as `explain` shows it.
+#[derive(Clone, Debug, Eq, PartialEq)]
+pub struct Lookup {
+    pub source: String,
+    pub key: String,
+    /// found, not found, or the error.
+    pub answer: String,
+    /// Answered by the cache (not by the directory or the file).
+    pub cached: bool,
+}
+
+impl std::fmt::Display for Lookup {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "source {} asked for {}: {}{}",
+            self.source,
+            self.key,
+            self.answer,
+            if self.cached { " (cache)" } else { "" }
+        )
+    }
+}
+
+/// The sources as one stage uses them: with the Redis cache, the metrics,
+/// and, for `explain`, a record of every lookup.
+pub struct Lists<'a> {
+    pub sources: &'a Sources,
+    pub redis: Option<&'a RedisLimiter>,
+    pub metrics: &'a Metrics,
+    seen: Option<Mutex<Vec<Lookup>>>,
+}
+
+impl<'a> Lists<'a> {
+    pub fn new(
+        sources: &'a Sources,
+        redis: Option<&'a RedisLimiter>,
+        metrics: &'a Metrics,
+        record: bool,
+    ) -> Self {
+        Self {
+            sources,
+            redis,
+            metrics,
+            seen: record.then(|| Mutex::new(Vec::new())),
+        }
+    }
+
+    /// The lookups made so far.
+    pub fn take(&self) -> Vec<Lookup> {
+        self.seen
+            .as_ref()
+            .map(|m| std::mem::take(&mut *m.lock().unwrap_or_else(|p| p.into_inner())))
+            .unwrap_or_default()
+    }
+
+    fn record(&self, source: &str, key: &str, answer: &Result<Answer, Failure>, cached: bool) {
+        let result = match answer {
+            _ if cached => "cache_hit",
+            Ok(Answer::Found(_)) => "found",
+            Ok(Answer::Missing) => "not_found",
+            Err(_) => "error",
+        };
+        self.metrics.source_lookup(source, result);
+        if let Some(seen) = &self.seen {
+            seen.lock().unwrap_or_else(|p| p.into_inner()).push(Lookup {
+                source: source.to_string(),
+                key: key.to_string(),
+                answer: match answer {
+                    Ok(Answer::Found(v)) if v.is_empty() => "found".into(),
+                    Ok(Answer::Found(v)) => format!("found: {}", v.join(", ")),
+                    Ok(Answer::Missing) => "not found".into(),
+                    Err(e) => format!("error: {e}"),
+                },
+                cached,
+            });
+        }
+    }
+
+    /// Asks a source for a key: from memory for a file; from the cache, else
+    /// the directory, for LDAP.
+    pub async fn lookup(&self, name: &str, key: &str) -> Result<Answer, Failure> {
+        let src = self.sources.get(name)?;
+        self.lookup_in(&src, key, |f| {
+            if let Some(v) = f.values(key) {
+                Answer::Found(v.to_vec().into())
+            } else if f.contains(key) {
+                Answer::Found(Vec::new().into())
+            } else {
+                Answer::Missing
+            }
+        })
+        .await
+    }
+
+    async fn lookup_in(
+        &self,
+        src: &Source,
+        key: &str,
+        in_file: impl FnOnce(&FileIndex) -> Answer,
+    ) -> Result<Answer, Failure> {
+        let name = &src.settings.name;
+        let started = Instant::now();
+        let directory = match &src.backend {
+            Backend::File(f) => {
+                let answer = Ok(in_file(&f.contents.load()));
+                self.metrics.source_time(name, started.elapsed());
+                self.record(name, key, &answer, false);
+                return answer;
+            }
+            Backend::Broken(e) => {
+                let answer = Err(Failure(format!("source {name}: {e}")));
+                self.record(name, key, &answer, false);
+                return answer;
+            }
+            Backend::Ldap(d) => d,
+        };
+        if let Some(hit) = src.cache.get(key, self.redis).await {
+            let answer = Ok(hit);
+            self.record(name, key, &answer, true);
+            return answer;
+        }
+        let answer = match directory.search(key).await {
+            Ok(Some(values)) => Ok(Answer::Found(values.into())),
+            Ok(None) => Ok(Answer::Missing),
+            Err(e) => Err(Failure(format!("source {name}: {e}"))),
+        };
+        self.metrics.source_time(name, started.elapsed());
+        if let Ok(a) = &answer {
+            let ttl = match a {
+                Answer::Found(_) => src.settings.cache.ttl,
+                Answer::Missing => src.settings.cache.negative_ttl,
+            };
+            src.cache.put(key, a.clone(), ttl, self.redis).await;
+        }
+        self.record(name, key, &answer, false);
+        answer
+    }
+
+    /// Whether a domain is in a list of domain patterns. A directory is
+    /// asked for the domain itself; a file also holds `*.parent` entries.
+    pub async fn has_domain(
+        &self,
+        list: &Entries<DomainPattern>,
+        domain: &Domain,
+    ) -> Result<bool, Failure> {
+        match list {
+            Entries::Inline(v) => Ok(any_matches(v, domain)),
+            Entries::Source(name) => {
+                let src = self.sources.get(name)?;
+                let a = self
+                    .lookup_in(&src, domain.as_str(), |f| found(f.has_domain(domain)))
+                    .await?;
+                Ok(matches!(a, Answer::Found(_)))
+            }
+        }
+    }
+
+    /// Whether an address is in a list of addresses (its canonical text for
+    /// a source).
+    pub async fn has_address(
+        &self,
+        list: &Entries<Address>,
+        address: &Address,
+    ) -> Result<bool, Failure> {
+        match list {
+            Entries::Inline(v) => Ok(v.contains(address)),
+            Entries::Source(name) => {
+                let key = address.to_string();
+                let a = self.lookup(name, &key).await?;
+                Ok(matches!(a, Answer::Found(_)))
+            }
+        }
+    }
+
+    /// Whether an IP is in a list of networks (a directory is asked for
+    /// the address as text).
+    pub async fn has_ip(&self, list: &Entries<IpNet>, ip: IpAddr) -> Result<bool, Failure> {
+        match list {
+            Entries::Inline(v) => Ok(v.iter().any(|n| n.contains(&ip))),
+            Entries::Source(name) => {
+                let src = self.sources.get(name)?;
+                let a = self
+                    .lookup_in(&src, &ip.to_string(), |f| found(f.has_ip(ip)))
+                    .await?;
+                Ok(matches!(a, Answer::Found(_)))
+            }
+        }
+    }
+}
+
+fn found(yes: bool) -> Answer {
+    if yes {
+        Answer::Found(Vec::new().into())
+    } else {
+        Answer::Missing
+    }
+}
