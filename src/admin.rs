@@ -192,6 +192,9 @@ async fn answer(shared: &Shared, request: &str) -> String {
     if let Some(rest) = request.strip_prefix("incidents") {
         return incidents(shared, rest.trim()).await;
     }
+    if let Some(rest) = request.strip_prefix("senders ") {
+        return senders(shared, rest.trim());
+    }
     if let Some(rest) = request.strip_prefix("cache ") {
         return crate::sources::cache_command(
             &shared.sources,
@@ -275,6 +278,21 @@ async fn answer(shared: &Shared, request: &str) -> String {
         }
     }
     out
+}
+
+/// `senders CLASS [file]`: what learning mode saw the class use.
+fn senders(shared: &Shared, request: &str) -> String {
+    let (class, format) = match request.split_once(' ') {
+        Some((c, "file")) => (c, crate::learning::Format::File),
+        Some((c, "yaml")) | Some((c, "")) => (c, crate::learning::Format::Yaml),
+        None => (request, crate::learning::Format::Yaml),
+        Some(_) => return "error: expected \"senders CLASS [yaml|file]\"\n".into(),
+    };
+    let config = shared.config();
+    if class.is_empty() || !config.classes.iter().any(|c| c.name == class) {
+        return format!("error: no class named \"{class}\" in the configuration\n");
+    }
+    shared.learned.report(class, format)
 }
 
 /// The client side, for `egress-milter limits` and `incidents`: sends one

@@ -10,6 +10,7 @@ pub mod dns;
 pub mod explain;
 mod files;
 pub mod incidents;
+pub mod learning;
 pub mod limiter;
 pub mod log;
 pub mod mailbox;

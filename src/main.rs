@@ -107,6 +107,18 @@ enum Command {
         )]
         config: PathBuf,
     },
+    /// The envelope senders and From: addresses a class was seen using
+    /// while in monitor mode (learning mode), as a ready
+    /// `sender_addresses` list (`--format yaml`) or a file source
+    /// (`--format file`), through `admin.listen`.
+    Senders {
+        #[arg(long)]
+        class: String,
+        #[arg(long, default_value = "yaml", value_parser = ["yaml", "file"])]
+        format: String,
+        #[arg(long, short, default_value = "/etc/egress-milter/milter.yaml")]
+        config: PathBuf,
+    },
     /// Look at or clear the cached answers of sources and callouts in the
     /// running daemon (through `admin.listen`).
     Cache {
@@ -229,6 +241,11 @@ fn main() -> ExitCode {
             };
             admin_request(&config, &request)
         }
+        Command::Senders {
+            class,
+            format,
+            config,
+        } => admin_request(&config, &format!("senders {class} {format}")),
         Command::Cache { action, config } => {
             let request = match action {
                 CacheAction::Show { key } => format!("cache show {key}"),

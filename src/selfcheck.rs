@@ -534,9 +534,37 @@ pub async fn run(config: &Config) -> Result<Vec<Row>, String> {
         check_dmarc(&resolver, domain, &mut rows).await;
     }
     check_dkim(&resolver, config, &mut rows).await;
+    check_stores(config, &mut rows).await;
     check_hosts(&resolver, config, &mut rows).await;
     check_dnsbl(&resolver, config, &mut rows).await;
     Ok(rows)
+}
+
+/// The mail stores that verify addresses: a catch-all proves nothing.
+async fn check_stores(config: &Config, rows: &mut Vec<Row>) {
+    let domain = listed_domains(&config.local_domains, config)
+        .first()
+        .map_or_else(|| "example.com".to_string(), |d| d.to_string());
+    for p in crate::sources::callout::probe_stores(config, &domain).await {
+        let subject = format!("{} ({})", p.host, p.used_by);
+        rows.push(match p.catch_all {
+            Ok(false) => row("mail store", subject, Status::Ok, "refuses an unknown address", ""),
+            Ok(true) => row(
+                "mail store",
+                subject,
+                Status::Warn,
+                format!("catch-all: accepts any address at {domain}, so verification against it proves nothing"),
+                "verify against a source (LDAP, a file) instead, or have the store refuse unknown users",
+            ),
+            Err(e) => row(
+                "mail store",
+                subject,
+                Status::Fail,
+                format!("cannot be asked: {e}"),
+                "check the callout host and port, and that it accepts our connection",
+            ),
+        });
+    }
 }
 
 /// The exact domains of a list: written inline, or in a file source (a

@@ -114,10 +114,14 @@ pub async fn run(
     let sweeper = tokio::spawn(sweep_limiter(shared.clone()));
     let incidents = incident_tasks(shared.clone(), gateway_name(&config));
     let files = shared.sources.watch();
+    let saver = shared.learned.clone().run_saver();
+    let learned = shared.learned.clone();
     let result =
         indymilter::run(listener, milter::callbacks(shared), milter_config, shutdown).await;
     sweeper.abort();
     files.abort();
+    saver.abort();
+    learned.save();
     for task in incidents {
         task.abort();
     }

@@ -28,6 +28,8 @@ pub struct Shared {
     pub incidents: Arc<crate::incidents::Incidents>,
     /// The named lookups and their caches.
     pub sources: Arc<crate::sources::Sources>,
+    /// The senders classes in monitor mode were seen using.
+    pub learned: Arc<crate::learning::Learned>,
 }
 
 impl Shared {
@@ -48,7 +50,11 @@ impl Shared {
             .as_ref()
             .map(crate::content::clamd::Client::new);
         let sources = Arc::new(crate::sources::Sources::new(&config));
+        let learned = Arc::new(crate::learning::Learned::new(
+            config.incidents.state_dir.as_deref(),
+        ));
         Arc::new(Self {
+            learned,
             sources,
             clamd,
             incidents,

@@ -472,6 +472,7 @@ async fn cache_and_commands(redis: Option<&RedisServer>) {
         std::fs::write(&path, text).unwrap();
         let d = Running::start(&path);
         d.wait_for("egress-milter started");
+        d.wait_for("admin endpoint listening");
         let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
         daemons.push((d, path, addr));
     }
@@ -546,4 +547,74 @@ async fn cache_in_process() {
 async fn cache_shared_through_redis() {
     let redis = RedisServer::start();
     cache_and_commands(Some(&redis)).await;
+}
+
+#[test]
+fn explain_shows_each_lookup_and_the_cache() {
+    let slapd = Slapd::start();
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("milter.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "listen: inet:127.0.0.1:1
+local_domains: {{ source: domains }}
+sources:
+  domains:
+    ldap: {{ url: \"{url}\", base: \"{base}\", filter: \"(associatedDomain=%s)\" }}
+  logins:
+    ldap: {{ url: \"{url}\", base: \"{base}\", filter: \"(uid=%s)\", attribute: mail }}
+classes:
+  - {{ name: staff, auth: any, login_match: true, login_map: {{ source: logins }} }}
+",
+            url = slapd.url(),
+            base = common::slapd::BASE
+        ),
+    )
+    .unwrap();
+    let explain = |args: &[&str]| {
+        let out = Command::new(BIN)
+            .args(["explain", "--config"])
+            .arg(&config)
+            .args(args)
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr)
+    };
+    let out = explain(&[
+        "--client",
+        "192.0.2.9",
+        "--auth",
+        "alice",
+        "--from",
+        "sales@example.com",
+        "--rcpt",
+        "x@example.net",
+    ]);
+    assert!(
+        out.contains("source logins asked for alice: found: alice@example.com, alice.smith@example.com, sales@example.com"),
+        "{out}"
+    );
+    assert!(
+        out.contains("source domains asked for example.com: found"),
+        "{out}"
+    );
+    assert!(out.contains("result: accept"), "{out}");
+    // A stranger writing to two of our users: the second lookup of the
+    // domain is the cache's.
+    let out = explain(&[
+        "--client",
+        "192.0.2.1",
+        "--from",
+        "news@example.net",
+        "--rcpt",
+        "a@example.com,b@example.com",
+    ]);
+    let lookups: Vec<&str> = out
+        .lines()
+        .filter(|l| l.contains("source domains asked for example.com"))
+        .collect();
+    assert_eq!(lookups.len(), 2, "{out}");
+    assert!(lookups[0].ends_with("found"), "{out}");
+    assert!(lookups[1].ends_with("found (cache)"), "{out}");
 }

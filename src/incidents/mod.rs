@@ -15,7 +15,7 @@
 //! its own counts and incidents (as `on_failure: local` does for limits).
 
 mod baseline;
-mod notify;
+pub(crate) mod notify;
 mod redis;
 mod signals;
 mod store;

@@ -33,6 +33,8 @@ pub struct FromHeaders {
 pub struct Judgement {
     pub verdict: Verdict,
     pub domain: Option<crate::address::Domain>,
+    /// That one mailbox.
+    pub mailbox: Option<crate::address::Address>,
 }
 
 /// Parses the From: header once, for both the verdict and the domain.
@@ -46,15 +48,20 @@ pub async fn judge(
         [one] if !from.too_long => Some(parse_address_list(one)),
         _ => None,
     };
-    let domain = match parsed.as_ref().map(|p| p.as_ref().map(Vec::as_slice)) {
-        Some(Ok([Entry::Mailbox(a)])) => a.domain.name().cloned(),
+    let mailbox = match parsed.as_ref().map(|p| p.as_ref().map(Vec::as_slice)) {
+        Some(Ok([Entry::Mailbox(a)])) => Some(a.clone()),
         _ => None,
     };
+    let domain = mailbox.as_ref().and_then(|a| a.domain.name().cloned());
     let verdict = match verdict(config, lists, class, from, parsed).await {
         Ok(v) => v,
         Err(e) => Verdict::TempError(format!("From: check: {e}")),
     };
-    Judgement { verdict, domain }
+    Judgement {
+        verdict,
+        domain,
+        mailbox,
+    }
 }
 
 async fn verdict(

@@ -79,6 +79,7 @@ impl Connection {
         let lists = shared.lists(self.trace.is_some());
         let judged = policy::from_header::judge(&msg.config, &lists, msg.class(), &msg.from).await;
         msg.from_domain = judged.domain;
+        msg.from_address = judged.mailbox;
         let verdict = judged.verdict;
         self.note_lookups(Stage::Eoh, &lists);
         let Some(msg) = self.message.as_mut() else {

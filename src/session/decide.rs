@@ -279,6 +279,16 @@ impl Connection {
         }
         let incident = msg.incident.as_ref().map(|i| i.name());
         self.shared.metrics.message(verdict.as_str());
+        if let Some(class) = msg.class() {
+            if msg.config.mode_for(Some(class)) == Mode::Monitor {
+                self.shared.learned.record(
+                    &class.name,
+                    msg.sender_address.as_ref(),
+                    msg.from_address.as_ref(),
+                    crate::incidents::now_ms() / 1000,
+                );
+            }
+        }
         log::summary(&log::Summary {
             queue_id: msg.queue_id.as_deref().unwrap_or("-"),
             conn_id: self.id,

@@ -133,6 +133,7 @@ impl Connection {
             rcpt_refused: 0,
             from: FromHeaders::default(),
             from_domain: None,
+            from_address: None,
             size: 0,
             content,
             dkim: "-".into(),

@@ -99,6 +99,8 @@ struct Message {
     from: FromHeaders,
     /// The From: domain, once end of headers found exactly one mailbox.
     from_domain: Option<Domain>,
+    /// That mailbox (for learning mode).
+    from_address: Option<Address>,
     /// Header and body bytes seen, against `content.max_message_size`.
     size: usize,
     /// The whole message, kept only when DKIM signs or verifies.

@@ -63,6 +63,64 @@ async fn dialogue(host: &str, helo: &str, address: &Address) -> Result<Exists, S
     result
 }
 
+/// What `selfcheck` found of one mail store.
+pub struct StoreProbe {
+    /// What uses it: `classes[N].verify_sender` or `verify_recipients`.
+    pub used_by: String,
+    pub host: String,
+    /// Accepted a made-up address: `Ok(true)`; refused it: `Ok(false)`.
+    pub catch_all: Result<bool, String>,
+}
+
+/// Asks every configured mail store about a made-up address of `domain`:
+/// a store that accepts it is a catch-all, against which verification
+/// proves nothing.
+pub async fn probe_stores(config: &crate::config::Config, domain: &str) -> Vec<StoreProbe> {
+    let mut uses: Vec<(String, &crate::config::Verify)> = config
+        .classes
+        .iter()
+        .enumerate()
+        .filter_map(|(i, c)| {
+            c.verify_sender
+                .as_ref()
+                .map(|v| (format!("classes[{i}].verify_sender"), v))
+        })
+        .collect();
+    if let Some(v) = &config.verify_recipients {
+        uses.push(("verify_recipients".into(), v));
+    }
+    let helo = config
+        .hostname
+        .as_ref()
+        .map_or_else(|| "localhost".into(), |h| h.to_string());
+    let mut out = Vec::new();
+    for (used_by, verify) in uses {
+        let crate::config::VerifyBy::Callout(c) = &verify.by else {
+            continue;
+        };
+        let helo = if c.helo.is_empty() {
+            helo.clone()
+        } else {
+            c.helo.clone()
+        };
+        for host in &c.hosts {
+            let made_up = format!("egress-selfcheck-{:016x}@{domain}", rand_u64());
+            let catch_all = match Address::parse(&made_up) {
+                Ok(a) => ask(host, &helo, &a, c.timeout)
+                    .await
+                    .map(|e| !matches!(e, Exists::No(_))),
+                Err(e) => Err(e.to_string()),
+            };
+            out.push(StoreProbe {
+                used_by: used_by.clone(),
+                host: host.clone(),
+                catch_all,
+            });
+        }
+    }
+    out
+}
+
 /// A made-up local part no store holds.
 fn rand_u64() -> u64 {
     use std::hash::{BuildHasher, Hasher};

@@ -40,6 +40,8 @@ fn ldif() -> String {
     let mut out = format!(
         "dn: {BASE}\nobjectClass: dcObject\nobjectClass: organization\ndc: example\no: Example\n\n\
          dn: ou=people,{BASE}\nobjectClass: organizationalUnit\nou: people\n\n\
+         dn: ou=domains,{BASE}\nobjectClass: organizationalUnit\nou: domains\n\n\
+         dn: ou=example.com,ou=domains,{BASE}\nobjectClass: organizationalUnit\nobjectClass: domainRelatedObject\nou: example.com\nassociatedDomain: example.com\n\n\
          dn: {BIND_DN}\nobjectClass: organizationalRole\nobjectClass: simpleSecurityObject\ncn: egress\nuserPassword: {BIND_PASSWORD}\n\n"
     );
     for (uid, mails) in PEOPLE {
