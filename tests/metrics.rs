@@ -225,6 +225,10 @@ async fn every_charted_metric_moves_under_traffic() {
     let mut hook = common::webhook::Webhook::start(200).await;
     // Every message is scanned; one carries the EICAR test file.
     let clamd = common::clamd::Clamd::start();
+    // The class's sender domains come from a file: every MAIL FROM is a
+    // lookup in it.
+    let ours = dir.path().join("ours.txt");
+    std::fs::write(&ours, "example.com\n").unwrap();
     let (_d, port, metrics) = start(
         dir.path(),
         &format!(
@@ -233,7 +237,9 @@ local_domains: [example.com]
 egress_ips: [192.0.2.10]
 classes:
   - {{ name: trial, clients: [10.9.0.0/16], mode: monitor }}
-  - {{ name: app, clients: [10.0.0.0/8] }}
+  - {{ name: app, clients: [10.0.0.0/8], sender_domains: {{ source: ours }} }}
+sources:
+  ours: {{ file: {} }}
 rate_limits:
   backend: redis
   redis: {{ url: \"redis://127.0.0.1:{dead_redis}\", on_failure: local }}
@@ -246,6 +252,7 @@ incidents:
   notify: {{ webhook: {{ url: \"{}\" }} }}
 antivirus: {{ clamd: [\"inet:127.0.0.1:{}\"] }}
 ",
+            ours.display(),
             key.display(),
             hook.url(),
             clamd.port
@@ -336,5 +343,5 @@ antivirus: {{ clamd: [\"inet:127.0.0.1:{}\"] }}
             }
         }
     }
-    assert!(checked >= 21, "{checked}");
+    assert!(checked >= 23, "{checked}");
 }
