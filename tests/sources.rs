@@ -618,3 +618,119 @@ classes:
     assert!(lookups[0].ends_with("found"), "{out}");
     assert!(lookups[1].ends_with("found (cache)"), "{out}");
 }
+
+/// A reload takes a new source (and a source's new file); a reload whose
+/// source file is broken is refused whole, and the rules in force stay.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reload_takes_new_sources_and_refuses_a_broken_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b, bad) = (
+        dir.path().join("a.txt"),
+        dir.path().join("b.txt"),
+        dir.path().join("bad.txt"),
+    );
+    std::fs::write(&a, "noreply@example.com\n").unwrap();
+    std::fs::write(&b, "billing@example.com\n").unwrap();
+    std::fs::write(&bad, "billing@example.com\nbilling\n").unwrap();
+    let path = dir.path().join("milter.yaml");
+    let write = |list: &Path| {
+        std::fs::write(
+            &path,
+            format!(
+                "listen: inet:127.0.0.1:1
+local_domains: [example.com]
+sources:
+  senders: {{ file: {} }}
+  brands: {{ file: {} }}
+classes:
+  - {{ name: crm, clients: [10.1.0.0/16], sender_addresses: {{ source: senders }}, from_domains: {{ source: brands }} }}
+",
+                list.display(),
+                dir.path().join("brands.txt").display()
+            ),
+        )
+        .unwrap();
+    };
+    std::fs::write(dir.path().join("brands.txt"), "example.com\n").unwrap();
+    write(&a);
+    let d = common::start_with(Config::load(&path).unwrap()).await;
+    let from = async |d: &common::Daemon, header: &str| {
+        let mut conn = d.client("10.1.0.1").await;
+        assert_eq!(
+            mail(&mut conn, "<noreply@example.com>", None).await,
+            Status::Continue
+        );
+        assert_eq!(
+            conn.rcpt(["<x@example.net>"]).await.unwrap(),
+            Status::Continue
+        );
+        let r = common::message(&mut conn, &[("From", header), ("Subject", "s")]).await;
+        conn.close().await.unwrap();
+        r
+    };
+    // from_domains from a file source.
+    assert_eq!(from(&d, "noreply@example.com").await, "continue");
+    assert_eq!(
+        from(&d, "noreply@sub.example.com").await,
+        "550 5.7.1 From: domain sub.example.com not authorised"
+    );
+    assert_eq!(
+        sender(&d, "10.1.0.1", "<billing@example.com>", None).await,
+        "550 5.7.1 Sender <billing@example.com> not authorised for crm"
+    );
+    write(&b);
+    d.shared.reload().unwrap();
+    assert_eq!(
+        sender(&d, "10.1.0.1", "<billing@example.com>", None).await,
+        "continue"
+    );
+    write(&bad);
+    let e = d.shared.reload().unwrap_err().to_string();
+    assert!(
+        e.contains(&format!(
+            "{}:2: sources.senders.file: invalid address \"billing\"",
+            bad.display()
+        )),
+        "{e}"
+    );
+    assert_eq!(
+        sender(&d, "10.1.0.1", "<billing@example.com>", None).await,
+        "continue"
+    );
+    assert_eq!(
+        sender(&d, "10.1.0.1", "<noreply@example.com>", None).await,
+        "550 5.7.1 Sender <noreply@example.com> not authorised for crm"
+    );
+    d.stop().await;
+}
+
+/// verify_recipients by a source: inbound mail to a mailbox the directory
+/// does not have is refused at RCPT TO.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inbound_recipients_verified_against_the_directory() {
+    let slapd = Slapd::start();
+    let d = common::start_with(parse(&ldap_config(
+        &[slapd.url()],
+        &slapd,
+        "verify_recipients: { source: senders }\n",
+    )))
+    .await;
+    assert_eq!(recipient(&d, "<carol@example.com>").await, "continue");
+    assert_eq!(recipient(&d, "<sales@example.com>").await, "continue");
+    assert_eq!(
+        recipient(&d, "<ghost@example.com>").await,
+        "550 5.1.1 Recipient <ghost@example.com> does not exist"
+    );
+    // Outbound mail (a client in a class) is not held to our mailboxes.
+    let mut conn = d.client("10.1.0.1").await;
+    assert_eq!(
+        mail(&mut conn, "<bob@example.com>", None).await,
+        Status::Continue
+    );
+    assert_eq!(
+        conn.rcpt(["<ghost@example.com>"]).await.unwrap(),
+        Status::Continue
+    );
+    conn.close().await.unwrap();
+    d.stop().await;
+}
