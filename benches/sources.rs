@@ -43,7 +43,11 @@ classes: [{{ name: app, clients: [10.0.0.0/8], sender_addresses: {{ source: send
 
 /// One MAIL FROM on a fresh connection; true if accepted.
 async fn mail(shared: &Arc<Shared>, sender: &str) -> bool {
-    let mut c = Connection::new(shared.clone(), "app".into(), Some("10.0.0.5".parse().expect("ip")));
+    let mut c = Connection::new(
+        shared.clone(),
+        "app".into(),
+        Some("10.0.0.5".parse().expect("ip")),
+    );
     let macros = Macros::default();
     assert!(c.connect().await == Answer::Continue);
     let ok = c.mail(sender.as_bytes(), &macros).await == Answer::Continue;
@@ -77,7 +81,11 @@ fn main() {
     rt.block_on(async {
         // Warm: the three senders are looked up once, then always cached.
         let shared = Shared::new(config(&ldap));
-        let known = ["<alice@example.com>", "<bob@example.com>", "<carol@example.com>"];
+        let known = [
+            "<alice@example.com>",
+            "<bob@example.com>",
+            "<carol@example.com>",
+        ];
         for s in known {
             assert!(mail(&shared, s).await, "{s} accepted");
         }
@@ -94,7 +102,11 @@ fn main() {
         for i in 0..n {
             assert!(!mail(&shared, &format!("<u{i}@example.com>")).await);
         }
-        report("LDAP, every lookup a miss, one at a time", n, start.elapsed().as_secs_f64());
+        report(
+            "LDAP, every lookup a miss, one at a time",
+            n,
+            start.elapsed().as_secs_f64(),
+        );
         let start = Instant::now();
         let mut tasks = tokio::task::JoinSet::new();
         let per = n / 32;
@@ -107,12 +119,18 @@ fn main() {
             });
         }
         while tasks.join_next().await.is_some() {}
-        report("LDAP, every lookup a miss, 32 at once", per * 32, start.elapsed().as_secs_f64());
+        report(
+            "LDAP, every lookup a miss, 32 at once",
+            per * 32,
+            start.elapsed().as_secs_f64(),
+        );
 
         // The same decision from a file source of 100,000 addresses.
         let dir = tempfile::tempdir().expect("dir");
         let file = dir.path().join("senders.txt");
-        let list: String = (0..100_000).map(|i| format!("u{i}@example.com\n")).collect();
+        let list: String = (0..100_000)
+            .map(|i| format!("u{i}@example.com\n"))
+            .collect();
         std::fs::write(&file, list).expect("write list");
         let shared = Shared::new(config(&format!("{{ file: {} }}", file.display())));
         let n = 100_000;

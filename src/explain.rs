@@ -106,12 +106,8 @@ fn minimal_message(from: &str, rcpts: &[String]) -> Vec<u8> {
 /// are counted in a fresh in-process state (never the shared Redis one):
 /// every budget starts full, every signal at zero, and no incident is
 /// open; the signals' figures shown are this message's contribution.
-pub async fn explain(mut config: Config, req: &Request) -> Report {
-    config.rate_limits.backend = Backend::Local;
-    config.admin.listen = crate::config::AdminListen::Off;
-    // Incidents are not persisted from here.
-    config.incidents.state_dir = None;
-    let shared = Shared::new(config);
+pub async fn explain(config: Config, req: &Request) -> Report {
+    let shared = Shared::new(offline_config(config, false));
     let mut report = judge(shared.clone(), req).await;
     let config = shared.config();
     let class = crate::policy::class::resolve(
@@ -140,7 +136,41 @@ pub async fn explain(mut config: Config, req: &Request) -> Report {
     report
 }
 
-async fn judge(shared: Arc<Shared>, req: &Request) -> Report {
+/// A configuration for a run outside the daemon: rate limits in process
+/// (never the shared Redis), no admin endpoint, nothing persisted. With
+/// `offline`, no check asks the network: SPF, existing signatures,
+/// rspamd, clamd and the callouts are off (LDAP sources are turned off
+/// by [`crate::sources::Sources::go_offline`]).
+pub fn offline_config(mut config: Config, offline: bool) -> Config {
+    config.rate_limits.backend = Backend::Local;
+    config.admin.listen = crate::config::AdminListen::Off;
+    config.incidents.state_dir = None;
+    if offline {
+        config.spf_check_egress = crate::config::CheckMode::Off;
+        config.dkim.verify_existing = crate::config::CheckMode::Off;
+        config.content.rspamd = None;
+        config.antivirus = None;
+        for c in &mut config.classes {
+            if c.verify_sender
+                .as_ref()
+                .is_some_and(|v| matches!(v.by, crate::config::VerifyBy::Callout(_)))
+            {
+                c.verify_sender = None;
+            }
+        }
+        if config
+            .verify_recipients
+            .as_ref()
+            .is_some_and(|v| matches!(v.by, crate::config::VerifyBy::Callout(_)))
+        {
+            config.verify_recipients = None;
+        }
+    }
+    config
+}
+
+/// Runs a request through the policy with this state.
+pub(crate) async fn judge(shared: Arc<Shared>, req: &Request) -> Report {
     let config = shared.config();
     let monitor = config.mode == Mode::Monitor
         || config.classes.iter().any(|c| c.mode == Some(Mode::Monitor));

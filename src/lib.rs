@@ -3,6 +3,7 @@
 
 pub mod address;
 pub mod admin;
+pub mod cases;
 pub mod config;
 pub mod content;
 pub mod dkim;

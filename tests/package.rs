@@ -72,6 +72,7 @@ async fn package_builds_installs_starts_and_purges() {
         "./usr/share/doc/egress-milter/examples/postfix-smtp_header_checks",
         "./usr/share/doc/egress-milter/examples/sendmail.mc",
         "./usr/share/doc/egress-milter/examples/grafana-dashboard.json",
+        "./usr/share/doc/egress-milter/examples/cases.yaml",
         "./usr/share/doc/egress-milter/copyright",
     ] {
         assert!(
@@ -170,6 +171,14 @@ async fn package_builds_installs_starts_and_purges() {
         "--config",
         "/etc/egress-milter/milter.yaml",
     ]));
+    // The example cases pass against the installed configuration.
+    let cases = run(Command::new("/usr/bin/egress-milter").args([
+        "test",
+        "--config",
+        "/etc/egress-milter/milter.yaml",
+        "/usr/share/doc/egress-milter/examples/cases.yaml",
+    ]));
+    assert!(cases.contains(" passed, 0 failed"), "{cases}");
 
     // Started as the unit starts it: as egress-milter, readiness through
     // NOTIFY_SOCKET, only once the milter answers.

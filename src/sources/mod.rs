@@ -148,6 +148,28 @@ impl Sources {
         self.by_name.store(Arc::new(map));
     }
 
+    /// No directory is asked from now on: every LDAP lookup fails
+    /// (`egress-milter test --offline`), and `on_error` decides.
+    pub fn go_offline(&self) {
+        let map = self
+            .by_name
+            .load()
+            .iter()
+            .map(|(name, src)| {
+                let src = match src.backend {
+                    Backend::Ldap(_) => Arc::new(Source {
+                        settings: src.settings.clone(),
+                        backend: Backend::Broken("not asked (offline)".into()),
+                        cache: cache::Cache::new(name, 1),
+                    }),
+                    _ => src.clone(),
+                };
+                (name.clone(), src)
+            })
+            .collect();
+        self.by_name.store(Arc::new(map));
+    }
+
     fn get(&self, name: &str) -> Result<Arc<Source>, Failure> {
         self.by_name
             .load()
