@@ -18,6 +18,7 @@ pub mod mailbox;
 pub(crate) mod metrics;
 mod milter;
 mod policy;
+pub mod probe;
 mod rate;
 mod reply;
 pub mod selfcheck;

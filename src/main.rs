@@ -127,6 +127,41 @@ enum Command {
         #[arg(long)]
         offline: bool,
     },
+    /// Speaks SMTP to the running gateway down every path (relay tricks,
+    /// forged senders, a spoofed From:, a client mimicking an internal
+    /// server, with a login the submission paths) and compares each answer
+    /// with what the configuration predicts for a client at this address.
+    /// A message is only ever sent to --rcpt. Exit 0 when every path
+    /// answered as predicted, 1 on a mismatch, 2 on an error.
+    Probe {
+        #[arg(long, short, default_value = "/etc/egress-milter/milter.yaml")]
+        config: PathBuf,
+        /// The gateway's SMTP service, HOST:PORT.
+        #[arg(long)]
+        server: String,
+        /// The only address a message is sent to (yours).
+        #[arg(long)]
+        rcpt: String,
+        /// Connect from this local address.
+        #[arg(long)]
+        source: Option<std::net::IpAddr>,
+        /// The client address the gateway sees, when NAT is in between.
+        #[arg(long)]
+        as_client: Option<std::net::IpAddr>,
+        #[arg(long, default_value = "probe.invalid")]
+        helo: String,
+        /// The submission service (HOST:587), for the login's paths.
+        #[arg(long)]
+        submission: Option<String>,
+        #[arg(long, requires = "password_file")]
+        login: Option<String>,
+        /// A file whose first line is the login's password.
+        #[arg(long, requires = "login")]
+        password_file: Option<PathBuf>,
+        /// The longest wait for one SMTP session.
+        #[arg(long, default_value = "30s")]
+        timeout: String,
+    },
     /// The envelope senders and From: addresses a class was seen using
     /// while in monitor mode (learning mode), as a ready
     /// `sender_addresses` list (`--format yaml`) or a file source
@@ -267,6 +302,46 @@ fn main() -> ExitCode {
             generate,
             offline,
         } => run_cases(&config, cases.as_deref(), generate, offline),
+        Command::Probe {
+            config,
+            server,
+            rcpt,
+            source,
+            as_client,
+            helo,
+            submission,
+            login,
+            password_file,
+            timeout,
+        } => {
+            let Some(timeout) = egress_milter::config::parse_duration(&timeout) else {
+                eprintln!("egress-milter: --timeout {timeout}: expected a duration such as 30s");
+                return ExitCode::from(2);
+            };
+            let password =
+                match password_file.map(|p| std::fs::read_to_string(&p).map_err(|e| (p, e))) {
+                    None => None,
+                    Some(Ok(s)) => Some(s.lines().next().unwrap_or_default().to_string()),
+                    Some(Err((p, e))) => {
+                        eprintln!("egress-milter: cannot read {}: {e}", p.display());
+                        return ExitCode::from(2);
+                    }
+                };
+            probe(
+                &config,
+                egress_milter::probe::Options {
+                    server,
+                    rcpt,
+                    source,
+                    as_client,
+                    helo,
+                    submission,
+                    login,
+                    password,
+                    timeout,
+                },
+            )
+        }
         Command::Senders {
             class,
             format,
@@ -476,6 +551,38 @@ fn load(path: &std::path::Path) -> Result<Config, ExitCode> {
 }
 
 /// A single-threaded runtime for the commands that talk to the network once.
+/// `egress-milter probe`.
+fn probe(config: &std::path::Path, opts: egress_milter::probe::Options) -> ExitCode {
+    let config = match Config::load(config) {
+        Ok(c) => c,
+        Err(errors) => {
+            eprintln!("{errors}");
+            return ExitCode::from(2);
+        }
+    };
+    let runtime = match small_runtime() {
+        Ok(r) => r,
+        Err(code) => return code,
+    };
+    match runtime.block_on(egress_milter::probe::run(config, &opts)) {
+        Ok((client, outcomes)) => {
+            print!(
+                "{}",
+                egress_milter::probe::render(&client.to_string(), &outcomes)
+            );
+            if outcomes.iter().all(|o| o.mismatches.is_empty()) {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+        Err(e) => {
+            eprintln!("egress-milter: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
 /// `egress-milter test`.
 fn run_cases(
     config_path: &std::path::Path,

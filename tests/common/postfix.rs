@@ -51,6 +51,18 @@ impl Postfix {
         sink_port: u16,
         logins: &[(&str, &str)],
     ) -> Postfix {
+        Self::start_custom(name, milter, sink_port, logins, "")
+    }
+
+    /// [`start_with`](Self::start_with), with main.cf lines appended
+    /// (a later line overrides an earlier one of the same name).
+    pub fn start_custom(
+        name: &str,
+        milter: &str,
+        sink_port: u16,
+        logins: &[(&str, &str)],
+        extra: &str,
+    ) -> Postfix {
         assert!(
             Path::new("/usr/sbin/postfix").exists(),
             "postfix is not installed: run scripts/test.sh, which installs it"
@@ -119,7 +131,7 @@ smtpd_sasl_security_options = noanonymous
                 dir = dir.display()
             )
         };
-        std::fs::write(dir.join("main.cf"), main_cf).expect("main.cf");
+        std::fs::write(dir.join("main.cf"), format!("{main_cf}{extra}")).expect("main.cf");
         // The shipped rule that redacts Postfix's own hop (a milter cannot
         // see it), with loopback counted as internal for the test.
         let rules = std::fs::read_to_string(concat!(
