@@ -24,15 +24,16 @@ pub async fn sender(
     address: &Address,
     helo: &str,
 ) -> Result<Verdict, Unverified> {
-    let shown = address.to_string();
-    match lists.exists(verify, address, helo).await {
-        Ok(Exists::Yes | Exists::CatchAll) => Ok(Verdict::Continue),
-        Ok(Exists::No(_)) => Ok(Verdict::Refuse(reply::sender_does_not_exist(&shown))),
-        Err(e) => Err((
-            format!("sender {shown} not verified: {e}"),
-            reply::sender_unverified(&shown),
-        )),
-    }
+    check(
+        lists,
+        verify,
+        address,
+        helo,
+        "sender",
+        reply::sender_does_not_exist,
+        reply::sender_unverified,
+    )
+    .await
 }
 
 pub async fn recipient(
@@ -41,13 +42,36 @@ pub async fn recipient(
     address: &Address,
     helo: &str,
 ) -> Result<Verdict, Unverified> {
+    check(
+        lists,
+        verify,
+        address,
+        helo,
+        "recipient",
+        reply::recipient_does_not_exist,
+        reply::recipient_unverified,
+    )
+    .await
+}
+
+/// Asks whether `address` exists: its refusal when it does not, its
+/// 4xx when nothing could tell.
+async fn check(
+    lists: &Lists<'_>,
+    verify: &Verify,
+    address: &Address,
+    helo: &str,
+    what: &str,
+    missing: fn(&str) -> Refusal,
+    unverified: fn(&str) -> Refusal,
+) -> Result<Verdict, Unverified> {
     let shown = address.to_string();
     match lists.exists(verify, address, helo).await {
         Ok(Exists::Yes | Exists::CatchAll) => Ok(Verdict::Continue),
-        Ok(Exists::No(_)) => Ok(Verdict::Refuse(reply::recipient_does_not_exist(&shown))),
+        Ok(Exists::No(_)) => Ok(Verdict::Refuse(missing(&shown))),
         Err(e) => Err((
-            format!("recipient {shown} not verified: {e}"),
-            reply::recipient_unverified(&shown),
+            format!("{what} {shown} not verified: {e}"),
+            unverified(&shown),
         )),
     }
 }
