@@ -57,6 +57,15 @@ if [ ${#need[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 fi
 
+# The test Postfix instances log through postlogd (maillog_file). Its
+# socket is a unix datagram socket; with the kernel's default queue of 10,
+# a burst of log lines before postlogd starts blocks the master process
+# on its own log write, and the instance hangs. A longer queue avoids it.
+if [ "$(sysctl -n net.unix.max_dgram_qlen 2>/dev/null || echo 0)" -lt 1024 ]; then
+  sysctl -qw net.unix.max_dgram_qlen=1024 2>/dev/null ||
+    echo "warning: cannot raise net.unix.max_dgram_qlen (not root?): the Postfix tests may hang on a burst of log lines" >&2
+fi
+
 SENDMAIL_ROOT=target/sendmail-root
 if [ ! -x "$SENDMAIL_ROOT/usr/libexec/sendmail/sendmail" ]; then
   if [ "$(id -u)" != 0 ]; then

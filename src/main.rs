@@ -327,9 +327,9 @@ fn main() -> ExitCode {
                         return ExitCode::from(2);
                     }
                 };
-            probe(
+            ExitCode::from(egress_milter::probe::command(
                 &config,
-                egress_milter::probe::Options {
+                &egress_milter::probe::Options {
                     server,
                     rcpt,
                     source,
@@ -340,7 +340,7 @@ fn main() -> ExitCode {
                     password,
                     timeout,
                 },
-            )
+            ))
         }
         Command::Senders {
             class,
@@ -551,38 +551,6 @@ fn load(path: &std::path::Path) -> Result<Config, ExitCode> {
 }
 
 /// A single-threaded runtime for the commands that talk to the network once.
-/// `egress-milter probe`.
-fn probe(config: &std::path::Path, opts: egress_milter::probe::Options) -> ExitCode {
-    let config = match Config::load(config) {
-        Ok(c) => c,
-        Err(errors) => {
-            eprintln!("{errors}");
-            return ExitCode::from(2);
-        }
-    };
-    let runtime = match small_runtime() {
-        Ok(r) => r,
-        Err(code) => return code,
-    };
-    match runtime.block_on(egress_milter::probe::run(config, &opts)) {
-        Ok((client, outcomes)) => {
-            print!(
-                "{}",
-                egress_milter::probe::render(&client.to_string(), &outcomes)
-            );
-            if outcomes.iter().all(|o| o.mismatches.is_empty()) {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::FAILURE
-            }
-        }
-        Err(e) => {
-            eprintln!("egress-milter: {e}");
-            ExitCode::from(2)
-        }
-    }
-}
-
 /// `egress-milter test`.
 fn run_cases(
     config_path: &std::path::Path,

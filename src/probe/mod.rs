@@ -8,6 +8,7 @@
 //! Nothing leaves but to the operator's address: a path whose recipients
 //! are not all `--rcpt` stops after RCPT TO (RSET, never DATA).
 
+pub mod diagnosis;
 pub mod paths;
 
 use crate::config::Config;
@@ -207,36 +208,46 @@ async fn walk(opts: &Options, path: &ProbePath) -> Result<Steps, String> {
     result.map(|()| steps)
 }
 
-/// Compares a step: the mismatch line, or a note when both refuse with
-/// different replies (the MTA refused first).
+/// Compares a step: a mismatch line, or a note when both refuse with
+/// different replies (the MTA refused first). What the mismatches mean
+/// together is `diagnosis`'s to say.
 fn compare(step: &str, want: &Said, got: &Said, out: &mut Outcome) {
     match (want, got) {
-        (a, b) if a == b => {}
         (Said::Accept, Said::Accept) => {}
-        (Said::Refuse(_), Said::Refuse(g)) if g.contains("Service unavailable") => out.mismatches.push(format!(
-            "{step}: expected \"{want}\", got \"{got}\": the milter could not be reached, and the MTA's milter_default_action (tempfail) answered"
-        )),
-        (Said::Refuse(_), Said::Refuse(_)) => out.notes.push(format!(
-            "{step}: refused as predicted, but by the MTA's own rule first (\"{got}\")"
-        )),
-        (Said::Refuse(_), Said::Accept) => out.mismatches.push(format!(
-            "{step}: expected \"{want}\", got accepted: the milter did not refuse it. It was not consulted (no smtpd_milters for this service, or non_smtpd_milters for local mail), or it could not be reached and milter_default_action = accept, or the gateway runs another configuration (monitor mode?) than the one given"
-        )),
-        (Said::Accept, Said::Refuse(g)) if g.contains("Service unavailable") => out.mismatches.push(format!(
-            "{step}: expected accepted, got \"{got}\": the milter could not be reached (milter_default_action = tempfail)"
-        )),
-        (Said::Accept, Said::Refuse(_)) => out.mismatches.push(format!(
-            "{step}: expected accepted, got \"{got}\": refused where the policy accepts: an MTA restriction refused first, a rate limit or incident on the live gateway, or the gateway runs another configuration than the one given"
-        )),
+        (a, b) if a == b => {}
+        (Said::Refuse(_), Said::Refuse(g)) if !diagnosis::milter_unreachable_reply(g) => {
+            out.notes.push(format!("{step}: \"{g}\""));
+        }
+        (Said::Refuse(_), Said::Accept) => out
+            .mismatches
+            .push(format!("{step}: expected \"{want}\", got accepted")),
+        _ => out
+            .mismatches
+            .push(format!("{step}: expected \"{want}\", got \"{got}\"")),
+    }
+}
+
+/// A whole probe: the client address the gateway saw, each path, and what
+/// the mismatches mean together.
+pub struct Report {
+    pub client: IpAddr,
+    pub outcomes: Vec<Outcome>,
+    pub findings: Vec<String>,
+}
+
+impl Report {
+    pub fn passed(&self) -> bool {
+        self.outcomes.iter().all(|o| o.mismatches.is_empty())
     }
 }
 
 /// Runs every path: the predictions first (offline, each in a fresh
 /// state), then the gateway.
-pub async fn run(config: Config, opts: &Options) -> Result<(IpAddr, Vec<Outcome>), String> {
+pub async fn run(config: Config, opts: &Options) -> Result<Report, String> {
     // Where the gateway sees us from, and its own address.
     let (local, server_ip) = local_and_peer(&opts.server, opts.source, opts.timeout).await?;
     let client = opts.as_client.unwrap_or(local);
+    let listen = config.listen.clone();
     let config = offline_config(config, false);
     let shared = Shared::new(config.clone());
     let class = crate::policy::class::resolve(&config, &shared.lists(false), Some(client), None)
@@ -288,7 +299,13 @@ pub async fn run(config: Config, opts: &Options) -> Result<(IpAddr, Vec<Outcome>
         }
         out.push(o);
     }
-    Ok((client, out))
+    let reach = diagnosis::reach(&listen, Duration::from_secs(2)).await;
+    let findings = diagnosis::diagnose(&out, &listen, reach);
+    Ok(Report {
+        client,
+        outcomes: out,
+        findings,
+    })
 }
 
 /// The local address of a connection to the server (the client address
@@ -324,11 +341,12 @@ async fn local_and_peer(
     Ok((local, addr.ip()))
 }
 
-/// The report: a line per path, the mismatches and notes under it, the
-/// summary last.
-pub fn render(client: &str, outcomes: &[Outcome]) -> String {
+/// The report: a line per path, the mismatches and notes under it, what
+/// they mean, the summary last.
+pub fn render(report: &Report) -> String {
+    let outcomes = &report.outcomes;
     let mut out = String::new();
-    let _ = writeln!(out, "probing as client {client}\n");
+    let _ = writeln!(out, "probing as client {}\n", report.client);
     let bad = outcomes.iter().filter(|o| !o.mismatches.is_empty()).count();
     for o in outcomes {
         let status = if !o.mismatches.is_empty() {
@@ -351,8 +369,18 @@ pub fn render(client: &str, outcomes: &[Outcome]) -> String {
         for m in &o.mismatches {
             let _ = writeln!(out, "          - {m}");
         }
-        for n in &o.notes {
-            let _ = writeln!(out, "          note: {n}");
+        if let Some(first) = o.notes.first() {
+            let _ = writeln!(
+                out,
+                "          note: {} step(s) refused as predicted, but by the MTA's own rule first, e.g. {first}",
+                o.notes.len()
+            );
+        }
+    }
+    if !report.findings.is_empty() {
+        let _ = writeln!(out, "\nWhat it means:");
+        for f in &report.findings {
+            let _ = writeln!(out, "  * {f}");
         }
     }
     let _ = writeln!(
@@ -362,4 +390,36 @@ pub fn render(client: &str, outcomes: &[Outcome]) -> String {
         outcomes.len() - bad
     );
     out
+}
+
+/// `egress-milter probe`: the exit code (0 all as predicted, 1 a mismatch,
+/// 2 an error).
+pub fn command(config: &std::path::Path, opts: &Options) -> u8 {
+    let config = match Config::load(config) {
+        Ok(c) => c,
+        Err(errors) => {
+            eprintln!("{errors}");
+            return 2;
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("egress-milter: cannot start a runtime: {e}");
+            return 2;
+        }
+    };
+    match runtime.block_on(run(config, opts)) {
+        Ok(report) => {
+            print!("{}", render(&report));
+            u8::from(!report.passed())
+        }
+        Err(e) => {
+            eprintln!("egress-milter: {e}");
+            2
+        }
+    }
 }

@@ -23,6 +23,8 @@ pub struct ProbePath {
     /// The envelope sender, without brackets ("" for `<>`).
     pub from: String,
     pub rcpts: Vec<String>,
+    /// A relay attempt: every recipient is foreign.
+    pub relay: bool,
     /// The message, sent only when every recipient is the operator's
     /// `--rcpt`; None: the transaction stops after RCPT TO (RSET).
     pub message: Option<Vec<u8>>,
@@ -115,6 +117,7 @@ pub fn paths(
                 helo: helo.to_string(),
                 from: sender.clone(),
                 rcpts: chunk.to_vec(),
+                relay: true,
                 message: None,
             });
         }
@@ -134,6 +137,7 @@ pub fn paths(
             helo: helo.to_string(),
             from: sender.clone(),
             rcpts: vec![rcpt.to_string()],
+            relay: false,
             message: Some(message(&format!("<{sender}>"), rcpt, "own mail", &[])),
         });
     }
@@ -149,6 +153,7 @@ pub fn paths(
             helo: helo.to_string(),
             from: forged.clone(),
             rcpts: vec![rcpt.to_string()],
+            relay: false,
             message: Some(message(&format!("<{forged}>"), rcpt, name, &[])),
         });
     }
@@ -159,6 +164,7 @@ pub fn paths(
         helo: helo.to_string(),
         from: sender.clone(),
         rcpts: vec![rcpt.to_string()],
+        relay: false,
         message: Some(message(
             "\"PayPal\" <service@paypal.example>",
             rcpt,
@@ -172,6 +178,7 @@ pub fn paths(
         helo: helo.to_string(),
         from: sender.clone(),
         rcpts: vec![rcpt.to_string()],
+        relay: false,
         message: Some(message(
             &format!("\"CEO\" <ceo@{local}>"),
             rcpt,
@@ -191,6 +198,7 @@ pub fn paths(
         helo: internal.clone(),
         from: format!("noreply@{local}"),
         rcpts: vec![rcpt.to_string()],
+            relay: false,
         message: Some(message(
             &format!("<noreply@{local}>"),
             rcpt,
@@ -214,6 +222,7 @@ pub fn paths(
             helo: helo.to_string(),
             from: mine.clone(),
             rcpts: vec![rcpt.to_string()],
+            relay: false,
             message: Some(message(&format!("<{mine}>"), rcpt, "submission", &[])),
         });
         let other = format!("someone-else@{local}");
@@ -223,6 +232,7 @@ pub fn paths(
             helo: helo.to_string(),
             from: other.clone(),
             rcpts: vec![rcpt.to_string()],
+            relay: false,
             message: Some(message(
                 &format!("<{other}>"),
                 rcpt,
@@ -236,6 +246,7 @@ pub fn paths(
             helo: helo.to_string(),
             from: mine.clone(),
             rcpts: vec![format!("relaytest@{f}")],
+            relay: true,
             message: None,
         });
     }
