@@ -208,14 +208,15 @@ async fn answer(shared: &Shared, request: &str) -> String {
     if key.is_empty() || !matches!(verb, "show" | "reset") {
         return "error: expected \"show KEY\" or \"reset KEY\"\n".into();
     }
+    let config = shared.config();
     // Keys are stored as the policy writes them: IPs canonical, addresses
-    // as `Address::limit_key` spells them.
+    // and logins as `rate_limits.keys` spells them.
+    let keys = &config.rate_limits.keys;
     let key = match (key.parse::<IpAddr>(), Address::parse(key)) {
         (Ok(ip), _) => crate::limiter::client_key(ip),
-        (_, Ok(a)) => a.limit_key(),
-        _ => key.to_string(),
+        (_, Ok(a)) => keys.address(&a),
+        _ => keys.login(key),
     };
-    let config = shared.config();
     // An IP's class, when a class matches by IP alone.
     let class = match key.parse::<IpAddr>() {
         Ok(ip) => crate::policy::class::resolve(&config, &shared.lists(false), Some(ip), None)

@@ -252,6 +252,8 @@ async fn respelling_an_address_buys_no_budget() {
         "<\"j\\im\"@XYZ.com.>",
         "<JIM@xyz.com>",
         "<@relay.test:\"Jim\"@xyz.com>",
+        "<jim+promo@xyz.com>",
+        "<Jim+a+b@xyz.com>",
     ] {
         let r = reply(&mail(&mut conn, sender, None).await);
         assert!(
@@ -267,7 +269,7 @@ async fn respelling_an_address_buys_no_budget() {
     // recipients_per_sender: 5/h, counted across three spellings of bob.
     let mut conn = d.client("10.7.0.21").await;
     let mut n = 0;
-    for sender in ["<\"bob\"@xyz.com>", "<bob@xyz.com>", "<BOB@xyz.com>"] {
+    for sender in ["<\"bob\"@xyz.com>", "<bob+news@xyz.com>", "<BOB@xyz.com>"] {
         assert_eq!(reply(&mail(&mut conn, sender, None).await), "continue");
         for _ in 0..2 {
             n += 1;
@@ -292,7 +294,7 @@ async fn respelling_an_address_buys_no_budget() {
     let spellings = [
         "<victim@example.com>",
         "<\"victim\"@example.com>",
-        "<Victim@EXAMPLE.com>",
+        "<Victim+x@EXAMPLE.com>",
         "<\"vic\\tim\"@example.com.>",
     ];
     for (i, rcpt) in spellings.iter().enumerate() {
@@ -313,6 +315,89 @@ async fn respelling_an_address_buys_no_budget() {
         }
         conn.abort().await.unwrap();
     }
+    conn.close().await.unwrap();
+    d.stop().await;
+}
+
+/// Logins fold case too; and `rate_limits.keys` turned off makes each
+/// spelling a budget of its own.
+#[tokio::test]
+async fn key_forms_follow_rate_limits_keys() {
+    let config = |keys: &str| {
+        egress_milter::config::Config::parse(
+            std::path::Path::new("keys.yaml"),
+            &format!(
+                "listen: inet:127.0.0.1:0
+local_domains: [example.com]
+classes:
+  - {{ name: staff, auth: any, sender_domains: [example.com] }}
+rate_limits:
+{keys}  messages_per_user: 2/h
+  messages_per_sender: 2/h
+"
+            ),
+        )
+        .expect("config")
+    };
+    // Defaults: GINA, gina and Gina are one login; w1@, W1@, w1+x@ one sender.
+    let d = common::start_with(config("")).await;
+    let mut conn = d.client("192.0.2.7").await;
+    for (i, login) in ["gina", "GINA"].iter().enumerate() {
+        let sender = format!("<u{i}@example.com>");
+        assert_eq!(
+            reply(&mail(&mut conn, &sender, Some(login)).await),
+            "continue"
+        );
+        conn.abort().await.unwrap();
+    }
+    let r = reply(&mail(&mut conn, "<u9@example.com>", Some("Gina")).await);
+    assert!(
+        r.starts_with("451 4.7.1 Rate limit messages_per_user exceeded for gina, retry in "),
+        "{r}"
+    );
+    conn.abort().await.unwrap();
+    for (i, sender) in ["<w1@example.com>", "<W1+news@example.com>"]
+        .iter()
+        .enumerate()
+    {
+        let login = format!("user{i}");
+        assert_eq!(
+            reply(&mail(&mut conn, sender, Some(&login)).await),
+            "continue"
+        );
+        conn.abort().await.unwrap();
+    }
+    let r = reply(&mail(&mut conn, "<w1+x@example.com>", Some("user9")).await);
+    assert!(
+        r.starts_with(
+            "451 4.7.1 Rate limit messages_per_sender exceeded for w1@example.com, retry in "
+        ),
+        "{r}"
+    );
+    conn.close().await.unwrap();
+    d.stop().await;
+
+    // Off: every spelling counts on its own.
+    let d = common::start_with(config("  keys: { fold_case: false, delimiter: \"\" }\n")).await;
+    let mut conn = d.client("192.0.2.8").await;
+    for (login, sender) in [
+        ("gina", "<w1@example.com>"),
+        ("GINA", "<W1@example.com>"),
+        ("Gina", "<w1+x@example.com>"),
+        ("gina", "<w1+y@example.com>"),
+    ] {
+        assert_eq!(
+            reply(&mail(&mut conn, sender, Some(login)).await),
+            "continue",
+            "{login} {sender}"
+        );
+        conn.abort().await.unwrap();
+    }
+    let r = reply(&mail(&mut conn, "<w1@example.com>", Some("gina")).await);
+    assert!(
+        r.starts_with("451 4.7.1 Rate limit messages_per_user exceeded for gina, retry in "),
+        "{r}"
+    );
     conn.close().await.unwrap();
     d.stop().await;
 }

@@ -823,6 +823,20 @@ impl Gen<'_, '_> {
         if self.maybe()? {
             s.push(("max_keys".into(), self.count("rate_limits.max_keys", 1000)?));
         }
+        if self.maybe()? {
+            let mut k = Vec::new();
+            if self.maybe()? {
+                k.push(("fold_case".into(), self.boolean()?));
+            }
+            self.optional(
+                &mut k,
+                "delimiter",
+                "rate_limits.keys.delimiter",
+                &["+", "+-", "", "-_=", "."],
+                &["a", "+ ", "@", "\"", "1"],
+            )?;
+            s.push(("keys".into(), self.spoil(k)?));
+        }
         // The older spelling of admin.listen: TCP, which needs a token
         // file this generator never writes, so every value is refused.
         if self.maybe()? {

@@ -94,8 +94,79 @@ pub struct RedisSettings {
     pub lease: Duration,
 }
 
+/// How addresses and logins are spelt as limit keys, so that one person
+/// has one budget: `W1@`, `w1@` and `w1+news@` are one sender, `GINA` and
+/// `gina` one login. Like Postfix's `recipient_delimiter`: the local part
+/// ends at the first of the delimiter characters (unless it starts with
+/// one).
+#[derive(Clone, Debug, Eq, PartialEq)]
+pub struct LimitKeys {
+    /// Local parts and logins compared in lower case.
+    pub fold_case: bool,
+    /// Subaddress delimiter characters (none: no subaddresses).
+    pub delimiters: String,
+}
+
+impl Default for LimitKeys {
+    fn default() -> Self {
+        Self {
+            fold_case: true,
+            delimiters: "+".into(),
+        }
+    }
+}
+
+impl LimitKeys {
+    /// The local part as keys spell it.
+    fn local<'a>(&self, local: &'a str) -> std::borrow::Cow<'a, str> {
+        let base = match local
+            .char_indices()
+            .find(|(_, c)| self.delimiters.contains(*c))
+        {
+            Some((i, _)) if i > 0 => &local[..i],
+            _ => local,
+        };
+        if self.fold_case && base.chars().any(char::is_uppercase) {
+            std::borrow::Cow::Owned(base.chars().flat_map(char::to_lowercase).collect())
+        } else {
+            std::borrow::Cow::Borrowed(base)
+        }
+    }
+
+    /// An address's key: `local@domain`, the domain canonical.
+    pub fn address(&self, a: &Address) -> String {
+        format!("{}@{}", self.local(&a.local), a.domain)
+    }
+
+    /// Whether two addresses have one key.
+    pub fn same_address(&self, a: &Address, b: &Address) -> bool {
+        a.domain == b.domain && self.local(&a.local) == self.local(&b.local)
+    }
+
+    /// A login's key.
+    pub fn login(&self, login: &str) -> String {
+        if self.fold_case {
+            login.chars().flat_map(char::to_lowercase).collect()
+        } else {
+            login.to_string()
+        }
+    }
+
+    /// Whether two logins have one key.
+    pub fn same_login(&self, a: &str, b: &str) -> bool {
+        if self.fold_case {
+            a.chars()
+                .flat_map(char::to_lowercase)
+                .eq(b.chars().flat_map(char::to_lowercase))
+        } else {
+            a == b
+        }
+    }
+}
+
 #[derive(Clone, Debug)]
 pub struct RateLimits {
+    pub keys: LimitKeys,
     pub backend: Backend,
     pub redis: RedisSettings,
     pub max_keys: usize,
@@ -124,6 +195,7 @@ impl Default for RateLimits {
                 timeout: DEFAULT_REDIS_TIMEOUT,
                 lease: DEFAULT_REDIS_LEASE,
             },
+            keys: LimitKeys::default(),
             max_keys: DEFAULT_MAX_KEYS,
             defaults: LimitSet::default(),
             overrides: Vec::new(),
@@ -138,6 +210,25 @@ impl Validator {
             ..RateLimits::default()
         };
         out.defaults = self.limit_set("rate_limits", &raw);
+        if let Some(f) = raw.keys.fold_case {
+            out.keys.fold_case = f;
+        }
+        if let Some(d) = &raw.keys.delimiter {
+            if d.value.chars().any(|c| {
+                c.is_alphanumeric() || c.is_whitespace() || c.is_control() || "@\"\\".contains(c)
+            }) {
+                self.error(
+                    d.referenced.line(),
+                    "rate_limits.keys.delimiter",
+                    format!(
+                        "expected subaddress delimiter characters such as \"+\" or \"+-\" (no letters, digits, spaces, @, quotes or backslashes), got \"{}\"",
+                        d.value
+                    ),
+                );
+            } else {
+                out.keys.delimiters = d.value.clone();
+            }
+        }
         for (i, o) in raw.overrides.iter().enumerate() {
             let key = format!("rate_limits.overrides[{i}]");
             let limits = self.limit_set(&key, o);

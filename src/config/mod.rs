@@ -25,7 +25,7 @@ pub use incidents::{
     Webhook,
 };
 pub use limits::{
-    Backend, LimitSet, Matcher, OnFailure, Override, RateLimits, RedisSettings, Setting,
+    Backend, LimitKeys, LimitSet, Matcher, OnFailure, Override, RateLimits, RedisSettings, Setting,
 };
 pub use mail_auth::{CheckMode, DkimSettings, DnsSettings, OnUnsigned, SignMode};
 pub use sources::{

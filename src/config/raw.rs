@@ -296,6 +296,8 @@ pub struct RawRateLimits {
     #[serde(default)]
     pub admin_listen: Option<Text>,
     #[serde(default)]
+    pub keys: RawLimitKeys,
+    #[serde(default)]
     pub overrides: Vec<RawOverride>,
     #[serde(default)]
     pub connections_per_client: Option<Text>,
@@ -311,6 +313,16 @@ pub struct RawRateLimits {
     pub messages_per_recipient: Option<Text>,
     #[serde(default)]
     pub recipients_per_sender: Option<Text>,
+}
+
+/// `rate_limits.keys`: how addresses and logins are spelt as limit keys.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLimitKeys {
+    #[serde(default)]
+    pub fold_case: Option<bool>,
+    #[serde(default)]
+    pub delimiter: Option<Text>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -12,7 +12,7 @@
 //! | messages_per_recipient | recipient address | IP/CIDR; class name; login; recipient address / @domain |
 
 use crate::address::{any_matches, canonical_ip, Address};
-use crate::config::{Matcher, RateLimits, Setting};
+use crate::config::{LimitKeys, Matcher, RateLimits, Setting};
 use crate::limiter::{client_key, Check, LimitName, LimiterError, Outcome};
 use crate::policy::Verdict;
 use crate::reply;
@@ -28,7 +28,7 @@ pub struct Facts<'a> {
     pub rcpt: Option<&'a Address>,
 }
 
-fn matches(m: &Matcher, name: LimitName, f: &Facts<'_>) -> bool {
+fn matches(m: &Matcher, keys: &LimitKeys, name: LimitName, f: &Facts<'_>) -> bool {
     let address = if name == LimitName::MessagesPerRecipient {
         f.rcpt
     } else {
@@ -36,11 +36,13 @@ fn matches(m: &Matcher, name: LimitName, f: &Facts<'_>) -> bool {
     };
     match m {
         Matcher::Network(n) => f.ip.is_some_and(|ip| n.contains(&canonical_ip(ip))),
-        Matcher::Word(w) => f.class == Some(w.as_str()) || f.login == Some(w.as_str()),
+        Matcher::Word(w) => {
+            f.class == Some(w.as_str()) || f.login.is_some_and(|l| keys.same_login(l, w))
+        }
         Matcher::Domain(p) => address
             .and_then(|a| a.domain.name())
             .is_some_and(|d| any_matches(std::slice::from_ref(p), d)),
-        Matcher::Address(a) => address.is_some_and(|x| x.same_limit_key(a)),
+        Matcher::Address(a) => address.is_some_and(|x| keys.same_address(x, a)),
     }
 }
 
@@ -49,7 +51,7 @@ pub fn setting(limits: &RateLimits, name: LimitName, facts: &Facts<'_>) -> Optio
     limits
         .overrides
         .iter()
-        .filter(|o| matches(&o.matcher, name, facts))
+        .filter(|o| matches(&o.matcher, &limits.keys, name, facts))
         .find_map(|o| o.limits.get(name))
         .or_else(|| limits.defaults.get(name))
 }
@@ -149,7 +151,7 @@ pub fn message(limits: &RateLimits, facts: &Facts<'_>) -> Vec<Check> {
         facts,
         ip_key(facts),
     );
-    let sender = facts.sender.map(Address::limit_key);
+    let sender = facts.sender.map(|a| limits.keys.address(a));
     push(
         &mut checks,
         limits,
@@ -157,7 +159,7 @@ pub fn message(limits: &RateLimits, facts: &Facts<'_>) -> Vec<Check> {
         facts,
         sender,
     );
-    let login = facts.login.map(str::to_string);
+    let login = facts.login.map(|l| limits.keys.login(l));
     push(
         &mut checks,
         limits,
@@ -171,7 +173,7 @@ pub fn message(limits: &RateLimits, facts: &Facts<'_>) -> Vec<Check> {
 /// At RCPT TO: one message for the recipient, one recipient for the sender.
 pub fn recipient(limits: &RateLimits, facts: &Facts<'_>) -> Vec<Check> {
     let mut checks = Vec::new();
-    let rcpt = facts.rcpt.map(Address::limit_key);
+    let rcpt = facts.rcpt.map(|a| limits.keys.address(a));
     push(
         &mut checks,
         limits,
@@ -179,7 +181,7 @@ pub fn recipient(limits: &RateLimits, facts: &Facts<'_>) -> Vec<Check> {
         facts,
         rcpt,
     );
-    let sender = facts.sender.map(Address::limit_key);
+    let sender = facts.sender.map(|a| limits.keys.address(a));
     push(
         &mut checks,
         limits,
@@ -305,6 +307,111 @@ rate_limits:
             rate_of(&c, LimitName::RecipientsPerSender).as_deref(),
             Some("500/d")
         );
+    }
+
+    fn keyed(extra: &str) -> RateLimits {
+        Config::parse(
+            Path::new("t.yaml"),
+            &format!(
+                "listen: inet:127.0.0.1:1
+local_domains: [example.com]
+rate_limits:
+  messages_per_sender: 50/h
+  messages_per_user: 50/h
+  messages_per_recipient: 30/h
+{extra}  overrides:
+    - {{ match: Jim@XYZ.com, messages_per_sender: 2/m }}
+    - {{ match: GINA, messages_per_user: 3/m }}
+"
+            ),
+        )
+        .unwrap()
+        .rate_limits
+    }
+
+    fn keys_of(l: &RateLimits, sender: &str, login: &str, rcpt: &str) -> Vec<(String, String)> {
+        let sender = Address::parse(sender).unwrap();
+        let rcpt = Address::parse(rcpt).unwrap();
+        let facts = Facts {
+            ip: "192.0.2.1".parse().ok(),
+            login: Some(login),
+            sender: Some(&sender),
+            rcpt: Some(&rcpt),
+            ..Facts::default()
+        };
+        message(l, &facts)
+            .into_iter()
+            .chain(recipient(l, &facts))
+            .map(|c| (c.key, c.rate.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn one_person_one_key_by_default() {
+        let l = keyed("");
+        // Case and subaddress folded, for senders, logins and recipients.
+        let want = vec![
+            ("w1@example.com".to_string(), "50/h".to_string()),
+            ("gina".into(), "3/m".into()),
+            ("w2@gmail.com".into(), "30/h".into()),
+        ];
+        for (sender, login, rcpt) in [
+            ("w1@example.com", "gina", "w2@gmail.com"),
+            ("W1@Example.COM", "GINA", "W2@gmail.com"),
+            ("w1+news@example.com", "Gina", "w2+a+b@GMAIL.com"),
+            ("\"W1+x\"@example.com", "gInA", "w2+@gmail.com"),
+        ] {
+            assert_eq!(
+                keys_of(&l, sender, login, rcpt),
+                want,
+                "{sender} {login} {rcpt}"
+            );
+        }
+        // Overrides match every spelling.
+        let k = keys_of(&l, "jim+promo@xyz.com", "x", "a@b.example");
+        assert_eq!(k[0], ("jim@xyz.com".into(), "2/m".into()));
+        // A local part that starts with the delimiter stays whole.
+        let k = keys_of(&l, "+tag@example.com", "x", "a@b.example");
+        assert_eq!(k[0].0, "+tag@example.com");
+    }
+
+    #[test]
+    fn key_forms_can_be_turned_off_or_widened() {
+        let l = keyed("  keys: { fold_case: false, delimiter: \"\" }\n");
+        let k = keys_of(&l, "W1+news@example.com", "GINA", "W2+x@gmail.com");
+        assert_eq!(
+            k,
+            vec![
+                ("W1+news@example.com".to_string(), "50/h".to_string()),
+                ("GINA".into(), "3/m".into()),
+                ("W2+x@gmail.com".into(), "30/h".into()),
+            ]
+        );
+        // The override is spelt Jim@; jim@ is another sender now, and gina
+        // another login.
+        let k = keys_of(&l, "jim@xyz.com", "gina", "a@b.example");
+        assert_eq!(k[0].1, "50/h");
+        assert_eq!(k[1].1, "50/h");
+        let l = keyed("  keys: { delimiter: \"+-\" }\n");
+        let k = keys_of(&l, "w1-news@example.com", "x", "owner-list@example.org");
+        assert_eq!(k[0].0, "w1@example.com");
+        assert_eq!(k[2].0, "owner@example.org");
+    }
+
+    #[test]
+    fn a_bad_delimiter_names_its_key() {
+        for bad in ["a", "+ ", "@", "\\\\"] {
+            let text = format!(
+                "listen: inet:127.0.0.1:1\nlocal_domains: [example.com]\nrate_limits:\n  keys: {{ delimiter: \"{bad}\" }}\n"
+            );
+            let e = Config::parse(Path::new("t.yaml"), &text)
+                .unwrap_err()
+                .to_string();
+            assert!(
+                e.contains("t.yaml:4") && e.contains("rate_limits.keys.delimiter"),
+                "{bad}: {e}"
+            );
+        }
     }
 
     #[test]
