@@ -28,7 +28,7 @@ fn rss_bytes() -> u64 {
 
 fn check(name: LimitName, key: String) -> Check {
     Check {
-        name,
+        name: name.into(),
         key,
         rate: Rate {
             count: 100,

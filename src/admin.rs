@@ -10,7 +10,7 @@
 use crate::address::Address;
 use crate::config::{AdminListen, AdminSettings, Config, IncidentAction, KeyKind, Setting};
 use crate::incidents::{now_ms, rfc3339, sendmail_release, Incident};
-use crate::limiter::{LimitName, Rate};
+use crate::limiter::{LimitId, LimitName, Rate};
 use crate::policy::rate::{setting, Facts};
 use crate::state::Shared;
 use std::{fmt::Write as _, net::IpAddr, path::PathBuf, sync::Arc, time::Duration};
@@ -143,7 +143,7 @@ fn same(a: &[u8], b: &[u8]) -> bool {
 /// The limits that key on this kind of key, each with every rate the
 /// configuration can give it (its counters live under each), and the rate
 /// that applies to the key by itself.
-fn limits_for(config: &Config, key: &str, class: Option<&str>) -> Vec<(LimitName, Rate, bool)> {
+fn limits_for(config: &Config, key: &str, class: Option<&str>) -> Vec<(LimitId, Rate, bool)> {
     let limits = &config.rate_limits;
     let ip: Option<IpAddr> = key.parse().ok();
     let address = Address::parse(key).ok();
@@ -168,6 +168,7 @@ fn limits_for(config: &Config, key: &str, class: Option<&str>) -> Vec<(LimitName
         rcpt: address.as_ref(),
         // An IP's class, when a class matches by IP alone.
         class,
+        bounce: false,
     };
     let mut out = Vec::new();
     for &name in names {
@@ -180,12 +181,44 @@ fn limits_for(config: &Config, key: &str, class: Option<&str>) -> Vec<(LimitName
         for s in all {
             if let Some(Setting::Rate(r)) = s {
                 if !out.iter().any(|(n, x, _)| *n == name && *x == r) {
-                    out.push((name, r, own == Some(r)));
+                    out.push((name.into(), r, own == Some(r)));
                 }
             }
         }
     }
+    // Custom limits: every rate each can have; a limit whose key is of
+    // this kind shows even when full.
+    for c in &limits.custom {
+        let kind_fits = custom_key_fits(c, key, ip.is_some(), address.is_some());
+        let rates = std::iter::once(c.rate).chain(c.overrides.iter().map(|(_, r)| *r));
+        for r in rates.flatten() {
+            let id = LimitId::Custom(c.name);
+            if !out.iter().any(|(n, x, _)| *n == id && *x == r) {
+                out.push((id, r, kind_fits && c.rate == Some(r)));
+            }
+        }
+    }
     out
+}
+
+/// Whether `key` looks like a key of this custom limit: an IP for
+/// `client`, a network for `client_network`, an address, a domain, a pair
+/// joined by `+`, else a login or a class.
+fn custom_key_fits(c: &crate::config::CustomLimit, key: &str, ip: bool, address: bool) -> bool {
+    use crate::config::KeyPart;
+    if c.key.len() == 2 {
+        return key.contains('+');
+    }
+    match c.key.first() {
+        Some(KeyPart::Client) => ip,
+        Some(KeyPart::ClientNetwork) => key.contains('/'),
+        Some(KeyPart::Sender | KeyPart::Recipient) => address,
+        Some(KeyPart::SenderDomain | KeyPart::RecipientDomain) => {
+            !ip && !address && key.contains('.') && !key.contains('/')
+        }
+        Some(KeyPart::User | KeyPart::Class) => !ip && !address,
+        None => false,
+    }
 }
 
 async fn answer(shared: &Shared, request: &str) -> String {
@@ -215,7 +248,15 @@ async fn answer(shared: &Shared, request: &str) -> String {
     let key = match (key.parse::<IpAddr>(), Address::parse(key)) {
         (Ok(ip), _) => crate::limiter::client_key(ip),
         (_, Ok(a)) => keys.address(&a),
-        _ => keys.login(key),
+        _ => match (
+            key.parse::<ipnet::IpNet>(),
+            crate::address::Domain::parse(key),
+        ) {
+            // A client_network key, a domain key: canonical.
+            (Ok(net), _) => net.trunc().to_string(),
+            (_, Ok(domain)) if key.contains('.') => domain.to_string(),
+            _ => keys.login(key),
+        },
     };
     // An IP's class, when a class matches by IP alone.
     let class = match key.parse::<IpAddr>() {
@@ -227,7 +268,7 @@ async fn answer(shared: &Shared, request: &str) -> String {
     };
     let class = class.map(|c| c.name.as_str());
     let limits = limits_for(&config, &key, class);
-    let pairs: Vec<(LimitName, Rate)> = limits.iter().map(|(n, r, _)| (*n, *r)).collect();
+    let pairs: Vec<(LimitId, Rate)> = limits.iter().map(|(n, r, _)| (*n, *r)).collect();
     let limiter = &shared.limiter;
     if verb == "reset" {
         return match limiter.reset(&pairs, &key).await {

@@ -3,7 +3,12 @@
 //! `N/s|m|h|d|w`, `N/10m` (a period of several units), case-insensitive
 //! units; `unlimited` or a negative N turns a limit off.
 
-use std::{fmt, time::Duration};
+use std::{
+    collections::HashSet,
+    fmt,
+    sync::{Mutex, OnceLock},
+    time::Duration,
+};
 
 /// The limits, by the names the configuration and the replies use.
 #[derive(Clone, Copy, Debug, Eq, Hash, PartialEq)]
@@ -42,6 +47,59 @@ impl LimitName {
 }
 
 impl fmt::Display for LimitName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A limit as the limiter, the replies and `limits show` name it: one of
+/// the seven, or a custom limit's name (`rate_limits.custom`).
+#[derive(Clone, Copy, Debug, Eq, Hash, PartialEq)]
+pub enum LimitId {
+    Named(LimitName),
+    /// Interned by [`intern`].
+    Custom(&'static str),
+}
+
+impl LimitId {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Named(n) => n.as_str(),
+            Self::Custom(c) => c,
+        }
+    }
+}
+
+/// A custom limit's name, kept for the life of the process: replies, log
+/// lines and metrics label refusals by `&'static str`. Each distinct name
+/// is stored once, however often the configuration is reloaded.
+pub fn intern(name: &str) -> &'static str {
+    static NAMES: OnceLock<Mutex<HashSet<&'static str>>> = OnceLock::new();
+    let mut names = NAMES
+        .get_or_init(Mutex::default)
+        .lock()
+        .unwrap_or_else(|p| p.into_inner());
+    if let Some(n) = names.get(name) {
+        return n;
+    }
+    let n: &'static str = Box::leak(name.to_owned().into_boxed_str());
+    names.insert(n);
+    n
+}
+
+impl From<LimitName> for LimitId {
+    fn from(n: LimitName) -> Self {
+        Self::Named(n)
+    }
+}
+
+impl PartialEq<LimitName> for LimitId {
+    fn eq(&self, other: &LimitName) -> bool {
+        *self == Self::Named(*other)
+    }
+}
+
+impl fmt::Display for LimitId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
     }

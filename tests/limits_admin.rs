@@ -53,6 +53,8 @@ rate_limits:
   messages_per_sender: 3/h
   messages_per_client: 100/h
   concurrent_per_client: 5
+  custom:
+    - {{ name: tenant, key: sender_domain, count: messages, rate: 1000/d }}
   overrides:
     - {{ match: jim@xyz.com, messages_per_sender: 2/m }}
 ",
@@ -95,6 +97,24 @@ rate_limits:
         "{out}"
     );
     assert!(out.contains("concurrent_per_client"), "{out}");
+
+    // The tenant's custom limit, by its domain in any case: two messages
+    // passed (the third was refused by messages_per_sender before it).
+    let (ok, out) = limits(&path, &["show", "XYZ.com"]);
+    assert!(ok, "{out}");
+    let row = out
+        .lines()
+        .find(|l| l.starts_with("tenant"))
+        .unwrap_or_else(|| panic!("{out}"));
+    assert_eq!(
+        row.split_whitespace().collect::<Vec<_>>()[1..3],
+        ["1000/d", "998"],
+        "{out}"
+    );
+    let (ok, out) = limits(&path, &["reset", "xyz.com"]);
+    assert!(ok && out.contains("reset xyz.com: 1 counters"), "{out}");
+    let (ok, out) = limits(&path, &["show", "xyz.com"]);
+    assert!(ok && out.contains(" 1000 "), "{out}");
 
     let (ok, out) = limits(&path, &["reset", "jim+x@XYZ.com"]);
     assert!(ok && out.contains("reset jim@xyz.com"), "{out}");

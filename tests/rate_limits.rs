@@ -475,3 +475,136 @@ rate_limits:
     drop((first, held));
     d.stop().await;
 }
+
+fn custom_config(custom: &str) -> egress_milter::config::Config {
+    egress_milter::config::Config::parse(
+        std::path::Path::new("custom.yaml"),
+        &format!(
+            "listen: inet:127.0.0.1:0
+local_domains: [example.com]
+classes:
+  - name: app
+    clients: [10.0.0.0/8]
+    sender_domains: [tenant.example, other.example]
+    allow_null_sender: true
+rate_limits:
+  messages_per_sender: 100/h
+  custom:
+{custom}"
+        ),
+    )
+    .expect("config")
+}
+
+/// A tenant's budget, shared by every sender of its domain.
+#[tokio::test]
+async fn a_tenant_budget_is_shared_by_its_senders() {
+    let d = common::start_with(custom_config(
+        "    - { name: tenant_msgs, key: sender_domain, count: messages, rate: 3/h }\n",
+    ))
+    .await;
+    let mut conn = d.client("10.8.0.1").await;
+    for sender in [
+        "<a@tenant.example>",
+        "<b@tenant.example>",
+        "<A+x@TENANT.example>",
+    ] {
+        assert_eq!(
+            reply(&mail(&mut conn, sender, None).await),
+            "continue",
+            "{sender}"
+        );
+        conn.abort().await.unwrap();
+    }
+    let r = reply(&mail(&mut conn, "<c@tenant.example>", None).await);
+    assert!(
+        r.starts_with("451 4.7.1 Rate limit tenant_msgs exceeded for tenant.example, retry in 12"),
+        "{r}"
+    );
+    conn.abort().await.unwrap();
+    // Another tenant has its own budget.
+    assert_eq!(
+        reply(&mail(&mut conn, "<a@other.example>", None).await),
+        "continue"
+    );
+    conn.close().await.unwrap();
+    d.stop().await;
+}
+
+/// Bounces counted on their own: a null sender spends the bounce budget,
+/// other mail does not.
+#[tokio::test]
+async fn bounces_have_a_budget_of_their_own() {
+    let d = common::start_with(custom_config(
+        "    - { name: bounces, key: client, count: bounces, rate: 2/h }\n",
+    ))
+    .await;
+    let mut conn = d.client("10.8.0.2").await;
+    for _ in 0..2 {
+        assert_eq!(reply(&mail(&mut conn, "<>", None).await), "continue");
+        conn.abort().await.unwrap();
+        assert_eq!(
+            reply(&mail(&mut conn, "<a@tenant.example>", None).await),
+            "continue"
+        );
+        conn.abort().await.unwrap();
+    }
+    let r = reply(&mail(&mut conn, "<>", None).await);
+    assert!(
+        r.starts_with("451 4.7.1 Rate limit bounces exceeded for 10.8.0.2, retry in "),
+        "{r}"
+    );
+    conn.abort().await.unwrap();
+    assert_eq!(
+        reply(&mail(&mut conn, "<a@tenant.example>", None).await),
+        "continue"
+    );
+    conn.close().await.unwrap();
+    d.stop().await;
+}
+
+/// Messages per recipient domain: a message to three gmail.com recipients
+/// counts once; the override is gentler with one receiver.
+#[tokio::test]
+async fn messages_per_recipient_domain_count_each_message_once() {
+    let d = common::start_with(custom_config(
+        "    - name: per_domain
+      key: recipient_domain
+      count: messages
+      rate: 10/h
+      overrides: [{ match: \"@gmail.example\", rate: 2/h }]
+",
+    ))
+    .await;
+    let mut conn = d.client("10.8.0.3").await;
+    for i in 0..2 {
+        assert_eq!(
+            reply(&mail(&mut conn, "<a@tenant.example>", None).await),
+            "continue"
+        );
+        for j in 0..3 {
+            let r = reply(
+                &conn
+                    .rcpt([format!("<u{i}{j}@GMAIL.example>")])
+                    .await
+                    .unwrap(),
+            );
+            assert_eq!(r, "continue", "message {i}, recipient {j}");
+        }
+        conn.abort().await.unwrap();
+    }
+    assert_eq!(
+        reply(&mail(&mut conn, "<a@tenant.example>", None).await),
+        "continue"
+    );
+    let r = reply(&conn.rcpt(["<x@gmail.example>"]).await.unwrap());
+    assert!(
+        r.starts_with("451 4.7.1 Rate limit per_domain exceeded for gmail.example, retry in "),
+        "{r}"
+    );
+    // Other receivers: the default 10/h.
+    let r = reply(&conn.rcpt(["<x@yahoo.example>"]).await.unwrap());
+    assert_eq!(r, "continue");
+    conn.close().await.unwrap();
+    d.stop().await;
+}

@@ -425,7 +425,9 @@ pub async fn generate(config: &Config) -> String {
                     login: login.as_deref(),
                     sender: Some(&sender),
                     rcpt: Some(&r),
+                    bounce: false,
                 },
+                &[],
             )
             .iter()
             // Keyed by the sender, so spent by each recipient (a limit

@@ -167,6 +167,7 @@ impl LimitKeys {
 #[derive(Clone, Debug)]
 pub struct RateLimits {
     pub keys: LimitKeys,
+    pub custom: Vec<super::CustomLimit>,
     pub backend: Backend,
     pub redis: RedisSettings,
     pub max_keys: usize,
@@ -196,6 +197,7 @@ impl Default for RateLimits {
                 lease: DEFAULT_REDIS_LEASE,
             },
             keys: LimitKeys::default(),
+            custom: Vec::new(),
             max_keys: DEFAULT_MAX_KEYS,
             defaults: LimitSet::default(),
             overrides: Vec::new(),
@@ -210,6 +212,7 @@ impl Validator {
             ..RateLimits::default()
         };
         out.defaults = self.limit_set("rate_limits", &raw);
+        out.custom = self.custom_limits(&raw.custom);
         if let Some(f) = raw.keys.fold_case {
             out.keys.fold_case = f;
         }
@@ -340,7 +343,7 @@ impl Validator {
         set
     }
 
-    fn matcher(&mut self, key: &str, raw: &Text) -> Option<Matcher> {
+    pub(super) fn matcher(&mut self, key: &str, raw: &Text) -> Option<Matcher> {
         let s = raw.value.trim();
         let line = raw.referenced.line();
         let bad = |v: &mut Self, why: String| {

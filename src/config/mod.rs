@@ -9,6 +9,7 @@ mod admin;
 mod antivirus;
 mod classes;
 mod content;
+mod custom_limits;
 mod headers;
 mod incidents;
 mod limits;
@@ -20,6 +21,7 @@ pub use admin::{AdminListen, AdminSettings, DEFAULT_ADMIN_SOCKET};
 pub use antivirus::{AntivirusSettings, Clamd, VirusAction};
 pub use classes::{AuthMatch, Class};
 pub use content::{parse_size, ContentSettings, CustomRule, RspamdSettings, RuleWeights};
+pub use custom_limits::{Counter, CustomLimit, KeyPart};
 pub use incidents::{
     Count, IncidentAction, IncidentSettings, KeyKind, MailNotify, Notify, Signal, Threshold,
     Webhook,

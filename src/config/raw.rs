@@ -298,6 +298,8 @@ pub struct RawRateLimits {
     #[serde(default)]
     pub keys: RawLimitKeys,
     #[serde(default)]
+    pub custom: Vec<RawCustomLimit>,
+    #[serde(default)]
     pub overrides: Vec<RawOverride>,
     #[serde(default)]
     pub connections_per_client: Option<Text>,
@@ -313,6 +315,26 @@ pub struct RawRateLimits {
     pub messages_per_recipient: Option<Text>,
     #[serde(default)]
     pub recipients_per_sender: Option<Text>,
+}
+
+/// One of `rate_limits.custom`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCustomLimit {
+    pub name: Text,
+    pub key: Text,
+    pub count: Text,
+    pub rate: Text,
+    #[serde(default)]
+    pub overrides: Vec<RawCustomOverride>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCustomOverride {
+    #[serde(rename = "match")]
+    pub matcher: Text,
+    pub rate: Text,
 }
 
 /// `rate_limits.keys`: how addresses and logins are spelt as limit keys.

@@ -4,7 +4,7 @@
 use super::{
     gcra::{self, Step},
     store::Store,
-    Budget, Check, LimitName, Outcome, Rate,
+    Budget, Check, LimitId, Outcome, Rate,
 };
 use governor::clock::{Clock, DefaultClock, Reference};
 use std::{
@@ -42,7 +42,7 @@ impl<C: Clock> LocalLimiter<C> {
         self.clock.now().duration_since(self.start).as_u64()
     }
 
-    fn stored_key(&self, name: LimitName, rate: &Rate, key: &str) -> u64 {
+    fn stored_key(&self, name: &LimitId, rate: &Rate, key: &str) -> u64 {
         // The rate is part of the key: a reload that changes a limit's rate
         // starts it afresh, one that keeps it keeps its counters.
         self.store
@@ -57,7 +57,7 @@ impl<C: Clock> LocalLimiter<C> {
         }
         let keys: Vec<u64> = checks
             .iter()
-            .map(|c| self.stored_key(c.name, &c.rate, &c.key))
+            .map(|c| self.stored_key(&c.name, &c.rate, &c.key))
             .collect();
         let now = self.now();
         self.store.with_keys(&keys, |locked| {
@@ -99,12 +99,12 @@ impl<C: Clock> LocalLimiter<C> {
     }
 
     /// The budget left for a key under each (limit, rate) asked about.
-    pub fn show(&self, limits: &[(LimitName, Rate)], key: &str) -> Vec<Budget> {
+    pub fn show(&self, limits: &[(LimitId, Rate)], key: &str) -> Vec<Budget> {
         let now = self.now();
         limits
             .iter()
             .map(|(name, rate)| {
-                let k = self.stored_key(*name, rate, key);
+                let k = self.stored_key(name, rate, key);
                 let tat = self.store.with_keys(&[k], |l| l.get(k));
                 let (remaining, full_ns) = gcra::remaining(rate, tat, now);
                 Budget {
@@ -118,9 +118,9 @@ impl<C: Clock> LocalLimiter<C> {
     }
 
     /// Forgets a key under the given limits: its budget is full again.
-    pub fn reset(&self, limits: &[(LimitName, Rate)], key: &str) {
+    pub fn reset(&self, limits: &[(LimitId, Rate)], key: &str) {
         for (name, rate) in limits {
-            let k = self.stored_key(*name, rate, key);
+            let k = self.stored_key(name, rate, key);
             self.store.with_keys(&[k], |l| l.remove(k));
         }
     }
@@ -185,6 +185,7 @@ impl<C: Clock> Drop for Lease<C> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::rate::LimitName;
     use governor::clock::FakeRelativeClock;
 
     fn rate(count: u64, secs: u64) -> Rate {
@@ -196,7 +197,7 @@ mod tests {
 
     fn check(name: LimitName, key: &str, rate: Rate) -> Check {
         Check {
-            name,
+            name: name.into(),
             key: key.into(),
             rate,
             n: 1,
@@ -248,7 +249,10 @@ mod tests {
             ));
         }
         // The client's budget lost only the one message that passed.
-        let b = l.show(&[(LimitName::MessagesPerClient, client.rate)], "10.0.0.1");
+        let b = l.show(
+            &[(LimitName::MessagesPerClient.into(), client.rate)],
+            "10.0.0.1",
+        );
         assert_eq!(b[0].remaining, 9);
     }
 
@@ -290,7 +294,7 @@ mod tests {
         for _ in 0..40 {
             assert_eq!(l.check(std::slice::from_ref(&c)), Outcome::Allowed);
         }
-        let limits = [(LimitName::MessagesPerSender, r)];
+        let limits = [(LimitName::MessagesPerSender.into(), r)];
         let b = &l.show(&limits, "jim@xyz.com")[0];
         assert_eq!(b.remaining, 60);
         assert_eq!(b.full_in, Duration::from_secs(40 * 36));

@@ -8,7 +8,7 @@ pub mod local;
 pub mod redis;
 pub mod store;
 
-pub use crate::rate::{parse_limit, Limit, LimitName, Rate};
+pub use crate::rate::{parse_limit, Limit, LimitId, LimitName, Rate};
 pub use local::{Lease, LocalLimiter};
 pub use redis::RedisLimiter;
 
@@ -19,7 +19,7 @@ use std::{net::IpAddr, sync::Arc, time::Duration};
 /// One rate check: `n` cells of `rate` for `key` under limit `name`.
 #[derive(Clone, Debug, Eq, PartialEq)]
 pub struct Check {
-    pub name: LimitName,
+    pub name: LimitId,
     pub key: String,
     pub rate: Rate,
     pub n: u64,
@@ -38,7 +38,7 @@ pub enum Outcome {
 /// One limit's state for a key, for `limits show`.
 #[derive(Clone, Debug, Eq, PartialEq)]
 pub struct Budget {
-    pub name: LimitName,
+    pub name: LimitId,
     pub rate: Rate,
     pub remaining: u64,
     pub full_in: Duration,
@@ -152,7 +152,7 @@ impl Limiter {
     /// in use (Redis, or local when Redis is not configured).
     pub async fn show(
         &self,
-        limits: &[(LimitName, Rate)],
+        limits: &[(LimitId, Rate)],
         key: &str,
     ) -> Result<Vec<Budget>, LimiterError> {
         let Some(redis) = &self.redis else {
@@ -184,7 +184,7 @@ impl Limiter {
 
     /// Gives `key` a full budget again under each (limit, rate), in the
     /// local counters and in Redis when configured.
-    pub async fn reset(&self, limits: &[(LimitName, Rate)], key: &str) -> Result<(), LimiterError> {
+    pub async fn reset(&self, limits: &[(LimitId, Rate)], key: &str) -> Result<(), LimiterError> {
         self.local.reset(limits, key);
         if let Some(redis) = &self.redis {
             let checks: Vec<Check> = limits

@@ -12,7 +12,7 @@
 //! | messages_per_recipient | recipient address | IP/CIDR; class name; login; recipient address / @domain |
 
 use crate::address::{any_matches, canonical_ip, Address};
-use crate::config::{LimitKeys, Matcher, RateLimits, Setting};
+use crate::config::{Counter, CustomLimit, KeyPart, LimitKeys, Matcher, RateLimits, Setting};
 use crate::limiter::{client_key, Check, LimitName, LimiterError, Outcome};
 use crate::policy::Verdict;
 use crate::reply;
@@ -26,6 +26,8 @@ pub struct Facts<'a> {
     pub login: Option<&'a str>,
     pub sender: Option<&'a Address>,
     pub rcpt: Option<&'a Address>,
+    /// A null-sender message (a bounce).
+    pub bounce: bool,
 }
 
 fn matches(m: &Matcher, keys: &LimitKeys, name: LimitName, f: &Facts<'_>) -> bool {
@@ -65,7 +67,7 @@ fn push(
 ) {
     if let (Some(Setting::Rate(rate)), Some(key)) = (setting(limits, name, facts), key) {
         out.push(Check {
-            name,
+            name: name.into(),
             key,
             rate,
             n: 1,
@@ -167,11 +169,100 @@ pub fn message(limits: &RateLimits, facts: &Facts<'_>) -> Vec<Check> {
         facts,
         login,
     );
+    for c in limits.custom.iter().filter(|c| !c.per_recipient()) {
+        push_custom(&mut checks, limits, c, facts);
+    }
     checks
 }
 
-/// At RCPT TO: one message for the recipient, one recipient for the sender.
-pub fn recipient(limits: &RateLimits, facts: &Facts<'_>) -> Vec<Check> {
+/// A custom limit's key for these facts: its part, or its pair joined by
+/// `+`; None when a part is unknown (no login, a null sender).
+pub fn custom_key(keys: &LimitKeys, limit: &CustomLimit, f: &Facts<'_>) -> Option<String> {
+    let mut out = String::new();
+    for (i, part) in limit.key.iter().enumerate() {
+        let v = match part {
+            KeyPart::Client => f.ip.map(client_key)?,
+            KeyPart::ClientNetwork => network_key(f.ip?),
+            KeyPart::Sender => keys.address(f.sender?),
+            KeyPart::SenderDomain => f.sender?.domain.to_string(),
+            KeyPart::User => keys.login(f.login?),
+            KeyPart::Class => f.class?.to_string(),
+            KeyPart::Recipient => keys.address(f.rcpt?),
+            KeyPart::RecipientDomain => f.rcpt?.domain.to_string(),
+        };
+        if i > 0 {
+            out.push('+');
+        }
+        out.push_str(&v);
+    }
+    Some(out)
+}
+
+/// The client's network for `client_network` keys: its /24 (IPv4) or /64
+/// (IPv6).
+fn network_key(ip: IpAddr) -> String {
+    let prefix = match canonical_ip(ip) {
+        IpAddr::V4(_) => 24,
+        IpAddr::V6(_) => 64,
+    };
+    ipnet::IpNet::new(canonical_ip(ip), prefix)
+        .map_or_else(|_| client_key(ip), |n| n.trunc().to_string())
+}
+
+/// The rate of a custom limit for these facts: the first override that
+/// matches, else its own. None: unlimited.
+fn custom_rate(
+    limits: &RateLimits,
+    limit: &CustomLimit,
+    f: &Facts<'_>,
+) -> Option<crate::limiter::Rate> {
+    let recipient_keyed = limit.key.iter().any(|k| k.per_recipient());
+    limit
+        .overrides
+        .iter()
+        .find(|(m, _)| custom_matches(m, &limits.keys, recipient_keyed, f))
+        .map_or(limit.rate, |(_, r)| *r)
+}
+
+fn custom_matches(m: &Matcher, keys: &LimitKeys, by_recipient: bool, f: &Facts<'_>) -> bool {
+    let name = if by_recipient {
+        LimitName::MessagesPerRecipient
+    } else {
+        LimitName::MessagesPerSender
+    };
+    matches(m, keys, name, f)
+}
+
+fn push_custom(out: &mut Vec<Check>, limits: &RateLimits, limit: &CustomLimit, f: &Facts<'_>) {
+    let counts = match limit.count {
+        Counter::Messages | Counter::Recipients => true,
+        Counter::Bounces => f.bounce,
+    };
+    if !counts {
+        return;
+    }
+    if let (Some(rate), Some(key)) = (
+        custom_rate(limits, limit, f),
+        custom_key(&limits.keys, limit, f),
+    ) {
+        out.push(Check {
+            name: crate::limiter::LimitId::Custom(limit.name),
+            key,
+            rate,
+            n: 1,
+        });
+    }
+}
+
+/// At RCPT TO: one message for the recipient, one recipient for the sender,
+/// and the custom limits judged per recipient. A custom limit that counts
+/// messages (or bounces) by a recipient key counts each message once per
+/// key: `charged` holds the (limit, key) pairs this message has paid for.
+pub fn recipient(
+    limits: &RateLimits,
+    facts: &Facts<'_>,
+    charged: &[(&'static str, String)],
+) -> Vec<Check> {
     let mut checks = Vec::new();
     let rcpt = facts.rcpt.map(|a| limits.keys.address(a));
     push(
@@ -189,7 +280,34 @@ pub fn recipient(limits: &RateLimits, facts: &Facts<'_>) -> Vec<Check> {
         facts,
         sender,
     );
+    for c in limits.custom.iter().filter(|c| c.per_recipient()) {
+        let before = checks.len();
+        push_custom(&mut checks, limits, c, facts);
+        if c.count != Counter::Recipients {
+            if let Some(new) = checks.get(before) {
+                if charged.iter().any(|(n, k)| *n == c.name && *k == new.key) {
+                    checks.truncate(before);
+                }
+            }
+        }
+    }
     checks
+}
+
+/// The (limit, key) pairs of per-message custom checks among a recipient's
+/// checks: what a message has paid for once it passed.
+pub fn charged_once(limits: &RateLimits, checks: &[Check]) -> Vec<(&'static str, String)> {
+    checks
+        .iter()
+        .filter_map(|c| match &c.name {
+            crate::limiter::LimitId::Custom(n) => limits
+                .custom
+                .iter()
+                .find(|l| l.name == *n && l.count != Counter::Recipients)
+                .map(|l| (l.name, c.key.clone())),
+            crate::limiter::LimitId::Named(_) => None,
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -292,13 +410,13 @@ rate_limits:
             rcpt,
             ..Facts::default()
         };
-        let c = recipient(&l, &facts(Some(&r1)));
+        let c = recipient(&l, &facts(Some(&r1)), &[]);
         assert_eq!(
             rate_of(&c, LimitName::MessagesPerRecipient).as_deref(),
             Some("5/h")
         );
         assert_eq!(c[0].key, "x@example.net");
-        let c = recipient(&l, &facts(Some(&r2)));
+        let c = recipient(&l, &facts(Some(&r2)), &[]);
         assert_eq!(
             rate_of(&c, LimitName::MessagesPerRecipient).as_deref(),
             Some("30/h")
@@ -341,7 +459,7 @@ rate_limits:
         };
         message(l, &facts)
             .into_iter()
-            .chain(recipient(l, &facts))
+            .chain(recipient(l, &facts, &[]))
             .map(|c| (c.key, c.rate.to_string()))
             .collect()
     }
@@ -411,6 +529,130 @@ rate_limits:
                 e.contains("t.yaml:4") && e.contains("rate_limits.keys.delimiter"),
                 "{bad}: {e}"
             );
+        }
+    }
+
+    fn custom(text: &str) -> Result<RateLimits, String> {
+        Config::parse(
+            Path::new("t.yaml"),
+            &format!("listen: inet:127.0.0.1:1\nlocal_domains: [example.com]\nrate_limits:\n  custom:\n{text}"),
+        )
+        .map(|c| c.rate_limits)
+        .map_err(|e| e.to_string())
+    }
+
+    fn customs(checks: &[Check]) -> Vec<(String, String, String)> {
+        checks
+            .iter()
+            .filter(|c| matches!(c.name, crate::limiter::LimitId::Custom(_)))
+            .map(|c| (c.name.to_string(), c.key.clone(), c.rate.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn custom_limits_key_count_and_stage() {
+        let l = custom(
+            r#"    - { name: tenant, key: sender_domain, count: messages, rate: 1000/h }
+    - { name: net, key: client_network, count: messages, rate: 50/m }
+    - { name: bounces, key: client, count: bounces, rate: 10/h }
+    - { name: to_domain, key: recipient_domain, count: messages, rate: 300/m, overrides: [{ match: "@gmail.com", rate: 100/m }] }
+    - { name: pairs, key: user+recipient_domain, count: recipients, rate: 20/h }
+    - { name: per_class, key: class, count: recipients, rate: unlimited, overrides: [{ match: crm-app, rate: 5000/d }] }
+"#,
+        )
+        .unwrap();
+        let ann = Address::parse("Ann+x@Example.COM").unwrap();
+        let gmail = Address::parse("Bob@GMAIL.com").unwrap();
+        let other = Address::parse("c@other.example").unwrap();
+        let mail = |sender: Option<&Address>, ip: &str| {
+            customs(&message(
+                &l,
+                &Facts {
+                    ip: ip.parse().ok(),
+                    sender,
+                    bounce: sender.is_none(),
+                    login: Some("Gina"),
+                    class: Some("crm-app"),
+                    ..Facts::default()
+                },
+            ))
+        };
+        assert_eq!(
+            mail(Some(&ann), "192.0.2.77"),
+            vec![
+                ("tenant".into(), "example.com".into(), "1000/h".into()),
+                ("net".into(), "192.0.2.0/24".into(), "50/m".into()),
+            ]
+        );
+        // A bounce: no sender domain; the bounce counter counts.
+        assert_eq!(
+            mail(None, "2001:db8:1:2:3::9"),
+            vec![
+                ("net".into(), "2001:db8:1:2::/64".into(), "50/m".into()),
+                ("bounces".into(), "2001:db8:1:2:3::9".into(), "10/h".into()),
+            ]
+        );
+        let rcpt = |r: &Address, charged: &[(&'static str, String)]| {
+            customs(&recipient(
+                &l,
+                &Facts {
+                    ip: "192.0.2.77".parse().ok(),
+                    sender: Some(&ann),
+                    rcpt: Some(r),
+                    login: Some("Gina"),
+                    class: Some("crm-app"),
+                    ..Facts::default()
+                },
+                charged,
+            ))
+        };
+        let first = rcpt(&gmail, &[]);
+        assert_eq!(
+            first,
+            vec![
+                ("to_domain".into(), "gmail.com".into(), "100/m".into()),
+                ("pairs".into(), "gina+gmail.com".into(), "20/h".into()),
+                ("per_class".into(), "crm-app".into(), "5000/d".into()),
+            ]
+        );
+        // The message has paid for gmail.com once: the next gmail.com
+        // recipient pays recipients only.
+        let paid = charged_once(
+            &l,
+            &recipient(
+                &l,
+                &Facts {
+                    sender: Some(&ann),
+                    rcpt: Some(&gmail),
+                    login: Some("Gina"),
+                    ..Facts::default()
+                },
+                &[],
+            ),
+        );
+        assert_eq!(paid, vec![("to_domain", "gmail.com".to_string())]);
+        let second = rcpt(&gmail, &paid);
+        assert_eq!(second.len(), 2, "{second:?}");
+        assert!(second.iter().all(|(n, _, _)| n != "to_domain"));
+        assert_eq!(rcpt(&other, &paid)[0].2, "300/m");
+    }
+
+    #[test]
+    fn custom_limit_errors_name_their_key() {
+        for (text, key, why) in [
+            ("    - { name: messages_per_client, key: client, count: messages, rate: 1/h }\n", "rate_limits.custom[0].name", "already a limit's name"),
+            ("    - { name: Tenant, key: client, count: messages, rate: 1/h }\n", "rate_limits.custom[0].name", "lower-case"),
+            ("    - { name: t, key: tenant, count: messages, rate: 1/h }\n", "rate_limits.custom[0].key", "expected one of client"),
+            ("    - { name: t, key: user+class+client, count: messages, rate: 1/h }\n", "rate_limits.custom[0].key", "at most a pair"),
+            ("    - { name: t, key: client, count: parcels, rate: 1/h }\n", "rate_limits.custom[0].count", "expected one of messages"),
+            ("    - { name: t, key: sender_domain, count: bounces, rate: 1/h }\n", "rate_limits.custom[0].key", "a bounce has no sender"),
+            ("    - { name: t, key: client, count: messages, rate: 1/y }\n", "rate_limits.custom[0].rate", "invalid rate"),
+            ("    - { name: t, key: client, count: messages, rate: 1/h, overrides: [{ match: \"10.0.0.1/8\", rate: 2/h }] }\n", "rate_limits.custom[0].overrides[0].match", "invalid network"),
+            ("    - { name: t, key: client, count: messages, rate: 1/h }\n    - { name: t, key: user, count: messages, rate: 1/h }\n", "rate_limits.custom[1].name", "already a limit's name"),
+        ] {
+            let e = custom(text).unwrap_err();
+            assert!(e.contains("t.yaml:5") || e.contains("t.yaml:6"), "{e}");
+            assert!(e.contains(key) && e.contains(why), "{text}: {e}");
         }
     }
 

@@ -116,6 +116,7 @@ impl Connection {
                 login: login.as_deref(),
                 sender: sender_address.as_ref(),
                 rcpt: None,
+                bounce: matches!(sender, Ok(EnvelopeAddress::Null)),
             },
         );
         let content = needs_content(&config).then(Content::default);
@@ -131,6 +132,7 @@ impl Connection {
             class: class_index,
             rcpt_accepted: 0,
             rcpt_refused: 0,
+            charged: Vec::new(),
             from: FromHeaders::default(),
             from_domain: None,
             from_address: None,
@@ -242,7 +244,9 @@ impl Connection {
                 login: msg.login.as_deref(),
                 sender: msg.sender_address.as_ref(),
                 rcpt: rcpt_address,
+                bounce: msg.sender == "<>",
             },
+            &msg.charged,
         );
         let passed = verdict == Verdict::Continue;
         self.note_lookups(Stage::Rcpt, &lists);
@@ -266,7 +270,12 @@ impl Connection {
                 )
             });
         }
-        self.rate_limit(Stage::Rcpt, &checks).await
+        self.rate_limit(Stage::Rcpt, &checks).await?;
+        if let Some(msg) = self.message.as_mut() {
+            let paid = policy::rate::charged_once(&msg.config.rate_limits, &checks);
+            msg.charged.extend(paid);
+        }
+        Ok(())
     }
 
     /// `verify_sender`: the class's envelope sender must exist.

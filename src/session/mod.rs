@@ -80,6 +80,9 @@ pub struct Connection {
 }
 
 struct Message {
+    /// Per-message custom limits keyed by a recipient, paid for by this
+    /// message: (limit, key).
+    charged: Vec<(&'static str, String)>,
     /// The configuration in force when the message began: a reload in the
     /// middle of a message does not change the rules it is judged by.
     config: Arc<Config>,
