@@ -232,6 +232,16 @@ pub fn rate_limited(limit: &'static str, key: &str, retry_after: std::time::Dura
     )
 }
 
+/// A message larger than a byte budget's whole burst: it can never pass.
+pub fn over_byte_budget(limit: &'static str, key: &str) -> Refusal {
+    refuse(
+        limit,
+        "552",
+        "5.3.4",
+        format!("Message size exceeds rate limit {limit} for {key}"),
+    )
+}
+
 pub fn too_many_connections(limit: &'static str, client: &str) -> Refusal {
     refuse(
         limit,

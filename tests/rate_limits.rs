@@ -481,7 +481,7 @@ fn custom_config(custom: &str) -> egress_milter::config::Config {
         std::path::Path::new("custom.yaml"),
         &format!(
             "listen: inet:127.0.0.1:0
-local_domains: [example.com]
+local_domains: [example.com, tenant.example, other.example]
 classes:
   - name: app
     clients: [10.0.0.0/8]
@@ -606,5 +606,94 @@ async fn messages_per_recipient_domain_count_each_message_once() {
     let r = reply(&conn.rcpt(["<x@yahoo.example>"]).await.unwrap());
     assert_eq!(r, "continue");
     conn.close().await.unwrap();
+    d.stop().await;
+}
+
+/// Headers, a body of `size` bytes, end of message: the reply at end of
+/// message.
+async fn whole_message(conn: &mut indymilter_test::TestConnection, size: usize) -> String {
+    conn.header("From", "<a@tenant.example>").await.unwrap();
+    assert_eq!(conn.eoh().await.unwrap(), indymilter_test::Status::Continue);
+    for chunk in vec![b'x'; size].chunks(60_000) {
+        conn.body(chunk.to_vec()).await.unwrap();
+    }
+    let (_, eom) = conn.eom().await.unwrap();
+    reply(&eom)
+}
+
+/// Bytes are charged at end of message, when the size is known: a tenant's
+/// 100 KB a day is spent by two 40 KB messages; the third waits; a
+/// message larger than the whole budget is refused for good.
+#[tokio::test]
+async fn bytes_are_charged_at_end_of_message() {
+    let d = common::start_with(custom_config(
+        "    - { name: tenant_bytes, key: sender_domain, count: bytes, rate: 100KB/d }\n",
+    ))
+    .await;
+    let mut conn = d.client("10.8.0.4").await;
+    for _ in 0..2 {
+        common::envelope(&mut conn, "<a@tenant.example>", "<x@gmail.example>").await;
+        assert_eq!(whole_message(&mut conn, 40_000).await, "continue");
+    }
+    common::envelope(&mut conn, "<b@tenant.example>", "<x@gmail.example>").await;
+    let r = whole_message(&mut conn, 40_000).await;
+    assert!(
+        r.starts_with("451 4.7.1 Rate limit tenant_bytes exceeded for tenant.example, retry in "),
+        "{r}"
+    );
+    // A small one still fits what is left.
+    common::envelope(&mut conn, "<b@tenant.example>", "<x@gmail.example>").await;
+    assert_eq!(whole_message(&mut conn, 5_000).await, "continue");
+    // Larger than the whole budget: never.
+    common::envelope(&mut conn, "<a@other.example>", "<x@gmail.example>").await;
+    let r = whole_message(&mut conn, 150_000).await;
+    assert_eq!(
+        r,
+        "552 5.3.4 Message size exceeds rate limit tenant_bytes for other.example"
+    );
+    conn.close().await.unwrap();
+    d.stop().await;
+}
+
+/// A shadow limit (`mode: monitor`) next to an enforcing one: the shadow
+/// one is counted and logged `would_tempfail`, never refuses; the
+/// enforcing one refuses.
+#[tokio::test]
+async fn a_shadow_limit_counts_while_another_enforces() {
+    let d = common::start_with(custom_config(
+        "    - { name: shadow_tenant, key: sender_domain, count: messages, rate: 2/h, mode: monitor }
+    - { name: tenant, key: sender_domain, count: messages, rate: 4/h }
+",
+    ))
+    .await;
+    let mut conn = d.client("10.8.0.5").await;
+    for i in 0..4 {
+        assert_eq!(
+            reply(&mail(&mut conn, "<a@tenant.example>", None).await),
+            "continue",
+            "message {i}"
+        );
+        conn.abort().await.unwrap();
+    }
+    let r = reply(&mail(&mut conn, "<a@tenant.example>", None).await);
+    assert!(
+        r.starts_with("451 4.7.1 Rate limit tenant exceeded for tenant.example"),
+        "{r}"
+    );
+    conn.close().await.unwrap();
+    // Messages 3 and 4 went through the shadow limit's refusal.
+    let m = d.metrics();
+    let would = common::counted(
+        &m,
+        "egress_decisions_total",
+        &[("rule", "shadow_tenant"), ("verdict", "would_tempfail")],
+    );
+    assert_eq!(would, 2, "{m}");
+    let refused = common::counted(
+        &m,
+        "egress_decisions_total",
+        &[("rule", "tenant"), ("verdict", "tempfail")],
+    );
+    assert_eq!(refused, 1, "{m}");
     d.stop().await;
 }

@@ -78,13 +78,16 @@ pub enum Counter {
     Recipients,
     /// Null-sender messages, at MAIL FROM (per recipient key: at RCPT TO).
     Bounces,
+    /// The message's size, at end of message (once per recipient key).
+    Bytes,
 }
 
 impl Counter {
-    const ALL: [(&'static str, Counter); 3] = [
+    const ALL: [(&'static str, Counter); 4] = [
         ("messages", Counter::Messages),
         ("recipients", Counter::Recipients),
         ("bounces", Counter::Bounces),
+        ("bytes", Counter::Bytes),
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -107,12 +110,21 @@ pub struct CustomLimit {
     pub rate: Option<Rate>,
     /// The first that matches wins; its rate (None: unlimited).
     pub overrides: Vec<(Matcher, Option<Rate>)>,
+    /// `mode: monitor`: counted and logged as `would_tempfail`, never
+    /// refused (a shadow limit), while the other limits enforce.
+    pub monitor: bool,
 }
 
 impl CustomLimit {
-    /// Judged at RCPT TO (else at MAIL FROM).
+    /// Judged at RCPT TO.
     pub fn per_recipient(&self) -> bool {
-        self.count == Counter::Recipients || self.key.iter().any(|k| k.per_recipient())
+        self.count != Counter::Bytes
+            && (self.count == Counter::Recipients || self.key.iter().any(|k| k.per_recipient()))
+    }
+
+    /// Judged at MAIL FROM.
+    pub fn per_message(&self) -> bool {
+        self.count != Counter::Bytes && !self.per_recipient()
     }
 }
 
@@ -190,11 +202,11 @@ impl Validator {
                 );
                 continue;
             }
-            let rate = self.custom_rate(&format!("{at}.rate"), &r.rate);
+            let rate = self.custom_rate(&format!("{at}.rate"), &r.rate, count);
             let mut overrides = Vec::new();
             for (j, o) in r.overrides.iter().enumerate() {
                 let ok = format!("{at}.overrides[{j}]");
-                let rate = self.custom_rate(&format!("{ok}.rate"), &o.rate);
+                let rate = self.custom_rate(&format!("{ok}.rate"), &o.rate, count);
                 if let (Some(m), Some(rate)) =
                     (self.matcher(&format!("{ok}.match"), &o.matcher), rate)
                 {
@@ -208,6 +220,10 @@ impl Validator {
                     count,
                     rate,
                     overrides,
+                    monitor: r
+                        .mode
+                        .as_ref()
+                        .is_some_and(|m| m.value == super::Mode::Monitor),
                 });
             }
         }
@@ -247,9 +263,33 @@ impl Validator {
         Some(key)
     }
 
-    /// A rate, or unlimited: Some(None).
-    fn custom_rate(&mut self, at: &str, raw: &Text) -> Option<Option<Rate>> {
-        match parse_limit(&raw.value) {
+    /// A rate, or unlimited: Some(None). Bytes are a size per period
+    /// (`500MB/d`, `2GiB/w`).
+    fn custom_rate(&mut self, at: &str, raw: &Text, count: Counter) -> Option<Option<Rate>> {
+        let parsed = if count == Counter::Bytes {
+            let bytes = raw.value.split_once('/').and_then(|(n, per)| {
+                let n = super::parse_size(n)?;
+                Some(format!("{n}/{per}"))
+            });
+            match bytes {
+                Some(b) => parse_limit(&b),
+                None if raw.value.trim().eq_ignore_ascii_case("unlimited") => Ok(Limit::Unlimited),
+                None => {
+                    self.error(
+                        raw.referenced.line(),
+                        at,
+                        format!(
+                            "invalid byte rate \"{}\" (expected a size per period such as 500MB/d, 2GiB/w, or unlimited)",
+                            raw.value
+                        ),
+                    );
+                    return None;
+                }
+            }
+        } else {
+            parse_limit(&raw.value)
+        };
+        match parsed {
             Ok(Limit::Rate(r)) => Some(Some(r)),
             Ok(Limit::Unlimited) => Some(None),
             Err(e) => {

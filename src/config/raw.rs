@@ -326,6 +326,8 @@ pub struct RawCustomLimit {
     pub count: Text,
     pub rate: Text,
     #[serde(default)]
+    pub mode: Option<Spanned<super::Mode>>,
+    #[serde(default)]
     pub overrides: Vec<RawCustomOverride>,
 }
 

@@ -86,6 +86,10 @@ pub fn verdict(checks: &[Check], checked: Result<Outcome, LimiterError>) -> Verd
     match checked {
         Ok(Outcome::Allowed) => Verdict::Continue,
         Ok(Outcome::Denied { index, retry_after }) => match checks.get(index) {
+            // A message bigger than the whole byte budget never fits.
+            Some(c) if c.n > c.rate.burst() => {
+                Verdict::Refuse(reply::over_byte_budget(c.name.as_str(), &c.key))
+            }
             Some(c) => Verdict::Refuse(reply::rate_limited(c.name.as_str(), &c.key, retry_after)),
             None => Verdict::TempError(format!("rate limiter denied unknown check {index}")),
         },
@@ -169,7 +173,7 @@ pub fn message(limits: &RateLimits, facts: &Facts<'_>) -> Vec<Check> {
         facts,
         login,
     );
-    for c in limits.custom.iter().filter(|c| !c.per_recipient()) {
+    for c in limits.custom.iter().filter(|c| c.per_message()) {
         push_custom(&mut checks, limits, c, facts);
     }
     checks
@@ -234,8 +238,18 @@ fn custom_matches(m: &Matcher, keys: &LimitKeys, by_recipient: bool, f: &Facts<'
 }
 
 fn push_custom(out: &mut Vec<Check>, limits: &RateLimits, limit: &CustomLimit, f: &Facts<'_>) {
+    push_cells(out, limits, limit, f, 1);
+}
+
+fn push_cells(
+    out: &mut Vec<Check>,
+    limits: &RateLimits,
+    limit: &CustomLimit,
+    f: &Facts<'_>,
+    n: u64,
+) {
     let counts = match limit.count {
-        Counter::Messages | Counter::Recipients => true,
+        Counter::Messages | Counter::Recipients | Counter::Bytes => true,
         Counter::Bounces => f.bounce,
     };
     if !counts {
@@ -249,9 +263,60 @@ fn push_custom(out: &mut Vec<Check>, limits: &RateLimits, limit: &CustomLimit, f
             name: crate::limiter::LimitId::Custom(limit.name),
             key,
             rate,
-            n: 1,
+            n,
         });
     }
+}
+
+/// At end of message: the byte budgets, charged the message's size once
+/// for each of its keys (each recipient key among the accepted
+/// recipients, for a limit keyed by recipient).
+pub fn end_of_message(
+    limits: &RateLimits,
+    facts: &Facts<'_>,
+    rcpts: &[Address],
+    size: u64,
+) -> Vec<Check> {
+    let mut checks = Vec::new();
+    for c in limits.custom.iter().filter(|c| c.count == Counter::Bytes) {
+        if c.key.iter().any(|k| k.per_recipient()) {
+            for r in rcpts {
+                let before = checks.len();
+                push_cells(
+                    &mut checks,
+                    limits,
+                    c,
+                    &Facts {
+                        rcpt: Some(r),
+                        ..*facts
+                    },
+                    size,
+                );
+                if let Some(new) = checks.get(before) {
+                    if checks[..before]
+                        .iter()
+                        .any(|o| o.name == new.name && o.key == new.key)
+                    {
+                        checks.truncate(before);
+                    }
+                }
+            }
+        } else {
+            push_cells(&mut checks, limits, c, facts, size);
+        }
+    }
+    checks
+}
+
+/// Splits a stage's checks: those that enforce, and the shadow ones
+/// (`mode: monitor` custom limits), judged after and never refusing.
+pub fn split_shadow(limits: &RateLimits, checks: Vec<Check>) -> (Vec<Check>, Vec<Check>) {
+    checks.into_iter().partition(|c| match c.name {
+        crate::limiter::LimitId::Custom(n) => {
+            !limits.custom.iter().any(|l| l.name == n && l.monitor)
+        }
+        crate::limiter::LimitId::Named(_) => true,
+    })
 }
 
 /// At RCPT TO: one message for the recipient, one recipient for the sender,
@@ -638,6 +703,36 @@ rate_limits:
     }
 
     #[test]
+    fn byte_rates_are_sizes_per_period() {
+        let l = custom(
+            "    - { name: b, key: sender_domain, count: bytes, rate: 500MB/d, mode: monitor }\n    - { name: c, key: client, count: bytes, rate: 2GiB/w }\n",
+        )
+        .unwrap();
+        assert_eq!(
+            l.custom[0].rate.map(|r| r.to_string()).as_deref(),
+            Some("500000000/d")
+        );
+        assert!(l.custom[0].monitor && !l.custom[1].monitor);
+        assert_eq!(
+            l.custom[1].rate.map(|r| r.count),
+            Some(2 * 1024 * 1024 * 1024)
+        );
+        let ann = Address::parse("ann@example.com").unwrap();
+        let r1 = Address::parse("a@x.example").unwrap();
+        let facts = Facts {
+            ip: "192.0.2.1".parse().ok(),
+            sender: Some(&ann),
+            ..Facts::default()
+        };
+        let checks = end_of_message(&l, &facts, &[r1], 12_345);
+        assert_eq!(checks.len(), 2);
+        assert!(checks.iter().all(|c| c.n == 12_345));
+        let (enforce, shadow) = split_shadow(&l, checks);
+        assert_eq!((enforce.len(), shadow.len()), (1, 1));
+        assert_eq!(shadow[0].key, "example.com");
+    }
+
+    #[test]
     fn custom_limit_errors_name_their_key() {
         for (text, key, why) in [
             ("    - { name: messages_per_client, key: client, count: messages, rate: 1/h }\n", "rate_limits.custom[0].name", "already a limit's name"),
@@ -649,6 +744,8 @@ rate_limits:
             ("    - { name: t, key: client, count: messages, rate: 1/y }\n", "rate_limits.custom[0].rate", "invalid rate"),
             ("    - { name: t, key: client, count: messages, rate: 1/h, overrides: [{ match: \"10.0.0.1/8\", rate: 2/h }] }\n", "rate_limits.custom[0].overrides[0].match", "invalid network"),
             ("    - { name: t, key: client, count: messages, rate: 1/h }\n    - { name: t, key: user, count: messages, rate: 1/h }\n", "rate_limits.custom[1].name", "already a limit's name"),
+            ("    - { name: t, key: client, count: bytes, rate: 5 parsecs/d }\n", "rate_limits.custom[0].rate", "invalid byte rate"),
+            ("    - { name: t, key: client, count: messages, rate: 1/h, mode: shadow }\n", "rate_limits.custom", "unknown variant"),
         ] {
             let e = custom(text).unwrap_err();
             assert!(e.contains("t.yaml:5") || e.contains("t.yaml:6"), "{e}");

@@ -180,6 +180,7 @@ impl Connection {
             let signed = self.sign(&raw, &config).await?;
             changes.extend(signed.into_iter().map(insert));
         }
+        self.byte_budgets(&config).await?;
         if let Some(msg) = self.message.as_ref() {
             let internal = policy::headers::Internal {
                 networks: &config.internal_networks,
@@ -219,6 +220,47 @@ impl Connection {
         // only, whichever way the MTA numbers added ones.
         changes.sort_by_key(|c| matches!(c, HeaderAction::Insert { .. }));
         Ok(changes)
+    }
+
+    /// The byte budgets (`count: bytes`), charged the message's size now
+    /// that it is known.
+    async fn byte_budgets(&mut self, config: &Config) -> Flow {
+        if !config
+            .rate_limits
+            .custom
+            .iter()
+            .any(|c| c.count == crate::config::Counter::Bytes)
+        {
+            return Ok(());
+        }
+        let Some(msg) = self.message.as_ref() else {
+            return Ok(());
+        };
+        let rcpts: Vec<crate::address::Address> = msg
+            .rcpts
+            .iter()
+            .filter_map(
+                |r| match crate::address::parse_envelope(format!("<{r}>").as_bytes()) {
+                    Ok(crate::address::EnvelopeAddress::Address(a)) => Some(a),
+                    _ => None,
+                },
+            )
+            .collect();
+        let class = msg.class().map(|c| c.name.clone());
+        let checks = policy::rate::end_of_message(
+            &config.rate_limits,
+            &policy::rate::Facts {
+                ip: self.client_ip,
+                class: class.as_deref(),
+                login: msg.login.as_deref(),
+                sender: msg.sender_address.as_ref(),
+                rcpt: None,
+                bounce: msg.sender == "<>",
+            },
+            &rcpts,
+            msg.size as u64,
+        );
+        self.rate_limit(Stage::Eom, &checks).await
     }
 
     /// Banned attachments, then the score: refused, deferred, or the tags

@@ -338,17 +338,32 @@ impl Connection {
         }
     }
 
-    /// Runs a batch of rate checks and settles the outcome.
-    async fn rate_limit(&mut self, stage: Stage, checks: &[Check]) -> Flow {
+    /// Runs a batch of rate checks and settles the outcome: the enforcing
+    /// ones all or nothing, then the shadow ones (`mode: monitor`), which
+    /// are counted and logged but never refuse.
+    pub(super) async fn rate_limit(&mut self, stage: Stage, checks: &[Check]) -> Flow {
+        let config = match self.message.as_ref() {
+            Some(m) => m.config.clone(),
+            None => self.shared.config(),
+        };
+        let (enforce, shadow) = policy::rate::split_shadow(&config.rate_limits, checks.to_vec());
         let started = Instant::now();
-        let checked = self.shared.limiter.check(checks).await;
+        let checked = self.shared.limiter.check(&enforce).await;
         self.limiter_time(started);
-        let verdict = policy::rate::verdict(checks, checked);
+        let verdict = policy::rate::verdict(&enforce, checked);
         if verdict == Verdict::Continue && self.trace.is_some() {
-            let names = limit_names(checks, false);
+            let names = limit_names(&enforce, false);
             self.note(stage, "rate limits", || names);
         }
-        self.settle(stage, verdict)
+        self.settle(stage, verdict)?;
+        if shadow.is_empty() {
+            return Ok(());
+        }
+        let started = Instant::now();
+        let checked = self.shared.limiter.check(&shadow).await;
+        self.limiter_time(started);
+        let verdict = policy::rate::verdict(&shadow, checked);
+        self.settle_as(stage, verdict, Some(crate::config::Mode::Monitor))
     }
 
     /// A limiter round trip, counted when it went to Redis.
