@@ -109,6 +109,8 @@ pub struct Metrics {
     viruses: Mutex<BTreeMap<String, u64>>,
     /// (domain, algorithm) -> signatures made.
     signatures: Mutex<BTreeMap<(String, String), u64>>,
+    /// limit -> warnings (`warn_at` crossed, once per key per window).
+    limit_warnings: Mutex<BTreeMap<&'static str, u64>>,
     stage_time: Histograms,
     /// Round trips to Redis, DNS and rspamd, by backend.
     backend_time: Histograms,
@@ -142,6 +144,11 @@ impl Metrics {
 
     pub fn message(&self, verdict: &str) {
         bump(&self.messages, verdict.to_string());
+    }
+
+    /// A limit's `warn_at` crossed by a key.
+    pub fn limit_warning(&self, limit: &'static str) {
+        bump(&self.limit_warnings, limit);
     }
 
     pub fn signature(&self, domain: &str, algorithm: &str) {
@@ -207,6 +214,19 @@ impl Metrics {
                 out,
                 "egress_messages_total{{verdict=\"{}\"}} {n}",
                 label(verdict)
+            );
+        }
+        let _ = writeln!(out, "# HELP egress_limit_warnings_total Keys that crossed a rate limit's warn_at, once per key per window.\n# TYPE egress_limit_warnings_total counter");
+        for (limit, n) in self
+            .limit_warnings
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+        {
+            let _ = writeln!(
+                out,
+                "egress_limit_warnings_total{{limit=\"{}\"}} {n}",
+                label(limit)
             );
         }
         let _ = writeln!(out, "# HELP egress_dkim_signatures_total DKIM signatures made.\n# TYPE egress_dkim_signatures_total counter");

@@ -697,3 +697,68 @@ async fn a_shadow_limit_counts_while_another_enforces() {
     assert_eq!(refused, 1, "{m}");
     d.stop().await;
 }
+
+/// `warn_at`: a key past the warning level is counted once per window,
+/// before any refusal; a custom limit's own level wins over the global one.
+#[tokio::test]
+async fn warn_at_counts_once_per_window() {
+    let d = common::start_with(custom_config(
+        "    - { name: tenant, key: sender_domain, count: messages, rate: 10/h, warn_at: 50% }
+  warn_at: 80%
+  messages_per_client: 5/h
+",
+    ))
+    .await;
+    let warnings = |d: &common::Daemon, limit: &str| {
+        common::counted(
+            &d.metrics(),
+            "egress_limit_warnings_total",
+            &[("limit", limit)],
+        )
+    };
+    let mut conn = d.client("10.8.0.6").await;
+    for i in 1..=5 {
+        assert_eq!(
+            reply(&mail(&mut conn, "<a@tenant.example>", None).await),
+            "continue",
+            "message {i}"
+        );
+        conn.abort().await.unwrap();
+        // messages_per_client (5/h) warns at its 4th message (80%); the
+        // tenant (10/h) at its 5th (50%); each once.
+        assert_eq!(
+            warnings(&d, "messages_per_client"),
+            u64::from(i >= 4),
+            "message {i}"
+        );
+        assert_eq!(warnings(&d, "tenant"), u64::from(i >= 5), "message {i}");
+    }
+    let r = reply(&mail(&mut conn, "<a@tenant.example>", None).await);
+    assert!(
+        r.starts_with("451 4.7.1 Rate limit messages_per_client"),
+        "{r}"
+    );
+    assert_eq!(warnings(&d, "messages_per_client"), 1);
+    conn.close().await.unwrap();
+    d.stop().await;
+}
+
+#[test]
+fn a_bad_warn_at_names_its_key() {
+    for (text, key) in [
+        ("  warn_at: 120%\n", "rate_limits.warn_at"),
+        ("  warn_at: 0.8\n", "rate_limits.warn_at"),
+        (
+            "  custom:\n    - { name: t, key: client, count: messages, rate: 1/h, warn_at: lots }\n",
+            "rate_limits.custom[0].warn_at",
+        ),
+    ] {
+        let e = egress_milter::config::Config::parse(
+            std::path::Path::new("w.yaml"),
+            &format!("listen: inet:127.0.0.1:0\nlocal_domains: [example.com]\nrate_limits:\n{text}"),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains(key) && e.contains("expected a percentage"), "{e}");
+    }
+}

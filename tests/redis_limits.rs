@@ -267,3 +267,37 @@ async fn connection_leases_are_shared_released_and_expire_with_their_gateway() {
     b3.close().await.unwrap();
     b.stop().await;
 }
+
+/// `warn_at` with the Redis backend: the fill levels come back from the
+/// Lua script.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn warn_at_reads_the_fill_from_redis() {
+    let redis = RedisServer::start();
+    let text = config_text(
+        "inet:127.0.0.1:0",
+        &redis.url(),
+        "tempfail",
+        "  warn_at: 60%\n",
+    );
+    let d = common::start_with(Config::parse(Path::new("w.yaml"), &text).unwrap()).await;
+    let warned = |d: &common::Daemon| {
+        common::counted(
+            &d.metrics(),
+            "egress_limit_warnings_total",
+            &[("limit", "messages_per_sender")],
+        )
+    };
+    for (i, want) in [(1, 0), (2, 1), (3, 1)] {
+        assert_eq!(
+            mail_via(d.addr, "10.0.0.9", "<w@xyz.com>").await,
+            "continue",
+            "message {i}"
+        );
+        // 3/h: the 2nd message leaves it 67% used, past 60%; once.
+        assert_eq!(warned(&d), want, "message {i}");
+    }
+    assert!(mail_via(d.addr, "10.0.0.9", "<w@xyz.com>")
+        .await
+        .starts_with("451 4.7.1 Rate limit messages_per_sender"));
+    d.stop().await;
+}

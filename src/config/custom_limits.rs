@@ -113,6 +113,8 @@ pub struct CustomLimit {
     /// `mode: monitor`: counted and logged as `would_tempfail`, never
     /// refused (a shadow limit), while the other limits enforce.
     pub monitor: bool,
+    /// Its own `warn_at`, in thousandths.
+    pub warn_at: Option<u16>,
 }
 
 impl CustomLimit {
@@ -213,8 +215,13 @@ impl Validator {
                     overrides.push((m, rate));
                 }
             }
+            let warn_at = r
+                .warn_at
+                .as_ref()
+                .and_then(|w| self.warn_level(&format!("{at}.warn_at"), w));
             if let Some(rate) = rate {
                 out.push(CustomLimit {
+                    warn_at,
                     name: crate::rate::intern(name),
                     key,
                     count,

@@ -116,6 +116,22 @@ impl Default for LimitKeys {
     }
 }
 
+impl RateLimits {
+    /// The warning level of a check's limit: its own `warn_at`, else the
+    /// global one.
+    pub fn warn_level(&self, name: crate::rate::LimitId) -> Option<u16> {
+        let own = match name {
+            crate::rate::LimitId::Custom(n) => self
+                .custom
+                .iter()
+                .find(|c| c.name == n)
+                .and_then(|c| c.warn_at),
+            crate::rate::LimitId::Named(_) => None,
+        };
+        own.or(self.warn_at)
+    }
+}
+
 impl LimitKeys {
     /// The local part as keys spell it.
     fn local<'a>(&self, local: &'a str) -> std::borrow::Cow<'a, str> {
@@ -167,6 +183,9 @@ impl LimitKeys {
 #[derive(Clone, Debug)]
 pub struct RateLimits {
     pub keys: LimitKeys,
+    /// `warn_at`, in thousandths of a budget, for every limit without its
+    /// own.
+    pub warn_at: Option<u16>,
     pub custom: Vec<super::CustomLimit>,
     pub backend: Backend,
     pub redis: RedisSettings,
@@ -197,6 +216,7 @@ impl Default for RateLimits {
                 lease: DEFAULT_REDIS_LEASE,
             },
             keys: LimitKeys::default(),
+            warn_at: None,
             custom: Vec::new(),
             max_keys: DEFAULT_MAX_KEYS,
             defaults: LimitSet::default(),
@@ -212,6 +232,10 @@ impl Validator {
             ..RateLimits::default()
         };
         out.defaults = self.limit_set("rate_limits", &raw);
+        out.warn_at = raw
+            .warn_at
+            .as_ref()
+            .and_then(|w| self.warn_level("rate_limits.warn_at", w));
         out.custom = self.custom_limits(&raw.custom);
         if let Some(f) = raw.keys.fold_case {
             out.keys.fold_case = f;
@@ -290,6 +314,25 @@ impl Validator {
                 .unwrap_or(DEFAULT_REDIS_LEASE);
         }
         out
+    }
+
+    /// `80%`: in thousandths, between 1% and 99%.
+    pub(super) fn warn_level(&mut self, key: &str, t: &Text) -> Option<u16> {
+        let v = t.value.trim();
+        let pct = v
+            .strip_suffix('%')
+            .and_then(|n| n.trim().parse::<f64>().ok());
+        match pct {
+            Some(p) if (1.0..=99.0).contains(&p) => Some((p * 10.0).round() as u16),
+            _ => {
+                self.error(
+                    t.referenced.line(),
+                    key,
+                    format!("expected a percentage between 1% and 99%, such as 80%, got \"{v}\""),
+                );
+                None
+            }
+        }
     }
 
     pub(super) fn duration(&mut self, key: &str, t: &Text) -> Option<Duration> {

@@ -298,6 +298,8 @@ pub struct RawRateLimits {
     #[serde(default)]
     pub keys: RawLimitKeys,
     #[serde(default)]
+    pub warn_at: Option<Text>,
+    #[serde(default)]
     pub custom: Vec<RawCustomLimit>,
     #[serde(default)]
     pub overrides: Vec<RawOverride>,
@@ -327,6 +329,8 @@ pub struct RawCustomLimit {
     pub rate: Text,
     #[serde(default)]
     pub mode: Option<Spanned<super::Mode>>,
+    #[serde(default)]
+    pub warn_at: Option<Text>,
     #[serde(default)]
     pub overrides: Vec<RawCustomOverride>,
 }

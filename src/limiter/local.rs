@@ -52,8 +52,14 @@ impl<C: Clock> LocalLimiter<C> {
     /// Judges a batch all or nothing, under the locks of every shard it
     /// touches.
     pub fn check(&self, checks: &[Check]) -> Outcome {
+        self.check_fill(checks).0
+    }
+
+    /// [`check`](Self::check), with how full each check's bucket is once
+    /// allowed, in thousandths of its burst (empty when denied).
+    pub fn check_fill(&self, checks: &[Check]) -> (Outcome, Vec<u16>) {
         if checks.is_empty() {
-            return Outcome::Allowed;
+            return (Outcome::Allowed, Vec::new());
         }
         let keys: Vec<u64> = checks
             .iter()
@@ -84,15 +90,23 @@ impl<C: Clock> LocalLimiter<C> {
                 }
             }
             match denied {
-                Some((index, wait_ns)) => Outcome::Denied {
-                    index,
-                    retry_after: Duration::from_nanos(wait_ns),
-                },
+                Some((index, wait_ns)) => (
+                    Outcome::Denied {
+                        index,
+                        retry_after: Duration::from_nanos(wait_ns),
+                    },
+                    Vec::new(),
+                ),
                 None => {
                     for (&k, &tat) in keys.iter().zip(&tats) {
                         locked.put(k, tat);
                     }
-                    Outcome::Allowed
+                    let fill = checks
+                        .iter()
+                        .zip(&tats)
+                        .map(|(c, &tat)| gcra::fill(&c.rate, tat, now))
+                        .collect();
+                    (Outcome::Allowed, fill)
                 }
             }
         })

@@ -7,6 +7,7 @@ pub mod gcra;
 pub mod local;
 pub mod redis;
 pub mod store;
+pub mod warnings;
 
 pub use crate::rate::{parse_limit, Limit, LimitId, LimitName, Rate};
 pub use local::{Lease, LocalLimiter};
@@ -62,6 +63,8 @@ pub fn client_key(ip: IpAddr) -> String {
 /// (with the local one as its fallback under `on_failure: local`).
 pub struct Limiter {
     pub(crate) local: Arc<LocalLimiter>,
+    /// `warn_at`: who was warned about, per window.
+    pub warnings: warnings::Warnings,
     pub(crate) redis: Option<RedisLimiter>,
     on_failure: OnFailure,
     /// Decisions taken by `on_failure` because Redis failed.
@@ -93,6 +96,7 @@ impl Limiter {
         };
         Self {
             local: Arc::new(LocalLimiter::new(config.max_keys)),
+            warnings: warnings::Warnings::new(config.max_keys),
             redis,
             on_failure: config.redis.on_failure,
             fallbacks: std::sync::atomic::AtomicU64::new(0),
@@ -107,14 +111,21 @@ impl Limiter {
 
     /// Judges a batch of checks all or nothing.
     pub async fn check(&self, checks: &[Check]) -> Result<Outcome, LimiterError> {
+        self.check_fill(checks).await.map(|(o, _)| o)
+    }
+
+    /// [`check`](Self::check), with how full each check's bucket is once
+    /// allowed, in thousandths of its burst (empty when denied, or when
+    /// `on_failure: accept` let the batch through uncounted).
+    pub async fn check_fill(&self, checks: &[Check]) -> Result<(Outcome, Vec<u16>), LimiterError> {
         let Some(redis) = &self.redis else {
-            return Ok(self.local.check(checks));
+            return Ok(self.local.check_fill(checks));
         };
         match redis.check(checks).await {
             Ok(outcome) => Ok(outcome),
             Err(e) => match self.fallback() {
-                OnFailure::Local => Ok(self.local.check(checks)),
-                OnFailure::Accept => Ok(Outcome::Allowed),
+                OnFailure::Local => Ok(self.local.check_fill(checks)),
+                OnFailure::Accept => Ok((Outcome::Allowed, Vec::new())),
                 OnFailure::Tempfail => Err(e),
             },
         }

@@ -24,9 +24,10 @@ use tokio::sync::mpsc;
 use tracing::{info, warn};
 
 /// GCRA over KEYS, with ARGV = (emission µs, burst, cells) per key.
-/// Returns {0, 0} when every key passes (and then stores each new TAT with
-/// an expiry at which the bucket is full again), or {i, wait µs} for the
-/// key that must wait longest, storing nothing.
+/// Returns {0, fills} when every key passes (and then stores each new TAT
+/// with an expiry at which the bucket is full again; fills: how full each
+/// bucket is now, in thousandths, comma-separated), or {i, wait µs} for
+/// the key that must wait longest, storing nothing.
 const GCRA_LUA: &str = r#"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
@@ -58,11 +59,14 @@ end
 if worst > 0 then
   return {worst, string.format('%.0f', worst_wait)}
 end
+local fills = {}
 for i, key in ipairs(KEYS) do
   local ttl = math.ceil((new[i] - now) / 1000) + 1000
   redis.call('SET', key, string.format('%.0f', new[i]), 'PX', ttl)
+  local capacity = tonumber(ARGV[3 * i - 2]) * tonumber(ARGV[3 * i - 1])
+  fills[i] = string.format('%.0f', math.min(1000, math.floor((new[i] - now) * 1000 / capacity + 0.5)))
 end
-return {0, '0'}
+return {0, table.concat(fills, ',')}
 "#;
 
 /// Takes a place in KEYS[1] for member ARGV[1] if fewer than ARGV[2] live
@@ -248,9 +252,9 @@ impl RedisLimiter {
         self.healthy.load(Ordering::Relaxed)
     }
 
-    pub async fn check(&self, checks: &[Check]) -> Result<Outcome, LimiterError> {
+    pub async fn check(&self, checks: &[Check]) -> Result<(Outcome, Vec<u16>), LimiterError> {
         if checks.is_empty() {
-            return Ok(Outcome::Allowed);
+            return Ok((Outcome::Allowed, Vec::new()));
         }
         let mut invocation = self.gcra.prepare_invoke();
         for c in checks {
@@ -265,13 +269,20 @@ impl RedisLimiter {
             .call(async |mut conn| invocation.invoke_async(&mut conn).await)
             .await?;
         if index == 0 {
-            return Ok(Outcome::Allowed);
+            let fill = wait_us
+                .split(',')
+                .map(|f| f.parse::<u16>().unwrap_or(0).min(1000))
+                .collect();
+            return Ok((Outcome::Allowed, fill));
         }
         let wait_us: u64 = wait_us.parse().unwrap_or(u64::MAX / 1000);
-        Ok(Outcome::Denied {
-            index: index - 1,
-            retry_after: Duration::from_micros(wait_us),
-        })
+        Ok((
+            Outcome::Denied {
+                index: index - 1,
+                retry_after: Duration::from_micros(wait_us),
+            },
+            Vec::new(),
+        ))
     }
 
     pub async fn open_connection(

@@ -348,8 +348,12 @@ impl Connection {
         };
         let (enforce, shadow) = policy::rate::split_shadow(&config.rate_limits, checks.to_vec());
         let started = Instant::now();
-        let checked = self.shared.limiter.check(&enforce).await;
+        let checked = self.shared.limiter.check_fill(&enforce).await;
         self.limiter_time(started);
+        let checked = checked.map(|(outcome, fill)| {
+            self.warn_limits(&config, &enforce, &fill);
+            outcome
+        });
         let verdict = policy::rate::verdict(&enforce, checked);
         if verdict == Verdict::Continue && self.trace.is_some() {
             let names = limit_names(&enforce, false);
@@ -360,10 +364,46 @@ impl Connection {
             return Ok(());
         }
         let started = Instant::now();
-        let checked = self.shared.limiter.check(&shadow).await;
+        let checked = self.shared.limiter.check_fill(&shadow).await;
         self.limiter_time(started);
+        let checked = checked.map(|(outcome, fill)| {
+            self.warn_limits(&config, &shadow, &fill);
+            outcome
+        });
         let verdict = policy::rate::verdict(&shadow, checked);
         self.settle_as(stage, verdict, Some(crate::config::Mode::Monitor))
+    }
+
+    /// `warn_at`: a key past its limit's warning level, logged and counted
+    /// once per window.
+    fn warn_limits(&self, config: &Config, checks: &[Check], fill: &[u16]) {
+        let limits = &config.rate_limits;
+        let crossed = self
+            .shared
+            .limiter
+            .warnings
+            .crossed(checks, fill, |c| limits.warn_level(c.name));
+        let queue_id = self
+            .message
+            .as_ref()
+            .and_then(|m| m.queue_id.clone())
+            .unwrap_or_else(|| "-".into());
+        for (c, f) in crossed {
+            self.shared.metrics.limit_warning(c.name.as_str());
+            tracing::warn!(
+                conn_id = self.id,
+                queue_id = %queue_id,
+                limit = c.name.as_str(),
+                key = %c.key,
+                rate = %c.rate,
+                used_pct = f / 10,
+                "rate limit {} {}% used by {} (warn_at {}%)",
+                c.name,
+                f / 10,
+                c.key,
+                limits.warn_level(c.name).unwrap_or(0) / 10
+            );
+        }
     }
 
     /// A limiter round trip, counted when it went to Redis.
