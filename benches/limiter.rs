@@ -35,6 +35,7 @@ fn check(name: LimitName, key: String) -> Check {
             period: Duration::from_secs(3600),
         },
         n: 1,
+        member: None,
     }
 }
 

@@ -762,3 +762,43 @@ fn a_bad_warn_at_names_its_key() {
         assert!(e.contains(key) && e.contains("expected a percentage"), "{e}");
     }
 }
+
+/// Distinct recipients per sender: a recipient counts once in the window,
+/// however often (and however spelt) it is written to.
+#[tokio::test]
+async fn distinct_recipients_count_each_recipient_once() {
+    let d = common::start_with(custom_config(
+        "    - { name: spread, key: sender, count: distinct_recipients, rate: 3/h }\n",
+    ))
+    .await;
+    let mut conn = d.client("10.8.0.7").await;
+    let rcpt = async |conn: &mut indymilter_test::TestConnection, r: &str| {
+        reply(&conn.rcpt([r]).await.unwrap())
+    };
+    assert_eq!(
+        reply(&mail(&mut conn, "<s@tenant.example>", None).await),
+        "continue"
+    );
+    for r in [
+        "<a@x.example>",
+        "<b@x.example>",
+        "<A+news@x.example>",
+        "<c@x.example>",
+    ] {
+        assert_eq!(rcpt(&mut conn, r).await, "continue", "{r}");
+    }
+    let r = rcpt(&mut conn, "<d@x.example>").await;
+    assert!(
+        r.starts_with("451 4.7.1 Rate limit spread exceeded for s@tenant.example, retry in "),
+        "{r}"
+    );
+    conn.abort().await.unwrap();
+    // A later message to one already counted still goes.
+    assert_eq!(
+        reply(&mail(&mut conn, "<s@tenant.example>", None).await),
+        "continue"
+    );
+    assert_eq!(rcpt(&mut conn, "<b@x.example>").await, "continue");
+    conn.close().await.unwrap();
+    d.stop().await;
+}

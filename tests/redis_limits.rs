@@ -301,3 +301,36 @@ async fn warn_at_reads_the_fill_from_redis() {
         .starts_with("451 4.7.1 Rate limit messages_per_sender"));
     d.stop().await;
 }
+
+/// Distinct recipients with Redis: members recorded by the Lua script.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn distinct_recipients_in_redis() {
+    let redis = RedisServer::start();
+    let text = config_text(
+        "inet:127.0.0.1:0",
+        &redis.url(),
+        "tempfail",
+        "  custom:\n    - { name: spread, key: sender, count: distinct_recipients, rate: 2/h }\n",
+    );
+    let d = common::start_with(Config::parse(Path::new("d.yaml"), &text).unwrap()).await;
+    let mut conn = d.client("10.0.0.10").await;
+    assert_eq!(
+        reply(&mail(&mut conn, "<s@xyz.com>", None).await),
+        "continue"
+    );
+    for r in [
+        "<a@x.example>",
+        "<B@x.example>",
+        "<a+1@x.example>",
+        "<b@x.example>",
+    ] {
+        assert_eq!(reply(&conn.rcpt([r]).await.unwrap()), "continue", "{r}");
+    }
+    let r = reply(&conn.rcpt(["<c@x.example>"]).await.unwrap());
+    assert!(
+        r.starts_with("451 4.7.1 Rate limit spread exceeded for s@xyz.com"),
+        "{r}"
+    );
+    conn.close().await.unwrap();
+    d.stop().await;
+}

@@ -80,14 +80,17 @@ pub enum Counter {
     Bounces,
     /// The message's size, at end of message (once per recipient key).
     Bytes,
+    /// Recipients not yet seen for the key in the window, at RCPT TO.
+    DistinctRecipients,
 }
 
 impl Counter {
-    const ALL: [(&'static str, Counter); 4] = [
+    const ALL: [(&'static str, Counter); 5] = [
         ("messages", Counter::Messages),
         ("recipients", Counter::Recipients),
         ("bounces", Counter::Bounces),
         ("bytes", Counter::Bytes),
+        ("distinct_recipients", Counter::DistinctRecipients),
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -121,7 +124,10 @@ impl CustomLimit {
     /// Judged at RCPT TO.
     pub fn per_recipient(&self) -> bool {
         self.count != Counter::Bytes
-            && (self.count == Counter::Recipients || self.key.iter().any(|k| k.per_recipient()))
+            && (matches!(
+                self.count,
+                Counter::Recipients | Counter::DistinctRecipients
+            ) || self.key.iter().any(|k| k.per_recipient()))
     }
 
     /// Judged at MAIL FROM.
@@ -201,6 +207,14 @@ impl Validator {
                     r.key.referenced.line(),
                     format!("{at}.key"),
                     "a bounce has no sender: count bounces per client, client_network, user, class or recipient",
+                );
+                continue;
+            }
+            if count == Counter::DistinctRecipients && key.iter().any(|k| k.per_recipient()) {
+                self.error(
+                    r.key.referenced.line(),
+                    format!("{at}.key"),
+                    "distinct recipients are counted per sender, client, user or class, not per recipient",
                 );
                 continue;
             }

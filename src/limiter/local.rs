@@ -19,6 +19,11 @@ pub struct LocalLimiter<C: Clock = DefaultClock> {
     clock: C,
     start: C::Instant,
     open: Mutex<HashMap<IpAddr, u32>>,
+    /// Members counted in their window (`distinct_recipients`), by the hash
+    /// of (limit, rate, key, member), until the limiter's time in the
+    /// value (ns).
+    seen: Mutex<HashMap<u64, u64>>,
+    max_seen: usize,
 }
 
 impl LocalLimiter<DefaultClock> {
@@ -35,6 +40,8 @@ impl<C: Clock> LocalLimiter<C> {
             clock,
             start,
             open: Mutex::new(HashMap::new()),
+            seen: Mutex::new(HashMap::new()),
+            max_seen: max_keys,
         }
     }
 
@@ -66,6 +73,23 @@ impl<C: Clock> LocalLimiter<C> {
             .map(|c| self.stored_key(&c.name, &c.rate, &c.key))
             .collect();
         let now = self.now();
+        // A member already counted in its window costs nothing.
+        let members: Vec<Option<u64>> = checks
+            .iter()
+            .zip(&keys)
+            .map(|(c, k)| c.member.as_ref().map(|m| self.store.key((*k, m))))
+            .collect();
+        let cells: Vec<u64> = {
+            let seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+            checks
+                .iter()
+                .zip(&members)
+                .map(|(c, m)| match m {
+                    Some(m) if seen.get(m).is_some_and(|until| *until > now) => 0,
+                    _ => c.n,
+                })
+                .collect()
+        };
         self.store.with_keys(&keys, |locked| {
             let mut tats = Vec::with_capacity(checks.len());
             let mut denied: Option<(usize, u64)> = None;
@@ -79,7 +103,7 @@ impl<C: Clock> LocalLimiter<C> {
                     .find(|(prev, _)| **prev == k)
                     .map(|(_, t)| Some(*t))
                     .unwrap_or_else(|| locked.get(k));
-                match gcra::step(&c.rate, tat, now, c.n) {
+                match gcra::step(&c.rate, tat, now, cells[i]) {
                     Step::Allow { tat } => tats.push(tat),
                     Step::Deny { wait_ns } => {
                         tats.push(tat.unwrap_or(now));
@@ -101,6 +125,7 @@ impl<C: Clock> LocalLimiter<C> {
                     for (&k, &tat) in keys.iter().zip(&tats) {
                         locked.put(k, tat);
                     }
+                    self.remember(checks, &members, now);
                     let fill = checks
                         .iter()
                         .zip(&tats)
@@ -110,6 +135,30 @@ impl<C: Clock> LocalLimiter<C> {
                 }
             }
         })
+    }
+
+    /// Records the members of an allowed batch until their window ends;
+    /// at the cap, the expired ones go first, then any.
+    fn remember(&self, checks: &[Check], members: &[Option<u64>], now: u64) {
+        if members.iter().all(Option::is_none) {
+            return;
+        }
+        let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+        if seen.len() >= self.max_seen {
+            seen.retain(|_, until| *until > now);
+            if seen.len() >= self.max_seen {
+                seen.clear();
+            }
+        }
+        for (c, m) in checks.iter().zip(members) {
+            if let Some(m) = m {
+                let period = u64::try_from(c.rate.period.as_nanos()).unwrap_or(u64::MAX);
+                let until = seen.entry(*m).or_insert(0);
+                if *until <= now {
+                    *until = now.saturating_add(period);
+                }
+            }
+        }
     }
 
     /// The budget left for a key under each (limit, rate) asked about.
@@ -141,7 +190,12 @@ impl<C: Clock> LocalLimiter<C> {
 
     /// Drops the keys whose budget is full again; returns how many.
     pub fn sweep(&self) -> usize {
-        self.store.sweep(self.now())
+        let now = self.now();
+        self.seen
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|_, until| *until > now);
+        self.store.sweep(now)
     }
 
     pub fn tracked_keys(&self) -> usize {
@@ -215,6 +269,7 @@ mod tests {
             key: key.into(),
             rate,
             n: 1,
+            member: None,
         }
     }
 

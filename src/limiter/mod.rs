@@ -24,6 +24,9 @@ pub struct Check {
     pub key: String,
     pub rate: Rate,
     pub n: u64,
+    /// Counted once per window for each member (`distinct_recipients`:
+    /// the recipient): a member seen in the window costs nothing.
+    pub member: Option<String>,
 }
 
 /// The decision on a batch of checks.
@@ -176,6 +179,7 @@ impl Limiter {
                 key: key.to_string(),
                 rate: *rate,
                 n: 1,
+                member: None,
             };
             let (tat_us, now_us) = redis.tat(&check).await?;
             let (remaining, full_ns) = gcra::remaining(
@@ -205,6 +209,7 @@ impl Limiter {
                     key: key.to_string(),
                     rate: *rate,
                     n: 1,
+                    member: None,
                 })
                 .collect();
             redis.reset(&checks).await?;

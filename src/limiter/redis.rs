@@ -23,11 +23,14 @@ use std::{
 use tokio::sync::mpsc;
 use tracing::{info, warn};
 
-/// GCRA over KEYS, with ARGV = (emission µs, burst, cells) per key.
+/// GCRA over KEYS, with ARGV = (emission µs, burst, cells, member) per
+/// key. A member (`distinct_recipients`: the recipient, else "") already
+/// recorded under `<key>|seen|<member>` in its window costs nothing.
 /// Returns {0, fills} when every key passes (and then stores each new TAT
-/// with an expiry at which the bucket is full again; fills: how full each
-/// bucket is now, in thousandths, comma-separated), or {i, wait µs} for
-/// the key that must wait longest, storing nothing.
+/// with an expiry at which the bucket is full again, and records the
+/// members for a period; fills: how full each bucket is now, in
+/// thousandths, comma-separated), or {i, wait µs} for the key that must
+/// wait longest, storing nothing.
 const GCRA_LUA: &str = r#"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
@@ -35,9 +38,13 @@ local seen = {}
 local new = {}
 local worst, worst_wait = 0, -1
 for i, key in ipairs(KEYS) do
-  local emission = tonumber(ARGV[3 * i - 2])
-  local burst = tonumber(ARGV[3 * i - 1])
-  local cells = tonumber(ARGV[3 * i])
+  local emission = tonumber(ARGV[4 * i - 3])
+  local burst = tonumber(ARGV[4 * i - 2])
+  local cells = tonumber(ARGV[4 * i - 1])
+  local member = ARGV[4 * i]
+  if member ~= '' and redis.call('EXISTS', key .. '|seen|' .. member) == 1 then
+    cells = 0
+  end
   local capacity = emission * burst
   local cost = emission * cells
   local tat = seen[key] or tonumber(redis.call('GET', key)) or now
@@ -61,9 +68,13 @@ if worst > 0 then
 end
 local fills = {}
 for i, key in ipairs(KEYS) do
+  local capacity = tonumber(ARGV[4 * i - 3]) * tonumber(ARGV[4 * i - 2])
   local ttl = math.ceil((new[i] - now) / 1000) + 1000
   redis.call('SET', key, string.format('%.0f', new[i]), 'PX', ttl)
-  local capacity = tonumber(ARGV[3 * i - 2]) * tonumber(ARGV[3 * i - 1])
+  local member = ARGV[4 * i]
+  if member ~= '' then
+    redis.call('SET', key .. '|seen|' .. member, '1', 'PX', math.ceil(capacity / 1000), 'NX')
+  end
   fills[i] = string.format('%.0f', math.min(1000, math.floor((new[i] - now) * 1000 / capacity + 0.5)))
 end
 return {0, table.concat(fills, ',')}
@@ -263,7 +274,8 @@ impl RedisLimiter {
                 .key(self.rate_key(c))
                 .arg(emission_us)
                 .arg(c.rate.burst())
-                .arg(c.n);
+                .arg(c.n)
+                .arg(c.member.as_deref().unwrap_or(""));
         }
         let (index, wait_us): (usize, String) = self
             .call(async |mut conn| invocation.invoke_async(&mut conn).await)

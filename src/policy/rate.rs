@@ -71,6 +71,7 @@ fn push(
             key,
             rate,
             n: 1,
+            member: None,
         });
     }
 }
@@ -249,8 +250,18 @@ fn push_cells(
     n: u64,
 ) {
     let counts = match limit.count {
-        Counter::Messages | Counter::Recipients | Counter::Bytes => true,
+        Counter::Messages | Counter::Recipients | Counter::Bytes | Counter::DistinctRecipients => {
+            true
+        }
         Counter::Bounces => f.bounce,
+    };
+    // A recipient already counted in the window costs nothing.
+    let member = match limit.count {
+        Counter::DistinctRecipients => match f.rcpt {
+            Some(r) => Some(limits.keys.address(r)),
+            None => return,
+        },
+        _ => None,
     };
     if !counts {
         return;
@@ -264,6 +275,7 @@ fn push_cells(
             key,
             rate,
             n,
+            member,
         });
     }
 }
@@ -348,7 +360,7 @@ pub fn recipient(
     for c in limits.custom.iter().filter(|c| c.per_recipient()) {
         let before = checks.len();
         push_custom(&mut checks, limits, c, facts);
-        if c.count != Counter::Recipients {
+        if matches!(c.count, Counter::Messages | Counter::Bounces) {
             if let Some(new) = checks.get(before) {
                 if charged.iter().any(|(n, k)| *n == c.name && *k == new.key) {
                     checks.truncate(before);
@@ -368,7 +380,7 @@ pub fn charged_once(limits: &RateLimits, checks: &[Check]) -> Vec<(&'static str,
             crate::limiter::LimitId::Custom(n) => limits
                 .custom
                 .iter()
-                .find(|l| l.name == *n && l.count != Counter::Recipients)
+                .find(|l| l.name == *n && matches!(l.count, Counter::Messages | Counter::Bounces))
                 .map(|l| (l.name, c.key.clone())),
             crate::limiter::LimitId::Named(_) => None,
         })
@@ -745,6 +757,7 @@ rate_limits:
             ("    - { name: t, key: client, count: messages, rate: 1/h, overrides: [{ match: \"10.0.0.1/8\", rate: 2/h }] }\n", "rate_limits.custom[0].overrides[0].match", "invalid network"),
             ("    - { name: t, key: client, count: messages, rate: 1/h }\n    - { name: t, key: user, count: messages, rate: 1/h }\n", "rate_limits.custom[1].name", "already a limit's name"),
             ("    - { name: t, key: client, count: bytes, rate: 5 parsecs/d }\n", "rate_limits.custom[0].rate", "invalid byte rate"),
+            ("    - { name: t, key: recipient_domain, count: distinct_recipients, rate: 5/h }\n", "rate_limits.custom[0].key", "distinct recipients are counted per sender"),
             ("    - { name: t, key: client, count: messages, rate: 1/h, mode: shadow }\n", "rate_limits.custom", "unknown variant"),
         ] {
             let e = custom(text).unwrap_err();
