@@ -13,6 +13,8 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[path = "../tests/common/slapd.rs"]
 #[allow(dead_code)]
 mod slapd;
+#[path = "../tests/common/tls.rs"]
+mod tls;
 
 use egress_milter::{
     config::Config,

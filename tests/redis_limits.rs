@@ -334,3 +334,102 @@ async fn distinct_recipients_in_redis() {
     conn.close().await.unwrap();
     d.stop().await;
 }
+
+/// `rediss://` with the test CA, an ACL user and its password from a file:
+/// the limits are counted in Redis (with `on_failure: tempfail`, any
+/// failure to reach it would answer 451 4.3.0). A wrong password, or no
+/// CA, and it is not reached; a password in the URL is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_and_an_acl_user_with_a_password_file() {
+    let redis = RedisServer::start_tls();
+    let dir = tempfile::tempdir().unwrap();
+    let tls = |ca: bool, password: &Path| {
+        let ca = if ca {
+            format!("ca_file: \"{}\", ", redis.ca_file().display())
+        } else {
+            String::new()
+        };
+        format!(
+            "listen: inet:127.0.0.1:0
+local_domains: [example.com]
+classes:
+  - {{ name: app, clients: [10.0.0.0/8], sender_domains: [xyz.com] }}
+rate_limits:
+  backend: redis
+  redis: {{ url: \"{}\", {ca}username: {}, password_file: \"{}\", on_failure: tempfail, timeout: 2s }}
+  messages_per_sender: 2/h
+",
+            redis.url(),
+            common::redis::TLS_USER,
+            password.display()
+        )
+    };
+    let good = Config::parse(Path::new("tls.yaml"), &tls(true, &redis.password_file())).unwrap();
+    let d = common::start_with(good).await;
+    for _ in 0..2 {
+        assert_eq!(
+            mail_via(d.addr, "10.0.0.11", "<t@xyz.com>").await,
+            "continue"
+        );
+    }
+    let r = mail_via(d.addr, "10.0.0.11", "<t@xyz.com>").await;
+    assert!(
+        r.starts_with("451 4.7.1 Rate limit messages_per_sender"),
+        "{r}"
+    );
+    d.stop().await;
+
+    // A wrong password: refused by Redis, so on_failure answers.
+    let wrong = dir.path().join("wrong");
+    std::fs::write(&wrong, "not-it\n").unwrap();
+    let d =
+        common::start_with(Config::parse(Path::new("tls.yaml"), &tls(true, &wrong)).unwrap()).await;
+    assert_eq!(
+        mail_via(d.addr, "10.0.0.12", "<t@xyz.com>").await,
+        "451 4.3.0 Temporary policy failure"
+    );
+    d.stop().await;
+    // No CA: the test CA is not one the system trusts.
+    let d = common::start_with(
+        Config::parse(Path::new("tls.yaml"), &tls(false, &redis.password_file())).unwrap(),
+    )
+    .await;
+    assert_eq!(
+        mail_via(d.addr, "10.0.0.13", "<t@xyz.com>").await,
+        "451 4.3.0 Temporary policy failure"
+    );
+    d.stop().await;
+
+    // Configuration errors, each naming its key.
+    for (redis_line, key, why) in [
+        (
+            format!("{{ url: \"rediss://egress:pw@127.0.0.1:{}\" }}", redis.port),
+            "rate_limits.redis.url",
+            "password_file",
+        ),
+        (
+            format!(
+                "{{ url: \"redis://127.0.0.1:1\", ca_file: \"{}\" }}",
+                redis.ca_file().display()
+            ),
+            "rate_limits.redis.ca_file",
+            "rediss://",
+        ),
+        (
+            "{ password_file: /nonexistent/pw }".to_string(),
+            "rate_limits.redis.password_file",
+            "cannot read /nonexistent/pw",
+        ),
+    ] {
+        let text = format!(
+            "listen: inet:127.0.0.1:0\nlocal_domains: [example.com]\nrate_limits:\n  backend: redis\n  redis: {redis_line}\n"
+        );
+        let e = Config::parse(Path::new("bad.yaml"), &text)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("bad.yaml:5") && e.contains(key) && e.contains(why),
+            "{e}"
+        );
+    }
+}

@@ -92,6 +92,12 @@ pub struct RedisSettings {
     /// being renewed: the time after which a dead gateway's connections stop
     /// counting.
     pub lease: Duration,
+    /// `rediss://`: the authority that signed Redis's certificate (PEM),
+    /// when not one the system trusts.
+    pub ca_pem: Option<Vec<u8>>,
+    /// An ACL user, and the password read from `password_file`.
+    pub username: Option<String>,
+    pub password: Option<super::sources::Secret>,
 }
 
 /// How addresses and logins are spelt as limit keys, so that one person
@@ -214,6 +220,9 @@ impl Default for RateLimits {
                 on_failure: OnFailure::Local,
                 timeout: DEFAULT_REDIS_TIMEOUT,
                 lease: DEFAULT_REDIS_LEASE,
+                ca_pem: None,
+                username: None,
+                password: None,
             },
             keys: LimitKeys::default(),
             warn_at: None,
@@ -297,8 +306,48 @@ impl Validator {
                     ),
                 );
             }
+            if let Ok(info) = redis::IntoConnectionInfo::into_connection_info(url.value.as_str()) {
+                if info.redis_settings().password().is_some() {
+                    self.error(
+                        url.referenced.line(),
+                        "rate_limits.redis.url",
+                        "a password in the URL: put it in a file named by rate_limits.redis.password_file (and the user in username)",
+                    );
+                }
+            }
             out.redis.url = url.value.clone();
         }
+        if let Some(ca) = &r.ca_file {
+            match crate::files::read_bounded(std::path::Path::new(&ca.value), 1 << 20) {
+                Ok(pem)
+                    if String::from_utf8_lossy(&pem).contains("-----BEGIN CERTIFICATE-----") =>
+                {
+                    out.redis.ca_pem = Some(pem);
+                }
+                Ok(_) => self.error(
+                    ca.referenced.line(),
+                    "rate_limits.redis.ca_file",
+                    format!("{} holds no PEM certificate", ca.value),
+                ),
+                Err(e) => self.error(
+                    ca.referenced.line(),
+                    "rate_limits.redis.ca_file",
+                    format!("cannot read {}: {e}", ca.value),
+                ),
+            }
+            if !out.redis.url.starts_with("rediss://") {
+                self.error(
+                    ca.referenced.line(),
+                    "rate_limits.redis.ca_file",
+                    "a CA file is for TLS: the url must start with rediss://",
+                );
+            }
+        }
+        out.redis.username = r.username.as_ref().map(|u| u.value.clone());
+        out.redis.password = r
+            .password_file
+            .as_ref()
+            .and_then(|p| self.secret_file("rate_limits.redis.password_file", p));
         if let Some(p) = &r.key_prefix {
             out.redis.key_prefix = p.clone();
         }

@@ -413,6 +413,12 @@ pub struct RawRedis {
     pub timeout: Option<Text>,
     #[serde(default)]
     pub lease: Option<Text>,
+    #[serde(default)]
+    pub ca_file: Option<Text>,
+    #[serde(default)]
+    pub username: Option<Text>,
+    #[serde(default)]
+    pub password_file: Option<Text>,
 }
 
 #[derive(Debug, Deserialize)]

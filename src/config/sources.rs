@@ -93,6 +93,30 @@ impl CacheSettings {
 #[derive(Clone, Eq, PartialEq)]
 pub struct Secret(pub String);
 
+impl Validator {
+    /// A secret's file: its first line. An unreadable file is an error
+    /// naming the key.
+    pub(super) fn secret_file(&mut self, key: &str, p: &Text) -> Option<Secret> {
+        let path = PathBuf::from(&p.value);
+        match crate::files::read_bounded(&path, 4096) {
+            Ok(b) => {
+                let s = String::from_utf8_lossy(&b);
+                Some(Secret(
+                    s.lines().next().unwrap_or_default().trim_end().to_string(),
+                ))
+            }
+            Err(e) => {
+                self.error(
+                    p.referenced.line(),
+                    key,
+                    format!("cannot read {}: {e}", path.display()),
+                );
+                None
+            }
+        }
+    }
+}
+
 impl fmt::Debug for Secret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("Secret(..)")
@@ -482,28 +506,10 @@ impl Validator {
                 "at least one server is needed",
             );
         }
-        let password = match &raw.password_file {
-            Some(p) => {
-                let path = PathBuf::from(&p.value);
-                match crate::files::read_bounded(&path, 4096) {
-                    Ok(b) => {
-                        let s = String::from_utf8_lossy(&b);
-                        Some(Secret(
-                            s.lines().next().unwrap_or_default().trim_end().to_string(),
-                        ))
-                    }
-                    Err(e) => {
-                        self.error(
-                            p.referenced.line(),
-                            format!("{k}.password_file"),
-                            format!("cannot read {}: {e}", path.display()),
-                        );
-                        None
-                    }
-                }
-            }
-            None => None,
-        };
+        let password = raw
+            .password_file
+            .as_ref()
+            .and_then(|p| self.secret_file(&format!("{k}.password_file"), p));
         if password.is_some() && raw.bind_dn.is_none() {
             self.error(line, format!("{k}.bind_dn"), "a password needs a bind_dn");
         }

@@ -80,6 +80,31 @@ end
 return {0, table.concat(fills, ',')}
 "#;
 
+/// The client for the configured URL: the ACL user and the password from
+/// its file, and for `rediss://` the configured CA (else the system's).
+fn client(settings: &RedisSettings) -> redis::RedisResult<redis::Client> {
+    use redis::IntoConnectionInfo as _;
+    let info = settings.url.as_str().into_connection_info()?;
+    let mut auth = info.redis_settings().clone();
+    if let Some(user) = &settings.username {
+        auth = auth.set_username(user);
+    }
+    if let Some(password) = &settings.password {
+        auth = auth.set_password(&password.0);
+    }
+    let info = info.set_redis_settings(auth);
+    match &settings.ca_pem {
+        Some(pem) => redis::Client::build_with_tls(
+            info,
+            redis::TlsCertificates {
+                client_tls: None,
+                root_cert: Some(pem.clone()),
+            },
+        ),
+        None => redis::Client::open(info),
+    }
+}
+
 /// Takes a place in KEYS[1] for member ARGV[1] if fewer than ARGV[2] live
 /// members hold one; a member lives until its score (µs).
 /// ARGV[3] = lease µs. Returns 1 (taken) or 0.
@@ -153,8 +178,7 @@ impl Drop for RedisLease {
 
 impl RedisLimiter {
     pub fn new(settings: &RedisSettings) -> Result<Self, LimiterError> {
-        let client = redis::Client::open(settings.url.as_str())
-            .map_err(|e| LimiterError::Redis(e.to_string()))?;
+        let client = client(settings).map_err(|e| LimiterError::Redis(e.to_string()))?;
         let gateway = format!(
             "{}:{}:{:x}",
             std::env::var("HOSTNAME").unwrap_or_default(),

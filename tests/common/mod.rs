@@ -12,6 +12,7 @@ pub mod rspamd;
 pub mod sendmail;
 pub mod sink;
 pub mod slapd;
+pub mod tls;
 pub mod webhook;
 
 use egress_milter::{config::Config, Shared};

@@ -9,7 +9,14 @@ use std::{
 pub struct RedisServer {
     pub port: u16,
     child: Option<Child>,
+    /// A TLS-only server with an ACL user: its config, certificates and
+    /// password file.
+    tls: Option<tempfile::TempDir>,
 }
+
+/// The ACL user of [`RedisServer::start_tls`] and its password.
+pub const TLS_USER: &str = "egress";
+pub const TLS_PASSWORD: &str = "s3cret-pw";
 
 impl RedisServer {
     pub fn start() -> RedisServer {
@@ -17,9 +24,63 @@ impl RedisServer {
             .and_then(|l| l.local_addr())
             .map(|a| a.port())
             .expect("free port");
-        let mut r = RedisServer { port, child: None };
+        let mut r = RedisServer {
+            port,
+            child: None,
+            tls: None,
+        };
         r.restart();
         r
+    }
+
+    /// A server that speaks TLS only (a certificate for 127.0.0.1 from a
+    /// test CA), where the default user is off and only the ACL user
+    /// [`TLS_USER`] may log in.
+    pub fn start_tls() -> RedisServer {
+        let dir = tempfile::tempdir().expect("tempdir");
+        super::tls::make_certs(dir.path());
+        std::fs::write(dir.path().join("password"), format!("{TLS_PASSWORD}\n")).expect("password");
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("free port");
+        let d = |f: &str| dir.path().join(f).display().to_string();
+        std::fs::write(
+            dir.path().join("redis.conf"),
+            format!(
+                "port 0\nbind 127.0.0.1\ntls-port {port}\ntls-cert-file {}\ntls-key-file {}\n\
+                 tls-ca-cert-file {}\ntls-auth-clients no\nuser default off\n\
+                 user {TLS_USER} on >{TLS_PASSWORD} ~* &* +@all\nsave \"\"\nappendonly no\n",
+                d("cert.pem"),
+                d("key.pem"),
+                d("ca.pem")
+            ),
+        )
+        .expect("redis.conf");
+        let mut r = RedisServer {
+            port,
+            child: None,
+            tls: Some(dir),
+        };
+        r.restart();
+        r
+    }
+
+    /// The TLS server's CA file and password file.
+    pub fn ca_file(&self) -> std::path::PathBuf {
+        self.tls
+            .as_ref()
+            .expect("a TLS server")
+            .path()
+            .join("ca.pem")
+    }
+
+    pub fn password_file(&self) -> std::path::PathBuf {
+        self.tls
+            .as_ref()
+            .expect("a TLS server")
+            .path()
+            .join("password")
     }
 
     /// Starts (again) on the same port, with no persistence.
@@ -28,9 +89,14 @@ impl RedisServer {
             std::path::Path::new("/usr/bin/redis-server").exists(),
             "redis-server is not installed: run scripts/test.sh, which installs it"
         );
-        let child = Command::new("/usr/bin/redis-server")
-            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
+        let mut cmd = Command::new("/usr/bin/redis-server");
+        match &self.tls {
+            Some(dir) => cmd.arg(dir.path().join("redis.conf")),
+            None => cmd
+                .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+                .args(["--save", "", "--appendonly", "no", "--daemonize", "no"]),
+        };
+        let child = cmd
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -52,7 +118,12 @@ impl RedisServer {
     }
 
     pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
+        let scheme = if self.tls.is_some() {
+            "rediss"
+        } else {
+            "redis"
+        };
+        format!("{scheme}://127.0.0.1:{}", self.port)
     }
 }
 

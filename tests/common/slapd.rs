@@ -4,6 +4,7 @@
 //! port and StartTLS on the first, with a certificate authority made for
 //! the test. Killed when dropped.
 
+use super::tls::run;
 use std::{
     net::TcpStream,
     path::{Path, PathBuf},
@@ -56,56 +57,6 @@ fn ldif() -> String {
     out
 }
 
-fn run(cmd: &mut Command) {
-    let out = cmd.output().expect("run");
-    assert!(
-        out.status.success(),
-        "{cmd:?}: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-/// A certificate authority and a certificate for 127.0.0.1 it signed.
-fn make_certs(dir: &Path) {
-    let d = |f: &str| dir.join(f);
-    run(Command::new("openssl")
-        .args([
-            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
-        ])
-        .args(["-subj", "/CN=egress-milter test CA"])
-        .arg("-keyout")
-        .arg(d("ca.key"))
-        .arg("-out")
-        .arg(d("ca.pem")));
-    run(Command::new("openssl")
-        .args([
-            "req",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-subj",
-            "/CN=127.0.0.1",
-        ])
-        .arg("-keyout")
-        .arg(d("key.pem"))
-        .arg("-out")
-        .arg(d("req.csr")));
-    std::fs::write(d("ext.cnf"), "subjectAltName=IP:127.0.0.1,DNS:localhost\n").expect("ext");
-    run(Command::new("openssl")
-        .args(["x509", "-req", "-days", "2", "-CAcreateserial"])
-        .arg("-in")
-        .arg(d("req.csr"))
-        .arg("-CA")
-        .arg(d("ca.pem"))
-        .arg("-CAkey")
-        .arg(d("ca.key"))
-        .arg("-extfile")
-        .arg(d("ext.cnf"))
-        .arg("-out")
-        .arg(d("cert.pem")));
-}
-
 impl Slapd {
     /// Starts slapd on free ports (others, if another process took one).
     pub fn start() -> Slapd {
@@ -114,7 +65,7 @@ impl Slapd {
             "slapd is not installed: run scripts/test.sh, which installs it"
         );
         let mut dir = tempfile::tempdir().expect("slapd dir");
-        make_certs(dir.path());
+        super::tls::make_certs(dir.path());
         std::fs::create_dir(dir.path().join("db")).expect("db dir");
         let conf = dir.path().join("slapd.conf");
         std::fs::write(
