@@ -244,6 +244,10 @@ rate_limits:
   backend: redis
   redis: {{ url: \"redis://127.0.0.1:{dead_redis}\", on_failure: local }}
   messages_per_sender: 2/h
+  # The first message leaves the sender's budget half spent: a warning.
+  warn_at: 50%
+  # The second is over this shadow limit: a would-be tempfail.
+  custom: [{{ name: shadow_sender, key: sender, count: messages, rate: 1/h, mode: monitor }}]
 dkim: {{ keys: [{{ domain: example.com, selector: e1, file: {} }}] }}
 spf: {{ check_egress: warn }}
 dns: {{ nameservers: [\"127.0.0.1:{dead_dns}\"], timeout: 300ms }}
