@@ -273,6 +273,66 @@ mod tests {
         }
     }
 
+    fn custom(key: &str, rate: Rate, n: u64, member: Option<&str>) -> Check {
+        Check {
+            name: LimitId::Custom(crate::rate::intern("t")),
+            key: key.into(),
+            rate,
+            n,
+            member: member.map(str::to_string),
+        }
+    }
+
+    #[test]
+    fn a_member_counts_once_per_window() {
+        let clock = FakeRelativeClock::default();
+        let l = LocalLimiter::with_clock(1000, clock.clone());
+        let r = rate(2, 3600);
+        let to = |m: &str| [custom("s@x.example", r, 1, Some(m))];
+        assert_eq!(l.check(&to("a")), Outcome::Allowed);
+        assert_eq!(l.check(&to("a")), Outcome::Allowed);
+        assert_eq!(l.check(&to("b")), Outcome::Allowed);
+        assert!(matches!(l.check(&to("c")), Outcome::Denied { .. }));
+        // Seen ones still pass while the window lasts.
+        assert_eq!(l.check(&to("b")), Outcome::Allowed);
+        // A refused member was not recorded: it costs when it passes.
+        clock.advance(Duration::from_secs(1800));
+        assert_eq!(l.check(&to("c")), Outcome::Allowed);
+        assert!(matches!(l.check(&to("d")), Outcome::Denied { .. }));
+        // After its window, a member counts again.
+        clock.advance(Duration::from_secs(1801));
+        l.sweep();
+        assert_eq!(l.check(&to("a")), Outcome::Allowed);
+        assert_eq!(l.check(&to("a")), Outcome::Allowed);
+    }
+
+    #[test]
+    fn fill_levels_and_bytes() {
+        let clock = FakeRelativeClock::default();
+        let l = LocalLimiter::with_clock(1000, clock.clone());
+        let r = rate(100_000, 86_400);
+        let c = [custom("example.com", r, 40_000, None)];
+        assert_eq!(l.check_fill(&c), (Outcome::Allowed, vec![400]));
+        assert_eq!(l.check_fill(&c), (Outcome::Allowed, vec![800]));
+        let (o, fill) = l.check_fill(&c);
+        assert!(matches!(o, Outcome::Denied { index: 0, .. }) && fill.is_empty());
+        // A quarter of a day refills a quarter of the budget.
+        clock.advance(Duration::from_secs(21_600));
+        assert_eq!(
+            l.check_fill(&[custom("example.com", r, 5_000, None)]),
+            (Outcome::Allowed, vec![600])
+        );
+        // More than the whole budget: never, whatever the wait.
+        let big = [custom("other.example", r, 100_001, None)];
+        assert_eq!(
+            l.check(&big),
+            Outcome::Denied {
+                index: 0,
+                retry_after: Duration::from_nanos(u64::MAX)
+            }
+        );
+    }
+
     #[test]
     fn burst_refill_and_retry_after() {
         let clock = FakeRelativeClock::default();
