@@ -802,3 +802,38 @@ async fn distinct_recipients_count_each_recipient_once() {
     conn.close().await.unwrap();
     d.stop().await;
 }
+
+/// `warn_notify`: a warning goes out once by the incidents' webhook, with
+/// the limit, the key and how much is used.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_warning_is_notified_once_by_webhook() {
+    let mut hook = common::webhook::Webhook::start(200).await;
+    let d = common::start_with(custom_config(&format!(
+        "    - {{ name: tenant, key: sender_domain, count: messages, rate: 4/h, warn_at: 50% }}
+  warn_notify: true
+incidents:
+  notify: {{ webhook: {{ url: \"{}\" }} }}
+",
+        hook.url()
+    )))
+    .await;
+    let mut conn = d.client("10.8.0.8").await;
+    for _ in 0..3 {
+        assert_eq!(
+            reply(&mail(&mut conn, "<a@tenant.example>", None).await),
+            "continue"
+        );
+        conn.abort().await.unwrap();
+    }
+    conn.close().await.unwrap();
+    let doc = hook.next(10).await.expect("a notice");
+    assert_eq!(doc["event"], "limit_warning", "{doc}");
+    assert_eq!(doc["limit"], "tenant", "{doc}");
+    assert_eq!(doc["key"], "tenant.example", "{doc}");
+    assert_eq!(doc["used_pct"], 50, "{doc}");
+    assert_eq!(doc["warn_at_pct"], 50, "{doc}");
+    assert_eq!(doc["rate"], "4/h", "{doc}");
+    // Once per window: the third message (75%) sends nothing more.
+    assert!(hook.next(2).await.is_none());
+    d.stop().await;
+}

@@ -192,6 +192,8 @@ pub struct RateLimits {
     /// `warn_at`, in thousandths of a budget, for every limit without its
     /// own.
     pub warn_at: Option<u16>,
+    /// Warnings also go out as notices, through `incidents.notify`.
+    pub warn_notify: bool,
     pub custom: Vec<super::CustomLimit>,
     pub backend: Backend,
     pub redis: RedisSettings,
@@ -226,6 +228,7 @@ impl Default for RateLimits {
             },
             keys: LimitKeys::default(),
             warn_at: None,
+            warn_notify: false,
             custom: Vec::new(),
             max_keys: DEFAULT_MAX_KEYS,
             defaults: LimitSet::default(),
@@ -245,6 +248,7 @@ impl Validator {
             .warn_at
             .as_ref()
             .and_then(|w| self.warn_level("rate_limits.warn_at", w));
+        out.warn_notify = raw.warn_notify.unwrap_or(false);
         out.custom = self.custom_limits(&raw.custom);
         if let Some(f) = raw.keys.fold_case {
             out.keys.fold_case = f;

@@ -300,6 +300,8 @@ pub struct RawRateLimits {
     #[serde(default)]
     pub warn_at: Option<Text>,
     #[serde(default)]
+    pub warn_notify: Option<bool>,
+    #[serde(default)]
     pub custom: Vec<RawCustomLimit>,
     #[serde(default)]
     pub overrides: Vec<RawOverride>,

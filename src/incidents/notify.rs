@@ -150,6 +150,102 @@ impl Notice {
     }
 }
 
+/// A key past a rate limit's `warn_at` (`rate_limits.warn_notify`).
+#[derive(Clone, Debug)]
+pub struct WarningNotice {
+    pub limit: &'static str,
+    pub key: String,
+    pub rate: String,
+    pub used_pct: u16,
+    pub warn_at_pct: u16,
+    /// Unix seconds.
+    pub at: u64,
+    pub queue_id: Option<String>,
+}
+
+/// The warning's webhook document.
+#[derive(Serialize)]
+struct WarningDocument<'a> {
+    event: &'static str,
+    limit: &'a str,
+    key: &'a str,
+    rate: &'a str,
+    used_pct: u16,
+    warn_at_pct: u16,
+    at: String,
+    queue_id: Option<&'a str>,
+    gateway: &'a str,
+}
+
+/// What the notifier delivers.
+#[derive(Clone, Debug)]
+enum Outgoing {
+    Incident(Notice),
+    Warning(WarningNotice),
+}
+
+impl Outgoing {
+    /// What the log lines name.
+    fn name(&self) -> String {
+        match self {
+            Self::Incident(n) => n.incident.name(),
+            Self::Warning(w) => format!("{} for {}", w.limit, w.key),
+        }
+    }
+
+    fn event(&self) -> &'static str {
+        match self {
+            Self::Incident(n) => match n.change {
+                Change::Opened => "opened",
+                Change::Closed => "closed",
+            },
+            Self::Warning(_) => "limit_warning",
+        }
+    }
+
+    fn body(&self, gateway: &str) -> serde_json::Result<Vec<u8>> {
+        match self {
+            Self::Incident(n) => serde_json::to_vec(&n.document(gateway)),
+            Self::Warning(w) => serde_json::to_vec(&WarningDocument {
+                event: "limit_warning",
+                limit: w.limit,
+                key: &w.key,
+                rate: &w.rate,
+                used_pct: w.used_pct,
+                warn_at_pct: w.warn_at_pct,
+                at: rfc3339(w.at),
+                queue_id: w.queue_id.as_deref(),
+                gateway,
+            }),
+        }
+    }
+
+    fn mail_text(&self, gateway: &str) -> (String, String) {
+        match self {
+            Self::Incident(n) => n.mail_text(gateway),
+            Self::Warning(w) => (
+                format!(
+                    "egress-milter: {} at {}% of rate limit {}",
+                    w.key, w.used_pct, w.limit
+                ),
+                format!(
+                    "Gateway {gateway}: {} has used {}% of rate limit {} ({}), past its warning level of {}%.\n\
+                     Its mail still passes; at 100% it is refused (451 4.7.1) until the budget refills.\n\
+                     Last message: {}\nAt: {}\n\nLook, and reset if it is legitimate:\n  egress-milter limits show {}\n",
+                    w.key,
+                    w.used_pct,
+                    w.limit,
+                    w.rate,
+                    w.warn_at_pct,
+                    w.queue_id.as_deref().unwrap_or("-"),
+                    rfc3339(w.at),
+                    w.key
+                ),
+            ),
+        }
+    }
+}
+
 /// Unix seconds as RFC 3339 UTC (`2026-12-02T03:00:00Z`).
 pub fn rfc3339(secs: u64) -> String {
     let days = (secs / 86_400) as i64;
@@ -174,8 +270,8 @@ pub fn rfc3339(secs: u64) -> String {
 
 /// The sending side: notices go in, one task delivers them.
 pub struct Notifier {
-    tx: mpsc::Sender<(Notice, Notify)>,
-    rx: std::sync::Mutex<Option<mpsc::Receiver<(Notice, Notify)>>>,
+    tx: mpsc::Sender<(Outgoing, Notify)>,
+    rx: std::sync::Mutex<Option<mpsc::Receiver<(Outgoing, Notify)>>>,
     pub sent: AtomicU64,
     pub failed: AtomicU64,
     pub suppressed: AtomicU64,
@@ -197,6 +293,15 @@ impl Default for Notifier {
 impl Notifier {
     /// Queues a notice, under the settings in force now; never waits.
     pub fn send(&self, notice: Notice, settings: &Notify) {
+        self.queue(Outgoing::Incident(notice), settings);
+    }
+
+    /// Queues a rate-limit warning, as [`send`](Self::send).
+    pub fn send_warning(&self, warning: WarningNotice, settings: &Notify) {
+        self.queue(Outgoing::Warning(warning), settings);
+    }
+
+    fn queue(&self, notice: Outgoing, settings: &Notify) {
         if settings.webhook.is_none() && settings.mail.is_none() {
             return;
         }
@@ -225,7 +330,7 @@ impl Notifier {
             if recent.len() >= settings.max_per_hour as usize {
                 self.suppressed.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(
-                    incident = notice.incident.name(),
+                    incident = notice.name(),
                     max_per_hour = settings.max_per_hour,
                     "incident notification not sent: the hourly cap is reached"
                 );
@@ -233,7 +338,7 @@ impl Notifier {
             }
             recent.push_back(now);
             if let Some(w) = &settings.webhook {
-                let body = match serde_json::to_vec(&notice.document(&gateway)) {
+                let body = match notice.body(&gateway) {
                     Ok(b) => b,
                     Err(e) => {
                         tracing::error!("incident notification unserialisable: {e}");
@@ -266,13 +371,13 @@ impl Notifier {
         }
     }
 
-    fn count(&self, notice: &Notice, how: &'static str, result: Result<(), String>) {
+    fn count(&self, notice: &Outgoing, how: &'static str, result: Result<(), String>) {
         match result {
             Ok(()) => {
                 self.sent.fetch_add(1, Ordering::Relaxed);
                 tracing::info!(
-                    incident = notice.incident.name(),
-                    event = ?notice.change,
+                    incident = notice.name(),
+                    event = notice.event(),
                     how,
                     "incident notification sent"
                 );
@@ -280,7 +385,7 @@ impl Notifier {
             Err(e) => {
                 self.failed.fetch_add(1, Ordering::Relaxed);
                 tracing::error!(
-                    incident = notice.incident.name(),
+                    incident = notice.name(),
                     how,
                     "incident notification failed after {ATTEMPTS} attempts: {e}"
                 );

@@ -390,6 +390,22 @@ impl Connection {
             .unwrap_or_else(|| "-".into());
         for (c, f) in crossed {
             self.shared.metrics.limit_warning(c.name.as_str());
+            if limits.warn_notify {
+                self.shared.incidents.notifier.send_warning(
+                    crate::incidents::WarningNotice {
+                        limit: c.name.as_str(),
+                        key: c.key.clone(),
+                        rate: c.rate.to_string(),
+                        used_pct: f / 10,
+                        warn_at_pct: limits.warn_level(c.name).unwrap_or(0) / 10,
+                        at: std::time::SystemTime::now()
+                            .duration_since(std::time::UNIX_EPOCH)
+                            .map_or(0, |d| d.as_secs()),
+                        queue_id: (queue_id != "-").then(|| queue_id.clone()),
+                    },
+                    &config.incidents.notify,
+                );
+            }
             tracing::warn!(
                 conn_id = self.id,
                 queue_id = %queue_id,
