@@ -9,7 +9,7 @@
 //! loopback port); without it they are skipped with a note.
 
 use egress_milter::config::{Backend, RateLimits};
-use egress_milter::limiter::{Check, LimitName, Limiter, LocalLimiter, Outcome, Rate};
+use egress_milter::limiter::{Check, LimitId, LimitName, Limiter, LocalLimiter, Outcome, Rate};
 use std::{
     process::{Command, Stdio},
     sync::Arc,
@@ -54,7 +54,36 @@ fn batch(i: u64, senders: u64) -> Vec<Check> {
     ]
 }
 
+/// The same, with seven custom limits beside: ten limits in the stage's
+/// batch (tenant, network, class, pairs, bounces-style keys).
+fn batch10(i: u64, senders: u64) -> Vec<Check> {
+    let mut b = batch(i, senders);
+    let user = i % senders;
+    for (name, key) in [
+        ("tenant_msgs", format!("tenant{}.example", user % 500)),
+        ("net_msgs", format!("10.0.{}.0/24", (i / 256) % 256)),
+        ("class_msgs", "app".to_string()),
+        ("user_domain", format!("user{user}+gmail.example")),
+        ("tenant_hourly", format!("tenant{}.example", user % 500)),
+        (
+            "client_daily",
+            format!("10.0.{}.{}", (i / 256) % 256, i % 256),
+        ),
+        ("sender_daily", format!("user{user}@example.com")),
+    ] {
+        let mut c = check(LimitName::MessagesPerClient, key);
+        c.name = LimitId::Custom(egress_milter::limiter::intern(name));
+        b.push(c);
+    }
+    b
+}
+
 fn local_throughput() {
+    local_throughput_of("3 limits", batch);
+    local_throughput_of("10 limits", batch10);
+}
+
+fn local_throughput_of(what: &str, batch: fn(u64, u64) -> Vec<Check>) {
     let limiter = Arc::new(LocalLimiter::new(1_000_000));
     let n = 1_000_000u64;
     let threads = 2;
@@ -71,7 +100,7 @@ fn local_throughput() {
     });
     let secs = start.elapsed().as_secs_f64();
     println!(
-        "local backend: {n} MAIL FROM decisions (3 limits each) on {threads} threads in {secs:.2}s = {:.0} decisions/s",
+        "local backend: {n} MAIL FROM decisions ({what} each) on {threads} threads in {secs:.2}s = {:.0} decisions/s",
         n as f64 / secs
     );
 }
@@ -159,8 +188,24 @@ fn redis_throughput() {
     };
     config.redis.url = format!("redis://127.0.0.1:{port}");
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    for (what, batch) in [
+        ("3 limits", batch as fn(u64, u64) -> Vec<Check>),
+        ("10 limits", batch10),
+    ] {
+        redis_throughput_of(&runtime, &config, what, batch);
+    }
+    let _ = server.kill();
+    let _ = server.wait();
+}
+
+fn redis_throughput_of(
+    runtime: &tokio::runtime::Runtime,
+    config: &RateLimits,
+    what: &str,
+    batch: fn(u64, u64) -> Vec<Check>,
+) {
     runtime.block_on(async {
-        let limiter = Arc::new(Limiter::new(&config));
+        let limiter = Arc::new(Limiter::new(config));
         let n = 100_000u64;
         let concurrency = 32;
         let start = Instant::now();
@@ -186,15 +231,13 @@ fn redis_throughput() {
         let p = |q: f64| all[((all.len() as f64 * q) as usize).min(all.len() - 1)].as_micros();
         let failures = limiter.redis_failures();
         println!(
-            "redis backend: {n} MAIL FROM decisions (3 limits, one round trip each), {concurrency} concurrent, in {secs:.2}s = {:.0} decisions/s; latency p50 {}us p99 {}us p999 {}us; {failures} failures",
+            "redis backend: {n} MAIL FROM decisions ({what}, one round trip each), {concurrency} concurrent, in {secs:.2}s = {:.0} decisions/s; latency p50 {}us p99 {}us p999 {}us; {failures} failures",
             n as f64 / secs,
             p(0.5),
             p(0.99),
             p(0.999)
         );
     });
-    let _ = server.kill();
-    let _ = server.wait();
 }
 
 /// 10 million messages, each to a new recipient at a new domain, from

@@ -9,7 +9,7 @@ pub mod redis;
 pub mod store;
 pub mod warnings;
 
-pub use crate::rate::{parse_limit, Limit, LimitId, LimitName, Rate};
+pub use crate::rate::{intern, parse_limit, Limit, LimitId, LimitName, Rate};
 pub use local::{Lease, LocalLimiter};
 pub use redis::RedisLimiter;
 
