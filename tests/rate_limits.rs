@@ -752,6 +752,7 @@ fn a_bad_warn_at_names_its_key() {
             "  custom:\n    - { name: t, key: client, count: messages, rate: 1/h, warn_at: lots }\n",
             "rate_limits.custom[0].warn_at",
         ),
+        ("  warn_notify: true\n", "rate_limits.warn_notify"),
     ] {
         let e = egress_milter::config::Config::parse(
             std::path::Path::new("w.yaml"),
@@ -759,7 +760,15 @@ fn a_bad_warn_at_names_its_key() {
         )
         .unwrap_err()
         .to_string();
-        assert!(e.contains(key) && e.contains("expected a percentage"), "{e}");
+        let why = if key.ends_with("warn_notify") {
+            "sets no webhook and no mail"
+        } else {
+            "expected a percentage"
+        };
+        assert!(
+            (e.contains("w.yaml:4") || e.contains("w.yaml:5")) && e.contains(key) && e.contains(why),
+            "{e}"
+        );
     }
 }
 

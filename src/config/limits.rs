@@ -248,7 +248,7 @@ impl Validator {
             .warn_at
             .as_ref()
             .and_then(|w| self.warn_level("rate_limits.warn_at", w));
-        out.warn_notify = raw.warn_notify.unwrap_or(false);
+        out.warn_notify = raw.warn_notify.as_ref().is_some_and(|w| w.value);
         out.custom = self.custom_limits(&raw.custom);
         if let Some(f) = raw.keys.fold_case {
             out.keys.fold_case = f;

@@ -390,7 +390,21 @@ impl Validator {
         let admin = self.admin(&raw.admin, raw.rate_limits.admin_listen.as_ref());
         let incidents = self.incidents(raw.incidents);
         let antivirus = self.antivirus(raw.antivirus);
+        let warn_notify = raw
+            .rate_limits
+            .warn_notify
+            .as_ref()
+            .map(|w| w.referenced.line());
         let rate_limits = self.rate_limits(raw.rate_limits);
+        if let (Some(line), true) = (warn_notify, rate_limits.warn_notify) {
+            if incidents.notify.webhook.is_none() && incidents.notify.mail.is_none() {
+                self.error(
+                    line,
+                    "rate_limits.warn_notify",
+                    "warnings are sent through incidents.notify, which sets no webhook and no mail",
+                );
+            }
+        }
         let mut internal_networks = Vec::new();
         for (i, n) in raw.internal_networks.iter().enumerate() {
             match parse_network(&n.value) {

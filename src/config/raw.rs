@@ -300,7 +300,7 @@ pub struct RawRateLimits {
     #[serde(default)]
     pub warn_at: Option<Text>,
     #[serde(default)]
-    pub warn_notify: Option<bool>,
+    pub warn_notify: Option<Spanned<bool>>,
     #[serde(default)]
     pub custom: Vec<RawCustomLimit>,
     #[serde(default)]
