@@ -175,7 +175,7 @@ pub fn message(limits: &RateLimits, facts: &Facts<'_>) -> Vec<Check> {
         login,
     );
     for c in limits.custom.iter().filter(|c| c.per_message()) {
-        push_custom(&mut checks, limits, c, facts);
+        push_cells(&mut checks, limits, c, facts, 1);
     }
     checks
 }
@@ -238,10 +238,6 @@ fn custom_matches(m: &Matcher, keys: &LimitKeys, by_recipient: bool, f: &Facts<'
     matches(m, keys, name, f)
 }
 
-fn push_custom(out: &mut Vec<Check>, limits: &RateLimits, limit: &CustomLimit, f: &Facts<'_>) {
-    push_cells(out, limits, limit, f, 1);
-}
-
 fn push_cells(
     out: &mut Vec<Check>,
     limits: &RateLimits,
@@ -249,23 +245,15 @@ fn push_cells(
     f: &Facts<'_>,
     n: u64,
 ) {
-    let counts = match limit.count {
-        Counter::Messages | Counter::Recipients | Counter::Bytes | Counter::DistinctRecipients => {
-            true
-        }
-        Counter::Bounces => f.bounce,
-    };
-    // A recipient already counted in the window costs nothing.
-    let member = match limit.count {
-        Counter::DistinctRecipients => match f.rcpt {
-            Some(r) => Some(limits.keys.address(r)),
-            None => return,
-        },
-        _ => None,
-    };
-    if !counts {
+    if limit.count == Counter::Bounces && !f.bounce {
         return;
     }
+    // A recipient already counted in the window costs nothing.
+    let member = match (limit.count, f.rcpt) {
+        (Counter::DistinctRecipients, Some(r)) => Some(limits.keys.address(r)),
+        (Counter::DistinctRecipients, None) => return,
+        _ => None,
+    };
     if let (Some(rate), Some(key)) = (
         custom_rate(limits, limit, f),
         custom_key(&limits.keys, limit, f),
@@ -322,13 +310,21 @@ pub fn end_of_message(
 
 /// Splits a stage's checks: those that enforce, and the shadow ones
 /// (`mode: monitor` custom limits), judged after and never refusing.
-pub fn split_shadow(limits: &RateLimits, checks: Vec<Check>) -> (Vec<Check>, Vec<Check>) {
-    checks.into_iter().partition(|c| match c.name {
+/// Without shadow limits in the configuration, nothing is copied.
+pub fn split_shadow<'a>(
+    limits: &RateLimits,
+    checks: &'a [Check],
+) -> (std::borrow::Cow<'a, [Check]>, Vec<Check>) {
+    if !limits.custom.iter().any(|l| l.monitor) {
+        return (std::borrow::Cow::Borrowed(checks), Vec::new());
+    }
+    let (enforce, shadow) = checks.iter().cloned().partition(|c| match c.name {
         crate::limiter::LimitId::Custom(n) => {
             !limits.custom.iter().any(|l| l.name == n && l.monitor)
         }
         crate::limiter::LimitId::Named(_) => true,
-    })
+    });
+    (std::borrow::Cow::Owned(enforce), shadow)
 }
 
 /// At RCPT TO: one message for the recipient, one recipient for the sender,
@@ -359,7 +355,7 @@ pub fn recipient(
     );
     for c in limits.custom.iter().filter(|c| c.per_recipient()) {
         let before = checks.len();
-        push_custom(&mut checks, limits, c, facts);
+        push_cells(&mut checks, limits, c, facts, 1);
         if matches!(c.count, Counter::Messages | Counter::Bounces) {
             if let Some(new) = checks.get(before) {
                 if charged.iter().any(|(n, k)| *n == c.name && *k == new.key) {
@@ -739,7 +735,7 @@ rate_limits:
         let checks = end_of_message(&l, &facts, &[r1], 12_345);
         assert_eq!(checks.len(), 2);
         assert!(checks.iter().all(|c| c.n == 12_345));
-        let (enforce, shadow) = split_shadow(&l, checks);
+        let (enforce, shadow) = split_shadow(&l, &checks);
         assert_eq!((enforce.len(), shadow.len()), (1, 1));
         assert_eq!(shadow[0].key, "example.com");
     }

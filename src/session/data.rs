@@ -236,16 +236,23 @@ impl Connection {
         let Some(msg) = self.message.as_ref() else {
             return Ok(());
         };
-        let rcpts: Vec<crate::address::Address> = msg
-            .rcpts
-            .iter()
-            .filter_map(
-                |r| match crate::address::parse_envelope(format!("<{r}>").as_bytes()) {
-                    Ok(crate::address::EnvelopeAddress::Address(a)) => Some(a),
-                    _ => None,
-                },
-            )
-            .collect();
+        // The recipients, parsed again only for a budget keyed by them.
+        let by_recipient = config.rate_limits.custom.iter().any(|c| {
+            c.count == crate::config::Counter::Bytes && c.key.iter().any(|k| k.per_recipient())
+        });
+        let rcpts: Vec<crate::address::Address> = if by_recipient {
+            msg.rcpts
+                .iter()
+                .filter_map(
+                    |r| match crate::address::parse_envelope(format!("<{r}>").as_bytes()) {
+                        Ok(crate::address::EnvelopeAddress::Address(a)) => Some(a),
+                        _ => None,
+                    },
+                )
+                .collect()
+        } else {
+            Vec::new()
+        };
         let class = msg.class().map(|c| c.name.clone());
         let checks = policy::rate::end_of_message(
             &config.rate_limits,

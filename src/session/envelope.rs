@@ -346,15 +346,8 @@ impl Connection {
             Some(m) => m.config.clone(),
             None => self.shared.config(),
         };
-        let (enforce, shadow) = policy::rate::split_shadow(&config.rate_limits, checks.to_vec());
-        let started = Instant::now();
-        let checked = self.shared.limiter.check_fill(&enforce).await;
-        self.limiter_time(started);
-        let checked = checked.map(|(outcome, fill)| {
-            self.warn_limits(&config, &enforce, &fill);
-            outcome
-        });
-        let verdict = policy::rate::verdict(&enforce, checked);
+        let (enforce, shadow) = policy::rate::split_shadow(&config.rate_limits, checks);
+        let verdict = self.judge_limits(&config, &enforce).await;
         if verdict == Verdict::Continue && self.trace.is_some() {
             let names = limit_names(&enforce, false);
             self.note(stage, "rate limits", || names);
@@ -363,15 +356,21 @@ impl Connection {
         if shadow.is_empty() {
             return Ok(());
         }
+        let verdict = self.judge_limits(&config, &shadow).await;
+        self.settle_as(stage, verdict, Some(crate::config::Mode::Monitor))
+    }
+
+    /// One batch through the limiter: its verdict, and the warnings of
+    /// the keys it left past `warn_at`.
+    async fn judge_limits(&self, config: &Config, checks: &[Check]) -> Verdict {
         let started = Instant::now();
-        let checked = self.shared.limiter.check_fill(&shadow).await;
+        let checked = self.shared.limiter.check_fill(checks).await;
         self.limiter_time(started);
         let checked = checked.map(|(outcome, fill)| {
-            self.warn_limits(&config, &shadow, &fill);
+            self.warn_limits(config, checks, &fill);
             outcome
         });
-        let verdict = policy::rate::verdict(&shadow, checked);
-        self.settle_as(stage, verdict, Some(crate::config::Mode::Monitor))
+        policy::rate::verdict(checks, checked)
     }
 
     /// `warn_at`: a key past its limit's warning level, logged and counted
@@ -383,6 +382,9 @@ impl Connection {
             .limiter
             .warnings
             .crossed(checks, fill, |c| limits.warn_level(c.name));
+        if crossed.is_empty() {
+            return;
+        }
         let queue_id = self
             .message
             .as_ref()
