@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The whole test suite: installs what the tests need when it is missing
-# (Postfix, swaks, redis-server, python3-dkim, rspamd, nmap, systemd-analyze,
+# (Postfix, swaks, redis-server, redis-sentinel, python3-dkim, rspamd, nmap, systemd-analyze,
 # slapd, clamd,
 # from Debian's packages; cargo-deb from crates.io), then checks formatting, runs
 # clippy with warnings as errors, and runs every test (one build for all).
@@ -13,6 +13,9 @@ need=()
 [ -x /usr/sbin/postfix ] || need+=(postfix)
 command -v swaks >/dev/null 2>&1 || need+=(swaks)
 [ -x /usr/bin/redis-server ] || need+=(redis-server)
+# Sentinel (one master, one replica, three sentinels on loopback ports,
+# started by the failover test).
+[ -x /usr/bin/redis-sentinel ] || need+=(redis-sentinel)
 # python3-dkim (with python3-nacl for Ed25519) verifies our DKIM signatures
 # independently of the library that makes them.
 /usr/bin/python3 -c 'import dkim, nacl' 2>/dev/null || need+=(python3-dkim python3-nacl)

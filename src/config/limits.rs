@@ -1,11 +1,12 @@
 //! The `rate_limits` section: defaults, overrides, backend.
 
-use super::raw::{RawLimits, RawRateLimits, Text};
+use super::raw::{RawLimits, RawRateLimits, RawSentinel, Text};
 use super::{parse_duration, Validator};
 use crate::address::{Address, DomainPattern};
 use crate::rate::{parse_limit, Limit, LimitName, Rate};
 use ipnet::IpNet;
 use serde::Deserialize;
+use serde_saphyr::Spanned;
 use std::time::Duration;
 
 #[derive(Clone, Copy, Debug, Default, Deserialize, Eq, PartialEq)]
@@ -98,6 +99,29 @@ pub struct RedisSettings {
     /// An ACL user, and the password read from `password_file`.
     pub username: Option<String>,
     pub password: Option<super::sources::Secret>,
+    /// The master that Sentinel names, instead of `url`.
+    pub sentinel: Option<SentinelSettings>,
+}
+
+/// `rate_limits.redis.sentinel`: the sentinels to ask, and the name they
+/// know the master by. The gateways ask them again whenever the master
+/// fails, so they find a promoted replica by themselves.
+#[derive(Clone, Debug, Eq, PartialEq)]
+pub struct SentinelSettings {
+    /// `redis://HOST:PORT` (or `rediss://` for TLS), one per sentinel.
+    pub nodes: Vec<String>,
+    pub master_name: String,
+    /// The sentinels' own ACL user and password (`sentinel auth-user` /
+    /// `requirepass` on the sentinels), when they ask for one.
+    pub username: Option<String>,
+    pub password: Option<super::sources::Secret>,
+}
+
+impl SentinelSettings {
+    /// TLS to the sentinels and to the master they name.
+    pub fn tls(&self) -> bool {
+        self.nodes.iter().any(|n| n.starts_with("rediss://"))
+    }
 }
 
 /// How addresses and logins are spelt as limit keys, so that one person
@@ -225,6 +249,7 @@ impl Default for RateLimits {
                 ca_pem: None,
                 username: None,
                 password: None,
+                sentinel: None,
             },
             keys: LimitKeys::default(),
             warn_at: None,
@@ -321,6 +346,16 @@ impl Validator {
             }
             out.redis.url = url.value.clone();
         }
+        if let Some(sentinel) = &r.sentinel {
+            if let Some(url) = &r.url {
+                self.error(
+                    url.referenced.line(),
+                    "rate_limits.redis.url",
+                    "give either a url or sentinel, not both: with sentinel, the sentinels name the master",
+                );
+            }
+            out.redis.sentinel = self.sentinel(sentinel);
+        }
         if let Some(ca) = &r.ca_file {
             match crate::files::read_bounded(std::path::Path::new(&ca.value), 1 << 20) {
                 Ok(pem)
@@ -339,11 +374,15 @@ impl Validator {
                     format!("cannot read {}: {e}", ca.value),
                 ),
             }
-            if !out.redis.url.starts_with("rediss://") {
+            let tls = match &out.redis.sentinel {
+                Some(s) => s.tls(),
+                None => out.redis.url.starts_with("rediss://"),
+            };
+            if !tls {
                 self.error(
                     ca.referenced.line(),
                     "rate_limits.redis.ca_file",
-                    "a CA file is for TLS: the url must start with rediss://",
+                    "a CA file is for TLS: the url (or the sentinels) must start with rediss://",
                 );
             }
         }
@@ -367,6 +406,79 @@ impl Validator {
                 .unwrap_or(DEFAULT_REDIS_LEASE);
         }
         out
+    }
+
+    /// `rate_limits.redis.sentinel`: its nodes as URLs (a bare `HOST:PORT`
+    /// is `redis://HOST:PORT`), all with TLS or all without.
+    fn sentinel(&mut self, raw: &Spanned<RawSentinel>) -> Option<SentinelSettings> {
+        let line = raw.referenced.line();
+        let mut nodes = Vec::new();
+        for node in &raw.value.nodes {
+            let v = node.value.trim();
+            let url = if v.contains("://") {
+                v.to_string()
+            } else {
+                format!("redis://{v}")
+            };
+            let key = "rate_limits.redis.sentinel.nodes";
+            let parsed = redis::IntoConnectionInfo::into_connection_info(url.as_str());
+            match parsed {
+                Ok(info)
+                    if (url.starts_with("redis://") || url.starts_with("rediss://"))
+                        && url.rsplit_once(':').is_some_and(|(_, p)| {
+                            p.trim_end_matches('/').parse::<u16>().is_ok()
+                        }) =>
+                {
+                    if info.redis_settings().password().is_some() {
+                        self.error(
+                            node.referenced.line(),
+                            key,
+                            "a password in the URL: put it in a file named by rate_limits.redis.sentinel.password_file",
+                        );
+                    }
+                    nodes.push(url);
+                }
+                _ => self.error(
+                    node.referenced.line(),
+                    key,
+                    format!("expected HOST:PORT or redis[s]://HOST:PORT, got \"{v}\""),
+                ),
+            }
+        }
+        if raw.value.nodes.is_empty() {
+            self.error(
+                line,
+                "rate_limits.redis.sentinel.nodes",
+                "list at least one sentinel (three, on separate machines, for a quorum)",
+            );
+        }
+        let tls = nodes.iter().filter(|n| n.starts_with("rediss://")).count();
+        if tls != 0 && tls != nodes.len() {
+            self.error(
+                line,
+                "rate_limits.redis.sentinel.nodes",
+                "some sentinels with rediss:// and some without: use TLS for all or none",
+            );
+        }
+        let master_name = raw.value.master_name.value.trim().to_string();
+        if master_name.is_empty() || master_name.contains(char::is_whitespace) {
+            self.error(
+                raw.value.master_name.referenced.line(),
+                "rate_limits.redis.sentinel.master_name",
+                "the name the sentinels monitor the master by (`sentinel monitor NAME ...`)",
+            );
+        }
+        let password = raw
+            .value
+            .password_file
+            .as_ref()
+            .and_then(|p| self.secret_file("rate_limits.redis.sentinel.password_file", p));
+        Some(SentinelSettings {
+            nodes,
+            master_name,
+            username: raw.value.username.as_ref().map(|u| u.value.clone()),
+            password,
+        })
     }
 
     /// `80%`: in thousandths, between 1% and 99%.

@@ -27,7 +27,8 @@ pub use incidents::{
     Webhook,
 };
 pub use limits::{
-    Backend, LimitKeys, LimitSet, Matcher, OnFailure, Override, RateLimits, RedisSettings, Setting,
+    Backend, LimitKeys, LimitSet, Matcher, OnFailure, Override, RateLimits, RedisSettings,
+    SentinelSettings, Setting,
 };
 pub use mail_auth::{CheckMode, DkimSettings, DnsSettings, OnUnsigned, SignMode};
 pub use sources::{

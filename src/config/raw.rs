@@ -421,6 +421,19 @@ pub struct RawRedis {
     pub username: Option<Text>,
     #[serde(default)]
     pub password_file: Option<Text>,
+    #[serde(default)]
+    pub sentinel: Option<Spanned<RawSentinel>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSentinel {
+    pub nodes: Vec<Text>,
+    pub master_name: Text,
+    #[serde(default)]
+    pub username: Option<Text>,
+    #[serde(default)]
+    pub password_file: Option<Text>,
 }
 
 #[derive(Debug, Deserialize)]

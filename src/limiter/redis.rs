@@ -16,7 +16,7 @@ use std::{
     net::IpAddr,
     sync::{
         atomic::{AtomicBool, AtomicU64, Ordering},
-        Mutex, OnceLock,
+        Arc, Mutex, OnceLock,
     },
     time::{Duration, Instant},
 };
@@ -80,28 +80,128 @@ end
 return {0, table.concat(fills, ',')}
 "#;
 
-/// The client for the configured URL: the ACL user and the password from
-/// its file, and for `rediss://` the configured CA (else the system's).
-fn client(settings: &RedisSettings) -> redis::RedisResult<redis::Client> {
-    use redis::IntoConnectionInfo as _;
-    let info = settings.url.as_str().into_connection_info()?;
-    let mut auth = info.redis_settings().clone();
-    if let Some(user) = &settings.username {
-        auth = auth.set_username(user);
-    }
-    if let Some(password) = &settings.password {
-        auth = auth.set_password(&password.0);
-    }
-    let info = info.set_redis_settings(auth);
-    match &settings.ca_pem {
-        Some(pem) => redis::Client::build_with_tls(
-            info,
-            redis::TlsCertificates {
+/// Where Redis is: the configured URL, or the master that Sentinel names
+/// (asked again each time a connection is made, so that after a failover
+/// the promoted replica is found).
+enum Target {
+    Direct(redis::Client),
+    Sentinel {
+        sentinels: tokio::sync::Mutex<redis::sentinel::SentinelClient>,
+        master_name: String,
+        /// The master last named, to log when it changes.
+        master: Mutex<String>,
+    },
+}
+
+impl Target {
+    /// For the configured URL or sentinels: the ACL user and the password
+    /// from its file, and for TLS the configured CA (else the system's).
+    fn new(settings: &RedisSettings) -> redis::RedisResult<Self> {
+        use redis::IntoConnectionInfo as _;
+        let certificates = || {
+            settings.ca_pem.as_ref().map(|pem| redis::TlsCertificates {
                 client_tls: None,
                 root_cert: Some(pem.clone()),
-            },
-        ),
-        None => redis::Client::open(info),
+            })
+        };
+        if let Some(sentinel) = &settings.sentinel {
+            use redis::sentinel::{SentinelClientBuilder, SentinelServerType};
+            let nodes = sentinel
+                .nodes
+                .iter()
+                .map(|n| n.as_str().into_connection_info().map(|i| i.addr().clone()))
+                .collect::<redis::RedisResult<Vec<_>>>()?;
+            let mut b = SentinelClientBuilder::new(
+                nodes,
+                &sentinel.master_name,
+                SentinelServerType::Master,
+            )?;
+            if let Some(user) = &settings.username {
+                b = b.set_client_to_redis_username(user);
+            }
+            if let Some(password) = &settings.password {
+                b = b.set_client_to_redis_password(&password.0);
+            }
+            if let Some(user) = &sentinel.username {
+                b = b.set_client_to_sentinel_username(user);
+            }
+            if let Some(password) = &sentinel.password {
+                b = b.set_client_to_sentinel_password(&password.0);
+            }
+            if sentinel.tls() {
+                b = b
+                    .set_client_to_redis_tls_mode(redis::TlsMode::Secure)
+                    .set_client_to_sentinel_tls_mode(redis::TlsMode::Secure);
+                if let Some(c) = certificates() {
+                    b = b
+                        .set_client_to_redis_certificates(c.clone())
+                        .set_client_to_sentinel_certificates(c);
+                }
+            }
+            return Ok(Target::Sentinel {
+                sentinels: tokio::sync::Mutex::new(b.build()?),
+                master_name: sentinel.master_name.clone(),
+                master: Mutex::new(String::new()),
+            });
+        }
+        let info = settings.url.as_str().into_connection_info()?;
+        let mut auth = info.redis_settings().clone();
+        if let Some(user) = &settings.username {
+            auth = auth.set_username(user);
+        }
+        if let Some(password) = &settings.password {
+            auth = auth.set_password(&password.0);
+        }
+        let info = info.set_redis_settings(auth);
+        let client = match certificates() {
+            Some(c) => redis::Client::build_with_tls(info, c)?,
+            None => redis::Client::open(info)?,
+        };
+        Ok(Target::Direct(client))
+    }
+
+    /// A client for the master: for Sentinel, the one the first sentinel
+    /// that knows it names, after the master has confirmed its role.
+    async fn client(&self) -> redis::RedisResult<redis::Client> {
+        match self {
+            Target::Direct(c) => Ok(c.clone()),
+            Target::Sentinel {
+                sentinels,
+                master_name,
+                master,
+            } => {
+                let client = sentinels.lock().await.async_get_client().await?;
+                let now = client.get_connection_info().addr().to_string();
+                let mut last = master.lock().unwrap_or_else(|p| p.into_inner());
+                if *last != now {
+                    info!(master = %now, "redis master for sentinel name {master_name:?} is {now}");
+                    *last = now;
+                }
+                Ok(client)
+            }
+        }
+    }
+
+    /// A connection to the master, made within the timeout.
+    async fn connect(&self, settings: &RedisSettings) -> Result<ConnectionManager, LimiterError> {
+        let config = redis::aio::ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(settings.timeout))
+            .set_response_timeout(Some(settings.timeout))
+            .set_number_of_retries(1);
+        // Boxed: made only on (re)connection, and the sentinel lookup is
+        // a deep future that would otherwise be part of every caller's.
+        let connect: std::pin::Pin<
+            Box<
+                dyn std::future::Future<Output = redis::RedisResult<ConnectionManager>> + Send + '_,
+            >,
+        > = Box::pin(async {
+            let client = self.client().await?;
+            ConnectionManager::new_with_config(client, config).await
+        });
+        tokio::time::timeout(settings.timeout, connect)
+            .await
+            .map_err(|_| LimiterError::Timeout(settings.timeout))?
+            .map_err(|e| LimiterError::Redis(e.to_string()))
     }
 }
 
@@ -136,10 +236,10 @@ return #KEYS
 /// After a failure, Redis is not asked again for this long: every check in
 /// between goes straight to `on_failure`, so a dead Redis costs the MTA one
 /// timeout per interval, not one per message.
-const RETRY_INTERVAL: Duration = Duration::from_secs(2);
+const RETRY_INTERVAL: Duration = Duration::from_secs(1);
 
 pub struct RedisLimiter {
-    client: redis::Client,
+    target: Arc<Target>,
     conn: tokio::sync::Mutex<Option<ConnectionManager>>,
     settings: RedisSettings,
     gcra: Script,
@@ -178,7 +278,7 @@ impl Drop for RedisLease {
 
 impl RedisLimiter {
     pub fn new(settings: &RedisSettings) -> Result<Self, LimiterError> {
-        let client = client(settings).map_err(|e| LimiterError::Redis(e.to_string()))?;
+        let target = Target::new(settings).map_err(|e| LimiterError::Redis(e.to_string()))?;
         let gateway = format!(
             "{}:{}:{:x}",
             std::env::var("HOSTNAME").unwrap_or_default(),
@@ -186,7 +286,7 @@ impl RedisLimiter {
             std::hash::BuildHasher::hash_one(&std::hash::RandomState::new(), 0u8)
         );
         Ok(Self {
-            client,
+            target: Arc::new(target),
             conn: tokio::sync::Mutex::new(None),
             settings: settings.clone(),
             gcra: Script::new(GCRA_LUA),
@@ -226,18 +326,7 @@ impl RedisLimiter {
         if let Some(c) = slot.as_ref() {
             return Ok(c.clone());
         }
-        let config = redis::aio::ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(self.settings.timeout))
-            .set_response_timeout(Some(self.settings.timeout))
-            .set_number_of_retries(1);
-        let timeout = self.settings.timeout;
-        let c = tokio::time::timeout(
-            timeout,
-            ConnectionManager::new_with_config(self.client.clone(), config),
-        )
-        .await
-        .map_err(|_| LimiterError::Timeout(timeout))?
-        .map_err(|e| LimiterError::Redis(e.to_string()))?;
+        let c = self.target.connect(&self.settings).await?;
         *slot = Some(c.clone());
         Ok(c)
     }
@@ -389,17 +478,17 @@ impl RedisLimiter {
     fn lease_manager(&self) -> &mpsc::UnboundedSender<LeaseEvent> {
         self.leases.get_or_init(|| {
             let (tx, rx) = mpsc::unbounded_channel();
-            let client = self.client.clone();
+            let target = self.target.clone();
             let renew = self.renew.clone();
             let settings = self.settings.clone();
-            tokio::spawn(manage_leases(client, renew, settings, rx));
+            tokio::spawn(manage_leases(target, renew, settings, rx));
             tx
         })
     }
 }
 
 async fn manage_leases(
-    client: redis::Client,
+    target: Arc<Target>,
     renew: Script,
     settings: RedisSettings,
     mut rx: mpsc::UnboundedReceiver<LeaseEvent>,
@@ -415,7 +504,7 @@ async fn manage_leases(
                 Some(LeaseEvent::Taken { key, member }) => { live.insert(member, key); }
                 Some(LeaseEvent::Released { key, member }) => {
                     live.remove(&member);
-                    if let Some(c) = connect(&client, &mut conn, &settings).await {
+                    if let Some(c) = connect(&target, &mut conn, &settings).await {
                         let mut c = c;
                         let r = tokio::time::timeout(settings.timeout, c.zrem::<_, _, ()>(&key, &member)).await;
                         if !matches!(r, Ok(Ok(()))) {
@@ -428,7 +517,7 @@ async fn manage_leases(
             },
             _ = tick.tick() => {
                 if live.is_empty() { continue; }
-                if let Some(mut c) = connect(&client, &mut conn, &settings).await {
+                if let Some(mut c) = connect(&target, &mut conn, &settings).await {
                     let mut inv = renew.prepare_invoke();
                     inv.arg(lease_us);
                     for (member, key) in &live {
@@ -447,24 +536,14 @@ async fn manage_leases(
 }
 
 async fn connect(
-    client: &redis::Client,
+    target: &Target,
     slot: &mut Option<ConnectionManager>,
     settings: &RedisSettings,
 ) -> Option<ConnectionManager> {
     if let Some(c) = slot {
         return Some(c.clone());
     }
-    let config = redis::aio::ConnectionManagerConfig::new()
-        .set_connection_timeout(Some(settings.timeout))
-        .set_response_timeout(Some(settings.timeout))
-        .set_number_of_retries(1);
-    let c = tokio::time::timeout(
-        settings.timeout,
-        ConnectionManager::new_with_config(client.clone(), config),
-    )
-    .await
-    .ok()?
-    .ok()?;
+    let c = target.connect(settings).await.ok()?;
     *slot = Some(c.clone());
     Some(c)
 }

@@ -10,6 +10,7 @@ pub mod process;
 pub mod redis;
 pub mod rspamd;
 pub mod sendmail;
+pub mod sentinel;
 pub mod sink;
 pub mod slapd;
 pub mod tls;

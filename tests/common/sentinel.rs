@@ -1,0 +1,240 @@
+//! A Redis Sentinel set on loopback ports: one master, one replica and
+//! three sentinels (Debian's `redis-sentinel`), each a process of its own
+//! with its config in a temporary directory, all killed when dropped.
+
+use redis::Commands as _;
+use std::{
+    net::TcpStream,
+    path::PathBuf,
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+/// The name the sentinels monitor the master by.
+pub const MASTER_NAME: &str = "egress";
+/// How long the master may be silent before a sentinel thinks it down.
+pub const DOWN_AFTER_MS: u64 = 1000;
+
+pub struct SentinelSet {
+    dir: tempfile::TempDir,
+    /// The data nodes: [0] starts as master, [1] as its replica.
+    pub nodes: [u16; 2],
+    pub sentinels: [u16; 3],
+    children: Vec<(u16, Child)>,
+}
+
+fn port() -> u16 {
+    super::free_port()
+}
+
+fn wait_listening(port: u16) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "port {port} did not listen");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+impl SentinelSet {
+    /// Starts the five processes and waits until every sentinel knows the
+    /// master, its replica and the two other sentinels, and the replica is
+    /// in sync: a failover is then possible.
+    pub fn start() -> SentinelSet {
+        assert!(
+            std::path::Path::new("/usr/bin/redis-sentinel").exists(),
+            "redis-sentinel is not installed: run scripts/test.sh, which installs it"
+        );
+        let dir = tempfile::tempdir().expect("tempdir");
+        let nodes = [port(), port()];
+        let sentinels = [port(), port(), port()];
+        let mut set = SentinelSet {
+            dir,
+            nodes,
+            sentinels,
+            children: Vec::new(),
+        };
+        set.start_node(0, None);
+        set.start_node(1, Some(nodes[0]));
+        for i in 0..3 {
+            set.start_sentinel(i);
+        }
+        set.wait_ready();
+        set
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// Starts data node `i` (again, on its port), a replica of `of` if
+    /// given. Its config file is kept, so that a restarted node comes back
+    /// as what the sentinels last made it.
+    pub fn start_node(&mut self, i: usize, of: Option<u16>) {
+        let port = self.nodes[i];
+        let conf = self.path(&format!("node{i}.conf"));
+        if !conf.exists() {
+            let replica = of
+                .map(|p| format!("replicaof 127.0.0.1 {p}\n"))
+                .unwrap_or_default();
+            std::fs::write(
+                &conf,
+                format!(
+                    "port {port}\nbind 127.0.0.1\nsave \"\"\nappendonly no\ndir {}\n{replica}",
+                    self.dir.path().display()
+                ),
+            )
+            .expect("node conf");
+        }
+        let child = Command::new("/usr/bin/redis-server")
+            .arg(&conf)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start redis-server");
+        self.children.push((port, child));
+        wait_listening(port);
+    }
+
+    fn start_sentinel(&mut self, i: usize) {
+        let port = self.sentinels[i];
+        let conf = self.path(&format!("sentinel{i}.conf"));
+        // Sentinel rewrites its config file as it learns: it must be
+        // writable, one per sentinel.
+        std::fs::write(
+            &conf,
+            format!(
+                "port {port}\nbind 127.0.0.1\ndir {dir}\n\
+                 sentinel monitor {MASTER_NAME} 127.0.0.1 {master} 2\n\
+                 sentinel down-after-milliseconds {MASTER_NAME} {DOWN_AFTER_MS}\n\
+                 sentinel failover-timeout {MASTER_NAME} 10000\n\
+                 sentinel parallel-syncs {MASTER_NAME} 1\n",
+                dir = self.dir.path().display(),
+                master = self.nodes[0],
+            ),
+        )
+        .expect("sentinel conf");
+        let child = Command::new("/usr/bin/redis-sentinel")
+            .arg(&conf)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start redis-sentinel");
+        self.children.push((port, child));
+        wait_listening(port);
+    }
+
+    fn wait_ready(&self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let ready = self.sentinels.iter().all(|&s| {
+                let master = sentinel_query(s, "MASTER");
+                let field = |k: &str| {
+                    master
+                        .iter()
+                        .position(|f| f == k)
+                        .and_then(|i| master.get(i + 1))
+                        .cloned()
+                        .unwrap_or_default()
+                };
+                field("num-slaves") == "1" && field("num-other-sentinels") == "2"
+            }) && self.in_sync();
+            if ready {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the sentinels never saw the whole set"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// True when the replica has every write the master has.
+    pub fn in_sync(&self) -> bool {
+        let offset = |port: u16, key: &str| -> Option<String> {
+            let mut c = redis::Client::open(format!("redis://127.0.0.1:{port}"))
+                .ok()?
+                .get_connection_with_timeout(Duration::from_secs(1))
+                .ok()?;
+            let info: String = redis::cmd("INFO").arg("replication").query(&mut c).ok()?;
+            info.lines()
+                .find_map(|l| l.strip_prefix(key).map(|v| v.trim().to_string()))
+        };
+        let master = self.master_port();
+        let replica = if master == self.nodes[0] {
+            self.nodes[1]
+        } else {
+            self.nodes[0]
+        };
+        matches!(
+            (offset(master, "master_repl_offset:"), offset(replica, "slave_repl_offset:")),
+            (Some(a), Some(b)) if a == b
+        )
+    }
+
+    /// The master's port, as the first sentinel names it.
+    pub fn master_port(&self) -> u16 {
+        sentinel_master_port(self.sentinels[0]).unwrap_or(0)
+    }
+
+    /// The sentinels' addresses for `rate_limits.redis.sentinel.nodes`.
+    pub fn node_list(&self) -> String {
+        self.sentinels
+            .iter()
+            .map(|p| format!("\"127.0.0.1:{p}\""))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
+    /// Kills the process on `port` (SIGKILL: a crash, not a shutdown).
+    pub fn kill(&mut self, port: u16) {
+        self.children.retain_mut(|(p, c)| {
+            if *p == port {
+                let _ = c.kill();
+                let _ = c.wait();
+                false
+            } else {
+                true
+            }
+        });
+    }
+
+    /// A key's value read from the data node on `port`.
+    pub fn get(&self, port: u16, key: &str) -> Option<String> {
+        redis::Client::open(format!("redis://127.0.0.1:{port}"))
+            .ok()?
+            .get_connection_with_timeout(Duration::from_secs(1))
+            .ok()?
+            .get(key)
+            .ok()?
+    }
+}
+
+/// `SENTINEL <what> egress` from the sentinel on `port`, flattened.
+fn sentinel_query(port: u16, what: &str) -> Vec<String> {
+    let r: redis::RedisResult<Vec<String>> = (|| {
+        let mut c = redis::Client::open(format!("redis://127.0.0.1:{port}"))?
+            .get_connection_with_timeout(Duration::from_secs(1))?;
+        redis::cmd("SENTINEL")
+            .arg(what)
+            .arg(MASTER_NAME)
+            .query(&mut c)
+    })();
+    r.unwrap_or_default()
+}
+
+/// The master's port as the sentinel on `port` names it.
+pub fn sentinel_master_port(port: u16) -> Option<u16> {
+    sentinel_query(port, "GET-MASTER-ADDR-BY-NAME")
+        .get(1)
+        .and_then(|p| p.parse().ok())
+}
+
+impl Drop for SentinelSet {
+    fn drop(&mut self) {
+        for (_, c) in &mut self.children {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
