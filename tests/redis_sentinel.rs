@@ -203,7 +203,7 @@ async fn the_master_dies_under_load_and_the_limits_continue_on_the_promoted_repl
     // The sentinels agree the master is down and promote the replica.
     let deadline = Instant::now() + Duration::from_secs(30);
     let switched = loop {
-        if common::sentinel::sentinel_master_port(set.sentinels[0]) == Some(set.nodes[1]) {
+        if set.sentinel_master_port(set.sentinels[0]) == Some(set.nodes[1]) {
             break killed.elapsed();
         }
         assert!(Instant::now() < deadline, "no failover in 30 s");
@@ -430,4 +430,93 @@ fn sentinel_mistakes_name_their_line_and_key() {
     let s = c.rate_limits.redis.sentinel.unwrap();
     assert_eq!(s.nodes, ["redis://127.0.0.1:26379", "redis://[::1]:26380"]);
     assert_eq!(s.master_name, "egress");
+}
+
+/// Sentinel with TLS everywhere, an ACL user on the data nodes and a
+/// password on the sentinels (each from a file): the master is found and
+/// used, and after a failover the promoted replica. A wrong sentinel
+/// password, or no CA, and Redis is not reached: `on_failure` answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sentinel_over_tls_with_passwords() {
+    let mut set = tokio::task::spawn_blocking(SentinelSet::start_secure)
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let wrong = dir.path().join("wrong");
+    std::fs::write(&wrong, "not-it\n").unwrap();
+    let config = |sentinel_password: &Path, ca: bool| {
+        let ca = if ca {
+            format!("    ca_file: \"{}\"\n", set.file("ca.pem").display())
+        } else {
+            String::new()
+        };
+        let text = format!(
+            "listen: inet:127.0.0.1:0
+local_domains: [example.com]
+classes:
+  - {{ name: app, clients: [10.0.0.0/8], sender_domains: [xyz.com] }}
+rate_limits:
+  backend: redis
+  redis:
+    sentinel: {{ nodes: [{}], master_name: {}, password_file: \"{}\" }}
+{ca}    username: {}
+    password_file: \"{}\"
+    on_failure: tempfail
+    timeout: 2s
+  messages_per_sender: 2/h
+",
+            set.node_list(),
+            common::sentinel::MASTER_NAME,
+            sentinel_password.display(),
+            common::sentinel::USER,
+            set.file("password").display(),
+        );
+        Config::parse(Path::new("tls.yaml"), &text).unwrap()
+    };
+    let good = common::start_with(config(&set.file("sentinel-password"), true)).await;
+    for _ in 0..2 {
+        assert_eq!(
+            mail_via(good.addr, "10.0.0.1", "<t@xyz.com>").await,
+            "continue"
+        );
+    }
+    let r = mail_via(good.addr, "10.0.0.1", "<t@xyz.com>").await;
+    assert!(r.starts_with(RATE_LIMITED), "{r}");
+    let master = set.master_port();
+    assert!(
+        set.get(master, "egress:messages_per_sender:2/3600:t@xyz.com")
+            .is_some(),
+        "the count is on the master"
+    );
+
+    for bad in [
+        config(&wrong, true),
+        config(&set.file("sentinel-password"), false),
+    ] {
+        let d = common::start_with(bad).await;
+        assert_eq!(mail_via(d.addr, "10.0.0.2", "<u@xyz.com>").await, TEMPFAIL);
+        d.stop().await;
+    }
+
+    // The master dies: refused with on_failure until the sentinels promote
+    // the replica, which the gateway then finds over TLS too.
+    set.kill(master);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let r = mail_via(good.addr, "10.0.0.1", "<f@xyz.com>").await;
+        if r == "continue" {
+            break;
+        }
+        assert_eq!(r, TEMPFAIL);
+        assert!(Instant::now() < deadline, "no failover over TLS");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_ne!(set.master_port(), master);
+    assert_eq!(
+        mail_via(good.addr, "10.0.0.1", "<f@xyz.com>").await,
+        "continue"
+    );
+    let r = mail_via(good.addr, "10.0.0.1", "<f@xyz.com>").await;
+    assert!(r.starts_with(RATE_LIMITED), "{r}");
+    good.stop().await;
 }

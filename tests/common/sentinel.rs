@@ -1,6 +1,8 @@
 //! A Redis Sentinel set on loopback ports: one master, one replica and
 //! three sentinels (Debian's `redis-sentinel`), each a process of its own
 //! with its config in a temporary directory, all killed when dropped.
+//! Plain, or secure: TLS only (a test CA), an ACL user on the data nodes
+//! and a password on the sentinels.
 
 use redis::Commands as _;
 use std::{
@@ -14,6 +16,11 @@ use std::{
 pub const MASTER_NAME: &str = "egress";
 /// How long the master may be silent before a sentinel thinks it down.
 pub const DOWN_AFTER_MS: u64 = 1000;
+/// The secure set's ACL user on the data nodes, its password, and the
+/// sentinels' password.
+pub const USER: &str = "egress";
+pub const PASSWORD: &str = "node-pw";
+pub const SENTINEL_PASSWORD: &str = "sentinel-pw";
 
 pub struct SentinelSet {
     dir: tempfile::TempDir,
@@ -21,6 +28,7 @@ pub struct SentinelSet {
     pub nodes: [u16; 2],
     pub sentinels: [u16; 3],
     children: Vec<(u16, Child)>,
+    secure: bool,
 }
 
 fn port() -> u16 {
@@ -40,6 +48,17 @@ impl SentinelSet {
     /// master, its replica and the two other sentinels, and the replica is
     /// in sync: a failover is then possible.
     pub fn start() -> SentinelSet {
+        Self::start_with(false)
+    }
+
+    /// TLS only, with [`USER`] on the data nodes and [`SENTINEL_PASSWORD`]
+    /// on the sentinels; the CA in [`Self::file`]`("ca.pem")`, the
+    /// passwords in `"password"` and `"sentinel-password"`.
+    pub fn start_secure() -> SentinelSet {
+        Self::start_with(true)
+    }
+
+    fn start_with(secure: bool) -> SentinelSet {
         assert!(
             std::path::Path::new("/usr/bin/redis-sentinel").exists(),
             "redis-sentinel is not installed: run scripts/test.sh, which installs it"
@@ -47,11 +66,21 @@ impl SentinelSet {
         let dir = tempfile::tempdir().expect("tempdir");
         let nodes = [port(), port()];
         let sentinels = [port(), port(), port()];
+        if secure {
+            super::tls::make_certs(dir.path());
+            std::fs::write(dir.path().join("password"), format!("{PASSWORD}\n")).expect("password");
+            std::fs::write(
+                dir.path().join("sentinel-password"),
+                format!("{SENTINEL_PASSWORD}\n"),
+            )
+            .expect("password");
+        }
         let mut set = SentinelSet {
             dir,
             nodes,
             sentinels,
             children: Vec::new(),
+            secure,
         };
         set.start_node(0, None);
         set.start_node(1, Some(nodes[0]));
@@ -66,6 +95,48 @@ impl SentinelSet {
         self.dir.path().join(name)
     }
 
+    /// A file of the set's: `ca.pem`, `password`, `sentinel-password`.
+    pub fn file(&self, name: &str) -> PathBuf {
+        self.path(name)
+    }
+
+    /// How a process listens: `port P`, or for the secure set TLS only.
+    fn listen(&self, port: u16) -> String {
+        if !self.secure {
+            return format!("port {port}\nbind 127.0.0.1\n");
+        }
+        let d = |f: &str| self.path(f).display().to_string();
+        format!(
+            "port 0\nbind 127.0.0.1\ntls-port {port}\ntls-cert-file {}\ntls-key-file {}\n\
+             tls-ca-cert-file {}\ntls-auth-clients no\ntls-replication yes\n",
+            d("cert.pem"),
+            d("key.pem"),
+            d("ca.pem")
+        )
+    }
+
+    /// A connection to the process on `port`, as the harness's client.
+    fn open(&self, port: u16, sentinel: bool) -> redis::RedisResult<redis::Connection> {
+        if !self.secure {
+            return redis::Client::open(format!("redis://127.0.0.1:{port}"))?
+                .get_connection_with_timeout(Duration::from_secs(1));
+        }
+        let url = if sentinel {
+            format!("rediss://:{SENTINEL_PASSWORD}@127.0.0.1:{port}")
+        } else {
+            format!("rediss://{USER}:{PASSWORD}@127.0.0.1:{port}")
+        };
+        let ca = std::fs::read(self.path("ca.pem")).expect("ca.pem");
+        redis::Client::build_with_tls(
+            url.as_str(),
+            redis::TlsCertificates {
+                client_tls: None,
+                root_cert: Some(ca),
+            },
+        )?
+        .get_connection_with_timeout(Duration::from_secs(1))
+    }
+
     /// Starts data node `i` (again, on its port), a replica of `of` if
     /// given. Its config file is kept, so that a restarted node comes back
     /// as what the sentinels last made it.
@@ -76,10 +147,19 @@ impl SentinelSet {
             let replica = of
                 .map(|p| format!("replicaof 127.0.0.1 {p}\n"))
                 .unwrap_or_default();
+            let acl = if self.secure {
+                format!(
+                    "user default off\nuser {USER} on >{PASSWORD} ~* &* +@all\n\
+                     masteruser {USER}\nmasterauth {PASSWORD}\n"
+                )
+            } else {
+                String::new()
+            };
             std::fs::write(
                 &conf,
                 format!(
-                    "port {port}\nbind 127.0.0.1\nsave \"\"\nappendonly no\ndir {}\n{replica}",
+                    "{}save \"\"\nappendonly no\ndir {}\n{acl}{replica}",
+                    self.listen(port),
                     self.dir.path().display()
                 ),
             )
@@ -100,14 +180,23 @@ impl SentinelSet {
         let conf = self.path(&format!("sentinel{i}.conf"));
         // Sentinel rewrites its config file as it learns: it must be
         // writable, one per sentinel.
+        let auth = if self.secure {
+            format!(
+                "requirepass {SENTINEL_PASSWORD}\nsentinel sentinel-pass {SENTINEL_PASSWORD}\n\
+                 sentinel auth-user {MASTER_NAME} {USER}\nsentinel auth-pass {MASTER_NAME} {PASSWORD}\n"
+            )
+        } else {
+            String::new()
+        };
         std::fs::write(
             &conf,
             format!(
-                "port {port}\nbind 127.0.0.1\ndir {dir}\n\
+                "{listen}dir {dir}\n\
                  sentinel monitor {MASTER_NAME} 127.0.0.1 {master} 2\n\
                  sentinel down-after-milliseconds {MASTER_NAME} {DOWN_AFTER_MS}\n\
                  sentinel failover-timeout {MASTER_NAME} 10000\n\
-                 sentinel parallel-syncs {MASTER_NAME} 1\n",
+                 sentinel parallel-syncs {MASTER_NAME} 1\n{auth}",
+                listen = self.listen(port),
                 dir = self.dir.path().display(),
                 master = self.nodes[0],
             ),
@@ -127,7 +216,7 @@ impl SentinelSet {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             let ready = self.sentinels.iter().all(|&s| {
-                let master = sentinel_query(s, "MASTER");
+                let master = self.sentinel_query(s, "MASTER");
                 let field = |k: &str| {
                     master
                         .iter()
@@ -152,10 +241,7 @@ impl SentinelSet {
     /// True when the replica has every write the master has.
     pub fn in_sync(&self) -> bool {
         let offset = |port: u16, key: &str| -> Option<String> {
-            let mut c = redis::Client::open(format!("redis://127.0.0.1:{port}"))
-                .ok()?
-                .get_connection_with_timeout(Duration::from_secs(1))
-                .ok()?;
+            let mut c = self.open(port, false).ok()?;
             let info: String = redis::cmd("INFO").arg("replication").query(&mut c).ok()?;
             info.lines()
                 .find_map(|l| l.strip_prefix(key).map(|v| v.trim().to_string()))
@@ -174,14 +260,34 @@ impl SentinelSet {
 
     /// The master's port, as the first sentinel names it.
     pub fn master_port(&self) -> u16 {
-        sentinel_master_port(self.sentinels[0]).unwrap_or(0)
+        self.sentinel_master_port(self.sentinels[0]).unwrap_or(0)
+    }
+
+    /// The master's port as the sentinel on `port` names it.
+    pub fn sentinel_master_port(&self, port: u16) -> Option<u16> {
+        self.sentinel_query(port, "GET-MASTER-ADDR-BY-NAME")
+            .get(1)
+            .and_then(|p| p.parse().ok())
+    }
+
+    /// `SENTINEL <what> egress` from the sentinel on `port`, flattened.
+    fn sentinel_query(&self, port: u16, what: &str) -> Vec<String> {
+        let r: redis::RedisResult<Vec<String>> = (|| {
+            let mut c = self.open(port, true)?;
+            redis::cmd("SENTINEL")
+                .arg(what)
+                .arg(MASTER_NAME)
+                .query(&mut c)
+        })();
+        r.unwrap_or_default()
     }
 
     /// The sentinels' addresses for `rate_limits.redis.sentinel.nodes`.
     pub fn node_list(&self) -> String {
+        let scheme = if self.secure { "rediss://" } else { "" };
         self.sentinels
             .iter()
-            .map(|p| format!("\"127.0.0.1:{p}\""))
+            .map(|p| format!("\"{scheme}127.0.0.1:{p}\""))
             .collect::<Vec<_>>()
             .join(", ")
     }
@@ -201,33 +307,8 @@ impl SentinelSet {
 
     /// A key's value read from the data node on `port`.
     pub fn get(&self, port: u16, key: &str) -> Option<String> {
-        redis::Client::open(format!("redis://127.0.0.1:{port}"))
-            .ok()?
-            .get_connection_with_timeout(Duration::from_secs(1))
-            .ok()?
-            .get(key)
-            .ok()?
+        self.open(port, false).ok()?.get(key).ok()?
     }
-}
-
-/// `SENTINEL <what> egress` from the sentinel on `port`, flattened.
-fn sentinel_query(port: u16, what: &str) -> Vec<String> {
-    let r: redis::RedisResult<Vec<String>> = (|| {
-        let mut c = redis::Client::open(format!("redis://127.0.0.1:{port}"))?
-            .get_connection_with_timeout(Duration::from_secs(1))?;
-        redis::cmd("SENTINEL")
-            .arg(what)
-            .arg(MASTER_NAME)
-            .query(&mut c)
-    })();
-    r.unwrap_or_default()
-}
-
-/// The master's port as the sentinel on `port` names it.
-pub fn sentinel_master_port(port: u16) -> Option<u16> {
-    sentinel_query(port, "GET-MASTER-ADDR-BY-NAME")
-        .get(1)
-        .and_then(|p| p.parse().ok())
 }
 
 impl Drop for SentinelSet {
