@@ -245,6 +245,9 @@ async fn answer(shared: &Shared, request: &str) -> String {
     // Keys are stored as the policy writes them: IPs canonical, addresses
     // and logins as `rate_limits.keys` spells them.
     let keys = &config.rate_limits.keys;
+    // A dotted word is a domain for the limits keyed by domain, and a login
+    // (spelt as `rate_limits.keys` says) for the others.
+    let mut domain_key = None;
     let key = match (key.parse::<IpAddr>(), Address::parse(key)) {
         (Ok(ip), _) => crate::limiter::client_key(ip),
         (_, Ok(a)) => keys.address(&a),
@@ -252,9 +255,12 @@ async fn answer(shared: &Shared, request: &str) -> String {
             key.parse::<ipnet::IpNet>(),
             crate::address::Domain::parse(key),
         ) {
-            // A client_network key, a domain key: canonical.
+            // A client_network key: canonical.
             (Ok(net), _) => net.trunc().to_string(),
-            (_, Ok(domain)) if key.contains('.') => domain.to_string(),
+            (_, Ok(domain)) if key.contains('.') => {
+                domain_key = Some(domain.to_string());
+                keys.login(key)
+            }
             _ => keys.login(key),
         },
     };
@@ -268,18 +274,53 @@ async fn answer(shared: &Shared, request: &str) -> String {
     };
     let class = class.map(|c| c.name.as_str());
     let limits = limits_for(&config, &key, class);
-    let pairs: Vec<(LimitId, Rate)> = limits.iter().map(|(n, r, _)| (*n, *r)).collect();
-    let limiter = &shared.limiter;
-    if verb == "reset" {
-        return match limiter.reset(&pairs, &key).await {
-            Ok(()) => format!("reset {key}: {} counters full again\n", pairs.len()),
-            Err(e) => format!("error: {e}\n"),
-        };
-    }
-    let budgets = match limiter.show(&pairs, &key).await {
-        Ok(b) => b,
-        Err(e) => return format!("error: {e}\n"),
+    // Each limit's counters under its own spelling of the key.
+    let by_domain = |id: &LimitId| {
+        domain_key.is_some()
+            && config.rate_limits.custom.iter().any(|c| {
+                LimitId::Custom(c.name) == *id
+                    && matches!(
+                        c.key.as_slice(),
+                        [crate::config::KeyPart::SenderDomain
+                            | crate::config::KeyPart::RecipientDomain]
+                    )
+            })
     };
+    let mut groups: Vec<(&str, Vec<usize>)> = Vec::new();
+    for (i, (id, _, _)) in limits.iter().enumerate() {
+        let k = match &domain_key {
+            Some(d) if by_domain(id) => d.as_str(),
+            _ => key.as_str(),
+        };
+        match groups.iter_mut().find(|(g, _)| *g == k) {
+            Some((_, v)) => v.push(i),
+            None => groups.push((k, vec![i])),
+        }
+    }
+    let limiter = &shared.limiter;
+    let pairs_of = |idx: &[usize]| -> Vec<(LimitId, Rate)> {
+        idx.iter().map(|&i| (limits[i].0, limits[i].1)).collect()
+    };
+    if verb == "reset" {
+        for (k, idx) in &groups {
+            if let Err(e) = limiter.reset(&pairs_of(idx), k).await {
+                return format!("error: {e}\n");
+            }
+        }
+        return format!("reset {key}: {} counters full again\n", limits.len());
+    }
+    let mut budgets: Vec<Option<crate::limiter::Budget>> = vec![None; limits.len()];
+    for (k, idx) in &groups {
+        match limiter.show(&pairs_of(idx), k).await {
+            Ok(b) => {
+                for (&i, b) in idx.iter().zip(b) {
+                    budgets[i] = Some(b);
+                }
+            }
+            Err(e) => return format!("error: {e}\n"),
+        }
+    }
+    let budgets: Vec<crate::limiter::Budget> = budgets.into_iter().flatten().collect();
     let mut out = format!(
         "{:<24} {:>10} {:>10} {:>10}\n",
         "limit", "rate", "remaining", "full in"

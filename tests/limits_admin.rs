@@ -270,3 +270,71 @@ async fn an_unprivileged_user_is_refused_on_the_socket_and_on_tcp() {
         "{text}"
     );
 }
+
+/// With `fold_case: false`, a dotted login is kept as spelt for the limits
+/// keyed by login, while a domain is still a domain (lower case) for the
+/// limits keyed by domain.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dotted_login_is_a_login_and_a_domain_is_a_domain() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = common::free_port();
+    let sock = dir.path().join("admin.sock");
+    let path = dir.path().join("milter.yaml");
+    std::fs::write(
+        &path,
+        format!(
+            "listen: inet:127.0.0.1:{port}
+local_domains: [example.com]
+classes: [{{ name: staff, auth: any, sender_domains: [xyz.com] }}]
+admin: {{ listen: \"unix:{}\" }}
+rate_limits:
+  keys: {{ fold_case: false }}
+  messages_per_user: 5/h
+  custom:
+    - {{ name: tenant, key: sender_domain, count: messages, rate: 1000/d }}
+",
+            sock.display()
+        ),
+    )
+    .unwrap();
+    let d = Running::start(&path);
+    d.wait_for("egress-milter started");
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    for _ in 0..2 {
+        let mut conn = TestConnection::configure()
+            .available_actions(Actions::all())
+            .open_tcp(addr)
+            .await
+            .unwrap();
+        let client: SocketAddr = "192.0.2.9:1".parse().unwrap();
+        conn.connect("laptop", client).await.unwrap();
+        let r = reply(&mail(&mut conn, "<john@Xyz.com>", Some("John.Smith")).await);
+        assert_eq!(r, "continue");
+        conn.close().await.unwrap();
+    }
+    let row = |out: &str, name: &str| -> Vec<String> {
+        out.lines()
+            .find(|l| l.starts_with(name))
+            .unwrap_or_else(|| panic!("{out}"))
+            .split_whitespace()
+            .map(str::to_string)
+            .collect()
+    };
+    let (ok, out) = limits(&path, &["show", "John.Smith"]);
+    assert!(ok, "{out}");
+    assert_eq!(row(&out, "messages_per_user")[1..3], ["5/h", "3"], "{out}");
+    // Another spelling is another login here.
+    let (ok, out) = limits(&path, &["show", "john.smith"]);
+    assert!(ok, "{out}");
+    assert_eq!(row(&out, "messages_per_user")[1..3], ["5/h", "5"], "{out}");
+    // The domain, in any case.
+    let (ok, out) = limits(&path, &["show", "XYZ.Com"]);
+    assert!(ok, "{out}");
+    assert_eq!(row(&out, "tenant")[1..3], ["1000/d", "998"], "{out}");
+    // Reset of the login leaves the domain's budget alone, and the other
+    // way round.
+    let (ok, out) = limits(&path, &["reset", "John.Smith"]);
+    assert!(ok && out.contains("reset John.Smith"), "{out}");
+    let (_, out) = limits(&path, &["show", "John.Smith"]);
+    assert_eq!(row(&out, "messages_per_user")[1..3], ["5/h", "5"], "{out}");
+}
