@@ -153,6 +153,22 @@ const REDIS_URLS: &[&str] = &[
     "redis+unix:///run/redis.sock",
 ];
 const BAD_REDIS_URLS: &[&str] = &["127.0.0.1:6379", "http://redis", ""];
+const SENTINEL_NODES: &[&str] = &[
+    "127.0.0.1:26379",
+    "redis://10.0.5.2:26379",
+    "[::1]:26380",
+    "sentinel.example:26379",
+    "rediss://10.0.5.3:26379",
+];
+const BAD_SENTINEL_NODES: &[&str] = &[
+    "127.0.0.1",
+    "http://s:26379",
+    "",
+    "redis://u:pw@127.0.0.1:26379",
+    "unix:///run/s.sock",
+];
+const WARN_LEVELS: &[&str] = &["80%", "50 %", "99%", "1%", "92.5%"];
+const BAD_WARN_LEVELS: &[&str] = &["100%", "0%", "80", "x%", ""];
 const HTTP_URLS: &[&str] = &["http://127.0.0.1:11333", "https://rspamd.example"];
 const BAD_HTTP_URLS: &[&str] = &["127.0.0.1:11333", "ftp://x", ""];
 const NAMESERVERS: &[&str] = &["127.0.0.1", "127.0.0.1:5353", "[::1]:53", "2001:db8::53"];
@@ -582,7 +598,13 @@ impl Gen<'_, '_> {
             &mut top,
             "internal_hostnames",
             "internal_hostnames",
-            &["*.corp.local", "localhost", "crm01", "*.internal", "EXCH01.Corp.Local"],
+            &[
+                "*.corp.local",
+                "localhost",
+                "crm01",
+                "*.internal",
+                "EXCH01.Corp.Local",
+            ],
             &["*.", "a b", "*.*.corp", "", "corp..local", "host_1"],
             3,
         )?;
@@ -791,6 +813,160 @@ impl Gen<'_, '_> {
         Ok(set)
     }
 
+    /// `rate_limits.redis.sentinel`.
+    fn sentinel(&mut self) -> Result<Y> {
+        let key = "rate_limits.redis.sentinel.nodes";
+        let mut nodes = Vec::new();
+        let (mut plain, mut tls) = (0, 0);
+        for _ in 0..self.u.int_in_range(0..=3)? {
+            if self.chance(12)? {
+                let v = self.pick(BAD_SENTINEL_NODES)?;
+                nodes.push(Y::Str(v.into(), Mark::Bad(key.into())));
+            } else {
+                let v = self.pick(SENTINEL_NODES)?;
+                if v.starts_with("rediss://") {
+                    tls += 1;
+                } else {
+                    plain += 1;
+                }
+                nodes.push(Y::Str(v.into(), Mark::Good));
+            }
+        }
+        // No sentinel at all, or TLS to some and not others.
+        if nodes.is_empty() || (plain > 0 && tls > 0) {
+            self.expected.push(Expected {
+                key: key.into(),
+                line: None,
+            });
+        }
+        let mut t = vec![
+            ("nodes".into(), Y::Seq(nodes)),
+            (
+                "master_name".into(),
+                self.text_y(
+                    "rate_limits.redis.sentinel.master_name",
+                    &["egress", "mymaster", "gw-1"],
+                    &["", "two words", " "],
+                )?,
+            ),
+        ];
+        if self.maybe()? {
+            t.push(("username".into(), Y::Str("sentinel".into(), Mark::Good)));
+        }
+        if self.maybe()? {
+            let readable = KEYS.good[0];
+            let y = self.text_y(
+                "rate_limits.redis.sentinel.password_file",
+                &[readable],
+                &["/nonexistent/sentinel.secret"],
+            )?;
+            t.push(("password_file".into(), y));
+        }
+        self.spoil(t)
+    }
+
+    /// One of `rate_limits.custom`: at most one bad field, since the
+    /// loader stops at an entry's first.
+    fn custom_limit(&mut self, i: usize) -> Result<Y> {
+        let at = format!("rate_limits.custom[{i}]");
+        let bad = if self.chance(15)? {
+            Some(self.u.int_in_range(0..=4u8)?)
+        } else {
+            None
+        };
+        let name = if bad == Some(0) {
+            let v = self.pick(&["", "Tenant", "two words", "messages_per_sender"])?;
+            Y::Str(v.into(), Mark::Bad(format!("{at}.name")))
+        } else {
+            Y::Str(format!("c{i}"), Mark::Good)
+        };
+        let count = self.pick(&[
+            "messages",
+            "recipients",
+            "bytes",
+            "bounces",
+            "distinct_recipients",
+        ])?;
+        // Keys that go with the counter: a bounce has no sender, distinct
+        // recipients are not counted per recipient.
+        let keys: &[&str] = match count {
+            "bounces" => &[
+                "client",
+                "client_network",
+                "user",
+                "class",
+                "recipient",
+                "recipient_domain",
+                "user+recipient_domain",
+            ],
+            "distinct_recipients" => &[
+                "client",
+                "client_network",
+                "sender",
+                "sender_domain",
+                "user",
+                "class",
+                "user+client",
+            ],
+            _ => &[
+                "client",
+                "sender_domain",
+                "recipient_domain",
+                "user+recipient_domain",
+                "sender+recipient",
+                "class",
+            ],
+        };
+        let key = if bad == Some(1) {
+            let v = self.pick(&["nobody", "client+client", "user+class+client", ""])?;
+            Y::Str(v.into(), Mark::Bad(format!("{at}.key")))
+        } else {
+            Y::Str(self.pick(keys)?.into(), Mark::Good)
+        };
+        let count_y = if bad == Some(2) {
+            let v = self.pick(&["mails", "", "Bytes"])?;
+            Y::Str(v.into(), Mark::Bad(format!("{at}.count")))
+        } else {
+            Y::Str(count.into(), Mark::Good)
+        };
+        let (good_rates, bad_rates): (&[&str], &[&str]) = if count == "bytes" && bad != Some(2) {
+            (
+                &["500MB/d", "2GiB/w", "unlimited", "10 MB/h"],
+                &["5/x", "MB/d", "", "lots/d"],
+            )
+        } else {
+            (RATES, BAD_RATES)
+        };
+        let rate = if bad == Some(3) {
+            let v = self.pick(bad_rates)?;
+            Y::Str(v.into(), Mark::Bad(format!("{at}.rate")))
+        } else {
+            Y::Str(self.pick(good_rates)?.into(), Mark::Good)
+        };
+        let mut c = vec![
+            ("name".into(), name),
+            ("key".into(), key),
+            ("count".into(), count_y),
+            ("rate".into(), rate),
+        ];
+        if bad == Some(4) {
+            let v = self.pick(BAD_WARN_LEVELS)?;
+            c.push((
+                "warn_at".into(),
+                Y::Str(v.into(), Mark::Bad(format!("{at}.warn_at"))),
+            ));
+        } else if self.maybe()? {
+            c.push((
+                "warn_at".into(),
+                Y::Str(self.pick(WARN_LEVELS)?.into(), Mark::Good),
+            ));
+        }
+        if self.maybe()? {
+            c.push(("mode".into(), self.keyword(MODES)?));
+        }
+        self.spoil(c)
+    }
+
     fn rate_limits(&mut self) -> Result<Y> {
         let mut s = Vec::new();
         if self.maybe()? {
@@ -818,7 +994,47 @@ impl Gen<'_, '_> {
             ] {
                 self.optional(&mut r, name, key, DURATIONS, BAD_DURATIONS)?;
             }
+            if self.maybe()? {
+                r.push(("username".into(), Y::Str("egress".into(), Mark::Good)));
+            }
+            if self.maybe()? {
+                let readable = KEYS.good[0];
+                let (y, _) = self.text(
+                    "rate_limits.redis.password_file",
+                    &[readable],
+                    &["/nonexistent/redis.secret"],
+                )?;
+                r.push(("password_file".into(), y));
+            }
+            if self.chance(30)? {
+                if r.iter().any(|(k, _)| k == "url") {
+                    self.expected.push(Expected {
+                        key: "rate_limits.redis.url".into(),
+                        line: None,
+                    });
+                }
+                let t = self.sentinel()?;
+                r.push(("sentinel".into(), t));
+            }
             s.push(("redis".into(), self.spoil(r)?));
+        }
+        self.optional(
+            &mut s,
+            "warn_at",
+            "rate_limits.warn_at",
+            WARN_LEVELS,
+            BAD_WARN_LEVELS,
+        )?;
+        if self.chance(10)? {
+            // true needs incidents.notify, which is not always written.
+            s.push(("warn_notify".into(), Y::Plain("false".into(), Mark::Good)));
+        }
+        if self.maybe()? {
+            let mut list = Vec::new();
+            for i in 0..self.u.int_in_range(0..=3)? {
+                list.push(self.custom_limit(i)?);
+            }
+            s.push(("custom".into(), Y::Seq(list)));
         }
         if self.maybe()? {
             s.push(("max_keys".into(), self.count("rate_limits.max_keys", 1000)?));
@@ -840,7 +1056,11 @@ impl Gen<'_, '_> {
         // The older spelling of admin.listen: TCP, which needs a token
         // file this generator never writes, so every value is refused.
         if self.maybe()? {
-            let all: Vec<&str> = LOOPBACK_ADDRS.iter().chain(BAD_ADMIN_ADDRS).copied().collect();
+            let all: Vec<&str> = LOOPBACK_ADDRS
+                .iter()
+                .chain(BAD_ADMIN_ADDRS)
+                .copied()
+                .collect();
             let v = self.pick(&all)?;
             s.push((
                 "admin_listen".into(),
