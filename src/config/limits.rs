@@ -465,7 +465,10 @@ impl Validator {
             self.error(
                 raw.value.master_name.referenced.line(),
                 "rate_limits.redis.sentinel.master_name",
-                "the name the sentinels monitor the master by (`sentinel monitor NAME ...`)",
+                format!(
+                    "expected one word, the name the sentinels monitor the master by (`sentinel monitor NAME ...`), got \"{}\"",
+                    raw.value.master_name.value
+                ),
             );
         }
         let password = raw
