@@ -337,6 +337,58 @@ struct Gateway {
     addr: SocketAddr,
 }
 
+/// The first sentinel listed hangs (its port takes connections, nothing
+/// answers): the others are asked meanwhile, and the gateway still finds
+/// the master they promote when the old one dies.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hung_sentinel_does_not_hold_up_the_others() {
+    let mut set = tokio::task::spawn_blocking(SentinelSet::start)
+        .await
+        .unwrap();
+    let master = set.master_port();
+    let d = common::start_with(config(&set, "tempfail")).await;
+    assert_eq!(
+        mail_via(d.addr, "10.0.0.1", "<h@xyz.com>").await,
+        "continue"
+    );
+    set.freeze(set.sentinels[0], true);
+    set.kill(master);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while set.sentinel_master_port(set.sentinels[1]) != Some(set.nodes[1]) {
+        assert!(
+            Instant::now() < deadline,
+            "no failover by the two other sentinels"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let promoted = Instant::now();
+    loop {
+        let started = Instant::now();
+        let r = mail_via(d.addr, "10.0.0.1", "<h@xyz.com>").await;
+        // Never held beyond the Redis timeout (500 ms) and a margin.
+        assert!(
+            started.elapsed() < Duration::from_millis(1500),
+            "{:?}",
+            started.elapsed()
+        );
+        if r == "continue" {
+            break;
+        }
+        assert_eq!(r, TEMPFAIL);
+        assert!(
+            promoted.elapsed() < Duration::from_secs(10),
+            "the gateway never found the promoted replica past the hung sentinel"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    eprintln!(
+        "with the first sentinel hung, limits back {} ms after the promotion",
+        promoted.elapsed().as_millis()
+    );
+    set.freeze(set.sentinels[0], false);
+    d.stop().await;
+}
+
 /// Each mistake in `rate_limits.redis.sentinel` is named with its file,
 /// line and key.
 #[test]

@@ -86,7 +86,10 @@ return {0, table.concat(fills, ',')}
 enum Target {
     Direct(redis::Client),
     Sentinel {
-        sentinels: tokio::sync::Mutex<redis::sentinel::SentinelClient>,
+        /// One client per sentinel, all asked at once: one that hangs
+        /// (its port open, nothing answering) or whose host is gone holds
+        /// up no other.
+        sentinels: Vec<tokio::sync::Mutex<redis::sentinel::SentinelClient>>,
         master_name: String,
         /// The master last named, to log when it changes.
         master: Mutex<String>,
@@ -106,40 +109,20 @@ impl Target {
         };
         if let Some(sentinel) = &settings.sentinel {
             use redis::sentinel::{SentinelClientBuilder, SentinelServerType};
-            let nodes = sentinel
-                .nodes
-                .iter()
-                .map(|n| n.as_str().into_connection_info().map(|i| i.addr().clone()))
-                .collect::<redis::RedisResult<Vec<_>>>()?;
-            let mut b = SentinelClientBuilder::new(
-                nodes,
-                &sentinel.master_name,
-                SentinelServerType::Master,
-            )?;
-            if let Some(user) = &settings.username {
-                b = b.set_client_to_redis_username(user);
-            }
-            if let Some(password) = &settings.password {
-                b = b.set_client_to_redis_password(&password.0);
-            }
-            if let Some(user) = &sentinel.username {
-                b = b.set_client_to_sentinel_username(user);
-            }
-            if let Some(password) = &sentinel.password {
-                b = b.set_client_to_sentinel_password(&password.0);
-            }
-            if sentinel.tls() {
-                b = b
-                    .set_client_to_redis_tls_mode(redis::TlsMode::Secure)
-                    .set_client_to_sentinel_tls_mode(redis::TlsMode::Secure);
-                if let Some(c) = certificates() {
-                    b = b
-                        .set_client_to_redis_certificates(c.clone())
-                        .set_client_to_sentinel_certificates(c);
-                }
+            let mut clients = Vec::new();
+            for node in &sentinel.nodes {
+                let addr = node.as_str().into_connection_info()?.addr().clone();
+                let b = SentinelClientBuilder::new(
+                    [addr],
+                    &sentinel.master_name,
+                    SentinelServerType::Master,
+                )?;
+                clients.push(tokio::sync::Mutex::new(
+                    Self::sentinel_auth(b, settings, sentinel, certificates())?.build()?,
+                ));
             }
             return Ok(Target::Sentinel {
-                sentinels: tokio::sync::Mutex::new(b.build()?),
+                sentinels: clients,
                 master_name: sentinel.master_name.clone(),
                 master: Mutex::new(String::new()),
             });
@@ -160,8 +143,41 @@ impl Target {
         Ok(Target::Direct(client))
     }
 
+    /// The users, passwords and TLS of one sentinel's client: the
+    /// master's from `redis`, the sentinels' own from `sentinel`.
+    fn sentinel_auth(
+        mut b: redis::sentinel::SentinelClientBuilder,
+        settings: &RedisSettings,
+        sentinel: &crate::config::SentinelSettings,
+        certificates: Option<redis::TlsCertificates>,
+    ) -> redis::RedisResult<redis::sentinel::SentinelClientBuilder> {
+        if let Some(user) = &settings.username {
+            b = b.set_client_to_redis_username(user);
+        }
+        if let Some(password) = &settings.password {
+            b = b.set_client_to_redis_password(&password.0);
+        }
+        if let Some(user) = &sentinel.username {
+            b = b.set_client_to_sentinel_username(user);
+        }
+        if let Some(password) = &sentinel.password {
+            b = b.set_client_to_sentinel_password(&password.0);
+        }
+        if sentinel.tls() {
+            b = b
+                .set_client_to_redis_tls_mode(redis::TlsMode::Secure)
+                .set_client_to_sentinel_tls_mode(redis::TlsMode::Secure);
+            if let Some(c) = certificates {
+                b = b
+                    .set_client_to_redis_certificates(c.clone())
+                    .set_client_to_sentinel_certificates(c);
+            }
+        }
+        Ok(b)
+    }
+
     /// A client for the master: for Sentinel, the one the first sentinel
-    /// that knows it names, after the master has confirmed its role.
+    /// to answer names, after the master has confirmed its role.
     async fn client(&self) -> redis::RedisResult<redis::Client> {
         match self {
             Target::Direct(c) => Ok(c.clone()),
@@ -170,7 +186,13 @@ impl Target {
                 master_name,
                 master,
             } => {
-                let client = sentinels.lock().await.async_get_client().await?;
+                // All at once; the first master found wins, and the other
+                // lookups are dropped (the crate caches only connections
+                // it has verified, so dropping one midway is safe).
+                let lookups = sentinels
+                    .iter()
+                    .map(|s| Box::pin(async move { s.lock().await.async_get_client().await }));
+                let (client, _) = futures_util::future::select_ok(lookups).await?;
                 let now = client.get_connection_info().addr().to_string();
                 let mut last = master.lock().unwrap_or_else(|p| p.into_inner());
                 if *last != now {

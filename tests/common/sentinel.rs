@@ -305,6 +305,23 @@ impl SentinelSet {
         });
     }
 
+    /// Freezes (SIGSTOP) or thaws (SIGCONT) the process on `port`: frozen,
+    /// its port still accepts connections but nothing answers, like a
+    /// hung machine.
+    pub fn freeze(&self, port: u16, frozen: bool) {
+        let signal = if frozen { "-STOP" } else { "-CONT" };
+        for (p, c) in &self.children {
+            if *p == port {
+                let ok = Command::new("kill")
+                    .arg(signal)
+                    .arg(c.id().to_string())
+                    .status()
+                    .is_ok_and(|s| s.success());
+                assert!(ok, "kill {signal} {}", c.id());
+            }
+        }
+    }
+
     /// A key's value read from the data node on `port`.
     pub fn get(&self, port: u16, key: &str) -> Option<String> {
         self.open(port, false).ok()?.get(key).ok()?
