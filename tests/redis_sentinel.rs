@@ -386,6 +386,58 @@ async fn a_hung_sentinel_does_not_hold_up_the_others() {
         promoted.elapsed().as_millis()
     );
     set.freeze(set.sentinels[0], false);
+
+    // Now the master hangs instead of dying (a stalled VM): the old one,
+    // back as a replica, is promoted. Meanwhile every answer comes within
+    // the timeout, and the budgets counted on the hung master are on the
+    // promoted one.
+    set.start_node(0, None);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !set.in_sync() {
+        assert!(Instant::now() < deadline, "the old master never rejoined");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    for _ in 0..39 {
+        assert_eq!(
+            mail_via(d.addr, "10.0.0.1", "<k@xyz.com>").await,
+            "continue"
+        );
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !set.in_sync() {
+        assert!(Instant::now() < deadline, "the replica never caught up");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    set.freeze(set.nodes[1], true);
+    let frozen = Instant::now();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut tempfails = 0;
+    loop {
+        let started = Instant::now();
+        let r = mail_via(d.addr, "10.0.0.1", "<k@xyz.com>").await;
+        assert!(
+            started.elapsed() < Duration::from_millis(1500),
+            "{:?}",
+            started.elapsed()
+        );
+        if r == "continue" {
+            break;
+        }
+        assert_eq!(r, TEMPFAIL);
+        tempfails += 1;
+        assert!(Instant::now() < deadline, "no failover from a hung master");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(tempfails > 0, "the hung master was never noticed");
+    assert_eq!(set.master_port(), set.nodes[0]);
+    // k's 40th message was the one above; the 41st is refused.
+    let r = mail_via(d.addr, "10.0.0.1", "<k@xyz.com>").await;
+    assert!(r.starts_with(RATE_LIMITED), "{r}");
+    eprintln!(
+        "with the master hung, limits back {} ms after it froze",
+        frozen.elapsed().as_millis()
+    );
+    set.freeze(set.nodes[1], false);
     d.stop().await;
 }
 
