@@ -10,6 +10,8 @@
 #   - egress-milter with every default check (sender policy, From: strict
 #     relay, local rate limits, content rules, header scrubbing, one log
 #     line per message),
+#   - the same with the rate limits counted in Redis (a redis-server on a
+#     loopback port, as gateways sharing limits use it),
 #   - egress-milter signing with an RSA-2048 key, and with an Ed25519 key,
 #   - OpenDKIM (Debian's package) signing with the same RSA key,
 # each over TCP and over a unix socket, with 2 KB and 100 KB messages, 10 and
@@ -24,7 +26,7 @@
 # "10 50"); ONLY, a regular expression over set-up names, runs a subset.
 # A message that is not accepted fails the run (the bench is a correctness
 # check too). Needs root the first time: it installs postfix, libmilter-dev,
-# opendkim, m4 and libwrap0 when missing and unpacks Sendmail into
+# opendkim, redis-server, m4 and libwrap0 when missing and unpacks Sendmail into
 # target/sendmail-root, as scripts/test.sh does.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -40,6 +42,7 @@ need=()
 [ -x /usr/sbin/postfix ] || need+=(postfix)
 [ -e /usr/include/libmilter/mfapi.h ] || need+=(libmilter-dev)
 [ -x /usr/sbin/opendkim ] || need+=(opendkim)
+[ -x /usr/bin/redis-server ] || need+=(redis-server)
 command -v cc >/dev/null 2>&1 || need+=(gcc libc6-dev)
 command -v m4 >/dev/null 2>&1 || need+=(m4)
 [ -e /usr/lib/x86_64-linux-gnu/libwrap.so.0 ] || [ -e /lib/x86_64-linux-gnu/libwrap.so.0 ] || need+=(libwrap0)
@@ -134,8 +137,15 @@ for transport in tcp unix; do
   fi
 done
 
-egress() { # NAME TRANSPORT EXTRA
-  local listen pf sm
+# A Redis for the set-up whose limits are shared.
+REDIS_PORT=$(free_port)
+/usr/bin/redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save "" --appendonly no \
+  >"$WORK/redis.log" 2>&1 &
+PIDS+=($!)
+wait_port "$REDIS_PORT"
+
+egress() { # NAME TRANSPORT EXTRA [BACKEND]
+  local listen pf sm backend=${4:-"backend: local"}
   if [ "$2" = tcp ]; then
     local port
     port=$(free_port)
@@ -153,7 +163,7 @@ classes:
 internal_networks: [10.0.0.0/8, 172.16.0.0/12, 192.168.0.0/16]
 headers: { strip_internal_received: true, remove: [X-Originating-IP] }
 rate_limits:
-  backend: local
+  $backend
   connections_per_client: 100000000/m
   concurrent_per_client: 100000
   messages_per_client: 100000000/h
@@ -170,6 +180,9 @@ EOF
 for transport in tcp unix; do
   egress all "$transport" ""
   add_setup "egress-milter, all checks, $transport" "$EGRESS_PF" "$EGRESS_SM"
+  egress redis "$transport" "" "backend: redis
+  redis: { url: \"redis://127.0.0.1:$REDIS_PORT\", on_failure: tempfail }"
+  add_setup "egress-milter, limits in Redis, $transport" "$EGRESS_PF" "$EGRESS_SM"
   egress rsa "$transport" "dkim: { keys: [{ domain: example.com, selector: rsa, file: $WORK/keys/rsa.pem }] }"
   add_setup "egress-milter + RSA-2048 signing, $transport" "$EGRESS_PF" "$EGRESS_SM"
   egress ed "$transport" "dkim: { keys: [{ domain: example.com, selector: ed, file: $WORK/keys/ed.pem }] }"
