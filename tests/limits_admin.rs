@@ -2,9 +2,7 @@
 //! local and the Redis backend.
 
 mod common;
-use common::{mail, process::Running, process::BIN, redis::RedisServer, reply};
-use indymilter::Actions;
-use indymilter_test::TestConnection;
+use common::{process::Running, process::BIN, redis::RedisServer};
 use std::{net::SocketAddr, path::Path, process::Command};
 
 fn limits(config: &Path, args: &[&str]) -> (bool, String) {
@@ -24,16 +22,7 @@ fn limits(config: &Path, args: &[&str]) -> (bool, String) {
 }
 
 async fn send(addr: SocketAddr, sender: &str) -> String {
-    let mut conn = TestConnection::configure()
-        .available_actions(Actions::all())
-        .open_tcp(addr)
-        .await
-        .unwrap();
-    let client: SocketAddr = "10.0.0.7:1".parse().unwrap();
-    conn.connect("app", client).await.unwrap();
-    let r = reply(&mail(&mut conn, sender, None).await);
-    conn.close().await.unwrap();
-    r
+    common::mail_from(addr, "10.0.0.7", sender, None).await
 }
 
 async fn show_and_reset(backend: &str) {
@@ -301,16 +290,8 @@ rate_limits:
     d.wait_for("egress-milter started");
     let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
     for _ in 0..2 {
-        let mut conn = TestConnection::configure()
-            .available_actions(Actions::all())
-            .open_tcp(addr)
-            .await
-            .unwrap();
-        let client: SocketAddr = "192.0.2.9:1".parse().unwrap();
-        conn.connect("laptop", client).await.unwrap();
-        let r = reply(&mail(&mut conn, "<john@Xyz.com>", Some("John.Smith")).await);
+        let r = common::mail_from(addr, "192.0.2.9", "<john@Xyz.com>", Some("John.Smith")).await;
         assert_eq!(r, "continue");
-        conn.close().await.unwrap();
     }
     let row = |out: &str, name: &str| -> Vec<String> {
         out.lines()

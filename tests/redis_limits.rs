@@ -28,19 +28,7 @@ rate_limits:
 }
 
 async fn mail_via(addr: SocketAddr, ip: &str, sender: &str) -> String {
-    let mut conn = TestConnection::configure()
-        .available_actions(Actions::all())
-        .open_tcp(addr)
-        .await
-        .unwrap();
-    let client: SocketAddr = format!("{ip}:1").parse().unwrap();
-    let c = reply(&conn.connect("gw.test", client).await.unwrap());
-    if c != "continue" {
-        return c;
-    }
-    let r = reply(&mail(&mut conn, sender, None).await);
-    conn.close().await.unwrap();
-    r
+    common::mail_from(addr, ip, sender, None).await
 }
 
 struct Gateway {

@@ -5,14 +5,10 @@
 
 mod common;
 use common::{
-    mail,
     process::Running,
-    reply,
     sentinel::{SentinelSet, DOWN_AFTER_MS},
 };
 use egress_milter::config::Config;
-use indymilter::Actions;
-use indymilter_test::TestConnection;
 use std::{
     collections::HashMap,
     net::SocketAddr,
@@ -54,19 +50,41 @@ rate_limits:
 }
 
 async fn mail_via(addr: SocketAddr, ip: &str, sender: &str) -> String {
-    let mut conn = TestConnection::configure()
-        .available_actions(Actions::all())
-        .open_tcp(addr)
-        .await
-        .unwrap();
-    let client: SocketAddr = format!("{ip}:1").parse().unwrap();
-    let c = reply(&conn.connect("gw.test", client).await.unwrap());
-    if c != "continue" {
-        return c;
+    common::mail_from(addr, ip, sender, None).await
+}
+
+/// Sends MAIL FROM `sender` every 100 ms until it is accepted (Redis
+/// answers again), for at most `within`: each answer meanwhile must be
+/// on_failure's tempfail, given within 1.5 s (the Redis timeout and a
+/// margin). Returns how many tempfails there were.
+async fn until_accepted(addr: SocketAddr, sender: &str, within: Duration, what: &str) -> usize {
+    let deadline = Instant::now() + within;
+    let mut tempfails = 0;
+    loop {
+        let started = Instant::now();
+        let r = mail_via(addr, "10.0.0.1", sender).await;
+        assert!(
+            started.elapsed() < Duration::from_millis(1500),
+            "{what}: an answer took {:?}",
+            started.elapsed()
+        );
+        if r == "continue" {
+            return tempfails;
+        }
+        assert_eq!(r, TEMPFAIL, "{what}");
+        tempfails += 1;
+        assert!(Instant::now() < deadline, "{what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let r = reply(&mail(&mut conn, sender, None).await);
-    conn.close().await.unwrap();
-    r
+}
+
+/// Waits (at most `within`) until the replica has every write.
+async fn until_in_sync(set: &SentinelSet, within: Duration, what: &str) {
+    let deadline = Instant::now() + within;
+    while !set.in_sync() {
+        assert!(Instant::now() < deadline, "{what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 /// One answer of the load: when it was asked and answered, to which
@@ -99,21 +117,15 @@ async fn the_master_dies_under_load_and_the_limits_continue_on_the_promoted_repl
     .unwrap();
     let lenient_process = Running::start(&path);
     lenient_process.wait_for("egress-milter started");
-    let lenient = Gateway {
-        addr: format!("127.0.0.1:{port}").parse().unwrap(),
-    };
+    let lenient: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
 
     // One budget for both, kept on the master the sentinels name.
     let spent = "<spent@xyz.com>";
     for i in 0..BUDGET {
-        let addr = if i % 2 == 0 {
-            strict.addr
-        } else {
-            lenient.addr
-        };
+        let addr = if i % 2 == 0 { strict.addr } else { lenient };
         assert_eq!(mail_via(addr, "10.0.0.1", spent).await, "continue");
     }
-    for addr in [strict.addr, lenient.addr] {
+    for addr in [strict.addr, lenient] {
         let r = mail_via(addr, "10.0.0.1", spent).await;
         assert!(r.starts_with(RATE_LIMITED), "{r}");
     }
@@ -133,11 +145,7 @@ async fn the_master_dies_under_load_and_the_limits_continue_on_the_promoted_repl
     d.stop().await;
     let key = format!("test:messages_per_sender:{BUDGET}/3600:spent@xyz.com");
     assert!(set.get(first_master, &key).is_some(), "{key} on the master");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !set.in_sync() {
-        assert!(Instant::now() < deadline, "the replica never caught up");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    until_in_sync(&set, Duration::from_secs(10), "the replica never caught up").await;
     assert!(
         set.get(set.nodes[1], &key).is_some(),
         "{key} on the replica"
@@ -179,7 +187,7 @@ async fn the_master_dies_under_load_and_the_limits_continue_on_the_promoted_repl
     }
     // The lenient gateway under load too: its answers must come at once.
     let lenient_took = {
-        let (stop, addr) = (stop.clone(), lenient.addr);
+        let (stop, addr) = (stop.clone(), lenient);
         tokio::spawn(async move {
             let mut worst = Duration::ZERO;
             let mut n = 0u32;
@@ -301,7 +309,7 @@ async fn the_master_dies_under_load_and_the_limits_continue_on_the_promoted_repl
     }
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let r = mail_via(lenient.addr, "10.0.0.4", after).await;
+        let r = mail_via(lenient, "10.0.0.4", after).await;
         if r.starts_with(RATE_LIMITED) {
             break;
         }
@@ -333,10 +341,6 @@ async fn the_master_dies_under_load_and_the_limits_continue_on_the_promoted_repl
     strict.stop().await;
 }
 
-struct Gateway {
-    addr: SocketAddr,
-}
-
 /// The first sentinel listed hangs (its port takes connections, nothing
 /// answers): the others are asked meanwhile, and the gateway still finds
 /// the master they promote when the old one dies.
@@ -362,25 +366,13 @@ async fn a_hung_sentinel_does_not_hold_up_the_others() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let promoted = Instant::now();
-    loop {
-        let started = Instant::now();
-        let r = mail_via(d.addr, "10.0.0.1", "<h@xyz.com>").await;
-        // Never held beyond the Redis timeout (500 ms) and a margin.
-        assert!(
-            started.elapsed() < Duration::from_millis(1500),
-            "{:?}",
-            started.elapsed()
-        );
-        if r == "continue" {
-            break;
-        }
-        assert_eq!(r, TEMPFAIL);
-        assert!(
-            promoted.elapsed() < Duration::from_secs(10),
-            "the gateway never found the promoted replica past the hung sentinel"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    until_accepted(
+        d.addr,
+        "<h@xyz.com>",
+        Duration::from_secs(10),
+        "the gateway never found the promoted replica past the hung sentinel",
+    )
+    .await;
     eprintln!(
         "with the first sentinel hung, limits back {} ms after the promotion",
         promoted.elapsed().as_millis()
@@ -392,42 +384,28 @@ async fn a_hung_sentinel_does_not_hold_up_the_others() {
     // the timeout, and the budgets counted on the hung master are on the
     // promoted one.
     set.start_node(0, None);
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !set.in_sync() {
-        assert!(Instant::now() < deadline, "the old master never rejoined");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    until_in_sync(
+        &set,
+        Duration::from_secs(20),
+        "the old master never rejoined",
+    )
+    .await;
     for _ in 0..39 {
         assert_eq!(
             mail_via(d.addr, "10.0.0.1", "<k@xyz.com>").await,
             "continue"
         );
     }
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !set.in_sync() {
-        assert!(Instant::now() < deadline, "the replica never caught up");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    until_in_sync(&set, Duration::from_secs(10), "the replica never caught up").await;
     set.freeze(set.nodes[1], true);
     let frozen = Instant::now();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let mut tempfails = 0;
-    loop {
-        let started = Instant::now();
-        let r = mail_via(d.addr, "10.0.0.1", "<k@xyz.com>").await;
-        assert!(
-            started.elapsed() < Duration::from_millis(1500),
-            "{:?}",
-            started.elapsed()
-        );
-        if r == "continue" {
-            break;
-        }
-        assert_eq!(r, TEMPFAIL);
-        tempfails += 1;
-        assert!(Instant::now() < deadline, "no failover from a hung master");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let tempfails = until_accepted(
+        d.addr,
+        "<k@xyz.com>",
+        Duration::from_secs(30),
+        "no failover from a hung master",
+    )
+    .await;
     assert!(tempfails > 0, "the hung master was never noticed");
     assert_eq!(set.master_port(), set.nodes[0]);
     // k's 40th message was the one above; the 41st is refused.
@@ -439,6 +417,18 @@ async fn a_hung_sentinel_does_not_hold_up_the_others() {
     );
     set.freeze(set.nodes[1], false);
     d.stop().await;
+}
+
+/// The loader's refusal of a config whose `rate_limits.redis` block is
+/// `redis` (from line 5 on).
+fn refusal(redis: &str) -> String {
+    let text = format!(
+        "listen: inet:127.0.0.1:0\nlocal_domains: [example.com]\nrate_limits:\n  redis:\n{redis}"
+    );
+    match Config::parse(Path::new("bad.yaml"), &text) {
+        Ok(_) => panic!("loaded:\n{text}"),
+        Err(e) => e.to_string(),
+    }
 }
 
 /// Each mistake in `rate_limits.redis.sentinel` is named with its file,
@@ -504,15 +494,10 @@ fn sentinel_mistakes_name_their_line_and_key() {
             "cannot read /nonexistent/pw",
         ),
     ] {
-        let text = format!(
-            "listen: inet:127.0.0.1:0\nlocal_domains: [example.com]\nrate_limits:\n  redis:\n{redis}"
-        );
-        let e = Config::parse(Path::new("bad.yaml"), &text)
-            .unwrap_err()
-            .to_string();
+        let e = refusal(&redis);
         assert!(
             e.contains(&format!("bad.yaml:{line}")) && e.contains(key) && e.contains(why),
-            "{text}\n{e}"
+            "{redis}\n{e}"
         );
     }
     // Missing master_name, or an unknown key: the YAML reader says where.
@@ -520,12 +505,7 @@ fn sentinel_mistakes_name_their_line_and_key() {
         "    sentinel: { nodes: [\"127.0.0.1:26379\"] }\n",
         "    sentinel: { nodes: [\"127.0.0.1:26379\"], master_name: m, master: m }\n",
     ] {
-        let text = format!(
-            "listen: inet:127.0.0.1:0\nlocal_domains: [example.com]\nrate_limits:\n  redis:\n{bad}"
-        );
-        let e = Config::parse(Path::new("bad.yaml"), &text)
-            .unwrap_err()
-            .to_string();
+        let e = refusal(bad);
         assert!(e.contains("bad.yaml:5") && e.contains("master"), "{e}");
     }
     // Good: bare HOST:PORT and URLs, for the daemon to ask.
@@ -605,16 +585,13 @@ rate_limits:
     // The master dies: refused with on_failure until the sentinels promote
     // the replica, which the gateway then finds over TLS too.
     set.kill(master);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let r = mail_via(good.addr, "10.0.0.1", "<f@xyz.com>").await;
-        if r == "continue" {
-            break;
-        }
-        assert_eq!(r, TEMPFAIL);
-        assert!(Instant::now() < deadline, "no failover over TLS");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    until_accepted(
+        good.addr,
+        "<f@xyz.com>",
+        Duration::from_secs(30),
+        "no failover over TLS",
+    )
+    .await;
     assert_ne!(set.master_port(), master);
     assert_eq!(
         mail_via(good.addr, "10.0.0.1", "<f@xyz.com>").await,

@@ -6,8 +6,7 @@
 mod common;
 use common::{mail, process::Running, process::BIN, redis::RedisServer, reply, slapd::Slapd};
 use egress_milter::config::Config;
-use indymilter::Actions;
-use indymilter_test::{Status, TestConnection};
+use indymilter_test::Status;
 use std::{
     net::SocketAddr,
     path::Path,
@@ -432,16 +431,7 @@ fn cache_cli(config: &Path, args: &[&str]) -> (bool, String) {
 }
 
 async fn send(addr: SocketAddr, ip: &str, from: &str) -> String {
-    let mut conn = TestConnection::configure()
-        .available_actions(Actions::all())
-        .open_tcp(addr)
-        .await
-        .unwrap();
-    let client: SocketAddr = format!("{ip}:1").parse().unwrap();
-    conn.connect("app", client).await.unwrap();
-    let r = reply(&mail(&mut conn, from, None).await);
-    conn.close().await.unwrap();
-    r
+    common::mail_from(addr, ip, from, None).await
 }
 
 /// A second lookup within the TTL does not reach the directory (it is

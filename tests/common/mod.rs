@@ -109,6 +109,25 @@ pub async fn mail(conn: &mut TestConnection, sender: &str, login: Option<&str>) 
     conn.mail([sender]).await.unwrap()
 }
 
+/// A new milter connection to `addr` from client `ip`, MAIL FROM `sender`
+/// (with an optional login), closed again: the reply to the connection if
+/// it was refused, else to MAIL FROM ("continue" or the refusal).
+pub async fn mail_from(addr: SocketAddr, ip: &str, sender: &str, login: Option<&str>) -> String {
+    let mut conn = TestConnection::configure()
+        .available_actions(Actions::all())
+        .open_tcp(addr)
+        .await
+        .unwrap();
+    let client: SocketAddr = format!("{ip}:1").parse().unwrap();
+    let c = reply(&conn.connect("gw.test", client).await.unwrap());
+    if c != "continue" {
+        return c;
+    }
+    let r = reply(&mail(&mut conn, sender, login).await);
+    conn.close().await.unwrap();
+    r
+}
+
 /// The whole reply of a refusal ("550 5.7.1 ..."), or "continue".
 pub fn reply(status: &Status) -> String {
     match status {
