@@ -7,6 +7,10 @@
 //!
 //! Times are Redis's own clock (`TIME`), in microseconds, so gateways with
 //! skewed clocks still agree; Lua numbers are doubles, exact to 2^53 µs.
+//!
+//! Redis is one address (`url`), or the master that Sentinel names: asked
+//! of every sentinel at once whenever a connection is made, which is after
+//! every failure, so a promoted replica is found without a restart.
 
 use super::{Check, LimiterError, Outcome};
 use crate::config::RedisSettings;
