@@ -271,6 +271,21 @@ async fn the_master_dies_under_load_and_the_limits_continue_on_the_promoted_repl
         }
     }
     assert!(outage > 0, "the load never met the failover");
+    // The operator sees it: Redis failures, and every tempfail of the
+    // outage counted as a decision on_failure took.
+    let metrics = strict.metrics();
+    let counter = |name: &str| -> u64 {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0)
+    };
+    assert!(counter("egress_redis_failures_total") >= 1, "{metrics}");
+    assert!(
+        counter("egress_limiter_fallbacks_total") >= outage as u64,
+        "{outage} tempfails: {metrics}"
+    );
     // The sender whose budget was spent before the kill is refused all
     // along: by the old master, by on_failure, by the promoted replica.
     assert_eq!(
