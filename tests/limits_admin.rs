@@ -3,7 +3,11 @@
 
 mod common;
 use common::{process::Running, process::BIN, redis::RedisServer};
-use std::{net::SocketAddr, path::Path, process::Command};
+use std::{
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    process::Command,
+};
 
 fn limits(config: &Path, args: &[&str]) -> (bool, String) {
     let out = Command::new(BIN)
@@ -25,18 +29,34 @@ async fn send(addr: SocketAddr, sender: &str) -> String {
     common::mail_from(addr, "10.0.0.7", sender, None).await
 }
 
-async fn show_and_reset(backend: &str) {
-    let dir = tempfile::tempdir().unwrap();
+/// The daemon run from a `milter.yaml` in `dir`, with its admin socket
+/// there; `rest` is the configuration after `listen`, `local_domains` and
+/// `admin`. Returns it, the config's path and the milter's address.
+fn daemon(dir: &Path, rest: &str) -> (Running, PathBuf, SocketAddr) {
     let port = common::free_port();
-    let sock = dir.path().join("admin.sock");
-    let path = dir.path().join("milter.yaml");
+    let path = dir.join("milter.yaml");
     std::fs::write(
         &path,
         format!(
             "listen: inet:127.0.0.1:{port}
 local_domains: [example.com]
-classes: [{{ name: app, clients: [10.0.0.0/8], sender_domains: [xyz.com] }}]
 admin: {{ listen: \"unix:{}\" }}
+{rest}",
+            dir.join("admin.sock").display()
+        ),
+    )
+    .unwrap();
+    let d = Running::start(&path);
+    d.wait_for("egress-milter started");
+    (d, path, format!("127.0.0.1:{port}").parse().unwrap())
+}
+
+async fn show_and_reset(backend: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let (d, path, addr) = daemon(
+        dir.path(),
+        &format!(
+            "classes: [{{ name: app, clients: [10.0.0.0/8], sender_domains: [xyz.com] }}]
 rate_limits:
   {backend}
   messages_per_sender: 3/h
@@ -46,14 +66,9 @@ rate_limits:
     - {{ name: tenant, key: sender_domain, count: messages, rate: 1000/d }}
   overrides:
     - {{ match: jim@xyz.com, messages_per_sender: 2/m }}
-",
-            sock.display()
+"
         ),
-    )
-    .unwrap();
-    let d = Running::start(&path);
-    d.wait_for("egress-milter started");
-    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    );
     // One budget however jim spells himself (rate_limits.keys defaults),
     // and shown and reset under any spelling.
     assert_eq!(send(addr, "<jim@xyz.com>").await, "continue");
@@ -266,29 +281,16 @@ async fn an_unprivileged_user_is_refused_on_the_socket_and_on_tcp() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dotted_login_is_a_login_and_a_domain_is_a_domain() {
     let dir = tempfile::tempdir().unwrap();
-    let port = common::free_port();
-    let sock = dir.path().join("admin.sock");
-    let path = dir.path().join("milter.yaml");
-    std::fs::write(
-        &path,
-        format!(
-            "listen: inet:127.0.0.1:{port}
-local_domains: [example.com]
-classes: [{{ name: staff, auth: any, sender_domains: [xyz.com] }}]
-admin: {{ listen: \"unix:{}\" }}
+    let (_d, path, addr) = daemon(
+        dir.path(),
+        "classes: [{ name: staff, auth: any, sender_domains: [xyz.com] }]
 rate_limits:
-  keys: {{ fold_case: false }}
+  keys: { fold_case: false }
   messages_per_user: 5/h
   custom:
-    - {{ name: tenant, key: sender_domain, count: messages, rate: 1000/d }}
+    - { name: tenant, key: sender_domain, count: messages, rate: 1000/d }
 ",
-            sock.display()
-        ),
-    )
-    .unwrap();
-    let d = Running::start(&path);
-    d.wait_for("egress-milter started");
-    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    );
     for _ in 0..2 {
         let r = common::mail_from(addr, "192.0.2.9", "<john@Xyz.com>", Some("John.Smith")).await;
         assert_eq!(r, "continue");

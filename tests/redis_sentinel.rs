@@ -204,7 +204,12 @@ async fn the_master_dies_under_load_and_the_limits_continue_on_the_promoted_repl
         })
     };
 
-    tokio::time::sleep(Duration::from_millis(800)).await;
+    // The master dies once the load is well under way.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while answers.lock().unwrap().len() < 100 {
+        assert!(Instant::now() < deadline, "the load never got going");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let killed = Instant::now();
     set.kill(first_master);
 
@@ -218,7 +223,7 @@ async fn the_master_dies_under_load_and_the_limits_continue_on_the_promoted_repl
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
     // The load goes on until the strict gateway has answered from the new
-    // master for a while: a `continue` asked after the kill, then 3 s more.
+    // master: a `continue` asked after the kill.
     let deadline = Instant::now() + Duration::from_secs(30);
     let resumed = loop {
         let first = answers
@@ -236,7 +241,29 @@ async fn the_master_dies_under_load_and_the_limits_continue_on_the_promoted_repl
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // Then until every load sender has spent its budget on the new master
+    // and been refused there.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (used, refused) = {
+            let answers = answers.lock().unwrap();
+            let used: std::collections::HashSet<usize> = answers.iter().map(|a| a.sender).collect();
+            let refused: std::collections::HashSet<usize> = answers
+                .iter()
+                .filter(|a| a.started > killed + resumed && a.reply.starts_with(RATE_LIMITED))
+                .map(|a| a.sender)
+                .collect();
+            (used, refused)
+        };
+        if used.is_subset(&refused) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "load senders never refused after the failover: only {refused:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     for t in load {
         t.await.unwrap();
