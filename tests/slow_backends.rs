@@ -70,9 +70,7 @@ async fn a_hanging_rspamd_tempfails_within_its_timeout() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_silent_dns_server_tempfails_within_the_dns_timeout() {
     // Receives queries on UDP and TCP, never answers.
-    let udp = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
-    let addr = udp.local_addr().unwrap();
-    let tcp = tokio::net::TcpListener::bind(addr).await.unwrap();
+    let (udp, tcp, addr) = common::dns::udp_and_tcp().await;
     let holder = tokio::spawn(async move {
         let mut buf = [0u8; 512];
         let mut held = Vec::new();

@@ -69,18 +69,7 @@ impl DnsServer {
         }
         let mut catalog = Catalog::new();
         catalog.upsert(LowerName::new(&root), vec![Arc::new(zone)]);
-        // A free UDP port whose TCP twin is free too (another process may
-        // hold it): a few tries.
-        let mut bound = None;
-        for _ in 0..20 {
-            let udp = UdpSocket::bind("127.0.0.1:0").await.expect("bind dns udp");
-            let addr = udp.local_addr().expect("dns addr");
-            if let Ok(tcp) = TcpListener::bind(addr).await {
-                bound = Some((udp, tcp, addr));
-                break;
-            }
-        }
-        let (udp, tcp, addr) = bound.expect("a loopback port free for both UDP and TCP");
+        let (udp, tcp, addr) = udp_and_tcp().await;
         let mut server = Server::new(catalog);
         server.register_socket(udp);
         server.register_listener(tcp, Duration::from_secs(5), 65535);
@@ -96,4 +85,18 @@ impl DnsServer {
             let _ = tokio::time::timeout(Duration::from_secs(2), s.shutdown_gracefully()).await;
         }
     }
+}
+
+/// A loopback UDP socket and a TCP listener on the same port, as a DNS
+/// server needs. The UDP port is chosen by the kernel; its TCP twin may be
+/// held by another process, so a few ports are tried.
+pub async fn udp_and_tcp() -> (UdpSocket, TcpListener, SocketAddr) {
+    for _ in 0..20 {
+        let udp = UdpSocket::bind("127.0.0.1:0").await.expect("bind dns udp");
+        let addr = udp.local_addr().expect("dns addr");
+        if let Ok(tcp) = TcpListener::bind(addr).await {
+            return (udp, tcp, addr);
+        }
+    }
+    panic!("no loopback port free for both UDP and TCP in 20 tries");
 }
