@@ -88,15 +88,14 @@ impl DnsServer {
 }
 
 /// A loopback UDP socket and a TCP listener on the same port, as a DNS
-/// server needs. The UDP port is chosen by the kernel; its TCP twin may be
-/// held by another process, so a few ports are tried.
+/// server needs, on a port [`super::free_port_where`] hands out.
 pub async fn udp_and_tcp() -> (UdpSocket, TcpListener, SocketAddr) {
-    for _ in 0..20 {
-        let udp = UdpSocket::bind("127.0.0.1:0").await.expect("bind dns udp");
-        let addr = udp.local_addr().expect("dns addr");
-        if let Ok(tcp) = TcpListener::bind(addr).await {
-            return (udp, tcp, addr);
-        }
-    }
-    panic!("no loopback port free for both UDP and TCP in 20 tries");
+    let port = super::free_port_where(|port| {
+        std::net::UdpSocket::bind(("127.0.0.1", port)).is_ok()
+            && std::net::TcpListener::bind(("127.0.0.1", port)).is_ok()
+    });
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let udp = UdpSocket::bind(addr).await.expect("bind dns udp");
+    let tcp = TcpListener::bind(addr).await.expect("bind dns tcp");
+    (udp, tcp, addr)
 }

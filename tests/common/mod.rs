@@ -248,11 +248,37 @@ pub fn summary_elapsed_ms(d: &process::Running, n: usize) -> Vec<f64> {
         .collect()
 }
 
+/// A loopback port free for TCP now, for a server a test starts or for a
+/// port that must stay dead. Taken from the 10,000 ports below the kernel's
+/// ephemeral range, so no outgoing connection and no `bind(:0)` can take it
+/// before the server binds it; one test process never hands it out twice.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free loopback port")
+    free_port_where(|port| std::net::TcpListener::bind(("127.0.0.1", port)).is_ok())
+}
+
+/// Like [`free_port`], for a port `usable` accepts.
+pub fn free_port_where(usable: impl Fn(u16) -> bool) -> u16 {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static HANDED_OUT: AtomicU32 = AtomicU32::new(0);
+    const SPAN: u32 = 10_000;
+    let ephemeral_low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|r| r.split_whitespace().next()?.parse::<u32>().ok())
+        .unwrap_or(32768);
+    let low = ephemeral_low.saturating_sub(SPAN).max(1024);
+    let span = ephemeral_low.saturating_sub(low).max(1);
+    // Each test binary starts elsewhere in the span.
+    let offset = std::process::id().wrapping_mul(7919) % span;
+    for _ in 0..span {
+        let n = HANDED_OUT.fetch_add(1, Ordering::Relaxed);
+        let Ok(port) = u16::try_from(low + (offset + n) % span) else {
+            continue;
+        };
+        if usable(port) {
+            return port;
+        }
+    }
+    panic!("no free loopback port in {low}..{}", low + span);
 }
 
 /// The metrics endpoint's answer (status line, headers, body).
