@@ -276,14 +276,11 @@ async fn answer(shared: &Shared, request: &str) -> String {
     let limits = limits_for(&config, &key, class);
     // Each limit's counters under its own spelling of the key.
     let by_domain = |id: &LimitId| {
-        config.rate_limits.custom.iter().any(|c| {
-            LimitId::Custom(c.name) == *id
-                && matches!(
-                    c.key.as_slice(),
-                    [crate::config::KeyPart::SenderDomain
-                        | crate::config::KeyPart::RecipientDomain]
-                )
-        })
+        config
+            .rate_limits
+            .custom
+            .iter()
+            .any(|c| LimitId::Custom(c.name) == *id && c.keyed_by_domain())
     };
     let mut groups: Vec<(&str, Vec<usize>)> = Vec::new();
     for (i, (id, _, _)) in limits.iter().enumerate() {

@@ -130,15 +130,6 @@ async fn send(d: &Daemon, login: &str, rcpts: &[&str], qid: &str) -> Sent {
     .await
 }
 
-/// An unlabelled sample's value.
-fn value(metrics: &str, name: &str) -> u64 {
-    metrics
-        .lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
-        .and_then(|n| n.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no {name} in {metrics}"))
-}
-
 fn opened(d: &Daemon, signal: &str) -> u64 {
     common::counted(
         &d.metrics(),
@@ -203,7 +194,7 @@ async fn a_spray_is_held_from_the_message_that_opens_the_incident() {
     assert!(s.held);
     assert_eq!(opened(&d, "spray"), 1);
     let m = d.metrics();
-    assert_eq!(value(&m, "egress_messages_held_total"), 3);
+    assert_eq!(common::unlabelled(&m, "egress_messages_held_total"), 3);
     assert_eq!(
         common::counted(&m, "egress_messages_total", &[("verdict", "hold")]),
         3
@@ -532,7 +523,7 @@ async fn tempfail_and_reject_refuse_and_monitor_holds_nothing() {
     }
     assert_eq!(opened(&d, "volume"), 1);
     let m = d.metrics();
-    assert_eq!(value(&m, "egress_messages_held_total"), 0);
+    assert_eq!(common::unlabelled(&m, "egress_messages_held_total"), 0);
     assert_eq!(
         common::counted(&m, "egress_messages_total", &[("verdict", "would_hold")]),
         3

@@ -80,11 +80,10 @@ async fn until_accepted(addr: SocketAddr, sender: &str, within: Duration, what: 
 
 /// Waits (at most `within`) until the replica has every write.
 async fn until_in_sync(set: &SentinelSet, within: Duration, what: &str) {
-    let deadline = Instant::now() + within;
-    while !set.in_sync() {
-        assert!(Instant::now() < deadline, "{what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    common::until(within, what, || {
+        set.in_sync().then_some(()).ok_or_else(String::new)
+    })
+    .await
 }
 
 /// One answer of the load: when it was asked and answered, to which
@@ -205,47 +204,44 @@ async fn the_master_dies_under_load_and_the_limits_continue_on_the_promoted_repl
     };
 
     // The master dies once the load is well under way.
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while answers.lock().unwrap().len() < 100 {
-        assert!(Instant::now() < deadline, "the load never got going");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    common::until(Duration::from_secs(20), "the load never got going", || {
+        (answers.lock().unwrap().len() >= 100)
+            .then_some(())
+            .ok_or_else(String::new)
+    })
+    .await;
     let killed = Instant::now();
     set.kill(first_master);
 
     // The sentinels agree the master is down and promote the replica.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let switched = loop {
-        if set.sentinel_master_port(set.sentinels[0]) == Some(set.nodes[1]) {
-            break killed.elapsed();
-        }
-        assert!(Instant::now() < deadline, "no failover in 30 s");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let switched = common::until(Duration::from_secs(30), "no failover in 30 s", || {
+        (set.sentinel_master_port(set.sentinels[0]) == Some(set.nodes[1]))
+            .then(|| killed.elapsed())
+            .ok_or_else(String::new)
+    })
+    .await;
     // The load goes on until the strict gateway has answered from the new
     // master: a `continue` asked after the kill.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let resumed = loop {
-        let first = answers
-            .lock()
-            .unwrap()
-            .iter()
-            .find(|a| a.started > killed && a.reply == "continue")
-            .map(|a| a.at - killed);
-        if let Some(t) = first {
-            break t;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the gateway never used the promoted replica"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let resumed = common::until(
+        Duration::from_secs(30),
+        "the gateway never used the promoted replica",
+        || {
+            answers
+                .lock()
+                .unwrap()
+                .iter()
+                .find(|a| a.started > killed && a.reply == "continue")
+                .map(|a| a.at - killed)
+                .ok_or_else(String::new)
+        },
+    )
+    .await;
     // Then until every load sender has spent its budget on the new master
     // and been refused there.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let (used, refused) = {
+    common::until(
+        Duration::from_secs(30),
+        "load senders never refused after the failover",
+        || {
             let answers = answers.lock().unwrap();
             let used: std::collections::HashSet<usize> = answers.iter().map(|a| a.sender).collect();
             let refused: std::collections::HashSet<usize> = answers
@@ -253,17 +249,14 @@ async fn the_master_dies_under_load_and_the_limits_continue_on_the_promoted_repl
                 .filter(|a| a.started > killed + resumed && a.reply.starts_with(RATE_LIMITED))
                 .map(|a| a.sender)
                 .collect();
-            (used, refused)
-        };
-        if used.is_subset(&refused) {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "load senders never refused after the failover: only {refused:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+            if used.is_subset(&refused) {
+                Ok(())
+            } else {
+                Err(format!(": only {refused:?}"))
+            }
+        },
+    )
+    .await;
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     for t in load {
         t.await.unwrap();
@@ -301,13 +294,7 @@ async fn the_master_dies_under_load_and_the_limits_continue_on_the_promoted_repl
     // The operator sees it: Redis failures, and every tempfail of the
     // outage counted as a decision on_failure took.
     let metrics = strict.metrics();
-    let counter = |name: &str| -> u64 {
-        metrics
-            .lines()
-            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
-            .and_then(|n| n.parse().ok())
-            .unwrap_or(0)
-    };
+    let counter = |name: &str| common::unlabelled(&metrics, name);
     assert!(counter("egress_redis_failures_total") >= 1, "{metrics}");
     assert!(
         counter("egress_limiter_fallbacks_total") >= outage as u64,
@@ -399,14 +386,16 @@ async fn a_hung_sentinel_does_not_hold_up_the_others() {
     );
     set.freeze(set.sentinels[0], true);
     set.kill(master);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while set.sentinel_master_port(set.sentinels[1]) != Some(set.nodes[1]) {
-        assert!(
-            Instant::now() < deadline,
-            "no failover by the two other sentinels"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    common::until(
+        Duration::from_secs(30),
+        "no failover by the two other sentinels",
+        || {
+            (set.sentinel_master_port(set.sentinels[1]) == Some(set.nodes[1]))
+                .then_some(())
+                .ok_or_else(String::new)
+        },
+    )
+    .await;
     let promoted = Instant::now();
     until_accepted(
         d.addr,

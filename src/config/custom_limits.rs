@@ -134,6 +134,14 @@ impl CustomLimit {
     pub fn per_message(&self) -> bool {
         self.count != Counter::Bytes && !self.per_recipient()
     }
+
+    /// Keyed by a domain alone (`sender_domain` or `recipient_domain`).
+    pub fn keyed_by_domain(&self) -> bool {
+        matches!(
+            self.key.as_slice(),
+            [KeyPart::SenderDomain | KeyPart::RecipientDomain]
+        )
+    }
 }
 
 impl fmt::Display for CustomLimit {

@@ -208,6 +208,20 @@ impl Target {
         }
     }
 
+    /// The connection in `slot`, or a new one kept there.
+    async fn kept(
+        &self,
+        slot: &mut Option<ConnectionManager>,
+        settings: &RedisSettings,
+    ) -> Result<ConnectionManager, LimiterError> {
+        if let Some(c) = slot.as_ref() {
+            return Ok(c.clone());
+        }
+        let c = self.connect(settings).await?;
+        *slot = Some(c.clone());
+        Ok(c)
+    }
+
     /// A connection to the master, made within the timeout.
     async fn connect(&self, settings: &RedisSettings) -> Result<ConnectionManager, LimiterError> {
         let config = redis::aio::ConnectionManagerConfig::new()
@@ -349,12 +363,7 @@ impl RedisLimiter {
 
     async fn connection(&self) -> Result<ConnectionManager, LimiterError> {
         let mut slot = self.conn.lock().await;
-        if let Some(c) = slot.as_ref() {
-            return Ok(c.clone());
-        }
-        let c = self.target.connect(&self.settings).await?;
-        *slot = Some(c.clone());
-        Ok(c)
+        self.target.kept(&mut slot, &self.settings).await
     }
 
     /// Runs one Redis call under the timeout, noting success or failure.
@@ -530,8 +539,7 @@ async fn manage_leases(
                 Some(LeaseEvent::Taken { key, member }) => { live.insert(member, key); }
                 Some(LeaseEvent::Released { key, member }) => {
                     live.remove(&member);
-                    if let Some(c) = connect(&target, &mut conn, &settings).await {
-                        let mut c = c;
+                    if let Ok(mut c) = target.kept(&mut conn, &settings).await {
                         let r = tokio::time::timeout(settings.timeout, c.zrem::<_, _, ()>(&key, &member)).await;
                         if !matches!(r, Ok(Ok(()))) {
                             // It expires by itself after the lease.
@@ -543,7 +551,7 @@ async fn manage_leases(
             },
             _ = tick.tick() => {
                 if live.is_empty() { continue; }
-                if let Some(mut c) = connect(&target, &mut conn, &settings).await {
+                if let Ok(mut c) = target.kept(&mut conn, &settings).await {
                     let mut inv = renew.prepare_invoke();
                     inv.arg(lease_us);
                     for (member, key) in &live {
@@ -559,17 +567,4 @@ async fn manage_leases(
             }
         }
     }
-}
-
-async fn connect(
-    target: &Target,
-    slot: &mut Option<ConnectionManager>,
-    settings: &RedisSettings,
-) -> Option<ConnectionManager> {
-    if let Some(c) = slot {
-        return Some(c.clone());
-    }
-    let c = target.connect(settings).await.ok()?;
-    *slot = Some(c.clone());
-    Some(c)
 }

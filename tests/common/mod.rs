@@ -318,6 +318,33 @@ pub fn decisions(exposition: &str, verdict: &str) -> u64 {
     )
 }
 
+/// An unlabelled counter's value in an exposition; fails when it is not
+/// there.
+pub fn unlabelled(exposition: &str, metric: &str) -> u64 {
+    exposition
+        .lines()
+        .find_map(|l| l.strip_prefix(metric)?.strip_prefix(' '))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {metric} in {exposition}"))
+}
+
+/// Polls `check` every 50 ms until it gives `Ok`, for at most `within`;
+/// then fails with `what` and the last `Err`'s detail.
+pub async fn until<T>(
+    within: std::time::Duration,
+    what: &str,
+    mut check: impl FnMut() -> Result<T, String>,
+) -> T {
+    let deadline = std::time::Instant::now() + within;
+    loop {
+        match check() {
+            Ok(v) => return v,
+            Err(detail) => assert!(std::time::Instant::now() < deadline, "{what}{detail}"),
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
 /// One unlabelled metric's value as the endpoint on `port` shows it.
 pub fn metric(port: u16, name: &str) -> Option<String> {
     scrape(port).lines().find_map(|l| {

@@ -165,14 +165,7 @@ impl SentinelSet {
             )
             .expect("node conf");
         }
-        let child = Command::new("/usr/bin/redis-server")
-            .arg(&conf)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start redis-server");
-        self.children.push((port, child));
-        wait_listening(port);
+        self.spawn("/usr/bin/redis-server", &conf, port);
     }
 
     fn start_sentinel(&mut self, i: usize) {
@@ -202,12 +195,18 @@ impl SentinelSet {
             ),
         )
         .expect("sentinel conf");
-        let child = Command::new("/usr/bin/redis-sentinel")
-            .arg(&conf)
+        self.spawn("/usr/bin/redis-sentinel", &conf, port);
+    }
+
+    /// Starts `program` on its config file, kept to be stopped with the
+    /// set, and waits until it listens on `port`.
+    fn spawn(&mut self, program: &str, conf: &std::path::Path, port: u16) {
+        let child = Command::new(program)
+            .arg(conf)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
-            .expect("start redis-sentinel");
+            .unwrap_or_else(|e| panic!("start {program}: {e}"));
         self.children.push((port, child));
         wait_listening(port);
     }
