@@ -306,13 +306,26 @@ pub fn banned_attachment(ext: &str) -> Refusal {
 }
 
 /// The attachment checks could not finish: an archive or a nesting past
-/// a cap (`zip_entries`, `zip_depth`, `mime_depth`).
+/// a cap (`zip_entries`, `zip_depth`, `zip_inner_size`, `mime_depth`,
+/// `mime_readings`).
 pub fn unchecked_content(cap: &str) -> Refusal {
     refuse(
         "unchecked_content",
         "550",
         "5.7.1",
         format!("Message too deeply nested or too large to check ({cap})"),
+    )
+}
+
+/// An archive the attachment checks cannot read whole (an encrypted entry,
+/// a compression method the reader does not have), with
+/// `attachments.unreadable_archives: reject`.
+pub fn unreadable_archive(why: &str) -> Refusal {
+    refuse(
+        "unchecked_content",
+        "550",
+        "5.7.1",
+        format!("Message has an archive that cannot be checked ({why})"),
     )
 }
 

@@ -349,3 +349,53 @@ async fn a_client_cannot_set_our_score_headers() {
     conn.close().await.unwrap();
     d.stop().await;
 }
+
+/// The attachment rules hold whatever else is configured: under the shipped
+/// `milter.yaml` (no DKIM key, no clamd, no rspamd: nothing else reads the
+/// body) and under a minimal configuration, as under the suite's. A plain
+/// text message is read whole when its body holds a uuencoded file.
+#[tokio::test]
+async fn attachment_rules_hold_under_the_shipped_and_a_minimal_config() {
+    let shipped = egress_milter::config::Config::load(
+        &std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("milter.yaml"),
+    )
+    .expect("the shipped milter.yaml loads");
+    let minimal = "listen: inet:127.0.0.1:1\nlocal_domains: [example.com]\nclasses: [{ name: app, clients: [127.0.0.1] }]\n";
+    let parse = |text: &str| {
+        egress_milter::config::Config::parse(std::path::Path::new("minimal.yaml"), text)
+            .expect("valid")
+    };
+    let lenient = format!("{minimal}attachments: {{ unreadable_archives: accept }}\n");
+    let uuencoded = format!("{HEAD}Subject: invoice\r\n\r\nYour invoice, as agreed:\r\n\r\nbegin 644 invoice.exe\r\nM35H`\r\n`\r\nend\r\n");
+    let plain = format!("{HEAD}Subject: hello\r\n\r\nWe begin at ten.\r\n");
+    let secret = common::zip_patched(zip_with(&["secret.pdf"]), 1, 0);
+    let encrypted = multipart(
+        "locked",
+        &[
+            text_part(),
+            attachment("Content-Type: application/zip; name=\"docs.zip\"", &secret),
+        ],
+    );
+    let refused_exe = "550 5.7.1 Attachment type .exe not allowed";
+    let unreadable =
+        "550 5.7.1 Message has an archive that cannot be checked (encrypted entry: secret.pdf)";
+    let configs = [
+        ("shipped", shipped, unreadable),
+        ("minimal", parse(minimal), unreadable),
+        ("unreadable_archives: accept", parse(&lenient), "continue"),
+    ];
+    for (name, config, encrypted_reply) in configs {
+        let d = common::start_with(config).await;
+        for (what, raw, want) in [
+            ("uuencoded exe in plain text", &uuencoded, refused_exe),
+            ("plain text", &plain, "continue"),
+            ("encrypted ZIP entry", &encrypted, encrypted_reply),
+        ] {
+            let mut conn = d.client("127.0.0.1").await;
+            let (got, _) = send(&mut conn, raw).await;
+            assert_eq!(got, want, "{name}: {what}");
+            conn.close().await.unwrap();
+        }
+        d.stop().await;
+    }
+}

@@ -2,6 +2,8 @@
 //! one row each: every one must be refused, with the extension it hid or
 //! the cap it ran into; and the honest look-alikes must pass.
 
+mod common;
+
 use egress_milter::config::Config;
 use egress_milter::content::scan;
 use std::io::Write as _;
@@ -107,6 +109,24 @@ fn every_evasion_is_caught() {
         }
         noisy
     };
+    // A self-extracting archive: a program stub, then the ZIP (unzip finds
+    // its end-of-central-directory record and lists it).
+    let sfx = {
+        let mut b = b"MZ\x90\x00 self-extracting stub ".repeat(40);
+        b.extend(zip_of(&[("evil.exe", b"MZ")], true));
+        b
+    };
+    // An inner archive past the inner-archive cap (deflated: small outside).
+    let large_inner = {
+        let filler = vec![0u8; (egress_milter::content::names::MAX_INNER_ZIP + 1) as usize];
+        let inner = zip_of(&[("evil.exe", b"MZ"), ("pad.bin", &filler)], false);
+        zip_of(&[("inner.zip", &inner)], true)
+    };
+    let docs = zip_of(&[("secret.pdf", b"%PDF-1.7 payload")], false);
+    let encrypted = common::zip_patched(docs.clone(), 1, 0);
+    let lzma = common::zip_patched(docs.clone(), 0, 14);
+    let zipped_exe = b64(&zip_of(&[("evil.exe", b"MZ")], false));
+    let inner_exe = "--in\r\nContent-Type: application/octet-stream\r\nContent-Disposition: attachment; filename=\"evil.exe\"\r\n\r\nMZ\r\n--in--";
     let mut attached = String::from("From: a@example.com\r\nSubject: fwd\r\nMIME-Version: 1.0\r\nContent-Type: text/plain\r\n\r\nhi\r\n");
     for _ in 0..10 {
         attached = message("Content-Type: message/rfc822", &attached);
@@ -149,16 +169,63 @@ fn every_evasion_is_caught() {
             "From: a@example.com\r\nSubject: x\r\nContent-Type: text/plain\r\n\r\nHere:\r\nbegin 644 invoice.exe\r\nM35H`\r\n`\r\nend\r\n".to_string(),
             "exe",
         ),
+        (
+            "a control character inside the name (stripped by the client)",
+            attachment("attachment; filename=\"ev\u{1}il.exe\"", b"MZ"),
+            "exe",
+        ),
+        (
+            "a control character inside the extension (stripped by the client)",
+            attachment("attachment; filename*=UTF-8''evil.ex%01e", b"MZ"),
+            "exe",
+        ),
+        ("a self-extracting archive", zip_attachment(&sfx), "exe"),
+        (
+            "two Content-Transfer-Encoding headers, base64 first",
+            message("Content-Type: application/octet-stream\r\nContent-Transfer-Encoding: base64\r\nContent-Transfer-Encoding: 7bit", &zipped_exe),
+            "exe",
+        ),
+        (
+            "two Content-Transfer-Encoding headers, base64 last",
+            message("Content-Type: application/octet-stream\r\nContent-Transfer-Encoding: 7bit\r\nContent-Transfer-Encoding: base64", &zipped_exe),
+            "exe",
+        ),
+        (
+            "two Content-Type headers, multipart first",
+            message("Content-Type: multipart/mixed; boundary=\"in\"\r\nContent-Type: text/plain", inner_exe),
+            "exe",
+        ),
+        (
+            "two Content-Type headers, multipart last",
+            message("Content-Type: text/plain\r\nContent-Type: multipart/mixed; boundary=\"in\"", inner_exe),
+            "exe",
+        ),
+        (
+            "an inner archive larger than the inner-archive cap",
+            zip_attachment(&large_inner),
+            "cap zip_inner_size",
+        ),
+        (
+            "an encrypted entry",
+            zip_attachment(&encrypted),
+            "unreadable encrypted entry: secret.pdf",
+        ),
+        (
+            "an entry compressed with LZMA",
+            zip_attachment(&lzma),
+            "unreadable lzma compression: secret.pdf",
+        ),
         ("ZIPs nested past the depth cap", zip_attachment(&deep), "cap zip_depth"),
         ("more ZIP entries than the cap, the exe last", zip_attachment(&zip_of(&many, false)), "cap zip_entries"),
         ("attached messages nested past the walk's depth", attached, "cap mime_depth"),
     ];
     for (what, raw, want) in cases {
         let found = scan(raw.as_bytes(), &s);
-        let got = match (&found.banned, found.incomplete) {
-            (Some(e), _) => e.clone(),
-            (None, Some(cap)) => format!("cap {cap}"),
-            (None, None) => "clean".into(),
+        let got = match (&found.banned, found.incomplete, &found.unreadable) {
+            (Some(e), ..) => e.clone(),
+            (None, Some(cap), _) => format!("cap {cap}"),
+            (None, None, Some(why)) => format!("unreadable {why}"),
+            (None, None, None) => "clean".into(),
         };
         assert_eq!(got, want, "{what}");
     }
@@ -184,13 +251,28 @@ fn honest_look_alikes_pass() {
             zip_attachment(&zip_of(&[("a.pdf", b"%PDF"), ("b.docx", b"PK")], true)),
         ),
         (
+            "a ZIP that holds a large document",
+            zip_attachment(&zip_of(
+                &[("scan.pdf", &vec![b'%'; (egress_milter::content::names::MAX_INNER_ZIP + 1) as usize])],
+                true,
+            )),
+        ),
+        (
+            "the same Content-Type twice",
+            message("Content-Type: application/pdf\r\nContent-Type: application/pdf\r\nContent-Disposition: attachment; filename=\"r.pdf\"", "%PDF"),
+        ),
+        (
             "text that mentions begin",
             "From: a@example.com\r\nSubject: x\r\n\r\nbegin 10 minutes late\r\n".to_string(),
         ),
     ];
     for (what, raw) in cases {
         let found = scan(raw.as_bytes(), &s);
-        assert_eq!((found.banned, found.incomplete), (None, None), "{what}");
+        assert_eq!(
+            (found.banned, found.incomplete, found.unreadable),
+            (None, None, None),
+            "{what}"
+        );
     }
 }
 

@@ -77,6 +77,23 @@ pub struct ContentSettings {
     pub weights: RuleWeights,
     pub custom: Vec<CustomRule>,
     pub rspamd: Option<RspamdSettings>,
+    /// `attachments.unreadable_archives`.
+    pub unreadable_archives: UnreadableArchives,
+}
+
+/// What an archive the checks cannot read whole means for the message: an
+/// encrypted entry, or one compressed by a method the reader does not have
+/// (LZMA, bzip2, AES, ...), hides its names (of nested archives too) from
+/// the banned-attachment check and its content from clamd.
+#[derive(Clone, Copy, Debug, Default, serde::Deserialize, Eq, PartialEq)]
+#[serde(rename_all = "lowercase")]
+pub enum UnreadableArchives {
+    /// `550 5.7.1 Message has an archive that cannot be checked (<why>)`,
+    /// rule `unchecked_content`.
+    #[default]
+    Reject,
+    /// Let it through: what it holds is not checked.
+    Accept,
 }
 
 #[derive(Clone, Debug, Eq, PartialEq)]
@@ -107,7 +124,11 @@ impl ContentSettings {
 }
 
 impl Validator {
-    pub(super) fn content(&mut self, raw: &RawContent) -> ContentSettings {
+    pub(super) fn content(
+        &mut self,
+        raw: &RawContent,
+        attachments: &super::raw::RawAttachments,
+    ) -> ContentSettings {
         let max_message_size = match &raw.max_message_size {
             Some(t) => match parse_size(&t.value) {
                 Some(n) if n >= 1000 => n,
@@ -258,6 +279,7 @@ impl Validator {
             max_header_recipients,
             weights,
             custom,
+            unreadable_archives: attachments.unreadable_archives.unwrap_or_default(),
         }
     }
 }

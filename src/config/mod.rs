@@ -20,7 +20,9 @@ mod sources;
 pub use admin::{AdminListen, AdminSettings, DEFAULT_ADMIN_SOCKET};
 pub use antivirus::{AntivirusSettings, Clamd, VirusAction};
 pub use classes::{AuthMatch, Class};
-pub use content::{parse_size, ContentSettings, CustomRule, RspamdSettings, RuleWeights};
+pub use content::{
+    parse_size, ContentSettings, CustomRule, RspamdSettings, RuleWeights, UnreadableArchives,
+};
 pub use custom_limits::{Counter, CustomLimit, KeyPart};
 pub use incidents::{
     Count, IncidentAction, IncidentSettings, KeyKind, MailNotify, Notify, Signal, Threshold,
@@ -417,7 +419,7 @@ impl Validator {
                 ),
             }
         }
-        let content = self.content(&raw.content);
+        let content = self.content(&raw.content, &raw.attachments);
         let auth = self.mail_auth(mail_auth::MailAuthInput {
             egress: raw.egress_ips,
             hostname: raw.hostname,

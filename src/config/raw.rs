@@ -49,6 +49,8 @@ pub struct RawConfig {
     #[serde(default)]
     pub content: RawContent,
     #[serde(default)]
+    pub attachments: RawAttachments,
+    #[serde(default)]
     pub selfcheck: RawSelfcheck,
     #[serde(default)]
     pub internal_networks: Vec<Text>,
@@ -235,6 +237,14 @@ pub struct RawContent {
     pub custom: Vec<RawCustomRule>,
     #[serde(default)]
     pub rspamd: Option<RawRspamd>,
+}
+
+/// The `attachments` section.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAttachments {
+    #[serde(default)]
+    pub unreadable_archives: Option<super::UnreadableArchives>,
 }
 
 #[derive(Debug, Deserialize)]

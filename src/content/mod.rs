@@ -20,6 +20,10 @@ pub struct Scan {
     /// `mime_depth`): what lies past it was not checked, so the message
     /// is not clean.
     pub incomplete: Option<&'static str>,
+    /// Why an archive could not be read whole (an encrypted entry, a
+    /// compression method the reader does not have), if one could not:
+    /// what it holds is hidden from the name checks and from clamd.
+    pub unreadable: Option<String>,
     /// The rules that fired, with their weights.
     pub rules: Vec<(String, f64)>,
 }
@@ -53,13 +57,40 @@ fn collapse(text: &str) -> String {
 /// nests two or three levels; the bound keeps a crafted message cheap.
 const MAX_DEPTH: usize = 8;
 
-/// The extension a mail client would act on: after the last dot, lower
-/// case, with trailing dots, spaces and invisible format characters (such
-/// as U+202E, which reverses the displayed name) removed, as Windows does.
-pub fn extension(name: &str) -> Option<String> {
-    // A NUL (or any control character) ends the name for the APIs that
-    // save it: `evil.exe\0.txt` is saved as `evil.exe`.
-    let name = name.split(|c: char| c.is_control()).next().unwrap_or("");
+/// The extensions a mail client could act on, one per reading of the
+/// name: after the last dot, lower case, with trailing dots, spaces and
+/// invisible format characters (such as U+202E, which reverses the
+/// displayed name) removed, as Windows does. A control character inside the
+/// name is read every way a client might: the name cut there (`evil.exe\0.txt`
+/// is saved as `evil.exe` by the APIs that end a name at a NUL), the
+/// character stripped (`ev\x01il.exe` shown as `evil.exe`), or replaced
+/// (`evil.ex_e`); each reading is judged.
+pub fn extensions(name: &str) -> Vec<String> {
+    let mut readings = vec![name
+        .split(|c: char| c.is_control())
+        .next()
+        .unwrap_or("")
+        .to_string()];
+    if name.chars().any(char::is_control) {
+        readings.push(name.chars().filter(|c| !c.is_control()).collect());
+        readings.push(
+            name.chars()
+                .map(|c| if c.is_control() { '_' } else { c })
+                .collect(),
+        );
+    }
+    let mut out: Vec<String> = Vec::with_capacity(readings.len());
+    for r in readings.iter().filter_map(|r| extension_of(r)) {
+        if !out.contains(&r) {
+            out.push(r);
+        }
+    }
+    out
+}
+
+/// The extension of a name without control characters (see
+/// [`extensions`]).
+fn extension_of(name: &str) -> Option<String> {
     let cleaned: String = name
         .chars()
         .filter(|c| !matches!(c, '\u{200b}'..='\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}' | '\u{feff}'))
@@ -73,7 +104,7 @@ pub fn extension(name: &str) -> Option<String> {
 fn banned_in<'a>(names: impl IntoIterator<Item = &'a str>, banned: &[String]) -> Option<String> {
     names
         .into_iter()
-        .filter_map(extension)
+        .flat_map(extensions)
         .find(|e| banned.iter().any(|b| b == e))
 }
 
@@ -89,6 +120,7 @@ struct Walk<'s> {
     settings: &'s ContentSettings,
     banned: Option<String>,
     incomplete: Option<&'static str>,
+    unreadable: Option<String>,
     html_parts: usize,
     text_parts: usize,
     malformed: bool,
@@ -105,6 +137,9 @@ impl Walk<'_> {
                 let found = part_names(msg, part);
                 if self.incomplete.is_none() {
                     self.incomplete = found.incomplete;
+                }
+                if self.unreadable.is_none() {
+                    self.unreadable = found.unreadable;
                 }
                 self.banned = banned_in(
                     found.names.iter().map(String::as_str),
@@ -155,8 +190,139 @@ impl Walk<'_> {
                 }
                 _ => {}
             }
+            self.other_readings(msg, part, depth);
         }
     }
+
+    /// A part with a MIME header given twice (two Content-Type, or two
+    /// Content-Transfer-Encoding headers) is read one way by the parser
+    /// and another way by some clients: each reading (one of each
+    /// duplicated header, the others dropped) is walked too, and judged.
+    fn other_readings(
+        &mut self,
+        msg: &Message<'_>,
+        part: &mail_parser::MessagePart<'_>,
+        depth: usize,
+    ) {
+        let Some(readings) = readings(msg, part) else {
+            return;
+        };
+        if depth >= MAX_DEPTH {
+            self.incomplete.get_or_insert("mime_depth");
+            return;
+        }
+        if readings.len() > MAX_READINGS {
+            self.incomplete.get_or_insert("mime_readings");
+            return;
+        }
+        for raw in readings {
+            if let Some(variant) = MessageParser::default().parse(&raw[..]) {
+                // Only the attachment checks: the rules read the message
+                // as the parser does, once.
+                let mut walk = Walk {
+                    settings: self.settings,
+                    banned: None,
+                    incomplete: None,
+                    unreadable: None,
+                    html_parts: 0,
+                    text_parts: 0,
+                    malformed: false,
+                    link_mismatch: false,
+                    collect_text: false,
+                    body_text: String::new(),
+                };
+                walk.message(&variant, depth + 1);
+                self.banned = self.banned.take().or(walk.banned);
+                self.incomplete = self.incomplete.or(walk.incomplete);
+                self.unreadable = self.unreadable.take().or(walk.unreadable);
+            }
+        }
+    }
+}
+
+/// Readings of one part walked at most (a part with four Content-Type and
+/// four Content-Transfer-Encoding headers has 16); past it the message is
+/// refused as unchecked (`mime_readings`).
+const MAX_READINGS: usize = 16;
+
+/// The MIME headers whose duplicates make a part ambiguous.
+fn ambiguous(name: &mail_parser::HeaderName<'_>) -> Option<usize> {
+    match name {
+        mail_parser::HeaderName::ContentType => Some(0),
+        mail_parser::HeaderName::ContentTransferEncoding => Some(1),
+        _ => None,
+    }
+}
+
+/// Whether a part has a Content-Type or Content-Transfer-Encoding header
+/// more than once.
+fn duplicated(part: &mail_parser::MessagePart<'_>) -> bool {
+    let mut seen = [0usize; 2];
+    for h in &part.headers {
+        if let Some(i) = ambiguous(&h.name) {
+            seen[i] += 1;
+        }
+    }
+    seen.iter().any(|n| *n > 1)
+}
+
+/// The part re-written once per choice of its duplicated MIME headers
+/// (None when none is duplicated): its other headers, one of each
+/// duplicated kind, its body.
+fn readings(msg: &Message<'_>, part: &mail_parser::MessagePart<'_>) -> Option<Vec<Vec<u8>>> {
+    if !duplicated(part) {
+        return None;
+    }
+    let raw = &msg.raw_message;
+    let line = |h: &mail_parser::Header<'_>| -> Vec<u8> {
+        let mut l = raw
+            .get(h.offset_field as usize..h.offset_end as usize)
+            .unwrap_or_default()
+            .to_vec();
+        if !l.ends_with(b"\n") {
+            l.extend_from_slice(b"\r\n");
+        }
+        l
+    };
+    let mut choices: [Vec<usize>; 2] = [Vec::new(), Vec::new()];
+    for (i, h) in part.headers.iter().enumerate() {
+        if let Some(k) = ambiguous(&h.name) {
+            choices[k].push(i);
+        }
+    }
+    let body = raw
+        .get(part.raw_body_offset() as usize..part.raw_end_offset() as usize)
+        .unwrap_or_default();
+    let types: Vec<Option<usize>> = if choices[0].is_empty() {
+        vec![None]
+    } else {
+        choices[0].iter().copied().map(Some).collect()
+    };
+    let encodings: Vec<Option<usize>> = if choices[1].is_empty() {
+        vec![None]
+    } else {
+        choices[1].iter().copied().map(Some).collect()
+    };
+    let mut out = Vec::new();
+    for t in &types {
+        for e in &encodings {
+            let mut r = Vec::with_capacity(body.len() + 512);
+            for (i, h) in part.headers.iter().enumerate() {
+                let keep = match ambiguous(&h.name) {
+                    Some(0) => Some(i) == *t,
+                    Some(_) => Some(i) == *e,
+                    None => true,
+                };
+                if keep {
+                    r.extend_from_slice(&line(h));
+                }
+            }
+            r.extend_from_slice(b"\r\n");
+            r.extend_from_slice(body);
+            out.push(r);
+        }
+    }
+    Some(out)
 }
 
 /// Every name a client might show or save a part under: each filename and
@@ -207,6 +373,7 @@ fn part_names(msg: &Message<'_>, part: &mail_parser::MessagePart<'_>) -> names::
     }
     out.names.append(&mut zipped.names);
     out.incomplete = zipped.incomplete;
+    out.unreadable = zipped.unreadable;
     if let PartType::Text(text) = &part.body {
         out.names.extend(names::uuencoded(text));
     }
@@ -245,6 +412,7 @@ fn scan_plain(raw: &[u8], settings: &ContentSettings) -> Option<Scan> {
         settings,
         banned: None,
         incomplete: None,
+        unreadable: None,
         html_parts: 0,
         text_parts: 1,
         malformed: false,
@@ -263,14 +431,13 @@ pub fn scan_headers(head: &[u8], settings: &ContentSettings) -> Option<Scan> {
     scan_plain(head, settings)
 }
 
-/// Whether a body would send a plain message to the full MIME walk: a ZIP
-/// archive, or a uuencoded file (`begin 644 name`) in the text.
+/// Whether a body would send a plain message to the full MIME walk: what
+/// [`odd`] finds in it (a control character, a lone CR, a `begin ` that may
+/// start a uuencoded file), or an archive. The plain scan made from the
+/// headers stands only for a body without any of these, whatever else is
+/// configured.
 pub fn body_needs_walk(body: &[u8]) -> bool {
-    body.starts_with(b"PK")
-        || body.starts_with(b"begin ")
-        || body
-            .windows(7)
-            .any(|w| w[0] == b'\n' && &w[1..] == b"begin ")
+    odd(body) || names::is_zip(body)
 }
 
 /// One text/plain part (or no Content-Type) without a name, without a
@@ -291,7 +458,7 @@ fn plain(msg: &Message<'_>, settings: &ContentSettings) -> bool {
             return false;
         }
     }
-    if part.content_disposition().is_some() {
+    if part.content_disposition().is_some() || duplicated(part) {
         return false;
     }
     // A name in any parameter, parsed or raw, is the walk's to judge.
@@ -371,6 +538,7 @@ fn scan_mime(raw: &[u8], settings: &ContentSettings) -> Scan {
         return Scan {
             banned: None,
             incomplete: None,
+            unreadable: None,
             rules: if w > 0.0 {
                 vec![("malformed_mime".into(), w)]
             } else {
@@ -382,6 +550,7 @@ fn scan_mime(raw: &[u8], settings: &ContentSettings) -> Scan {
         settings,
         banned: None,
         incomplete: None,
+        unreadable: None,
         html_parts: 0,
         text_parts: 0,
         malformed: false,
@@ -439,6 +608,7 @@ fn rules(msg: &Message<'_>, walk: Walk<'_>) -> Scan {
     Scan {
         banned: walk.banned,
         incomplete: walk.incomplete,
+        unreadable: walk.unreadable,
         rules,
     }
 }
@@ -462,8 +632,17 @@ mod tests {
             ("archive.tar.gz", Some("gz")),
         ];
         for (name, want) in cases {
-            assert_eq!(extension(name).as_deref(), want, "{name:?}");
+            assert_eq!(
+                extensions(name).first().map(String::as_str),
+                want,
+                "{name:?}"
+            );
         }
+        // A control character inside a name: every reading a client could
+        // make (cut there, stripped, replaced).
+        assert_eq!(extensions("ev\u{1}il.exe"), ["exe"]);
+        assert_eq!(extensions("evil.ex\u{1}e"), ["ex", "exe", "ex_e"]);
+        assert_eq!(extensions("evil.exe\0.txt"), ["exe", "txt"]);
     }
 
     fn settings() -> ContentSettings {

@@ -12,14 +12,35 @@ use std::io::{Cursor, Read};
 pub const MAX_ZIP_ENTRIES: usize = 10_000;
 /// Archives inside archives are opened this deep.
 pub const MAX_ZIP_DEPTH: usize = 3;
-/// An inner archive larger than this (uncompressed) is not opened.
-const MAX_INNER_ZIP: u64 = 16 << 20;
+/// An inner archive larger than this (uncompressed) is not opened, and the
+/// message is refused as unchecked (`zip_inner_size`): what it holds was
+/// not seen.
+pub const MAX_INNER_ZIP: u64 = 16 << 20;
+/// The end-of-central-directory record is this close to the end of a ZIP
+/// at most: its 22 bytes and a comment of up to 65,535 (APPNOTE 4.3.16).
+/// unzip looks for it there, so a self-extracting archive (a program stub
+/// followed by a ZIP) is an archive too.
+const EOCD_SEARCH: usize = 22 + 65_535;
 
-/// Names found, and the cap that stopped the listing, if any.
+/// Names found, the cap that stopped the listing, if any, and why an
+/// archive could not be read whole (an encrypted entry, a compression
+/// method the reader does not have), if one could not.
 #[derive(Debug, Default)]
 pub struct Names {
     pub names: Vec<String>,
     pub incomplete: Option<&'static str>,
+    pub unreadable: Option<String>,
+}
+
+/// Whether bytes are a ZIP archive as unzip finds one: a local header at
+/// the start, or an end-of-central-directory record near the end (a
+/// self-extracting archive starts with a program, not with `PK`).
+pub fn is_zip(bytes: &[u8]) -> bool {
+    if bytes.starts_with(b"PK\x03\x04") || bytes.starts_with(b"PK\x05\x06") {
+        return true;
+    }
+    let tail = &bytes[bytes.len().saturating_sub(EOCD_SEARCH)..];
+    find(tail, b"PK\x05\x06").is_some()
 }
 
 /// The `filename` and `name` parameters of a raw Content-Type or
@@ -159,7 +180,7 @@ pub fn zip(bytes: &[u8]) -> Names {
 }
 
 fn zip_into(bytes: &[u8], depth: usize, out: &mut Names) {
-    if !bytes.starts_with(b"PK") {
+    if !is_zip(bytes) {
         return;
     }
     // Local file headers: signature, then the name's length at 26, the
@@ -190,17 +211,38 @@ fn zip_into(bytes: &[u8], depth: usize, out: &mut Names) {
     }
     let count = archive.len().min(MAX_ZIP_ENTRIES);
     for i in 0..count {
+        // The entry as stored (neither inflated nor decrypted): its name,
+        // and whether its content can be read at all.
+        let (name, size, why) = match archive.by_index_raw(i) {
+            Ok(raw) => (raw.name().to_string(), raw.size(), unreadable(&raw)),
+            Err(e) => {
+                out.unreadable.get_or_insert(format!("entry {i}: {e}"));
+                continue;
+            }
+        };
+        if let Some(why) = why {
+            out.unreadable.get_or_insert(format!("{why}: {name}"));
+            out.names.push(name);
+            continue;
+        }
+        let nested = name.to_ascii_lowercase().ends_with(".zip");
+        out.names.push(name.clone());
+        if !nested && size < 4 {
+            continue;
+        }
+        if size > MAX_INNER_ZIP {
+            // Too large to open here: whether it is an archive, and what
+            // it holds, is unknown.
+            if nested || starts_like_zip(&mut archive, i) {
+                out.incomplete.get_or_insert("zip_inner_size");
+            }
+            continue;
+        }
         let Ok(mut entry) = archive.by_index(i) else {
+            out.unreadable
+                .get_or_insert(format!("unreadable entry: {name}"));
             continue;
         };
-        out.names.push(entry.name().to_string());
-        let nested = entry.name().to_ascii_lowercase().ends_with(".zip");
-        if !nested && entry.size() < 4 {
-            continue;
-        }
-        if entry.size() > MAX_INNER_ZIP {
-            continue;
-        }
         let mut inner = Vec::new();
         if entry
             .by_ref()
@@ -208,15 +250,68 @@ fn zip_into(bytes: &[u8], depth: usize, out: &mut Names) {
             .read_to_end(&mut inner)
             .is_err()
         {
+            out.unreadable
+                .get_or_insert(format!("corrupt entry: {name}"));
             continue;
         }
-        if inner.starts_with(b"PK") {
+        if is_zip(&inner) {
             if depth + 1 >= MAX_ZIP_DEPTH {
                 out.incomplete = Some("zip_depth");
             } else {
                 zip_into(&inner, depth + 1, out);
             }
         }
+    }
+}
+
+/// Why an entry's content cannot be read here: encrypted (ZipCrypto or
+/// AES), or compressed by a method other than stored and deflate.
+fn unreadable<R: Read>(entry: &zip::read::ZipFile<'_, R>) -> Option<String> {
+    if entry.encrypted() {
+        return Some("encrypted entry".into());
+    }
+    let method = entry.compression();
+    if matches!(
+        method,
+        zip::CompressionMethod::Stored | zip::CompressionMethod::Deflated
+    ) {
+        return None;
+    }
+    Some(format!("{} compression", method_name(method)))
+}
+
+/// Whether an entry too large to open starts like a ZIP (its first bytes,
+/// inflated as far as that).
+fn starts_like_zip<R: Read + std::io::Seek>(archive: &mut zip::ZipArchive<R>, i: usize) -> bool {
+    let Ok(entry) = archive.by_index(i) else {
+        return true;
+    };
+    let mut head = Vec::new();
+    entry.take(4).read_to_end(&mut head).is_err() || head.starts_with(b"PK")
+}
+
+/// A compression method's name (APPNOTE 4.4.5), for the reply.
+fn method_name(m: zip::CompressionMethod) -> String {
+    use zip::CompressionMethod as M;
+    let known = [
+        (M::SHRINK, "shrink"),
+        (M::IMPLODE, "implode"),
+        (M::DEFLATE64, "deflate64"),
+        (M::PKWARE_IMPLODE, "pkware implode"),
+        (M::BZIP2, "bzip2"),
+        (M::LZMA, "lzma"),
+        (M::ZSTD, "zstd"),
+        (M::ZSTD_DEPRECATED, "zstd"),
+        (M::XZ, "xz"),
+        (M::PPMD, "ppmd"),
+        (M::AES, "aes"),
+    ];
+    match known.iter().find(|(k, _)| *k == m) {
+        Some((_, name)) => (*name).to_string(),
+        None if [M::REDUCE_1, M::REDUCE_2, M::REDUCE_3, M::REDUCE_4].contains(&m) => {
+            "reduce".into()
+        }
+        None => format!("{m}").to_lowercase(),
     }
 }
 

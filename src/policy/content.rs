@@ -2,7 +2,7 @@
 //! attachments, and the score of the rules that fired, which refuses,
 //! defers or tags it.
 
-use crate::config::ContentSettings;
+use crate::config::{ContentSettings, UnreadableArchives};
 use crate::content::Scan;
 use crate::policy::{Tag, Verdict};
 use crate::reply;
@@ -18,12 +18,16 @@ pub fn size(seen: usize, c: &ContentSettings) -> Verdict {
 
 /// An attachment whose extension is banned refuses the message; so does
 /// one the walk could not finish (past a cap): what it did not see is not
-/// clean.
-pub fn attachments(scan: &Scan) -> Verdict {
-    match (&scan.banned, scan.incomplete) {
-        (Some(ext), _) => Verdict::Refuse(reply::banned_attachment(ext)),
-        (None, Some(cap)) => Verdict::Refuse(reply::unchecked_content(cap)),
-        (None, None) => Verdict::Continue,
+/// clean. An archive it could not read whole refuses it too, unless
+/// `attachments.unreadable_archives: accept`.
+pub fn attachments(scan: &Scan, c: &ContentSettings) -> Verdict {
+    match (&scan.banned, scan.incomplete, &scan.unreadable) {
+        (Some(ext), ..) => Verdict::Refuse(reply::banned_attachment(ext)),
+        (None, Some(cap), _) => Verdict::Refuse(reply::unchecked_content(cap)),
+        (None, None, Some(why)) if c.unreadable_archives == UnreadableArchives::Reject => {
+            Verdict::Refuse(reply::unreadable_archive(why))
+        }
+        _ => Verdict::Continue,
     }
 }
 
@@ -67,6 +71,7 @@ mod tests {
         Scan {
             banned: None,
             incomplete: None,
+            unreadable: None,
             rules: weights
                 .iter()
                 .enumerate()
@@ -104,12 +109,12 @@ mod tests {
         assert_eq!(size(c.max_message_size, &c), Verdict::Continue);
         assert!(reply(&size(c.max_message_size + 1, &c)).starts_with("552 5.3.4"));
         let mut s = scan(&[]);
-        assert_eq!(attachments(&s), Verdict::Continue);
+        assert_eq!(attachments(&s, &c), Verdict::Continue);
         s.banned = Some("exe".into());
         assert!(
-            reply(&attachments(&s)).contains(".exe"),
+            reply(&attachments(&s, &c)).contains(".exe"),
             "{}",
-            reply(&attachments(&s))
+            reply(&attachments(&s, &c))
         );
     }
 }

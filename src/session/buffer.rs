@@ -16,16 +16,11 @@ pub(super) struct Content {
     pub(super) signatures: usize,
     pub(super) body_started: bool,
     /// The content scan made at end of headers when they show a plain
-    /// text message (it stands unless the body starts like a ZIP archive).
+    /// text message: it stands unless the body holds something the full
+    /// walk must judge (`content::body_needs_walk`), which is asked of the
+    /// whole body at end of message, whatever else is configured.
     pub(super) plain_scan: Option<crate::content::Scan>,
-    /// True when only the content checks read the message and the headers
-    /// show a plain text message: the body is then counted but not kept,
-    /// bar its first bytes (the ZIP check).
-    pub(super) skip_body: bool,
 }
-
-/// Body bytes kept when the body is skipped: enough to see "PK".
-const BODY_PREFIX: usize = 2;
 
 impl Content {
     pub(super) fn header(&mut self, name: &[u8], value: &[u8]) {
@@ -48,16 +43,6 @@ impl Content {
 
     pub(super) fn body(&mut self, chunk: bytes::Bytes) {
         self.end_headers();
-        if self.skip_body {
-            if self.body_len < BODY_PREFIX {
-                let take = (BODY_PREFIX - self.body_len).min(chunk.len());
-                self.body_len += take;
-                // A copy: a slice would keep the whole chunk's buffer.
-                self.body
-                    .push(bytes::Bytes::copy_from_slice(&chunk[..take]));
-            }
-            return;
-        }
         self.body_len += chunk.len();
         self.body.push(chunk);
     }

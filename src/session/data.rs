@@ -71,8 +71,6 @@ impl Connection {
             c.end_headers();
             if msg.config.content.active() {
                 c.plain_scan = crate::content::scan_headers(&c.head, &msg.config.content);
-                c.skip_body =
-                    c.plain_scan.is_some() && !whole_message_needed(&msg.config, &self.shared);
             }
         }
         let shared = self.shared.clone();
@@ -164,8 +162,9 @@ impl Connection {
             let head_len = content.head.len();
             let plain_scan = content.plain_scan.take();
             let raw = content.into_raw();
-            // The scan made at end of headers stands unless the body turned
-            // out to start like a ZIP archive.
+            // The scan made at end of headers stands unless the body holds
+            // what only the full walk judges (a uuencoded file, an archive,
+            // a control character).
             let plain_scan = plain_scan.filter(|_| {
                 !crate::content::body_needs_walk(raw.get(head_len..).unwrap_or_default())
             });
@@ -305,7 +304,10 @@ impl Connection {
         if let Some(msg) = self.message.as_mut() {
             msg.content_rules = format!("score={score:.1} rules={rules}");
         }
-        self.settle(Stage::Eom, policy::content::attachments(&scan))?;
+        self.settle(
+            Stage::Eom,
+            policy::content::attachments(&scan, &config.content),
+        )?;
         let (verdict, tags) = policy::content::score(&scan, &config.content);
         self.settle(Stage::Eom, verdict)?;
         Ok(tags)

@@ -164,12 +164,6 @@ pub enum HeaderAction {
     Quarantine(String),
 }
 
-/// Whether something besides the content checks reads the whole message:
-/// signing, verifying, rspamd, clamd.
-fn whole_message_needed(config: &Config, shared: &Shared) -> bool {
-    signs_or_verifies(config) || shared.rspamd.is_some() || config.antivirus.is_some()
-}
-
 /// Whether DKIM reads the whole message: to sign it or to verify it.
 fn signs_or_verifies(config: &Config) -> bool {
     (!config.dkim.keys.is_empty() && config.dkim.sign != SignMode::Off)

@@ -218,6 +218,26 @@ pub fn header_fields(head: &str) -> Vec<(String, String)> {
         .collect()
 }
 
+/// A ZIP with every entry's general-purpose flags and compression method
+/// rewritten, in its local headers and in its central directory (bit 0 of
+/// the flags: encrypted; method 12: bzip2, 14: LZMA, 99: AES), as an
+/// archiver that the checks cannot read would have written it.
+pub fn zip_patched(mut zip: Vec<u8>, flags: u16, method: u16) -> Vec<u8> {
+    let mut at = 0;
+    while let Some(i) = zip[at..]
+        .windows(4)
+        .position(|w| w == b"PK\x03\x04" || w == b"PK\x01\x02")
+    {
+        let h = at + i;
+        // Local header: flags at 6, method at 8; central: at 8 and 10.
+        let off = if zip[h + 2] == 3 { 6 } else { 8 };
+        zip[h + off..h + off + 2].copy_from_slice(&flags.to_le_bytes());
+        zip[h + off + 2..h + off + 4].copy_from_slice(&method.to_le_bytes());
+        at = h + 4;
+    }
+    zip
+}
+
 /// MAIL FROM and one RCPT TO, both expected to pass.
 pub async fn envelope(conn: &mut TestConnection, sender: &str, rcpt: &str) {
     assert_eq!(
