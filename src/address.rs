@@ -21,6 +21,27 @@ pub fn canonical_ip(ip: IpAddr) -> IpAddr {
     }
 }
 
+/// A client's key, for limits and incidents alike: the IPv4 address (an
+/// IPv4-mapped IPv6 one as IPv4), or the IPv6 network of `ipv6_prefix` bits
+/// it lies in (`2001:db8:1:2::/64`; the address itself at 128), since a host
+/// can take any address of its network.
+pub fn client_key(ip: IpAddr, ipv6_prefix: u8) -> String {
+    match client_net(ip, ipv6_prefix) {
+        IpAddr::V6(net) if ipv6_prefix < 128 => format!("{net}/{ipv6_prefix}"),
+        other => other.to_string(),
+    }
+}
+
+/// The address a client is counted under (see [`client_key`]): the IPv4
+/// address, or the first address of its IPv6 network.
+pub fn client_net(ip: IpAddr, ipv6_prefix: u8) -> IpAddr {
+    match canonical_ip(ip) {
+        IpAddr::V6(v6) => ipnet::Ipv6Net::new(v6, ipv6_prefix.min(128))
+            .map_or(IpAddr::V6(v6), |n| IpAddr::V6(n.network())),
+        v4 => v4,
+    }
+}
+
 /// A domain name in its canonical form: IDNA A-labels, lower case, no
 /// trailing dot.
 #[derive(Clone, Debug, Eq, Hash, PartialEq, Ord, PartialOrd)]

@@ -249,7 +249,7 @@ async fn answer(shared: &Shared, request: &str) -> String {
     // (spelt as `rate_limits.keys` says) for the others.
     let mut domain_key = None;
     let key = match (key.parse::<IpAddr>(), Address::parse(key)) {
-        (Ok(ip), _) => crate::limiter::client_key(ip),
+        (Ok(ip), _) => keys.client(ip),
         (_, Ok(a)) => keys.address(&a),
         _ => match (
             key.parse::<ipnet::IpNet>(),
@@ -422,38 +422,56 @@ pub fn describe(settings: &AdminSettings) -> String {
     }
 }
 
-/// `kind:key`, or a bare key: an IP is a client; anything else must match
-/// one open incident's key.
+/// `kind:key`, or a bare key: an IP (or an IPv6 network) is a client;
+/// anything else must match one open incident's key. Keys are spelt as the
+/// daemon counts them (`rate_limits.keys`, `incidents.ipv6_prefix`), so
+/// `user:Walt` is the incident of `walt` and `sender:boss+1@x` that of
+/// `boss@x`.
 async fn incident_key(
     shared: &Shared,
     text: &str,
     open: bool,
 ) -> Result<(KeyKind, String), String> {
+    let config = shared.config();
+    let keys = &config.rate_limits.keys;
+    let client = |key: &str| -> Result<String, String> {
+        let ip = match (key.parse::<IpAddr>(), key.parse::<ipnet::IpNet>()) {
+            (Ok(ip), _) => ip,
+            (_, Ok(net)) => net.network(),
+            _ => return Err(format!("\"{key}\" is not an IP address or network")),
+        };
+        Ok(crate::address::client_key(ip, config.incidents.ipv6_prefix))
+    };
     if let Some((kind, key)) = text.split_once(':') {
         if let Some(kind) = KeyKind::parse(kind) {
             let key = match kind {
-                KeyKind::Client => key
-                    .parse::<IpAddr>()
-                    .map(crate::limiter::client_key)
-                    .map_err(|_| format!("\"{key}\" is not an IP address"))?,
+                KeyKind::Client => client(key)?,
                 KeyKind::Sender => Address::parse(key)
-                    .map(|a| a.limit_key())
+                    .map(|a| keys.address(&a))
                     .map_err(|_| format!("\"{key}\" is not an address"))?,
-                _ => key.to_string(),
+                KeyKind::User => keys.login(key),
+                KeyKind::Class => key.to_string(),
             };
             return Ok((kind, key));
         }
     }
-    if let Ok(ip) = text.parse::<IpAddr>() {
-        return Ok((KeyKind::Client, crate::limiter::client_key(ip)));
+    if let Ok(key) = client(text) {
+        return Ok((KeyKind::Client, key));
     }
     if !open {
+        let login = keys.login(text);
+        let address = Address::parse(text).ok().map(|a| keys.address(&a));
         let matching: Vec<Incident> = shared
             .incidents
             .list(shared.limiter.redis.as_ref(), now_ms())
             .await
             .into_iter()
-            .filter(|i| i.key == text || i.key.eq_ignore_ascii_case(text))
+            .filter(|i| {
+                i.key == text
+                    || (i.kind == KeyKind::User && i.key == login)
+                    || (i.kind == KeyKind::Sender && address.as_deref() == Some(i.key.as_str()))
+                    || (i.kind == KeyKind::Class && i.key.eq_ignore_ascii_case(text))
+            })
             .collect();
         if let [one] = matching.as_slice() {
             return Ok((one.kind, one.key.clone()));
@@ -541,7 +559,7 @@ async fn incidents(shared: &Shared, request: &str) -> String {
                 Err(e) => return format!("error: {e}\n"),
             };
             let mut duration = settings.block_for;
-            let mut action = settings.action;
+            let mut action = None;
             let rest: Vec<&str> = words.collect();
             for pair in rest.chunks(2) {
                 match pair {
@@ -550,7 +568,7 @@ async fn incidents(shared: &Shared, request: &str) -> String {
                         _ => return format!("error: invalid duration \"{d}\" (e.g. 30m, 2h)\n"),
                     },
                     ["--action", a] => match IncidentAction::parse(a) {
-                        Some(a) => action = a,
+                        Some(a) => action = Some(a),
                         None => {
                             return format!(
                                 "error: invalid action \"{a}\" (hold, tempfail, reject or monitor)\n"
@@ -568,9 +586,15 @@ async fn incidents(shared: &Shared, request: &str) -> String {
                 .incidents
                 .open_by_hand(redis, kind, &key, duration, action, settings)
                 .await;
+            let said = match &before {
+                None => "opened".to_string(),
+                Some(b) if b.action != i.action => {
+                    format!("action changed from {} on", b.action.as_str())
+                }
+                Some(_) => "already open".to_string(),
+            };
             format!(
-                "{} {}: {} until {}\n",
-                if before.is_none() { "opened" } else { "already open" },
+                "{said} {}: {} until {}\n",
                 i.name(),
                 i.action.as_str(),
                 rfc3339(i.until)

@@ -119,13 +119,17 @@ pub async fn explain(config: Config, req: &Request) -> Report {
     .await
     .ok()
     .flatten();
-    let client = crate::limiter::client_key(req.client);
+    let client = crate::address::client_key(req.client, config.incidents.ipv6_prefix);
     let sender = crate::address::Address::parse(&req.from)
         .ok()
-        .map(|a| a.limit_key());
+        .map(|a| config.rate_limits.keys.address(&a));
+    let user = req
+        .auth
+        .as_deref()
+        .map(|l| config.rate_limits.keys.login(l));
     let keys = crate::incidents::Keys {
         client: Some(&client),
-        user: req.auth.as_deref(),
+        user: user.as_deref(),
         sender: sender.as_deref(),
         class: class.map(|c| c.name.as_str()),
     };

@@ -65,7 +65,7 @@ async fn send_to(
         .open_tcp(addr)
         .await
         .expect("milter connection");
-    let client: std::net::SocketAddr = format!("{ip}:40000").parse().unwrap();
+    let client = std::net::SocketAddr::new(ip.parse().expect("an IP"), 40000);
     assert_eq!(
         c.connect("client.test", client).await.unwrap(),
         Status::Continue
@@ -925,5 +925,297 @@ async fn a_failing_webhook_is_retried_then_counted() {
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
     assert_eq!(failed(), 1);
+    d.stop().await;
+}
+
+/// Incidents count one person as limits do (`rate_limits.keys`): a login in
+/// any case, a sender with any `+` tag, an IPv6 client anywhere in its /64,
+/// a recipient domain in any spelling. The attacker's respellings do not
+/// split the count, and an honest user who writes one domain three ways is
+/// not counted three times.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_spelling_of_a_key_is_one_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = start(
+        "incidents:
+  signals:
+    - { name: by_login, key: user, count: messages, above: 3/h }
+    - { name: by_sender, key: sender, count: messages, above: 3/h }
+    - { name: by_client, key: client, count: messages, above: 3/h }
+",
+    )
+    .await;
+    let admin = admin(&d, dir.path(), "admin.sock").await;
+    // A login in four cases: the fourth message crosses.
+    for (i, login) in ["walt", "WALT", "Walt", "wAlT"].iter().enumerate() {
+        let s = send_full(
+            &d,
+            "192.0.2.1",
+            Some(login),
+            &format!("<w{i}@example.com>"),
+            &["a@d.test"],
+            &[],
+            "L",
+        )
+        .await;
+        assert_eq!(s.held, i == 3, "{login}");
+    }
+    // Closed by hand in yet another spelling: the folded key is closed.
+    let out = egress_milter::admin::request(&admin, "incidents close user:WaLT")
+        .await
+        .unwrap();
+    assert!(out.starts_with("closed user:walt"), "{out}");
+    // A sender with a tag each time: one sender.
+    for (i, tag) in ["a", "b", "c", "d"].iter().enumerate() {
+        let s = send_full(
+            &d,
+            "10.0.0.1",
+            None,
+            &format!("<app+{tag}@example.com>"),
+            &["a@d.test"],
+            &[],
+            "S",
+        )
+        .await;
+        assert_eq!(s.held, i == 3, "app+{tag}");
+    }
+    // And an incident opened by hand on boss@ stops boss+1@ too.
+    let out = egress_milter::admin::request(&admin, "incidents open sender:Boss@example.com")
+        .await
+        .unwrap();
+    assert!(out.starts_with("opened sender:boss@example.com"), "{out}");
+    let s = send_full(
+        &d,
+        "10.0.0.2",
+        None,
+        "<boss+1@example.com>",
+        &["a@d.test"],
+        &[],
+        "B",
+    )
+    .await;
+    assert!(s.held, "boss+1@ sends as boss@");
+    // An IPv6 client rotating within its /64: one client.
+    for i in 0..4 {
+        let ip = format!("2001:db8:7:7::{:x}", 0x100 + i);
+        let s = send_full(
+            &d,
+            &ip,
+            Some(&format!("v6user{i}")),
+            &format!("<v{i}@example.com>"),
+            &["a@d.test"],
+            &[],
+            "V",
+        )
+        .await;
+        assert_eq!(s.held, i == 3, "{ip}");
+    }
+    let out = egress_milter::admin::request(&admin, "incidents show client:2001:db8:7:7::ffff")
+        .await
+        .unwrap();
+    assert!(out.contains("incident  client:2001:db8:7:7::/64"), "{out}");
+    d.stop().await;
+    // One domain written three ways is one domain; a third real one
+    // crosses.
+    let d = start(
+        "incidents:
+  signals:
+    - { name: spray, key: user, count: distinct_recipient_domains, above: 2/h }
+",
+    )
+    .await;
+    for (i, r) in ["x@d1.test", "y@D1.TEST", "z@d1.test."].iter().enumerate() {
+        let sender = format!("<h{i}@example.com>");
+        let s = send_full(&d, "192.0.2.2", Some("honest"), &sender, &[r], &[], "H").await;
+        assert!(!s.held, "{r}");
+    }
+    let s = send_full(
+        &d,
+        "192.0.2.3",
+        Some("honest"),
+        "<h5@example.com>",
+        &["a@d2.test"],
+        &[],
+        "H",
+    )
+    .await;
+    assert!(!s.held, "two domains");
+    let s = send_full(
+        &d,
+        "192.0.2.4",
+        Some("honest"),
+        "<h6@example.com>",
+        &["a@d3.test"],
+        &[],
+        "H",
+    )
+    .await;
+    assert!(s.held, "three domains");
+    d.stop().await;
+}
+
+/// An incident opened from a monitor-mode class's mail is enforced for the
+/// same key in an enforcing class (and logged only in the monitor class);
+/// `incidents open KEY --action A` on an open incident changes its action.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_incident_applies_in_the_mode_of_each_message_and_its_action_can_change() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = "listen: inet:127.0.0.1:1
+local_domains: [example.com]
+classes:
+  - { name: trial, clients: [10.9.0.0/16], sender_domains: [example.com], mode: monitor }
+  - { name: staff, auth: any, sender_domains: [example.com] }
+incidents:
+  signals:
+    - { name: by_login, key: user, count: messages, above: 2/h }
+";
+    let d = common::start_with(Config::parse(Path::new("modes.yaml"), text).expect("valid")).await;
+    let admin = admin(&d, dir.path(), "admin.sock").await;
+    // The trial class (monitor) with a login: its third message opens the
+    // incident, and nothing is held there.
+    for i in 0..3 {
+        let s = send_full(
+            &d,
+            "10.9.0.5",
+            Some("eve"),
+            "<eve@example.com>",
+            &["a@d.test"],
+            &[],
+            "T",
+        )
+        .await;
+        assert!(!s.held, "monitor class, message {i}");
+    }
+    assert_eq!(opened(&d, "by_login"), 1);
+    // The same login from the enforcing class: held.
+    let s = send_full(
+        &d,
+        "192.0.2.9",
+        Some("eve"),
+        "<eve@example.com>",
+        &["a@d.test"],
+        &[],
+        "E",
+    )
+    .await;
+    assert!(s.held, "enforcing class");
+    // Escalated by hand: refused from now on, in the enforcing class.
+    let out = egress_milter::admin::request(&admin, "incidents open user:Eve --action reject")
+        .await
+        .unwrap();
+    assert!(
+        out.starts_with("action changed from hold on user:eve: reject"),
+        "{out}"
+    );
+    let s = send_full(
+        &d,
+        "192.0.2.9",
+        Some("eve"),
+        "<eve@example.com>",
+        &["a@d.test"],
+        &[],
+        "E",
+    )
+    .await;
+    assert_eq!(s.reply, "550 5.7.1 Sending from eve is suspended");
+    // Relaxed again: held.
+    let out = egress_milter::admin::request(&admin, "incidents open user:eve --action hold")
+        .await
+        .unwrap();
+    assert!(
+        out.starts_with("action changed from reject on user:eve: hold"),
+        "{out}"
+    );
+    let s = send_full(
+        &d,
+        "192.0.2.9",
+        Some("eve"),
+        "<eve@example.com>",
+        &["a@d.test"],
+        &[],
+        "E",
+    )
+    .await;
+    assert!(s.held);
+    // Opened again without --action: the action stays.
+    let out = egress_milter::admin::request(&admin, "incidents open user:eve --for 2h")
+        .await
+        .unwrap();
+    assert!(out.starts_with("already open user:eve: hold"), "{out}");
+    d.stop().await;
+}
+
+/// An incident open in Redis stays enforced while Redis does not answer:
+/// each gateway keeps what it last saw open there (in process and under
+/// `state_dir`), also across a restart during the outage.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_incident_open_in_redis_holds_through_a_redis_outage() {
+    let mut redis = common::redis::RedisServer::start();
+    let state = tempfile::tempdir().unwrap();
+    let config = format!(
+        "rate_limits: {{ backend: redis, redis: {{ url: \"{}\", timeout: 100ms, on_failure: local }} }}
+incidents:
+  state_dir: \"{}\"
+  signals:
+    - {{ name: spray, key: user, count: distinct_recipient_domains, above: 2/h }}
+",
+        redis.url(),
+        state.path().display()
+    );
+    let d = start(&config).await;
+    let dir = tempfile::tempdir().unwrap();
+    let admin = admin(&d, dir.path(), "admin.sock").await;
+    let mallory = "mallory@example.com";
+    for i in 0..2 {
+        let r = format!("x@d{i}.test");
+        assert!(!send(&d, mallory, &[&r], "M").await.held);
+    }
+    assert!(send(&d, mallory, &["x@d9.test"], "M").await.held);
+    // One opened by hand too, which this gateway has never seen a message
+    // for: the per-second refresh brings it.
+    let out = egress_milter::admin::request(
+        &admin,
+        "incidents open user:oscar@example.com --action tempfail",
+    )
+    .await
+    .unwrap();
+    assert!(out.starts_with("opened"), "{out}");
+    common::until(
+        std::time::Duration::from_secs(10),
+        "the refresh keeps both: ",
+        || {
+            let seen = std::fs::read_to_string(state.path().join("incidents-seen.json"))
+                .unwrap_or_default();
+            if seen.contains("oscar@example.com") && seen.contains("mallory@example.com") {
+                Ok(())
+            } else {
+                Err(seen)
+            }
+        },
+    )
+    .await;
+    redis.kill();
+    // Redis is gone: mallory's mail is still held, oscar's still deferred,
+    // and a stranger's still goes.
+    assert!(send(&d, mallory, &["x@d1.test"], "M").await.held);
+    assert_eq!(
+        send(&d, "oscar@example.com", &["x@d1.test"], "O")
+            .await
+            .reply,
+        "451 4.7.1 Sending from oscar@example.com is suspended"
+    );
+    assert!(
+        !send(&d, "trent@example.com", &["x@d1.test"], "T")
+            .await
+            .held
+    );
+    let out = egress_milter::admin::request(&admin, "incidents list")
+        .await
+        .unwrap();
+    assert!(out.contains("user:mallory@example.com"), "{out}");
+    d.stop().await;
+    // A restart while Redis is still down: read back from state_dir.
+    let d = start(&config).await;
+    assert!(send(&d, mallory, &["x@d1.test"], "M").await.held);
     d.stop().await;
 }

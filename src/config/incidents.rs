@@ -138,6 +138,15 @@ impl Threshold {
             Threshold::Baseline { min, .. } => min.period,
         }
     }
+
+    /// The least count that can cross it: `above`'s count, a baseline's
+    /// `min`.
+    pub fn floor(&self) -> u64 {
+        match self {
+            Threshold::Above(r) => r.count,
+            Threshold::Baseline { min, .. } => min.count,
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -180,6 +189,9 @@ pub struct IncidentSettings {
     pub state_dir: Option<PathBuf>,
     /// Keys tracked per signal in this process, at most.
     pub max_keys: usize,
+    /// IPv6 clients are one `client` key per prefix of this length (a host
+    /// rotating its address within its /64 stays one key).
+    pub ipv6_prefix: u8,
     pub signals: Vec<Signal>,
     pub notify: Notify,
 }
@@ -196,6 +208,7 @@ impl Default for IncidentSettings {
             block_for: DEFAULT_BLOCK_FOR,
             state_dir: None,
             max_keys: DEFAULT_MAX_KEYS,
+            ipv6_prefix: super::limits::DEFAULT_IPV6_PREFIX,
             signals: Vec::new(),
             notify: Notify {
                 webhook: None,
@@ -238,6 +251,9 @@ impl Validator {
             } else {
                 out.max_keys = n.value;
             }
+        }
+        if let Some(p) = raw.ipv6_prefix {
+            out.ipv6_prefix = self.ipv6_prefix("incidents.ipv6_prefix", p);
         }
         for (i, s) in raw.signals.into_iter().enumerate() {
             let key = format!("incidents.signals[{i}]");

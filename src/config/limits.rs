@@ -129,19 +129,52 @@ impl SentinelSettings {
 /// `gina` one login. Like Postfix's `recipient_delimiter`: the local part
 /// ends at the first of the delimiter characters (unless it starts with
 /// one).
+///
+/// Incidents key by the same functions, so that a person is one key for
+/// both.
 #[derive(Clone, Debug, Eq, PartialEq)]
 pub struct LimitKeys {
     /// Local parts and logins compared in lower case.
     pub fold_case: bool,
     /// Subaddress delimiter characters (none: no subaddresses).
     pub delimiters: String,
+    /// IPv6 clients are one key per prefix of this length.
+    pub ipv6_prefix: u8,
+    /// Domains whose mailboxes ignore dots in the local part
+    /// (`j.ohn@gmail.com` is `john@gmail.com`).
+    pub ignore_dots_for: Vec<crate::address::Domain>,
 }
+
+/// Default `ipv6_prefix`: a /64 is one site's or one host's (RFC 4291
+/// §2.5.1 interface identifiers), and a host can take any address in it.
+pub const DEFAULT_IPV6_PREFIX: u8 = 64;
 
 impl Default for LimitKeys {
     fn default() -> Self {
         Self {
             fold_case: true,
             delimiters: "+".into(),
+            ipv6_prefix: DEFAULT_IPV6_PREFIX,
+            ignore_dots_for: Vec::new(),
+        }
+    }
+}
+
+impl super::Validator {
+    /// An IPv6 prefix length for keys: 1 to 128.
+    pub(super) fn ipv6_prefix(&mut self, key: &str, p: serde_saphyr::Spanned<u8>) -> u8 {
+        if (1..=128).contains(&p.value) {
+            p.value
+        } else {
+            self.error(
+                p.referenced.line(),
+                key,
+                format!(
+                    "expected a prefix length from 1 to 128 (64: one key per /64), got {}",
+                    p.value
+                ),
+            );
+            DEFAULT_IPV6_PREFIX
         }
     }
 }
@@ -163,8 +196,12 @@ impl RateLimits {
 }
 
 impl LimitKeys {
-    /// The local part as keys spell it.
-    fn local<'a>(&self, local: &'a str) -> std::borrow::Cow<'a, str> {
+    /// The local part as keys spell it, at its domain.
+    fn local<'a>(
+        &self,
+        local: &'a str,
+        domain: &crate::address::AddressDomain,
+    ) -> std::borrow::Cow<'a, str> {
         let base = match local
             .char_indices()
             .find(|(_, c)| self.delimiters.contains(*c))
@@ -172,21 +209,42 @@ impl LimitKeys {
             Some((i, _)) if i > 0 => &local[..i],
             _ => local,
         };
-        if self.fold_case && base.chars().any(char::is_uppercase) {
-            std::borrow::Cow::Owned(base.chars().flat_map(char::to_lowercase).collect())
-        } else {
-            std::borrow::Cow::Borrowed(base)
+        let dots = base.contains('.')
+            && domain
+                .name()
+                .is_some_and(|d| self.ignore_dots_for.contains(d));
+        let fold = self.fold_case && base.chars().any(char::is_uppercase);
+        if !dots && !fold {
+            return std::borrow::Cow::Borrowed(base);
         }
+        std::borrow::Cow::Owned(
+            base.chars()
+                .filter(|c| !(dots && *c == '.'))
+                .flat_map(|c| {
+                    let lower: Vec<char> = if fold {
+                        c.to_lowercase().collect()
+                    } else {
+                        vec![c]
+                    };
+                    lower
+                })
+                .collect(),
+        )
     }
 
     /// An address's key: `local@domain`, the domain canonical.
     pub fn address(&self, a: &Address) -> String {
-        format!("{}@{}", self.local(&a.local), a.domain)
+        format!("{}@{}", self.local(&a.local, &a.domain), a.domain)
     }
 
     /// Whether two addresses have one key.
     pub fn same_address(&self, a: &Address, b: &Address) -> bool {
-        a.domain == b.domain && self.local(&a.local) == self.local(&b.local)
+        a.domain == b.domain && self.local(&a.local, &a.domain) == self.local(&b.local, &b.domain)
+    }
+
+    /// A client's key (see [`crate::address::client_key`]).
+    pub fn client(&self, ip: std::net::IpAddr) -> String {
+        crate::address::client_key(ip, self.ipv6_prefix)
     }
 
     /// A login's key.
@@ -277,6 +335,19 @@ impl Validator {
         out.custom = self.custom_limits(&raw.custom);
         if let Some(f) = raw.keys.fold_case {
             out.keys.fold_case = f;
+        }
+        if let Some(p) = raw.keys.ipv6_prefix {
+            out.keys.ipv6_prefix = self.ipv6_prefix("rate_limits.keys.ipv6_prefix", p);
+        }
+        for (i, d) in raw.keys.ignore_dots_for.iter().enumerate() {
+            match crate::address::Domain::parse(&d.value) {
+                Ok(domain) => out.keys.ignore_dots_for.push(domain),
+                Err(e) => self.error(
+                    d.referenced.line(),
+                    format!("rate_limits.keys.ignore_dots_for[{i}]"),
+                    format!("\"{}\": {e}", d.value),
+                ),
+            }
         }
         if let Some(d) = &raw.keys.delimiter {
             if d.value.chars().any(|c| {

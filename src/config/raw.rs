@@ -109,6 +109,8 @@ pub struct RawIncidents {
     #[serde(default)]
     pub max_keys: Option<Spanned<usize>>,
     #[serde(default)]
+    pub ipv6_prefix: Option<Spanned<u8>>,
+    #[serde(default)]
     pub signals: Vec<RawSignal>,
     #[serde(default)]
     pub notify: RawNotify,
@@ -363,6 +365,10 @@ pub struct RawLimitKeys {
     pub fold_case: Option<bool>,
     #[serde(default)]
     pub delimiter: Option<Text>,
+    #[serde(default)]
+    pub ipv6_prefix: Option<Spanned<u8>>,
+    #[serde(default)]
+    pub ignore_dots_for: Vec<Text>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -12,7 +12,10 @@
 //!
 //! With the Redis backend every gateway counts into the same windows and
 //! sees the same incidents; while Redis fails, each gateway falls back to
-//! its own counts and incidents (as `on_failure: local` does for limits).
+//! its own counts and incidents (as `on_failure: local` does for limits),
+//! and keeps enforcing every incident it last saw open in Redis (kept in
+//! process and under `state_dir`): an outage never lifts a hold. Incidents
+//! opened during the outage go to Redis when it answers again.
 
 mod baseline;
 pub(crate) mod notify;
@@ -58,6 +61,8 @@ pub struct Incidents {
     /// a reload that changes them (their counts start again).
     signals: ArcSwap<(Vec<Signal>, usize, Signals)>,
     store: LocalStore,
+    /// The incidents last seen open in Redis, enforced while it fails.
+    seen: LocalStore,
     scripts: redis::Scripts,
     pub notifier: notify::Notifier,
     /// Incidents opened, by signal and key kind.
@@ -68,6 +73,18 @@ pub struct Incidents {
     open_now: AtomicU64,
     /// Redis failed: said once until it answers again.
     redis_down: AtomicBool,
+}
+
+/// One key of one kind, as the incidents' keys.
+fn keys_of(kind: KeyKind, key: &str) -> Keys<'_> {
+    let mut keys = Keys::default();
+    match kind {
+        KeyKind::Client => keys.client = Some(key),
+        KeyKind::User => keys.user = Some(key),
+        KeyKind::Sender => keys.sender = Some(key),
+        KeyKind::Class => keys.class = Some(key),
+    }
+    keys
 }
 
 /// The keys of a message as (kind, value) pairs, in kind order.
@@ -81,10 +98,16 @@ fn pairs<'a>(keys: &Keys<'a>) -> Vec<(KeyKind, &'a str)> {
 impl Incidents {
     pub fn new(settings: &IncidentSettings) -> Self {
         let store = LocalStore::new(settings.state_dir.as_deref(), now_ms() / 1000);
+        let seen = LocalStore::named(
+            settings.state_dir.as_deref(),
+            store::SEEN_FILE,
+            now_ms() / 1000,
+        );
         let open_now = AtomicU64::new(store.list(now_ms() / 1000).len() as u64);
         Self {
             signals: ArcSwap::from_pointee(Self::build(settings)),
             store,
+            seen,
             scripts: redis::Scripts::default(),
             notifier: notify::Notifier::default(),
             opened: Mutex::new(BTreeMap::new()),
@@ -124,7 +147,7 @@ impl Incidents {
             // ask. Without, only one opened by hand can be, and the
             // per-second count (`expire`) sees it: Redis is not asked per
             // message for a feature that is not in use.
-            Some(_) => self.counting() || self.open_now() > 0,
+            Some(_) => self.counting() || self.open_now() > 0 || self.seen.any_open(),
             None => self.store.any_open(),
         }
     }
@@ -157,10 +180,19 @@ impl Incidents {
             match self.scripts.find(r, now_ms / 1000, &keys).await {
                 Ok(found) => {
                     self.redis_ok();
+                    match &found {
+                        Some(i) => self.seen.keep(i),
+                        None => self.seen.forget(&keys),
+                    }
                     return found;
                 }
                 Err(e) => self.fell_back(&e),
             }
+            // Redis does not answer: what was open there stays enforced.
+            return self
+                .store
+                .find(now_ms / 1000, &keys)
+                .or_else(|| self.seen.find(now_ms / 1000, &keys));
         }
         self.store.find(now_ms / 1000, &keys)
     }
@@ -344,14 +376,17 @@ impl Incidents {
             .note(incident.kind, &incident.key, queue_id, held);
     }
 
-    /// Opens an incident by hand (`incidents open`).
+    /// Opens an incident by hand (`incidents open`), with the given action
+    /// or `incidents.action`; one already open for the key is extended to
+    /// the later end, and takes the action when one is given (escalated or
+    /// relaxed, logged).
     pub async fn open_by_hand(
         &self,
         redis: Option<&RedisLimiter>,
         kind: KeyKind,
         key: &str,
         duration: Duration,
-        action: IncidentAction,
+        action: Option<IncidentAction>,
         settings: &IncidentSettings,
     ) -> Incident {
         let now = now_ms() / 1000;
@@ -360,7 +395,7 @@ impl Incidents {
             key: key.to_string(),
             signal: "operator".into(),
             figures: "opened by hand".into(),
-            action,
+            action: action.unwrap_or(settings.action),
             monitor: false,
             opened: now,
             until: now + duration.as_secs(),
@@ -370,7 +405,52 @@ impl Incidents {
             last_queue_id: None,
             held: Vec::new(),
         };
-        self.open(redis, incident, settings).await
+        let before = self.find(redis, now * 1000, &keys_of(kind, key)).await;
+        let opened = self.open(redis, incident, settings).await;
+        match (before, action) {
+            (Some(b), Some(action)) if b.action != action => {
+                self.set_action(redis, b, action).await
+            }
+            _ => opened,
+        }
+    }
+
+    /// Changes an open incident's action, wherever it is kept.
+    async fn set_action(
+        &self,
+        redis: Option<&RedisLimiter>,
+        before: Incident,
+        action: IncidentAction,
+    ) -> Incident {
+        let mut changed = None;
+        if let Some(r) = redis {
+            match self
+                .scripts
+                .set_action(r, before.kind, &before.key, action)
+                .await
+            {
+                Ok(c) => changed = c,
+                Err(e) => self.fell_back(&e),
+            }
+        }
+        for store in [&self.store, &self.seen] {
+            if let Some(c) = store.set_action(before.kind, &before.key, action) {
+                changed.get_or_insert(c);
+            }
+        }
+        let changed = changed.unwrap_or_else(|| Incident {
+            action,
+            ..before.clone()
+        });
+        tracing::warn!(
+            target: "egress_milter::incident",
+            incident = changed.name(),
+            from = before.action.as_str(),
+            to = action.as_str(),
+            until = rfc3339(changed.until),
+            "incident action changed by hand"
+        );
+        changed
     }
 
     /// Closes an incident by hand (`incidents close`): the key's counts
@@ -383,6 +463,7 @@ impl Incidents {
         settings: &IncidentSettings,
     ) -> Option<Incident> {
         let mut closed = self.store.close(kind, key);
+        closed = self.seen.close(kind, key).or(closed);
         let signals = self.signals.load();
         signals.2.forget(kind, key);
         if let Some(r) = redis {
@@ -419,16 +500,35 @@ impl Incidents {
         if let Some(r) = redis {
             match self.scripts.all(r).await {
                 Ok(all) => {
-                    open = 0;
+                    self.redis_ok();
+                    let mut still = Vec::new();
                     for i in all {
                         if i.until > now {
-                            open += 1;
+                            still.push(i);
                         } else if let Ok(Some(i)) = self.scripts.close(r, i.kind, &i.key).await {
                             self.closed(i, "expired", settings);
                         }
                     }
+                    // Incidents opened here while Redis failed go to Redis
+                    // now, for every gateway to enforce.
+                    for i in self.store.list(now) {
+                        if !still.iter().any(|s| s.kind == i.kind && s.key == i.key) {
+                            match self.scripts.open(r, &i).await {
+                                Ok((shared, _)) => {
+                                    self.store.close(i.kind, &i.key);
+                                    still.push(shared);
+                                }
+                                Err(e) => self.fell_back(&e),
+                            }
+                        }
+                    }
+                    open = still.len() as u64;
+                    self.seen.keep_all(&still);
                 }
-                Err(e) => self.fell_back(&e),
+                Err(e) => {
+                    self.fell_back(&e);
+                    open = self.list_local(now).len() as u64;
+                }
             }
         }
         self.open_now.store(open, Ordering::Relaxed);
@@ -441,8 +541,21 @@ impl Incidents {
                 Ok(all) => return all.into_iter().filter(|i| i.until > now).collect(),
                 Err(e) => self.fell_back(&e),
             }
+            return self.list_local(now);
         }
         self.store.list(now)
+    }
+
+    /// What this gateway enforces while Redis fails: the incidents opened
+    /// here and those last seen open in Redis.
+    fn list_local(&self, now: u64) -> Vec<Incident> {
+        let mut out = self.store.list(now);
+        for i in self.seen.list(now) {
+            if !out.iter().any(|o| o.kind == i.kind && o.key == i.key) {
+                out.push(i);
+            }
+        }
+        out
     }
 
     /// Every signal's figure for the keys, for `explain`.
@@ -478,5 +591,11 @@ impl Incidents {
     /// Keys the signals track in this process.
     pub fn tracked_keys(&self) -> usize {
         self.signals.load().2.tracked_keys()
+    }
+
+    /// Keys forgotten to make room, and events of new keys left uncounted
+    /// (every sampled key was past half its threshold).
+    pub fn evictions(&self) -> (u64, u64) {
+        self.signals.load().2.evictions()
     }
 }

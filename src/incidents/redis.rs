@@ -1,7 +1,6 @@
 //! Signals and incidents in Redis, with `rate_limits.backend: redis`: every
 //! gateway counts into the same windows and sees the same open incidents.
-//! The same sliding windows as in process (two buckets, the older one
-//! weighted), with Redis's HyperLogLog (`PFADD`, `PFCOUNT`) for distinct
+//! The same sliding windows as in process (a ring of slices), with Redis's HyperLogLog (`PFADD`, `PFCOUNT`) for distinct
 //! counts; the baseline and each incident are small hashes. Each update is
 //! one Lua script, atomic.
 
@@ -15,47 +14,46 @@ use std::collections::HashMap;
 /// One signal, one key: counts the event (unless ARGV[2] is `read`) and
 /// returns the window's figure, the usual volume (-1 while learning or
 /// without a baseline) and the recent queue ids ("ms:qid", newest first).
-/// KEYS: current bucket, previous bucket, baseline hash, recent list.
-/// ARGV: sum|distinct, add|read, ttl ms, weight of the previous bucket,
-/// now ms, window ms, baseline 1|0, learn ms, added, recent entry or "",
-/// then the amount (sum) or the values (distinct).
+/// KEYS: the current slice, baseline hash, recent list, then the older
+/// slices that overlap the window (see `window.rs`).
+/// ARGV: sum|distinct, add|read, ttl ms, now ms, window ms, baseline 1|0,
+/// learn ms, added, recent entry or "", then the amount (sum) or the
+/// values (distinct).
 const SIGNAL_LUA: &str = r#"
 local kind, op, ttl = ARGV[1], ARGV[2], ARGV[3]
-local weight, now, len = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
+local now, len = tonumber(ARGV[4]), tonumber(ARGV[5])
 if op == 'add' then
   if kind == 'sum' then
-    local n = tonumber(ARGV[11] or '0')
+    local n = tonumber(ARGV[10] or '0')
     if n > 0 then
       redis.call('INCRBY', KEYS[1], n)
       redis.call('PEXPIRE', KEYS[1], ttl)
     end
-  elseif #ARGV >= 11 then
-    redis.call('PFADD', KEYS[1], unpack(ARGV, 11))
+  elseif #ARGV >= 10 then
+    redis.call('PFADD', KEYS[1], unpack(ARGV, 10))
     redis.call('PEXPIRE', KEYS[1], ttl)
   end
-  if ARGV[10] ~= '' then
-    redis.call('LPUSH', KEYS[4], ARGV[10])
-    redis.call('LTRIM', KEYS[4], 0, 49)
-    redis.call('PEXPIRE', KEYS[4], ttl)
+  if ARGV[9] ~= '' then
+    redis.call('LPUSH', KEYS[3], ARGV[9])
+    redis.call('LTRIM', KEYS[3], 0, 49)
+    redis.call('PEXPIRE', KEYS[3], ttl)
   end
 end
-local figure
+local slices = {KEYS[1]}
+for i = 4, #KEYS do slices[#slices + 1] = KEYS[i] end
+local figure = 0
 if kind == 'sum' then
-  local cur = tonumber(redis.call('GET', KEYS[1]) or '0')
-  local prev = tonumber(redis.call('GET', KEYS[2]) or '0')
-  figure = cur + prev * weight
+  for _, k in ipairs(slices) do
+    figure = figure + tonumber(redis.call('GET', k) or '0')
+  end
 else
-  local cur = redis.call('PFCOUNT', KEYS[1])
-  local union = redis.call('PFCOUNT', KEYS[1], KEYS[2])
-  local older = union - cur
-  if older < 0 then older = 0 end
-  figure = cur + older * weight
+  figure = redis.call('PFCOUNT', unpack(slices))
 end
 local usual = -1
-if ARGV[7] == '1' then
+if ARGV[6] == '1' then
   local alpha = 2.0 / 25.0
   local period = math.floor(now / len)
-  local b = redis.call('HMGET', KEYS[3], 'first', 'period', 'count', 'mean')
+  local b = redis.call('HMGET', KEYS[2], 'first', 'period', 'count', 'mean')
   local first = tonumber(b[1] or '') or now
   local p = tonumber(b[2] or '') or period
   local count = tonumber(b[3] or '') or 0
@@ -68,15 +66,15 @@ if ARGV[7] == '1' then
     count = 0
     p = period
   end
-  if now - first >= tonumber(ARGV[8]) then usual = mean end
+  if now - first >= tonumber(ARGV[7]) then usual = mean end
   if op == 'add' then
-    count = count + tonumber(ARGV[9])
-    redis.call('HSET', KEYS[3], 'first', string.format('%.0f', first), 'period', string.format('%.0f', p),
+    count = count + tonumber(ARGV[8])
+    redis.call('HSET', KEYS[2], 'first', string.format('%.0f', first), 'period', string.format('%.0f', p),
       'count', tostring(count), 'mean', tostring(mean))
-    redis.call('PEXPIRE', KEYS[3], math.max(tonumber(ARGV[8]) * 2, 7 * 86400000))
+    redis.call('PEXPIRE', KEYS[2], math.max(tonumber(ARGV[7]) * 2, 7 * 86400000))
   end
 end
-return {tostring(figure), tostring(usual), redis.call('LRANGE', KEYS[4], 0, 49)}
+return {tostring(figure), tostring(usual), redis.call('LRANGE', KEYS[3], 0, 49)}
 "#;
 
 /// Opens an incident unless one is open for the key (then extends it).
@@ -167,14 +165,6 @@ fn index_key(r: &RedisLimiter) -> String {
     r.key(format_args!("incidents"))
 }
 
-/// Where `now` falls in the window: the bucket's start and the weight of
-/// the bucket before.
-fn bucket(now: u64, len: u64) -> (u64, f64) {
-    let len = len.max(1);
-    let start = now - now % len;
-    (start, 1.0 - (now - start) as f64 / len as f64)
-}
-
 impl Scripts {
     /// One signal for one key: counted (when `event` is given) and read.
     async fn signal(
@@ -186,7 +176,7 @@ impl Scripts {
         event: Option<&Event<'_>>,
     ) -> Result<Option<(f64, Option<f64>, Vec<String>)>, LimiterError> {
         let len = s.threshold.window().as_millis() as u64;
-        let (start, weight) = bucket(now, len);
+        let starts = super::window::slice_starts(now, len);
         let id = format!("{}:{}:{key}", s.name, s.key.as_str());
         let kind = if s.count.distinct() {
             "distinct"
@@ -194,10 +184,13 @@ impl Scripts {
             "sum"
         };
         let mut inv = self.signal.prepare_invoke();
-        inv.key(r.key(format_args!("signal:{id}:{start}")))
-            .key(r.key(format_args!("signal:{id}:{}", start.saturating_sub(len))))
+        let slice = |start: &u64| r.key(format_args!("signal:{id}:{start}"));
+        inv.key(starts.first().map(slice).unwrap_or_default())
             .key(r.key(format_args!("baseline:{id}")))
             .key(r.key(format_args!("recent:{id}")));
+        for start in starts.iter().skip(1) {
+            inv.key(slice(start));
+        }
         let (added, values, recent) = match event {
             Some(e) => match super::signals::amount_of(s.count, e) {
                 Some((n, values)) => {
@@ -219,8 +212,7 @@ impl Scripts {
         };
         inv.arg(kind)
             .arg(if event.is_some() { "add" } else { "read" })
-            .arg(2 * len + 1000)
-            .arg(weight)
+            .arg(len + 2 * super::window::slice_len(len) + 1000)
             .arg(now)
             .arg(len)
             .arg(baseline)
@@ -319,10 +311,10 @@ impl Scripts {
         let mut keys = Vec::new();
         for s in signals.iter().filter(|s| s.key == kind) {
             let len = s.threshold.window().as_millis() as u64;
-            let (start, _) = bucket(now, len);
             let id = format!("{}:{}:{key}", s.name, s.key.as_str());
-            keys.push(r.key(format_args!("signal:{id}:{start}")));
-            keys.push(r.key(format_args!("signal:{id}:{}", start.saturating_sub(len))));
+            for start in super::window::slice_starts(now, len) {
+                keys.push(r.key(format_args!("signal:{id}:{start}")));
+            }
             keys.push(r.key(format_args!("recent:{id}")));
         }
         if keys.is_empty() {
@@ -467,6 +459,29 @@ impl Scripts {
             })
             .await?;
         Ok((deleted == 1).then_some(i))
+    }
+
+    /// Sets an open incident's action (the JSON written back whole: an
+    /// operator's command, not the message path). None when none is open.
+    pub async fn set_action(
+        &self,
+        r: &RedisLimiter,
+        kind: KeyKind,
+        key: &str,
+        action: crate::config::IncidentAction,
+    ) -> Result<Option<Incident>, LimiterError> {
+        let m = member(kind, key);
+        let h = hash_key(r, &m);
+        let json: Option<String> = r.call(async |mut conn| conn.hget(&h, "json").await).await?;
+        let Some(mut fixed) = json.and_then(|j| serde_json::from_str::<Fixed>(&j).ok()) else {
+            return Ok(None);
+        };
+        fixed.action = action;
+        let json = serde_json::to_string(&fixed).map_err(|e| LimiterError::Redis(e.to_string()))?;
+        let _: i64 = r
+            .call(async |mut conn| conn.hset(&h, "json", &json).await)
+            .await?;
+        self.get(r, &m, true).await
     }
 
     /// Every incident the index names (those whose hash is gone are

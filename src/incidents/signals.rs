@@ -1,7 +1,9 @@
 //! The signals: for each configured signal, a count per key (client IP,
 //! login, sender, class) over the signal's window, and for baseline
 //! signals the key's usual volume. Memory is bounded: at most `max_keys`
-//! keys per signal, the one seen longest ago forgotten first.
+//! keys per signal; to make room, the smallest count among a few sampled
+//! keys is forgotten, never one past half its threshold (an attacker who
+//! sends from many fresh keys must not wash out its own count).
 
 use super::baseline::Baseline;
 use super::window::{Distinct, Sum};
@@ -93,6 +95,11 @@ struct Tracked {
 pub struct Signals {
     tracked: Vec<Tracked>,
     max_keys: usize,
+    /// Keys forgotten to make room.
+    evicted: std::sync::atomic::AtomicU64,
+    /// Events of a new key not counted: the map was full of keys past
+    /// half their threshold.
+    untracked: std::sync::atomic::AtomicU64,
 }
 
 /// How much of an event a signal counts: a number, or values.
@@ -183,7 +190,16 @@ impl Signals {
                 })
                 .collect(),
             max_keys: max_keys.max(1),
+            evicted: Default::default(),
+            untracked: Default::default(),
         }
+    }
+
+    /// Keys forgotten to make room, and events of new keys left uncounted
+    /// because no key could be forgotten.
+    pub fn evictions(&self) -> (u64, u64) {
+        use std::sync::atomic::Ordering::Relaxed;
+        (self.evicted.load(Relaxed), self.untracked.load(Relaxed))
     }
 
     /// Counts an event under its keys; returns the signals it made cross
@@ -200,7 +216,9 @@ impl Signals {
             };
             let len = s.threshold.window().as_millis() as u64;
             let mut map = t.keys.lock().unwrap_or_else(|e| e.into_inner());
-            let state = self.entry(&mut map, key, s, now, len);
+            let Some(state) = self.entry(&mut map, key, s, now, len) else {
+                continue;
+            };
             state.last_seen = now;
             let added = match (&mut state.counter, &amount) {
                 (Counter::Sum(sum), Amount::Number(n)) => {
@@ -300,6 +318,8 @@ impl Signals {
             .sum()
     }
 
+    /// The key's state, made when it is new; None when the map is full
+    /// and none of the sampled keys may be forgotten.
     fn entry<'m>(
         &self,
         map: &'m mut IndexMap<String, KeyState>,
@@ -307,36 +327,57 @@ impl Signals {
         s: &Signal,
         now: u64,
         len: u64,
-    ) -> &'m mut KeyState {
+    ) -> Option<&'m mut KeyState> {
         if !map.contains_key(key) && map.len() >= self.max_keys {
-            // Forget, among a few sampled keys, the one seen longest ago.
+            use std::sync::atomic::Ordering::Relaxed;
+            // Among a few sampled keys, forget the one with the smallest
+            // count (the one seen longest ago among equals), and never one
+            // past half its threshold.
             let n = map.len();
             let step = (n / EVICTION_SAMPLE).max(1);
             let offset = (now as usize) % step;
-            let oldest = (0..EVICTION_SAMPLE)
-                .map(|i| (offset + i * step) % n)
-                .min_by_key(|&i| map.get_index(i).map_or(u64::MAX, |(_, s)| s.last_seen));
-            if let Some(i) = oldest {
-                map.swap_remove_index(i);
+            let half = s.threshold.floor() as f64 / 2.0;
+            let mut best: Option<(f64, u64, usize)> = None;
+            for i in (0..EVICTION_SAMPLE).map(|i| (offset + i * step) % n) {
+                let Some((_, state)) = map.get_index_mut(i) else {
+                    continue;
+                };
+                let count = figure(state, now, len);
+                if count > half {
+                    continue;
+                }
+                let rank = (count, state.last_seen, i);
+                if best.is_none_or(|b| (rank.0, rank.1) < (b.0, b.1)) {
+                    best = Some(rank);
+                }
+            }
+            match best {
+                Some((_, _, i)) => {
+                    map.swap_remove_index(i);
+                    self.evicted.fetch_add(1, Relaxed);
+                }
+                None => {
+                    self.untracked.fetch_add(1, Relaxed);
+                    return None;
+                }
             }
         }
-        map.entry(key.to_string()).or_insert_with(|| KeyState {
+        Some(map.entry(key.to_string()).or_insert_with(|| KeyState {
             counter: if s.count.distinct() {
                 Counter::Distinct(Distinct::default())
             } else {
                 Counter::Sum(Sum::default())
             },
-            baseline: matches!(s.threshold, Threshold::Baseline { .. })
-                .then(|| Baseline::new(now, len)),
+            baseline:
+                matches!(s.threshold, Threshold::Baseline { .. }).then(|| Baseline::new(now, len)),
             last_seen: now,
             recent: VecDeque::new(),
-        })
+        }))
     }
 }
 
-/// The count over the window, in whole units: the older bucket's share is
-/// an estimate, and rounding it down keeps a steady rate just under the
-/// threshold under it.
+/// The count over the window, in whole units (a distinct count is an
+/// estimate).
 fn figure(state: &mut KeyState, now: u64, len: u64) -> f64 {
     match &mut state.counter {
         Counter::Sum(s) => s.estimate(now, len),
@@ -497,10 +538,11 @@ mod tests {
     fn the_window_slides_and_names_earlier_messages() {
         let signals = Signals::new(&[signal(Count::Messages, KeyKind::User, 3)], 1000);
         let one = vec!["a@x.test".to_string()];
-        // Three an hour, every hour: never four in any hour.
+        // Three an hour, every 23 minutes: never four in an hour and a
+        // tenth (the window and the slice its start falls in).
         for i in 0..30u64 {
             let q = format!("Q{i}");
-            let now = T0 + i * 20 * 60_000 + 1;
+            let now = T0 + i * 23 * 60_000 + 1;
             assert!(
                 signals
                     .observe(now, &keys(), &accepted(&q, &one))
@@ -510,7 +552,7 @@ mod tests {
         }
         // A fourth within the hour crosses; the earlier ones of the window
         // are named.
-        let now = T0 + 30 * 20 * 60_000;
+        let now = T0 + 30 * 23 * 60_000;
         let mut crossed = Vec::new();
         for i in 0..3u64 {
             let q = format!("B{i}");
@@ -534,5 +576,57 @@ mod tests {
             signals.observe(T0 + i, &k, &accepted("Q", &one));
         }
         assert_eq!(signals.tracked_keys(), 100);
+        assert_eq!(signals.evictions(), (9_900, 0));
+    }
+
+    /// An attacker who sends from many fresh keys does not wash out its
+    /// own count: the smallest counts go first, and a key past half its
+    /// threshold is never forgotten.
+    #[test]
+    fn fresh_keys_do_not_evict_a_count_near_its_threshold() {
+        let signals = Signals::new(&[signal(Count::Messages, KeyKind::User, 10)], 50);
+        let one = vec!["a@x.test".to_string()];
+        let user = |u: &'static str| Keys {
+            user: Some(u),
+            ..Keys::default()
+        };
+        for i in 0..8 {
+            assert!(signals
+                .observe(T0 + i, &user("mallory"), &accepted("Q", &one))
+                .is_empty());
+        }
+        let fresh: Vec<String> = (0..5_000).map(|i| format!("fresh{i}")).collect();
+        for (i, f) in fresh.iter().enumerate() {
+            let k = Keys {
+                user: Some(f),
+                ..Keys::default()
+            };
+            signals.observe(T0 + 100 + i as u64, &k, &accepted("Q", &one));
+        }
+        assert_eq!(signals.tracked_keys(), 50);
+        // Still counted: the ninth, tenth and eleventh cross at the eleventh.
+        let t = T0 + 10_000;
+        assert!(signals
+            .observe(t, &user("mallory"), &accepted("Q", &one))
+            .is_empty());
+        assert!(signals
+            .observe(t + 1, &user("mallory"), &accepted("Q", &one))
+            .is_empty());
+        assert_eq!(
+            signals
+                .observe(t + 2, &user("mallory"), &accepted("Q", &one))
+                .len(),
+            1
+        );
+        // When every key is past half its threshold, a new key is not
+        // counted (and said so), rather than one of them forgotten.
+        let full = Signals::new(&[signal(Count::Messages, KeyKind::User, 2)], 2);
+        for u in ["a", "b"] {
+            for i in 0..2 {
+                full.observe(T0 + i, &user(u), &accepted("Q", &one));
+            }
+        }
+        full.observe(T0 + 5, &user("c"), &accepted("Q", &one));
+        assert_eq!((full.tracked_keys(), full.evictions()), (2, (0, 1)));
     }
 }

@@ -12,6 +12,9 @@ use std::sync::Mutex;
 pub const MAX_HELD: usize = 1000;
 /// The state file's name under `state_dir`.
 pub const STATE_FILE: &str = "incidents.json";
+/// The file of the incidents last seen open in Redis, under `state_dir`:
+/// enforced while Redis does not answer, also after a restart.
+pub const SEEN_FILE: &str = "incidents-seen.json";
 /// The most a state file may hold when it is read back.
 const MAX_STATE_FILE: u64 = 64 << 20;
 
@@ -62,8 +65,13 @@ impl LocalStore {
     /// The store, with the incidents the state file holds (those still
     /// open at `now`, unix seconds).
     pub fn new(state_dir: Option<&Path>, now: u64) -> Self {
-        let file = state_dir.map(|d| d.join(STATE_FILE));
-        if let Some(d) = state_dir.filter(|d| !d.is_dir()) {
+        Self::named(state_dir, STATE_FILE, now)
+    }
+
+    /// A store kept in `name` under `state_dir`.
+    pub fn named(state_dir: Option<&Path>, name: &str, now: u64) -> Self {
+        let file = state_dir.map(|d| d.join(name));
+        if let Some(d) = state_dir.filter(|d| !d.is_dir() && name == STATE_FILE) {
             tracing::error!(
                 state_dir = %d.display(),
                 "incidents.state_dir is not a directory: open incidents will not survive a restart"
@@ -122,6 +130,62 @@ impl LocalStore {
         };
         self.save(&map);
         result
+    }
+
+    /// Keeps a copy of an incident as another store has it (Redis),
+    /// replacing the one kept for its key; written only when what it
+    /// enforces (action, end) changed.
+    pub fn keep(&self, incident: &Incident) {
+        let mut map = self.lock();
+        let id = (incident.kind, incident.key.clone());
+        let same = map
+            .get(&id)
+            .is_some_and(|i| i.until == incident.until && i.action == incident.action);
+        if !same {
+            map.insert(id, incident.clone());
+            self.save(&map);
+        }
+    }
+
+    /// Keeps exactly these incidents (all that another store has open).
+    pub fn keep_all(&self, incidents: &[Incident]) {
+        let mut map = self.lock();
+        let same = map.len() == incidents.len()
+            && incidents.iter().all(|i| {
+                map.get(&(i.kind, i.key.clone()))
+                    .is_some_and(|k| k.until == i.until && k.action == i.action)
+            });
+        if !same {
+            *map = incidents
+                .iter()
+                .map(|i| ((i.kind, i.key.clone()), i.clone()))
+                .collect();
+            self.save(&map);
+        }
+    }
+
+    /// Forgets the copies kept for these keys (the other store has none
+    /// open for them).
+    pub fn forget(&self, keys: &[(KeyKind, &str)]) {
+        let mut map = self.lock();
+        let before = map.len();
+        for (kind, key) in keys {
+            map.remove(&(*kind, (*key).to_string()));
+        }
+        if map.len() != before {
+            self.save(&map);
+        }
+    }
+
+    /// Sets the action of an open incident; returns it changed, or None
+    /// when none is open for the key.
+    pub fn set_action(&self, kind: KeyKind, key: &str, action: IncidentAction) -> Option<Incident> {
+        let mut map = self.lock();
+        let i = map.get_mut(&(kind, key.to_string()))?;
+        i.action = action;
+        let changed = i.clone();
+        self.save(&map);
+        Some(changed)
     }
 
     pub fn any_open(&self) -> bool {

@@ -57,11 +57,6 @@ pub enum LimiterError {
     Timeout(Duration),
 }
 
-/// An IP as limits key it: IPv4-mapped IPv6 as plain IPv4.
-pub fn client_key(ip: IpAddr) -> String {
-    crate::address::canonical_ip(ip).to_string()
-}
-
 /// The limiter a daemon uses: the local backend, and Redis when configured
 /// (with the local one as its fallback under `on_failure: local`).
 pub struct Limiter {

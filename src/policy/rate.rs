@@ -13,7 +13,7 @@
 
 use crate::address::{any_matches, canonical_ip, Address};
 use crate::config::{Counter, CustomLimit, KeyPart, LimitKeys, Matcher, RateLimits, Setting};
-use crate::limiter::{client_key, Check, LimitName, LimiterError, Outcome};
+use crate::limiter::{Check, LimitName, LimiterError, Outcome};
 use crate::policy::Verdict;
 use crate::reply;
 use std::net::IpAddr;
@@ -76,8 +76,8 @@ fn push(
     }
 }
 
-fn ip_key(facts: &Facts<'_>) -> Option<String> {
-    facts.ip.map(client_key)
+fn ip_key(limits: &RateLimits, facts: &Facts<'_>) -> Option<String> {
+    facts.ip.map(|ip| limits.keys.client(ip))
 }
 
 /// The verdict on a batch of message or recipient limits: refused, with
@@ -138,7 +138,7 @@ pub fn connection(limits: &RateLimits, facts: &Facts<'_>) -> (Vec<Check>, Option
         limits,
         LimitName::ConnectionsPerClient,
         facts,
-        ip_key(facts),
+        ip_key(limits, facts),
     );
     let concurrent = match setting(limits, LimitName::ConcurrentPerClient, facts) {
         Some(Setting::Count(n)) if facts.ip.is_some() => Some(n),
@@ -156,7 +156,7 @@ pub fn message(limits: &RateLimits, facts: &Facts<'_>) -> Vec<Check> {
         limits,
         LimitName::MessagesPerClient,
         facts,
-        ip_key(facts),
+        ip_key(limits, facts),
     );
     let sender = facts.sender.map(|a| limits.keys.address(a));
     push(
@@ -186,7 +186,7 @@ pub fn custom_key(keys: &LimitKeys, limit: &CustomLimit, f: &Facts<'_>) -> Optio
     let mut out = String::new();
     for (i, part) in limit.key.iter().enumerate() {
         let v = match part {
-            KeyPart::Client => f.ip.map(client_key)?,
+            KeyPart::Client => keys.client(f.ip?),
             KeyPart::ClientNetwork => network_key(f.ip?),
             KeyPart::Sender => keys.address(f.sender?),
             KeyPart::SenderDomain => f.sender?.domain.to_string(),
@@ -211,7 +211,7 @@ fn network_key(ip: IpAddr) -> String {
         IpAddr::V6(_) => 64,
     };
     ipnet::IpNet::new(canonical_ip(ip), prefix)
-        .map_or_else(|_| client_key(ip), |n| n.trunc().to_string())
+        .map_or_else(|_| canonical_ip(ip).to_string(), |n| n.trunc().to_string())
 }
 
 /// The rate of a custom limit for these facts: the first override that
@@ -662,7 +662,8 @@ rate_limits:
             mail(None, "2001:db8:1:2:3::9"),
             vec![
                 ("net".into(), "2001:db8:1:2::/64".into(), "50/m".into()),
-                ("bounces".into(), "2001:db8:1:2:3::9".into(), "10/h".into()),
+                // A client keyed by its /64 (rate_limits.keys.ipv6_prefix).
+                ("bounces".into(), "2001:db8:1:2::/64".into(), "10/h".into()),
             ]
         );
         let rcpt = |r: &Address, charged: &[(&'static str, String)]| {

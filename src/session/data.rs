@@ -240,15 +240,7 @@ impl Connection {
             c.count == crate::config::Counter::Bytes && c.key.iter().any(|k| k.per_recipient())
         });
         let rcpts: Vec<crate::address::Address> = if by_recipient {
-            msg.rcpts
-                .iter()
-                .filter_map(
-                    |r| match crate::address::parse_envelope(format!("<{r}>").as_bytes()) {
-                        Ok(crate::address::EnvelopeAddress::Address(a)) => Some(a),
-                        _ => None,
-                    },
-                )
-                .collect()
+            msg.rcpt_addresses()
         } else {
             Vec::new()
         };

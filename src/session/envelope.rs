@@ -41,7 +41,8 @@ impl Connection {
         let mut lease = None;
         let started = Instant::now();
         if let Some(max) = concurrent {
-            let got = shared.limiter.open_connection(ip, max).await;
+            let net = crate::address::client_net(ip, config.rate_limits.keys.ipv6_prefix);
+            let got = shared.limiter.open_connection(net, max).await;
             let verdict =
                 policy::rate::concurrent_verdict(got.as_ref().map(Option::is_some), &self.client);
             if verdict != Verdict::Continue {

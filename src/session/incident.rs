@@ -27,14 +27,20 @@ impl OwnedKeys {
 }
 
 impl Connection {
+    /// The keys as limits spell them (`rate_limits.keys`): one person is
+    /// one key for both, however the address or login is written.
     fn owned_keys(&self) -> OwnedKeys {
         let msg = self.message.as_ref();
+        let config = msg.map_or_else(|| self.shared.config(), |m| m.config.clone());
+        let keys = &config.rate_limits.keys;
         OwnedKeys {
-            client: self.client_ip.map(crate::limiter::client_key),
-            user: msg.and_then(|m| m.login.clone()),
+            client: self
+                .client_ip
+                .map(|ip| crate::address::client_key(ip, config.incidents.ipv6_prefix)),
+            user: msg.and_then(|m| m.login.as_deref()).map(|l| keys.login(l)),
             sender: msg
                 .and_then(|m| m.sender_address.as_ref())
-                .map(Address::limit_key),
+                .map(|a| keys.address(a)),
             class: match msg {
                 Some(m) => m.class().map(|c| c.name.clone()),
                 None => self.connect_class.clone(),
@@ -72,11 +78,12 @@ impl Connection {
     /// Judges the message by an open incident.
     async fn apply_incident(&mut self, stage: Stage, incident: Incident) -> Flow {
         let verdict = policy::incident::verdict(&incident);
-        let forced = incident.monitor.then_some(Mode::Monitor);
         if let Some(msg) = self.message.as_mut() {
             msg.incident = Some(incident.clone());
         }
-        let flow = self.settle_as(stage, verdict, forced);
+        // The incident applies in the mode of this message's class, not
+        // in that of the class whose mail opened it.
+        let flow = self.settle_as(stage, verdict, None);
         if flow.is_err() {
             // Refused: counted against the incident now (a held message is
             // counted at end of message, with its queue id).
@@ -164,7 +171,14 @@ impl Connection {
         let Some(msg) = self.message.as_ref() else {
             return Ok(Vec::new());
         };
-        let recipients = msg.rcpts.clone();
+        // Counted as limits key them: `D1.TEST`, `d1.test.` and `d1.test`
+        // are one domain, `a+x@` and `A@` one recipient.
+        let keys = &msg.config.rate_limits.keys;
+        let recipients: Vec<String> = msg
+            .rcpt_addresses()
+            .iter()
+            .map(|a| keys.address(a))
+            .collect();
         let queue_id = msg.queue_id.clone();
         let already = msg.incident.is_some();
         let opened = self

@@ -138,6 +138,19 @@ struct Message {
 }
 
 impl Message {
+    /// The accepted recipients, parsed (those that do not parse left out).
+    fn rcpt_addresses(&self) -> Vec<Address> {
+        self.rcpts
+            .iter()
+            .filter_map(
+                |r| match crate::address::parse_envelope(format!("<{r}>").as_bytes()) {
+                    Ok(crate::address::EnvelopeAddress::Address(a)) => Some(a),
+                    _ => None,
+                },
+            )
+            .collect()
+    }
+
     fn class(&self) -> Option<&Class> {
         self.class.and_then(|i| self.config.classes.get(i))
     }
