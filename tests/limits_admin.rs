@@ -273,6 +273,31 @@ async fn an_unprivileged_user_is_refused_on_the_socket_and_on_tcp() {
         text.contains("tcp.yaml:3: admin.listen") && text.contains("needs admin.token_file"),
         "{text}"
     );
+
+    // A token the daemon would refuse (too short) is refused by
+    // check-config too, at the key that names it.
+    std::fs::write(&token, "short\n").unwrap();
+    std::fs::write(
+        &path,
+        format!(
+            "listen: inet:127.0.0.1:{port}\nlocal_domains: [example.com]\nadmin:\n  listen: \"inet:127.0.0.1:{admin}\"\n  token_file: \"{}\"\n",
+            token.display()
+        ),
+    )
+    .unwrap();
+    let out = Command::new(BIN)
+        .arg("check-config")
+        .arg("--config")
+        .arg(&path)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{text}");
+    assert!(
+        text.contains("tcp.yaml:5: admin.token_file")
+            && text.contains("shorter than 16 characters"),
+        "{text}"
+    );
 }
 
 /// With `fold_case: false`, a dotted login is kept as spelt for the limits

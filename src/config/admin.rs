@@ -183,7 +183,14 @@ impl Validator {
                     key,
                     format!("listening on TCP ({a}) needs admin.token_file: any local process could connect"),
                 ),
-                Ok(a) => out.listen = AdminListen::Inet(a),
+                Ok(a) => {
+                    out.listen = AdminListen::Inet(a);
+                    // The daemon reads the token by the same function at
+                    // each request: what it would refuse is an error here.
+                    if let (Err(e), Some(t)) = (out.token(), &raw.token_file) {
+                        self.error(t.referenced.line(), "admin.token_file", e);
+                    }
+                }
                 Err(_) => self.error(
                     line,
                     key,

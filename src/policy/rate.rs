@@ -589,6 +589,54 @@ rate_limits:
         assert_eq!(k[2].0, "owner@example.org");
     }
 
+    /// Gmail-style dots: off by default; on for the listed domains only.
+    #[test]
+    fn dots_are_ignored_only_where_asked() {
+        let l = keyed("");
+        let k = keys_of(&l, "a@example.com", "x", "J.Ohn+x@gmail.com");
+        assert_eq!(k[2].0, "j.ohn@gmail.com");
+        let l = keyed("  keys: { ignore_dots_for: [gmail.com, GoogleMail.com.] }\n");
+        for (rcpt, want) in [
+            ("J.Ohn+x@gmail.com", "john@gmail.com"),
+            ("j.o.h.n@googlemail.com", "john@googlemail.com"),
+            ("j.ohn@example.org", "j.ohn@example.org"),
+        ] {
+            let k = keys_of(&l, "a@example.com", "x", rcpt);
+            assert_eq!(k[2].0, want, "{rcpt}");
+        }
+        let e = Config::parse(
+            Path::new("t.yaml"),
+            "listen: inet:127.0.0.1:1\nlocal_domains: [example.com]\nrate_limits:\n  keys:\n    ignore_dots_for: [\"bad domain\"]\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("t.yaml:5: rate_limits.keys.ignore_dots_for[0]"),
+            "{e}"
+        );
+    }
+
+    /// IPv6 clients are one key per /64 by default, per the prefix given,
+    /// and per address at 128; IPv4 clients per address.
+    #[test]
+    fn ipv6_clients_are_keyed_by_prefix() {
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        let l = keyed("");
+        assert_eq!(l.keys.client(ip("2001:db8:1:2:3::9")), "2001:db8:1:2::/64");
+        assert_eq!(l.keys.client(ip("::ffff:192.0.2.7")), "192.0.2.7");
+        let l = keyed("  keys: { ipv6_prefix: 48 }\n");
+        assert_eq!(l.keys.client(ip("2001:db8:1:2:3::9")), "2001:db8:1::/48");
+        let l = keyed("  keys: { ipv6_prefix: 128 }\n");
+        assert_eq!(l.keys.client(ip("2001:db8:1:2:3::9")), "2001:db8:1:2:3::9");
+        let e = Config::parse(
+            Path::new("t.yaml"),
+            "listen: inet:127.0.0.1:1\nlocal_domains: [example.com]\nincidents:\n  ipv6_prefix: 129\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("t.yaml:4: incidents.ipv6_prefix"), "{e}");
+    }
+
     #[test]
     fn a_bad_delimiter_names_its_key() {
         for bad in ["a", "+ ", "@", "\\\\"] {
