@@ -337,7 +337,8 @@ async fn answer(shared: &Shared, request: &str) -> String {
         );
     }
     if let Ok(ip) = key.parse::<IpAddr>() {
-        if let Ok(n) = limiter.open_connections(ip).await {
+        let net = crate::address::client_net(ip, config.rate_limits.keys.ipv6_prefix);
+        if let Ok(n) = limiter.open_connections(net).await {
             let facts = Facts {
                 ip: Some(ip),
                 class,

@@ -368,6 +368,7 @@ async fn attachment_rules_hold_under_the_shipped_and_a_minimal_config() {
     let lenient = format!("{minimal}attachments: {{ unreadable_archives: accept }}\n");
     let uuencoded = format!("{HEAD}Subject: invoice\r\n\r\nYour invoice, as agreed:\r\n\r\nbegin 644 invoice.exe\r\nM35H`\r\n`\r\nend\r\n");
     let plain = format!("{HEAD}Subject: hello\r\n\r\nWe begin at ten.\r\n");
+    let base64_uu = format!("{HEAD}Subject: invoice\r\n\r\nAttached.\r\nbegin-base64 644 invoice.exe\r\nTVo=\r\n====\r\n");
     let secret = common::zip_patched(zip_with(&["secret.pdf"]), 1, 0);
     let encrypted = multipart(
         "locked",
@@ -388,6 +389,11 @@ async fn attachment_rules_hold_under_the_shipped_and_a_minimal_config() {
         let d = common::start_with(config).await;
         for (what, raw, want) in [
             ("uuencoded exe in plain text", &uuencoded, refused_exe),
+            (
+                "base64 uuencoded exe in plain text",
+                &base64_uu,
+                refused_exe,
+            ),
             ("plain text", &plain, "continue"),
             ("encrypted ZIP entry", &encrypted, encrypted_reply),
         ] {

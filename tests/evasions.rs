@@ -170,6 +170,16 @@ fn every_evasion_is_caught() {
             "exe",
         ),
         (
+            "a base64 uuencoded exe in plain text (uuencode -m)",
+            "From: a@example.com\r\nSubject: x\r\n\r\nHere:\r\nbegin-base64 644 invoice.exe\r\nTVo=\r\n====\r\n".to_string(),
+            "exe",
+        ),
+        (
+            "a yEnc-encoded exe in plain text",
+            "From: a@example.com\r\nSubject: x\r\n\r\n=ybegin line=128 size=2 name=invoice.exe\r\nwx\r\n=yend size=2\r\n".to_string(),
+            "exe",
+        ),
+        (
             "a control character inside the name (stripped by the client)",
             attachment("attachment; filename=\"ev\u{1}il.exe\"", b"MZ"),
             "exe",

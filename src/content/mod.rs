@@ -473,14 +473,17 @@ fn plain(msg: &Message<'_>, settings: &ContentSettings) -> bool {
 }
 
 /// Control characters other than tab and CRLF (a NUL, a lone CR) anywhere,
-/// or a uuencoded file's `begin` line: parsers differ on such messages, so
-/// only the full walk judges them.
+/// or what may start an encoded file (`begin `, `begin-base64 `,
+/// `=ybegin `): parsers differ on such messages, and only the full walk
+/// reads the names, so only it judges them.
 fn odd(raw: &[u8]) -> bool {
     raw.iter().enumerate().any(|(i, &b)| {
         (b < 0x20 && b != b'\t' && b != b'\n' && b != b'\r')
             || b == 0x7f
             || (b == b'\r' && raw.get(i + 1) != Some(&b'\n'))
-    }) || raw.windows(6).any(|w| w == b"begin ")
+    }) || raw
+        .windows(6)
+        .any(|w| w == b"begin " || w == b"begin-" || w == b"ybegin")
 }
 
 /// Whether a Content-Type or Content-Disposition header of the head, as

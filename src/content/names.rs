@@ -158,11 +158,20 @@ pub fn lenient_base64(body: &[u8]) -> Vec<u8> {
     engine.decode(&clean[..whole]).unwrap_or_default()
 }
 
-/// The names of `begin MODE NAME` lines (uuencoded files) in a text.
+/// The names of files encoded in a text, which mail clients and news
+/// readers show as attachments: `begin MODE NAME` (uuencode),
+/// `begin-base64 MODE NAME` (uuencode -m), and `=ybegin ... name=NAME`
+/// (yEnc, whose name runs to the end of the line).
 pub fn uuencoded(text: &str) -> Vec<String> {
     text.lines()
-        .filter_map(|l| l.strip_prefix("begin "))
-        .filter_map(|rest| {
+        .filter_map(|l| {
+            if let Some(rest) = l.strip_prefix("=ybegin ") {
+                let (_, name) = rest.split_once("name=")?;
+                return Some(name.trim().to_string());
+            }
+            let rest = l
+                .strip_prefix("begin ")
+                .or_else(|| l.strip_prefix("begin-base64 "))?;
             let (mode, name) = rest.split_once(' ')?;
             (mode.len() >= 3 && mode.len() <= 4 && mode.bytes().all(|c| (b'0'..=b'7').contains(&c)))
                 .then(|| name.trim().to_string())
@@ -358,5 +367,9 @@ mod tests {
             ["invoice.exe"]
         );
         assert!(uuencoded("begin the meeting at 10\n").is_empty());
+        assert_eq!(
+            uuencoded("begin-base64 644 a.exe\nTVo=\n====\n=ybegin line=128 size=2 name=b .exe\n"),
+            ["a.exe", "b .exe"]
+        );
     }
 }
