@@ -252,7 +252,14 @@ dkim: {{ keys: [{{ domain: example.com, selector: e1, file: {} }}] }}
 spf: {{ check_egress: warn }}
 dns: {{ nameservers: [\"127.0.0.1:{dead_dns}\"], timeout: 300ms }}
 incidents:
-  signals: [{{ name: volume, key: client, count: messages, above: 1/h }}]
+  # Past 100 keys a signal makes room: the wide one by forgetting a small
+  # count, the narrow one (every key past half its threshold) by leaving
+  # the new key uncounted.
+  max_keys: 100
+  signals:
+    - {{ name: volume, key: client, count: messages, above: 1/h }}
+    - {{ name: probes, key: sender, count: refusals, above: 1/h }}
+    - {{ name: wide, key: sender, count: refusals, above: 100/h }}
   notify: {{ webhook: {{ url: \"{}\" }} }}
 antivirus: {{ clamd: [\"inet:127.0.0.1:{}\"] }}
 ",
@@ -279,9 +286,14 @@ antivirus: {{ clamd: [\"inet:127.0.0.1:{}\"] }}
         "{r}"
     );
     conn.abort().await.unwrap();
-    // Refused: a sender the class may not use.
+    // Refused: a sender the class may not use; then 101 more, one each:
+    // past incidents.max_keys.
     let r = reply(&mail(&mut conn, "<x@evil.test>", None).await);
     assert!(r.starts_with("550 5.7.1"), "{r}");
+    for i in 0..101 {
+        let r = reply(&mail(&mut conn, &format!("<p{i}@evil.test>"), None).await);
+        assert!(r.starts_with("550 5.7.1"), "{r}");
+    }
     conn.close().await.unwrap();
     // A virus.
     let mut conn = client(port, "10.1.0.5").await;
