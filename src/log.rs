@@ -56,6 +56,9 @@ pub struct Decision<'a> {
 }
 
 pub fn decision(d: &Decision<'_>) {
+    // A string, so that the text format quotes it as the summary line's
+    // (logfmt parsers split an unquoted value at its first space).
+    let reply = Shown(d.reply).to_string();
     info!(
         target: "egress_milter::decision",
         queue_id = d.queue_id,
@@ -63,7 +66,7 @@ pub fn decision(d: &Decision<'_>) {
         stage = d.stage,
         verdict = d.outcome.as_str(),
         rule = d.rule,
-        reply = %Shown(d.reply),
+        reply = reply.as_str(),
         incident = d.incident,
         client_ip = d.client_ip,
         class = d.class,

@@ -28,7 +28,9 @@ use tracing::{error, warn};
 const MACROS: &[(MacroStage, &str)] = &[
     (
         MacroStage::Connect,
-        "j {daemon_name} {daemon_addr} {client_addr}",
+        // {daemon_port}: this list replaces main.cf's for this milter, and
+        // the port is what tells submission (587) from relay (25).
+        "j {daemon_name} {daemon_addr} {daemon_port} {client_addr}",
     ),
     (MacroStage::Mail, "i {auth_authen} {auth_type} {mail_addr}"),
     (MacroStage::Rcpt, "i {rcpt_addr} {rcpt_mailer}"),

@@ -296,3 +296,95 @@ async fn no_message_waits_for_a_delayed_ack_over_tcp() {
     common::delayed_ack::assert_no_stall(&d, 200);
     drop(pf);
 }
+
+/// The value of `key` in a log line as a logfmt parser reads it.
+fn logfmt_value(line: &str, key: &str) -> Option<String> {
+    logfmt::parse(line)
+        .into_iter()
+        .find(|p| p.key == key)
+        .and_then(|p| p.val)
+}
+
+/// Relay traffic (port 25) and submission (587) reach the milter on two
+/// smtpd listeners: the summary line tells them apart by `daemon=ADDR:PORT`
+/// (the milter asks Postfix for `{daemon_port}`), and both the decision
+/// and the summary line parse with a logfmt parser, the reply whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logs_tell_submission_from_relay_and_parse_as_logfmt() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = common::free_port();
+    let config = dir.path().join("milter.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "listen: inet:127.0.0.1:{port}
+local_domains: [example.com]
+classes:
+  - {{ name: app, clients: [127.0.0.2], sender_domains: [example.com] }}
+admin: {{ listen: off }}
+"
+        ),
+    )
+    .unwrap();
+    let d = common::process::Running::start(&config);
+    d.wait_for("egress-milter started");
+    let sink = Sink::start().await;
+    let pf = Postfix::start("logs", &format!("inet:127.0.0.1:{port}"), sink.port);
+    let (relay, submission) = (pf.smtp_port, pf.submission_port);
+    let t = tokio::task::spawn_blocking(move || {
+        swaks(
+            relay,
+            "127.0.0.2",
+            "noreply@example.com",
+            "someone@gmail.test",
+            "noreply@example.com",
+            "relay",
+        )
+    })
+    .await
+    .unwrap();
+    assert!(queued(&t), "{t}");
+    let summary = d.wait_for("egress_milter::summary");
+    assert_eq!(
+        logfmt_value(&summary, "daemon").as_deref(),
+        Some(format!("127.0.0.1:{relay}").as_str()),
+        "{summary}"
+    );
+    let t = tokio::task::spawn_blocking(move || {
+        swaks(
+            submission,
+            "127.0.0.2",
+            "ceo@evil.test",
+            "someone@gmail.test",
+            "ceo@evil.test",
+            "submission",
+        )
+    })
+    .await
+    .unwrap();
+    let refusal = "550 5.7.1 Sender <ceo@evil.test> not authorised for app";
+    assert!(refused_with(&t, refusal), "{t}");
+    let decision = d.wait_for("egress_milter::decision");
+    assert_eq!(
+        logfmt_value(&decision, "reply").as_deref(),
+        Some(refusal),
+        "{decision}"
+    );
+    assert_eq!(
+        logfmt_value(&decision, "rule").as_deref(),
+        Some("sender_domains"),
+        "{decision}"
+    );
+    let summary = d.wait_for("egress_milter::summary");
+    assert_eq!(
+        logfmt_value(&summary, "daemon").as_deref(),
+        Some(format!("127.0.0.1:{submission}").as_str()),
+        "{summary}"
+    );
+    assert_eq!(
+        logfmt_value(&summary, "reply").as_deref(),
+        Some(refusal),
+        "{summary}"
+    );
+    drop(pf);
+}

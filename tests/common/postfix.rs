@@ -12,6 +12,9 @@ use std::{
 pub struct Postfix {
     pub dir: PathBuf,
     pub smtp_port: u16,
+    /// A second smtpd, as `master.cf`'s `submission` line would run it
+    /// (port 587 on a real gateway), with the same restrictions.
+    pub submission_port: u16,
 }
 
 const MASTER_CF: &str = "\
@@ -147,9 +150,16 @@ smtpd_sasl_security_options = noanonymous
     /// Writes master.cf, starts the instance whose main.cf is written, and
     /// waits for its SMTP port.
     fn launch(dir: PathBuf, smtp_port: u16) -> Postfix {
-        let master = format!("127.0.0.1:{smtp_port} inet n - n - - smtpd\n{MASTER_CF}");
+        let submission_port = super::free_port();
+        let master = format!(
+            "127.0.0.1:{smtp_port} inet n - n - - smtpd\n127.0.0.1:{submission_port} inet n - n - - smtpd -o syslog_name=postfix/submission\n{MASTER_CF}"
+        );
         std::fs::write(dir.join("master.cf"), master).expect("master.cf");
-        let pf = Postfix { dir, smtp_port };
+        let pf = Postfix {
+            dir,
+            smtp_port,
+            submission_port,
+        };
         pf.postfix(&["check"]);
         pf.postfix(&["start"]);
         pf.wait_listening();
