@@ -392,8 +392,8 @@ fn main() -> ExitCode {
             match runtime.block_on(egress_milter::server::serve(config)) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
-                    tracing::error!("egress-milter: {e}");
-                    eprintln!("egress-milter: {e}");
+                    // Once: the log goes to stderr too.
+                    tracing::error!("egress-milter not started: {e}");
                     ExitCode::FAILURE
                 }
             }

@@ -165,8 +165,27 @@ impl fmt::Display for Limit {
 }
 
 #[derive(Clone, Debug, Eq, PartialEq, thiserror::Error)]
-#[error("invalid rate \"{0}\" (expected N/s, N/m, N/h, N/d, N/w, N/10m or unlimited)")]
+#[error("invalid rate \"{0}\" (expected N/UNIT or N/COUNT UNIT, a whole N of at least 1, UNIT one of s, m, h, d, w or their words: 50/h, 50/hour, 50/hours, 5/10m, or unlimited)")]
 pub struct RateError(pub String);
+
+/// The units a rate's period is written in, each as a letter, an
+/// abbreviation, or a word in the singular or the plural: one grammar for
+/// every rate in the configuration.
+pub const UNITS: &[(&[&str], u64)] = &[
+    (&["s", "sec", "secs", "second", "seconds"], 1),
+    (&["m", "min", "mins", "minute", "minutes"], 60),
+    (&["h", "hr", "hrs", "hour", "hours"], 3_600),
+    (&["d", "day", "days"], 86_400),
+    (&["w", "wk", "wks", "week", "weeks"], 604_800),
+];
+
+/// A unit's length in seconds (lower case).
+fn unit_seconds(unit: &str) -> Option<u64> {
+    UNITS
+        .iter()
+        .find(|(names, _)| names.contains(&unit))
+        .map(|(_, secs)| *secs)
+}
 
 /// Parses a limit. Zero is refused: a rate that allows nothing is a sender
 /// rule, not a limit.
@@ -186,14 +205,7 @@ pub fn parse_limit(input: &str) -> Result<Limit, RateError> {
     } else {
         mult.parse().map_err(|_| err())?
     };
-    let unit_secs: u64 = match unit {
-        "s" | "sec" | "second" => 1,
-        "m" | "min" | "minute" => 60,
-        "h" | "hour" => 3_600,
-        "d" | "day" => 86_400,
-        "w" | "week" => 604_800,
-        _ => return Err(err()),
-    };
+    let unit_secs = unit_seconds(unit.trim()).ok_or_else(err)?;
     if n < 0 {
         return Ok(Limit::Unlimited);
     }
@@ -229,8 +241,22 @@ mod tests {
         assert_eq!(parse_limit("unlimited"), Ok(Limit::Unlimited));
         assert_eq!(parse_limit("UNLIMITED"), Ok(Limit::Unlimited));
         assert_eq!(parse_limit("-1/h"), Ok(Limit::Unlimited));
+        // Every spelling of every unit, singular and plural, any case.
+        for (names, secs) in UNITS {
+            for name in *names {
+                for n in [name.to_string(), name.to_uppercase()] {
+                    assert_eq!(parse_limit(&format!("50/{n}")), Ok(rate(50, *secs)), "{n}");
+                    assert_eq!(
+                        parse_limit(&format!("50/2 {n}")),
+                        Ok(rate(50, 2 * secs)),
+                        "{n}"
+                    );
+                }
+            }
+        }
         for bad in [
-            "", "100", "100/", "/h", "0/h", "1/0m", "x/h", "1/y", "1/h/2", "1.5/h",
+            "", "100", "100/", "/h", "0/h", "1/0m", "x/h", "1/y", "1/h/2", "1.5/h", "1/hourly",
+            "1/ms", "1/mo",
         ] {
             assert!(parse_limit(bad).is_err(), "{bad:?}");
         }

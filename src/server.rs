@@ -167,6 +167,11 @@ fn gateway_name(config: &crate::config::Config) -> String {
         .unwrap_or_else(|| "localhost".into())
 }
 
+/// An error with what was being done and the key that asked for it.
+fn context(e: io::Error, what: String) -> io::Error {
+    io::Error::new(e.kind(), format!("{what}: {e}"))
+}
+
 /// How often the in-process limiter forgets keys whose budget is full again.
 const SWEEP_INTERVAL: Duration = Duration::from_secs(60);
 
@@ -195,9 +200,13 @@ pub async fn serve(config: Config) -> io::Result<()> {
     for w in &config.warnings {
         warn!("configuration: {w}");
     }
-    let listener = bind(&config.listen, config.socket_mode).await?;
     let listen = config.listen.clone();
-    info!(listen = %listen, mode = ?config.mode, classes = config.classes.len(), "egress-milter started");
+    // Each start-up error names what could not be bound and the key that
+    // set it, once.
+    let listener = bind(&config.listen, config.socket_mode)
+        .await
+        .map_err(|e| context(e, format!("listen: cannot listen on {listen}")))?;
+    let (mode, classes) = (config.mode, config.classes.len());
     let admin_settings = config.admin.clone();
     let metrics_listen = config.metrics_listen;
     let shared = Shared::new(config);
@@ -206,6 +215,17 @@ pub async fn serve(config: Config) -> io::Result<()> {
     // the package), the daemon runs without the endpoint.
     let admin_listener = match crate::admin::bind(&admin_settings).await {
         Ok(l) => l,
+        // Another daemon (the packaged one) answers on it: never taken
+        // over.
+        Err(e) if e.kind() == io::ErrorKind::AddrInUse => {
+            return Err(context(
+                e,
+                format!(
+                    "admin.listen: the admin endpoint {} belongs to a running daemon; give this one its own (admin: {{ listen: ... }}) or admin: {{ listen: off }}",
+                    crate::admin::describe(&admin_settings)
+                ),
+            ))
+        }
         Err(e) if admin_settings.listen == crate::config::AdminSettings::default().listen => {
             // Not an error: mail flows without it, and a daemon run by
             // hand (or beside the packaged one) has no use for it.
@@ -216,10 +236,10 @@ pub async fn serve(config: Config) -> io::Result<()> {
             None
         }
         Err(e) => {
-            return Err(io::Error::new(
-                e.kind(),
+            return Err(context(
+                e,
                 format!(
-                    "admin endpoint {}: {e}",
+                    "admin.listen: cannot listen on {}",
                     crate::admin::describe(&admin_settings)
                 ),
             ))
@@ -231,7 +251,9 @@ pub async fn serve(config: Config) -> io::Result<()> {
     let admin = admin_listener.map(|l| tokio::spawn(crate::admin::serve(l, shared.clone())));
     let metrics = match metrics_listen {
         Some(addr) => {
-            let listener = TcpListener::bind(addr).await?;
+            let listener = TcpListener::bind(addr)
+                .await
+                .map_err(|e| context(e, format!("metrics.listen: cannot listen on {addr}")))?;
             info!(%addr, "metrics endpoint listening");
             let shared = shared.clone();
             Some(tokio::spawn(crate::metrics::serve(listener, move || {
@@ -277,6 +299,7 @@ pub async fn serve(config: Config) -> io::Result<()> {
             _ = int.recv() => info!("SIGINT received, finishing in-flight commands"),
         }
     };
+    info!(listen = %listen, mode = ?mode, classes, "egress-milter started");
     // Every socket is bound: tell systemd (Type=notify) the milter is ready.
     // Without NOTIFY_SOCKET (not started by systemd) this does nothing.
     if let Err(e) = sd_notify::notify(&[sd_notify::NotifyState::Ready]) {

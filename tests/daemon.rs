@@ -309,6 +309,103 @@ async fn refuses_to_steal_a_live_socket() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("in use"));
 }
 
+/// The README's first command, on the shipped milter.yaml from a checkout:
+/// no error; what it cannot keep there (open incidents, for want of
+/// /var/lib/egress-milter) it says at info level, once.
+#[test]
+fn a_first_run_on_the_shipped_file_is_clean() {
+    let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("milter.yaml");
+    let mut d = common::process::Running::start(&shipped);
+    let mut log = Vec::new();
+    while let Ok(line) = d.lines.recv_timeout(std::time::Duration::from_secs(20)) {
+        let started = line.contains("egress-milter started");
+        log.push(line);
+        if started {
+            break;
+        }
+    }
+    d.signal("-TERM");
+    assert!(d.wait().success());
+    log.extend(d.rest_of_log());
+    assert!(
+        log.iter().any(|l| l.contains("egress-milter stopped")),
+        "{}",
+        log.join("\n")
+    );
+    assert!(
+        !log.iter().any(|l| l.contains("ERROR")),
+        "{}",
+        log.join("\n")
+    );
+    let kept = log
+        .iter()
+        .filter(|l| l.contains("incidents.state_dir"))
+        .count();
+    assert!(kept <= 1, "{}", log.join("\n"));
+    assert!(log
+        .iter()
+        .filter(|l| l.contains("incidents.state_dir"))
+        .all(|l| l.contains(" INFO ")));
+}
+
+/// What stops the start is said once, naming the socket, port or file and
+/// the key that set it; "started" is logged only once everything is bound.
+#[test]
+fn a_start_up_error_names_its_key_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("milter.yaml");
+    let run = |text: String| {
+        std::fs::write(&config, text).unwrap();
+        let out = Command::new(BIN)
+            .args(["run", "--config"])
+            .arg(&config)
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let base = "local_domains: [example.com]\nadmin: { listen: off }\n";
+    // The socket's directory does not exist.
+    let missing = dir.path().join("no-such-dir/milter.sock");
+    let (code, err) = run(format!("listen: unix:{}\n{base}", missing.display()));
+    assert_eq!(code, Some(1), "{err}");
+    let want = format!(
+        "listen: cannot listen on unix:{}: No such file or directory",
+        missing.display()
+    );
+    assert_eq!(err.matches(&want).count(), 1, "{err}");
+    assert!(!err.contains("egress-milter started"), "{err}");
+    // The metrics port is taken.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let socket = dir.path().join("milter.sock");
+    let (code, err) = run(format!(
+        "listen: unix:{}\n{base}metrics: {{ listen: \"127.0.0.1:{port}\" }}\n",
+        socket.display()
+    ));
+    assert_eq!(code, Some(1), "{err}");
+    let want = format!("metrics.listen: cannot listen on 127.0.0.1:{port}: Address already in use");
+    assert_eq!(err.matches(&want).count(), 1, "{err}");
+    assert!(!err.contains("egress-milter started"), "{err}");
+    // Another daemon's admin socket, alive: refused, not taken over.
+    let admin = dir.path().join("admin.sock");
+    let _live = std::os::unix::net::UnixListener::bind(&admin).unwrap();
+    let (code, err) = run(format!(
+        "listen: unix:{}\nlocal_domains: [example.com]\nadmin: {{ listen: \"unix:{}\" }}\n",
+        socket.display(),
+        admin.display()
+    ));
+    assert_eq!(code, Some(1), "{err}");
+    assert!(
+        err.contains("admin.listen: the admin endpoint")
+            && err.contains("belongs to a running daemon"),
+        "{err}"
+    );
+    assert!(admin.exists(), "the live socket is left alone");
+}
+
 #[test]
 fn dkim_keygen_writes_a_private_key_and_prints_its_record() {
     let dir = tempfile::tempdir().unwrap();

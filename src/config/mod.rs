@@ -563,6 +563,17 @@ impl Validator {
                     "listen",
                     format!("expected inet:HOST:PORT, got \"{}\"", raw.value),
                 );
+            } else {
+                // The milter protocol has no authentication: whoever
+                // connects is taken for the MTA.
+                self.warn(
+                    line,
+                    "listen",
+                    format!(
+                        "{} can be reached by every local user, who could pose as the MTA (open incidents against any key, spend any budget); prefer unix:/PATH, reachable by the MTA's user alone",
+                        raw.value
+                    ),
+                );
             }
             return Listen::Inet(addr);
         }

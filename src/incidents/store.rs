@@ -71,11 +71,19 @@ impl LocalStore {
     /// A store kept in `name` under `state_dir`.
     pub fn named(state_dir: Option<&Path>, name: &str, now: u64) -> Self {
         let file = state_dir.map(|d| d.join(name));
-        if let Some(d) = state_dir.filter(|d| !d.is_dir() && name == STATE_FILE) {
-            tracing::error!(
+        // Said once, for the main store.
+        match state_dir.filter(|_| name == STATE_FILE) {
+            // A run from a checkout, or before the package made it: not an
+            // error, the incidents are kept in memory.
+            Some(d) if !d.exists() => tracing::info!(
+                state_dir = %d.display(),
+                "incidents.state_dir does not exist: open incidents are kept in memory only (create it to keep them across restarts)"
+            ),
+            Some(d) if !d.is_dir() => tracing::error!(
                 state_dir = %d.display(),
                 "incidents.state_dir is not a directory: open incidents will not survive a restart"
-            );
+            ),
+            _ => {}
         }
         let mut open = BTreeMap::new();
         if let Some(f) = &file {
