@@ -111,6 +111,9 @@ pub struct Metrics {
     signatures: Mutex<BTreeMap<(String, String), u64>>,
     /// limit -> warnings (`warn_at` crossed, once per key per window).
     limit_warnings: Mutex<BTreeMap<&'static str, u64>>,
+    /// Reloads (SIGHUP) by result: `ok`, `refused` (the file has errors:
+    /// the old configuration serves on).
+    reloads: Mutex<BTreeMap<&'static str, u64>>,
     stage_time: Histograms,
     /// Round trips to Redis, DNS and rspamd, by backend.
     backend_time: Histograms,
@@ -149,6 +152,10 @@ impl Metrics {
     /// A limit's `warn_at` crossed by a key.
     pub fn limit_warning(&self, limit: &'static str) {
         bump(&self.limit_warnings, limit);
+    }
+    /// A reload, `ok` or `refused`.
+    pub fn reloaded(&self, result: &'static str) {
+        bump(&self.reloads, result);
     }
 
     pub fn signature(&self, domain: &str, algorithm: &str) {
@@ -214,6 +221,20 @@ impl Metrics {
                 out,
                 "egress_messages_total{{verdict=\"{}\"}} {n}",
                 label(verdict)
+            );
+        }
+        let _ = writeln!(out, "# HELP egress_config_reloads_total Configuration reloads (SIGHUP) by result: ok, or refused (the old configuration serves on).\n# TYPE egress_config_reloads_total counter");
+        for result in ["ok", "refused"] {
+            let n = self
+                .reloads
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .get(result)
+                .copied()
+                .unwrap_or(0);
+            let _ = writeln!(
+                out,
+                "egress_config_reloads_total{{result=\"{result}\"}} {n}"
             );
         }
         let _ = writeln!(out, "# HELP egress_limit_warnings_total Keys that crossed a rate limit's warn_at, once per key per window.\n# TYPE egress_limit_warnings_total counter");

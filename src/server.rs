@@ -279,12 +279,19 @@ pub async fn serve(config: Config) -> io::Result<()> {
                     }
                 };
                 match outcome {
-                    Ok(restart) if restart.is_empty() => info!("configuration reloaded"),
-                    Ok(restart) => warn!(
-                        "configuration reloaded; changes to {} take effect after a restart",
-                        restart.join(", ")
-                    ),
+                    Ok(restart) if restart.is_empty() => {
+                        shared.metrics.reloaded("ok");
+                        info!("configuration reloaded")
+                    }
+                    Ok(restart) => {
+                        shared.metrics.reloaded("ok");
+                        warn!(
+                            "configuration reloaded; changes to {} take effect after a restart",
+                            restart.join("; ")
+                        )
+                    }
                     Err(errors) => {
+                        shared.metrics.reloaded("refused");
                         for e in &errors.0 {
                             error!("reload refused, old configuration kept: {e}");
                         }

@@ -12,6 +12,9 @@ use std::sync::{
 
 pub struct Shared {
     config: ArcSwap<Config>,
+    /// The configuration the daemon started with: what its sockets and
+    /// clients were built from.
+    started: Arc<Config>,
     next_conn: AtomicU64,
     pub stats: Stats,
     /// Limiter state outlives configurations: a reload keeps the counters
@@ -62,6 +65,7 @@ impl Shared {
             dns,
             rspamd,
             metrics: crate::metrics::Metrics::default(),
+            started: Arc::new(config.clone()),
             config: ArcSwap::from_pointee(config),
             next_conn: AtomicU64::new(1),
             stats: Stats::default(),
@@ -90,46 +94,15 @@ impl Shared {
 
     /// Reads the configuration file again and, if it is valid in full,
     /// swaps it in. On error the old configuration stays in force. Returns
-    /// the keys whose change needs a restart to take effect.
+    /// the keys that differ from those the daemon started with and need a
+    /// restart to take effect.
     pub fn reload(&self) -> Result<Vec<&'static str>, ConfigErrors> {
         let old = self.config();
         let new = Config::load(&old.path)?;
         for w in &new.warnings {
             tracing::warn!("configuration: {w}");
         }
-        let mut restart = Vec::new();
-        if new.listen != old.listen || new.socket_mode != old.socket_mode {
-            restart.push("listen");
-        }
-        if new.max_connections != old.max_connections || new.milter_timeout != old.milter_timeout {
-            restart.push("milter");
-        }
-        if new.dns != old.dns {
-            restart.push("dns");
-        }
-        if new.content.rspamd != old.content.rspamd {
-            restart.push("content.rspamd");
-        }
-        let clamd = |c: &Config| c.antivirus.as_ref().map(|a| a.clamd.clone());
-        if clamd(&new) != clamd(&old) {
-            restart.push("antivirus.clamd");
-        }
-        if new.metrics_listen != old.metrics_listen {
-            restart.push("metrics.listen");
-        }
-        if new.log_format != old.log_format {
-            restart.push("log.format");
-        }
-        let (a, b) = (&new.rate_limits, &old.rate_limits);
-        if a.backend != b.backend || a.redis != b.redis || a.max_keys != b.max_keys {
-            restart.push("rate_limits.backend, redis, max_keys");
-        }
-        if new.admin != old.admin {
-            restart.push("admin");
-        }
-        if new.incidents.state_dir != old.incidents.state_dir {
-            restart.push("incidents.state_dir");
-        }
+        let restart = crate::config::restart_needed(&self.started, &new);
         self.incidents.reconfigure(&new.incidents);
         self.sources.reconfigure(&new);
         self.config.store(Arc::new(new));

@@ -278,6 +278,25 @@ async fn unix_socket_json_log_reload_and_sigterm() {
     d.wait_for("configuration reloaded");
     assert_eq!(sender_reply(&socket, "<a@example.net>").await, "continue");
 
+    // A change that needs a restart is said to need one; reverted, it no
+    // longer does (the reload compares with what is running).
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(
+        &config,
+        text.replace("socket_mode: \"0640\"", "socket_mode: \"0660\""),
+    )
+    .unwrap();
+    d.signal("-HUP");
+    let line = d.wait_for("configuration reloaded");
+    assert!(
+        line.contains("listen, socket_mode take effect after a restart"),
+        "{line}"
+    );
+    std::fs::write(&config, &text).unwrap();
+    d.signal("-HUP");
+    let line = d.wait_for("configuration reloaded");
+    assert!(!line.contains("restart"), "{line}");
+
     // SIGTERM while a connection is open mid-message: exit 0, socket removed.
     let mut open = open_unix(&socket).await;
     let addr: std::net::SocketAddr = "10.1.2.3:4000".parse().unwrap();

@@ -229,7 +229,7 @@ async fn every_charted_metric_moves_under_traffic() {
     // lookup in it.
     let ours = dir.path().join("ours.txt");
     std::fs::write(&ours, "example.com\n").unwrap();
-    let (_d, port, metrics) = start(
+    let (d, port, metrics) = start(
         dir.path(),
         &format!(
             "on_error: accept
@@ -330,6 +330,9 @@ antivirus: {{ clamd: [\"inet:127.0.0.1:{}\"] }}
         }
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
+    // A reload.
+    d.signal("-HUP");
+    d.wait_for("configuration reloaded");
     let after = common::scrape(metrics);
 
     let text = std::fs::read_to_string(concat!(

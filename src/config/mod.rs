@@ -15,6 +15,7 @@ mod incidents;
 mod limits;
 mod mail_auth;
 mod raw;
+mod restart;
 mod sources;
 
 pub use admin::{AdminListen, AdminSettings, DEFAULT_ADMIN_SOCKET};
@@ -33,6 +34,7 @@ pub use limits::{
     SentinelSettings, Setting,
 };
 pub use mail_auth::{CheckMode, DkimSettings, DnsSettings, OnUnsigned, SignMode};
+pub use restart::{restart_needed, RestartKey, RESTART_KEYS};
 pub use sources::{
     CacheSettings, CalloutSettings, Entries, Kind, LdapScope, LdapSettings, SourceBackend,
     SourceSettings, Verify, VerifyBy,

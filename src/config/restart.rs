@@ -1,0 +1,100 @@
+//! The settings a reload cannot change: they are bound or built once, at
+//! start (sockets, the resolver, backend clients). One list, read by the
+//! reload, by the documentation test, and by whoever wonders why a change
+//! did not take.
+
+use super::Config;
+
+/// A setting that needs a restart: the keys as the documentation names
+/// them, and whether two configurations differ in it.
+pub struct RestartKey {
+    pub keys: &'static str,
+    pub differs: fn(&Config, &Config) -> bool,
+}
+
+/// Every setting that needs a restart to take effect.
+pub const RESTART_KEYS: &[RestartKey] = &[
+    RestartKey {
+        keys: "listen, socket_mode",
+        differs: |a, b| a.listen != b.listen || a.socket_mode != b.socket_mode,
+    },
+    RestartKey {
+        keys: "milter.max_connections, milter.timeout",
+        differs: |a, b| {
+            a.max_connections != b.max_connections || a.milter_timeout != b.milter_timeout
+        },
+    },
+    RestartKey {
+        keys: "dns",
+        differs: |a, b| a.dns != b.dns,
+    },
+    RestartKey {
+        keys: "content.rspamd",
+        differs: |a, b| a.content.rspamd != b.content.rspamd,
+    },
+    RestartKey {
+        keys: "antivirus.clamd",
+        differs: |a, b| {
+            a.antivirus.as_ref().map(|v| &v.clamd) != b.antivirus.as_ref().map(|v| &v.clamd)
+        },
+    },
+    RestartKey {
+        keys: "metrics.listen",
+        differs: |a, b| a.metrics_listen != b.metrics_listen,
+    },
+    RestartKey {
+        keys: "log.format",
+        differs: |a, b| a.log_format != b.log_format,
+    },
+    RestartKey {
+        keys: "rate_limits.backend, rate_limits.redis, rate_limits.max_keys",
+        differs: |a, b| {
+            let (a, b) = (&a.rate_limits, &b.rate_limits);
+            a.backend != b.backend || a.redis != b.redis || a.max_keys != b.max_keys
+        },
+    },
+    RestartKey {
+        keys: "admin",
+        differs: |a, b| a.admin != b.admin,
+    },
+    RestartKey {
+        keys: "incidents.state_dir",
+        differs: |a, b| a.incidents.state_dir != b.incidents.state_dir,
+    },
+];
+
+/// The settings in which a new configuration differs from the one the
+/// daemon started with (not the one last read: a change reverted before
+/// a restart needs none).
+pub fn restart_needed(running: &Config, new: &Config) -> Vec<&'static str> {
+    RESTART_KEYS
+        .iter()
+        .filter(|k| (k.differs)(running, new))
+        .map(|k| k.keys)
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::RESTART_KEYS;
+
+    /// The README and milter.yaml(5) list exactly these settings.
+    #[test]
+    fn the_documentation_lists_every_restart_key() {
+        let readme = include_str!("../../README.md");
+        let man = include_str!("../../packaging/man/milter.yaml.5");
+        for k in RESTART_KEYS {
+            assert!(readme.contains(&format!("- `{}`\n", k.keys)), "README: {}", k.keys);
+            assert!(man.contains(&format!(".B {}\n", k.keys)), "milter.yaml.5: {}", k.keys);
+        }
+        let listed = |text: &str, prefix: &str| {
+            text.lines().filter(|l| l.starts_with(prefix)).count()
+        };
+        let readme_block = readme
+            .split("before the restart needs none:")
+            .nth(1)
+            .and_then(|r| r.split("\n\n").nth(1))
+            .unwrap_or_default();
+        assert_eq!(listed(readme_block, "- `"), RESTART_KEYS.len(), "README's list");
+    }
+}
