@@ -35,11 +35,20 @@ pub enum Listener {
 pub async fn bind(settings: &AdminSettings) -> std::io::Result<Option<Listener>> {
     match &settings.listen {
         AdminListen::Off => Ok(None),
-        AdminListen::Unix { path, mode } => {
+        AdminListen::Unix { path, mode, group } => {
             crate::server::remove_stale_socket(path).await?;
             let l = UnixListener::bind(path)?;
             use std::os::unix::fs::PermissionsExt;
             std::fs::set_permissions(path, std::fs::Permissions::from_mode(*mode))?;
+            if let Some(gid) = group {
+                // The daemon's user must be a member of the group.
+                std::os::unix::fs::chown(path, None, Some(*gid)).map_err(|e| {
+                    std::io::Error::new(
+                        e.kind(),
+                        format!("cannot give {} to group {gid} (admin.socket_group; is the daemon's user a member?): {e}", path.display()),
+                    )
+                })?;
+            }
             info!(path = %path.display(), mode = format!("{mode:o}"), "admin endpoint listening");
             Ok(Some(Listener::Unix(l, path.clone())))
         }

@@ -722,6 +722,7 @@ async fn admin(d: &Daemon, dir: &Path, name: &str) -> egress_milter::config::Adm
         listen: egress_milter::config::AdminListen::Unix {
             path: dir.join(name),
             mode: 0o660,
+            group: None,
         },
         token_file: None,
     };

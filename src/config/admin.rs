@@ -17,6 +17,9 @@ pub enum AdminListen {
     Unix {
         path: PathBuf,
         mode: u32,
+        /// The socket's group (`admin.socket_group`), when not the daemon's
+        /// own: the administrators', apart from the MTA's.
+        group: Option<u32>,
     },
     Inet(SocketAddr),
     /// `listen: off`.
@@ -36,6 +39,7 @@ impl Default for AdminSettings {
             listen: AdminListen::Unix {
                 path: PathBuf::from(DEFAULT_ADMIN_SOCKET),
                 mode: DEFAULT_SOCKET_MODE,
+                group: None,
             },
             token_file: None,
         }
@@ -125,8 +129,34 @@ impl Validator {
                 .unwrap_or(DEFAULT_SOCKET_MODE),
             None => DEFAULT_SOCKET_MODE,
         };
-        if let AdminListen::Unix { mode: m, .. } = &mut out.listen {
+        let group =
+            raw.socket_group
+                .as_ref()
+                .and_then(|g| match nix::unistd::Group::from_name(&g.value) {
+                    Ok(Some(found)) => Some(found.gid.as_raw()),
+                    Ok(None) => {
+                        self.error(
+                            g.referenced.line(),
+                            "admin.socket_group",
+                            format!("no group named \"{}\"", g.value),
+                        );
+                        None
+                    }
+                    Err(e) => {
+                        self.error(
+                            g.referenced.line(),
+                            "admin.socket_group",
+                            format!("cannot look up group \"{}\": {e}", g.value),
+                        );
+                        None
+                    }
+                });
+        if let AdminListen::Unix {
+            mode: m, group: gr, ..
+        } = &mut out.listen
+        {
             *m = mode;
+            *gr = group;
         }
         let (listen, key) = match (&raw.listen, alias) {
             (Some(l), _) => (Some(l.clone()), "admin.listen"),
@@ -169,6 +199,7 @@ impl Validator {
             out.listen = AdminListen::Unix {
                 path: PathBuf::from(path),
                 mode,
+                group,
             };
         } else {
             let addr = value.strip_prefix("inet:").unwrap_or(value);

@@ -94,6 +94,8 @@ pub struct RawAdmin {
     #[serde(default)]
     pub socket_mode: Option<Text>,
     #[serde(default)]
+    pub socket_group: Option<Text>,
+    #[serde(default)]
     pub token_file: Option<Text>,
 }
 

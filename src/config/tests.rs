@@ -149,7 +149,8 @@ admin: { listen: \"inet:127.0.0.1:9358\" }
         c.admin.listen,
         crate::config::AdminListen::Unix {
             path: "/run/egress-milter/admin.sock".into(),
-            mode: 0o660
+            mode: 0o660,
+            group: None,
         }
     );
 }
@@ -187,4 +188,21 @@ internal_hostnames: [\"*.corp.local\", \"a b\"]
     assert_eq!(av.timeout, Duration::from_secs(10));
     assert_eq!(av.max_size, 25 << 20);
     assert!(c.internal_hostnames.contains(&"*.local".to_string()));
+}
+
+#[test]
+fn admin_socket_group_is_looked_up() {
+    let parse = |g: &str| {
+        Config::parse(
+            Path::new("t.yaml"),
+            &format!("listen: inet:127.0.0.1:1\nlocal_domains: [example.com]\nadmin:\n  socket_group: \"{g}\"\n"),
+        )
+    };
+    let c = parse("root").unwrap();
+    assert!(matches!(
+        c.admin.listen,
+        crate::config::AdminListen::Unix { group: Some(0), .. }
+    ));
+    let e = parse("no-such-group-here").unwrap_err().to_string();
+    assert!(e.contains("t.yaml:4: admin.socket_group"), "{e}");
 }
