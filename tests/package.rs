@@ -1,12 +1,13 @@
-//! The Debian package: built with `cargo deb` from the test build, its
-//! contents checked, then installed with dpkg on this machine, the installed
-//! daemon started as its own user on the installed configuration (readiness
-//! through the systemd notify socket), asked over the milter socket, stopped,
-//! and the package purged.
+//! The Debian package: built with `scripts/package.sh` (cargo deb) from the
+//! test build, its contents checked, then installed with dpkg on this
+//! machine; the installed daemon started as its own user on the installed
+//! configuration (readiness through the systemd notify socket) and driven
+//! by a chrooted Postfix over the packaged unix socket, in monitor mode and
+//! then enforcing; who may reach which socket; removal and purge; and an
+//! install on a host without systemd.
 
 mod common;
 
-use indymilter_test::{Status, TestConnection};
 use std::{
     os::unix::net::UnixDatagram,
     path::{Path, PathBuf},
@@ -27,11 +28,10 @@ fn run(cmd: &mut Command) -> String {
 
 /// Builds the package from the binary this test run built.
 fn build_package(out: &Path) -> PathBuf {
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    run(Command::new(cargo)
+    run(Command::new("bash")
         .current_dir(env!("CARGO_MANIFEST_DIR"))
         .args([
-            "deb",
+            "scripts/package.sh",
             "--no-build",
             "--profile",
             "dev",
@@ -64,7 +64,7 @@ async fn package_builds_installs_starts_and_purges() {
         "./usr/bin/egress-milter",
         "./etc/egress-milter/milter.yaml",
         "./usr/lib/systemd/system/egress-milter.service",
-        "./usr/lib/sysusers.d/egress-milter.conf",
+        "./usr/share/egress-milter/sysusers.conf",
         "./usr/lib/tmpfiles.d/egress-milter.conf",
         "./usr/share/man/man8/egress-milter.8.gz",
         "./usr/share/man/man5/milter.yaml.5.gz",
@@ -105,7 +105,9 @@ async fn package_builds_installs_starts_and_purges() {
         "NoNewPrivileges=yes",
         "CapabilityBoundingSet=\n",
         "RuntimeDirectory=egress-milter",
-        "ExecReload=/bin/kill -HUP $MAINPID",
+        "ExecReload=/usr/bin/egress-milter check-config --config /etc/egress-milter/milter.yaml\nExecReload=/bin/kill -HUP $MAINPID",
+        "ReadWritePaths=-/var/spool/postfix/egress-milter",
+        "RuntimeDirectoryMode=0751",
     ] {
         assert!(text.contains(key), "unit lacks {key:?}");
     }
@@ -113,6 +115,19 @@ async fn package_builds_installs_starts_and_purges() {
         Path::new("/usr/bin/systemd-analyze").exists(),
         "systemd-analyze is missing: scripts/test.sh installs it"
     );
+    // The configuration it installs: a unix socket in Postfix's queue
+    // directory, monitor mode, the administrators' group on the admin socket.
+    let conf = std::fs::read_to_string(root.join("etc/egress-milter/milter.yaml")).unwrap();
+    for line in [
+        "\nlisten: unix:/var/spool/postfix/egress-milter/milter.sock\n",
+        "\nmode: monitor\n",
+        "\n  socket_group: egress-admin\n",
+    ] {
+        assert!(
+            conf.contains(line),
+            "installed configuration lacks {line:?}"
+        );
+    }
     // verify needs the ExecStart binary where the unit says; check a copy
     // whose paths point into the unpacked tree.
     let bin = root.join("usr/bin/egress-milter");
@@ -160,25 +175,26 @@ async fn package_builds_installs_starts_and_purges() {
         is_root(),
         "installing the package needs root (run the suite as root, as CI does)"
     );
+    assert!(
+        Path::new("/var/spool/postfix").is_dir(),
+        "Postfix is not installed: scripts/test.sh installs it"
+    );
     let _purge = Purge;
-    run(Command::new("dpkg").arg("-i").arg(&deb));
+    let out = run(Command::new("dpkg").arg("-i").arg(&deb));
+    assert!(out.contains("installed in monitor mode"), "{out}");
     let user = run(Command::new("getent").args(["passwd", "egress-milter"]));
     assert!(user.contains("/usr/sbin/nologin"), "{user}");
-    let meta = run(Command::new("stat").args(["-c", "%U:%G %a", "/etc/egress-milter"]));
-    assert_eq!(meta.trim(), "root:egress-milter 750");
+    assert_groups();
     run(Command::new("/usr/bin/egress-milter").args([
         "check-config",
         "--config",
         "/etc/egress-milter/milter.yaml",
     ]));
-    // The example cases pass against the installed configuration.
-    let cases = run(Command::new("/usr/bin/egress-milter").args([
-        "test",
-        "--config",
-        "/etc/egress-milter/milter.yaml",
-        "/usr/share/doc/egress-milter/examples/cases.yaml",
-    ]));
-    assert!(cases.contains(" passed, 0 failed"), "{cases}");
+    // As the unit's reload checks it: as the service's user.
+    run(&mut as_user(
+        "egress-milter",
+        &["check-config", "--config", "/etc/egress-milter/milter.yaml"],
+    ));
 
     // Started as the unit starts it: as egress-milter, readiness through
     // NOTIFY_SOCKET, only once the milter answers.
@@ -192,22 +208,14 @@ async fn package_builds_installs_starts_and_purges() {
     notify
         .set_read_timeout(Some(Duration::from_secs(20)))
         .unwrap();
-    let daemon = Command::new("setpriv")
-        .args([
-            "--reuid=egress-milter",
-            "--regid=egress-milter",
-            "--init-groups",
-            "--no-new-privs",
-            "--",
-            "/usr/bin/egress-milter",
-            "run",
-            "--config",
-            "/etc/egress-milter/milter.yaml",
-        ])
-        .env("NOTIFY_SOCKET", &notify_path)
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let daemon = as_user(
+        "egress-milter",
+        &["run", "--config", "/etc/egress-milter/milter.yaml"],
+    )
+    .env("NOTIFY_SOCKET", &notify_path)
+    .stderr(std::process::Stdio::null())
+    .spawn()
+    .unwrap();
     let mut daemon = KillOnDrop(daemon);
     let mut buf = [0u8; 256];
     let n = notify.recv(&mut buf).expect("READY=1 within 20 s");
@@ -215,22 +223,30 @@ async fn package_builds_installs_starts_and_purges() {
     let pid = run(Command::new("ps").args(["-o", "user=", "-p", &daemon.0.id().to_string()]));
     assert_eq!(pid.trim(), "egress-milter");
 
-    // The shipped configuration: 127.0.0.2 is the crm-app class, which may
-    // not put a bank in From:.
-    let mut conn = TestConnection::configure()
-        .available_actions(indymilter::Actions::all())
-        .open_tcp("127.0.0.1:7357")
-        .await
-        .unwrap();
-    let client: std::net::SocketAddr = "127.0.0.2:40000".parse().unwrap();
-    assert_eq!(conn.connect("app", client).await.unwrap(), Status::Continue);
-    common::envelope(&mut conn, "<noreply@example.com>", "<x@example.net>").await;
-    let answer = common::message(&mut conn, &[("From", "\"Bank\" <service@bank.example>")]).await;
-    assert_eq!(answer, "550 5.7.1 From: domain bank.example not authorised");
-    drop(conn);
-    // The admin endpoint: the daemon's socket, for its user and group.
-    let meta = run(Command::new("stat").args(["-c", "%U:%G %a", "/run/egress-milter/admin.sock"]));
-    assert_eq!(meta.trim(), "egress-milter:egress-milter 660");
+    // Who reaches what: the milter socket for the egress-milter group
+    // (postfix), the admin socket for egress-admin, the configuration for
+    // egress-admin; postfix reaches neither of the last two.
+    let stat = |p: &str| {
+        run(Command::new("stat").args(["-c", "%U:%G %a", p]))
+            .trim()
+            .to_string()
+    };
+    assert_eq!(
+        stat("/var/spool/postfix/egress-milter/milter.sock"),
+        "egress-milter:egress-milter 660"
+    );
+    assert_eq!(
+        stat("/run/egress-milter/admin.sock"),
+        "egress-milter:egress-admin 660"
+    );
+    assert_eq!(
+        stat("/run/egress-milter"),
+        "egress-milter:egress-milter 751"
+    );
+    assert_eq!(
+        stat("/var/lib/egress-milter"),
+        "egress-milter:egress-milter 750"
+    );
     let listed = run(Command::new("/usr/bin/egress-milter").args([
         "incidents",
         "list",
@@ -238,8 +254,119 @@ async fn package_builds_installs_starts_and_purges() {
         "/etc/egress-milter/milter.yaml",
     ]));
     assert_eq!(listed, "no open incident\n");
-    let state = run(Command::new("stat").args(["-c", "%U:%G %a", "/var/lib/egress-milter"]));
-    assert_eq!(state.trim(), "egress-milter:egress-milter 750");
+    // An administrator: any user in egress-admin.
+    let admin = run(Command::new("setpriv")
+        .args([
+            "--reuid=nobody",
+            "--regid=nogroup",
+            "--groups=egress-admin",
+            "--",
+        ])
+        .args([
+            "/usr/bin/egress-milter",
+            "incidents",
+            "list",
+            "--config",
+            "/etc/egress-milter/milter.yaml",
+        ]));
+    assert_eq!(admin, "no open incident\n");
+    // Postfix's user: cannot read the configuration, and cannot speak to
+    // the admin socket even with a copy of it.
+    let out = as_user(
+        "postfix",
+        &[
+            "incidents",
+            "list",
+            "--config",
+            "/etc/egress-milter/milter.yaml",
+        ],
+    )
+    .output()
+    .unwrap();
+    assert!(!out.status.success(), "postfix read the configuration");
+    let copy = dir.path().join("readable.yaml");
+    std::fs::copy("/etc/egress-milter/milter.yaml", &copy).unwrap();
+    run(Command::new("chmod").arg("0755").arg(dir.path()).arg(&copy));
+    for args in [
+        vec!["incidents", "open", "client:10.1.2.3"],
+        vec!["limits", "reset", "10.1.2.3"],
+    ] {
+        let mut a = args.clone();
+        a.extend(["--config", copy.to_str().unwrap()]);
+        let out = as_user("postfix", &a).output().unwrap();
+        let text = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success() && text.contains("Permission denied"),
+            "postfix ran {args:?}: {text}"
+        );
+    }
+
+    // A chrooted Postfix, as Debian runs it, names the socket as seen from
+    // inside its chroot. Monitor mode: a forged From: is logged, not
+    // refused.
+    let mut sink = common::sink::Sink::start().await;
+    let pf = common::postfix::Postfix::start_chrooted(
+        "package",
+        "unix:/egress-milter/milter.sock",
+        sink.port,
+    );
+    let port = pf.smtp_port;
+    let send = move || {
+        tokio::task::spawn_blocking(move || {
+            common::postfix::swaks(
+                port,
+                "127.0.0.2",
+                "noreply@example.com",
+                "someone@example.net",
+                "\"Bank\" <service@bank.example>",
+                "monitor",
+            )
+        })
+    };
+    let t = send().await.unwrap();
+    assert!(t.contains("<-  250 2.0.0 Ok: queued"), "{t}");
+    assert!(sink.next(30).await.is_some(), "delivered in monitor mode");
+    let metrics = common::scrape(9357);
+    assert!(
+        common::counted(
+            &metrics,
+            "egress_decisions_total",
+            &[("verdict", "would_reject")]
+        ) >= 1,
+        "{metrics}"
+    );
+    // Switched to enforcing as the README says: the same mail is refused.
+    let conf = std::fs::read_to_string("/etc/egress-milter/milter.yaml").unwrap();
+    std::fs::write(
+        "/etc/egress-milter/milter.yaml",
+        conf.replace("\nmode: monitor\n", "\nmode: enforce\n"),
+    )
+    .unwrap();
+    run(Command::new("kill")
+        .arg("-HUP")
+        .arg(daemon.0.id().to_string()));
+    common::until(Duration::from_secs(10), "reloaded: ", || {
+        let m = common::scrape(9357);
+        match common::counted(&m, "egress_config_reloads_total", &[("result", "ok")]) {
+            1 => Ok(()),
+            n => Err(n.to_string()),
+        }
+    })
+    .await;
+    let t = send().await.unwrap();
+    assert!(
+        t.contains("550 5.7.1 From: domain bank.example not authorised"),
+        "{t}"
+    );
+    // The example cases pass against the installed, enforcing
+    // configuration.
+    let cases = run(Command::new("/usr/bin/egress-milter").args([
+        "test",
+        "--config",
+        "/etc/egress-milter/milter.yaml",
+        "/usr/share/doc/egress-milter/examples/cases.yaml",
+    ]));
+    assert!(cases.contains(" passed, 0 failed"), "{cases}");
 
     run(Command::new("kill")
         .arg("-TERM")
@@ -251,9 +378,121 @@ async fn package_builds_installs_starts_and_purges() {
     );
     assert!(daemon.0.wait().unwrap().success());
 
+    // Removed while main.cf still names the milter: said, with what to do.
+    let out = Command::new("dpkg")
+        .args(["-r", "egress-milter"])
+        .env("MAIL_CONFIG", &pf.dir)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(said.contains("still names egress-milter"), "{said}");
+    drop(pf);
+    // Purged: what the package made is gone.
     run(Command::new("dpkg").args(["-P", "egress-milter"]));
     assert!(!Path::new("/usr/bin/egress-milter").exists());
     assert!(!Path::new("/etc/egress-milter/milter.yaml").exists());
+    for gone in ["/var/lib/egress-milter", "/var/spool/postfix/egress-milter"] {
+        assert!(!Path::new(gone).exists(), "{gone} left after purge");
+    }
+    let groups = run(Command::new("id").args(["-nG", "postfix"]));
+    assert!(
+        !groups.split_whitespace().any(|g| g == "egress-milter"),
+        "{groups}"
+    );
+
+    // A host without systemd: no systemd-sysusers, no systemd-tmpfiles
+    // (hidden in a mount namespace). The install makes the same users,
+    // groups and directories by adduser and install.
+    for name in ["egress-milter", "egress-admin"] {
+        let _ = Command::new("deluser")
+            .arg("--quiet")
+            .arg("--system")
+            .arg(name)
+            .status();
+        let _ = Command::new("delgroup")
+            .arg("--quiet")
+            .arg("--system")
+            .arg(name)
+            .status();
+    }
+    let mut hide = String::new();
+    for tool in ["systemd-sysusers", "systemd-tmpfiles"] {
+        for d in ["/usr/bin", "/bin"] {
+            let p = format!("{d}/{tool}");
+            if Path::new(&p).exists() {
+                hide.push_str(&format!("mount --bind /dev/null {p} && "));
+            }
+        }
+    }
+    run(Command::new("unshare")
+        .args(["-m", "sh", "-c"])
+        .arg(format!(
+            "{hide}! command -v systemd-sysusers && ! command -v systemd-tmpfiles && dpkg -i {}",
+            deb.display()
+        )));
+    assert_groups();
+    assert_eq!(
+        stat("/run/egress-milter"),
+        "egress-milter:egress-milter 751"
+    );
+    assert_eq!(
+        stat("/var/lib/egress-milter"),
+        "egress-milter:egress-milter 750"
+    );
+    run(&mut as_user(
+        "egress-milter",
+        &["check-config", "--config", "/etc/egress-milter/milter.yaml"],
+    ));
+    run(Command::new("dpkg").args(["-P", "egress-milter"]));
+}
+
+/// The users and groups the package makes, and who is in which.
+fn assert_groups() {
+    let stat = |p: &str| {
+        run(Command::new("stat").args(["-c", "%U:%G %a", p]))
+            .trim()
+            .to_string()
+    };
+    assert_eq!(stat("/etc/egress-milter"), "root:egress-admin 750");
+    assert_eq!(
+        stat("/etc/egress-milter/milter.yaml"),
+        "root:egress-admin 640"
+    );
+    assert_eq!(
+        stat("/var/spool/postfix/egress-milter"),
+        "egress-milter:egress-milter 750"
+    );
+    let groups = |u: &str| run(Command::new("id").args(["-nG", u]));
+    let daemon = groups("egress-milter");
+    assert!(
+        daemon.split_whitespace().any(|g| g == "egress-admin"),
+        "{daemon}"
+    );
+    let postfix = groups("postfix");
+    assert!(
+        postfix.split_whitespace().any(|g| g == "egress-milter"),
+        "{postfix}"
+    );
+    assert!(
+        !postfix.split_whitespace().any(|g| g == "egress-admin"),
+        "{postfix}"
+    );
+}
+
+/// The installed binary run as `user`, with that user's groups.
+fn as_user(user: &str, args: &[&str]) -> Command {
+    let mut c = Command::new("setpriv");
+    c.args([
+        &format!("--reuid={user}"),
+        &format!("--regid={user}"),
+        "--init-groups",
+        "--no-new-privs",
+        "--",
+        "/usr/bin/egress-milter",
+    ])
+    .args(args);
+    c
 }
 
 /// Purges the package however the test ends.

@@ -66,6 +66,32 @@ impl Postfix {
         logins: &[(&str, &str)],
         extra: &str,
     ) -> Postfix {
+        Self::start_inner(name, milter, sink_port, logins, extra, false)
+    }
+
+    /// Postfix as Debian runs it: smtpd and cleanup chrooted into the
+    /// queue directory, which is the system's `/var/spool/postfix` (so
+    /// that a path the package makes there is found as Debian's Postfix
+    /// finds it); `milter` as main.cf names it from inside the chroot.
+    pub fn start_chrooted(name: &str, milter: &str, sink_port: u16) -> Postfix {
+        Self::start_inner(
+            name,
+            milter,
+            sink_port,
+            &[],
+            "queue_directory = /var/spool/postfix\n",
+            true,
+        )
+    }
+
+    fn start_inner(
+        name: &str,
+        milter: &str,
+        sink_port: u16,
+        logins: &[(&str, &str)],
+        extra: &str,
+        chroot: bool,
+    ) -> Postfix {
         assert!(
             Path::new("/usr/sbin/postfix").exists(),
             "postfix is not installed: run scripts/test.sh, which installs it"
@@ -144,15 +170,27 @@ smtpd_sasl_security_options = noanonymous
         .expect("packaging/postfix-smtp_header_checks")
         .replace("(10\\.|", "(127\\.|10\\.|");
         std::fs::write(dir.join("smtp_header_checks"), rules).expect("smtp_header_checks");
-        Self::launch(dir, smtp_port)
+        Self::launch(dir, smtp_port, chroot)
     }
 
     /// Writes master.cf, starts the instance whose main.cf is written, and
     /// waits for its SMTP port.
-    fn launch(dir: PathBuf, smtp_port: u16) -> Postfix {
+    fn launch(dir: PathBuf, smtp_port: u16, chroot: bool) -> Postfix {
         let submission_port = super::free_port();
+        let (c, services) = if chroot {
+            // Debian's master.cf chroots these two.
+            (
+                "y",
+                MASTER_CF.replace(
+                    "cleanup   unix  n       -       n",
+                    "cleanup   unix  n       -       y",
+                ),
+            )
+        } else {
+            ("n", MASTER_CF.to_string())
+        };
         let master = format!(
-            "127.0.0.1:{smtp_port} inet n - n - - smtpd\n127.0.0.1:{submission_port} inet n - n - - smtpd -o syslog_name=postfix/submission\n{MASTER_CF}"
+            "127.0.0.1:{smtp_port} inet n - {c} - - smtpd\n127.0.0.1:{submission_port} inet n - {c} - - smtpd -o syslog_name=postfix/submission\n{services}"
         );
         std::fs::write(dir.join("master.cf"), master).expect("master.cf");
         let pf = Postfix {
@@ -221,7 +259,7 @@ biff = no
             dir = dir.display()
         );
         std::fs::write(dir.join("main.cf"), main_cf).expect("main.cf");
-        Self::launch(dir, smtp_port)
+        Self::launch(dir, smtp_port, false)
     }
 
     fn postfix(&self, args: &[&str]) {
