@@ -32,6 +32,11 @@ enum Command {
     CheckConfig {
         #[arg(long, short, default_value = "/etc/egress-milter/milter.yaml")]
         config: PathBuf,
+        /// Check as this user (with its groups), as the daemon will read the
+        /// files: a key or password file it cannot read is named. Needs
+        /// root; the package's reload runs the check as the service's user.
+        #[arg(long)]
+        user: Option<String>,
     },
     /// Run one message through the whole policy offline and print, check by
     /// check, what matched and why, the final SMTP reply and the header
@@ -276,19 +281,15 @@ fn main() -> ExitCode {
             bits,
             out,
         } => keygen(&domain, &selector, &algorithm, bits, out),
-        Command::CheckConfig { config } => match Config::load(&config) {
-            Ok(c) => {
-                for w in &c.warnings {
-                    eprintln!("warning: {w}");
+        Command::CheckConfig { config, user } => {
+            if let Some(user) = user {
+                if let Err(e) = become_user(&user) {
+                    eprintln!("egress-milter: --user {user}: {e}");
+                    return ExitCode::from(2);
                 }
-                println!("ok");
-                ExitCode::SUCCESS
             }
-            Err(errors) => {
-                eprintln!("{errors}");
-                ExitCode::FAILURE
-            }
-        },
+            check_config(&config)
+        }
         Command::Limits { action, config } => {
             let request = match action {
                 LimitsAction::Show { key } => format!("show {key}"),
@@ -612,4 +613,34 @@ fn small_runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
             eprintln!("egress-milter: cannot start the runtime: {e}");
             ExitCode::FAILURE
         })
+}
+
+/// Drops to a user and its groups (for `check-config --user`).
+fn become_user(name: &str) -> Result<(), String> {
+    use nix::unistd::{initgroups, setgid, setuid, User};
+    let user = User::from_name(name)
+        .map_err(|e| format!("cannot look up the user: {e}"))?
+        .ok_or("no such user")?;
+    let cname = std::ffi::CString::new(name).map_err(|e| e.to_string())?;
+    initgroups(&cname, user.gid).map_err(|e| format!("cannot take its groups (not root?): {e}"))?;
+    setgid(user.gid).map_err(|e| format!("cannot take its group: {e}"))?;
+    setuid(user.uid).map_err(|e| format!("cannot become it: {e}"))?;
+    Ok(())
+}
+
+/// `check-config`: "ok" and the warnings, or every error.
+fn check_config(config: &std::path::Path) -> ExitCode {
+    match Config::load(config) {
+        Ok(c) => {
+            for w in &c.warnings {
+                eprintln!("warning: {w}");
+            }
+            println!("ok");
+            ExitCode::SUCCESS
+        }
+        Err(errors) => {
+            eprintln!("{errors}");
+            ExitCode::FAILURE
+        }
+    }
 }

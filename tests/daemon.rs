@@ -488,3 +488,44 @@ fn dkim_keygen_writes_a_private_key_and_prints_its_record() {
     assert_eq!(out.status.code(), Some(1));
     assert_eq!(std::fs::read(&key).unwrap(), before);
 }
+
+/// `check-config` run as root reads every file; with `--user` it reads them
+/// as the daemon's user would, and names the one that user cannot read.
+#[test]
+fn check_config_as_the_service_user_names_a_file_it_cannot_read() {
+    let root = Command::new("id").arg("-u").output().unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&root.stdout).trim(),
+        "0",
+        "run the suite as root, as CI does"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let key = dir.path().join("example.com.pem");
+    let (pem, _) = egress_milter::dkim::generate("ed25519", 0).unwrap();
+    std::fs::write(&key, pem).unwrap();
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let config = dir.path().join("milter.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "listen: unix:/run/x.sock\nlocal_domains: [example.com]\ndkim:\n  keys:\n    - {{ domain: example.com, selector: s1, file: {} }}\n",
+            key.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&config, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let out = check_config(&config);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = Command::new(BIN)
+        .args(["check-config", "--user", "nobody", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("milter.yaml:5: dkim.keys[0]") && err.contains("Permission denied"),
+        "{err}"
+    );
+}
