@@ -106,8 +106,8 @@ fn minimal_message(from: &str, rcpts: &[String]) -> Vec<u8> {
 /// are counted in a fresh in-process state (never the shared Redis one):
 /// every budget starts full, every signal at zero, and no incident is
 /// open; the signals' figures shown are this message's contribution.
-pub async fn explain(config: Config, req: &Request) -> Report {
-    let shared = Shared::new(offline_config(config, false));
+pub async fn explain(config: Config, req: &Request, offline: bool) -> Report {
+    let shared = Shared::new(offline_config(config, offline));
     let mut report = judge(shared.clone(), req).await;
     let config = shared.config();
     let class = crate::policy::class::resolve(

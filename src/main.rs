@@ -38,31 +38,13 @@ enum Command {
         #[arg(long)]
         user: Option<String>,
     },
-    /// Run one message through the whole policy offline and print, check by
-    /// check, what matched and why, the final SMTP reply and the header
-    /// changes; exit 0 if it would be accepted, 1 if refused, 2 on a
-    /// configuration error.
-    Explain {
-        #[arg(long, short, default_value = "/etc/egress-milter/milter.yaml")]
-        config: PathBuf,
-        /// The client's IP address, as the MTA would give it.
-        #[arg(long)]
-        client: std::net::IpAddr,
-        /// The SASL login the client authenticated as.
-        #[arg(long)]
-        auth: Option<String>,
-        #[arg(long, default_value = "client.invalid")]
-        helo: String,
-        /// The envelope sender (MAIL FROM); "" for the null sender.
-        #[arg(long)]
-        from: String,
-        /// An envelope recipient (RCPT TO); repeat it, or separate with commas.
-        #[arg(long, required = true)]
-        rcpt: Vec<String>,
-        /// The message (.eml: headers, an empty line, the body); without it
-        /// a minimal message whose From: is the sender.
-        message: Option<PathBuf>,
-    },
+    /// Run one message through the whole policy and print, check by check,
+    /// what matched and why, the final SMTP reply and the header changes;
+    /// exit 0 if it would be accepted, 1 if refused, 2 on a configuration
+    /// error. It touches no running daemon and no shared state (limits start
+    /// full, in process); SPF, existing signatures, rspamd, clamd and
+    /// callouts are asked as configured unless --offline.
+    Explain(ExplainArgs),
     /// Check what receivers will check (SPF, DKIM keys, DMARC, host name,
     /// reverse DNS, DNS blocklists) and print a table with a fix per
     /// failure; exit 1 if anything fails.
@@ -112,8 +94,9 @@ enum Command {
         )]
         config: PathBuf,
     },
-    /// Runs a file of policy cases offline through the daemon's own
-    /// transaction code: a line per case, a diff for each failure; exit 0
+    /// Runs a file of policy cases through the daemon's own transaction code,
+    /// touching no running daemon and no shared state (SPF, signatures,
+    /// rspamd, clamd and callouts asked as configured unless --offline): a line per case, a diff for each failure; exit 0
     /// when every case passes, 1 when one fails, 2 on an error in the
     /// configuration or the cases file. With --generate, writes a starter
     /// cases file derived from the configuration instead.
@@ -227,6 +210,34 @@ enum IncidentsAction {
     },
 }
 
+/// `explain`'s arguments.
+#[derive(clap::Args)]
+struct ExplainArgs {
+    #[arg(long, short, default_value = "/etc/egress-milter/milter.yaml")]
+    config: PathBuf,
+    /// The client's IP address, as the MTA would give it.
+    #[arg(long)]
+    client: std::net::IpAddr,
+    /// The SASL login the client authenticated as.
+    #[arg(long)]
+    auth: Option<String>,
+    #[arg(long, default_value = "client.invalid")]
+    helo: String,
+    /// The envelope sender (MAIL FROM); "" for the null sender.
+    #[arg(long)]
+    from: String,
+    /// An envelope recipient (RCPT TO); repeat it, or separate with commas.
+    #[arg(long, required = true)]
+    rcpt: Vec<String>,
+    /// The message (.eml: headers, an empty line, the body); without it
+    /// a minimal message whose From: is the sender.
+    message: Option<PathBuf>,
+    /// Ask nothing of the network: no SPF, existing-signature checks,
+    /// rspamd, clamd or callouts (they are shown as off).
+    #[arg(long)]
+    offline: bool,
+}
+
 #[derive(Subcommand)]
 enum LimitsAction {
     /// Per limit: the rate, the budget left and the time until it is full.
@@ -265,15 +276,7 @@ fn main() -> ExitCode {
                 }
             }
         }
-        Command::Explain {
-            config,
-            client,
-            auth,
-            helo,
-            from,
-            rcpt,
-            message,
-        } => explain(&config, client, auth, helo, from, rcpt, message),
+        Command::Explain(args) => explain(args),
         Command::DkimKeygen {
             domain,
             selector,
@@ -455,16 +458,18 @@ fn keygen(
 }
 
 /// Loads a configuration, printing every error.
-fn explain(
-    config: &std::path::Path,
-    client: std::net::IpAddr,
-    auth: Option<String>,
-    helo: String,
-    from: String,
-    rcpts: Vec<String>,
-    message: Option<PathBuf>,
-) -> ExitCode {
-    let config = match Config::load(config) {
+fn explain(args: ExplainArgs) -> ExitCode {
+    let ExplainArgs {
+        config,
+        client,
+        auth,
+        helo,
+        from,
+        rcpt: rcpts,
+        message,
+        offline,
+    } = args;
+    let config = match Config::load(&config) {
         Ok(c) => c,
         Err(errors) => {
             eprintln!("{errors}");
@@ -493,7 +498,7 @@ fn explain(
         Ok(r) => r,
         Err(code) => return code,
     };
-    let report = runtime.block_on(egress_milter::explain::explain(config, &req));
+    let report = runtime.block_on(egress_milter::explain::explain(config, &req, offline));
     print!("{}", egress_milter::explain::render(&req, &report));
     if report.accepted() {
         ExitCode::SUCCESS

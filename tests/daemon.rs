@@ -516,7 +516,11 @@ fn check_config_as_the_service_user_names_a_file_it_cannot_read() {
     .unwrap();
     std::fs::set_permissions(&config, std::fs::Permissions::from_mode(0o644)).unwrap();
     let out = check_config(&config);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let out = Command::new(BIN)
         .args(["check-config", "--user", "nobody", "--config"])
         .arg(&config)

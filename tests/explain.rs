@@ -281,3 +281,39 @@ incidents:
         "{volume}"
     );
 }
+
+/// `explain --offline` asks nothing of the network: with a clamd that does
+/// not answer, `explain` reports the failure (on_error: tempfail), and
+/// `explain --offline` judges the policy alone.
+#[test]
+fn offline_asks_nothing_of_the_network() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("milter.yaml");
+    let dead = common::free_port();
+    std::fs::write(
+        &config,
+        format!(
+            "listen: inet:127.0.0.1:1
+local_domains: [example.com]
+classes: [{{ name: app, clients: [10.1.2.0/24], sender_domains: [example.com] }}]
+antivirus: {{ clamd: [\"inet:127.0.0.1:{dead}\"], timeout: 1s }}
+"
+        ),
+    )
+    .unwrap();
+    let args = [
+        "--client",
+        "10.1.2.5",
+        "--from",
+        "app@example.com",
+        "--rcpt",
+        "x@example.net",
+    ];
+    let (code, out) = explain(&config, &args);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("451 4.3.0"), "{out}");
+    let mut offline = args.to_vec();
+    offline.push("--offline");
+    let (code, out) = explain(&config, &offline);
+    assert_eq!(code, 0, "{out}");
+}
