@@ -179,7 +179,7 @@ fn write_config(path: &Path, socket: &Path, sender_domain: &str) {
     std::fs::write(
         path,
         format!(
-            "listen: unix:{}\nsocket_mode: \"0640\"\nlocal_domains: [example.com, example.net]\nlog: {{ format: json }}\nclasses:\n  - {{ name: app, clients: [10.1.2.0/24], sender_domains: [{sender_domain}] }}\n",
+            "listen: unix:{}\nsocket_mode: \"0640\"\nadmin: {{ listen: off }}\nlocal_domains: [example.com, example.net]\nlog: {{ format: json }}\nclasses:\n  - {{ name: app, clients: [10.1.2.0/24], sender_domains: [{sender_domain}] }}\n",
             socket.display()
         ),
     )

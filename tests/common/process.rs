@@ -22,8 +22,18 @@ impl Running {
         Self::start_with_env(config, &[])
     }
 
-    /// Starts the daemon with these environment variables set.
+    /// Starts the daemon with these environment variables set. A
+    /// configuration without an `admin` section gets `admin: { listen: off }`
+    /// written into it: the default admin socket belongs to the packaged
+    /// daemon (when /run/egress-milter exists), which a daemon refuses to
+    /// take over, and several test daemons must not contend for it.
     pub fn start_with_env(config: &Path, env: &[(&str, &str)]) -> Self {
+        if let Ok(text) = std::fs::read_to_string(config) {
+            if !text.lines().any(|l| l.starts_with("admin:")) {
+                let sep = if text.ends_with('\n') { "" } else { "\n" };
+                let _ = std::fs::write(config, format!("{text}{sep}admin: {{ listen: off }}\n"));
+            }
+        }
         let mut child = Command::new(BIN)
             .args(["run", "--config"])
             .arg(config)
