@@ -152,9 +152,13 @@ fn same(a: &[u8], b: &[u8]) -> bool {
 /// The limits that key on this kind of key, each with every rate the
 /// configuration can give it (its counters live under each), and the rate
 /// that applies to the key by itself.
-fn limits_for(config: &Config, key: &str, class: Option<&str>) -> Vec<(LimitId, Rate, bool)> {
+fn limits_for(
+    config: &Config,
+    key: &str,
+    ip: Option<IpAddr>,
+    class: Option<&str>,
+) -> Vec<(LimitId, Rate, bool)> {
     let limits = &config.rate_limits;
-    let ip: Option<IpAddr> = key.parse().ok();
     let address = Address::parse(key).ok();
     let names: &[LimitName] = if ip.is_some() {
         &[
@@ -210,6 +214,37 @@ fn limits_for(config: &Config, key: &str, class: Option<&str>) -> Vec<(LimitId, 
     out
 }
 
+/// The key's kind when it is written `KIND:KEY` (client, network, sender,
+/// recipient, user, domain), checked against the key; None for a bare key,
+/// whose kind is guessed from its form. An IPv6 address is a bare key.
+fn key_kind(text: &str) -> Result<(Option<&'static str>, &str), String> {
+    if text.parse::<IpAddr>().is_ok() || text.parse::<ipnet::IpNet>().is_ok() {
+        return Ok((None, text));
+    }
+    let Some((kind, key)) = text.split_once(':') else {
+        return Ok((None, text));
+    };
+    const KINDS: &[&str] = &["client", "network", "sender", "recipient", "user", "domain"];
+    let Some(kind) = KINDS.iter().copied().find(|k| *k == kind) else {
+        return Err(format!(
+            "unknown key kind \"{kind}\" in \"{text}\" (KIND:KEY, KIND one of {})",
+            KINDS.join(", ")
+        ));
+    };
+    let fits = match kind {
+        "client" => key.parse::<IpAddr>().is_ok(),
+        "network" => key.parse::<ipnet::IpNet>().is_ok(),
+        "sender" | "recipient" => Address::parse(key).is_ok(),
+        "domain" => crate::address::Domain::parse(key).is_ok(),
+        _ => !key.is_empty(),
+    };
+    if fits {
+        Ok((Some(kind), key))
+    } else {
+        Err(format!("\"{key}\" is not a {kind} key"))
+    }
+}
+
 /// Whether `key` looks like a key of this custom limit: an IP for
 /// `client`, a network for `client_network`, an address, a domain, a pair
 /// joined by `+`, else a login or a class.
@@ -245,12 +280,21 @@ async fn answer(shared: &Shared, request: &str) -> String {
         )
         .await;
     }
-    let (verb, key) = request.split_once(' ').unwrap_or((request, ""));
-    let key = key.trim();
+    let (verb, rest) = request.split_once(' ').unwrap_or((request, ""));
+    let (key, only) = match rest.split_once(" --limit ") {
+        Some((k, l)) => (k.trim(), Some(l.trim())),
+        None => (rest.trim(), None),
+    };
     if key.is_empty() || !matches!(verb, "show" | "reset") {
-        return "error: expected \"show KEY\" or \"reset KEY\"\n".into();
+        return "error: expected \"show KEY [--limit NAME]\" or \"reset KEY [--limit NAME]\"\n"
+            .into();
     }
     let config = shared.config();
+    let (kind, key) = match key_kind(key) {
+        Ok(k) => k,
+        Err(e) => return format!("error: {e}\n"),
+    };
+    let ip = key.parse::<IpAddr>().ok();
     // Keys are stored as the policy writes them: IPs canonical, addresses
     // and logins as `rate_limits.keys` spells them.
     let keys = &config.rate_limits.keys;
@@ -266,23 +310,45 @@ async fn answer(shared: &Shared, request: &str) -> String {
         ) {
             // A client_network key: canonical.
             (Ok(net), _) => net.trunc().to_string(),
-            (_, Ok(domain)) if key.contains('.') => {
+            (_, Ok(domain)) if key.contains('.') && kind != Some("user") => {
                 domain_key = Some(domain.to_string());
-                keys.login(key)
+                if kind == Some("domain") {
+                    domain.to_string()
+                } else {
+                    keys.login(key)
+                }
             }
             _ => keys.login(key),
         },
     };
     // An IP's class, when a class matches by IP alone.
-    let class = match key.parse::<IpAddr>() {
-        Ok(ip) => crate::policy::class::resolve(&config, &shared.lists(false), Some(ip), None)
+    let class = match ip {
+        Some(ip) => crate::policy::class::resolve(&config, &shared.lists(false), Some(ip), None)
             .await
             .ok()
             .flatten(),
-        Err(_) => None,
+        None => None,
     };
     let class = class.map(|c| c.name.as_str());
-    let limits = limits_for(&config, &key, class);
+    let mut limits = limits_for(&config, &key, ip, class);
+    if let Some(name) = only {
+        let known = |n: &str| {
+            LimitName::ALL.iter().any(|l| l.as_str() == n)
+                || config.rate_limits.custom.iter().any(|c| c.name == n)
+        };
+        if !known(name) {
+            let mut names: Vec<&str> = LimitName::ALL.iter().map(|l| l.as_str()).collect();
+            names.extend(config.rate_limits.custom.iter().map(|c| c.name));
+            return format!(
+                "error: no limit named \"{name}\" (the limits are {})\n",
+                names.join(", ")
+            );
+        }
+        limits.retain(|(id, _, _)| id.as_str() == name);
+        if limits.is_empty() {
+            return format!("error: {name} does not count keys like \"{key}\"\n");
+        }
+    }
     // Each limit's counters under its own spelling of the key.
     let by_domain = |id: &LimitId| {
         config
@@ -345,7 +411,7 @@ async fn answer(shared: &Shared, request: &str) -> String {
             b.full_in.as_secs_f64().ceil() as u64
         );
     }
-    if let Ok(ip) = key.parse::<IpAddr>() {
+    if let Some(ip) = ip.filter(|_| only.is_none_or(|n| n == "concurrent_per_client")) {
         let net = crate::address::client_net(ip, config.rate_limits.keys.ipv6_prefix);
         if let Ok(n) = limiter.open_connections(net).await {
             let facts = Facts {

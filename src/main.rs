@@ -241,10 +241,21 @@ struct ExplainArgs {
 #[derive(Subcommand)]
 enum LimitsAction {
     /// Per limit: the rate, the budget left and the time until it is full.
-    /// KEY is a client IP, an address (sender or recipient) or a login.
-    Show { key: String },
-    /// Gives KEY a full budget again under every limit.
-    Reset { key: String },
+    /// KEY is a client IP, an address (sender or recipient), a domain, a
+    /// network or a login, or KIND:KEY to say which (client, network,
+    /// sender, recipient, user, domain); an unknown KIND is an error.
+    Show {
+        key: String,
+        /// Only this limit (an unknown name is an error).
+        #[arg(long)]
+        limit: Option<String>,
+    },
+    /// Gives KEY a full budget again under every limit (or --limit).
+    Reset {
+        key: String,
+        #[arg(long)]
+        limit: Option<String>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -295,8 +306,8 @@ fn main() -> ExitCode {
         }
         Command::Limits { action, config } => {
             let request = match action {
-                LimitsAction::Show { key } => format!("show {key}"),
-                LimitsAction::Reset { key } => format!("reset {key}"),
+                LimitsAction::Show { key, limit } => limits_request("show", &key, limit),
+                LimitsAction::Reset { key, limit } => limits_request("reset", &key, limit),
             };
             admin_request(&config, &request)
         }
@@ -647,5 +658,13 @@ fn check_config(config: &std::path::Path) -> ExitCode {
             eprintln!("{errors}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// A `limits` request as the admin endpoint reads it.
+fn limits_request(verb: &str, key: &str, limit: Option<String>) -> String {
+    match limit {
+        Some(l) => format!("{verb} {key} --limit {l}"),
+        None => format!("{verb} {key}"),
     }
 }

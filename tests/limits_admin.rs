@@ -126,6 +126,37 @@ rate_limits:
 
     let (ok, out) = limits(&path, &["show", ""]);
     assert!(!ok, "{out}");
+    // KIND:KEY says what the key is; an unknown kind, a key that is not of
+    // its kind, or an unknown limit is an error, not a full budget.
+    let (ok, out) = limits(
+        &path,
+        &[
+            "show",
+            "sender:jim@xyz.com",
+            "--limit",
+            "messages_per_sender",
+        ],
+    );
+    assert!(ok, "{out}");
+    assert_eq!(out.lines().count(), 2, "one limit: {out}");
+    for (args, want) in [
+        (vec!["show", "usr:jim"], "unknown key kind \"usr\""),
+        (vec!["show", "client:jim"], "\"jim\" is not a client key"),
+        (
+            vec!["show", "jim@xyz.com", "--limit", "messages_per_sendr"],
+            "no limit named \"messages_per_sendr\"",
+        ),
+        (
+            vec!["reset", "10.0.0.7", "--limit", "nope"],
+            "no limit named \"nope\"",
+        ),
+    ] {
+        let (ok, out) = limits(&path, &args);
+        assert!(!ok && out.contains(want), "{args:?}: {out}");
+    }
+    // An IPv6 client: its /64, with its connection limits.
+    let (ok, out) = limits(&path, &["show", "2001:db8:1:2::7"]);
+    assert!(ok && out.contains("messages_per_client"), "{out}");
     drop(d);
     let (ok, out) = limits(&path, &["show", "jim@xyz.com"]);
     assert!(!ok && out.contains("cannot reach the daemon"), "{out}");
