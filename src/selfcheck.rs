@@ -414,7 +414,19 @@ async fn check_hosts(resolver: &MessageAuthenticator, config: &Config, rows: &mu
                     _ => None,
                 })
                 .collect(),
-            Err(_) => Vec::new(),
+            // No PTR record is a finding; no answer is a DNS failure, said
+            // as the other checks say it.
+            Err(e) if e.is_no_records_found() || e.is_nx_domain() => Vec::new(),
+            Err(e) => {
+                rows.push(row(
+                    "ptr",
+                    ip.to_string(),
+                    Status::Fail,
+                    format!("DNS lookup failed: {e}"),
+                    "check dns.nameservers",
+                ));
+                continue;
+            }
         };
         let hint = format!(
             "ask the owner of {ip} to set its PTR to {}, which must resolve back to {ip}",
@@ -529,13 +541,20 @@ pub async fn run(config: &Config) -> Result<Vec<Row>, String> {
             "list the addresses your mail leaves from in egress_ips",
         ));
     }
+    // Progress on stderr: with a resolver that does not answer, each
+    // check waits out dns.timeout, and silence looks like a hang.
+    let progress = |what: String| eprintln!("selfcheck: {what}");
     for domain in &listed_domains(&config.local_domains, config) {
+        progress(format!("SPF and DMARC of {domain}"));
         check_spf(&resolver, config, domain, &mut rows).await;
         check_dmarc(&resolver, domain, &mut rows).await;
     }
+    progress("DKIM keys in DNS".into());
     check_dkim(&resolver, config, &mut rows).await;
     check_stores(config, &mut rows).await;
+    progress("host name and reverse DNS".into());
     check_hosts(&resolver, config, &mut rows).await;
+    progress("DNS blocklists".into());
     check_dnsbl(&resolver, config, &mut rows).await;
     Ok(rows)
 }

@@ -144,3 +144,47 @@ async fn reports_what_receivers_will_see() {
     assert_eq!(result(&out, "dnsbl", "203.0.113.11 on bl.test"), "FAIL");
     assert!(out.contains("listed (127.0.0.2)"), "{out}");
 }
+
+/// With DNS down (a resolver that never answers), every check says DNS
+/// failed, the reverse DNS one too (not "no PTR record"), and progress
+/// shows on stderr while the checks wait out the timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dns_down_is_said_as_such() {
+    // Bound, never read: queries go unanswered.
+    let (udp, tcp, addr) = common::dns::udp_and_tcp().await;
+    let port = addr.port();
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("milter.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "listen: inet:127.0.0.1:1
+local_domains: [example.com]
+hostname: out1.example.com
+egress_ips: [203.0.113.10]
+dns: {{ nameservers: [\"127.0.0.1:{port}\"], timeout: 200ms }}
+selfcheck: {{ dnsbl: [] }}
+"
+        ),
+    )
+    .unwrap();
+    let out = Command::new(BIN)
+        .args(["selfcheck", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stdout}{stderr}");
+    let ptr = stdout
+        .lines()
+        .find(|l| l.starts_with("ptr"))
+        .unwrap_or_else(|| panic!("{stdout}"));
+    assert!(ptr.contains("DNS lookup failed"), "{ptr}");
+    assert!(!stdout.contains("no PTR record"), "{stdout}");
+    assert!(
+        stderr.contains("selfcheck: host name and reverse DNS"),
+        "{stderr}"
+    );
+    drop((udp, tcp));
+}
