@@ -206,3 +206,47 @@ fn admin_socket_group_is_looked_up() {
     let e = parse("no-such-group-here").unwrap_err().to_string();
     assert!(e.contains("t.yaml:4: admin.socket_group"), "{e}");
 }
+
+/// An unknown word or a number of the wrong kind does not stop the reading:
+/// every one is reported at once, with what is expected, and a key set
+/// aside leaves no error of its own (an emptied parent mapping).
+#[test]
+fn every_value_of_the_wrong_kind_at_once() {
+    let text = "listen: inet:127.0.0.1:1
+mode: enforcing
+local_domains: [example.com]
+recipients:
+  max_per_message: -5
+incidents:
+  max_keys: lots
+  action: holdit
+rate_limits:
+  messages_per_sender: 50/hourz
+";
+    let e = Config::parse(Path::new("t.yaml"), text).unwrap_err();
+    let lines: Vec<String> =
+        e.0.iter()
+            .map(|e| format!("{}: {}: {}", e.line, e.key, e.message))
+            .collect();
+    assert_eq!(lines.len(), 5, "{lines:#?}");
+    assert!(
+        lines[0].starts_with("2: mode: unknown variant `enforcing`"),
+        "{lines:#?}"
+    );
+    assert_eq!(
+        lines[1],
+        "5: recipients.max_per_message: expected a whole number of 0 or more, got \"-5\""
+    );
+    assert_eq!(
+        lines[2],
+        "7: incidents.max_keys: expected a whole number of 0 or more, got \"lots\""
+    );
+    assert!(
+        lines[3].starts_with("8: incidents.action: unknown variant `holdit`"),
+        "{lines:#?}"
+    );
+    assert!(
+        lines[4].starts_with("10: rate_limits.messages_per_sender"),
+        "{lines:#?}"
+    );
+}
