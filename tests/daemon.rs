@@ -32,6 +32,13 @@ fn check_config_accepts_the_shipped_file() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert_eq!(String::from_utf8_lossy(&out.stdout), "ok\n");
+    // Its TCP socket is said to be reachable by every local user.
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("warning: ")
+            && err.contains("listen: inet:127.0.0.1:7357 can be reached by every local user"),
+        "{err}"
+    );
 }
 
 #[test]
