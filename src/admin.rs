@@ -656,7 +656,7 @@ async fn incidents(shared: &Shared, request: &str) -> String {
             }
             let before = shared
                 .incidents
-                .find(redis, now, &kind_keys(kind, &key))
+                .find(redis, now, &crate::incidents::keys_of(kind, &key))
                 .await;
             let i = shared
                 .incidents
@@ -678,18 +678,6 @@ async fn incidents(shared: &Shared, request: &str) -> String {
         }
         _ => "error: expected \"incidents list\", \"incidents show KEY\", \"incidents close KEY\" or \"incidents open KEY [--for DURATION] [--action ACTION]\"\n".into(),
     }
-}
-
-/// One key as the incidents' keys.
-fn kind_keys(kind: KeyKind, key: &str) -> crate::incidents::Keys<'_> {
-    let mut keys = crate::incidents::Keys::default();
-    match kind {
-        KeyKind::Client => keys.client = Some(key),
-        KeyKind::User => keys.user = Some(key),
-        KeyKind::Sender => keys.sender = Some(key),
-        KeyKind::Class => keys.class = Some(key),
-    }
-    keys
 }
 
 fn show(i: &Incident) -> String {

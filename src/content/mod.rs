@@ -130,7 +130,24 @@ struct Walk<'s> {
     body_text: String,
 }
 
-impl Walk<'_> {
+impl<'s> Walk<'s> {
+    /// A walk that has found nothing yet; `collect_text` when a custom
+    /// rule reads the body.
+    fn new(settings: &'s ContentSettings, collect_text: bool) -> Self {
+        Walk {
+            settings,
+            banned: None,
+            incomplete: None,
+            unreadable: None,
+            html_parts: 0,
+            text_parts: 0,
+            malformed: false,
+            link_mismatch: false,
+            collect_text,
+            body_text: String::new(),
+        }
+    }
+
     fn message(&mut self, msg: &Message<'_>, depth: usize) {
         for part in &msg.parts {
             if self.banned.is_none() && !self.settings.banned_extensions.is_empty() {
@@ -219,18 +236,7 @@ impl Walk<'_> {
             if let Some(variant) = MessageParser::default().parse(&raw[..]) {
                 // Only the attachment checks: the rules read the message
                 // as the parser does, once.
-                let mut walk = Walk {
-                    settings: self.settings,
-                    banned: None,
-                    incomplete: None,
-                    unreadable: None,
-                    html_parts: 0,
-                    text_parts: 0,
-                    malformed: false,
-                    link_mismatch: false,
-                    collect_text: false,
-                    body_text: String::new(),
-                };
+                let mut walk = Walk::new(self.settings, false);
                 walk.message(&variant, depth + 1);
                 self.banned = self.banned.take().or(walk.banned);
                 self.incomplete = self.incomplete.or(walk.incomplete);
@@ -409,16 +415,8 @@ fn scan_plain(raw: &[u8], settings: &ContentSettings) -> Option<Scan> {
         return None;
     }
     let walk = Walk {
-        settings,
-        banned: None,
-        incomplete: None,
-        unreadable: None,
-        html_parts: 0,
         text_parts: 1,
-        malformed: false,
-        link_mismatch: false,
-        collect_text: false,
-        body_text: String::new(),
+        ..Walk::new(settings, false)
     };
     Some(rules(&msg, walk))
 }
@@ -549,18 +547,7 @@ fn scan_mime(raw: &[u8], settings: &ContentSettings) -> Scan {
             },
         };
     };
-    let mut walk = Walk {
-        settings,
-        banned: None,
-        incomplete: None,
-        unreadable: None,
-        html_parts: 0,
-        text_parts: 0,
-        malformed: false,
-        link_mismatch: false,
-        collect_text: settings.custom.iter().any(|r| r.body.is_some()),
-        body_text: String::new(),
-    };
+    let mut walk = Walk::new(settings, settings.custom.iter().any(|r| r.body.is_some()));
     walk.message(&msg, 0);
     rules(&msg, walk)
 }

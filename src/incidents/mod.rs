@@ -76,7 +76,7 @@ pub struct Incidents {
 }
 
 /// One key of one kind, as the incidents' keys.
-fn keys_of(kind: KeyKind, key: &str) -> Keys<'_> {
+pub fn keys_of(kind: KeyKind, key: &str) -> Keys<'_> {
     let mut keys = Keys::default();
     match kind {
         KeyKind::Client => keys.client = Some(key),
