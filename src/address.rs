@@ -21,6 +21,10 @@ pub fn canonical_ip(ip: IpAddr) -> IpAddr {
     }
 }
 
+/// Default `ipv6_prefix`: a /64 is one site's or one host's (RFC 4291
+/// §2.5.1 interface identifiers), and a host can take any address in it.
+pub const DEFAULT_IPV6_PREFIX: u8 = 64;
+
 /// A client's key, for limits and incidents alike: the IPv4 address (an
 /// IPv4-mapped IPv6 one as IPv4), or the IPv6 network of `ipv6_prefix` bits
 /// it lies in (`2001:db8:1:2::/64`; the address itself at 128), since a host

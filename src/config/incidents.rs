@@ -208,7 +208,7 @@ impl Default for IncidentSettings {
             block_for: DEFAULT_BLOCK_FOR,
             state_dir: None,
             max_keys: DEFAULT_MAX_KEYS,
-            ipv6_prefix: super::limits::DEFAULT_IPV6_PREFIX,
+            ipv6_prefix: crate::address::DEFAULT_IPV6_PREFIX,
             signals: Vec::new(),
             notify: Notify {
                 webhook: None,

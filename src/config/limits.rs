@@ -145,9 +145,7 @@ pub struct LimitKeys {
     pub ignore_dots_for: Vec<crate::address::Domain>,
 }
 
-/// Default `ipv6_prefix`: a /64 is one site's or one host's (RFC 4291
-/// §2.5.1 interface identifiers), and a host can take any address in it.
-pub const DEFAULT_IPV6_PREFIX: u8 = 64;
+pub use crate::address::DEFAULT_IPV6_PREFIX;
 
 impl Default for LimitKeys {
     fn default() -> Self {
