@@ -6,6 +6,8 @@
 pub mod clamd;
 pub mod links;
 pub mod names;
+pub use names::extensions;
+mod readings;
 pub mod rspamd;
 
 use crate::config::ContentSettings;
@@ -56,50 +58,6 @@ fn collapse(text: &str) -> String {
 /// Attached messages nested deeper than this are not walked: real mail
 /// nests two or three levels; the bound keeps a crafted message cheap.
 const MAX_DEPTH: usize = 8;
-
-/// The extensions a mail client could act on, one per reading of the
-/// name: after the last dot, lower case, with trailing dots, spaces and
-/// invisible format characters (such as U+202E, which reverses the
-/// displayed name) removed, as Windows does. A control character inside the
-/// name is read every way a client might: the name cut there (`evil.exe\0.txt`
-/// is saved as `evil.exe` by the APIs that end a name at a NUL), the
-/// character stripped (`ev\x01il.exe` shown as `evil.exe`), or replaced
-/// (`evil.ex_e`); each reading is judged.
-pub fn extensions(name: &str) -> Vec<String> {
-    let mut readings = vec![name
-        .split(|c: char| c.is_control())
-        .next()
-        .unwrap_or("")
-        .to_string()];
-    if name.chars().any(char::is_control) {
-        readings.push(name.chars().filter(|c| !c.is_control()).collect());
-        readings.push(
-            name.chars()
-                .map(|c| if c.is_control() { '_' } else { c })
-                .collect(),
-        );
-    }
-    let mut out: Vec<String> = Vec::with_capacity(readings.len());
-    for r in readings.iter().filter_map(|r| extension_of(r)) {
-        if !out.contains(&r) {
-            out.push(r);
-        }
-    }
-    out
-}
-
-/// The extension of a name without control characters (see
-/// [`extensions`]).
-fn extension_of(name: &str) -> Option<String> {
-    let cleaned: String = name
-        .chars()
-        .filter(|c| !matches!(c, '\u{200b}'..='\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}' | '\u{feff}'))
-        .collect();
-    let cleaned = cleaned.trim_end_matches(['.', ' ', '\t']);
-    let base = cleaned.rsplit(['/', '\\']).next().unwrap_or(cleaned);
-    let (_, ext) = base.rsplit_once('.')?;
-    (!ext.is_empty()).then(|| ext.to_lowercase())
-}
 
 fn banned_in<'a>(names: impl IntoIterator<Item = &'a str>, banned: &[String]) -> Option<String> {
     names
@@ -221,14 +179,14 @@ impl<'s> Walk<'s> {
         part: &mail_parser::MessagePart<'_>,
         depth: usize,
     ) {
-        let Some(readings) = readings(msg, part) else {
+        let Some(readings) = readings::readings(msg, part) else {
             return;
         };
         if depth >= MAX_DEPTH {
             self.incomplete.get_or_insert("mime_depth");
             return;
         }
-        if readings.len() > MAX_READINGS {
+        if readings.len() > readings::MAX_READINGS {
             self.incomplete.get_or_insert("mime_readings");
             return;
         }
@@ -244,91 +202,6 @@ impl<'s> Walk<'s> {
             }
         }
     }
-}
-
-/// Readings of one part walked at most (a part with four Content-Type and
-/// four Content-Transfer-Encoding headers has 16); past it the message is
-/// refused as unchecked (`mime_readings`).
-const MAX_READINGS: usize = 16;
-
-/// The MIME headers whose duplicates make a part ambiguous.
-fn ambiguous(name: &mail_parser::HeaderName<'_>) -> Option<usize> {
-    match name {
-        mail_parser::HeaderName::ContentType => Some(0),
-        mail_parser::HeaderName::ContentTransferEncoding => Some(1),
-        _ => None,
-    }
-}
-
-/// Whether a part has a Content-Type or Content-Transfer-Encoding header
-/// more than once.
-fn duplicated(part: &mail_parser::MessagePart<'_>) -> bool {
-    let mut seen = [0usize; 2];
-    for h in &part.headers {
-        if let Some(i) = ambiguous(&h.name) {
-            seen[i] += 1;
-        }
-    }
-    seen.iter().any(|n| *n > 1)
-}
-
-/// The part re-written once per choice of its duplicated MIME headers
-/// (None when none is duplicated): its other headers, one of each
-/// duplicated kind, its body.
-fn readings(msg: &Message<'_>, part: &mail_parser::MessagePart<'_>) -> Option<Vec<Vec<u8>>> {
-    if !duplicated(part) {
-        return None;
-    }
-    let raw = &msg.raw_message;
-    let line = |h: &mail_parser::Header<'_>| -> Vec<u8> {
-        let mut l = raw
-            .get(h.offset_field as usize..h.offset_end as usize)
-            .unwrap_or_default()
-            .to_vec();
-        if !l.ends_with(b"\n") {
-            l.extend_from_slice(b"\r\n");
-        }
-        l
-    };
-    let mut choices: [Vec<usize>; 2] = [Vec::new(), Vec::new()];
-    for (i, h) in part.headers.iter().enumerate() {
-        if let Some(k) = ambiguous(&h.name) {
-            choices[k].push(i);
-        }
-    }
-    let body = raw
-        .get(part.raw_body_offset() as usize..part.raw_end_offset() as usize)
-        .unwrap_or_default();
-    let types: Vec<Option<usize>> = if choices[0].is_empty() {
-        vec![None]
-    } else {
-        choices[0].iter().copied().map(Some).collect()
-    };
-    let encodings: Vec<Option<usize>> = if choices[1].is_empty() {
-        vec![None]
-    } else {
-        choices[1].iter().copied().map(Some).collect()
-    };
-    let mut out = Vec::new();
-    for t in &types {
-        for e in &encodings {
-            let mut r = Vec::with_capacity(body.len() + 512);
-            for (i, h) in part.headers.iter().enumerate() {
-                let keep = match ambiguous(&h.name) {
-                    Some(0) => Some(i) == *t,
-                    Some(_) => Some(i) == *e,
-                    None => true,
-                };
-                if keep {
-                    r.extend_from_slice(&line(h));
-                }
-            }
-            r.extend_from_slice(b"\r\n");
-            r.extend_from_slice(body);
-            out.push(r);
-        }
-    }
-    Some(out)
 }
 
 /// Every name a client might show or save a part under: each filename and
@@ -456,7 +329,7 @@ fn plain(msg: &Message<'_>, settings: &ContentSettings) -> bool {
             return false;
         }
     }
-    if part.content_disposition().is_some() || duplicated(part) {
+    if part.content_disposition().is_some() || readings::duplicated(part) {
         return false;
     }
     // A name in any parameter, parsed or raw, is the walk's to judge.
@@ -606,34 +479,6 @@ fn rules(msg: &Message<'_>, walk: Walk<'_>) -> Scan {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn extensions_as_clients_see_them() {
-        let cases = [
-            ("invoice.pdf.exe", Some("exe")),
-            ("INVOICE.EXE", Some("exe")),
-            ("virus.exe.", Some("exe")),
-            ("virus.exe  ", Some("exe")),
-            ("invoice\u{202e}fdp.exe", Some("exe")),
-            ("report.exe\u{200b}", Some("exe")),
-            ("dir/evil.scr", Some("scr")),
-            ("noext", None),
-            ("trailing.", None),
-            ("archive.tar.gz", Some("gz")),
-        ];
-        for (name, want) in cases {
-            assert_eq!(
-                extensions(name).first().map(String::as_str),
-                want,
-                "{name:?}"
-            );
-        }
-        // A control character inside a name: every reading a client could
-        // make (cut there, stripped, replaced).
-        assert_eq!(extensions("ev\u{1}il.exe"), ["exe"]);
-        assert_eq!(extensions("evil.ex\u{1}e"), ["ex", "exe", "ex_e"]);
-        assert_eq!(extensions("evil.exe\0.txt"), ["exe", "txt"]);
-    }
 
     fn settings() -> ContentSettings {
         let c = crate::config::Config::parse(

@@ -32,6 +32,50 @@ pub struct Names {
     pub unreadable: Option<String>,
 }
 
+/// The extensions a mail client could act on, one per reading of the
+/// name: after the last dot, lower case, with trailing dots, spaces and
+/// invisible format characters (such as U+202E, which reverses the
+/// displayed name) removed, as Windows does. A control character inside the
+/// name is read every way a client might: the name cut there (`evil.exe\0.txt`
+/// is saved as `evil.exe` by the APIs that end a name at a NUL), the
+/// character stripped (`ev\x01il.exe` shown as `evil.exe`), or replaced
+/// (`evil.ex_e`); each reading is judged.
+pub fn extensions(name: &str) -> Vec<String> {
+    let mut readings = vec![name
+        .split(|c: char| c.is_control())
+        .next()
+        .unwrap_or("")
+        .to_string()];
+    if name.chars().any(char::is_control) {
+        readings.push(name.chars().filter(|c| !c.is_control()).collect());
+        readings.push(
+            name.chars()
+                .map(|c| if c.is_control() { '_' } else { c })
+                .collect(),
+        );
+    }
+    let mut out: Vec<String> = Vec::with_capacity(readings.len());
+    for r in readings.iter().filter_map(|r| extension_of(r)) {
+        if !out.contains(&r) {
+            out.push(r);
+        }
+    }
+    out
+}
+
+/// The extension of a name without control characters (see
+/// [`extensions`]).
+fn extension_of(name: &str) -> Option<String> {
+    let cleaned: String = name
+        .chars()
+        .filter(|c| !matches!(c, '\u{200b}'..='\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}' | '\u{feff}'))
+        .collect();
+    let cleaned = cleaned.trim_end_matches(['.', ' ', '\t']);
+    let base = cleaned.rsplit(['/', '\\']).next().unwrap_or(cleaned);
+    let (_, ext) = base.rsplit_once('.')?;
+    (!ext.is_empty()).then(|| ext.to_lowercase())
+}
+
 /// Whether bytes are a ZIP archive as unzip finds one: a local header at
 /// the start, or an end-of-central-directory record near the end (a
 /// self-extracting archive starts with a program, not with `PK`).
@@ -331,6 +375,34 @@ fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn extensions_as_clients_see_them() {
+        let cases = [
+            ("invoice.pdf.exe", Some("exe")),
+            ("INVOICE.EXE", Some("exe")),
+            ("virus.exe.", Some("exe")),
+            ("virus.exe  ", Some("exe")),
+            ("invoice\u{202e}fdp.exe", Some("exe")),
+            ("report.exe\u{200b}", Some("exe")),
+            ("dir/evil.scr", Some("scr")),
+            ("noext", None),
+            ("trailing.", None),
+            ("archive.tar.gz", Some("gz")),
+        ];
+        for (name, want) in cases {
+            assert_eq!(
+                extensions(name).first().map(String::as_str),
+                want,
+                "{name:?}"
+            );
+        }
+        // A control character inside a name: every reading a client could
+        // make (cut there, stripped, replaced).
+        assert_eq!(extensions("ev\u{1}il.exe"), ["exe"]);
+        assert_eq!(extensions("evil.ex\u{1}e"), ["ex", "exe", "ex_e"]);
+        assert_eq!(extensions("evil.exe\0.txt"), ["exe", "txt"]);
+    }
 
     #[test]
     fn every_parameter() {
