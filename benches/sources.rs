@@ -10,10 +10,10 @@
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-#[path = "../tests/common/slapd.rs"]
+#[path = "../tests/it/common/slapd.rs"]
 #[allow(dead_code)]
 mod slapd;
-#[path = "../tests/common/tls.rs"]
+#[path = "../tests/it/common/tls.rs"]
 mod tls;
 
 use egress_milter::{

@@ -267,7 +267,7 @@ default_process_limit = 200
 EOF
   {
     echo "127.0.0.1:$PF_PORT inet n - n - - smtpd"
-    sed -n '/^const MASTER_CF/,/^";/p' tests/common/postfix.rs | sed '1d;$d'
+    sed -n '/^const MASTER_CF/,/^";/p' tests/it/common/postfix.rs | sed '1d;$d'
   } >"$PF/master.cf"
   /usr/sbin/postfix -c "$PF" check
   /usr/sbin/postfix -c "$PF" start

@@ -94,6 +94,8 @@ command -v cargo-deb >/dev/null 2>&1 || cargo install cargo-deb --version 3.8.0 
 if [ -n "${CI:-}" ]; then export CARGO_INCREMENTAL=0; fi
 
 cargo fmt --check
+# No import circle between source files, nor between top-level modules.
+python3 scripts/modgraph.py src
 # clippy compiles every target, the benches with them; they are
 # measurements, run with `cargo bench`, not here.
 cargo clippy --all-targets --locked -- -D warnings

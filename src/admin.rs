@@ -36,7 +36,7 @@ pub async fn bind(settings: &AdminSettings) -> std::io::Result<Option<Listener>>
     match &settings.listen {
         AdminListen::Off => Ok(None),
         AdminListen::Unix { path, mode, group } => {
-            crate::server::remove_stale_socket(path).await?;
+            crate::files::remove_stale_socket(path).await?;
             let l = UnixListener::bind(path)?;
             use std::os::unix::fs::PermissionsExt;
             std::fs::set_permissions(path, std::fs::Permissions::from_mode(*mode))?;

@@ -1,7 +1,7 @@
 //! Reading files named in the configuration: the configuration itself,
-//! keys, lists.
+//! keys, lists; and the unix sockets the daemon binds.
 
-use std::path::Path;
+use std::{io, path::Path};
 
 /// Reads a regular file of at most `max` bytes. A device, a FIFO or a huge
 /// file named by mistake (`/dev/zero`, `/dev/stdin`) is an error, never an
@@ -26,4 +26,30 @@ pub fn read_bounded(path: &Path, max: u64) -> std::io::Result<Vec<u8>> {
         ));
     }
     Ok(buf)
+}
+
+/// Clears the way for binding a unix socket at `path`: a stale socket left
+/// by a crashed run is removed; a live one, or a file that is not a
+/// socket, is an error.
+pub(crate) async fn remove_stale_socket(path: &Path) -> io::Result<()> {
+    use std::os::unix::fs::FileTypeExt;
+    use tokio::net::UnixStream;
+    let meta = match std::fs::symlink_metadata(path) {
+        Ok(m) => m,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    if !meta.file_type().is_socket() {
+        return Err(io::Error::new(
+            io::ErrorKind::AlreadyExists,
+            format!("{} exists and is not a socket", path.display()),
+        ));
+    }
+    if UnixStream::connect(path).await.is_ok() {
+        return Err(io::Error::new(
+            io::ErrorKind::AddrInUse,
+            format!("{} is in use by another process", path.display()),
+        ));
+    }
+    std::fs::remove_file(path)
 }

@@ -119,6 +119,8 @@ pub struct Metrics {
     backend_time: Histograms,
     pub open_connections: AtomicI64,
     pub dns_failures: AtomicU64,
+    /// Checks that could not decide, answered as `on_error` says.
+    errors: AtomicU64,
     /// (source, result) -> lookups.
     source_lookups: Mutex<BTreeMap<(String, &'static str), u64>>,
     /// Lookups that reached a source (a file, a directory, a mail store).
@@ -166,6 +168,25 @@ impl Metrics {
     }
 
     /// A DNS-based check that got no answer.
+    /// A check that could not decide (a backend failed or timed out, a
+    /// command out of order, a fault in a stage).
+    pub fn error(&self) {
+        self.errors.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Messages by final verdict so far.
+    pub fn messages(&self) -> BTreeMap<String, u64> {
+        self.messages
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Checks that could not decide so far.
+    pub fn errors(&self) -> u64 {
+        self.errors.load(Ordering::Relaxed)
+    }
+
     pub fn dns_failed(&self) {
         self.dns_failures.fetch_add(1, Ordering::Relaxed);
     }
@@ -270,6 +291,8 @@ impl Metrics {
         let _ = writeln!(out, "# HELP egress_limiter_fallbacks_total Rate decisions taken by on_failure.\n# TYPE egress_limiter_fallbacks_total counter\negress_limiter_fallbacks_total {fallbacks}");
         let dns = self.dns_failures.load(Ordering::Relaxed);
         let _ = writeln!(out, "# HELP egress_dns_failures_total DNS-based checks that could not get an answer.\n# TYPE egress_dns_failures_total counter\negress_dns_failures_total {dns}");
+        let errors = self.errors();
+        let _ = writeln!(out, "# HELP egress_errors_total Checks that could not decide (a backend failed or timed out, a command out of order), answered as on_error says.\n# TYPE egress_errors_total counter\negress_errors_total {errors}");
         let open = self.open_connections.load(Ordering::Relaxed);
         let _ = writeln!(out, "# HELP egress_open_connections Milter connections open now.\n# TYPE egress_open_connections gauge\negress_open_connections {open}");
         let keys = limiter.local.tracked_keys();

@@ -398,7 +398,7 @@ mod tests {
             panic!("a failed check was let through")
         };
         assert_eq!(reply.to_string(), "451 4.3.0 Temporary policy failure");
-        assert_eq!(crate::state::Stats::get(&conn.shared().stats.errors), 1);
+        assert_eq!(conn.shared().metrics.errors(), 1);
         // The connection goes on: the next message is judged normally.
         let answer = guarded!(&mut conn, Stage::Mail, |c| c
             .mail(b"<a@example.com>", &Macros::default())
@@ -413,6 +413,6 @@ mod tests {
             guarded!(&mut conn, Stage::Eoh, |_c| bug()),
             Answer::Continue
         );
-        assert_eq!(crate::state::Stats::get(&conn.shared().stats.errors), 1);
+        assert_eq!(conn.shared().metrics.errors(), 1);
     }
 }

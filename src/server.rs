@@ -9,7 +9,7 @@ use indymilter::{EitherListener, EitherStream, Listener};
 use std::{
     future::Future,
     io,
-    os::unix::fs::{FileTypeExt, PermissionsExt},
+    os::unix::fs::PermissionsExt,
     path::Path,
     pin::Pin,
     sync::Arc,
@@ -30,34 +30,13 @@ pub async fn bind(listen: &Listen, socket_mode: u32) -> io::Result<MilterListene
             EitherListener::Tcp(MilterTcpListener(TcpListener::bind(addr.as_str()).await?))
         }
         Listen::Unix(path) => {
-            remove_stale_socket(path).await?;
+            crate::files::remove_stale_socket(path).await?;
             let l = UnixListener::bind(path)?;
             std::fs::set_permissions(path, std::fs::Permissions::from_mode(socket_mode))?;
             EitherListener::Unix(l)
         }
     };
     Ok(Resilient { inner, pause: None })
-}
-
-pub(crate) async fn remove_stale_socket(path: &Path) -> io::Result<()> {
-    let meta = match std::fs::symlink_metadata(path) {
-        Ok(m) => m,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
-        Err(e) => return Err(e),
-    };
-    if !meta.file_type().is_socket() {
-        return Err(io::Error::new(
-            io::ErrorKind::AlreadyExists,
-            format!("{} exists and is not a socket", path.display()),
-        ));
-    }
-    if UnixStream::connect(path).await.is_ok() {
-        return Err(io::Error::new(
-            io::ErrorKind::AddrInUse,
-            format!("{} is in use by another process", path.display()),
-        ));
-    }
-    std::fs::remove_file(path)
 }
 
 /// Wraps a listener so that a failed `accept` (a client that reset before
@@ -324,17 +303,21 @@ pub async fn serve(config: Config) -> io::Result<()> {
     if let Listen::Unix(path) = &listen {
         let _ = std::fs::remove_file(path);
     }
-    let s = &shared.stats;
-    use crate::state::Stats;
+    let messages = shared.metrics.messages();
+    let n = |verdicts: &[&str]| -> u64 { verdicts.iter().filter_map(|v| messages.get(*v)).sum() };
     info!(
-        accepted = Stats::get(&s.accepted),
-        rejected = Stats::get(&s.rejected),
-        tempfailed = Stats::get(&s.tempfailed),
-        would_reject = Stats::get(&s.would_reject),
-        would_tempfail = Stats::get(&s.would_tempfail),
-        errors = Stats::get(&s.errors),
+        accepted = n(&["accept", "would_reject", "would_tempfail", "would_hold"]),
+        rejected = n(&["reject"]),
+        tempfailed = n(&["tempfail"]),
+        held = n(&["hold"]),
+        would_reject = n(&["would_reject"]),
+        would_tempfail = n(&["would_tempfail"]),
+        errors = shared.metrics.errors(),
         redis_failures = shared.limiter.redis_failures(),
-        limiter_fallbacks = Stats::get(&shared.limiter.fallbacks),
+        limiter_fallbacks = shared
+            .limiter
+            .fallbacks
+            .load(std::sync::atomic::Ordering::Relaxed),
         limiter_evictions = shared.limiter.local.evictions(),
         "egress-milter stopped"
     );

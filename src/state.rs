@@ -1,9 +1,8 @@
 //! What all connections share: the configuration in force (swapped whole on
-//! reload) and the decision counters.
+//! reload), the limiter, the clients of the backends, the metrics.
 
 use crate::config::{Config, ConfigErrors};
 use crate::limiter::Limiter;
-use crate::log::Outcome;
 use arc_swap::ArcSwap;
 use std::sync::{
     atomic::{AtomicU64, Ordering},
@@ -16,7 +15,6 @@ pub struct Shared {
     /// clients were built from.
     started: Arc<Config>,
     next_conn: AtomicU64,
-    pub stats: Stats,
     /// Limiter state outlives configurations: a reload keeps the counters
     /// of every limit whose rate did not change.
     pub limiter: Limiter,
@@ -68,7 +66,6 @@ impl Shared {
             started: Arc::new(config.clone()),
             config: ArcSwap::from_pointee(config),
             next_conn: AtomicU64::new(1),
-            stats: Stats::default(),
         })
     }
 
@@ -107,38 +104,5 @@ impl Shared {
         self.sources.reconfigure(&new);
         self.config.store(Arc::new(new));
         Ok(restart)
-    }
-}
-
-/// Decision counters, by outcome.
-#[derive(Debug, Default)]
-pub struct Stats {
-    pub accepted: AtomicU64,
-    pub rejected: AtomicU64,
-    pub tempfailed: AtomicU64,
-    pub would_reject: AtomicU64,
-    pub would_tempfail: AtomicU64,
-    pub errors: AtomicU64,
-}
-
-impl Stats {
-    pub fn count(&self, outcome: Outcome) {
-        let counter = match outcome {
-            Outcome::Accept => &self.accepted,
-            Outcome::Reject => &self.rejected,
-            Outcome::Tempfail => &self.tempfailed,
-            Outcome::WouldReject => &self.would_reject,
-            Outcome::WouldTempfail => &self.would_tempfail,
-            Outcome::ErrorAccepted | Outcome::Warn | Outcome::Hold | Outcome::WouldHold => return,
-        };
-        counter.fetch_add(1, Ordering::Relaxed);
-    }
-
-    pub fn count_error(&self) {
-        self.errors.fetch_add(1, Ordering::Relaxed);
-    }
-
-    pub fn get(counter: &AtomicU64) -> u64 {
-        counter.load(Ordering::Relaxed)
     }
 }

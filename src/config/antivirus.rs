@@ -2,7 +2,7 @@
 //! through, and what a virus, or a scan that could not be made, means.
 
 use super::raw::{RawAntivirus, Text};
-use super::{parse_duration, parse_size, OnError, Validator};
+use super::{parse_size, OnError, Validator, NONZERO};
 use serde::{Deserialize, Serialize};
 use std::{path::PathBuf, time::Duration};
 
@@ -103,34 +103,16 @@ impl Validator {
         if raw.clamd.is_empty() {
             self.error(1, "antivirus.clamd", "at least one clamd socket is needed");
         }
-        let timeout = match &raw.timeout {
-            Some(t) => match parse_duration(&t.value) {
-                Some(d) if !d.is_zero() => d,
-                _ => {
-                    self.error(
-                        t.referenced.line(),
-                        "antivirus.timeout",
-                        format!("expected a duration such as 10s, got \"{}\"", t.value),
-                    );
-                    DEFAULT_AV_TIMEOUT
-                }
-            },
-            None => DEFAULT_AV_TIMEOUT,
-        };
-        let backoff = match &raw.backoff {
-            Some(t) => match parse_duration(&t.value) {
-                Some(d) => d,
-                None => {
-                    self.error(
-                        t.referenced.line(),
-                        "antivirus.backoff",
-                        format!("expected a duration such as 30s, got \"{}\"", t.value),
-                    );
-                    DEFAULT_AV_BACKOFF
-                }
-            },
-            None => DEFAULT_AV_BACKOFF,
-        };
+        let timeout = raw
+            .timeout
+            .as_ref()
+            .and_then(|t| self.duration("antivirus.timeout", t, NONZERO))
+            .unwrap_or(DEFAULT_AV_TIMEOUT);
+        let backoff = raw
+            .backoff
+            .as_ref()
+            .and_then(|t| self.duration("antivirus.backoff", t, Duration::ZERO))
+            .unwrap_or(DEFAULT_AV_BACKOFF);
         let max_size = match &raw.max_size {
             Some(t) => parse_size(&t.value).unwrap_or_else(|| {
                 self.error(

@@ -250,17 +250,7 @@ impl Validator {
                 return None;
             }
             let timeout = match &r.timeout {
-                Some(t) => match super::parse_duration(&t.value) {
-                    Some(d) if !d.is_zero() => d,
-                    _ => {
-                        self.error(
-                            t.referenced.line(),
-                            "content.rspamd.timeout",
-                            format!("invalid duration \"{}\"", t.value),
-                        );
-                        return None;
-                    }
-                },
+                Some(t) => self.duration("content.rspamd.timeout", t, super::NONZERO)?,
                 // rspamd scans in milliseconds; seconds mean it is stuck.
                 None => std::time::Duration::from_secs(5),
             };

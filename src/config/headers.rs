@@ -3,12 +3,25 @@
 use super::raw::Text;
 use super::Validator;
 
+/// Internal host names when the configuration names none: suffixes no
+/// public name uses.
+pub const DEFAULT_INTERNAL_HOSTNAMES: [&str; 8] = [
+    "*.local",
+    "*.localdomain",
+    "*.internal",
+    "*.lan",
+    "*.corp",
+    "*.home.arpa",
+    "*.intranet",
+    "localhost",
+];
+
 impl Validator {
     /// `*.suffix` patterns and exact names, lower case; the defaults when
     /// the key is absent.
     pub(super) fn internal_hostnames(&mut self, raw: Option<&[Text]>) -> Vec<String> {
         match raw {
-            None => crate::policy::headers::DEFAULT_INTERNAL_HOSTNAMES
+            None => DEFAULT_INTERNAL_HOSTNAMES
                 .iter()
                 .map(|s| s.to_string())
                 .collect(),

@@ -3,7 +3,7 @@
 //! told.
 
 use super::raw::{RawIncidents, RawNotify, RawSignal, Text};
-use super::{parse_duration, Validator};
+use super::Validator;
 use crate::address::Address;
 use crate::rate::{parse_limit, Limit, Rate};
 use serde::{Deserialize, Serialize};
@@ -227,7 +227,7 @@ impl Validator {
         }
         if let Some(d) = &raw.block_for {
             out.block_for = self
-                .duration_at_least(d, "incidents.block_for", Duration::from_secs(1))
+                .duration("incidents.block_for", d, Duration::from_secs(1))
                 .unwrap_or(DEFAULT_BLOCK_FOR);
         }
         if let Some(dir) = &raw.state_dir {
@@ -322,7 +322,7 @@ impl Validator {
                 };
                 let min = self.signal_rate(&format!("{key}.min"), min)?;
                 let learn = match &raw.learn {
-                    Some(l) => self.duration_at_least(l, &format!("{key}.learn"), min.period)?,
+                    Some(l) => self.duration(&format!("{key}.learn"), l, min.period)?,
                     None => DEFAULT_LEARN,
                 };
                 Threshold::Baseline { factor, min, learn }
@@ -365,31 +365,6 @@ impl Validator {
         }
     }
 
-    fn duration_at_least(&mut self, raw: &Text, key: &str, min: Duration) -> Option<Duration> {
-        match parse_duration(&raw.value) {
-            Some(d) if d >= min => Some(d),
-            Some(_) => {
-                self.error(
-                    raw.referenced.line(),
-                    key,
-                    format!("must be at least {}s", min.as_secs()),
-                );
-                None
-            }
-            None => {
-                self.error(
-                    raw.referenced.line(),
-                    key,
-                    format!(
-                        "expected a duration such as 30s, 10m or 2h, got \"{}\"",
-                        raw.value
-                    ),
-                );
-                None
-            }
-        }
-    }
-
     fn notify(&mut self, raw: RawNotify) -> Notify {
         let mut out = IncidentSettings::default().notify;
         if let Some(n) = raw.max_per_hour {
@@ -417,9 +392,9 @@ impl Validator {
             }
             let timeout = match &w.timeout {
                 Some(t) => self
-                    .duration_at_least(
-                        t,
+                    .duration(
                         "incidents.notify.webhook.timeout",
+                        t,
                         Duration::from_millis(100),
                     )
                     .unwrap_or(Duration::from_secs(5)),
@@ -461,9 +436,9 @@ impl Validator {
             }
             let timeout = match &m.timeout {
                 Some(t) => self
-                    .duration_at_least(
-                        t,
+                    .duration(
                         "incidents.notify.mail.timeout",
+                        t,
                         Duration::from_millis(100),
                     )
                     .unwrap_or(Duration::from_secs(10)),

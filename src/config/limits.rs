@@ -1,7 +1,7 @@
 //! The `rate_limits` section: defaults, overrides, backend.
 
 use super::raw::{RawLimits, RawRateLimits, RawSentinel, Text};
-use super::{parse_duration, Validator};
+use super::Validator;
 use crate::address::{Address, DomainPattern};
 use crate::rate::{parse_limit, Limit, LimitName, Rate};
 use ipnet::IpNet;
@@ -466,12 +466,12 @@ impl Validator {
         out.redis.on_failure = r.on_failure.unwrap_or_default();
         if let Some(t) = &r.timeout {
             out.redis.timeout = self
-                .duration("rate_limits.redis.timeout", t)
+                .duration("rate_limits.redis.timeout", t, super::NONZERO)
                 .unwrap_or(DEFAULT_REDIS_TIMEOUT);
         }
         if let Some(t) = &r.lease {
             out.redis.lease = self
-                .duration("rate_limits.redis.lease", t)
+                .duration("rate_limits.redis.lease", t, super::NONZERO)
                 .unwrap_or(DEFAULT_REDIS_LEASE);
         }
         out
@@ -566,23 +566,6 @@ impl Validator {
                     t.referenced.line(),
                     key,
                     format!("expected a percentage between 1% and 99%, such as 80%, got \"{v}\""),
-                );
-                None
-            }
-        }
-    }
-
-    pub(super) fn duration(&mut self, key: &str, t: &Text) -> Option<Duration> {
-        match parse_duration(&t.value) {
-            Some(d) if !d.is_zero() => Some(d),
-            _ => {
-                self.error(
-                    t.referenced.line(),
-                    key,
-                    format!(
-                        "invalid duration \"{}\" (expected e.g. 250ms, 30s, 5m)",
-                        t.value
-                    ),
                 );
                 None
             }

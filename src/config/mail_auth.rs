@@ -3,7 +3,7 @@
 //! `egress_ips` / `hostname`.
 
 use super::raw::{RawDkim, RawDns, RawSelfcheck, RawSpf, Text};
-use super::{parse_duration, Validator};
+use super::{Validator, NONZERO};
 use crate::address::{Domain, DomainPattern};
 use crate::dkim::{DkimKey, DEFAULT_HEADERS};
 use serde::Deserialize;
@@ -213,20 +213,11 @@ impl Validator {
                 ),
             }
         }
-        let timeout = match &dns.timeout {
-            Some(t) => match parse_duration(&t.value) {
-                Some(d) if !d.is_zero() => d,
-                _ => {
-                    self.error(
-                        t.referenced.line(),
-                        "dns.timeout",
-                        format!("invalid duration \"{}\"", t.value),
-                    );
-                    DEFAULT_DNS_TIMEOUT
-                }
-            },
-            None => DEFAULT_DNS_TIMEOUT,
-        };
+        let timeout = dns
+            .timeout
+            .as_ref()
+            .and_then(|t| self.duration("dns.timeout", t, NONZERO))
+            .unwrap_or(DEFAULT_DNS_TIMEOUT);
         let dnsbl = match &selfcheck.dnsbl {
             Some(list) => list
                 .iter()

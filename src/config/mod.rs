@@ -13,6 +13,7 @@ mod custom_limits;
 mod headers;
 mod incidents;
 mod limits;
+pub mod list_file;
 mod mail_auth;
 mod raw;
 mod restart;
@@ -458,6 +459,23 @@ impl Validator {
         });
     }
 
+    /// A duration (`250ms`, `30s`, `5m`, `2h`, `1d`) of at least `min`;
+    /// an error naming `key` otherwise. Every duration key is read here.
+    pub(super) fn duration(&mut self, key: &str, t: &Text, min: Duration) -> Option<Duration> {
+        let message = match parse_duration(&t.value) {
+            Some(d) if d >= min => return Some(d),
+            Some(_) if min <= NONZERO => "must be more than 0".to_string(),
+            Some(_) if min.subsec_millis() == 0 => format!("must be at least {}s", min.as_secs()),
+            Some(_) => format!("must be at least {}ms", min.as_millis()),
+            None => format!(
+                "expected a duration such as 30s, 10m or 2h, got \"{}\"",
+                t.value
+            ),
+        };
+        self.error(t.referenced.line(), key, message);
+        None
+    }
+
     fn config(&mut self, raw: RawConfig) -> Config {
         let listen = self.listen(&raw.listen);
         let socket_mode = raw
@@ -566,20 +584,7 @@ impl Validator {
             .milter
             .timeout
             .as_ref()
-            .and_then(|t| match parse_duration(&t.value) {
-                Some(d) if !d.is_zero() => Some(d),
-                _ => {
-                    self.error(
-                        t.referenced.line(),
-                        "milter.timeout",
-                        format!(
-                            "invalid duration \"{}\" (expected e.g. 30s, 5m, 2h)",
-                            t.value
-                        ),
-                    );
-                    None
-                }
-            })
+            .and_then(|t| self.duration("milter.timeout", t, NONZERO))
             .unwrap_or(DEFAULT_MILTER_TIMEOUT);
         Config {
             path: self.file.clone(),
@@ -731,6 +736,9 @@ pub(crate) fn parse_network(s: &str) -> Option<IpNet> {
     let net = s.parse::<IpNet>().ok()?;
     (net.trunc() == net).then_some(net)
 }
+
+/// The least a duration that must not be zero can be.
+pub(super) const NONZERO: Duration = Duration::from_millis(1);
 
 /// `30s`, `5m`, `2h`, `1d`, or a bare number of seconds.
 pub fn parse_duration(s: &str) -> Option<Duration> {

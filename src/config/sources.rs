@@ -2,9 +2,9 @@
 //! stand wherever a list or a map is taken, with their caches; and the
 //! sender and recipient verification settings that use them.
 
+use super::list_file::{self as file, FileIndex, Stamp};
 use super::raw::{RawCache, RawLdap, RawList, RawSource, RawVerify, Text};
 use super::Validator;
-use crate::sources::file::{self, FileIndex, Stamp};
 use indexmap::IndexMap;
 use serde_saphyr::Spanned;
 use std::{fmt, path::PathBuf, sync::Arc, time::Duration};
@@ -312,7 +312,7 @@ impl Validator {
                 let timeout = r
                     .timeout
                     .as_ref()
-                    .and_then(|t| self.duration(&format!("{key}.timeout"), t))
+                    .and_then(|t| self.duration(&format!("{key}.timeout"), t, super::NONZERO))
                     .unwrap_or(DEFAULT_CALLOUT_TIMEOUT);
                 let helo = r.helo.as_ref().map(|h| h.value.clone());
                 VerifyBy::Callout(CalloutSettings {
@@ -342,12 +342,12 @@ impl Validator {
         let mut out = default;
         let Some(raw) = raw else { return out };
         if let Some(t) = &raw.ttl {
-            if let Some(d) = self.duration(&format!("{key}.ttl"), t) {
+            if let Some(d) = self.duration(&format!("{key}.ttl"), t, super::NONZERO) {
                 out.ttl = d;
             }
         }
         if let Some(t) = &raw.negative_ttl {
-            if let Some(d) = self.duration(&format!("{key}.negative_ttl"), t) {
+            if let Some(d) = self.duration(&format!("{key}.negative_ttl"), t, super::NONZERO) {
                 out.negative_ttl = d;
             }
         }
@@ -555,7 +555,7 @@ impl Validator {
         let timeout = raw
             .timeout
             .as_ref()
-            .and_then(|t| self.duration(&format!("{k}.timeout"), t))
+            .and_then(|t| self.duration(&format!("{k}.timeout"), t, super::NONZERO))
             .unwrap_or(DEFAULT_LDAP_TIMEOUT);
         let ca_file = raw.ca_file.as_ref().map(|c| PathBuf::from(&c.value));
         if let Some(p) = &ca_file {

@@ -171,7 +171,7 @@ internal_hostnames: [\"*.corp.local\", \"a b\"]
     for want in [
         "test.yaml:4: antivirus.clamd[0]: expected unix:/PATH or inet:HOST:PORT, got \"unix:relative.ctl\"",
         "test.yaml:4: antivirus.clamd[1]: expected unix:/PATH or inet:HOST:PORT, got \"inet:127.0.0.1\"",
-        "test.yaml:5: antivirus.timeout: expected a duration such as 10s, got \"never\"",
+        "test.yaml:5: antivirus.timeout: expected a duration such as 30s, 10m or 2h, got \"never\"",
         "test.yaml:6: antivirus.max_size: invalid size \"huge\"",
         "test.yaml:7: antivirus.allow[0]: a signature name or pattern",
         "test.yaml:8: internal_hostnames[1]: expected a host name or *.suffix, got \"a b\"",

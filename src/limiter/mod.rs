@@ -219,11 +219,6 @@ impl Limiter {
             .map_or(0, |r| r.failures.load(std::sync::atomic::Ordering::Relaxed))
     }
 
-    /// Whether Redis is used and answering.
-    pub fn redis_healthy(&self) -> bool {
-        self.redis.as_ref().is_some_and(RedisLimiter::is_healthy)
-    }
-
     /// Open connections counted for `ip` (across gateways with Redis).
     pub async fn open_connections(&self, ip: IpAddr) -> Result<u64, LimiterError> {
         let ip = crate::address::canonical_ip(ip);

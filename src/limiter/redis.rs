@@ -407,10 +407,6 @@ impl RedisLimiter {
         result
     }
 
-    pub fn is_healthy(&self) -> bool {
-        self.healthy.load(Ordering::Relaxed)
-    }
-
     pub async fn check(&self, checks: &[Check]) -> Result<(Outcome, Vec<u16>), LimiterError> {
         if checks.is_empty() {
             return Ok((Outcome::Allowed, Vec::new()));

@@ -55,19 +55,6 @@ pub fn traced(name: &[u8]) -> bool {
 /// Headers of ours that no client may set.
 pub const OURS: [&str; 2] = ["X-Egress-Score", "X-Egress-Rules"];
 
-/// Internal host names when the configuration names none: suffixes no
-/// public name uses.
-pub const DEFAULT_INTERNAL_HOSTNAMES: [&str; 8] = [
-    "*.local",
-    "*.localdomain",
-    "*.internal",
-    "*.lan",
-    "*.corp",
-    "*.home.arpa",
-    "*.intranet",
-    "localhost",
-];
-
 /// An address in brackets, or bare (IPv4 dotted quad, IPv6 with at least
 /// two colons), as Received: lines write them.
 static ADDRESS: LazyLock<Regex> = LazyLock::new(|| {

@@ -103,13 +103,13 @@ async fn owns_by_map(
         return Ok(false);
     };
     let whole_domain = format!("@{}", address.domain);
-    Ok(values
-        .iter()
-        .any(|v| match crate::sources::file::owned_address(v.trim()) {
+    Ok(values.iter().any(
+        |v| match crate::config::list_file::owned_address(v.trim()) {
             Some(owned) if owned.starts_with('@') => owned == whole_domain,
             Some(owned) => Address::parse(&owned).is_ok_and(|o| o.same_limit_key(address)),
             None => false,
-        }))
+        },
+    ))
 }
 
 /// A login that is an address owns exactly that address; a plain login

@@ -15,11 +15,6 @@ pub(super) struct Content {
     /// DKIM-Signature headers seen.
     pub(super) signatures: usize,
     pub(super) body_started: bool,
-    /// The content scan made at end of headers when they show a plain
-    /// text message: it stands unless the body holds something the full
-    /// walk must judge (`content::body_needs_walk`), which is asked of the
-    /// whole body at end of message, whatever else is configured.
-    pub(super) plain_scan: Option<crate::content::Scan>,
 }
 
 impl Content {

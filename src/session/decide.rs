@@ -4,6 +4,9 @@
 //! summary line.
 
 use super::*;
+use crate::log::{self, Outcome};
+use crate::policy::{self, Verdict};
+use crate::reply;
 
 /// How a stage's checks went: `Err` carries the reply refusing what the
 /// stage judges; the refusal is recorded on the message, and the stage ends
@@ -14,8 +17,7 @@ impl Connection {
     /// An internal failure in a stage: answered as `on_error` says, ending
     /// the message if the answer refuses it.
     pub fn internal_error(&mut self, stage: Stage) -> Answer {
-        let flow = self.failed(stage, reply::internal_error());
-        self.finish(flow)
+        self.fail_stage(stage, reply::internal_error())
     }
 
     /// The MTA sent a command out of order, which the milter library does
@@ -27,7 +29,17 @@ impl Connection {
             command,
             "MTA sent a milter command out of order"
         );
-        let flow = self.failed(Stage::of_command(command), reply::out_of_order());
+        self.fail_stage(Stage::of_command(command), reply::out_of_order())
+    }
+
+    /// A stage that could not run: answered as `on_error` says.
+    fn fail_stage(&mut self, stage: Stage, refusal: Refusal) -> Answer {
+        let mut msg = self.message.take();
+        let on_error = msg
+            .as_ref()
+            .map_or_else(|| self.shared.config().on_error, |m| m.config.on_error);
+        let flow = self.failed(msg.as_mut(), stage, refusal, on_error);
+        self.message = msg;
         self.finish(flow)
     }
 
@@ -45,81 +57,56 @@ impl Connection {
         }
     }
 
-    /// A stage could not decide: answered as `on_error` says.
-    pub(super) fn failed(&mut self, stage: Stage, refusal: Refusal) -> Flow {
-        let config = self
-            .message
-            .as_ref()
-            .map_or_else(|| self.shared.config(), |m| m.config.clone());
-        self.failed_as(stage, refusal, config.on_error)
-    }
-
-    /// A stage could not decide: answered as this `on_error` says (a
-    /// check's own, such as `antivirus.on_error`).
-    pub(super) fn failed_as(
+    /// A check could not decide: answered as this `on_error` says.
+    pub(super) fn failed(
         &mut self,
+        msg: Option<&mut Message>,
         stage: Stage,
         refusal: Refusal,
         on_error: crate::config::OnError,
     ) -> Flow {
-        self.shared.stats.count_error();
+        self.shared.metrics.error();
         match on_error {
             crate::config::OnError::Accept => {
-                self.log_decision(stage, Outcome::ErrorAccepted, &refusal);
+                self.log_decision(msg.as_deref(), stage, Outcome::ErrorAccepted, &refusal);
                 Ok(())
             }
             crate::config::OnError::Tempfail => {
-                self.log_decision(stage, Outcome::Tempfail, &refusal);
-                Err(self.record(stage, refusal))
+                self.log_decision(msg.as_deref(), stage, Outcome::Tempfail, &refusal);
+                Err(record(msg, stage, refusal))
             }
         }
     }
 
-    /// Records a refusal on the message: the one that ends it, or, at RCPT
-    /// TO, the last recipient's. Returns its reply.
-    fn record(&mut self, stage: Stage, refusal: Refusal) -> Reply {
-        let reply = refusal.reply.clone();
-        if let Some(msg) = self.message.as_mut() {
-            if stage.ends_message() {
-                msg.refused = Some((stage, refusal));
-            } else {
-                msg.last_rcpt_refusal = Some(refusal);
-            }
-        }
-        reply
-    }
-
-    /// Applies the mode to a verdict and logs the decision: a refusal in
-    /// monitor mode lets the transaction go on; a failed check is answered
-    /// as `on_error` says.
-    pub(super) fn settle(&mut self, stage: Stage, verdict: Verdict) -> Flow {
-        self.settle_as(stage, verdict, None)
-    }
-
-    /// [`settle`](Self::settle) under a mode: the message's (None), or one
-    /// forced (an incident opened in monitor mode is judged in it).
-    pub(super) fn settle_as(
+    /// Applies the mode (the message's, or one forced) to a verdict and
+    /// logs the decision: a refusal in monitor mode lets the transaction
+    /// go on; a failed check is answered as `on_error` says.
+    pub(super) fn settle(
         &mut self,
+        mut msg: Option<&mut Message>,
         stage: Stage,
         verdict: Verdict,
         forced: Option<Mode>,
     ) -> Flow {
-        let mode = forced.unwrap_or_else(|| self.mode());
+        let mode = forced.unwrap_or_else(|| self.mode(msg.as_deref()));
         let refusal = match verdict {
             Verdict::Continue => return Ok(()),
             Verdict::TempError(cause) => {
                 tracing::warn!(conn_id = self.id, stage = stage.as_str(), "{cause}");
-                return self.failed(stage, reply::internal_error());
+                let on_error = msg
+                    .as_ref()
+                    .map_or_else(|| self.shared.config().on_error, |m| m.config.on_error);
+                return self.failed(msg, stage, reply::internal_error(), on_error);
             }
             Verdict::Hold(hold) => {
-                self.hold(stage, hold, mode);
+                self.hold(msg, stage, hold, mode);
                 return Ok(());
             }
             Verdict::Refuse(refusal) => refusal,
         };
         let permanent = refusal.reply.is_permanent();
         if permanent && refusal.rule != "incident" {
-            self.observe_refusal();
+            checks::incident::observe_refusal(self, msg.as_deref());
         }
         if mode == Mode::Monitor {
             let outcome = if permanent {
@@ -127,10 +114,9 @@ impl Connection {
             } else {
                 Outcome::WouldTempfail
             };
-            self.shared.stats.count(outcome);
-            self.log_decision(stage, outcome, &refusal);
-            if let Some(msg) = self.message.as_mut() {
-                msg.would = Some((stage, refusal));
+            self.log_decision(msg.as_deref(), stage, outcome, &refusal);
+            if let Some(m) = msg.as_mut() {
+                m.would = Some((stage, refusal));
             }
             return Ok(());
         }
@@ -139,15 +125,14 @@ impl Connection {
         } else {
             Outcome::Tempfail
         };
-        self.shared.stats.count(outcome);
-        self.log_decision(stage, outcome, &refusal);
-        Err(self.record(stage, refusal))
+        self.log_decision(msg.as_deref(), stage, outcome, &refusal);
+        Err(record(msg, stage, refusal))
     }
 
-    /// The mode the current message (or, before MAIL FROM, the
-    /// connection) is judged in.
-    pub(super) fn mode(&self) -> Mode {
-        match &self.message {
+    /// The mode the message (or, before MAIL FROM, the connection) is
+    /// judged in.
+    pub(super) fn mode(&self, msg: Option<&Message>) -> Mode {
+        match msg {
             Some(m) => m.config.mode_for(m.class()),
             // Before MAIL FROM (connect): the mode of the class the client
             // IP alone matched, else the global one.
@@ -157,43 +142,43 @@ impl Connection {
 
     /// A message to hold for review: recorded, so that end of message
     /// quarantines it (or, in monitor mode, only says it would have).
-    fn hold(&mut self, stage: Stage, hold: policy::Hold, mode: Mode) {
+    fn hold(&mut self, msg: Option<&mut Message>, stage: Stage, hold: policy::Hold, mode: Mode) {
         let monitor = hold.monitor || mode == Mode::Monitor;
         let outcome = if monitor {
             Outcome::WouldHold
         } else {
             Outcome::Hold
         };
-        self.log(stage, outcome, hold.rule, None, &hold.incident);
-        if let Some(msg) = self.message.as_mut() {
+        self.log(
+            msg.as_deref(),
+            stage,
+            outcome,
+            hold.rule,
+            None,
+            &hold.incident,
+        );
+        if let Some(m) = msg {
             if monitor {
-                msg.would_hold = Some((stage, hold));
+                m.would_hold = Some((stage, hold));
             } else {
-                msg.hold = Some((stage, hold));
+                m.hold = Some((stage, hold));
             }
         }
     }
 
-    /// A check with an `off | warn | reject` mode: warn logs the refusal as
-    /// `warn` and lets the transaction go on; a failed check is answered as
-    /// `on_error` says whatever the mode.
-    pub(super) fn settle_check(&mut self, stage: Stage, verdict: Verdict, mode: CheckMode) -> Flow {
-        match (mode, verdict) {
-            (CheckMode::Off, _) | (_, Verdict::Continue) => Ok(()),
-            (CheckMode::Warn, Verdict::Refuse(r)) => {
-                self.log_decision(stage, Outcome::Warn, &r);
-                Ok(())
-            }
-            (_, v) => self.settle(stage, v),
-        }
-    }
-
-    fn log_decision(&mut self, stage: Stage, outcome: Outcome, refusal: &Refusal) {
-        let incident = match (&self.message, refusal.rule) {
+    pub(super) fn log_decision(
+        &mut self,
+        msg: Option<&Message>,
+        stage: Stage,
+        outcome: Outcome,
+        refusal: &Refusal,
+    ) {
+        let incident = match (msg, refusal.rule) {
             (Some(m), "incident") => m.incident.as_ref().map(|i| i.name()),
             _ => None,
         };
         self.log(
+            msg,
             stage,
             outcome,
             refusal.rule,
@@ -204,20 +189,17 @@ impl Connection {
 
     fn log(
         &mut self,
+        msg: Option<&Message>,
         stage: Stage,
         outcome: Outcome,
         rule: &'static str,
         reply: Option<&Reply>,
         incident: &str,
     ) {
-        if self.trace.is_some() {
-            let shown = match reply {
-                Some(r) => format!("{} ({rule}): {r}", outcome.as_str()),
-                None => format!("{} ({rule}): {incident}", outcome.as_str()),
-            };
-            self.note(stage, "decision", || shown);
-        }
-        let msg = self.message.as_ref();
+        self.note(stage, "decision", || match reply {
+            Some(r) => format!("{} ({rule}): {r}", outcome.as_str()),
+            None => format!("{} ({rule}): {incident}", outcome.as_str()),
+        });
         let class = match msg {
             Some(m) => m.class().map_or("-", |c| c.name.as_str()),
             None => self.connect_class.as_deref().unwrap_or("-"),
@@ -271,12 +253,6 @@ impl Connection {
                 Ending::Aborted | Ending::Refused => (Final::Aborted, None, None),
             }
         };
-        if matches!(
-            verdict,
-            Final::Accept | Final::WouldReject | Final::WouldTempfail | Final::WouldHold
-        ) {
-            self.shared.stats.count(Outcome::Accept);
-        }
         let incident = msg.incident.as_ref().map(|i| i.name());
         self.shared.metrics.message(verdict.as_str());
         if let Some(class) = msg.class() {
@@ -307,14 +283,28 @@ impl Connection {
             },
             reply: refusal.map(|r| r.reply.to_string()),
             incident: incident.as_deref().unwrap_or("-"),
-            dkim: &msg.dkim,
-            content: &msg.content_rules,
-            antivirus: &msg.antivirus,
+            dkim: &msg.summary.dkim,
+            content: &msg.summary.content,
+            antivirus: &msg.summary.antivirus,
             elapsed: msg.started.elapsed(),
             milter_us: (msg.busy + self.stage_started.map_or(Duration::ZERO, |t| t.elapsed()))
                 .as_micros(),
         });
     }
+}
+
+/// Records a refusal on the message: the one that ends it, or, at RCPT TO,
+/// the last recipient's. Returns its reply.
+fn record(msg: Option<&mut Message>, stage: Stage, refusal: Refusal) -> Reply {
+    let reply = refusal.reply.clone();
+    if let Some(m) = msg {
+        if stage.ends_message() {
+            m.refused = Some((stage, refusal));
+        } else {
+            m.last_rcpt_refusal = Some(refusal);
+        }
+    }
+    reply
 }
 
 /// How the message ended.

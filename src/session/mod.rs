@@ -1,42 +1,43 @@
 //! The state of one milter connection (one SMTP session) and of its current
-//! message, and the stage methods that run the policies over it.
+//! message, and the pipeline that runs the checks over it.
 //!
 //! The connection part (client, HELO) lives as long as the SMTP session; the
 //! message part starts at MAIL FROM and ends at end of message, at a
 //! message-level refusal, or at an abort (RSET, or a new MAIL FROM).
 //!
-//! - `mod.rs`: the connection and message state, and what lives as long as
-//!   the connection;
-//! - `buffer.rs`: the message as the MTA passed it, kept for the content
-//!   checks and DKIM;
-//! - `envelope.rs`: connect, MAIL FROM and RCPT TO;
-//! - `data.rs`: headers, body and end of message;
-//! - `decide.rs`: the one place where a verdict becomes an answer, under
+//! - `mod.rs`: the connection and the message, what every check shares;
+//! - `stages.rs`: each milter stage: the message's facts kept, then the
+//!   checks run in order;
+//! - `checks/`: the checks, one unit each, and their order;
+//! - `cx.rs`: what a check sees of the session, and the door through which
+//!   it decides;
+//! - `decide.rs`: the one place where a decision becomes an answer, under
 //!   monitor mode and `on_error`, with the decision and summary lines;
+//! - `buffer.rs`: the message as the MTA passed it, kept for the checks
+//!   that read it whole;
 //! - `trace.rs`: the record of every check, for `explain`.
 
 mod buffer;
-mod data;
+mod checks;
+mod cx;
 mod decide;
-mod envelope;
-mod incident;
 mod stage;
+mod stages;
 mod trace;
 
 pub use decide::Final;
 pub use stage::Stage;
 pub use trace::Step;
 
-use crate::address::{parse_envelope, Address, Domain, EnvelopeAddress};
-use crate::config::{CheckMode, SignMode};
+use crate::address::{Address, Domain};
 use crate::config::{Class, Config, Mode};
-use crate::limiter::{Check, ConnectionLease, LimitName};
-use crate::log::{self, Outcome};
-use crate::policy::rate::Facts;
-use crate::policy::{self, from_header::FromHeaders, sender::Sender, Verdict};
-use crate::reply::{self, Refusal, Reply};
+use crate::limiter::ConnectionLease;
+use crate::policy::sender::Sender;
+use crate::reply::{Refusal, Reply};
 use crate::state::Shared;
 use buffer::Content;
+use checks::Check;
+use cx::Cx;
 use decide::{Ending, Flow};
 use std::{
     net::IpAddr,
@@ -79,10 +80,10 @@ pub struct Connection {
     connect_mode: Mode,
 }
 
+/// One message: what every check shares (the envelope, the buffer, the
+/// queue id, the class, what the decisions so far were); each check keeps
+/// its own state in its unit.
 struct Message {
-    /// Per-message custom limits keyed by a recipient, paid for by this
-    /// message: (limit, key).
-    charged: Vec<(&'static str, String)>,
     /// The configuration in force when the message began: a reload in the
     /// middle of a message does not change the rules it is judged by.
     config: Arc<Config>,
@@ -91,39 +92,36 @@ struct Message {
     /// stage in progress excluded.
     busy: Duration,
     queue_id: Option<String>,
+    /// The envelope sender as the summary shows it.
     sender: String,
+    /// The envelope sender parsed (or its raw text when it does not parse).
+    envelope_sender: Sender,
     /// The sender as an address (None for `<>` or an unparsable one).
     sender_address: Option<Address>,
     login: Option<String>,
     /// Index into `config.classes`.
     class: Option<usize>,
+    /// Why the class could not be known, if a source failed.
+    class_failure: Option<String>,
     rcpt_accepted: usize,
     rcpt_refused: usize,
-    from: FromHeaders,
-    /// The From: domain, once end of headers found exactly one mailbox.
-    from_domain: Option<Domain>,
-    /// That mailbox (for learning mode).
-    from_address: Option<Address>,
-    /// Header and body bytes seen, against `content.max_message_size`.
-    size: usize,
-    /// The whole message, kept only when DKIM signs or verifies.
-    content: Option<Content>,
-    /// The signatures added, for the summary line.
-    dkim: String,
-    /// The content score and the rules that fired, for the summary line.
-    content_rules: String,
-    /// The virus scan's result (and signature), for the summary line.
-    antivirus: String,
     /// Accepted recipients (for rspamd), at most `recipients.max_per_message`.
     rcpts: Vec<String>,
-    /// The headers that trace the message's path, top first, when
-    /// internal hops are scrubbed.
-    traced: Vec<policy::headers::Traced>,
-    /// How many of each traced header name, and of our own header names
-    /// (which a client may not set), the message has.
-    name_counts: std::collections::HashMap<String, usize>,
-    /// How many of each `headers.remove` header the message has.
-    remove_counts: Vec<usize>,
+    /// Header and body bytes seen.
+    size: usize,
+    /// The whole message, kept only when a check reads it.
+    content: Option<Content>,
+    /// The From: mailbox, once end of headers found exactly one.
+    from_address: Option<Address>,
+    /// Its domain.
+    from_domain: Option<Domain>,
+    /// The summary line's fields that checks fill.
+    summary: Summary,
+    /// The checks the message is judged by, with what each keeps of it.
+    checks: Vec<Box<dyn Check>>,
+    /// The header changes and the quarantine the checks ask for at end of
+    /// message.
+    changes: Vec<HeaderAction>,
     /// The refusal that ended the message, if any, and its stage.
     refused: Option<(Stage, Refusal)>,
     /// The last refused recipient's refusal, for the summary.
@@ -133,8 +131,29 @@ struct Message {
     /// The open incident of one of the message's keys, if any.
     incident: Option<crate::incidents::Incident>,
     /// The message is to be held for review, or would be in monitor mode.
-    hold: Option<(Stage, policy::Hold)>,
-    would_hold: Option<(Stage, policy::Hold)>,
+    hold: Option<(Stage, crate::policy::Hold)>,
+    would_hold: Option<(Stage, crate::policy::Hold)>,
+}
+
+/// The fields of the summary line that checks fill (`-` when they did
+/// not run).
+struct Summary {
+    /// The signatures added.
+    dkim: String,
+    /// The content score and the rules that fired (and rspamd's verdict).
+    content: String,
+    /// The virus scan's result (and signature).
+    antivirus: String,
+}
+
+impl Default for Summary {
+    fn default() -> Self {
+        Self {
+            dkim: "-".into(),
+            content: "-".into(),
+            antivirus: "-".into(),
+        }
+    }
 }
 
 impl Message {
@@ -171,22 +190,10 @@ pub enum HeaderAction {
     /// Added above every other header.
     Insert { name: &'static str, value: String },
     /// An existing header replaced or deleted.
-    Change(policy::headers::Edit),
+    Change(crate::policy::headers::Edit),
     /// The whole message held for review (the milter's quarantine action:
     /// Postfix's hold queue, Sendmail's quarantine), with the reason.
     Quarantine(String),
-}
-
-/// Whether DKIM reads the whole message: to sign it or to verify it.
-fn signs_or_verifies(config: &Config) -> bool {
-    (!config.dkim.keys.is_empty() && config.dkim.sign != SignMode::Off)
-        || config.dkim.verify_existing != CheckMode::Off
-}
-
-/// Whether a message must be kept whole: for DKIM, the content checks or
-/// the virus scan.
-fn needs_content(config: &Config) -> bool {
-    signs_or_verifies(config) || config.content.active() || config.antivirus.is_some()
 }
 
 /// The MTA's macros that matter to a stage.

@@ -1,6 +1,8 @@
 //! The record of every check and what came of it, for `explain`.
 
 use super::*;
+use crate::limiter::Check;
+use crate::rate::LimitName;
 
 /// One check of the policy and what came of it, for `explain`.
 #[derive(Clone, Debug)]

@@ -12,17 +12,16 @@
 
 mod cache;
 pub mod callout;
-pub mod file;
 mod ldap;
 
 pub use cache::Answer;
 
 use crate::address::{any_matches, Address, Domain, DomainPattern};
+use crate::config::list_file::{self as file, FileIndex, Stamp};
 use crate::config::{Config, Entries, SourceBackend, SourceSettings};
 use crate::limiter::RedisLimiter;
 use crate::metrics::Metrics;
 use arc_swap::ArcSwap;
-use file::{FileIndex, Stamp};
 use ipnet::IpNet;
 use std::{
     collections::HashMap,

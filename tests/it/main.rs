@@ -1,0 +1,40 @@
+//! The integration tests, one binary: a module per area, and `common`,
+//! what they share (the daemon on a loopback port, the real servers they
+//! start, the CLI runner).
+
+mod common;
+
+mod abuse;
+mod antivirus;
+mod bad_input;
+mod cases;
+mod content;
+mod daemon;
+mod dkim_spf;
+mod e2e_incidents;
+mod e2e_postfix;
+mod e2e_sendmail;
+mod evasions;
+mod explain;
+mod faults;
+mod from_header;
+mod incidents;
+mod learning;
+mod limits_admin;
+mod metrics;
+mod open_relay;
+mod out_of_order;
+mod package;
+mod postfix_own_mail;
+mod probe;
+mod rate_limits;
+mod redis_limits;
+mod redis_sentinel;
+mod relay_recipients;
+mod rspamd;
+mod selfcheck;
+mod sender_policy;
+mod slow_backends;
+mod sources;
+mod spoofing;
+mod verify;
