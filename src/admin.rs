@@ -11,7 +11,7 @@ use crate::address::Address;
 use crate::config::{AdminListen, AdminSettings, Config, IncidentAction, KeyKind, Setting};
 use crate::incidents::{now_ms, rfc3339, sendmail_release, Incident};
 use crate::limiter::{LimitId, LimitName, Rate};
-use crate::policy::rate::{setting, Facts};
+use crate::session::checks::rate::rules::{setting, Facts};
 use crate::state::Shared;
 use std::{fmt::Write as _, net::IpAddr, path::PathBuf, sync::Arc, time::Duration};
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
@@ -323,7 +323,7 @@ async fn answer(shared: &Shared, request: &str) -> String {
     };
     // An IP's class, when a class matches by IP alone.
     let class = match ip {
-        Some(ip) => crate::policy::class::resolve(&config, &shared.lists(false), Some(ip), None)
+        Some(ip) => crate::class::resolve(&config, &shared.lists(false), Some(ip), None)
             .await
             .ok()
             .flatten(),

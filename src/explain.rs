@@ -110,7 +110,7 @@ pub async fn explain(config: Config, req: &Request, offline: bool) -> Report {
     let shared = Shared::new(offline_config(config, offline));
     let mut report = judge(shared.clone(), req).await;
     let config = shared.config();
-    let class = crate::policy::class::resolve(
+    let class = crate::class::resolve(
         &config,
         &shared.lists(false),
         Some(req.client),

@@ -4,6 +4,7 @@
 pub mod address;
 pub mod admin;
 pub mod cases;
+mod class;
 pub mod config;
 pub mod content;
 pub mod dkim;
@@ -17,16 +18,17 @@ pub mod log;
 pub mod mailbox;
 pub(crate) mod metrics;
 mod milter;
-mod policy;
 pub mod probe;
 mod rate;
 mod reply;
+mod rule;
 pub mod selfcheck;
 pub mod server;
 pub mod session;
 pub mod sources;
 mod state;
 mod tcp;
+mod verdict;
 
 pub use server::{bind, run};
 pub use state::Shared;

@@ -43,7 +43,7 @@ pub struct Decision<'a> {
     pub conn_id: u64,
     pub stage: &'static str,
     pub outcome: Outcome,
-    pub rule: &'static str,
+    pub rule: crate::reply::Rule,
     /// The SMTP reply; none when the message is held (accepted).
     pub reply: Option<&'a Reply>,
     /// The incident behind the decision, `kind:key`, or "-".
@@ -65,7 +65,7 @@ pub fn decision(d: &Decision<'_>) {
         conn_id = d.conn_id,
         stage = d.stage,
         verdict = d.outcome.as_str(),
-        rule = d.rule,
+        rule = d.rule.as_str(),
         reply = reply.as_str(),
         incident = d.incident,
         client_ip = d.client_ip,

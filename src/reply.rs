@@ -2,7 +2,10 @@
 //! in one place. Policies build their refusals here; the milter layer turns
 //! them into protocol replies.
 
+use crate::rate::LimitId;
 use std::fmt;
+
+pub use crate::rule::Rule;
 
 /// An SMTP reply: a 4xx or 5xx code, its enhanced code, one line of text.
 #[derive(Clone, Debug, Eq, PartialEq)]
@@ -28,11 +31,11 @@ impl fmt::Display for Reply {
 /// A refusal: the rule that decided and the reply it gives.
 #[derive(Clone, Debug, Eq, PartialEq)]
 pub struct Refusal {
-    pub rule: &'static str,
+    pub rule: Rule,
     pub reply: Reply,
 }
 
-fn refuse(rule: &'static str, code: &'static str, enhanced: &'static str, text: String) -> Refusal {
+fn refuse(rule: Rule, code: &'static str, enhanced: &'static str, text: String) -> Refusal {
     Refusal {
         rule,
         reply: Reply {
@@ -66,7 +69,7 @@ fn sanitize(text: &str) -> String {
 }
 
 pub fn relay_denied() -> Refusal {
-    refuse("relay", "554", "5.7.1", "Relay access denied".into())
+    refuse(Rule::Relay, "554", "5.7.1", "Relay access denied".into())
 }
 
 /// `verify_sender`: the mail store (or the source) does not know the
@@ -74,7 +77,7 @@ pub fn relay_denied() -> Refusal {
 /// existence, as Postfix's `reject_unverified_sender` answers.
 pub fn sender_does_not_exist(sender: &str) -> Refusal {
     refuse(
-        "verify_sender",
+        Rule::VerifySender,
         "550",
         "5.1.7",
         format!("Sender address <{sender}> does not exist"),
@@ -84,7 +87,7 @@ pub fn sender_does_not_exist(sender: &str) -> Refusal {
 /// `verify_sender`: the store could not be asked (on_error decides).
 pub fn sender_unverified(sender: &str) -> Refusal {
     refuse(
-        "verify_sender",
+        Rule::VerifySender,
         "451",
         "4.1.7",
         format!("Sender address <{sender}> could not be verified"),
@@ -95,7 +98,7 @@ pub fn sender_unverified(sender: &str) -> Refusal {
 /// destination mailbox address).
 pub fn recipient_does_not_exist(rcpt: &str) -> Refusal {
     refuse(
-        "verify_recipients",
+        Rule::VerifyRecipients,
         "550",
         "5.1.1",
         format!("Recipient <{rcpt}> does not exist"),
@@ -105,7 +108,7 @@ pub fn recipient_does_not_exist(rcpt: &str) -> Refusal {
 /// `verify_recipients`: the store could not be asked (on_error decides).
 pub fn recipient_unverified(rcpt: &str) -> Refusal {
     refuse(
-        "verify_recipients",
+        Rule::VerifyRecipients,
         "451",
         "4.1.1",
         format!("Recipient <{rcpt}> could not be verified"),
@@ -114,14 +117,14 @@ pub fn recipient_unverified(rcpt: &str) -> Refusal {
 
 pub fn client_not_authorised(client: &str) -> Refusal {
     refuse(
-        "unknown_client",
+        Rule::UnknownClient,
         "550",
         "5.7.1",
         format!("Client {client} not authorised to send mail"),
     )
 }
 
-pub fn sender_not_authorised(rule: &'static str, sender: &str, class: &str) -> Refusal {
+pub fn sender_not_authorised(rule: Rule, sender: &str, class: &str) -> Refusal {
     refuse(
         rule,
         "550",
@@ -132,7 +135,7 @@ pub fn sender_not_authorised(rule: &'static str, sender: &str, class: &str) -> R
 
 pub fn sender_not_owned(sender: &str, login: &str) -> Refusal {
     refuse(
-        "login_match",
+        Rule::LoginMatch,
         "553",
         "5.7.1",
         format!("Sender <{sender}> not owned by user {login}"),
@@ -141,7 +144,7 @@ pub fn sender_not_owned(sender: &str, login: &str) -> Refusal {
 
 pub fn null_sender(class: &str) -> Refusal {
     refuse(
-        "null_sender",
+        Rule::NullSender,
         "550",
         "5.7.1",
         format!("Null sender not allowed for {class}"),
@@ -150,7 +153,7 @@ pub fn null_sender(class: &str) -> Refusal {
 
 pub fn too_many_recipients() -> Refusal {
     refuse(
-        "max_recipients",
+        Rule::MaxRecipients,
         "452",
         "4.5.3",
         "Too many recipients".into(),
@@ -159,7 +162,7 @@ pub fn too_many_recipients() -> Refusal {
 
 pub fn no_from_header() -> Refusal {
     refuse(
-        "from_header",
+        Rule::FromHeader,
         "550",
         "5.6.0",
         "Message has no From: header".into(),
@@ -168,7 +171,7 @@ pub fn no_from_header() -> Refusal {
 
 pub fn malformed_from_header(why: &str) -> Refusal {
     refuse(
-        "from_header",
+        Rule::FromHeader,
         "550",
         "5.6.0",
         format!("Malformed From: header ({why})"),
@@ -177,7 +180,7 @@ pub fn malformed_from_header(why: &str) -> Refusal {
 
 pub fn several_from_headers(n: usize) -> Refusal {
     refuse(
-        "from_header",
+        Rule::FromHeader,
         "550",
         "5.7.1",
         format!("Message has {n} From: headers, one is allowed"),
@@ -186,7 +189,7 @@ pub fn several_from_headers(n: usize) -> Refusal {
 
 pub fn several_from_mailboxes(n: usize) -> Refusal {
     refuse(
-        "from_header",
+        Rule::FromHeader,
         "550",
         "5.7.1",
         format!("From: header holds {n} mailboxes, one is allowed"),
@@ -195,7 +198,7 @@ pub fn several_from_mailboxes(n: usize) -> Refusal {
 
 pub fn from_group() -> Refusal {
     refuse(
-        "from_header",
+        Rule::FromHeader,
         "550",
         "5.7.1",
         "From: header holds a group, not one mailbox".into(),
@@ -204,7 +207,7 @@ pub fn from_group() -> Refusal {
 
 pub fn from_domain_not_authorised(domain: &str) -> Refusal {
     refuse(
-        "from_header",
+        Rule::FromHeader,
         "550",
         "5.7.1",
         format!("From: domain {domain} not authorised"),
@@ -213,7 +216,7 @@ pub fn from_domain_not_authorised(domain: &str) -> Refusal {
 
 pub fn from_domain_from_outside(domain: &str) -> Refusal {
     refuse(
-        "inbound_own_domain",
+        Rule::InboundOwnDomain,
         "550",
         "5.7.1",
         format!("From: domain {domain} may not be used from outside"),
@@ -221,11 +224,11 @@ pub fn from_domain_from_outside(domain: &str) -> Refusal {
 }
 
 /// A rate limit: the limit's name is the rule.
-pub fn rate_limited(limit: &'static str, key: &str, retry_after: std::time::Duration) -> Refusal {
+pub fn rate_limited(limit: LimitId, key: &str, retry_after: std::time::Duration) -> Refusal {
     // Whole seconds, rounded up: "retry in 0s" would invite a retry storm.
     let secs = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
     refuse(
-        limit,
+        Rule::Limit(limit),
         "451",
         "4.7.1",
         format!("Rate limit {limit} exceeded for {key}, retry in {secs}s"),
@@ -233,18 +236,18 @@ pub fn rate_limited(limit: &'static str, key: &str, retry_after: std::time::Dura
 }
 
 /// A message larger than a byte budget's whole burst: it can never pass.
-pub fn over_byte_budget(limit: &'static str, key: &str) -> Refusal {
+pub fn over_byte_budget(limit: LimitId, key: &str) -> Refusal {
     refuse(
-        limit,
+        Rule::Limit(limit),
         "552",
         "5.3.4",
         format!("Message size exceeds rate limit {limit} for {key}"),
     )
 }
 
-pub fn too_many_connections(limit: &'static str, client: &str) -> Refusal {
+pub fn too_many_connections(limit: LimitId, client: &str) -> Refusal {
     refuse(
-        limit,
+        Rule::Limit(limit),
         "421",
         "4.7.0",
         format!("Too many connections from {client}"),
@@ -253,7 +256,7 @@ pub fn too_many_connections(limit: &'static str, client: &str) -> Refusal {
 
 pub fn spf_not_authorised(domain: &str) -> Refusal {
     refuse(
-        "spf_egress",
+        Rule::SpfEgress,
         "550",
         "5.7.23",
         format!("SPF of {domain} does not authorise this gateway"),
@@ -262,7 +265,7 @@ pub fn spf_not_authorised(domain: &str) -> Refusal {
 
 pub fn existing_dkim_fails(domain: &str, why: &str) -> Refusal {
     refuse(
-        "dkim_existing",
+        Rule::DkimExisting,
         "550",
         "5.7.20",
         format!("DKIM signature of {domain} does not verify ({why})"),
@@ -271,7 +274,7 @@ pub fn existing_dkim_fails(domain: &str, why: &str) -> Refusal {
 
 pub fn too_many_signatures(n: usize, max: usize) -> Refusal {
     refuse(
-        "dkim_existing",
+        Rule::DkimExisting,
         "550",
         "5.7.20",
         format!("Message carries {n} DKIM signatures, at most {max} are accepted"),
@@ -280,7 +283,7 @@ pub fn too_many_signatures(n: usize, max: usize) -> Refusal {
 
 pub fn no_dkim_key(domain: &str) -> Refusal {
     refuse(
-        "dkim_sign",
+        Rule::DkimSign,
         "451",
         "4.3.0",
         format!("No DKIM signing key for {domain}"),
@@ -289,7 +292,7 @@ pub fn no_dkim_key(domain: &str) -> Refusal {
 
 pub fn message_too_big() -> Refusal {
     refuse(
-        "max_message_size",
+        Rule::MaxMessageSize,
         "552",
         "5.3.4",
         "Message size exceeds fixed limit".into(),
@@ -298,7 +301,7 @@ pub fn message_too_big() -> Refusal {
 
 pub fn banned_attachment(ext: &str) -> Refusal {
     refuse(
-        "banned_attachment",
+        Rule::BannedAttachment,
         "550",
         "5.7.1",
         format!("Attachment type .{ext} not allowed"),
@@ -310,7 +313,7 @@ pub fn banned_attachment(ext: &str) -> Refusal {
 /// `mime_readings`).
 pub fn unchecked_content(cap: &str) -> Refusal {
     refuse(
-        "unchecked_content",
+        Rule::UncheckedContent,
         "550",
         "5.7.1",
         format!("Message too deeply nested or too large to check ({cap})"),
@@ -322,14 +325,14 @@ pub fn unchecked_content(cap: &str) -> Refusal {
 /// `attachments.unreadable_archives: reject`.
 pub fn unreadable_archive(why: &str) -> Refusal {
     refuse(
-        "unchecked_content",
+        Rule::UncheckedContent,
         "550",
         "5.7.1",
         format!("Message has an archive that cannot be checked ({why})"),
     )
 }
 
-pub fn spam_rejected(rule: &'static str, score: f64) -> Refusal {
+pub fn spam_rejected(rule: Rule, score: f64) -> Refusal {
     refuse(
         rule,
         "550",
@@ -338,7 +341,7 @@ pub fn spam_rejected(rule: &'static str, score: f64) -> Refusal {
     )
 }
 
-pub fn spam_deferred(rule: &'static str, score: f64) -> Refusal {
+pub fn spam_deferred(rule: Rule, score: f64) -> Refusal {
     refuse(
         rule,
         "451",
@@ -351,9 +354,9 @@ pub fn spam_deferred(rule: &'static str, score: f64) -> Refusal {
 pub fn virus(signature: &str, permanent: bool) -> Refusal {
     let text = format!("Message contains a virus ({signature})");
     if permanent {
-        refuse("antivirus", "550", "5.7.1", text)
+        refuse(Rule::Antivirus, "550", "5.7.1", text)
     } else {
-        refuse("antivirus", "451", "4.7.1", text)
+        refuse(Rule::Antivirus, "451", "4.7.1", text)
     }
 }
 
@@ -369,14 +372,14 @@ pub fn virus_hold_reason(signature: &str) -> String {
 pub fn suspended(key: &str, permanent: bool) -> Refusal {
     if permanent {
         refuse(
-            "incident",
+            Rule::Incident,
             "550",
             "5.7.1",
             format!("Sending from {key} is suspended"),
         )
     } else {
         refuse(
-            "incident",
+            Rule::Incident,
             "451",
             "4.7.1",
             format!("Sending from {key} is suspended"),
@@ -394,7 +397,7 @@ pub fn hold_reason(incident: &str, signal: &str) -> String {
 
 pub fn internal_error() -> Refusal {
     refuse(
-        "internal_error",
+        Rule::InternalError,
         "451",
         "4.3.0",
         "Temporary policy failure".into(),
@@ -406,7 +409,7 @@ pub fn internal_error() -> Refusal {
 /// answer is `on_error`'s, as for any failure to decide.
 pub fn out_of_order() -> Refusal {
     refuse(
-        "out_of_order",
+        Rule::OutOfOrder,
         "451",
         "4.3.0",
         "Temporary policy failure".into(),

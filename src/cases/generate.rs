@@ -171,7 +171,7 @@ pub async fn generate(config: &Config) -> String {
         // A client address this class, and no class above it, matches.
         let mut client = None;
         for ip in candidates(class) {
-            let got = crate::policy::class::resolve(config, &lists, Some(ip), login.as_deref())
+            let got = crate::class::resolve(config, &lists, Some(ip), login.as_deref())
                 .await
                 .ok()
                 .flatten();
@@ -322,7 +322,7 @@ pub async fn generate(config: &Config) -> String {
                     None,
                     Err((
                         reply::sender_not_authorised(
-                            "sender_domains",
+                            reply::Rule::SenderDomains,
                             &foreign_sender,
                             &class.name,
                         ),
@@ -343,7 +343,11 @@ pub async fn generate(config: &Config) -> String {
                     vec![foreign_rcpt.clone()],
                     None,
                     Err((
-                        reply::sender_not_authorised("sender_addresses", &off, &class.name),
+                        reply::sender_not_authorised(
+                            reply::Rule::SenderAddresses,
+                            &off,
+                            &class.name,
+                        ),
                         "mail",
                     )),
                     Vec::new(),
@@ -417,9 +421,9 @@ pub async fn generate(config: &Config) -> String {
         // class would stop the message first.
         let n = config.max_recipients + 1;
         let rcpt_limit = Address::parse(&format!("r1@{FOREIGN}")).ok().map(|r| {
-            crate::policy::rate::recipient(
+            crate::session::checks::rate::rules::recipient(
                 &config.rate_limits,
-                &crate::policy::rate::Facts {
+                &crate::session::checks::rate::rules::Facts {
                     ip: Some(client),
                     class: Some(&class.name),
                     login: login.as_deref(),
@@ -464,7 +468,7 @@ pub async fn generate(config: &Config) -> String {
         let Ok(ip) = s.parse::<IpAddr>() else {
             continue;
         };
-        let got = crate::policy::class::resolve(config, &lists, Some(ip), None).await;
+        let got = crate::class::resolve(config, &lists, Some(ip), None).await;
         if matches!(got, Ok(None)) {
             stranger = Some(ip);
             break;

@@ -250,7 +250,7 @@ pub async fn run(config: Config, opts: &Options) -> Result<Report, String> {
     let listen = config.listen.clone();
     let config = offline_config(config, false);
     let shared = Shared::new(config.clone());
-    let class = crate::policy::class::resolve(&config, &shared.lists(false), Some(client), None)
+    let class = crate::class::resolve(&config, &shared.lists(false), Some(client), None)
         .await
         .map_err(|e| format!("the client's class: {e}"))?;
     let paths = paths::paths(

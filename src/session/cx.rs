@@ -3,8 +3,8 @@
 
 use super::*;
 use crate::config::{CheckMode, OnError};
-use crate::policy::Verdict;
 use crate::sources::Lists;
+use crate::verdict::Verdict;
 
 /// A check's view of the session at one stage of one message.
 pub(super) struct Cx<'a> {
@@ -55,13 +55,11 @@ impl Whole {
 
 /// How a verdict is judged: in the message's mode, always in monitor mode,
 /// or under a check's own `off | warn | reject` mode; a failure answered
-/// by the configuration's `on_error` or the check's own, with the generic
-/// 451 or the check's own reply.
+/// by the configuration's `on_error` or the check's own.
 pub(super) struct Decision {
     verdict: Verdict,
     mode: How,
     on_error: Option<OnError>,
-    failure: Option<Refusal>,
 }
 
 #[derive(Clone, Copy)]
@@ -77,7 +75,6 @@ impl From<Verdict> for Decision {
             verdict,
             mode: How::Message,
             on_error: None,
-            failure: None,
         }
     }
 }
@@ -102,12 +99,6 @@ impl Decision {
         self.on_error = on_error;
         self
     }
-
-    /// A failure refused with this reply rather than the generic 451.
-    pub fn failing_with(mut self, refusal: Refusal) -> Self {
-        self.failure = Some(refusal);
-        self
-    }
 }
 
 impl Cx<'_> {
@@ -130,8 +121,13 @@ impl Cx<'_> {
                 Ok(())
             }
             (_, Verdict::TempError(cause)) => {
-                tracing::warn!(conn_id = self.conn.id, stage = stage.as_str(), "{cause}");
-                let refusal = d.failure.unwrap_or_else(crate::reply::internal_error);
+                tracing::warn!(
+                    conn_id = self.conn.id,
+                    stage = stage.as_str(),
+                    backend = cause.backend.as_str(),
+                    "{cause}"
+                );
+                let refusal = cause.reply.unwrap_or_else(crate::reply::internal_error);
                 self.conn.failed(msg, stage, refusal, on_error)
             }
             (how, verdict) => {
@@ -176,7 +172,7 @@ impl Cx<'_> {
     }
 
     /// A change to the message's own headers at end of message.
-    pub fn change_header(&mut self, edit: crate::policy::headers::Edit) {
+    pub fn change_header(&mut self, edit: checks::headers::rules::Edit) {
         self.msg.changes.push(HeaderAction::Change(edit));
     }
 }

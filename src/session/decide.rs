@@ -5,8 +5,8 @@
 
 use super::*;
 use crate::log::{self, Outcome};
-use crate::policy::{self, Verdict};
-use crate::reply;
+use crate::reply::{self, Rule};
+use crate::verdict::Verdict;
 
 /// How a stage's checks went: `Err` carries the reply refusing what the
 /// stage judges; the refusal is recorded on the message, and the stage ends
@@ -92,11 +92,17 @@ impl Connection {
         let refusal = match verdict {
             Verdict::Continue => return Ok(()),
             Verdict::TempError(cause) => {
-                tracing::warn!(conn_id = self.id, stage = stage.as_str(), "{cause}");
+                tracing::warn!(
+                    conn_id = self.id,
+                    stage = stage.as_str(),
+                    backend = cause.backend.as_str(),
+                    "{cause}"
+                );
+                let refusal = cause.reply.unwrap_or_else(reply::internal_error);
                 let on_error = msg
                     .as_ref()
                     .map_or_else(|| self.shared.config().on_error, |m| m.config.on_error);
-                return self.failed(msg, stage, reply::internal_error(), on_error);
+                return self.failed(msg, stage, refusal, on_error);
             }
             Verdict::Hold(hold) => {
                 self.hold(msg, stage, hold, mode);
@@ -105,7 +111,7 @@ impl Connection {
             Verdict::Refuse(refusal) => refusal,
         };
         let permanent = refusal.reply.is_permanent();
-        if permanent && refusal.rule != "incident" {
+        if permanent && refusal.rule != Rule::Incident {
             checks::incident::observe_refusal(self, msg.as_deref());
         }
         if mode == Mode::Monitor {
@@ -142,7 +148,13 @@ impl Connection {
 
     /// A message to hold for review: recorded, so that end of message
     /// quarantines it (or, in monitor mode, only says it would have).
-    fn hold(&mut self, msg: Option<&mut Message>, stage: Stage, hold: policy::Hold, mode: Mode) {
+    fn hold(
+        &mut self,
+        msg: Option<&mut Message>,
+        stage: Stage,
+        hold: crate::verdict::Hold,
+        mode: Mode,
+    ) {
         let monitor = hold.monitor || mode == Mode::Monitor;
         let outcome = if monitor {
             Outcome::WouldHold
@@ -174,7 +186,7 @@ impl Connection {
         refusal: &Refusal,
     ) {
         let incident = match (msg, refusal.rule) {
-            (Some(m), "incident") => m.incident.as_ref().map(|i| i.name()),
+            (Some(m), Rule::Incident) => m.incident.as_ref().map(|i| i.name()),
             _ => None,
         };
         self.log(
@@ -192,7 +204,7 @@ impl Connection {
         msg: Option<&Message>,
         stage: Stage,
         outcome: Outcome,
-        rule: &'static str,
+        rule: Rule,
         reply: Option<&Reply>,
         incident: &str,
     ) {
@@ -206,7 +218,7 @@ impl Connection {
         };
         self.shared
             .metrics
-            .decision(stage.as_str(), rule, class, outcome.as_str());
+            .decision(stage.as_str(), rule.as_str(), class, outcome.as_str());
         log::decision(&log::Decision {
             queue_id: msg.and_then(|m| m.queue_id.as_deref()).unwrap_or("-"),
             conn_id: self.id,
@@ -278,8 +290,10 @@ impl Connection {
             stage: stage.map_or("-", Stage::as_str),
             verdict: verdict.as_str(),
             rule: match (verdict, &msg.hold, &msg.would_hold) {
-                (Final::Hold, Some((_, h)), _) | (Final::WouldHold, _, Some((_, h))) => h.rule,
-                _ => refusal.map_or("-", |r| r.rule),
+                (Final::Hold, Some((_, h)), _) | (Final::WouldHold, _, Some((_, h))) => {
+                    h.rule.as_str()
+                }
+                _ => refusal.map_or("-", |r| r.rule.as_str()),
             },
             reply: refusal.map(|r| r.reply.to_string()),
             incident: incident.as_deref().unwrap_or("-"),

@@ -18,7 +18,7 @@
 //! - `trace.rs`: the record of every check, for `explain`.
 
 mod buffer;
-mod checks;
+pub(crate) mod checks;
 mod cx;
 mod decide;
 mod stage;
@@ -32,10 +32,10 @@ pub use trace::Step;
 use crate::address::{Address, Domain};
 use crate::config::{Class, Config, Mode};
 use crate::limiter::ConnectionLease;
-use crate::policy::sender::Sender;
 use crate::reply::{Refusal, Reply};
 use crate::state::Shared;
 use buffer::Content;
+use checks::sender::rules::Sender;
 use checks::Check;
 use cx::Cx;
 use decide::{Ending, Flow};
@@ -131,8 +131,8 @@ struct Message {
     /// The open incident of one of the message's keys, if any.
     incident: Option<crate::incidents::Incident>,
     /// The message is to be held for review, or would be in monitor mode.
-    hold: Option<(Stage, crate::policy::Hold)>,
-    would_hold: Option<(Stage, crate::policy::Hold)>,
+    hold: Option<(Stage, crate::verdict::Hold)>,
+    would_hold: Option<(Stage, crate::verdict::Hold)>,
 }
 
 /// The fields of the summary line that checks fill (`-` when they did
@@ -190,7 +190,7 @@ pub enum HeaderAction {
     /// Added above every other header.
     Insert { name: &'static str, value: String },
     /// An existing header replaced or deleted.
-    Change(crate::policy::headers::Edit),
+    Change(checks::headers::rules::Edit),
     /// The whole message held for review (the milter's quarantine action:
     /// Postfix's hold queue, Sendmail's quarantine), with the reason.
     Quarantine(String),

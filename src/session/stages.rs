@@ -142,9 +142,7 @@ impl Connection {
         let lists = shared.lists(self.trace.is_some());
         let login = macros.auth_login.clone().filter(|l| !l.is_empty());
         let (class, class_failure) =
-            match crate::policy::class::resolve(&config, &lists, self.client_ip, login.as_deref())
-                .await
-            {
+            match crate::class::resolve(&config, &lists, self.client_ip, login.as_deref()).await {
                 Ok(c) => (c, None),
                 Err(e) => (None, Some(e.to_string())),
             };

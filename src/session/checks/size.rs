@@ -3,7 +3,6 @@
 
 use super::{Check, Cx, Flow};
 use crate::config::Config;
-use crate::policy;
 
 pub(super) struct Size;
 
@@ -13,7 +12,7 @@ pub(super) fn new(_: &Config) -> Option<Box<dyn Check>> {
 
 impl Size {
     fn judge(cx: &mut Cx<'_>) -> Flow {
-        let verdict = policy::content::size(cx.msg.size, &cx.msg.config.content);
+        let verdict = super::content::rules::size(cx.msg.size, &cx.msg.config.content);
         cx.decide(verdict)
     }
 }

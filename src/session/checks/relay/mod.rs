@@ -1,0 +1,49 @@
+//! No open relay, and at most `recipients.max_per_message` recipients
+//! (RCPT TO).
+
+mod recipients;
+pub(crate) mod rules;
+
+use super::{Check, Cx, Hook};
+use crate::config::Config;
+use crate::verdict::Verdict;
+
+pub(super) struct Relay;
+
+pub(super) fn new(_: &Config) -> Option<Box<dyn Check>> {
+    Some(Box::new(Relay))
+}
+
+impl Check for Relay {
+    fn rcpt<'a>(&'a mut self, cx: &'a mut Cx<'_>) -> Hook<'a> {
+        Box::pin(async move {
+            let Some(rcpt) = cx.rcpt else {
+                return Ok(());
+            };
+            let config = cx.config();
+            let shared = cx.shared();
+            let lists = shared.lists(cx.recording());
+            let verdict = rules::check(&config, &lists, cx.class(), &rcpt.parsed)
+                .await
+                .and_then(|| recipients::check(&config, cx.msg.rcpt_accepted));
+            cx.noted_lookups(&lists);
+            let passed = verdict == Verdict::Continue;
+            cx.decide(verdict)?;
+            if passed {
+                let shown = String::from_utf8_lossy(&rcpt.raw).into_owned();
+                let known = cx.msg.class.is_some();
+                cx.note("relay, recipient count", || {
+                    format!(
+                        "pass: {shown} ({})",
+                        if known {
+                            "a known client may send anywhere"
+                        } else {
+                            "a local recipient"
+                        }
+                    )
+                });
+            }
+            Ok(())
+        })
+    }
+}
