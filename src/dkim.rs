@@ -249,6 +249,17 @@ pub fn keys_for<'k>(keys: &'k [Arc<DkimKey>], from: &Domain) -> Vec<&'k Arc<Dkim
     }
 }
 
+/// A TXT record value as DNS zone files write it: quoted strings of 250
+/// bytes at most (a string holds 255), which DNS joins back.
+pub fn txt_strings(record: &str) -> String {
+    record
+        .as_bytes()
+        .chunks(250)
+        .map(|c| format!("\"{}\"", String::from_utf8_lossy(c)))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 /// A new key pair: the PEM private key and the key's TXT record value.
 pub fn generate(algorithm: &str, bits: usize) -> Result<(String, String), String> {
     use rsa::pkcs8::{EncodePrivateKey, LineEnding};

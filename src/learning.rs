@@ -60,7 +60,8 @@ pub struct Learned {
 }
 
 /// How `senders` prints what was seen.
-#[derive(Clone, Copy, Debug, Eq, PartialEq)]
+#[derive(Clone, Copy, Debug, Eq, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Format {
     /// YAML to paste into the class: `sender_addresses:` and
     /// `from_domains:`.

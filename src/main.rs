@@ -1,7 +1,7 @@
-//! The egress-milter command: arguments, logging set-up, exit codes.
+//! The egress-milter command line: its arguments, each subcommand handed
+//! to its function in `egress_milter::commands`.
 
 use clap::{Parser, Subcommand};
-use egress_milter::config::Config;
 use std::{path::PathBuf, process::ExitCode};
 
 /// mimalloc instead of the C library's allocator: every milter stage
@@ -121,45 +121,26 @@ enum Command {
     /// with what the configuration predicts for a client at this address.
     /// A message is only ever sent to --rcpt. Exit 0 when every path
     /// answered as predicted, 1 on a mismatch, 2 on an error.
-    Probe {
-        #[arg(long, short, default_value = "/etc/egress-milter/milter.yaml")]
-        config: PathBuf,
-        /// The gateway's SMTP service, HOST:PORT.
-        #[arg(long)]
-        server: String,
-        /// The only address a message is sent to (yours).
-        #[arg(long)]
-        rcpt: String,
-        /// Connect from this local address.
-        #[arg(long)]
-        source: Option<std::net::IpAddr>,
-        /// The client address the gateway sees, when NAT is in between.
-        #[arg(long)]
-        as_client: Option<std::net::IpAddr>,
-        #[arg(long, default_value = "probe.invalid")]
-        helo: String,
-        /// The submission service (HOST:587), for the login's paths.
-        #[arg(long)]
-        submission: Option<String>,
-        #[arg(long, requires = "password_file")]
-        login: Option<String>,
-        /// A file whose first line is the login's password.
-        #[arg(long, requires = "login")]
-        password_file: Option<PathBuf>,
-        /// The longest wait for one SMTP session.
-        #[arg(long, default_value = "30s")]
-        timeout: String,
-    },
+    Probe(ProbeArgs),
     /// The envelope senders and From: addresses a class was seen using
     /// while in monitor mode (learning mode), as a ready
     /// `sender_addresses` list (`--format yaml`) or a file source
     /// (`--format file`), through `admin.listen`.
     Senders {
+        #[command(subcommand)]
+        action: Option<SendersAction>,
+        /// The class (`senders --class CLASS`: the same as `senders show
+        /// CLASS`).
         #[arg(long)]
-        class: String,
+        class: Option<String>,
         #[arg(long, default_value = "yaml", value_parser = ["yaml", "file"])]
         format: String,
-        #[arg(long, short, default_value = "/etc/egress-milter/milter.yaml")]
+        #[arg(
+            long,
+            short,
+            default_value = "/etc/egress-milter/milter.yaml",
+            global = true
+        )]
         config: PathBuf,
     },
     /// Look at or clear the cached answers of sources and callouts in the
@@ -174,6 +155,16 @@ enum Command {
             global = true
         )]
         config: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum SendersAction {
+    /// What learning mode saw CLASS use.
+    Show {
+        class: String,
+        #[arg(long, default_value = "yaml", value_parser = ["yaml", "file"])]
+        format: String,
     },
 }
 
@@ -208,6 +199,38 @@ enum IncidentsAction {
         #[arg(long, value_parser = ["hold", "tempfail", "reject", "monitor"])]
         action: Option<String>,
     },
+}
+
+/// `probe`'s arguments.
+#[derive(clap::Args)]
+struct ProbeArgs {
+    #[arg(long, short, default_value = "/etc/egress-milter/milter.yaml")]
+    config: PathBuf,
+    /// The gateway's SMTP service, HOST:PORT.
+    #[arg(long)]
+    server: String,
+    /// The only address a message is sent to (yours).
+    #[arg(long)]
+    rcpt: String,
+    /// Connect from this local address.
+    #[arg(long)]
+    source: Option<std::net::IpAddr>,
+    /// The client address the gateway sees, when NAT is in between.
+    #[arg(long)]
+    as_client: Option<std::net::IpAddr>,
+    #[arg(long, default_value = "probe.invalid")]
+    helo: String,
+    /// The submission service (HOST:587), for the login's paths.
+    #[arg(long)]
+    submission: Option<String>,
+    #[arg(long, requires = "password_file")]
+    login: Option<String>,
+    /// A file whose first line is the login's password.
+    #[arg(long, requires = "login")]
+    password_file: Option<PathBuf>,
+    /// The longest wait for one SMTP session.
+    #[arg(long, default_value = "30s")]
+    timeout: String,
 }
 
 /// `explain`'s arguments.
@@ -259,412 +282,108 @@ enum LimitsAction {
 }
 
 fn main() -> ExitCode {
-    match Cli::parse().command {
-        Command::Selfcheck { config } => {
-            let config = match load(&config) {
-                Ok(c) => c,
-                Err(code) => return code,
-            };
-            let runtime = match small_runtime() {
-                Ok(r) => r,
-                Err(code) => return code,
-            };
-            match runtime.block_on(egress_milter::selfcheck::run(&config)) {
-                Ok(rows) => {
-                    print!("{}", egress_milter::selfcheck::render(&rows));
-                    if rows
-                        .iter()
-                        .any(|r| r.status == egress_milter::selfcheck::Status::Fail)
-                    {
-                        ExitCode::FAILURE
-                    } else {
-                        ExitCode::SUCCESS
-                    }
-                }
-                Err(e) => {
-                    eprintln!("egress-milter: {e}");
-                    ExitCode::FAILURE
-                }
-            }
-        }
-        Command::Explain(args) => explain(args),
+    use egress_milter::admin::{Cache, Incidents, Limits, Request, Senders};
+    use egress_milter::commands::{self, Exit};
+    let exit: Exit = match Cli::parse().command {
+        Command::Run { config } => commands::run(&config),
+        Command::CheckConfig { config, user } => commands::check_config(&config, user.as_deref()),
+        Command::Selfcheck { config } => commands::selfcheck(&config),
+        Command::Explain(a) => commands::explain(
+            &a.config,
+            egress_milter::explain::Request {
+                client: a.client,
+                helo: a.helo,
+                auth: a.auth,
+                from: a.from,
+                rcpts: commands::rcpt_list(&a.rcpt),
+                message: None,
+            },
+            a.message,
+            a.offline,
+        ),
+        Command::Test {
+            config,
+            cases,
+            generate,
+            offline,
+        } => commands::test(&config, cases.as_deref(), generate, offline),
         Command::DkimKeygen {
             domain,
             selector,
             algorithm,
             bits,
             out,
-        } => keygen(&domain, &selector, &algorithm, bits, out),
-        Command::CheckConfig { config, user } => {
-            if let Some(user) = user {
-                if let Err(e) = become_user(&user) {
-                    eprintln!("egress-milter: --user {user}: {e}");
-                    return ExitCode::from(2);
-                }
-            }
-            check_config(&config)
-        }
-        Command::Limits { action, config } => {
-            let request = match action {
-                LimitsAction::Show { key, limit } => limits_request("show", &key, limit),
-                LimitsAction::Reset { key, limit } => limits_request("reset", &key, limit),
-            };
-            admin_request(&config, &request)
-        }
-        Command::Test {
-            config,
-            cases,
-            generate,
-            offline,
-        } => run_cases(&config, cases.as_deref(), generate, offline),
-        Command::Probe {
-            config,
-            server,
-            rcpt,
-            source,
-            as_client,
-            helo,
-            submission,
-            login,
-            password_file,
-            timeout,
-        } => {
-            let Some(timeout) = egress_milter::config::parse_duration(&timeout) else {
-                eprintln!("egress-milter: --timeout {timeout}: expected a duration such as 30s");
-                return ExitCode::from(2);
-            };
-            let password =
-                match password_file.map(|p| std::fs::read_to_string(&p).map_err(|e| (p, e))) {
-                    None => None,
-                    Some(Ok(s)) => Some(s.lines().next().unwrap_or_default().to_string()),
-                    Some(Err((p, e))) => {
-                        eprintln!("egress-milter: cannot read {}: {e}", p.display());
-                        return ExitCode::from(2);
-                    }
-                };
-            ExitCode::from(egress_milter::probe::command(
-                &config,
-                &egress_milter::probe::Options {
-                    server,
-                    rcpt,
-                    source,
-                    as_client,
-                    helo,
-                    submission,
-                    login,
-                    password,
-                    timeout,
-                },
-            ))
-        }
-        Command::Senders {
-            class,
-            format,
-            config,
-        } => admin_request(&config, &format!("senders {class} {format}")),
-        Command::Cache { action, config } => {
-            let request = match action {
-                CacheAction::Show { key } => format!("cache show {key}"),
-                CacheAction::Flush { key } => format!("cache flush {}", key.unwrap_or_default()),
-            };
-            admin_request(&config, request.trim_end())
-        }
-        Command::Incidents { action, config } => {
-            let request = match action {
-                IncidentsAction::List => "incidents list".to_string(),
-                IncidentsAction::Show { key } => format!("incidents show {key}"),
-                IncidentsAction::Close { key } => format!("incidents close {key}"),
+        } => commands::keygen(&domain, &selector, &algorithm, bits, out),
+        Command::Probe(a) => commands::probe(
+            &a.config,
+            egress_milter::probe::Options {
+                server: a.server,
+                rcpt: a.rcpt,
+                source: a.source,
+                as_client: a.as_client,
+                helo: a.helo,
+                submission: a.submission,
+                login: a.login,
+                password: None,
+                timeout: std::time::Duration::ZERO,
+            },
+            &a.timeout,
+            a.password_file,
+        ),
+        Command::Limits { action, config } => commands::admin(
+            &config,
+            Request::Limits(match action {
+                LimitsAction::Show { key, limit } => Limits::Show { key, limit },
+                LimitsAction::Reset { key, limit } => Limits::Reset { key, limit },
+            }),
+        ),
+        Command::Incidents { action, config } => commands::admin(
+            &config,
+            Request::Incidents(match action {
+                IncidentsAction::List => Incidents::List,
+                IncidentsAction::Show { key } => Incidents::Show { key },
+                IncidentsAction::Close { key } => Incidents::Close { key },
                 IncidentsAction::Open {
                     key,
                     duration,
                     action,
-                } => {
-                    let mut r = format!("incidents open {key}");
-                    if let Some(d) = duration {
-                        r.push_str(&format!(" --for {d}"));
+                } => Incidents::Open {
+                    key,
+                    duration,
+                    action,
+                },
+            }),
+        ),
+        Command::Cache { action, config } => commands::admin(
+            &config,
+            Request::Cache(match action {
+                CacheAction::Show { key } => Cache::Show { key },
+                CacheAction::Flush { key } => Cache::Flush { key },
+            }),
+        ),
+        Command::Senders {
+            action,
+            class,
+            format,
+            config,
+        } => {
+            let (class, format) = match action {
+                Some(SendersAction::Show { class, format }) => (class, format),
+                // `senders --class CLASS`, the first spelling.
+                None => match class {
+                    Some(class) => (class, format),
+                    None => {
+                        eprintln!("egress-milter: senders show CLASS (or senders --class CLASS)");
+                        return Exit::Usage.into();
                     }
-                    if let Some(a) = action {
-                        r.push_str(&format!(" --action {a}"));
-                    }
-                    r
-                }
+                },
             };
-            admin_request(&config, &request)
-        }
-        Command::Run { config } => {
-            let config = match load(&config) {
-                Ok(c) => c,
-                Err(code) => return code,
+            let format = match format.as_str() {
+                "file" => egress_milter::learning::Format::File,
+                _ => egress_milter::learning::Format::Yaml,
             };
-            egress_milter::log::init(config.log_format);
-            let runtime = match tokio::runtime::Runtime::new() {
-                Ok(r) => r,
-                Err(e) => {
-                    eprintln!("egress-milter: cannot start the runtime: {e}");
-                    return ExitCode::FAILURE;
-                }
-            };
-            match runtime.block_on(egress_milter::server::serve(config)) {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => {
-                    // Once: the log goes to stderr too.
-                    tracing::error!("egress-milter not started: {e}");
-                    ExitCode::FAILURE
-                }
-            }
-        }
-    }
-}
-
-fn keygen(
-    domain: &str,
-    selector: &str,
-    algorithm: &str,
-    bits: usize,
-    out: Option<PathBuf>,
-) -> ExitCode {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let domain = match egress_milter::address::Domain::parse(domain) {
-        Ok(d) => d,
-        Err(e) => {
-            eprintln!("egress-milter: invalid domain: {e}");
-            return ExitCode::FAILURE;
+            commands::admin(&config, Request::Senders(Senders { class, format }))
         }
     };
-    let (pem, record) = match egress_milter::dkim::generate(algorithm, bits) {
-        Ok(k) => k,
-        Err(e) => {
-            eprintln!("egress-milter: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    let path = out.unwrap_or_else(|| PathBuf::from(format!("{domain}.{selector}.pem")));
-    // create_new: an existing key is never overwritten; 0600: the key is
-    // readable by its owner only (chown it to the daemon's user).
-    let written = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&path)
-        .and_then(|mut f| f.write_all(pem.as_bytes()));
-    if let Err(e) = written {
-        eprintln!("egress-milter: cannot write {}: {e}", path.display());
-        return ExitCode::FAILURE;
-    }
-    eprintln!("private key written to {}", path.display());
-    eprintln!("publish this TXT record, then add the key to dkim.keys:");
-    // A TXT string holds 255 bytes at most: longer records (RSA keys) are
-    // written as several strings, which DNS joins back.
-    let strings: Vec<String> = record
-        .as_bytes()
-        .chunks(250)
-        .map(|c| format!("\"{}\"", String::from_utf8_lossy(c)))
-        .collect();
-    println!(
-        "{selector}._domainkey.{domain}. IN TXT ( {} )",
-        strings.join(" ")
-    );
-    ExitCode::SUCCESS
-}
-
-/// Loads a configuration, printing every error.
-fn explain(args: ExplainArgs) -> ExitCode {
-    let ExplainArgs {
-        config,
-        client,
-        auth,
-        helo,
-        from,
-        rcpt: rcpts,
-        message,
-        offline,
-    } = args;
-    let config = match Config::load(&config) {
-        Ok(c) => c,
-        Err(errors) => {
-            eprintln!("{errors}");
-            return ExitCode::from(2);
-        }
-    };
-    let message = match message
-        .map(|p| std::fs::read(&p).map_err(|e| (p, e)))
-        .transpose()
-    {
-        Ok(m) => m,
-        Err((p, e)) => {
-            eprintln!("egress-milter: cannot read {}: {e}", p.display());
-            return ExitCode::from(2);
-        }
-    };
-    let req = egress_milter::explain::Request {
-        client,
-        helo,
-        auth,
-        from,
-        rcpts: rcpt_list(rcpts),
-        message,
-    };
-    let runtime = match small_runtime() {
-        Ok(r) => r,
-        Err(code) => return code,
-    };
-    let report = runtime.block_on(egress_milter::explain::explain(config, &req, offline));
-    print!("{}", egress_milter::explain::render(&req, &report));
-    if report.accepted() {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
-    }
-}
-
-/// Recipients as given: repeated `--rcpt` or comma-separated.
-fn rcpt_list(rcpts: Vec<String>) -> Vec<String> {
-    rcpts
-        .iter()
-        .flat_map(|r| r.split(','))
-        .map(|r| r.trim().trim_matches(['<', '>']).to_string())
-        .filter(|r| !r.is_empty())
-        .collect()
-}
-
-/// Sends one request to the daemon's admin endpoint and prints its answer.
-fn admin_request(config: &std::path::Path, request: &str) -> ExitCode {
-    let settings = match egress_milter::config::AdminSettings::load(config) {
-        Ok(s) => s,
-        Err(errors) => {
-            eprintln!("{errors}");
-            return ExitCode::FAILURE;
-        }
-    };
-    let runtime = match small_runtime() {
-        Ok(r) => r,
-        Err(code) => return code,
-    };
-    match runtime.block_on(egress_milter::admin::request(&settings, request)) {
-        Ok(answer) if answer.starts_with("error:") => {
-            eprint!("{answer}");
-            ExitCode::FAILURE
-        }
-        Ok(answer) => {
-            print!("{answer}");
-            ExitCode::SUCCESS
-        }
-        Err(e) => {
-            eprintln!(
-                "egress-milter: cannot reach the daemon at {}: {e}",
-                egress_milter::admin::describe(&settings)
-            );
-            ExitCode::FAILURE
-        }
-    }
-}
-
-fn load(path: &std::path::Path) -> Result<Config, ExitCode> {
-    Config::load(path).map_err(|errors| {
-        eprintln!("{errors}");
-        ExitCode::FAILURE
-    })
-}
-
-/// A single-threaded runtime for the commands that talk to the network once.
-/// `egress-milter test`.
-fn run_cases(
-    config_path: &std::path::Path,
-    cases: Option<&std::path::Path>,
-    generate: bool,
-    offline: bool,
-) -> ExitCode {
-    let config = match Config::load(config_path) {
-        Ok(c) => c,
-        Err(errors) => {
-            eprintln!("{errors}");
-            return ExitCode::from(2);
-        }
-    };
-    let runtime = match small_runtime() {
-        Ok(r) => r,
-        Err(code) => return code,
-    };
-    if generate {
-        print!(
-            "{}",
-            runtime.block_on(egress_milter::cases::generate::generate(&config))
-        );
-        return ExitCode::SUCCESS;
-    }
-    let Some(path) = cases else {
-        eprintln!("egress-milter: a cases file is needed (or --generate)");
-        return ExitCode::from(2);
-    };
-    let file = match egress_milter::cases::load(path) {
-        Ok(f) => f,
-        Err(e) => {
-            eprintln!("{e}");
-            return ExitCode::from(2);
-        }
-    };
-    let base = path.parent().unwrap_or(std::path::Path::new("."));
-    match runtime.block_on(egress_milter::cases::run(config, &file, base, offline)) {
-        Ok(results) => {
-            print!("{}", egress_milter::cases::render(&results));
-            if results.iter().all(|r| r.diff.is_empty()) {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::FAILURE
-            }
-        }
-        Err(e) => {
-            eprintln!("{e}");
-            ExitCode::from(2)
-        }
-    }
-}
-
-fn small_runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| {
-            eprintln!("egress-milter: cannot start the runtime: {e}");
-            ExitCode::FAILURE
-        })
-}
-
-/// Drops to a user and its groups (for `check-config --user`).
-fn become_user(name: &str) -> Result<(), String> {
-    use nix::unistd::{initgroups, setgid, setuid, User};
-    let user = User::from_name(name)
-        .map_err(|e| format!("cannot look up the user: {e}"))?
-        .ok_or("no such user")?;
-    let cname = std::ffi::CString::new(name).map_err(|e| e.to_string())?;
-    initgroups(&cname, user.gid).map_err(|e| format!("cannot take its groups (not root?): {e}"))?;
-    setgid(user.gid).map_err(|e| format!("cannot take its group: {e}"))?;
-    setuid(user.uid).map_err(|e| format!("cannot become it: {e}"))?;
-    Ok(())
-}
-
-/// `check-config`: "ok" and the warnings, or every error.
-fn check_config(config: &std::path::Path) -> ExitCode {
-    match Config::load(config) {
-        Ok(c) => {
-            for w in &c.warnings {
-                eprintln!("warning: {w}");
-            }
-            println!("ok");
-            ExitCode::SUCCESS
-        }
-        Err(errors) => {
-            eprintln!("{errors}");
-            ExitCode::FAILURE
-        }
-    }
-}
-
-/// A `limits` request as the admin endpoint reads it.
-fn limits_request(verb: &str, key: &str, limit: Option<String>) -> String {
-    match limit {
-        Some(l) => format!("{verb} {key} --limit {l}"),
-        None => format!("{verb} {key}"),
-    }
+    exit.into()
 }

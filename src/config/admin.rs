@@ -67,7 +67,8 @@ impl AdminSettings {
 }
 
 /// The parts of the file the admin commands read: not the rest, which may
-/// name files (DKIM keys) an administrator cannot read.
+/// name files (DKIM keys) an administrator cannot read. Other keys are
+/// read past, not checked.
 #[derive(serde::Deserialize)]
 struct AdminOnly {
     #[serde(default)]
@@ -86,29 +87,10 @@ impl AdminSettings {
     /// Reads the admin section of a configuration file (for the commands
     /// that talk to the daemon), with the same checks as a full load.
     pub fn load(path: &std::path::Path) -> Result<Self, super::ConfigErrors> {
-        let error = |line, message: String| {
-            super::ConfigErrors(vec![super::ConfigError {
-                file: path.to_path_buf(),
-                line,
-                key: "admin".into(),
-                message,
-            }])
-        };
-        let bytes = crate::files::read_bounded(path, super::MAX_CONFIG_SIZE)
-            .map_err(|e| error(0, format!("cannot read: {e}")))?;
-        let text = String::from_utf8_lossy(&bytes);
-        let raw: AdminOnly = serde_saphyr::from_str(&text).map_err(|e| {
-            error(
-                e.location().map(|l| l.line()).unwrap_or(0),
-                super::serde_message(&e),
-            )
-        })?;
-        let mut v = Validator {
-            file: path.to_path_buf(),
-            errors: Vec::new(),
-            warnings: Vec::new(),
-            source_uses: Vec::new(),
-        };
+        let text = super::reading::read_text(path)?;
+        let raw: AdminOnly =
+            super::reading::read_yaml(path, &text).map_err(|e| super::ConfigErrors(vec![e]))?;
+        let mut v = Validator::new(path);
         let settings = v.admin(&raw.admin, raw.rate_limits.admin_listen.as_ref());
         if v.errors.is_empty() {
             Ok(settings)

@@ -1,5 +1,8 @@
 //! Loading and validating the configuration file.
 
+use super::reading::MAX_CONFIG_SIZE;
+use super::*;
+
 #[test]
 fn devices_and_huge_files_are_refused_not_read_forever() {
     let e = Config::load(Path::new("/dev/zero"))
@@ -18,8 +21,6 @@ fn devices_and_huge_files_are_refused_not_read_forever() {
         .to_string();
     assert!(e.contains("not a regular file"), "{e}");
 }
-
-use super::*;
 
 fn parse(yaml: &str) -> Result<Config, ConfigErrors> {
     Config::parse(Path::new("test.yaml"), yaml)

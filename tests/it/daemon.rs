@@ -22,6 +22,66 @@ fn check_config(path: &Path) -> std::process::Output {
         .unwrap()
 }
 
+/// One rule for every command: 0 done, 1 failed (a check, a case, the
+/// daemon), 2 a mistake in what it was given (the arguments, the
+/// configuration). A broken configuration is named, file and line, and
+/// exits 2 whatever the command.
+#[test]
+fn every_command_exits_2_on_a_broken_configuration() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("broken.yaml");
+    std::fs::write(&path, "local_domains: [example.com]\nlisten: [unclosed\n").unwrap();
+    let cases = dir.path().join("cases.yaml");
+    std::fs::write(&cases, "[]\n").unwrap();
+    let commands: &[&[&str]] = &[
+        &["run"],
+        &["check-config"],
+        &["selfcheck"],
+        &[
+            "explain",
+            "--client",
+            "127.0.0.1",
+            "--from",
+            "a@example.com",
+            "--rcpt",
+            "b@example.net",
+        ],
+        &["test", cases.to_str().unwrap()],
+        &["test", "--generate"],
+        &[
+            "probe",
+            "--server",
+            "127.0.0.1:1",
+            "--rcpt",
+            "b@example.net",
+        ],
+        &["limits", "show", "127.0.0.1"],
+        &["incidents", "list"],
+        &["cache", "show", "user@example.com"],
+        &["senders", "show", "staff"],
+    ];
+    for args in commands {
+        let out = Command::new(BIN)
+            .args(*args)
+            .arg("--config")
+            .arg(&path)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(
+            stderr.contains(&format!("{}:2", path.display())),
+            "{args:?} names the file and line: {stderr}"
+        );
+    }
+    // A usage mistake is 2 too.
+    let out = Command::new(BIN)
+        .args(["limits", "frobnicate"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+}
+
 #[test]
 fn check_config_accepts_the_shipped_file() {
     let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("milter.yaml");
@@ -45,7 +105,7 @@ fn check_config_accepts_the_shipped_file() {
 fn check_config_reports_every_mistake_at_once() {
     let path = common::config_path("twenty_mistakes.yaml");
     let out = check_config(&path);
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(out.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&out.stderr);
     let lines: Vec<&str> = stderr.lines().collect();
     assert!(lines.len() >= 20, "{stderr}");
@@ -75,7 +135,7 @@ fn check_config_names_line_of_unknown_key_and_bad_yaml() {
     let path = dir.path().join("c.yaml");
     std::fs::write(&path, "listen: inet:127.0.0.1:1\nlocal_domains: [example.com]\nclasses:\n  - name: a\n    client: [10.0.0.1]\n").unwrap();
     let out = check_config(&path);
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(out.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
         stderr.starts_with(&format!("{}:5: ", path.display())),
@@ -84,9 +144,9 @@ fn check_config_names_line_of_unknown_key_and_bad_yaml() {
     assert!(stderr.contains("client"), "{stderr}");
     std::fs::write(&path, "listen: [unclosed\n").unwrap();
     let out = check_config(&path);
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(out.status.code(), Some(2));
     let out = check_config(Path::new("/nonexistent/x.yaml"));
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/x.yaml"));
 }
 
@@ -536,7 +596,7 @@ fn check_config_as_the_service_user_names_a_file_it_cannot_read() {
         .output()
         .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert_eq!(out.status.code(), Some(2), "{err}");
     assert!(
         err.contains("milter.yaml:5: dkim.keys[0]") && err.contains("Permission denied"),
         "{err}"

@@ -6,6 +6,7 @@
 
 use crate::common;
 use common::{reply, sink::Sink, webhook::Webhook, Daemon};
+use egress_milter::admin::{Incidents, Request};
 use egress_milter::config::Config;
 use indymilter::MacroStage;
 use indymilter_test::{any, Status};
@@ -717,6 +718,14 @@ async fn inbound_mail_from_strangers_is_not_counted() {
 }
 
 /// Serves a daemon's admin endpoint on a unix socket in `dir`.
+/// The daemon's answer to one `incidents` request, as the command prints it.
+async fn ask(settings: &egress_milter::config::AdminSettings, request: Incidents) -> String {
+    egress_milter::admin::request(settings, Request::Incidents(request))
+        .await
+        .expect("the admin endpoint answers")
+        .to_string()
+}
+
 async fn admin(d: &Daemon, dir: &Path, name: &str) -> egress_milter::config::AdminSettings {
     let settings = egress_milter::config::AdminSettings {
         listen: egress_milter::config::AdminListen::Unix {
@@ -771,15 +780,23 @@ incidents:
     );
     // Both list it, with the messages held on either.
     for settings in [&admin_a, &admin_b] {
-        let out = egress_milter::admin::request(settings, "incidents show alice@example.com")
-            .await
-            .unwrap();
+        let out = ask(
+            settings,
+            Incidents::Show {
+                key: "alice@example.com".into(),
+            },
+        )
+        .await;
         assert!(out.contains("held      G3 G4"), "{out}");
     }
     // Closed through a: b lets alice's mail through again.
-    let out = egress_milter::admin::request(&admin_a, "incidents close user:alice@example.com")
-        .await
-        .unwrap();
+    let out = ask(
+        &admin_a,
+        Incidents::Close {
+            key: "user:alice@example.com".into(),
+        },
+    )
+    .await;
     assert!(out.starts_with("closed user:alice@example.com"), "{out}");
     assert!(!send(&b, alice, &["x@d1.test"], "G6").await.held);
     let doc = hook.next(10).await.expect("told of the end");
@@ -787,12 +804,15 @@ incidents:
     assert_eq!(doc["reason"], "closed by hand");
 
     // One that runs out: its end is told once, though both gateways look.
-    let out = egress_milter::admin::request(
+    let out = ask(
         &admin_b,
-        "incidents open user:carol@example.com --for 4s --action tempfail",
+        Incidents::Open {
+            key: "user:carol@example.com".into(),
+            duration: Some("4s".into()),
+            action: Some("tempfail".into()),
+        },
     )
-    .await
-    .unwrap();
+    .await;
     assert!(
         out.starts_with("opened user:carol@example.com: tempfail"),
         "{out}"
@@ -962,9 +982,13 @@ async fn every_spelling_of_a_key_is_one_key() {
         assert_eq!(s.held, i == 3, "{login}");
     }
     // Closed by hand in yet another spelling: the folded key is closed.
-    let out = egress_milter::admin::request(&admin, "incidents close user:WaLT")
-        .await
-        .unwrap();
+    let out = ask(
+        &admin,
+        Incidents::Close {
+            key: "user:WaLT".into(),
+        },
+    )
+    .await;
     assert!(out.starts_with("closed user:walt"), "{out}");
     // A sender with a tag each time: one sender.
     for (i, tag) in ["a", "b", "c", "d"].iter().enumerate() {
@@ -981,9 +1005,15 @@ async fn every_spelling_of_a_key_is_one_key() {
         assert_eq!(s.held, i == 3, "app+{tag}");
     }
     // And an incident opened by hand on boss@ stops boss+1@ too.
-    let out = egress_milter::admin::request(&admin, "incidents open sender:Boss@example.com")
-        .await
-        .unwrap();
+    let out = ask(
+        &admin,
+        Incidents::Open {
+            key: "sender:Boss@example.com".into(),
+            duration: None,
+            action: None,
+        },
+    )
+    .await;
     assert!(out.starts_with("opened sender:boss@example.com"), "{out}");
     let s = send_full(
         &d,
@@ -1011,9 +1041,13 @@ async fn every_spelling_of_a_key_is_one_key() {
         .await;
         assert_eq!(s.held, i == 3, "{ip}");
     }
-    let out = egress_milter::admin::request(&admin, "incidents show client:2001:db8:7:7::ffff")
-        .await
-        .unwrap();
+    let out = ask(
+        &admin,
+        Incidents::Show {
+            key: "client:2001:db8:7:7::ffff".into(),
+        },
+    )
+    .await;
     assert!(out.contains("incident  client:2001:db8:7:7::/64"), "{out}");
     d.stop().await;
     // One domain written three ways is one domain; a third real one
@@ -1101,9 +1135,15 @@ incidents:
     .await;
     assert!(s.held, "enforcing class");
     // Escalated by hand: refused from now on, in the enforcing class.
-    let out = egress_milter::admin::request(&admin, "incidents open user:Eve --action reject")
-        .await
-        .unwrap();
+    let out = ask(
+        &admin,
+        Incidents::Open {
+            key: "user:Eve".into(),
+            duration: None,
+            action: Some("reject".into()),
+        },
+    )
+    .await;
     assert!(
         out.starts_with("action changed from hold on user:eve: reject"),
         "{out}"
@@ -1120,9 +1160,15 @@ incidents:
     .await;
     assert_eq!(s.reply, "550 5.7.1 Sending from eve is suspended");
     // Relaxed again: held.
-    let out = egress_milter::admin::request(&admin, "incidents open user:eve --action hold")
-        .await
-        .unwrap();
+    let out = ask(
+        &admin,
+        Incidents::Open {
+            key: "user:eve".into(),
+            duration: None,
+            action: Some("hold".into()),
+        },
+    )
+    .await;
     assert!(
         out.starts_with("action changed from reject on user:eve: hold"),
         "{out}"
@@ -1139,9 +1185,15 @@ incidents:
     .await;
     assert!(s.held);
     // Opened again without --action: the action stays.
-    let out = egress_milter::admin::request(&admin, "incidents open user:eve --for 2h")
-        .await
-        .unwrap();
+    let out = ask(
+        &admin,
+        Incidents::Open {
+            key: "user:eve".into(),
+            duration: Some("2h".into()),
+            action: None,
+        },
+    )
+    .await;
     assert!(out.starts_with("already open user:eve: hold"), "{out}");
     d.stop().await;
 }
@@ -1174,12 +1226,15 @@ incidents:
     assert!(send(&d, mallory, &["x@d9.test"], "M").await.held);
     // One opened by hand too, which this gateway has never seen a message
     // for: the per-second refresh brings it.
-    let out = egress_milter::admin::request(
+    let out = ask(
         &admin,
-        "incidents open user:oscar@example.com --action tempfail",
+        Incidents::Open {
+            key: "user:oscar@example.com".into(),
+            duration: None,
+            action: Some("tempfail".into()),
+        },
     )
-    .await
-    .unwrap();
+    .await;
     assert!(out.starts_with("opened"), "{out}");
     common::until(
         std::time::Duration::from_secs(10),
@@ -1210,9 +1265,7 @@ incidents:
             .await
             .held
     );
-    let out = egress_milter::admin::request(&admin, "incidents list")
-        .await
-        .unwrap();
+    let out = ask(&admin, Incidents::List).await;
     assert!(out.contains("user:mallory@example.com"), "{out}");
     d.stop().await;
     // A restart while Redis is still down: read back from state_dir.

@@ -1,5 +1,5 @@
 //! Learning mode: traffic from a class in monitor mode, then `egress-milter
-//! senders --class NAME` prints exactly the addresses seen, after a restart
+//! senders show NAME` prints exactly the addresses seen, after a restart
 //! too; a class in enforce mode records nothing.
 
 use crate::common;
@@ -108,8 +108,13 @@ classes:
     )
     .await;
 
-    let (ok, out) = senders(&path, &["--class", "crm", "--format", "file"]);
+    let (ok, out) = senders(&path, &["show", "crm", "--format", "file"]);
     assert!(ok, "{out}");
+    // The older spelling says the same.
+    assert_eq!(
+        senders(&path, &["--class", "crm", "--format", "file"]),
+        (ok, out.clone())
+    );
     let listed: Vec<&str> = out
         .lines()
         .filter(|l| !l.starts_with('#'))
@@ -121,7 +126,7 @@ classes:
         "{out}"
     );
     assert!(out.contains("noreply@example.com  # 2 message(s)"), "{out}");
-    let (ok, out) = senders(&path, &["--class", "crm"]);
+    let (ok, out) = senders(&path, &["show", "crm"]);
     assert!(ok, "{out}");
     assert!(
         out.contains("sender_addresses:\n  - \"bounces@example.org\""),
@@ -134,9 +139,9 @@ classes:
         ),
         "{out}"
     );
-    let (ok, out) = senders(&path, &["--class", "billing", "--format", "file"]);
+    let (ok, out) = senders(&path, &["show", "billing", "--format", "file"]);
     assert!(ok && out.starts_with("# nothing seen"), "{out}");
-    let (ok, out) = senders(&path, &["--class", "nosuch"]);
+    let (ok, out) = senders(&path, &["show", "nosuch"]);
     assert!(!ok && out.contains("no class named \"nosuch\""), "{out}");
 
     // Kept across a restart.

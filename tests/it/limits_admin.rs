@@ -271,19 +271,29 @@ async fn an_unprivileged_user_is_refused_on_the_socket_and_on_tcp() {
     let (ok, out) = as_nobody(&bin, &path, &["limits", "reset", "10.0.0.7"]);
     assert!(!ok && out.contains("cannot read the admin token"), "{out}");
     let addr: SocketAddr = format!("127.0.0.1:{admin}").parse().unwrap();
+    let reset = r#""request":{"limits":{"reset":{"key":"10.0.0.7","limit":null}}}"#;
     for attempt in [
-        "reset 10.0.0.7\n",
-        "auth wrong-token-0123456789\nreset 10.0.0.7\n",
-        "auth \nreset 10.0.0.7\n",
+        format!("{{{reset}}}\n"),
+        format!("{{\"token\":\"wrong-token-0123456789\",{reset}}}\n"),
+        format!("{{\"token\":\"\",{reset}}}\n"),
     ] {
         assert_eq!(
-            raw_tcp(addr, attempt).await,
-            "error: authentication required\n",
+            raw_tcp(addr, &attempt).await,
+            "{\"error\":\"authentication required\"}\n",
             "{attempt:?}"
         );
     }
-    let answer = raw_tcp(addr, "auth s3cret-token-0123456789\nincidents list\n").await;
-    assert_eq!(answer, "no open incident\n");
+    let answer = raw_tcp(
+        addr,
+        "{\"token\":\"s3cret-token-0123456789\",\"request\":{\"incidents\":\"list\"}}\n",
+    )
+    .await;
+    assert_eq!(answer, "{\"ok\":\"no open incident\\n\"}\n");
+    let answer = raw_tcp(addr, "incidents list\n").await;
+    assert!(
+        answer.starts_with("{\"error\":\"not a request: "),
+        "{answer}"
+    );
     drop(d);
 
     // TCP without a token is a configuration error.

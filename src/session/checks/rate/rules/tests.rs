@@ -1,4 +1,3 @@
-
 use super::*;
 use crate::config::Config;
 use std::path::Path;
