@@ -10,6 +10,9 @@
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+#[path = "../tests/it/common/child.rs"]
+#[allow(dead_code)]
+mod child;
 #[path = "../tests/it/common/slapd.rs"]
 #[allow(dead_code)]
 mod slapd;

@@ -96,6 +96,13 @@ if [ -n "${CI:-}" ]; then export CARGO_INCREMENTAL=0; fi
 cargo fmt --check
 # No import circle between source files, nor between top-level modules.
 python3 scripts/modgraph.py src
+# No source file over 600 lines; a longer one is two things.
+long=$(find src -name '*.rs' -exec awk 'END { if (NR > 600) print FILENAME ": " NR " lines" }' {} \;)
+if [ -n "$long" ]; then
+    echo "split these files (600 lines at most):" >&2
+    echo "$long" >&2
+    exit 1
+fi
 # clippy compiles every target, the benches with them; they are
 # measurements, run with `cargo bench`, not here.
 cargo clippy --all-targets --locked -- -D warnings

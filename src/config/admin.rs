@@ -3,9 +3,23 @@
 //! (the default) is guarded by its owner, group and mode; TCP, on loopback
 //! only, by a token read from a file.
 
-use super::raw::{RawAdmin, Text};
+use super::raw::Text;
 use super::{Validator, DEFAULT_SOCKET_MODE};
+use serde::Deserialize;
 use std::{net::SocketAddr, path::PathBuf};
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAdmin {
+    #[serde(default)]
+    pub listen: Option<Text>,
+    #[serde(default)]
+    pub socket_mode: Option<Text>,
+    #[serde(default)]
+    pub socket_group: Option<Text>,
+    #[serde(default)]
+    pub token_file: Option<Text>,
+}
 
 /// Where the admin endpoint listens when the configuration does not say.
 pub const DEFAULT_ADMIN_SOCKET: &str = "/run/egress-milter/admin.sock";

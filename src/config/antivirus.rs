@@ -1,10 +1,28 @@
 //! The `antivirus` section: the clamd sockets a message is scanned
 //! through, and what a virus, or a scan that could not be made, means.
 
-use super::raw::{RawAntivirus, Text};
+use super::raw::Text;
 use super::{parse_size, OnError, Validator, NONZERO};
 use serde::{Deserialize, Serialize};
 use std::{path::PathBuf, time::Duration};
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAntivirus {
+    pub clamd: Vec<Text>,
+    #[serde(default)]
+    pub timeout: Option<Text>,
+    #[serde(default)]
+    pub action: Option<super::VirusAction>,
+    #[serde(default)]
+    pub allow: Vec<Text>,
+    #[serde(default)]
+    pub on_error: Option<super::OnError>,
+    #[serde(default)]
+    pub max_size: Option<Text>,
+    #[serde(default)]
+    pub backoff: Option<Text>,
+}
 
 /// What a virus found means for the message.
 #[derive(Clone, Copy, Debug, Default, Deserialize, Eq, PartialEq, Serialize)]

@@ -1,11 +1,49 @@
 //! The `classes` section: who a client is (by address, by login), which
 //! senders and From: domains it may use, and its mode.
 
-use super::raw::{RawAuth, RawClass, RawList};
+use super::raw::{RawList, RawSourceRef, RawVerify, Text};
 use super::sources::{Entries, Kind, Verify};
 use super::{Mode, Validator};
 use crate::address::{Address, DomainPattern};
 use ipnet::IpNet;
+use serde::Deserialize;
+use serde_saphyr::Spanned;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawClass {
+    pub name: Text,
+    #[serde(default)]
+    pub clients: Option<RawList>,
+    #[serde(default)]
+    pub auth: Option<Spanned<RawAuth>>,
+    #[serde(default)]
+    pub sender_domains: Option<RawList>,
+    #[serde(default)]
+    pub sender_addresses: Option<RawList>,
+    #[serde(default)]
+    pub from_domains: Option<RawList>,
+    #[serde(default)]
+    pub login_match: bool,
+    #[serde(default)]
+    pub login_map: Option<RawSourceRef>,
+    #[serde(default)]
+    pub verify_sender: Option<Spanned<RawVerify>>,
+    #[serde(default)]
+    pub allow_null_sender: bool,
+    #[serde(default)]
+    pub mode: Option<super::Mode>,
+    #[serde(default)]
+    pub antivirus: Option<bool>,
+}
+
+/// `auth: any` or `auth: [alice, bob]`.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum RawAuth {
+    Keyword(String),
+    Logins(Vec<String>),
+}
 
 #[derive(Clone, Debug, Eq, PartialEq)]
 pub enum AuthMatch {

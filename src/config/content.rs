@@ -1,9 +1,79 @@
 //! The `content` section: size cap, banned attachments, rule weights,
 //! custom rules, score thresholds.
 
-use super::raw::RawContent;
+use super::raw::Text;
 use super::Validator;
 use regex::Regex;
+use serde::Deserialize;
+use serde_saphyr::Spanned;
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawContent {
+    #[serde(default)]
+    pub max_message_size: Option<Text>,
+    #[serde(default)]
+    pub banned_extensions: Option<Vec<Text>>,
+    #[serde(default)]
+    pub reject_score: Option<Spanned<f64>>,
+    #[serde(default)]
+    pub tempfail_score: Option<Spanned<f64>>,
+    #[serde(default)]
+    pub tag_score: Option<Spanned<f64>>,
+    #[serde(default)]
+    pub max_header_recipients: Option<Spanned<usize>>,
+    #[serde(default)]
+    pub rules: RawRuleWeights,
+    #[serde(default)]
+    pub custom: Vec<RawCustomRule>,
+    #[serde(default)]
+    pub rspamd: Option<RawRspamd>,
+}
+
+/// The `attachments` section.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAttachments {
+    #[serde(default)]
+    pub unreadable_archives: Option<super::UnreadableArchives>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRspamd {
+    pub url: Text,
+    #[serde(default)]
+    pub timeout: Option<Text>,
+}
+
+/// Built-in rule weights; 0 turns a rule off.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRuleWeights {
+    #[serde(default)]
+    pub missing_date: Option<f64>,
+    #[serde(default)]
+    pub missing_message_id: Option<f64>,
+    #[serde(default)]
+    pub malformed_mime: Option<f64>,
+    #[serde(default)]
+    pub html_only: Option<f64>,
+    #[serde(default)]
+    pub link_mismatch: Option<f64>,
+    #[serde(default)]
+    pub many_recipients: Option<f64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCustomRule {
+    pub name: Text,
+    #[serde(default)]
+    pub subject: Option<Text>,
+    #[serde(default)]
+    pub body: Option<Text>,
+    pub score: f64,
+}
 
 /// Default `content.max_message_size`: 25 MB, the shipped configuration's
 /// value, a little above common MTA limits once base64 is counted.
@@ -127,7 +197,7 @@ impl Validator {
     pub(super) fn content(
         &mut self,
         raw: &RawContent,
-        attachments: &super::raw::RawAttachments,
+        attachments: &RawAttachments,
     ) -> ContentSettings {
         let max_message_size = match &raw.max_message_size {
             Some(t) => match parse_size(&t.value) {

@@ -2,6 +2,16 @@
 
 use super::raw::Text;
 use super::Validator;
+use serde::Deserialize;
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawHeaders {
+    #[serde(default)]
+    pub strip_internal_received: Option<bool>,
+    #[serde(default)]
+    pub remove: Vec<Text>,
+}
 
 /// Internal host names when the configuration names none: suffixes no
 /// public name uses.

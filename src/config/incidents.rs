@@ -2,12 +2,77 @@
 //! or host, what happens to its mail while an incident is open, and who is
 //! told.
 
-use super::raw::{RawIncidents, RawNotify, RawSignal, Text};
+use super::raw::Text;
 use super::Validator;
 use crate::address::Address;
 use crate::rate::{parse_limit, Limit, Rate};
 use serde::{Deserialize, Serialize};
+use serde_saphyr::Spanned;
 use std::{path::PathBuf, time::Duration};
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawIncidents {
+    #[serde(default)]
+    pub action: Option<Spanned<super::IncidentAction>>,
+    #[serde(default)]
+    pub block_for: Option<Text>,
+    #[serde(default)]
+    pub state_dir: Option<Text>,
+    #[serde(default)]
+    pub max_keys: Option<Spanned<usize>>,
+    #[serde(default)]
+    pub ipv6_prefix: Option<Spanned<u8>>,
+    #[serde(default)]
+    pub signals: Vec<RawSignal>,
+    #[serde(default)]
+    pub notify: RawNotify,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSignal {
+    pub name: Text,
+    pub key: Spanned<super::KeyKind>,
+    pub count: Spanned<super::Count>,
+    #[serde(default)]
+    pub above: Option<Text>,
+    #[serde(default)]
+    pub above_baseline: Option<Text>,
+    #[serde(default)]
+    pub min: Option<Text>,
+    #[serde(default)]
+    pub learn: Option<Text>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawNotify {
+    #[serde(default)]
+    pub webhook: Option<RawWebhook>,
+    #[serde(default)]
+    pub mail: Option<RawMailNotify>,
+    #[serde(default)]
+    pub max_per_hour: Option<Spanned<u32>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawWebhook {
+    pub url: Text,
+    #[serde(default)]
+    pub timeout: Option<Text>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawMailNotify {
+    pub to: Text,
+    pub from: Text,
+    pub relay: Text,
+    #[serde(default)]
+    pub timeout: Option<Text>,
+}
 
 /// What happens to a message from a key with an open incident.
 #[derive(Clone, Copy, Debug, Default, Deserialize, Eq, PartialEq, Serialize)]

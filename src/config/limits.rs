@@ -1,13 +1,113 @@
 //! The `rate_limits` section: defaults, overrides, backend.
 
-use super::raw::{RawLimits, RawRateLimits, RawSentinel, Text};
+use super::custom_limits::RawCustomLimit;
+use super::raw::Text;
+use super::redis::RawRedis;
+use super::redis::RedisSettings;
 use super::Validator;
 use crate::address::{Address, DomainPattern};
 use crate::rate::{parse_limit, Limit, LimitName, Rate};
 use ipnet::IpNet;
 use serde::Deserialize;
 use serde_saphyr::Spanned;
-use std::time::Duration;
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRateLimits {
+    #[serde(default)]
+    pub backend: Option<super::Backend>,
+    #[serde(default)]
+    pub redis: RawRedis,
+    #[serde(default)]
+    pub max_keys: Option<Spanned<usize>>,
+    #[serde(default)]
+    pub admin_listen: Option<Text>,
+    #[serde(default)]
+    pub keys: RawLimitKeys,
+    #[serde(default)]
+    pub warn_at: Option<Text>,
+    #[serde(default)]
+    pub warn_notify: Option<Spanned<bool>>,
+    #[serde(default)]
+    pub custom: Vec<RawCustomLimit>,
+    #[serde(default)]
+    pub overrides: Vec<RawOverride>,
+    #[serde(default)]
+    pub connections_per_client: Option<Text>,
+    #[serde(default)]
+    pub concurrent_per_client: Option<Text>,
+    #[serde(default)]
+    pub messages_per_client: Option<Text>,
+    #[serde(default)]
+    pub messages_per_sender: Option<Text>,
+    #[serde(default)]
+    pub messages_per_user: Option<Text>,
+    #[serde(default)]
+    pub messages_per_recipient: Option<Text>,
+    #[serde(default)]
+    pub recipients_per_sender: Option<Text>,
+}
+
+/// `rate_limits.keys`: how addresses and logins are spelt as limit keys.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLimitKeys {
+    #[serde(default)]
+    pub fold_case: Option<bool>,
+    #[serde(default)]
+    pub delimiter: Option<Text>,
+    #[serde(default)]
+    pub ipv6_prefix: Option<Spanned<u8>>,
+    #[serde(default)]
+    pub ignore_dots_for: Vec<Text>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawOverride {
+    #[serde(rename = "match")]
+    pub matcher: Text,
+    #[serde(default)]
+    pub connections_per_client: Option<Text>,
+    #[serde(default)]
+    pub concurrent_per_client: Option<Text>,
+    #[serde(default)]
+    pub messages_per_client: Option<Text>,
+    #[serde(default)]
+    pub messages_per_sender: Option<Text>,
+    #[serde(default)]
+    pub messages_per_user: Option<Text>,
+    #[serde(default)]
+    pub messages_per_recipient: Option<Text>,
+    #[serde(default)]
+    pub recipients_per_sender: Option<Text>,
+}
+
+/// The seven limits of a `rate_limits` section or of an override, in
+/// `LimitName::ALL` order.
+pub trait RawLimits {
+    fn limits(&self) -> [&Option<Text>; 7];
+}
+
+macro_rules! raw_limits {
+    ($t:ty) => {
+        impl RawLimits for $t {
+            fn limits(&self) -> [&Option<Text>; 7] {
+                [
+                    &self.connections_per_client,
+                    &self.concurrent_per_client,
+                    &self.messages_per_client,
+                    &self.messages_per_sender,
+                    &self.messages_per_user,
+                    &self.messages_per_recipient,
+                    &self.recipients_per_sender,
+                ]
+            }
+        }
+    };
+}
+raw_limits!(RawRateLimits);
+raw_limits!(RawOverride);
 
 #[derive(Clone, Copy, Debug, Default, Deserialize, Eq, PartialEq)]
 #[serde(rename_all = "lowercase")]
@@ -17,18 +117,6 @@ pub enum Backend {
     Local,
     /// Counters in Redis, shared by every gateway that uses it.
     Redis,
-}
-
-#[derive(Clone, Copy, Debug, Default, Deserialize, Eq, PartialEq)]
-#[serde(rename_all = "lowercase")]
-pub enum OnFailure {
-    /// Fall back to in-process counters until Redis answers again.
-    #[default]
-    Local,
-    /// Let the message through unlimited.
-    Accept,
-    /// Answer 451 4.3.0 so the client retries.
-    Tempfail,
 }
 
 /// One limit's setting.
@@ -81,47 +169,6 @@ pub enum Matcher {
 pub struct Override {
     pub matcher: Matcher,
     pub limits: LimitSet,
-}
-
-#[derive(Clone, Debug, Eq, PartialEq)]
-pub struct RedisSettings {
-    pub url: String,
-    pub key_prefix: String,
-    pub on_failure: OnFailure,
-    pub timeout: Duration,
-    /// How long a gateway's count of a connection lives in Redis without
-    /// being renewed: the time after which a dead gateway's connections stop
-    /// counting.
-    pub lease: Duration,
-    /// `rediss://`: the authority that signed Redis's certificate (PEM),
-    /// when not one the system trusts.
-    pub ca_pem: Option<Vec<u8>>,
-    /// An ACL user, and the password read from `password_file`.
-    pub username: Option<String>,
-    pub password: Option<super::sources::Secret>,
-    /// The master that Sentinel names, instead of `url`.
-    pub sentinel: Option<SentinelSettings>,
-}
-
-/// `rate_limits.redis.sentinel`: the sentinels to ask, and the name they
-/// know the master by. The gateways ask them again whenever the master
-/// fails, so they find a promoted replica by themselves.
-#[derive(Clone, Debug, Eq, PartialEq)]
-pub struct SentinelSettings {
-    /// `redis://HOST:PORT` (or `rediss://` for TLS), one per sentinel.
-    pub nodes: Vec<String>,
-    pub master_name: String,
-    /// The sentinels' own ACL user and password (`sentinel auth-user` /
-    /// `requirepass` on the sentinels), when they ask for one.
-    pub username: Option<String>,
-    pub password: Option<super::sources::Secret>,
-}
-
-impl SentinelSettings {
-    /// TLS to the sentinels and to the master they name.
-    pub fn tls(&self) -> bool {
-        self.nodes.iter().any(|n| n.starts_with("rediss://"))
-    }
 }
 
 /// How addresses and logins are spelt as limit keys, so that one person
@@ -285,28 +332,12 @@ pub struct RateLimits {
 /// Default `rate_limits.max_keys`: one million tracked (limit, key) pairs,
 /// about 40 MB of counters at most (see the README's figures).
 pub const DEFAULT_MAX_KEYS: usize = 1_000_000;
-/// Default `rate_limits.redis.timeout`: Redis answers in well under a
-/// millisecond on a LAN; 250 ms means it is in trouble, and the MTA should
-/// not wait longer for a verdict.
-const DEFAULT_REDIS_TIMEOUT: Duration = Duration::from_millis(250);
-/// Default `rate_limits.redis.lease`: renewed every third of it.
-const DEFAULT_REDIS_LEASE: Duration = Duration::from_secs(60);
 
 impl Default for RateLimits {
     fn default() -> Self {
         Self {
             backend: Backend::Local,
-            redis: RedisSettings {
-                url: "redis://127.0.0.1:6379".into(),
-                key_prefix: "egress:".into(),
-                on_failure: OnFailure::Local,
-                timeout: DEFAULT_REDIS_TIMEOUT,
-                lease: DEFAULT_REDIS_LEASE,
-                ca_pem: None,
-                username: None,
-                password: None,
-                sentinel: None,
-            },
+            redis: RedisSettings::default(),
             keys: LimitKeys::default(),
             warn_at: None,
             warn_notify: false,
@@ -388,169 +419,8 @@ impl Validator {
                 out.max_keys = n.value;
             }
         }
-        let r = &raw.redis;
-        if let Some(url) = &r.url {
-            if !(url.value.starts_with("redis://")
-                || url.value.starts_with("rediss://")
-                || url.value.starts_with("unix://")
-                || url.value.starts_with("redis+unix://"))
-            {
-                self.error(
-                    url.referenced.line(),
-                    "rate_limits.redis.url",
-                    format!(
-                        "expected redis://HOST:PORT or unix:///PATH, got \"{}\"",
-                        url.value
-                    ),
-                );
-            }
-            if let Ok(info) = redis::IntoConnectionInfo::into_connection_info(url.value.as_str()) {
-                if info.redis_settings().password().is_some() {
-                    self.error(
-                        url.referenced.line(),
-                        "rate_limits.redis.url",
-                        "a password in the URL: put it in a file named by rate_limits.redis.password_file (and the user in username)",
-                    );
-                }
-            }
-            out.redis.url = url.value.clone();
-        }
-        if let Some(sentinel) = &r.sentinel {
-            if let Some(url) = &r.url {
-                self.error(
-                    url.referenced.line(),
-                    "rate_limits.redis.url",
-                    "give either a url or sentinel, not both: with sentinel, the sentinels name the master",
-                );
-            }
-            out.redis.sentinel = self.sentinel(sentinel);
-        }
-        if let Some(ca) = &r.ca_file {
-            match crate::files::read_bounded(std::path::Path::new(&ca.value), 1 << 20) {
-                Ok(pem)
-                    if String::from_utf8_lossy(&pem).contains("-----BEGIN CERTIFICATE-----") =>
-                {
-                    out.redis.ca_pem = Some(pem);
-                }
-                Ok(_) => self.error(
-                    ca.referenced.line(),
-                    "rate_limits.redis.ca_file",
-                    format!("{} holds no PEM certificate", ca.value),
-                ),
-                Err(e) => self.error(
-                    ca.referenced.line(),
-                    "rate_limits.redis.ca_file",
-                    format!("cannot read {}: {e}", ca.value),
-                ),
-            }
-            let tls = match &out.redis.sentinel {
-                Some(s) => s.tls(),
-                None => out.redis.url.starts_with("rediss://"),
-            };
-            if !tls {
-                self.error(
-                    ca.referenced.line(),
-                    "rate_limits.redis.ca_file",
-                    "a CA file is for TLS: the url (or the sentinels) must start with rediss://",
-                );
-            }
-        }
-        out.redis.username = r.username.as_ref().map(|u| u.value.clone());
-        out.redis.password = r
-            .password_file
-            .as_ref()
-            .and_then(|p| self.secret_file("rate_limits.redis.password_file", p));
-        if let Some(p) = &r.key_prefix {
-            out.redis.key_prefix = p.clone();
-        }
-        out.redis.on_failure = r.on_failure.unwrap_or_default();
-        if let Some(t) = &r.timeout {
-            out.redis.timeout = self
-                .duration("rate_limits.redis.timeout", t, super::NONZERO)
-                .unwrap_or(DEFAULT_REDIS_TIMEOUT);
-        }
-        if let Some(t) = &r.lease {
-            out.redis.lease = self
-                .duration("rate_limits.redis.lease", t, super::NONZERO)
-                .unwrap_or(DEFAULT_REDIS_LEASE);
-        }
+        out.redis = self.redis(&raw.redis);
         out
-    }
-
-    /// `rate_limits.redis.sentinel`: its nodes as URLs (a bare `HOST:PORT`
-    /// is `redis://HOST:PORT`), all with TLS or all without.
-    fn sentinel(&mut self, raw: &Spanned<RawSentinel>) -> Option<SentinelSettings> {
-        let line = raw.referenced.line();
-        let mut nodes = Vec::new();
-        for node in &raw.value.nodes {
-            let v = node.value.trim();
-            let url = if v.contains("://") {
-                v.to_string()
-            } else {
-                format!("redis://{v}")
-            };
-            let key = "rate_limits.redis.sentinel.nodes";
-            let parsed = redis::IntoConnectionInfo::into_connection_info(url.as_str());
-            match parsed {
-                Ok(info)
-                    if (url.starts_with("redis://") || url.starts_with("rediss://"))
-                        && url.rsplit_once(':').is_some_and(|(_, p)| {
-                            p.trim_end_matches('/').parse::<u16>().is_ok()
-                        }) =>
-                {
-                    if info.redis_settings().password().is_some() {
-                        self.error(
-                            node.referenced.line(),
-                            key,
-                            "a password in the URL: put it in a file named by rate_limits.redis.sentinel.password_file",
-                        );
-                    }
-                    nodes.push(url);
-                }
-                _ => self.error(
-                    node.referenced.line(),
-                    key,
-                    format!("expected HOST:PORT or redis[s]://HOST:PORT, got \"{v}\""),
-                ),
-            }
-        }
-        if raw.value.nodes.is_empty() {
-            self.error(
-                line,
-                "rate_limits.redis.sentinel.nodes",
-                "list at least one sentinel (three, on separate machines, for a quorum)",
-            );
-        }
-        let tls = nodes.iter().filter(|n| n.starts_with("rediss://")).count();
-        if tls != 0 && tls != nodes.len() {
-            self.error(
-                line,
-                "rate_limits.redis.sentinel.nodes",
-                "some sentinels with rediss:// and some without: use TLS for all or none",
-            );
-        }
-        let master_name = raw.value.master_name.value.trim().to_string();
-        if master_name.is_empty() || master_name.contains(char::is_whitespace) {
-            self.error(
-                raw.value.master_name.referenced.line(),
-                "rate_limits.redis.sentinel.master_name",
-                format!(
-                    "expected one word, the name the sentinels monitor the master by (`sentinel monitor NAME ...`), got \"{}\"",
-                    raw.value.master_name.value
-                ),
-            );
-        }
-        let password = raw
-            .value
-            .password_file
-            .as_ref()
-            .and_then(|p| self.secret_file("rate_limits.redis.sentinel.password_file", p));
-        Some(SentinelSettings {
-            nodes,
-            master_name,
-            username: raw.value.username.as_ref().map(|u| u.value.clone()),
-            password,
-        })
     }
 
     /// `80%`: in thousandths, between 1% and 99%.

@@ -2,11 +2,12 @@
 //! DNS: the `dkim`, `spf`, `dns` and `selfcheck` sections, and
 //! `egress_ips` / `hostname`.
 
-use super::raw::{RawDkim, RawDns, RawSelfcheck, RawSpf, Text};
+use super::raw::{RawSelfcheck, Text};
 use super::{Validator, NONZERO};
 use crate::address::{Domain, DomainPattern};
 use crate::dkim::{DkimKey, DEFAULT_HEADERS};
 use serde::Deserialize;
+use serde_saphyr::Spanned;
 use std::{
     net::{IpAddr, SocketAddr},
     os::unix::fs::PermissionsExt,
@@ -14,6 +15,47 @@ use std::{
     sync::Arc,
     time::Duration,
 };
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDkim {
+    #[serde(default)]
+    pub keys: Vec<RawDkimKey>,
+    #[serde(default)]
+    pub sign: Option<super::SignMode>,
+    #[serde(default)]
+    pub headers: Option<Vec<String>>,
+    #[serde(default)]
+    pub on_unsigned: Option<super::OnUnsigned>,
+    #[serde(default)]
+    pub verify_existing: Option<super::CheckMode>,
+    #[serde(default)]
+    pub max_signatures: Option<Spanned<usize>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDkimKey {
+    pub domain: Text,
+    pub selector: Text,
+    pub file: Text,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSpf {
+    #[serde(default)]
+    pub check_egress: Option<super::CheckMode>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDns {
+    #[serde(default)]
+    pub nameservers: Vec<Text>,
+    #[serde(default)]
+    pub timeout: Option<Text>,
+}
 
 #[derive(Clone, Copy, Debug, Default, Deserialize, Eq, PartialEq)]
 #[serde(rename_all = "snake_case")]

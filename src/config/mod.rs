@@ -17,6 +17,7 @@ pub mod list_file;
 mod mail_auth;
 mod raw;
 mod reading;
+mod redis;
 mod restart;
 mod sources;
 
@@ -31,12 +32,10 @@ pub use incidents::{
     Count, IncidentAction, IncidentSettings, KeyKind, MailNotify, Notify, Signal, Threshold,
     Webhook,
 };
-pub use limits::{
-    Backend, LimitKeys, LimitSet, Matcher, OnFailure, Override, RateLimits, RedisSettings,
-    SentinelSettings, Setting,
-};
+pub use limits::{Backend, LimitKeys, LimitSet, Matcher, Override, RateLimits, Setting};
 pub use mail_auth::{CheckMode, DkimSettings, DnsSettings, OnUnsigned, SignMode};
 pub use reading::{ConfigError, ConfigErrors};
+pub use redis::{OnFailure, RedisSettings, SentinelSettings};
 pub use restart::{restart_needed, RestartKey, RESTART_KEYS};
 pub use sources::{
     CacheSettings, CalloutSettings, Entries, Kind, LdapScope, LdapSettings, SourceBackend,

@@ -11,110 +11,14 @@ use crate::limiter::{LimiterError, RedisLimiter};
 use redis::{AsyncCommands, Script};
 use std::collections::HashMap;
 
-/// One signal, one key: counts the event (unless ARGV[2] is `read`) and
-/// returns the window's figure, the usual volume (-1 while learning or
-/// without a baseline) and the recent queue ids ("ms:qid", newest first).
-/// KEYS: the current slice, baseline hash, recent list, then the older
-/// slices that overlap the window (see `window.rs`).
-/// ARGV: sum|distinct, add|read, ttl ms, now ms, window ms, baseline 1|0,
-/// learn ms, added, recent entry or "", then the amount (sum) or the
-/// values (distinct).
-const SIGNAL_LUA: &str = r#"
-local kind, op, ttl = ARGV[1], ARGV[2], ARGV[3]
-local now, len = tonumber(ARGV[4]), tonumber(ARGV[5])
-if op == 'add' then
-  if kind == 'sum' then
-    local n = tonumber(ARGV[10] or '0')
-    if n > 0 then
-      redis.call('INCRBY', KEYS[1], n)
-      redis.call('PEXPIRE', KEYS[1], ttl)
-    end
-  elseif #ARGV >= 10 then
-    redis.call('PFADD', KEYS[1], unpack(ARGV, 10))
-    redis.call('PEXPIRE', KEYS[1], ttl)
-  end
-  if ARGV[9] ~= '' then
-    redis.call('LPUSH', KEYS[3], ARGV[9])
-    redis.call('LTRIM', KEYS[3], 0, 49)
-    redis.call('PEXPIRE', KEYS[3], ttl)
-  end
-end
-local slices = {KEYS[1]}
-for i = 4, #KEYS do slices[#slices + 1] = KEYS[i] end
-local figure = 0
-if kind == 'sum' then
-  for _, k in ipairs(slices) do
-    figure = figure + tonumber(redis.call('GET', k) or '0')
-  end
-else
-  figure = redis.call('PFCOUNT', unpack(slices))
-end
-local usual = -1
-if ARGV[6] == '1' then
-  local alpha = 2.0 / 25.0
-  local period = math.floor(now / len)
-  local b = redis.call('HMGET', KEYS[2], 'first', 'period', 'count', 'mean')
-  local first = tonumber(b[1] or '') or now
-  local p = tonumber(b[2] or '') or period
-  local count = tonumber(b[3] or '') or 0
-  local mean = tonumber(b[4] or '') or 0
-  if period > p then
-    mean = alpha * count + (1 - alpha) * mean
-    local empty = period - p - 1
-    if empty > 10000 then empty = 10000 end
-    mean = mean * (1 - alpha) ^ empty
-    count = 0
-    p = period
-  end
-  if now - first >= tonumber(ARGV[7]) then usual = mean end
-  if op == 'add' then
-    count = count + tonumber(ARGV[8])
-    redis.call('HSET', KEYS[2], 'first', string.format('%.0f', first), 'period', string.format('%.0f', p),
-      'count', tostring(count), 'mean', tostring(mean))
-    redis.call('PEXPIRE', KEYS[2], math.max(tonumber(ARGV[7]) * 2, 7 * 86400000))
-  end
-end
-return {tostring(figure), tostring(usual), redis.call('LRANGE', KEYS[3], 0, 49)}
-"#;
+/// The script in `signal.lua` (its keys and arguments are described there).
+const SIGNAL_LUA: &str = include_str!("signal.lua");
 
-/// Opens an incident unless one is open for the key (then extends it).
-/// KEYS: the incident hash, the index set, the held list. ARGV: the
-/// incident's fixed part (JSON), now s, until s, index member, ttl ms.
-/// Returns 1 when opened, 0 when extended.
-const OPEN_LUA: &str = r#"
-local u = tonumber(redis.call('HGET', KEYS[1], 'until') or '0')
-if u > tonumber(ARGV[2]) then
-  if tonumber(ARGV[3]) > u then
-    redis.call('HSET', KEYS[1], 'until', ARGV[3])
-    redis.call('PEXPIRE', KEYS[1], ARGV[5])
-    redis.call('PEXPIRE', KEYS[3], ARGV[5])
-  end
-  return 0
-end
-redis.call('DEL', KEYS[1], KEYS[3])
-redis.call('HSET', KEYS[1], 'json', ARGV[1], 'until', ARGV[3], 'messages', 0)
-redis.call('PEXPIRE', KEYS[1], ARGV[5])
-redis.call('SADD', KEYS[2], ARGV[4])
-return 1
-"#;
+/// The script in `open.lua` (its keys and arguments are described there).
+const OPEN_LUA: &str = include_str!("open.lua");
 
-/// A message from the key of an open incident. KEYS: the hash, the held
-/// list. ARGV: queue id or "", 1 if held, the most held ids kept.
-const NOTE_LUA: &str = r#"
-if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
-redis.call('HINCRBY', KEYS[1], 'messages', 1)
-if ARGV[1] ~= '' then
-  if redis.call('HEXISTS', KEYS[1], 'first') == 0 then
-    redis.call('HSET', KEYS[1], 'first', ARGV[1])
-  end
-  redis.call('HSET', KEYS[1], 'last', ARGV[1])
-  if ARGV[2] == '1' and redis.call('LLEN', KEYS[2]) < tonumber(ARGV[3]) then
-    redis.call('RPUSH', KEYS[2], ARGV[1])
-    redis.call('PEXPIRE', KEYS[2], redis.call('PTTL', KEYS[1]))
-  end
-end
-return 1
-"#;
+/// The script in `note.lua` (its keys and arguments are described there).
+const NOTE_LUA: &str = include_str!("note.lua");
 
 /// An incident hash is kept this long after it ends, so that one gateway
 /// can still announce its end.

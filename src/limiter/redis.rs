@@ -27,62 +27,8 @@ use std::{
 use tokio::sync::mpsc;
 use tracing::{info, warn};
 
-/// GCRA over KEYS, with ARGV = (emission µs, burst, cells, member) per
-/// key. A member (`distinct_recipients`: the recipient, else "") already
-/// recorded under `<key>|seen|<member>` in its window costs nothing.
-/// Returns {0, fills} when every key passes (and then stores each new TAT
-/// with an expiry at which the bucket is full again, and records the
-/// members for a period; fills: how full each bucket is now, in
-/// thousandths, comma-separated), or {i, wait µs} for the key that must
-/// wait longest, storing nothing.
-const GCRA_LUA: &str = r#"
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-local seen = {}
-local new = {}
-local worst, worst_wait = 0, -1
-for i, key in ipairs(KEYS) do
-  local emission = tonumber(ARGV[4 * i - 3])
-  local burst = tonumber(ARGV[4 * i - 2])
-  local cells = tonumber(ARGV[4 * i - 1])
-  local member = ARGV[4 * i]
-  if member ~= '' and redis.call('EXISTS', key .. '|seen|' .. member) == 1 then
-    cells = 0
-  end
-  local capacity = emission * burst
-  local cost = emission * cells
-  local tat = seen[key] or tonumber(redis.call('GET', key)) or now
-  if tat < now then tat = now end
-  local wait
-  if cost > capacity then
-    wait = 1e15
-  else
-    wait = tat + cost - capacity - now
-  end
-  if wait > 0 then
-    seen[key] = tat
-    if wait > worst_wait then worst, worst_wait = i, wait end
-  else
-    seen[key] = tat + cost
-    new[i] = tat + cost
-  end
-end
-if worst > 0 then
-  return {worst, string.format('%.0f', worst_wait)}
-end
-local fills = {}
-for i, key in ipairs(KEYS) do
-  local capacity = tonumber(ARGV[4 * i - 3]) * tonumber(ARGV[4 * i - 2])
-  local ttl = math.ceil((new[i] - now) / 1000) + 1000
-  redis.call('SET', key, string.format('%.0f', new[i]), 'PX', ttl)
-  local member = ARGV[4 * i]
-  if member ~= '' then
-    redis.call('SET', key .. '|seen|' .. member, '1', 'PX', math.ceil(capacity / 1000), 'NX')
-  end
-  fills[i] = string.format('%.0f', math.min(1000, math.floor((new[i] - now) * 1000 / capacity + 0.5)))
-end
-return {0, table.concat(fills, ',')}
-"#;
+/// The script in `gcra.lua` (its keys and arguments are described there).
+const GCRA_LUA: &str = include_str!("gcra.lua");
 
 /// Where Redis is: the configured URL, or the master that Sentinel names
 /// (asked again each time a connection is made, so that after a failover
@@ -245,33 +191,11 @@ impl Target {
     }
 }
 
-/// Takes a place in KEYS[1] for member ARGV[1] if fewer than ARGV[2] live
-/// members hold one; a member lives until its score (µs).
-/// ARGV[3] = lease µs. Returns 1 (taken) or 0.
-const ACQUIRE_LUA: &str = r#"
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
-if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[2]) then
-  return 0
-end
-local lease = tonumber(ARGV[3])
-redis.call('ZADD', KEYS[1], string.format('%.0f', now + lease), ARGV[1])
-redis.call('PEXPIRE', KEYS[1], math.ceil(lease / 1000) + 1000)
-return 1
-"#;
+/// The script in `acquire.lua` (its keys and arguments are described there).
+const ACQUIRE_LUA: &str = include_str!("acquire.lua");
 
-/// Renews members' expiry: KEYS[i] holds ARGV[i + 1]; ARGV[1] = lease µs.
-const RENEW_LUA: &str = r#"
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-local lease = tonumber(ARGV[1])
-for i, key in ipairs(KEYS) do
-  redis.call('ZADD', key, 'XX', string.format('%.0f', now + lease), ARGV[i + 1])
-  redis.call('PEXPIRE', key, math.ceil(lease / 1000) + 1000)
-end
-return #KEYS
-"#;
+/// The script in `renew.lua` (its keys and arguments are described there).
+const RENEW_LUA: &str = include_str!("renew.lua");
 
 /// After a failure, Redis is not asked again for this long: every check in
 /// between goes straight to `on_failure`, so a dead Redis costs the MTA one

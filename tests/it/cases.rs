@@ -4,8 +4,7 @@
 //! and each generated refusal fails once the rule it covers is removed.
 
 use crate::common;
-use common::process::BIN;
-use std::{path::Path, process::Command};
+use std::path::Path;
 
 fn root(p: &str) -> std::path::PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join(p)
@@ -13,11 +12,8 @@ fn root(p: &str) -> std::path::PathBuf {
 
 /// Runs `egress-milter test ARGS`: exit code and output.
 fn test(args: &[&str]) -> (i32, String) {
-    let out = Command::new(BIN).arg("test").args(args).output().unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr),
-    )
+    let out = common::cli::run(&[&["test"], args].concat());
+    (out.code, out.text())
 }
 
 fn path(p: &Path) -> &str {

@@ -14,12 +14,8 @@ use std::{
 
 use common::process::BIN;
 
-fn check_config(path: &Path) -> std::process::Output {
-    Command::new(BIN)
-        .args(["check-config", "--config"])
-        .arg(path)
-        .output()
-        .unwrap()
+fn check_config(path: &Path) -> common::cli::Cli {
+    common::cli::with_config(path, &["check-config"])
 }
 
 /// One rule for every command: 0 done, 1 failed (a check, a case, the
@@ -61,39 +57,27 @@ fn every_command_exits_2_on_a_broken_configuration() {
         &["senders", "show", "staff"],
     ];
     for args in commands {
-        let out = Command::new(BIN)
-            .args(*args)
-            .arg("--config")
-            .arg(&path)
-            .output()
-            .unwrap();
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        let out = common::cli::output(Command::new(BIN).args(*args).arg("--config").arg(&path));
+        let stderr = out.stderr.clone();
+        assert_eq!(Some(out.code), Some(2), "{args:?}: {stderr}");
         assert!(
             stderr.contains(&format!("{}:2", path.display())),
             "{args:?} names the file and line: {stderr}"
         );
     }
     // A usage mistake is 2 too.
-    let out = Command::new(BIN)
-        .args(["limits", "frobnicate"])
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(2));
+    let out = common::cli::output(Command::new(BIN).args(["limits", "frobnicate"]));
+    assert_eq!(Some(out.code), Some(2));
 }
 
 #[test]
 fn check_config_accepts_the_shipped_file() {
     let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("milter.yaml");
     let out = check_config(&shipped);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert_eq!(String::from_utf8_lossy(&out.stdout), "ok\n");
+    assert!(out.ok(), "{}", out.stderr.clone());
+    assert_eq!(out.stdout.clone(), "ok\n");
     // Its TCP socket is said to be reachable by every local user.
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = out.stderr.clone();
     assert!(
         err.contains("warning: ")
             && err.contains("listen: inet:127.0.0.1:7357 can be reached by every local user"),
@@ -105,8 +89,8 @@ fn check_config_accepts_the_shipped_file() {
 fn check_config_reports_every_mistake_at_once() {
     let path = common::config_path("twenty_mistakes.yaml");
     let out = check_config(&path);
-    assert_eq!(out.status.code(), Some(2));
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(Some(out.code), Some(2));
+    let stderr = out.stderr.clone();
     let lines: Vec<&str> = stderr.lines().collect();
     assert!(lines.len() >= 20, "{stderr}");
     let prefix = format!("{}:", path.display());
@@ -135,8 +119,8 @@ fn check_config_names_line_of_unknown_key_and_bad_yaml() {
     let path = dir.path().join("c.yaml");
     std::fs::write(&path, "listen: inet:127.0.0.1:1\nlocal_domains: [example.com]\nclasses:\n  - name: a\n    client: [10.0.0.1]\n").unwrap();
     let out = check_config(&path);
-    assert_eq!(out.status.code(), Some(2));
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(Some(out.code), Some(2));
+    let stderr = out.stderr.clone();
     assert!(
         stderr.starts_with(&format!("{}:5: ", path.display())),
         "{stderr}"
@@ -144,10 +128,10 @@ fn check_config_names_line_of_unknown_key_and_bad_yaml() {
     assert!(stderr.contains("client"), "{stderr}");
     std::fs::write(&path, "listen: [unclosed\n").unwrap();
     let out = check_config(&path);
-    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(Some(out.code), Some(2));
     let out = check_config(Path::new("/nonexistent/x.yaml"));
-    assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/x.yaml"));
+    assert_eq!(Some(out.code), Some(2));
+    assert!(out.stderr.clone().contains("/nonexistent/x.yaml"));
 }
 
 /// A reload that takes seconds (content rules whose case-insensitive
@@ -388,13 +372,9 @@ async fn refuses_to_steal_a_live_socket() {
     let config = dir.path().join("milter.yaml");
     write_config(&config, &socket, "example.com");
     let _live = std::os::unix::net::UnixListener::bind(&socket).unwrap();
-    let out = Command::new(BIN)
-        .args(["run", "--config"])
-        .arg(&config)
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("in use"));
+    let out = common::cli::output(Command::new(BIN).args(["run", "--config"]).arg(&config));
+    assert_eq!(Some(out.code), Some(1));
+    assert!(out.stderr.clone().contains("in use"));
 }
 
 /// The README's first command, on the shipped milter.yaml from a checkout:
@@ -444,15 +424,8 @@ fn a_start_up_error_names_its_key_once() {
     let config = dir.path().join("milter.yaml");
     let run = |text: String| {
         std::fs::write(&config, text).unwrap();
-        let out = Command::new(BIN)
-            .args(["run", "--config"])
-            .arg(&config)
-            .output()
-            .unwrap();
-        (
-            out.status.code(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        )
+        let out = common::cli::output(Command::new(BIN).args(["run", "--config"]).arg(&config));
+        (Some(out.code), out.stderr.clone())
     };
     let base = "local_domains: [example.com]\nadmin: { listen: off }\n";
     // The socket's directory does not exist.
@@ -500,26 +473,22 @@ fn dkim_keygen_writes_a_private_key_and_prints_its_record() {
     let key = dir.path().join("k.pem");
     for alg in ["ed25519", "rsa"] {
         let _ = std::fs::remove_file(&key);
-        let out = Command::new(BIN)
-            .args([
-                "dkim-keygen",
-                "--domain",
-                "Example.COM",
-                "--selector",
-                "s1",
-                "--algorithm",
-                alg,
-                "--out",
-            ])
-            .arg(&key)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
+        let out = common::cli::output(
+            Command::new(BIN)
+                .args([
+                    "dkim-keygen",
+                    "--domain",
+                    "Example.COM",
+                    "--selector",
+                    "s1",
+                    "--algorithm",
+                    alg,
+                    "--out",
+                ])
+                .arg(&key),
         );
-        let record = String::from_utf8_lossy(&out.stdout);
+        assert!(out.ok(), "{}", out.stderr.clone());
+        let record = out.stdout.clone();
         assert!(
             record.starts_with(&format!(
                 "s1._domainkey.example.com. IN TXT ( \"v=DKIM1; k={alg}; p="
@@ -542,19 +511,19 @@ fn dkim_keygen_writes_a_private_key_and_prints_its_record() {
     }
     // An existing key is never overwritten.
     let before = std::fs::read(&key).unwrap();
-    let out = Command::new(BIN)
-        .args([
-            "dkim-keygen",
-            "--domain",
-            "example.com",
-            "--selector",
-            "s1",
-            "--out",
-        ])
-        .arg(&key)
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(1));
+    let out = common::cli::output(
+        Command::new(BIN)
+            .args([
+                "dkim-keygen",
+                "--domain",
+                "example.com",
+                "--selector",
+                "s1",
+                "--out",
+            ])
+            .arg(&key),
+    );
+    assert_eq!(Some(out.code), Some(1));
     assert_eq!(std::fs::read(&key).unwrap(), before);
 }
 
@@ -585,18 +554,14 @@ fn check_config_as_the_service_user_names_a_file_it_cannot_read() {
     .unwrap();
     std::fs::set_permissions(&config, std::fs::Permissions::from_mode(0o644)).unwrap();
     let out = check_config(&config);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    assert!(out.ok(), "{}", out.stderr.clone());
+    let out = common::cli::output(
+        Command::new(BIN)
+            .args(["check-config", "--user", "nobody", "--config"])
+            .arg(&config),
     );
-    let out = Command::new(BIN)
-        .args(["check-config", "--user", "nobody", "--config"])
-        .arg(&config)
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "{err}");
+    let err = out.stderr.clone();
+    assert_eq!(Some(out.code), Some(2), "{err}");
     assert!(
         err.contains("milter.yaml:5: dkim.keys[0]") && err.contains("Permission denied"),
         "{err}"

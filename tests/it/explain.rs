@@ -2,20 +2,10 @@
 //! by one, the final reply, the header changes, and the exit status.
 
 use crate::common;
-use common::process::BIN;
-use std::process::Command;
 
 fn explain(config: &std::path::Path, args: &[&str]) -> (i32, String) {
-    let out = Command::new(BIN)
-        .args(["explain", "--config"])
-        .arg(config)
-        .args(args)
-        .output()
-        .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr),
-    )
+    let out = common::cli::with_config(config, &[&["explain"], args].concat());
+    (out.code, out.text())
 }
 
 fn line<'a>(out: &'a str, stage: &str, check: &str) -> Vec<&'a str> {

@@ -563,18 +563,8 @@ async fn tempfail_and_reject_refuse_and_monitor_holds_nothing() {
 }
 
 fn cli(config: &Path, args: &[&str]) -> (bool, String) {
-    let out = std::process::Command::new(common::process::BIN)
-        .args(args)
-        .arg("--config")
-        .arg(config)
-        .output()
-        .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.success(), text)
+    let out = common::cli::with_config(config, args);
+    (out.ok(), out.text())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

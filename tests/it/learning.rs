@@ -3,27 +3,14 @@
 //! too; a class in enforce mode records nothing.
 
 use crate::common;
-use common::{process::Running, process::BIN};
+use common::process::Running;
 use indymilter::{Actions, MacroStage};
 use indymilter_test::{Status, TestConnection};
-use std::{net::SocketAddr, path::Path, process::Command};
+use std::{net::SocketAddr, path::Path};
 
 fn senders(config: &Path, args: &[&str]) -> (bool, String) {
-    let out = Command::new(BIN)
-        .arg("senders")
-        .args(args)
-        .arg("--config")
-        .arg(config)
-        .output()
-        .unwrap();
-    (
-        out.status.success(),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ),
-    )
+    let out = common::cli::with_config(config, &[&["senders"], args].concat());
+    (out.ok(), out.text())
 }
 
 /// One whole message from `ip`.

@@ -10,19 +10,8 @@ use std::{
 };
 
 fn limits(config: &Path, args: &[&str]) -> (bool, String) {
-    let out = Command::new(BIN)
-        .arg("limits")
-        .args(args)
-        .arg("--config")
-        .arg(config)
-        .output()
-        .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.success(), text)
+    let out = common::cli::with_config(config, &[&["limits"], args].concat());
+    (out.ok(), out.text())
 }
 
 async fn send(addr: SocketAddr, sender: &str) -> String {
@@ -180,20 +169,15 @@ async fn redis_backend() {
 /// Runs `egress-milter ARGS --config CONFIG` as the unprivileged user
 /// nobody, from a copy of the binary anyone may run.
 fn as_nobody(bin: &Path, config: &Path, args: &[&str]) -> (bool, String) {
-    let out = Command::new("setpriv")
-        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
-        .arg(bin)
-        .args(args)
-        .arg("--config")
-        .arg(config)
-        .output()
-        .expect("setpriv (util-linux) runs");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
+    let out = common::cli::output(
+        Command::new("setpriv")
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+            .arg(bin)
+            .args(args)
+            .arg("--config")
+            .arg(config),
     );
-    (out.status.success(), text)
+    (out.ok(), out.text())
 }
 
 async fn raw_tcp(addr: SocketAddr, text: &str) -> String {
@@ -302,14 +286,14 @@ async fn an_unprivileged_user_is_refused_on_the_socket_and_on_tcp() {
         format!("listen: inet:127.0.0.1:{port}\nlocal_domains: [example.com]\nadmin: {{ listen: \"inet:127.0.0.1:{admin}\" }}\n"),
     )
     .unwrap();
-    let out = Command::new(BIN)
-        .arg("check-config")
-        .arg("--config")
-        .arg(&path)
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success());
+    let out = common::cli::output(
+        Command::new(BIN)
+            .arg("check-config")
+            .arg("--config")
+            .arg(&path),
+    );
+    let text = out.stderr.clone();
+    assert!(!out.ok());
     assert!(
         text.contains("tcp.yaml:3: admin.listen") && text.contains("needs admin.token_file"),
         "{text}"
@@ -326,14 +310,14 @@ async fn an_unprivileged_user_is_refused_on_the_socket_and_on_tcp() {
         ),
     )
     .unwrap();
-    let out = Command::new(BIN)
-        .arg("check-config")
-        .arg("--config")
-        .arg(&path)
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "{text}");
+    let out = common::cli::output(
+        Command::new(BIN)
+            .arg("check-config")
+            .arg("--config")
+            .arg(&path),
+    );
+    let text = out.stderr.clone();
+    assert!(!out.ok(), "{text}");
     assert!(
         text.contains("tcp.yaml:5: admin.token_file")
             && text.contains("shorter than 16 characters"),

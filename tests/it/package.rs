@@ -208,19 +208,19 @@ async fn package_builds_installs_starts_and_purges() {
     notify
         .set_read_timeout(Some(Duration::from_secs(20)))
         .unwrap();
-    let daemon = as_user(
+    let mut daemon = as_user(
         "egress-milter",
         &["run", "--config", "/etc/egress-milter/milter.yaml"],
-    )
-    .env("NOTIFY_SOCKET", &notify_path)
-    .stderr(std::process::Stdio::null())
-    .spawn()
-    .unwrap();
-    let mut daemon = KillOnDrop(daemon);
+    );
+    daemon
+        .env("NOTIFY_SOCKET", &notify_path)
+        .stderr(std::process::Stdio::null());
+    let mut daemon = common::child::Guard::spawn("egress-milter", &mut daemon);
     let mut buf = [0u8; 256];
     let n = notify.recv(&mut buf).expect("READY=1 within 20 s");
     assert_eq!(String::from_utf8_lossy(&buf[..n]).trim(), "READY=1");
-    let pid = run(Command::new("ps").args(["-o", "user=", "-p", &daemon.0.id().to_string()]));
+    let pid =
+        run(Command::new("ps").args(["-o", "user=", "-p", &daemon.pid().unwrap().to_string()]));
     assert_eq!(pid.trim(), "egress-milter");
 
     // Who reaches what: the milter socket for the egress-milter group
@@ -344,7 +344,7 @@ async fn package_builds_installs_starts_and_purges() {
     .unwrap();
     run(Command::new("kill")
         .arg("-HUP")
-        .arg(daemon.0.id().to_string()));
+        .arg(daemon.pid().unwrap().to_string()));
     common::until(Duration::from_secs(10), "reloaded: ", || {
         let m = common::scrape(9357);
         match common::counted(&m, "egress_config_reloads_total", &[("result", "ok")]) {
@@ -370,13 +370,13 @@ async fn package_builds_installs_starts_and_purges() {
 
     run(Command::new("kill")
         .arg("-TERM")
-        .arg(daemon.0.id().to_string()));
+        .arg(daemon.pid().unwrap().to_string()));
     let stopping = notify.recv(&mut buf).expect("STOPPING=1");
     assert_eq!(
         String::from_utf8_lossy(&buf[..stopping]).trim(),
         "STOPPING=1"
     );
-    assert!(daemon.0.wait().unwrap().success());
+    assert!(daemon.wait().success());
 
     // Removed while main.cf still names the milter: said, with what to do.
     let out = Command::new("dpkg")
@@ -504,14 +504,5 @@ impl Drop for Purge {
             .args(["-P", "egress-milter"])
             .stdout(std::process::Stdio::null())
             .status();
-    }
-}
-
-struct KillOnDrop(std::process::Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
     }
 }

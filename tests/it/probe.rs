@@ -53,15 +53,10 @@ impl Probe {
                 .args(["--login", "alice@example.com", "--password-file"])
                 .arg(self.dir.path().join("password"));
         }
-        let out = tokio::task::spawn_blocking(move || cmd.output().expect("run probe"))
+        let out = tokio::task::spawn_blocking(move || common::cli::output(&mut cmd))
             .await
             .expect("probe task");
-        let text = format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        (out.status.code().unwrap_or(-1), text)
+        (out.code, out.text())
     }
 }
 
@@ -261,17 +256,17 @@ async fn an_open_relay_through_mynetworks_is_named() {
 /// An unknown option or an unreadable password file: exit 2 and why.
 #[test]
 fn bad_arguments_exit_2() {
-    let out = Command::new(BIN)
-        .args(["probe", "--config"])
-        .arg(common::config_path("e2e.yaml"))
-        .args(["--server", "127.0.0.1:1", "--rcpt", RCPT])
-        .args(["--login", "a", "--password-file", "/nonexistent/pw"])
-        .output()
-        .expect("run probe");
-    assert_eq!(out.status.code(), Some(2));
+    let out = common::cli::output(
+        Command::new(BIN)
+            .args(["probe", "--config"])
+            .arg(common::config_path("e2e.yaml"))
+            .args(["--server", "127.0.0.1:1", "--rcpt", RCPT])
+            .args(["--login", "a", "--password-file", "/nonexistent/pw"]),
+    );
+    assert_eq!(Some(out.code), Some(2));
     assert!(
-        String::from_utf8_lossy(&out.stderr).contains("cannot read /nonexistent/pw"),
+        out.stderr.clone().contains("cannot read /nonexistent/pw"),
         "{}",
-        String::from_utf8_lossy(&out.stderr)
+        out.stderr.clone()
     );
 }

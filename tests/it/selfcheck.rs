@@ -10,15 +10,8 @@ use egress_milter::dkim::generate;
 use std::{os::unix::fs::PermissionsExt, process::Command};
 
 fn run(config: &std::path::Path) -> (i32, String) {
-    let out = Command::new(BIN)
-        .args(["selfcheck", "--config"])
-        .arg(config)
-        .output()
-        .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr),
-    )
+    let out = common::cli::with_config(config, &["selfcheck"]);
+    (out.code, out.text())
 }
 
 /// The result column of the row for (check, subject).
@@ -168,14 +161,14 @@ selfcheck: {{ dnsbl: [] }}
         ),
     )
     .unwrap();
-    let out = Command::new(BIN)
-        .args(["selfcheck", "--config"])
-        .arg(&config)
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{stdout}{stderr}");
+    let out = common::cli::output(
+        Command::new(BIN)
+            .args(["selfcheck", "--config"])
+            .arg(&config),
+    );
+    let stdout = out.stdout.clone();
+    let stderr = out.stderr.clone();
+    assert_eq!(Some(out.code), Some(1), "{stdout}{stderr}");
     let ptr = stdout
         .lines()
         .find(|l| l.starts_with("ptr"))

@@ -415,19 +415,15 @@ classes:
 }
 
 fn cache_cli(config: &Path, args: &[&str]) -> (bool, String) {
-    let out = Command::new(BIN)
-        .arg("cache")
-        .args(args)
-        .arg("--config")
-        .arg(config)
-        .output()
-        .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
+    let out = common::cli::output(
+        Command::new(BIN)
+            .arg("cache")
+            .args(args)
+            .arg("--config")
+            .arg(config),
     );
-    (out.status.success(), text)
+    let text = format!("{}{}", out.stdout.clone(), out.stderr.clone());
+    (out.ok(), text)
 }
 
 async fn send(addr: SocketAddr, ip: &str, from: &str) -> String {
@@ -562,13 +558,13 @@ classes:
     )
     .unwrap();
     let explain = |args: &[&str]| {
-        let out = Command::new(BIN)
-            .args(["explain", "--config"])
-            .arg(&config)
-            .args(args)
-            .output()
-            .unwrap();
-        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr)
+        let out = common::cli::output(
+            Command::new(BIN)
+                .args(["explain", "--config"])
+                .arg(&config)
+                .args(args),
+        );
+        out.stdout.clone() + &out.stderr.clone()
     };
     let out = explain(&[
         "--client",

@@ -163,13 +163,8 @@ dns: {{ nameservers: [\"{ns}\"], timeout: 1s }}
         ns = dns.addr
     );
     std::fs::write(&path, text).unwrap();
-    let out = Command::new(BIN)
-        .args(["selfcheck", "--config"])
-        .arg(&path)
-        .output()
-        .unwrap();
-    let text =
-        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    let out = common::cli::output(Command::new(BIN).args(["selfcheck", "--config"]).arg(&path));
+    let text = out.stdout.clone() + &out.stderr.clone();
     let line = |host: u16| {
         text.lines()
             .find(|l| l.starts_with("mail store") && l.contains(&format!("127.0.0.1:{host} ")))

@@ -2,11 +2,12 @@
 //! database the test writes: one signature for the EICAR test string (no
 //! freshclam here). Killed when dropped.
 
+use super::child::Guard;
 use std::{
     io::{Read, Write},
     net::TcpStream,
     path::PathBuf,
-    process::{Child, Command, Stdio},
+    process::{Command, Stdio},
     time::{Duration, Instant},
 };
 
@@ -18,7 +19,7 @@ pub const EICAR_NAME: &str = "Egress.Test.EICAR.UNOFFICIAL";
 pub struct Clamd {
     pub port: u16,
     pub socket: PathBuf,
-    child: Option<Child>,
+    process: Guard,
     dir: tempfile::TempDir,
 }
 
@@ -65,17 +66,18 @@ impl Clamd {
             ),
         )
         .expect("clamd.conf");
-        let child = Command::new("/usr/sbin/clamd")
-            .arg("-c")
-            .arg(&conf)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start clamd");
+        let process = Guard::spawn(
+            "clamd",
+            Command::new("/usr/sbin/clamd")
+                .arg("-c")
+                .arg(&conf)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null()),
+        );
         let mut c = Clamd {
             port,
             socket,
-            child: Some(child),
+            process,
             dir,
         };
         c.wait_ready().then_some(c)
@@ -93,16 +95,13 @@ impl Clamd {
                     if let Ok(n) = s.read(&mut answer) {
                         if answer[..n].starts_with(b"PONG") {
                             // Ours answers: is the TCP port ours too?
-                            return self
-                                .child
-                                .as_mut()
-                                .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+                            return self.process.running()
                                 && TcpStream::connect(("127.0.0.1", self.port)).is_ok();
                         }
                     }
                 }
             }
-            if let Some(Ok(Some(_))) = self.child.as_mut().map(|c| c.try_wait()) {
+            if !self.process.running() {
                 // Its port was taken, most likely.
                 return false;
             }
@@ -119,29 +118,13 @@ impl Clamd {
         std::fs::read_to_string(self.dir.path().join("clamd.log")).unwrap_or_default()
     }
 
-    /// Sends a signal (`-STOP`, `-CONT`) to this clamd, if it runs (never
-    /// to pid 0, which is every process of the group).
+    /// Sends a signal (`-STOP`, `-CONT`) to this clamd, if it runs.
     pub fn signal(&self, sig: &str) {
-        if let Some(c) = &self.child {
-            let _ = Command::new("kill")
-                .arg(sig)
-                .arg(c.id().to_string())
-                .status();
-        }
+        self.process.signal(sig);
     }
 
     /// Kills clamd (as a crash).
     pub fn kill(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-impl Drop for Clamd {
-    fn drop(&mut self) {
-        self.signal("-CONT");
-        self.kill();
+        self.process.kill();
     }
 }

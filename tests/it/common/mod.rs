@@ -2,7 +2,9 @@
 //! with a scenario's configuration, and talk to it with a milter client.
 #![allow(dead_code)]
 
+pub mod child;
 pub mod clamd;
+pub mod cli;
 pub mod delayed_ack;
 pub mod dns;
 pub mod postfix;

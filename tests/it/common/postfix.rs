@@ -2,11 +2,12 @@
 //! own config and queue directories under the target directory, no chroot,
 //! no port 25, the next hop a test sink. Stopped when dropped.
 
+use super::child::{ready, Guard};
 use std::{
     net::TcpStream,
     path::{Path, PathBuf},
     process::Command,
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 pub struct Postfix {
@@ -15,6 +16,8 @@ pub struct Postfix {
     /// A second smtpd, as `master.cf`'s `submission` line would run it
     /// (port 587 on a real gateway), with the same restrictions.
     pub submission_port: u16,
+    /// `postfix stop` at the end.
+    _process: Guard,
 }
 
 const MASTER_CF: &str = "\
@@ -193,10 +196,13 @@ smtpd_sasl_security_options = noanonymous
             "127.0.0.1:{smtp_port} inet n - {c} - - smtpd\n127.0.0.1:{submission_port} inet n - {c} - - smtpd -o syslog_name=postfix/submission\n{services}"
         );
         std::fs::write(dir.join("master.cf"), master).expect("master.cf");
+        let mut stop = Command::new("/usr/sbin/postfix");
+        stop.arg("-c").arg(&dir).arg("stop");
         let pf = Postfix {
             dir,
             smtp_port,
             submission_port,
+            _process: Guard::stopped_by("postfix", stop),
         };
         pf.postfix(&["check"]);
         pf.postfix(&["start"]);
@@ -279,15 +285,11 @@ biff = no
 
     /// Waits (at most 30 s) for smtpd's port to accept connections.
     fn wait_listening(&self) {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while TcpStream::connect(("127.0.0.1", self.smtp_port)).is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "postfix did not listen: {}",
-                self.log()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        ready(Duration::from_secs(30), "postfix did not listen: ", || {
+            TcpStream::connect(("127.0.0.1", self.smtp_port))
+                .map(|_| ())
+                .map_err(|_| self.log())
+        });
     }
 
     /// Runs one of Postfix's commands (postqueue, postsuper) on this
@@ -410,14 +412,4 @@ pub fn swaks_with(
         .output()
         .expect("swaks is not installed: run scripts/test.sh, which installs it");
     String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-impl Drop for Postfix {
-    fn drop(&mut self) {
-        let _ = Command::new("/usr/sbin/postfix")
-            .arg("-c")
-            .arg(&self.dir)
-            .arg("stop")
-            .output();
-    }
 }

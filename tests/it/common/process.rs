@@ -1,10 +1,11 @@
 //! The daemon binary run as an administrator runs it, its stderr lines
 //! delivered on a channel.
 
+use super::child::Guard;
 use std::{
     io::{BufRead, BufReader},
     path::Path,
-    process::{Child, Command, ExitStatus, Stdio},
+    process::{Command, ExitStatus, Stdio},
     sync::mpsc,
     time::Duration,
 };
@@ -13,7 +14,7 @@ pub const BIN: &str = env!("CARGO_BIN_EXE_egress-milter");
 
 /// A running daemon whose stderr lines arrive on a channel.
 pub struct Running {
-    child: Child,
+    process: Guard,
     pub lines: mpsc::Receiver<String>,
 }
 
@@ -50,7 +51,10 @@ impl Running {
                 }
             }
         });
-        Self { child, lines }
+        Self {
+            process: Guard::child("egress-milter", child),
+            lines,
+        }
     }
 
     /// Waits (at most 20 s) for a log line containing `needle`.
@@ -80,28 +84,15 @@ impl Running {
     }
 
     pub fn signal(&self, sig: &str) {
-        let ok = Command::new("kill")
-            .args([sig, &self.child.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(ok.success());
+        assert!(self.process.signal(sig), "kill {sig} the daemon");
     }
-}
 
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Running {
     pub fn pid(&self) -> u32 {
-        self.child.id()
+        self.process.pid().expect("the daemon runs")
     }
 
     /// Waits for the process to exit.
     pub fn wait(&mut self) -> ExitStatus {
-        self.child.wait().expect("wait for the daemon")
+        self.process.wait()
     }
 }

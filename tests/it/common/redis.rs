@@ -1,14 +1,15 @@
 //! A real redis-server on a free loopback port, killed when dropped.
 
+use super::child::{ready, Guard};
 use std::{
     net::TcpStream,
-    process::{Child, Command, Stdio},
-    time::{Duration, Instant},
+    process::{Command, Stdio},
+    time::Duration,
 };
 
 pub struct RedisServer {
     pub port: u16,
-    child: Option<Child>,
+    process: Option<Guard>,
     /// A TLS-only server with an ACL user: its config, certificates and
     /// password file.
     tls: Option<tempfile::TempDir>,
@@ -26,7 +27,7 @@ impl RedisServer {
             .expect("free port");
         let mut r = RedisServer {
             port,
-            child: None,
+            process: None,
             tls: None,
         };
         r.restart();
@@ -59,7 +60,7 @@ impl RedisServer {
         .expect("redis.conf");
         let mut r = RedisServer {
             port,
-            child: None,
+            process: None,
             tls: Some(dir),
         };
         r.restart();
@@ -96,24 +97,21 @@ impl RedisServer {
                 .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
                 .args(["--save", "", "--appendonly", "no", "--daemonize", "no"]),
         };
-        let child = cmd
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start redis-server");
-        self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while TcpStream::connect(("127.0.0.1", self.port)).is_err() {
-            assert!(Instant::now() < deadline, "redis-server did not listen");
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        self.process = Some(Guard::spawn(
+            "redis-server",
+            cmd.stdout(Stdio::null()).stderr(Stdio::null()),
+        ));
+        ready(
+            Duration::from_secs(10),
+            "redis-server did not listen: ",
+            || TcpStream::connect(("127.0.0.1", self.port)).map_err(|e| e.to_string()),
+        );
     }
 
     /// Kills the server (SIGKILL: as a crash, not a shutdown).
     pub fn kill(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
+        if let Some(mut p) = self.process.take() {
+            p.kill();
         }
     }
 
@@ -124,11 +122,5 @@ impl RedisServer {
             "redis"
         };
         format!("{scheme}://127.0.0.1:{}", self.port)
-    }
-}
-
-impl Drop for RedisServer {
-    fn drop(&mut self) {
-        self.kill();
     }
 }

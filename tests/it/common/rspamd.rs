@@ -3,15 +3,12 @@
 //! compiled Hyperscan database is kept under the target directory, so only
 //! the first start of a run takes long. Stopped when dropped.
 
-use std::{
-    path::PathBuf,
-    process::Command,
-    time::{Duration, Instant},
-};
+use super::child::{ready, Guard};
+use std::{path::PathBuf, process::Command, time::Duration};
 
 pub struct Rspamd {
     pub url: String,
-    dir: PathBuf,
+    process: Guard,
 }
 
 impl Rspamd {
@@ -75,35 +72,20 @@ impl Rspamd {
         assert!(status.success(), "rspamd did not start");
         let r = Rspamd {
             url: format!("http://127.0.0.1:{normal}"),
-            dir,
+            process: Guard::pid_file("rspamd", dir.join("run/rspamd.pid")),
         };
         // The first start compiles its regex database: up to a minute here.
-        let deadline = Instant::now() + Duration::from_secs(90);
-        loop {
-            if ping(normal) {
-                break;
-            }
-            assert!(Instant::now() < deadline, "rspamd never answered /ping");
-            std::thread::sleep(Duration::from_millis(200));
-        }
+        ready(
+            Duration::from_secs(90),
+            "rspamd never answered /ping",
+            || ping(normal).then_some(()).ok_or_else(String::new),
+        );
         r
     }
 
     /// Stops rspamd (SIGTERM to its main process) and waits until it is gone.
     pub fn stop(&mut self) {
-        let pidfile = self.dir.join("run/rspamd.pid");
-        let Some(pid) = std::fs::read_to_string(&pidfile)
-            .ok()
-            .map(|p| p.trim().to_string())
-        else {
-            return;
-        };
-        let _ = Command::new("kill").args(["-TERM", &pid]).status();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while std::path::Path::new(&format!("/proc/{pid}")).exists() && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = std::fs::remove_file(pidfile);
+        self.process.stop();
     }
 }
 
@@ -119,10 +101,4 @@ fn ping(port: u16) -> bool {
     let mut answer = String::new();
     let _ = s.read_to_string(&mut answer);
     answer.contains("pong")
-}
-
-impl Drop for Rspamd {
-    fn drop(&mut self) {
-        self.stop();
-    }
 }

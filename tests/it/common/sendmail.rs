@@ -4,16 +4,17 @@
 //! files in a directory of the test, `INPUT_MAIL_FILTER` at the milter,
 //! every message relayed to a test sink. Stopped when dropped.
 
+use super::child::{ready, Guard};
 use std::{
     net::TcpStream,
     path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
-    time::{Duration, Instant},
+    process::{Command, Stdio},
+    time::Duration,
 };
 
 pub struct Sendmail {
     pub smtp_port: u16,
-    child: Child,
+    process: Guard,
     _dir: tempfile::TempDir,
 }
 
@@ -93,20 +94,18 @@ MAILER(`smtp')dnl
         // Sendmail hangs at start unless its host name is qualified: give it
         // one in a UTS namespace of its own.
         let log = std::fs::File::create(d.join("sendmail.err")).expect("sendmail.err");
-        let child = Command::new("unshare")
-            .args(["-u", "sh", "-c"])
+        let mut cmd = Command::new("unshare");
+        cmd.args(["-u", "sh", "-c"])
             .arg(format!(
                 "hostname gw.example.com && exec {} -C {} -bD",
                 bin.display(),
                 d.join("sendmail.cf").display()
             ))
             .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("start sendmail");
+            .stderr(log);
         let mut sm = Sendmail {
             smtp_port,
-            child,
+            process: Guard::spawn("sendmail", &mut cmd).gentle(),
             _dir: dir,
         };
         sm.wait_listening();
@@ -114,21 +113,16 @@ MAILER(`smtp')dnl
     }
 
     fn wait_listening(&mut self) {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while TcpStream::connect(("127.0.0.1", self.smtp_port)).is_err() {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                panic!(
-                    "sendmail exited ({status}): {}",
-                    std::fs::read_to_string(self.dir().join("sendmail.err")).unwrap_or_default()
-                );
-            }
-            assert!(
-                Instant::now() < deadline,
-                "sendmail did not listen: {}",
-                std::fs::read_to_string(self.dir().join("sendmail.err")).unwrap_or_default()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        let err = self.dir().join("sendmail.err");
+        let process = &mut self.process;
+        let port = self.smtp_port;
+        ready(Duration::from_secs(30), "sendmail did not listen: ", || {
+            let log = || std::fs::read_to_string(&err).unwrap_or_default();
+            assert!(process.running(), "sendmail exited: {}", log());
+            TcpStream::connect(("127.0.0.1", port))
+                .map(|_| ())
+                .map_err(|_| log())
+        });
     }
 
     /// Runs the Sendmail binary with this instance's .cf (and the same
@@ -154,23 +148,5 @@ MAILER(`smtp')dnl
 
     pub fn dir(&self) -> &Path {
         self._dir.path()
-    }
-}
-
-impl Drop for Sendmail {
-    fn drop(&mut self) {
-        let _ = Command::new("kill")
-            .arg("-TERM")
-            .arg(self.child.id().to_string())
-            .status();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }

@@ -4,11 +4,12 @@
 //! Plain, or secure: TLS only (a test CA), an ACL user on the data nodes
 //! and a password on the sentinels.
 
+use super::child::{ready, Guard};
 use redis::Commands as _;
 use std::{
     net::TcpStream,
     path::PathBuf,
-    process::{Child, Command, Stdio},
+    process::{Command, Stdio},
     time::{Duration, Instant},
 };
 
@@ -27,7 +28,7 @@ pub struct SentinelSet {
     /// The data nodes: [0] starts as master, [1] as its replica.
     pub nodes: [u16; 2],
     pub sentinels: [u16; 3],
-    children: Vec<(u16, Child)>,
+    children: Vec<(u16, Guard)>,
     secure: bool,
 }
 
@@ -36,11 +37,9 @@ fn port() -> u16 {
 }
 
 fn wait_listening(port: u16) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "port {port} did not listen");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    ready(Duration::from_secs(10), "did not listen: ", || {
+        TcpStream::connect(("127.0.0.1", port)).map_err(|e| format!("port {port}: {e}"))
+    });
 }
 
 impl SentinelSet {
@@ -201,12 +200,18 @@ impl SentinelSet {
     /// Starts `program` on its config file, kept to be stopped with the
     /// set, and waits until it listens on `port`.
     fn spawn(&mut self, program: &str, conf: &std::path::Path, port: u16) {
-        let child = Command::new(program)
-            .arg(conf)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| panic!("start {program}: {e}"));
+        let what = if program.ends_with("sentinel") {
+            "redis-sentinel"
+        } else {
+            "redis-server"
+        };
+        let child = Guard::spawn(
+            what,
+            Command::new(program)
+                .arg(conf)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null()),
+        );
         self.children.push((port, child));
         wait_listening(port);
     }
@@ -293,15 +298,7 @@ impl SentinelSet {
 
     /// Kills the process on `port` (SIGKILL: a crash, not a shutdown).
     pub fn kill(&mut self, port: u16) {
-        self.children.retain_mut(|(p, c)| {
-            if *p == port {
-                let _ = c.kill();
-                let _ = c.wait();
-                false
-            } else {
-                true
-            }
-        });
+        self.children.retain(|(p, _)| *p != port);
     }
 
     /// Freezes (SIGSTOP) or thaws (SIGCONT) the process on `port`: frozen,
@@ -311,12 +308,7 @@ impl SentinelSet {
         let signal = if frozen { "-STOP" } else { "-CONT" };
         for (p, c) in &self.children {
             if *p == port {
-                let ok = Command::new("kill")
-                    .arg(signal)
-                    .arg(c.id().to_string())
-                    .status()
-                    .is_ok_and(|s| s.success());
-                assert!(ok, "kill {signal} {}", c.id());
+                c.signal(signal);
             }
         }
     }
@@ -324,14 +316,5 @@ impl SentinelSet {
     /// A key's value read from the data node on `port`.
     pub fn get(&self, port: u16, key: &str) -> Option<String> {
         self.open(port, false).ok()?.get(key).ok()?
-    }
-}
-
-impl Drop for SentinelSet {
-    fn drop(&mut self) {
-        for (_, c) in &mut self.children {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
     }
 }

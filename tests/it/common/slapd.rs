@@ -4,11 +4,12 @@
 //! port and StartTLS on the first, with a certificate authority made for
 //! the test. Killed when dropped.
 
+use super::child::Guard;
 use super::tls::run;
 use std::{
     net::TcpStream,
     path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
+    process::{Command, Stdio},
     time::{Duration, Instant},
 };
 
@@ -33,7 +34,7 @@ pub const PEOPLE: &[(&str, &[&str])] = &[
 pub struct Slapd {
     pub port: u16,
     pub tls_port: u16,
-    child: Option<Child>,
+    process: Guard,
     pub dir: tempfile::TempDir,
 }
 
@@ -101,23 +102,24 @@ directory {d}/db
             .arg(&data));
         for _ in 0..5 {
             let (port, tls_port) = (super::free_port(), super::free_port());
-            let child = Command::new("/usr/sbin/slapd")
-                .arg("-f")
-                .arg(&conf)
-                .arg("-h")
-                .arg(format!(
-                    "ldap://127.0.0.1:{port}/ ldaps://127.0.0.1:{tls_port}/"
-                ))
-                // -d keeps it in the foreground: ours to kill.
-                .args(["-d", "0"])
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .expect("start slapd");
+            let process = Guard::spawn(
+                "slapd",
+                Command::new("/usr/sbin/slapd")
+                    .arg("-f")
+                    .arg(&conf)
+                    .arg("-h")
+                    .arg(format!(
+                        "ldap://127.0.0.1:{port}/ ldaps://127.0.0.1:{tls_port}/"
+                    ))
+                    // -d keeps it in the foreground: ours to kill.
+                    .args(["-d", "0"])
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null()),
+            );
             let mut s = Slapd {
                 port,
                 tls_port,
-                child: Some(child),
+                process,
                 dir,
             };
             if s.wait_ready() {
@@ -133,7 +135,7 @@ directory {d}/db
     fn wait_ready(&mut self) -> bool {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
-            if let Some(Ok(Some(_))) = self.child.as_mut().map(|c| c.try_wait()) {
+            if !self.process.running() {
                 return false;
             }
             if TcpStream::connect(("127.0.0.1", self.port)).is_ok()
@@ -169,26 +171,11 @@ directory {d}/db
 
     /// Sends a signal (`-STOP`, `-CONT`) to slapd, if it runs.
     pub fn signal(&self, sig: &str) {
-        if let Some(c) = &self.child {
-            let _ = Command::new("kill")
-                .arg(sig)
-                .arg(c.id().to_string())
-                .status();
-        }
+        self.process.signal(sig);
     }
 
     /// Kills slapd (as a crash).
     pub fn kill(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-impl Drop for Slapd {
-    fn drop(&mut self) {
-        self.signal("-CONT");
-        self.kill();
+        self.process.kill();
     }
 }
