@@ -13,36 +13,10 @@
 //! ```
 
 use super::limits::Matcher;
-use super::raw::Text;
+use super::raw::{RawCustomLimit, Text};
 use super::Validator;
 use crate::rate::{parse_limit, Limit, LimitName, Rate};
-use serde::Deserialize;
-use serde_saphyr::Spanned;
 use std::fmt;
-
-/// One of `rate_limits.custom`.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawCustomLimit {
-    pub name: Text,
-    pub key: Text,
-    pub count: Text,
-    pub rate: Text,
-    #[serde(default)]
-    pub mode: Option<Spanned<super::Mode>>,
-    #[serde(default)]
-    pub warn_at: Option<Text>,
-    #[serde(default)]
-    pub overrides: Vec<RawCustomOverride>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawCustomOverride {
-    #[serde(rename = "match")]
-    pub matcher: Text,
-    pub rate: Text,
-}
 
 /// One part of a custom limit's key.
 #[derive(Clone, Copy, Debug, Eq, PartialEq)]

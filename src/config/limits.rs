@@ -1,6 +1,6 @@
 //! The `rate_limits` section: defaults, overrides, backend.
 
-use super::custom_limits::RawCustomLimit;
+use super::raw::RawCustomLimit;
 use super::raw::Text;
 use super::redis::RawRedis;
 use super::redis::RedisSettings;

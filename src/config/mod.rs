@@ -10,6 +10,7 @@ mod antivirus;
 mod classes;
 mod content;
 mod custom_limits;
+mod document;
 mod headers;
 mod incidents;
 mod limits;
@@ -43,8 +44,9 @@ pub use sources::{
 };
 
 use crate::address::DomainPattern;
+use document::RawConfig;
 use ipnet::IpNet;
-use raw::{RawConfig, Text};
+use raw::Text;
 use serde::Deserialize;
 use std::{
     fmt,

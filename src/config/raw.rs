@@ -1,83 +1,39 @@
 //! The configuration file as written: serde structs that refuse unknown keys
 //! and keep the line of every value that needs a semantic check, so that
-//! validation can point at it. Here the whole file, the small top-level
-//! sections and the kinds of value every section uses (a list or a source,
-//! one value or many); each larger section's raw form sits beside its
-//! validation in its own file (`limits.rs`, `incidents.rs`, ...).
+//! validation can point at it. Here the small top-level sections and the
+//! kinds of value every section uses (a list or a source, one value or
+//! many); each larger section's raw form sits beside its validation in its
+//! own file (`limits.rs`, `incidents.rs`, ...), and the whole file in
+//! `document.rs`.
 
-use super::admin::RawAdmin;
-use super::antivirus::RawAntivirus;
-use super::classes::RawClass;
-use super::content::{RawAttachments, RawContent};
-use super::headers::RawHeaders;
-use super::incidents::RawIncidents;
-use super::limits::RawRateLimits;
-use super::mail_auth::{RawDkim, RawDns, RawSpf};
 use serde::Deserialize;
 use serde_saphyr::Spanned;
 
-pub type Text = Spanned<String>;
-
+/// One of `rate_limits.custom`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RawConfig {
-    pub listen: Text,
-    #[serde(default)]
-    pub socket_mode: Option<Text>,
+pub struct RawCustomLimit {
+    pub name: Text,
+    pub key: Text,
+    pub count: Text,
+    pub rate: Text,
     #[serde(default)]
     pub mode: Option<Spanned<super::Mode>>,
     #[serde(default)]
-    pub on_error: Option<super::OnError>,
-    pub local_domains: RawList,
+    pub warn_at: Option<Text>,
     #[serde(default)]
-    pub sources: indexmap::IndexMap<String, Spanned<RawSource>>,
-    #[serde(default)]
-    pub verify_recipients: Option<Spanned<RawVerify>>,
-    #[serde(default)]
-    pub classes: Vec<RawClass>,
-    #[serde(default)]
-    pub unknown_clients: Option<super::UnknownClients>,
-    #[serde(default)]
-    pub from_header: RawFromHeader,
-    #[serde(default)]
-    pub recipients: RawRecipients,
-    #[serde(default)]
-    pub log: RawLog,
-    #[serde(default)]
-    pub milter: RawMilter,
-    #[serde(default)]
-    pub rate_limits: RawRateLimits,
-    #[serde(default)]
-    pub egress_ips: Vec<Text>,
-    #[serde(default)]
-    pub hostname: Option<Text>,
-    #[serde(default)]
-    pub dkim: RawDkim,
-    #[serde(default)]
-    pub spf: RawSpf,
-    #[serde(default)]
-    pub dns: RawDns,
-    #[serde(default)]
-    pub content: RawContent,
-    #[serde(default)]
-    pub attachments: RawAttachments,
-    #[serde(default)]
-    pub selfcheck: RawSelfcheck,
-    #[serde(default)]
-    pub internal_networks: Vec<Text>,
-    #[serde(default)]
-    pub internal_hostnames: Option<Vec<Text>>,
-    #[serde(default)]
-    pub headers: RawHeaders,
-    #[serde(default)]
-    pub metrics: RawMetrics,
-    #[serde(default)]
-    pub admin: RawAdmin,
-    #[serde(default)]
-    pub incidents: RawIncidents,
-    #[serde(default)]
-    pub antivirus: Option<RawAntivirus>,
+    pub overrides: Vec<RawCustomOverride>,
 }
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCustomOverride {
+    #[serde(rename = "match")]
+    pub matcher: Text,
+    pub rate: Text,
+}
+
+pub type Text = Spanned<String>;
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -1,9 +1,9 @@
 //! Reading a configuration file: bounded UTF-8 text, serde's reading with
 //! the line and dotted key of its first error, values of the wrong kind set
-//! aside so that one run reports them all, and the errors as printed.
+//! aside so that one run reports them all, and the errors as printed. For
+//! any reading of the file: the whole (`document.rs`) or the sections a
+//! command needs (`admin.rs`).
 
-use super::raw::RawConfig;
-use super::{Config, Validator};
 use crate::files::read_bounded;
 use std::{
     fmt,
@@ -53,55 +53,42 @@ impl fmt::Display for ConfigErrors {
 /// The largest configuration file read.
 pub(super) const MAX_CONFIG_SIZE: u64 = 4 << 20;
 
-impl Config {
-    /// Reads and validates a configuration file.
-    pub fn load(path: &Path) -> Result<Self, ConfigErrors> {
-        Self::parse(path, &read_text(path)?)
-    }
-
-    /// Validates configuration text; `path` is used in error messages.
-    pub fn parse(path: &Path, text: &str) -> Result<Self, ConfigErrors> {
-        // A value of the wrong kind (an unknown word, a negative number)
-        // stops serde at the first; to report every one at once, its line
-        // is set aside and the file read again, the key then at its
-        // default, up to MAX_SET_ASIDE times. The validation's errors come
-        // on top.
-        let mut text = std::borrow::Cow::Borrowed(text);
-        let mut early: Vec<ConfigError> = Vec::new();
-        let raw = loop {
-            match read_yaml::<RawConfig>(path, &text) {
-                Ok(raw) => break raw,
-                Err(mut e) => {
-                    let line = e.line as usize;
-                    let written = text.lines().nth(line.wrapping_sub(1)).unwrap_or("");
-                    e.message = plain_message(&e.message, written);
-                    let recoverable = early.len() < MAX_SET_ASIDE
-                        && value_error(&e.message)
-                        && text
-                            .lines()
-                            .nth(line.wrapping_sub(1))
-                            .is_some_and(scalar_line);
-                    // A key missing after one was set aside is not the
-                    // user's mistake.
-                    let missing = e.message.starts_with("missing field");
-                    if !missing || early.is_empty() {
-                        early.push(e);
-                    }
-                    if !recoverable {
-                        return Err(ConfigErrors(early));
-                    }
-                    text = std::borrow::Cow::Owned(set_aside(&text, line));
+/// The text read as `T`. A value of the wrong kind (an unknown word, a
+/// negative number) stops serde at the first; to report every one at
+/// once, its line is set aside and the text read again, the key then at
+/// its default, up to MAX_SET_ASIDE times. Returns the reading and the
+/// errors set aside (the validation's come on top), or the errors when
+/// the text cannot be read at all.
+pub(super) fn read_lenient<T: serde::de::DeserializeOwned>(
+    path: &Path,
+    text: &str,
+) -> Result<(T, Vec<ConfigError>), ConfigErrors> {
+    let mut text = std::borrow::Cow::Borrowed(text);
+    let mut early: Vec<ConfigError> = Vec::new();
+    loop {
+        match read_yaml::<T>(path, &text) {
+            Ok(raw) => return Ok((raw, early)),
+            Err(mut e) => {
+                let line = e.line as usize;
+                let written = text.lines().nth(line.wrapping_sub(1)).unwrap_or("");
+                e.message = plain_message(&e.message, written);
+                let recoverable = early.len() < MAX_SET_ASIDE
+                    && value_error(&e.message)
+                    && text
+                        .lines()
+                        .nth(line.wrapping_sub(1))
+                        .is_some_and(scalar_line);
+                // A key missing after one was set aside is not the
+                // user's mistake.
+                let missing = e.message.starts_with("missing field");
+                if !missing || early.is_empty() {
+                    early.push(e);
                 }
+                if !recoverable {
+                    return Err(ConfigErrors(early));
+                }
+                text = std::borrow::Cow::Owned(set_aside(&text, line));
             }
-        };
-        let mut v = Validator::new(path);
-        let config = v.config(raw);
-        v.errors.extend(early);
-        v.errors.sort_by_key(|e| e.line);
-        if v.errors.is_empty() {
-            Ok(config)
-        } else {
-            Err(ConfigErrors(v.errors))
         }
     }
 }
