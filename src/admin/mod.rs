@@ -68,7 +68,9 @@ struct Envelope {
     request: Request,
 }
 
-async fn answer(shared: &Shared, request: Request) -> Answer {
+/// The daemon's answer to a request, as the endpoint gives it (and as a
+/// program that embeds the daemon may ask it directly).
+pub async fn answer(shared: &Shared, request: Request) -> Answer {
     match request {
         Request::Limits(r) => limits::answer(shared, r).await,
         Request::Incidents(r) => incidents::answer(shared, r).await,

@@ -143,6 +143,13 @@ rate_limits:
         let (ok, out) = limits(&path, &args);
         assert!(!ok && out.contains(want), "{args:?}: {out}");
     }
+    // A client's open connections alone.
+    let (ok, out) = limits(
+        &path,
+        &["show", "10.0.0.7", "--limit", "concurrent_per_client"],
+    );
+    assert!(ok && out.contains(" open"), "{out}");
+    assert_eq!(out.lines().count(), 2, "one limit: {out}");
     // An IPv6 client: its /64, with its connection limits.
     let (ok, out) = limits(&path, &["show", "2001:db8:1:2::7"]);
     assert!(ok && out.contains("messages_per_client"), "{out}");

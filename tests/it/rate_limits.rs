@@ -153,12 +153,11 @@ async fn concurrent_connections_are_released_on_close_abort_and_drop() {
         "continue"
     );
     drop(b);
-    // (Probed through the limiter, not with a connection, which would
+    // (Read as `limits show` reads it, not with a connection, which would
     // spend the client's connection rate.) Bounded: 2 s at most.
-    let ip = "10.1.1.1".parse().unwrap();
     let mut freed = false;
     for _ in 0..200 {
-        if d.shared.limiter.open_connections(ip).await.unwrap() == 0 {
+        if common::open_connections(&d.shared, "10.1.1.1").await == 0 {
             freed = true;
             break;
         }

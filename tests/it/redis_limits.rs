@@ -227,10 +227,9 @@ async fn connection_leases_are_shared_released_and_expire_with_their_gateway() {
     // A clean close on b gives its place back.
     b1.close().await.unwrap();
     // Counted in Redis, as `limits show` reads it.
-    let limiter_b = &b.shared.limiter;
-    let ip = "10.5.5.5".parse().unwrap();
+    let open_b = || common::open_connections(&b.shared, "10.5.5.5");
     let deadline = Instant::now() + Duration::from_secs(5);
-    while limiter_b.open_connections(ip).await.unwrap() != 1 {
+    while open_b().await != 1 {
         assert!(Instant::now() < deadline, "b's place was not given back");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -242,8 +241,8 @@ async fn connection_leases_are_shared_released_and_expire_with_their_gateway() {
     a.wait();
     drop((a1, a2));
     let died = Instant::now();
-    assert_eq!(limiter_b.open_connections(ip).await.unwrap(), 2);
-    while limiter_b.open_connections(ip).await.unwrap() != 0 {
+    assert_eq!(open_b().await, 2);
+    while open_b().await != 0 {
         assert!(
             died.elapsed() < Duration::from_secs(5),
             "a dead gateway's leases never expired"

@@ -350,6 +350,24 @@ pub fn unlabelled(exposition: &str, metric: &str) -> u64 {
         .unwrap_or_else(|| panic!("no {metric} in {exposition}"))
 }
 
+/// The connections `limits show IP` counts open for a client, as an
+/// operator reads them.
+pub async fn open_connections(shared: &egress_milter::Shared, ip: &str) -> u64 {
+    use egress_milter::admin::{answer, Answer, Limits, Request};
+    let request = Request::Limits(Limits::Show {
+        key: ip.to_string(),
+        limit: Some("concurrent_per_client".into()),
+    });
+    match answer(shared, request).await {
+        Answer::Ok(text) => text
+            .lines()
+            .find(|l| l.starts_with("concurrent_per_client"))
+            .and_then(|l| l.split_whitespace().rev().nth(1)?.parse().ok())
+            .unwrap_or_else(|| panic!("no open count in {text}")),
+        Answer::Error(e) => panic!("limits show {ip}: {e}"),
+    }
+}
+
 /// Polls `check` every 50 ms until it gives `Ok`, for at most `within`;
 /// then fails with `what` and the last `Err`'s detail.
 pub async fn until<T>(
