@@ -343,7 +343,7 @@ impl Metrics {
         let (evicted, untracked) = incidents.evictions();
         let _ = writeln!(out, "# HELP egress_incident_key_evictions_total Keys the incident signals forgot to make room (max_keys), the smallest counts first.\n# TYPE egress_incident_key_evictions_total counter\negress_incident_key_evictions_total {evicted}");
         let _ = writeln!(out, "# HELP egress_incident_events_untracked_total Events of a new key not counted: every key sampled to make room was past half its threshold.\n# TYPE egress_incident_events_untracked_total counter\negress_incident_events_untracked_total {untracked}");
-        let _ = writeln!(out, "# HELP egress_source_lookups_total Lookups in sources (callout: the mail stores) by result: cache_hit, or found, not_found, error as the source answered.\n# TYPE egress_source_lookups_total counter");
+        let _ = writeln!(out, "# HELP egress_source_lookups_total Lookups in sources (callout: the mail stores) by result: cache_hit, or found, not_found, error as the source answered, catch_all for a mail store that accepts any address.\n# TYPE egress_source_lookups_total counter");
         for ((source, result), n) in self
             .source_lookups
             .lock()

@@ -12,6 +12,10 @@ use crate::config::Verify;
 use lettre::transport::smtp::{client::AsyncSmtpConnection, extension::ClientId};
 use std::time::Instant;
 
+/// The answer cached for a store that accepts any address (counted as
+/// `result="catch_all"` in `egress_source_lookups_total`).
+pub const CATCH_ALL: &str = "catch-all";
+
 /// What the store said of an address.
 #[derive(Clone, Debug, Eq, PartialEq)]
 pub enum Exists {
@@ -188,7 +192,7 @@ impl Lists<'_> {
         let (answer, ttl) = match &exists {
             Exists::Yes => (Answer::Found(Vec::new().into()), verify.cache.ttl),
             Exists::CatchAll => (
-                Answer::Found(vec!["catch-all".to_string()].into()),
+                Answer::Found(vec![CATCH_ALL.to_string()].into()),
                 verify.cache.ttl,
             ),
             Exists::No(_) => (Answer::Missing, verify.cache.negative_ttl),

@@ -240,14 +240,6 @@ impl Sources {
         }
     }
 
-    /// The stores found to accept any address.
-    pub fn catch_all_stores(&self) -> Vec<String> {
-        let m = self.catch_all.lock().unwrap_or_else(|p| p.into_inner());
-        let mut v: Vec<String> = m.keys().cloned().collect();
-        v.sort();
-        v
-    }
-
     /// `cache show KEY`: the cached answer for a key in every cache.
     pub async fn show(
         &self,
@@ -350,6 +342,12 @@ impl<'a> Lists<'a> {
     fn record(&self, source: &str, key: &str, answer: &Result<Answer, Failure>, cached: bool) {
         let result = match answer {
             _ if cached => "cache_hit",
+            Ok(Answer::Found(v))
+                if source == "callout"
+                    && v.first().map(String::as_str) == Some(callout::CATCH_ALL) =>
+            {
+                "catch_all"
+            }
             Ok(Answer::Found(_)) => "found",
             Ok(Answer::Missing) => "not_found",
             Err(_) => "error",
