@@ -11,7 +11,8 @@
 # - mode: monitor, so that installing never refuses real mail before the
 #   administrator has written a policy;
 # - admin.socket_group: egress-admin, the administrators' group, apart from
-#   the MTA's.
+#   the MTA's;
+# - the schema editors check it against, where the package installs it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out=target/package
@@ -26,4 +27,5 @@ cp milter.yaml "$out/milter.yaml"
 edit "$out/milter.yaml" "listen: inet:127.0.0.1:7357" "listen: unix:/var/spool/postfix/egress-milter/milter.sock"
 edit "$out/milter.yaml" "mode: enforce" "mode: monitor"
 edit "$out/milter.yaml" "  # socket_group: egress-admin" "  socket_group: egress-admin"
+edit "$out/milter.yaml" "# yaml-language-server: \$schema=milter.schema.json" "# yaml-language-server: \$schema=/usr/share/egress-milter/milter.schema.json"
 exec cargo deb "$@"

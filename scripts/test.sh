@@ -20,6 +20,9 @@ command -v swaks >/dev/null 2>&1 || need+=(swaks)
 # independently of the library that makes them.
 /usr/bin/python3 -c 'import dkim, nacl' 2>/dev/null || need+=(python3-dkim python3-nacl)
 [ -x /usr/bin/rspamd ] || need+=(rspamd)
+# A standard JSON Schema validator checks milter.schema.json against the
+# shipped configuration, read as YAML 1.2 (ruamel.yaml), as editors do.
+/usr/bin/python3 -c 'import jsonschema, ruamel.yaml' 2>/dev/null || need+=(python3-jsonschema python3-ruamel.yaml)
 # The package test renders the man pages (man-db), looks at the daemon's
 # user (ps), and the package depends on adduser; libFuzzer is C++.
 command -v man >/dev/null 2>&1 || need+=(man-db)

@@ -28,7 +28,7 @@ enum Command {
         #[arg(long, short, default_value = "/etc/egress-milter/milter.yaml")]
         config: PathBuf,
     },
-    /// Validate a configuration file: prints "ok" or every error; exit 0 or 1.
+    /// Validate a configuration file: prints "ok" or every error; exit 0 or 2.
     CheckConfig {
         #[arg(long, short, default_value = "/etc/egress-milter/milter.yaml")]
         config: PathBuf,
@@ -38,6 +38,9 @@ enum Command {
         #[arg(long)]
         user: Option<String>,
     },
+    /// Print the JSON Schema of the configuration file (as shipped in
+    /// milter.schema.json), for editors and validators.
+    ConfigSchema,
     /// Run one message through the whole policy and print, check by check,
     /// what matched and why, the final SMTP reply and the header changes;
     /// exit 0 if it would be accepted, 1 if refused, 2 on a configuration
@@ -287,6 +290,10 @@ fn main() -> ExitCode {
     let exit: Exit = match Cli::parse().command {
         Command::Run { config } => commands::run(&config),
         Command::CheckConfig { config, user } => commands::check_config(&config, user.as_deref()),
+        Command::ConfigSchema => {
+            print!("{}", egress_milter::config::schema());
+            Exit::Ok
+        }
         Command::Selfcheck { config } => commands::selfcheck(&config),
         Command::Explain(a) => commands::explain(
             &a.config,

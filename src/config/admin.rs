@@ -8,7 +8,7 @@ use super::{Validator, DEFAULT_SOCKET_MODE};
 use serde::Deserialize;
 use std::{net::SocketAddr, path::PathBuf};
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawAdmin {
     #[serde(default)]
@@ -83,7 +83,7 @@ impl AdminSettings {
 /// The parts of the file the admin commands read: not the rest, which may
 /// name files (DKIM keys) an administrator cannot read. Other keys are
 /// read past, not checked.
-#[derive(serde::Deserialize)]
+#[derive(serde::Deserialize, schemars::JsonSchema)]
 struct AdminOnly {
     #[serde(default)]
     admin: RawAdmin,
@@ -91,7 +91,7 @@ struct AdminOnly {
     rate_limits: AliasOnly,
 }
 
-#[derive(Default, serde::Deserialize)]
+#[derive(Default, serde::Deserialize, schemars::JsonSchema)]
 struct AliasOnly {
     #[serde(default)]
     admin_listen: Option<Text>,

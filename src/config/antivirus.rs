@@ -6,7 +6,7 @@ use super::{parse_size, OnError, Validator, NONZERO};
 use serde::{Deserialize, Serialize};
 use std::{path::PathBuf, time::Duration};
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawAntivirus {
     pub clamd: Vec<Text>,
@@ -25,7 +25,9 @@ pub struct RawAntivirus {
 }
 
 /// What a virus found means for the message.
-#[derive(Clone, Copy, Debug, Default, Deserialize, Eq, PartialEq, Serialize)]
+#[derive(
+    Clone, Copy, Debug, Default, Deserialize, Eq, PartialEq, Serialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum VirusAction {
     /// `550 5.7.1 Message contains a virus (<signature>)`.

@@ -1,15 +1,15 @@
 //! The `classes` section: who a client is (by address, by login), which
 //! senders and From: domains it may use, and its mode.
 
+use super::raw::Spanned;
 use super::raw::{RawList, RawSourceRef, RawVerify, Text};
 use super::sources::{Entries, Kind, Verify};
 use super::{Mode, Validator};
 use crate::address::{Address, DomainPattern};
 use ipnet::IpNet;
 use serde::Deserialize;
-use serde_saphyr::Spanned;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawClass {
     pub name: Text,
@@ -38,7 +38,7 @@ pub struct RawClass {
 }
 
 /// `auth: any` or `auth: [alice, bob]`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(untagged)]
 pub enum RawAuth {
     Keyword(String),

@@ -1,13 +1,13 @@
 //! The `content` section: size cap, banned attachments, rule weights,
 //! custom rules, score thresholds.
 
+use super::raw::Spanned;
 use super::raw::Text;
 use super::Validator;
 use regex::Regex;
 use serde::Deserialize;
-use serde_saphyr::Spanned;
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawContent {
     #[serde(default)]
@@ -31,14 +31,14 @@ pub struct RawContent {
 }
 
 /// The `attachments` section.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawAttachments {
     #[serde(default)]
     pub unreadable_archives: Option<super::UnreadableArchives>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawRspamd {
     pub url: Text,
@@ -47,7 +47,7 @@ pub struct RawRspamd {
 }
 
 /// Built-in rule weights; 0 turns a rule off.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawRuleWeights {
     #[serde(default)]
@@ -64,7 +64,7 @@ pub struct RawRuleWeights {
     pub many_recipients: Option<f64>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawCustomRule {
     pub name: Text,
@@ -155,7 +155,7 @@ pub struct ContentSettings {
 /// encrypted entry, or one compressed by a method the reader does not have
 /// (LZMA, bzip2, AES, ...), hides its names (of nested archives too) from
 /// the banned-attachment check and its content from clamd.
-#[derive(Clone, Copy, Debug, Default, serde::Deserialize, Eq, PartialEq)]
+#[derive(Clone, Copy, Debug, Default, serde::Deserialize, Eq, PartialEq, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum UnreadableArchives {
     /// `550 5.7.1 Message has an archive that cannot be checked (<why>)`,
@@ -232,8 +232,7 @@ impl Validator {
             }
         }
         let score =
-            |v: &mut Self, s: &Option<serde_saphyr::Spanned<f64>>, key: &str, default: f64| match s
-            {
+            |v: &mut Self, s: &Option<super::raw::Spanned<f64>>, key: &str, default: f64| match s {
                 Some(x) if x.value.is_finite() && x.value > 0.0 => x.value,
                 Some(x) => {
                     v.error(x.referenced.line(), key, "must be a positive number");

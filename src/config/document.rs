@@ -10,6 +10,7 @@ use super::headers::RawHeaders;
 use super::incidents::RawIncidents;
 use super::limits::RawRateLimits;
 use super::mail_auth::{RawDkim, RawDns, RawSpf};
+use super::raw::Spanned;
 use super::raw::{
     RawFromHeader, RawList, RawLog, RawMetrics, RawMilter, RawRecipients, RawSelfcheck, RawSource,
     RawVerify, Text,
@@ -17,10 +18,9 @@ use super::raw::{
 use super::reading::{read_lenient, read_text, ConfigErrors};
 use super::{Config, Validator};
 use serde::Deserialize;
-use serde_saphyr::Spanned;
 use std::path::Path;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawConfig {
     pub listen: Text,
@@ -100,4 +100,23 @@ impl Config {
             Err(ConfigErrors(v.errors))
         }
     }
+}
+
+/// The JSON Schema of the configuration file (draft 2020-12), made from
+/// the types that read it: every key, its kind, and the doc comment that
+/// documents it. Shipped as `milter.schema.json`; printed by
+/// `egress-milter config-schema`.
+pub fn schema() -> String {
+    let mut schema = schemars::schema_for!(RawConfig);
+    schema.insert(
+        "$id".into(),
+        "https://egress-milter.invalid/milter.schema.json".into(),
+    );
+    schema.insert(
+        "title".into(),
+        "egress-milter configuration (milter.yaml)".into(),
+    );
+    let mut text = serde_json::to_string_pretty(&schema).unwrap_or_default();
+    text.push('\n');
+    text
 }

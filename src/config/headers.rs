@@ -4,7 +4,7 @@ use super::raw::Text;
 use super::Validator;
 use serde::Deserialize;
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawHeaders {
     #[serde(default)]

@@ -2,15 +2,15 @@
 //! or host, what happens to its mail while an incident is open, and who is
 //! told.
 
+use super::raw::Spanned;
 use super::raw::Text;
 use super::Validator;
 use crate::address::Address;
 use crate::rate::{parse_limit, Limit, Rate};
 use serde::{Deserialize, Serialize};
-use serde_saphyr::Spanned;
 use std::{path::PathBuf, time::Duration};
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawIncidents {
     #[serde(default)]
@@ -29,7 +29,7 @@ pub struct RawIncidents {
     pub notify: RawNotify,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawSignal {
     pub name: Text,
@@ -45,7 +45,7 @@ pub struct RawSignal {
     pub learn: Option<Text>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawNotify {
     #[serde(default)]
@@ -56,7 +56,7 @@ pub struct RawNotify {
     pub max_per_hour: Option<Spanned<u32>>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawWebhook {
     pub url: Text,
@@ -64,7 +64,7 @@ pub struct RawWebhook {
     pub timeout: Option<Text>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawMailNotify {
     pub to: Text,
@@ -75,7 +75,9 @@ pub struct RawMailNotify {
 }
 
 /// What happens to a message from a key with an open incident.
-#[derive(Clone, Copy, Debug, Default, Deserialize, Eq, PartialEq, Serialize)]
+#[derive(
+    Clone, Copy, Debug, Default, Deserialize, Eq, PartialEq, Serialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum IncidentAction {
     /// Accepted, with the milter's quarantine action: Postfix's hold
@@ -109,7 +111,19 @@ impl IncidentAction {
 
 /// What a signal counts per: the client IP, the SASL login, the envelope
 /// sender, or the client's class.
-#[derive(Clone, Copy, Debug, Deserialize, Eq, Hash, Ord, PartialEq, PartialOrd, Serialize)]
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    Deserialize,
+    Eq,
+    Hash,
+    Ord,
+    PartialEq,
+    PartialOrd,
+    Serialize,
+    schemars::JsonSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum KeyKind {
     Client,
@@ -141,7 +155,7 @@ impl KeyKind {
 }
 
 /// What a signal counts.
-#[derive(Clone, Copy, Debug, Deserialize, Eq, Hash, PartialEq)]
+#[derive(Clone, Copy, Debug, Deserialize, Eq, Hash, PartialEq, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Count {
     /// Messages accepted.

@@ -1,6 +1,7 @@
 //! The `rate_limits` section: defaults, overrides, backend.
 
 use super::raw::RawCustomLimit;
+use super::raw::Spanned;
 use super::raw::Text;
 use super::redis::RawRedis;
 use super::redis::RedisSettings;
@@ -9,9 +10,8 @@ use crate::address::{Address, DomainPattern};
 use crate::rate::{parse_limit, Limit, LimitName, Rate};
 use ipnet::IpNet;
 use serde::Deserialize;
-use serde_saphyr::Spanned;
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawRateLimits {
     #[serde(default)]
@@ -49,7 +49,7 @@ pub struct RawRateLimits {
 }
 
 /// `rate_limits.keys`: how addresses and logins are spelt as limit keys.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawLimitKeys {
     #[serde(default)]
@@ -62,7 +62,7 @@ pub struct RawLimitKeys {
     pub ignore_dots_for: Vec<Text>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawOverride {
     #[serde(rename = "match")]
@@ -109,7 +109,7 @@ macro_rules! raw_limits {
 raw_limits!(RawRateLimits);
 raw_limits!(RawOverride);
 
-#[derive(Clone, Copy, Debug, Default, Deserialize, Eq, PartialEq)]
+#[derive(Clone, Copy, Debug, Default, Deserialize, Eq, PartialEq, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Backend {
     /// Counters in this process.
@@ -207,7 +207,7 @@ impl Default for LimitKeys {
 
 impl super::Validator {
     /// An IPv6 prefix length for keys: 1 to 128.
-    pub(super) fn ipv6_prefix(&mut self, key: &str, p: serde_saphyr::Spanned<u8>) -> u8 {
+    pub(super) fn ipv6_prefix(&mut self, key: &str, p: super::raw::Spanned<u8>) -> u8 {
         if (1..=128).contains(&p.value) {
             p.value
         } else {

@@ -2,12 +2,12 @@
 //! DNS: the `dkim`, `spf`, `dns` and `selfcheck` sections, and
 //! `egress_ips` / `hostname`.
 
+use super::raw::Spanned;
 use super::raw::{RawSelfcheck, Text};
 use super::{Validator, NONZERO};
 use crate::address::{Domain, DomainPattern};
 use crate::dkim::{DkimKey, DEFAULT_HEADERS};
 use serde::Deserialize;
-use serde_saphyr::Spanned;
 use std::{
     net::{IpAddr, SocketAddr},
     os::unix::fs::PermissionsExt,
@@ -16,7 +16,7 @@ use std::{
     time::Duration,
 };
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawDkim {
     #[serde(default)]
@@ -33,7 +33,7 @@ pub struct RawDkim {
     pub max_signatures: Option<Spanned<usize>>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawDkimKey {
     pub domain: Text,
@@ -41,14 +41,14 @@ pub struct RawDkimKey {
     pub file: Text,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawSpf {
     #[serde(default)]
     pub check_egress: Option<super::CheckMode>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawDns {
     #[serde(default)]
@@ -57,7 +57,7 @@ pub struct RawDns {
     pub timeout: Option<Text>,
 }
 
-#[derive(Clone, Copy, Debug, Default, Deserialize, Eq, PartialEq)]
+#[derive(Clone, Copy, Debug, Default, Deserialize, Eq, PartialEq, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum SignMode {
     /// Sign with the key of the From: domain or its nearest parent.
@@ -66,7 +66,7 @@ pub enum SignMode {
     Off,
 }
 
-#[derive(Clone, Copy, Debug, Default, Deserialize, Eq, PartialEq)]
+#[derive(Clone, Copy, Debug, Default, Deserialize, Eq, PartialEq, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum OnUnsigned {
     /// A local From: domain without a key leaves unsigned.
@@ -77,7 +77,7 @@ pub enum OnUnsigned {
 }
 
 /// off | warn | reject, for checks that can only log or refuse.
-#[derive(Clone, Copy, Debug, Default, Deserialize, Eq, PartialEq)]
+#[derive(Clone, Copy, Debug, Default, Deserialize, Eq, PartialEq, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum CheckMode {
     #[default]

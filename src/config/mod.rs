@@ -29,6 +29,7 @@ pub use content::{
     parse_size, ContentSettings, CustomRule, RspamdSettings, RuleWeights, UnreadableArchives,
 };
 pub use custom_limits::{Counter, CustomLimit, KeyPart};
+pub use document::schema;
 pub use incidents::{
     Count, IncidentAction, IncidentSettings, KeyKind, MailNotify, Notify, Signal, Threshold,
     Webhook,
@@ -55,7 +56,7 @@ use std::{
     time::Duration,
 };
 
-#[derive(Clone, Copy, Debug, Default, Deserialize, Eq, PartialEq)]
+#[derive(Clone, Copy, Debug, Default, Deserialize, Eq, PartialEq, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Mode {
     /// Refuse what policy forbids.
@@ -65,7 +66,7 @@ pub enum Mode {
     Monitor,
 }
 
-#[derive(Clone, Copy, Debug, Default, Deserialize, Eq, PartialEq)]
+#[derive(Clone, Copy, Debug, Default, Deserialize, Eq, PartialEq, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum OnError {
     /// `451 4.3.0`: the client retries later, nothing is lost.
@@ -75,7 +76,7 @@ pub enum OnError {
     Accept,
 }
 
-#[derive(Clone, Copy, Debug, Default, Deserialize, Eq, PartialEq)]
+#[derive(Clone, Copy, Debug, Default, Deserialize, Eq, PartialEq, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum UnknownClients {
     /// Clients in no class may send only to `local_domains`.
@@ -87,7 +88,7 @@ pub enum UnknownClients {
 
 /// `from_header.inbound_own_domain`: what becomes of inbound mail (from a
 /// client in no class) whose From: claims one of our own domains.
-#[derive(Clone, Copy, Debug, Default, Deserialize, Eq, PartialEq)]
+#[derive(Clone, Copy, Debug, Default, Deserialize, Eq, PartialEq, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum InboundOwnDomain {
     /// Let it in: newsletters, ticket systems and other third parties
@@ -98,7 +99,7 @@ pub enum InboundOwnDomain {
     Reject,
 }
 
-#[derive(Clone, Copy, Debug, Default, Deserialize, Eq, PartialEq)]
+#[derive(Clone, Copy, Debug, Default, Deserialize, Eq, PartialEq, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {
     #[default]
@@ -405,7 +406,7 @@ impl Validator {
     /// A count that must be at least `min`; `default` when absent or wrong.
     fn at_least(
         &mut self,
-        raw: Option<serde_saphyr::Spanned<usize>>,
+        raw: Option<raw::Spanned<usize>>,
         key: &str,
         min: usize,
         default: usize,

@@ -7,10 +7,60 @@
 //! `document.rs`.
 
 use serde::Deserialize;
-use serde_saphyr::Spanned;
+use serde_saphyr::Location;
+use std::borrow::Cow;
+
+/// A value with where it was written, for the errors that point at it:
+/// serde-saphyr's `Spanned`, as a type of ours so that the schema of the
+/// file describes it as the value alone.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Spanned<T> {
+    pub value: T,
+    pub referenced: Location,
+    pub defined: Location,
+}
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for Spanned<T> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = serde_saphyr::Spanned::<T>::deserialize(d)?;
+        Ok(Spanned {
+            value: s.value,
+            referenced: s.referenced,
+            defined: s.defined,
+        })
+    }
+}
+
+impl<T: schemars::JsonSchema> schemars::JsonSchema for Spanned<T> {
+    fn inline_schema() -> bool {
+        T::inline_schema()
+    }
+
+    fn schema_name() -> Cow<'static, str> {
+        T::schema_name()
+    }
+
+    fn schema_id() -> Cow<'static, str> {
+        T::schema_id()
+    }
+
+    fn json_schema(generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        // A string key takes any scalar as written (`socket_mode: 0660`,
+        // `timeout: 10`), and reads its text.
+        if T::schema_id() == String::schema_id() {
+            return schemars::json_schema!({ "type": ["string", "number", "boolean"] });
+        }
+        T::json_schema(generator)
+    }
+}
+
+/// Any scalar as written: the schema of a [`Text`].
+fn scalar() -> serde_json::Value {
+    serde_json::json!({ "type": ["string", "number", "boolean"] })
+}
 
 /// One of `rate_limits.custom`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawCustomLimit {
     pub name: Text,
@@ -25,7 +75,7 @@ pub struct RawCustomLimit {
     pub overrides: Vec<RawCustomOverride>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawCustomOverride {
     #[serde(rename = "match")]
@@ -35,14 +85,14 @@ pub struct RawCustomOverride {
 
 pub type Text = Spanned<String>;
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawMetrics {
     #[serde(default)]
     pub listen: Option<Text>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawSelfcheck {
     #[serde(default)]
@@ -52,7 +102,7 @@ pub struct RawSelfcheck {
 // serde's `flatten` does not combine with `deny_unknown_fields`, so the
 // seven limits are spelled out in both structs that hold them.
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawFromHeader {
     #[serde(default)]
@@ -63,21 +113,21 @@ pub struct RawFromHeader {
     pub inbound_own_domain: Option<super::InboundOwnDomain>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawRecipients {
     #[serde(default)]
     pub max_per_message: Option<Spanned<usize>>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawLog {
     #[serde(default)]
     pub format: Option<super::LogFormat>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawMilter {
     #[serde(default)]
@@ -91,6 +141,27 @@ pub struct RawMilter {
 pub enum RawList {
     Items(Vec<Text>),
     Source(Text),
+}
+
+impl schemars::JsonSchema for RawList {
+    fn schema_name() -> Cow<'static, str> {
+        "List".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "description": "A list written inline, or `{ source: NAME }`: the entries of a named source.",
+            "oneOf": [
+                { "type": "array", "items": scalar() },
+                {
+                    "type": "object",
+                    "properties": { "source": { "type": "string" } },
+                    "required": ["source"],
+                    "additionalProperties": false
+                }
+            ]
+        })
+    }
 }
 
 impl<'de> Deserialize<'de> for RawList {
@@ -133,13 +204,13 @@ impl<'de> Deserialize<'de> for RawList {
 }
 
 /// `{ source: NAME }`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawSourceRef {
     pub source: Text,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawSource {
     #[serde(default)]
@@ -150,7 +221,7 @@ pub struct RawSource {
     pub cache: Option<RawCache>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawLdap {
     pub url: Spanned<OneOrMany>,
@@ -174,7 +245,7 @@ pub struct RawLdap {
     pub ca_file: Option<Text>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawCache {
     #[serde(default)]
@@ -186,7 +257,7 @@ pub struct RawCache {
 }
 
 /// `verify_sender` / `verify_recipients`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawVerify {
     #[serde(default)]
@@ -204,6 +275,19 @@ pub struct RawVerify {
 /// One value, or a list of them.
 #[derive(Debug)]
 pub struct OneOrMany(pub Vec<String>);
+
+impl schemars::JsonSchema for OneOrMany {
+    fn schema_name() -> Cow<'static, str> {
+        "OneOrMany".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "description": "One value, or a list of them.",
+            "oneOf": [scalar(), { "type": "array", "items": scalar() }]
+        })
+    }
+}
 
 impl<'de> Deserialize<'de> for OneOrMany {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {

@@ -1,13 +1,13 @@
 //! `rate_limits.redis`: the shared store of the gateways (counters,
 //! incidents, caches), by URL or through Sentinel, with TLS and ACL.
 
+use super::raw::Spanned;
 use super::raw::Text;
 use super::Validator;
 use serde::Deserialize;
-use serde_saphyr::Spanned;
 use std::time::Duration;
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawRedis {
     #[serde(default)]
@@ -30,7 +30,7 @@ pub struct RawRedis {
     pub sentinel: Option<Spanned<RawSentinel>>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawSentinel {
     pub nodes: Vec<Text>,
@@ -41,7 +41,7 @@ pub struct RawSentinel {
     pub password_file: Option<Text>,
 }
 
-#[derive(Clone, Copy, Debug, Default, Deserialize, Eq, PartialEq)]
+#[derive(Clone, Copy, Debug, Default, Deserialize, Eq, PartialEq, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum OnFailure {
     /// Fall back to in-process counters until Redis answers again.

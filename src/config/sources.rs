@@ -3,10 +3,10 @@
 //! sender and recipient verification settings that use them.
 
 use super::list_file::{self as file, FileIndex, Stamp};
+use super::raw::Spanned;
 use super::raw::{RawCache, RawLdap, RawList, RawSource, RawVerify, Text};
 use super::Validator;
 use indexmap::IndexMap;
-use serde_saphyr::Spanned;
 use std::{fmt, path::PathBuf, sync::Arc, time::Duration};
 
 /// What a source holds, as the places that use it need it.

@@ -32,6 +32,7 @@ mod redis_limits;
 mod redis_sentinel;
 mod relay_recipients;
 mod rspamd;
+mod schema;
 mod selfcheck;
 mod sender_policy;
 mod slow_backends;

@@ -68,6 +68,7 @@ async fn package_builds_installs_starts_and_purges() {
         "./usr/lib/tmpfiles.d/egress-milter.conf",
         "./usr/share/man/man8/egress-milter.8.gz",
         "./usr/share/man/man5/milter.yaml.5.gz",
+        "./usr/share/egress-milter/milter.schema.json",
         "./usr/share/doc/egress-milter/examples/postfix-main.cf",
         "./usr/share/doc/egress-milter/examples/postfix-smtp_header_checks",
         "./usr/share/doc/egress-milter/examples/sendmail.mc",
@@ -337,6 +338,16 @@ async fn package_builds_installs_starts_and_purges() {
     );
     // Switched to enforcing as the README says: the same mail is refused.
     let conf = std::fs::read_to_string("/etc/egress-milter/milter.yaml").unwrap();
+    // Editors find the schema the package installed.
+    let schema = "/usr/share/egress-milter/milter.schema.json";
+    assert!(
+        conf.starts_with(&format!("# yaml-language-server: $schema={schema}\n")),
+        "{conf}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(schema).unwrap(),
+        egress_milter::config::schema()
+    );
     std::fs::write(
         "/etc/egress-milter/milter.yaml",
         conf.replace("\nmode: monitor\n", "\nmode: enforce\n"),
