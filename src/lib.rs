@@ -17,6 +17,7 @@ pub mod learning;
 pub mod limiter;
 pub mod log;
 pub mod mailbox;
+pub mod manual;
 pub(crate) mod metrics;
 mod milter;
 pub mod probe;

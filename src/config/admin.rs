@@ -11,12 +11,21 @@ use std::{net::SocketAddr, path::PathBuf};
 #[derive(Debug, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawAdmin {
+    /// `unix:/PATH` (default `unix:/run/egress-milter/admin.sock`), `inet:127.0.0.1:PORT`
+    /// (loopback only; needs `token_file`) or `off`.
     #[serde(default)]
     pub listen: Option<Text>,
+    /// Octal mode of the unix socket (default `"0660"`): the daemon's group, or `socket_group`,
+    /// may use it.
     #[serde(default)]
     pub socket_mode: Option<Text>,
+    /// The group that owns the unix socket, when not the daemon's (the package sets
+    /// `egress-admin`, the administrators', which the MTA's user is not in). The daemon's user
+    /// must be a member.
     #[serde(default)]
     pub socket_group: Option<Text>,
+    /// A file holding the token (16 characters or more) every TCP request must carry; the
+    /// commands read it from the same file.
     #[serde(default)]
     pub token_file: Option<Text>,
 }

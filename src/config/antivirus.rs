@@ -6,20 +6,32 @@ use super::{parse_size, OnError, Validator, NONZERO};
 use serde::{Deserialize, Serialize};
 use std::{path::PathBuf, time::Duration};
 
+/// Virus scanning with clamd. The message is streamed with INSTREAM over sessions kept open
+/// between scans.
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawAntivirus {
+    /// (required) clamd sockets, `unix:/PATH` (Debian: `unix:/run/clamav/clamd.ctl`) or
+    /// `inet:HOST:PORT`, tried in order; one that fails is skipped for `backoff`.
     pub clamd: Vec<Text>,
+    /// The longest one clamd may take (default `10s`).
     #[serde(default)]
     pub timeout: Option<Text>,
+    /// A virus found: `reject` (default, `550 5.7.1 Message contains a virus`), `hold`,
+    /// `tempfail` (`451 4.7.1`) or `monitor`.
     #[serde(default)]
     pub action: Option<super::VirusAction>,
+    /// Signature names or patterns (`*`, `?`) let through and logged.
     #[serde(default)]
     pub allow: Vec<Text>,
+    /// No verdict (no clamd answered, clamd's ERROR, a message over `max_size`): `tempfail` or
+    /// `accept` (default: the global `on_error`).
     #[serde(default)]
     pub on_error: Option<super::OnError>,
+    /// Larger messages are not scanned, and follow `on_error` (default `25MB`).
     #[serde(default)]
     pub max_size: Option<Text>,
+    /// How long a clamd that failed is skipped (default `30s`).
     #[serde(default)]
     pub backoff: Option<Text>,
 }

@@ -9,30 +9,53 @@ use crate::address::{Address, DomainPattern};
 use ipnet::IpNet;
 use serde::Deserialize;
 
+/// One class of clients: who they are, and what they may send as.
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawClass {
+    /// (required) One word, unique; it appears in replies, logs and metrics.
     pub name: Text,
+    /// Client addresses and networks, IPv4 or IPv6. A list, or `{ source: NAME }`.
     #[serde(default)]
     pub clients: Option<RawList>,
+    /// `any` (any SASL login) or a list of logins. With `clients`, both must match. A class
+    /// needs at least one of the two.
     #[serde(default)]
     pub auth: Option<Spanned<RawAuth>>,
+    /// The MAIL FROM domain must be one of these (default: `local_domains`). A list, or `{
+    /// source: NAME }`.
     #[serde(default)]
     pub sender_domains: Option<RawList>,
+    /// When set, MAIL FROM must be one of these addresses. A list, or `{ source: NAME }`.
     #[serde(default)]
     pub sender_addresses: Option<RawList>,
+    /// When set, the From: domain must also be one of these. A list, or `{ source: NAME }`.
     #[serde(default)]
     pub from_domains: Option<RawList>,
+    /// MAIL FROM must belong to the login: login `alice` owns `alice@` any sender domain; a
+    /// login that is an address owns that address (default false; needs `auth`).
     #[serde(default)]
     pub login_match: bool,
+    /// `{ source: NAME }`: each login's addresses it may send as (aliases, shared mailboxes,
+    /// `@domain` for a whole domain), as Postfix's `smtpd_sender_login_maps`. When set,
+    /// `login_match` consults it alone; a login it does not know owns nothing. Needs
+    /// `login_match: true`.
     #[serde(default)]
     pub login_map: Option<RawSourceRef>,
+    /// The envelope sender must exist: `{ source: NAME }`, or `{ callout: [HOST:PORT], timeout:
+    /// 10s, helo: NAME, cache: { ttl: 24h, negative_ttl: 2h } }` to ask the internal mail store
+    /// over SMTP. Refused with `550 5.1.7`; `451 4.1.7` when nothing could answer (`on_error`).
     #[serde(default)]
     pub verify_sender: Option<Spanned<RawVerify>>,
+    /// May it send bounces, `MAIL FROM:<>` (default false)?
     #[serde(default)]
     pub allow_null_sender: bool,
+    /// `enforce` or `monitor` for this class only (default: the global `mode`). A class in
+    /// `monitor` mode records the senders it uses (learning mode: `egress-milter senders show
+    /// NAME`).
     #[serde(default)]
     pub mode: Option<super::Mode>,
+    /// `false`: this class's mail is not scanned (default true when `antivirus` is set).
     #[serde(default)]
     pub antivirus: Option<bool>,
 }

@@ -10,22 +10,33 @@ use serde::Deserialize;
 #[derive(Debug, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawContent {
+    /// Larger messages get `552 5.3.4` (default `25MB`).
     #[serde(default)]
     pub max_message_size: Option<Text>,
+    /// Attachment extensions refused with `550 5.7.1`, looked for in file names, RFC 2231 and
+    /// encoded-word names, ZIP archives and attached messages (default `exe`, `scr`, `bat`,
+    /// `cmd`, `com`, `pif`, `js`, `vbs`, `jar`).
     #[serde(default)]
     pub banned_extensions: Option<Vec<Text>>,
+    /// A message whose rule scores sum to this is refused, `550 5.7.1` (default 10).
     #[serde(default)]
     pub reject_score: Option<Spanned<f64>>,
+    /// ... to this, deferred, `451 4.7.1` (default 7).
     #[serde(default)]
     pub tempfail_score: Option<Spanned<f64>>,
+    /// ... to this, accepted with `X-Egress-Score` and `X-Egress-Rules` headers (default 4).
     #[serde(default)]
     pub tag_score: Option<Spanned<f64>>,
+    /// To: and Cc: addresses beyond which the rule `many_recipients` scores (default 50).
     #[serde(default)]
     pub max_header_recipients: Option<Spanned<usize>>,
+    /// Weights of the built-in rules; 0 turns one off.
     #[serde(default)]
     pub rules: RawRuleWeights,
+    /// Rules of one's own.
     #[serde(default)]
     pub custom: Vec<RawCustomRule>,
+    /// An rspamd normal worker to ask; its score is added.
     #[serde(default)]
     pub rspamd: Option<RawRspamd>,
 }
@@ -34,6 +45,9 @@ pub struct RawContent {
 #[derive(Debug, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawAttachments {
+    /// An archive the checks cannot read whole (an encrypted entry, or one compressed by a
+    /// method other than stored and deflate): `reject` (default: `550 5.7.1`, rule
+    /// `unchecked_content`) or `accept`.
     #[serde(default)]
     pub unreadable_archives: Option<super::UnreadableArchives>,
 }
@@ -41,7 +55,9 @@ pub struct RawAttachments {
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawRspamd {
+    /// (required) The worker's URL, e.g. `http://127.0.0.1:11333`.
     pub url: Text,
+    /// The longest wait for a verdict (default `5s`); then `on_error` decides.
     #[serde(default)]
     pub timeout: Option<Text>,
 }
@@ -50,28 +66,39 @@ pub struct RawRspamd {
 #[derive(Debug, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawRuleWeights {
+    /// No Date: header (default 1).
     #[serde(default)]
     pub missing_date: Option<f64>,
+    /// No Message-ID: header (default 1).
     #[serde(default)]
     pub missing_message_id: Option<f64>,
+    /// MIME structure that does not parse (default 2.5).
     #[serde(default)]
     pub malformed_mime: Option<f64>,
+    /// HTML without a text part (default 1.5).
     #[serde(default)]
     pub html_only: Option<f64>,
+    /// A link whose text names another host than its target (default 4).
     #[serde(default)]
     pub link_mismatch: Option<f64>,
+    /// More To: and Cc: addresses than `max_header_recipients` (default 2).
     #[serde(default)]
     pub many_recipients: Option<f64>,
 }
 
+/// A scored rule of one's own: it matches when each pattern given matches.
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawCustomRule {
+    /// (required) One word; it appears in `X-Egress-Rules` and the logs.
     pub name: Text,
+    /// A regular expression matched against the Subject:.
     #[serde(default)]
     pub subject: Option<Text>,
+    /// A regular expression matched against the text of the body.
     #[serde(default)]
     pub body: Option<Text>,
+    /// (required) Added when it matches.
     pub score: f64,
 }
 

@@ -20,63 +20,114 @@ use super::{Config, Validator};
 use serde::Deserialize;
 use std::path::Path;
 
+/// The configuration file, `milter.yaml`. Unknown keys are refused; every error names the file,
+/// the line and the dotted key.
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawConfig {
+    /// (required) Where the milter listens: `inet:HOST:PORT` (Sendmail's `inet:PORT@HOST` too)
+    /// or `unix:/PATH`. A stale unix socket is removed at start; one another process answers on
+    /// is not.
     pub listen: Text,
+    /// Octal mode of a unix socket (default `"0660"`): the MTA's user must be able to connect.
+    ///
     #[serde(default)]
     pub socket_mode: Option<Text>,
+    /// `enforce` (default) refuses what policy forbids; `monitor` refuses nothing, and logs and
+    /// counts each refusal as `would_reject` or `would_tempfail`. A class may set its own.
     #[serde(default)]
     pub mode: Option<Spanned<super::Mode>>,
+    /// When a check itself fails (an unreachable service, an internal error): `tempfail`
+    /// (default: `451 4.3.0 Temporary policy failure`, the client retries and nothing is lost)
+    /// or `accept`.
     #[serde(default)]
     pub on_error: Option<super::OnError>,
+    /// (required) Our domains: `example.com` is that domain, `*.example.org` any subdomain of
+    /// example.org (not example.org itself). Compared after IDNA, in lower case, without a
+    /// trailing dot. A list, or `{ source: NAME }`.
     pub local_domains: RawList,
+    /// Named lookups (a file, an LDAP directory), usable wherever a list or a map is taken as
+    /// `{ source: NAME }`.
     #[serde(default)]
     pub sources: indexmap::IndexMap<String, Spanned<RawSource>>,
+    /// Inbound mail (a client in no class) to `local_domains`: the recipient must exist, by `{
+    /// source: NAME }` or `{ callout: [HOST:PORT] }`. Refused with `550 5.1.1`; `451 4.1.1`
+    /// when nothing could answer.
     #[serde(default)]
     pub verify_recipients: Option<Spanned<RawVerify>>,
+    /// Who may send, first match wins, top to bottom. A class matches a client by its IP
+    /// (`clients`), by its SASL login (`auth`), or by both when both are given.
     #[serde(default)]
     pub classes: Vec<RawClass>,
+    /// Clients in no class: `relay_deny` (default: they may send only to `local_domains`, else
+    /// `554 5.7.1 Relay access denied`) or `reject` (refused at MAIL FROM).
     #[serde(default)]
     pub unknown_clients: Option<super::UnknownClients>,
+    /// The From: header of mail that leaves (strict relay), and of inbound mail.
     #[serde(default)]
     pub from_header: RawFromHeader,
+    /// Recipients per message.
     #[serde(default)]
     pub recipients: RawRecipients,
+    /// The log's format.
     #[serde(default)]
     pub log: RawLog,
+    /// The milter connections.
     #[serde(default)]
     pub milter: RawMilter,
+    /// Rate limits: budgets per client, sender, login and recipient, in this process or shared
+    /// through Redis.
     #[serde(default)]
     pub rate_limits: RawRateLimits,
+    /// The addresses our mail leaves from, as receivers see them: used by the SPF check and by
+    /// `selfcheck`.
     #[serde(default)]
     pub egress_ips: Vec<Text>,
+    /// This gateway's public host name: used by the SPF check and by `selfcheck`.
     #[serde(default)]
     pub hostname: Option<Text>,
+    /// DKIM signing, and the signatures already on a message.
     #[serde(default)]
     pub dkim: RawDkim,
+    /// The SPF check of our own envelope senders.
     #[serde(default)]
     pub spf: RawSpf,
+    /// The resolver every DNS check uses.
     #[serde(default)]
     pub dns: RawDns,
+    /// Content checks: size, banned attachments, scored rules, rspamd.
     #[serde(default)]
     pub content: RawContent,
+    /// Archives the checks cannot read whole.
     #[serde(default)]
     pub attachments: RawAttachments,
+    /// What `egress-milter selfcheck` consults.
     #[serde(default)]
     pub selfcheck: RawSelfcheck,
+    /// Networks whose addresses must not leave in Received: lines and the X-Forwarded-*,
+    /// X-Originating-* and X-Received headers.
     #[serde(default)]
     pub internal_networks: Vec<Text>,
+    /// Host names that must not leave either: `*.suffix` patterns and exact names (default
+    /// `*.local`, `*.localdomain`, `*.internal`, `*.lan`, `*.corp`, `*.home.arpa`,
+    /// `*.intranet`, `localhost`). Single-label host names always count as internal.
     #[serde(default)]
     pub internal_hostnames: Option<Vec<Text>>,
+    /// Header scrubbing.
     #[serde(default)]
     pub headers: RawHeaders,
+    /// The Prometheus endpoint.
     #[serde(default)]
     pub metrics: RawMetrics,
+    /// The endpoint of `egress-milter limits`, `incidents`, `cache` and `senders`.
     #[serde(default)]
     pub admin: RawAdmin,
+    /// Compromised accounts and hosts: signals counted per key, incidents opened when one
+    /// crosses its threshold, the key's mail held or refused while one is open, the postmaster
+    /// told.
     #[serde(default)]
     pub incidents: RawIncidents,
+    /// Virus scanning with clamd; off when absent.
     #[serde(default)]
     pub antivirus: Option<RawAntivirus>,
 }

@@ -7,8 +7,13 @@ use serde::Deserialize;
 #[derive(Debug, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawHeaders {
+    /// Remove Received: lines naming an internal address or host (from-clause, by-clause, or
+    /// none), keeping the topmost one with its internal parts redacted, and the other tracing
+    /// headers that name one (default true). X-Egress-Score and X-Egress-Rules written by a
+    /// client are always removed.
     #[serde(default)]
     pub strip_internal_received: Option<bool>,
+    /// Headers removed from every message (none may be one DKIM signs).
     #[serde(default)]
     pub remove: Vec<Text>,
 }

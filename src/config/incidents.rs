@@ -13,45 +13,72 @@ use std::{path::PathBuf, time::Duration};
 #[derive(Debug, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawIncidents {
+    /// What happens to a message from a key with an open incident: `hold` (default),
+    /// `tempfail`, `reject` or `monitor`.
     #[serde(default)]
     pub action: Option<Spanned<super::IncidentAction>>,
+    /// How long an incident stays open (default `1h`), extended while its signal keeps firing.
     #[serde(default)]
     pub block_for: Option<Text>,
+    /// Where open incidents (`incidents.json`) and learning mode's senders (`senders.json`) are
+    /// kept across restarts. With `rate_limits.backend: redis`, signals and incidents live in
+    /// Redis, shared by every gateway.
     #[serde(default)]
     pub state_dir: Option<Text>,
+    /// Keys tracked per signal in the process (default 10000); to make room the smallest counts
+    /// go first, never one past half its threshold.
     #[serde(default)]
     pub max_keys: Option<Spanned<usize>>,
+    /// An IPv6 client is one incident key per network of this many bits (default 64).
     #[serde(default)]
     pub ipv6_prefix: Option<Spanned<u8>>,
+    /// What opens an incident. Mail from clients in no class is not counted. Start in monitor
+    /// mode and set each threshold above the busiest honest key.
     #[serde(default)]
     pub signals: Vec<RawSignal>,
+    /// Who is told, once when an incident opens and once when it closes.
     #[serde(default)]
     pub notify: RawNotify,
 }
 
+/// One signal: a count per key over a sliding window, and the threshold that opens an incident:
+/// `above` a fixed rate, or `above_baseline` a factor over the key's usual count.
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawSignal {
+    /// (required) One word; it names the incidents it opens, in logs and metrics.
     pub name: Text,
+    /// (required) What is counted per: `client`, `user`, `sender` or `class`.
     pub key: Spanned<super::KeyKind>,
+    /// (required) What is counted.
     pub count: Spanned<super::Count>,
+    /// A count per period (`50/h`, `5/10m`): more opens an incident.
     #[serde(default)]
     pub above: Option<Text>,
+    /// A factor (`10x`) over the key's usual count per period of `min`, learnt as it runs.
     #[serde(default)]
     pub above_baseline: Option<Text>,
+    /// With `above_baseline`: the period and the least count (`20/h`) that can open an
+    /// incident, however small the usual count.
     #[serde(default)]
     pub min: Option<Text>,
+    /// With `above_baseline`: how long a key's usual count is learnt before it is judged
+    /// (default `24h`).
     #[serde(default)]
     pub learn: Option<Text>,
 }
 
+/// Who is told of incidents.
 #[derive(Debug, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawNotify {
+    /// An HTTP POST of a JSON document.
     #[serde(default)]
     pub webhook: Option<RawWebhook>,
+    /// A plain-text mail through an SMTP relay.
     #[serde(default)]
     pub mail: Option<RawMailNotify>,
+    /// The most notices in an hour, webhook and mail together (default 20).
     #[serde(default)]
     pub max_per_hour: Option<Spanned<u32>>,
 }
@@ -59,7 +86,9 @@ pub struct RawNotify {
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawWebhook {
+    /// (required) The URL posted to.
     pub url: Text,
+    /// The longest wait for an answer (default `5s`); a failure is retried.
     #[serde(default)]
     pub timeout: Option<Text>,
 }
@@ -67,9 +96,13 @@ pub struct RawWebhook {
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawMailNotify {
+    /// (required) The postmaster's address.
     pub to: Text,
+    /// (required) The sender of the notices.
     pub from: Text,
+    /// (required) The SMTP relay, `HOST:PORT`.
     pub relay: Text,
+    /// The longest wait for the relay (default `10s`).
     #[serde(default)]
     pub timeout: Option<Text>,
 }

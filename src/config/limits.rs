@@ -11,74 +11,113 @@ use crate::rate::{parse_limit, Limit, LimitName, Rate};
 use ipnet::IpNet;
 use serde::Deserialize;
 
+/// Rate limits. Each is a rate (`N/s`, `N/m`, `N/h`, `N/d`, `N/w`, a period of several units
+/// such as `N/10m`, or `unlimited`); over one, the message gets a 4xx with the time to wait. A
+/// refused attempt consumes no quota.
 #[derive(Debug, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawRateLimits {
+    /// `local` (default: counters in this process) or `redis` (shared by every gateway that
+    /// uses the same Redis).
     #[serde(default)]
     pub backend: Option<super::Backend>,
+    /// The Redis server of `backend: redis`.
     #[serde(default)]
     pub redis: RawRedis,
+    /// Tracked (limit, key) pairs in the process (default 1000000, about 40 MB at most); past
+    /// it the oldest go first.
     #[serde(default)]
     pub max_keys: Option<Spanned<usize>>,
+    /// An older spelling of `admin.listen: inet:IP:PORT` (which needs `admin.token_file`).
     #[serde(default)]
     pub admin_listen: Option<Text>,
+    /// How addresses, logins and clients are spelt as keys, for every limit, override, incident
+    /// and `limits show|reset`: one person, one key.
     #[serde(default)]
     pub keys: RawLimitKeys,
+    /// Log a key once per window when it has used this share of a budget (e.g. `80%`; also per
+    /// custom limit), and count it in `egress_limit_warnings_total`.
     #[serde(default)]
     pub warn_at: Option<Text>,
+    /// With `warn_at`: tell the incidents' webhook or mail too (default false).
     #[serde(default)]
     pub warn_notify: Option<Spanned<bool>>,
+    /// Limits of one's own, on any key and count.
     #[serde(default)]
     pub custom: Vec<RawCustomLimit>,
+    /// Other budgets for some keys; for each limit, the first override that sets it wins.
     #[serde(default)]
     pub overrides: Vec<RawOverride>,
+    /// New connections per client IP (e.g. `60/m`), counted at connect: `421 4.7.0`.
     #[serde(default)]
     pub connections_per_client: Option<Text>,
+    /// Connections open at once per client IP (a count, e.g. `20`), counted at connect.
     #[serde(default)]
     pub concurrent_per_client: Option<Text>,
+    /// Messages per client IP, counted at MAIL FROM: `451 4.7.1`.
     #[serde(default)]
     pub messages_per_client: Option<Text>,
+    /// Messages per envelope sender, counted at MAIL FROM.
     #[serde(default)]
     pub messages_per_sender: Option<Text>,
+    /// Messages per SASL login, counted at MAIL FROM.
     #[serde(default)]
     pub messages_per_user: Option<Text>,
+    /// Messages per recipient, counted at each RCPT TO.
     #[serde(default)]
     pub messages_per_recipient: Option<Text>,
+    /// Recipients per envelope sender, counted at each RCPT TO.
     #[serde(default)]
     pub recipients_per_sender: Option<Text>,
 }
 
-/// `rate_limits.keys`: how addresses and logins are spelt as limit keys.
+/// How addresses, logins and clients are spelt as keys: one person, one key.
 #[derive(Debug, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawLimitKeys {
+    /// Local parts and logins in lower case (default true).
     #[serde(default)]
     pub fold_case: Option<bool>,
+    /// The subaddress delimiters: the local part ends at the first of them, unless it starts
+    /// with one (default `+`; empty for none).
     #[serde(default)]
     pub delimiter: Option<Text>,
+    /// An IPv6 client is counted by its network of this many bits (default 64; 128 for each
+    /// address).
     #[serde(default)]
     pub ipv6_prefix: Option<Spanned<u8>>,
+    /// Domains whose local parts are compared without dots (as Gmail's), e.g. `[gmail.com,
+    /// googlemail.com]` (default none).
     #[serde(default)]
     pub ignore_dots_for: Vec<Text>,
 }
 
+/// Other budgets for the keys `match` names.
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawOverride {
+    /// (required) An IP or network, an address or `@domain`, a class name or a login.
     #[serde(rename = "match")]
     pub matcher: Text,
+    /// New connections per client IP (e.g. `60/m`), counted at connect: `421 4.7.0`.
     #[serde(default)]
     pub connections_per_client: Option<Text>,
+    /// Connections open at once per client IP (a count, e.g. `20`), counted at connect.
     #[serde(default)]
     pub concurrent_per_client: Option<Text>,
+    /// Messages per client IP, counted at MAIL FROM: `451 4.7.1`.
     #[serde(default)]
     pub messages_per_client: Option<Text>,
+    /// Messages per envelope sender, counted at MAIL FROM.
     #[serde(default)]
     pub messages_per_sender: Option<Text>,
+    /// Messages per SASL login, counted at MAIL FROM.
     #[serde(default)]
     pub messages_per_user: Option<Text>,
+    /// Messages per recipient, counted at each RCPT TO.
     #[serde(default)]
     pub messages_per_recipient: Option<Text>,
+    /// Recipients per envelope sender, counted at each RCPT TO.
     #[serde(default)]
     pub recipients_per_sender: Option<Text>,
 }

@@ -19,31 +19,47 @@ use std::{
 #[derive(Debug, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawDkim {
+    /// The signing keys, one per domain and selector.
     #[serde(default)]
     pub keys: Vec<RawDkimKey>,
+    /// `from_domain` (default: sign with the keys of the From: domain, or of its nearest parent
+    /// that has keys) or `off`.
     #[serde(default)]
     pub sign: Option<super::SignMode>,
+    /// The headers signed (default: those RFC 6376 recommends, From: among them, each once more
+    /// than present so that none can be added).
     #[serde(default)]
     pub headers: Option<Vec<String>>,
+    /// A From: in a local domain that has no key: `accept` (default) or `tempfail`.
     #[serde(default)]
     pub on_unsigned: Option<super::OnUnsigned>,
+    /// Signatures already on a message: `off` (default), `warn` or `reject` (`550 5.7.20`) when
+    /// one does not verify.
     #[serde(default)]
     pub verify_existing: Option<super::CheckMode>,
+    /// More signatures than this on a message are refused (default 5).
     #[serde(default)]
     pub max_signatures: Option<Spanned<usize>>,
 }
 
+/// One DKIM key.
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawDkimKey {
+    /// (required) The signing domain (`d=`).
     pub domain: Text,
+    /// (required) The selector (`s=`): its record is `SELECTOR._domainkey.DOMAIN`.
     pub selector: Text,
+    /// (required) The private key, PEM: RSA of 2048 bits or more, or Ed25519 (`egress-milter
+    /// dkim-keygen` makes one).
     pub file: Text,
 }
 
 #[derive(Debug, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawSpf {
+    /// Would the MAIL FROM domain's SPF pass for `egress_ips`? `off` (default), `warn` or
+    /// `reject` (`550 5.7.23`).
     #[serde(default)]
     pub check_egress: Option<super::CheckMode>,
 }
@@ -51,8 +67,10 @@ pub struct RawSpf {
 #[derive(Debug, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawDns {
+    /// Resolvers, `IP` or `IP:PORT` (default: those of /etc/resolv.conf).
     #[serde(default)]
     pub nameservers: Vec<Text>,
+    /// The longest wait for an answer (default `5s`).
     #[serde(default)]
     pub timeout: Option<Text>,
 }

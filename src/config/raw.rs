@@ -59,18 +59,30 @@ fn scalar() -> serde_json::Value {
     serde_json::json!({ "type": ["string", "number", "boolean"] })
 }
 
-/// One of `rate_limits.custom`.
+/// A limit of one's own.
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawCustomLimit {
+    /// (required) One word, unique among the limits; it names the limit in replies, logs,
+    /// metrics and `limits show`.
     pub name: Text,
+    /// (required) What is counted per: `client`, `client_network`, `sender`, `sender_domain`,
+    /// `user`, `class`, `recipient`, `recipient_domain`, or a pair such as
+    /// `user+recipient_domain`.
     pub key: Text,
+    /// (required) What is counted: `messages`, `recipients`, `bytes` (charged at end of
+    /// message: `552 5.3.4`), `bounces` or `distinct_recipients`.
     pub count: Text,
+    /// (required) The budget, a rate as the seven limits take.
     pub rate: Text,
+    /// `monitor`: log what it would refuse (`would_tempfail`) without refusing (default
+    /// `enforce`).
     #[serde(default)]
     pub mode: Option<Spanned<super::Mode>>,
+    /// Its own `warn_at` (default: `rate_limits.warn_at`).
     #[serde(default)]
     pub warn_at: Option<Text>,
+    /// Other budgets for some keys; the first that matches wins.
     #[serde(default)]
     pub overrides: Vec<RawCustomOverride>,
 }
@@ -78,8 +90,10 @@ pub struct RawCustomLimit {
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawCustomOverride {
+    /// (required) The key it applies to, written as the limit's `key` spells it.
     #[serde(rename = "match")]
     pub matcher: Text,
+    /// (required) Its budget.
     pub rate: Text,
 }
 
@@ -88,6 +102,7 @@ pub type Text = Spanned<String>;
 #[derive(Debug, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawMetrics {
+    /// Address (`HOST:PORT`) where Prometheus scrapes `/metrics`; off when absent.
     #[serde(default)]
     pub listen: Option<Text>,
 }
@@ -95,6 +110,7 @@ pub struct RawMetrics {
 #[derive(Debug, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawSelfcheck {
+    /// DNS blocklists consulted by `egress-milter selfcheck` for each egress IP.
     #[serde(default)]
     pub dnsbl: Option<Vec<Text>>,
 }
@@ -105,10 +121,18 @@ pub struct RawSelfcheck {
 #[derive(Debug, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawFromHeader {
+    /// Mail that leaves (from a client in a class) must carry exactly one From: header holding
+    /// exactly one mailbox in a local domain, and in the class's `from_domains` when set
+    /// (default true). Inbound mail (from a client in no class) is not judged by it.
     #[serde(default)]
     pub strict: Option<bool>,
+    /// Longer From: headers are refused as malformed (default 16384 bytes).
     #[serde(default)]
     pub max_length: Option<Spanned<usize>>,
+    /// `accept` (default) or `reject`: inbound mail whose From: names a mailbox in a local
+    /// domain is refused with `550 5.7.1 From: domain D may not be used from outside`. Every
+    /// mailbox of every From: header counts; a malformed header is read for every @domain in
+    /// it; one too long to read is refused when set to `reject`.
     #[serde(default)]
     pub inbound_own_domain: Option<super::InboundOwnDomain>,
 }
@@ -116,6 +140,7 @@ pub struct RawFromHeader {
 #[derive(Debug, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawRecipients {
+    /// RCPT TO beyond this many get `452 4.5.3 Too many recipients` (default 100).
     #[serde(default)]
     pub max_per_message: Option<Spanned<usize>>,
 }
@@ -123,6 +148,7 @@ pub struct RawRecipients {
 #[derive(Debug, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawLog {
+    /// `text` (default) or `json`: one line per decision and per message.
     #[serde(default)]
     pub format: Option<super::LogFormat>,
 }
@@ -130,8 +156,10 @@ pub struct RawLog {
 #[derive(Debug, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawMilter {
+    /// Concurrent milter connections; more wait to be accepted (default 1000).
     #[serde(default)]
     pub max_connections: Option<Spanned<usize>>,
+    /// A connection idle this long is closed (default `7210s`, as libmilter).
     #[serde(default)]
     pub timeout: Option<Text>,
 }
@@ -207,67 +235,104 @@ impl<'de> Deserialize<'de> for RawList {
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawSourceRef {
+    /// (required) The name of a source under `sources`.
     pub source: Text,
 }
 
+/// A named lookup: a file or an LDAP directory, and the cache of its answers. A source that
+/// cannot answer fails the check that asked, and `on_error` decides.
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawSource {
+    /// A file of one entry per line (`#` comments; `login address...` lines for a login map).
+    /// Read again within a second of a change; a changed file with a bad line, or a removed
+    /// file, keeps the entries read before.
     #[serde(default)]
     pub file: Option<Text>,
+    /// An LDAP directory, asked per key.
     #[serde(default)]
     pub ldap: Option<RawLdap>,
+    /// The cache of an LDAP source's answers (in Redis with `rate_limits.backend: redis`).
     #[serde(default)]
     pub cache: Option<RawCache>,
 }
 
+/// An LDAP directory, asked per key.
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawLdap {
+    /// (required) One URL or a list, `ldap://` or `ldaps://`, tried in order.
     pub url: Spanned<OneOrMany>,
+    /// The DN to bind as (default: anonymous).
     #[serde(default)]
     pub bind_dn: Option<Text>,
+    /// A file whose first line is the bind password.
     #[serde(default)]
     pub password_file: Option<Text>,
+    /// (required) The search base.
     pub base: Text,
+    /// (required) The search filter, with `%s` for the key (escaped as RFC 4515 says), e.g.
+    /// `(uid=%s)`.
     pub filter: Text,
+    /// The attribute whose values a map returns (one; or `attributes`).
     #[serde(default)]
     pub attribute: Option<Text>,
+    /// The attributes whose values a map returns.
     #[serde(default)]
     pub attributes: Vec<Text>,
+    /// `sub` (default), `one` or `base`.
     #[serde(default)]
     pub scope: Option<Text>,
+    /// The longest wait for one server (default `5s`).
     #[serde(default)]
     pub timeout: Option<Text>,
+    /// StartTLS on `ldap://` URLs (default false).
     #[serde(default)]
     pub starttls: Option<bool>,
+    /// The authority that signed the directory's certificate (default: the system's
+    /// authorities).
     #[serde(default)]
     pub ca_file: Option<Text>,
 }
 
+/// How long answers are kept.
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawCache {
+    /// How long an answer that found the key is kept (default `10m` for a source, `24h` for a
+    /// callout).
     #[serde(default)]
     pub ttl: Option<Text>,
+    /// How long an answer that did not find it is kept (default `1m` for a source, `2h` for a
+    /// callout).
     #[serde(default)]
     pub negative_ttl: Option<Text>,
+    /// The most answers kept (default 100000).
     #[serde(default)]
     pub max_entries: Option<Spanned<u64>>,
 }
 
-/// `verify_sender` / `verify_recipients`.
+/// An address must exist: asked of a source, or of the internal mail store by an SMTP callout
+/// (`EHLO`, `MAIL FROM:<>`, `RCPT TO:` the address, then a made-up address of the same domain,
+/// `QUIT`; nothing is sent). A store that accepts the made-up address too is a catch-all, whose
+/// yes proves nothing: logged, counted and flagged by `selfcheck`.
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawVerify {
+    /// The source that holds the addresses.
     #[serde(default)]
     pub source: Option<Text>,
+    /// The mail stores to ask, `HOST:PORT`, in order: one that cannot be reached, answers 4xx
+    /// or exceeds `timeout` passes the question to the next. Only these hosts are ever asked.
     #[serde(default)]
     pub callout: Option<Vec<Text>>,
+    /// The longest wait for one store (default `10s`).
     #[serde(default)]
     pub timeout: Option<Text>,
+    /// The name given in EHLO (default: `hostname`).
     #[serde(default)]
     pub helo: Option<Text>,
+    /// How long answers are kept (default `24h` found, `2h` not found).
     #[serde(default)]
     pub cache: Option<RawCache>,
 }

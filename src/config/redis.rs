@@ -7,25 +7,40 @@ use super::Validator;
 use serde::Deserialize;
 use std::time::Duration;
 
+/// The Redis server that the gateways share (limits, incidents, caches), by `url` or through
+/// `sentinel`.
 #[derive(Debug, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawRedis {
+    /// `redis://HOST:PORT`, `rediss://HOST:PORT` (TLS) or `unix:///PATH` (default
+    /// `redis://127.0.0.1:6379`). A password in the URL is an error: use `password_file`.
     #[serde(default)]
     pub url: Option<Text>,
+    /// Prefix of every key written (default `egress:`).
     #[serde(default)]
     pub key_prefix: Option<String>,
+    /// When Redis fails: `local` (default), `accept` or `tempfail`. An open incident stays
+    /// enforced whatever this says.
     #[serde(default)]
     pub on_failure: Option<super::OnFailure>,
+    /// The longest wait for one request (default `250ms`).
     #[serde(default)]
     pub timeout: Option<Text>,
+    /// How long a gateway's open connections count without being renewed: after it, a dead
+    /// gateway's stop counting (default `60s`).
     #[serde(default)]
     pub lease: Option<Text>,
+    /// For `rediss://`: the authority that signed Redis's certificate (default: the system's).
     #[serde(default)]
     pub ca_file: Option<Text>,
+    /// An ACL user.
     #[serde(default)]
     pub username: Option<Text>,
+    /// A file whose first line is the password.
     #[serde(default)]
     pub password_file: Option<Text>,
+    /// Instead of `url`: the sentinels that name the master. The master is asked of them again
+    /// after every failure, so a promoted replica is found without a restart.
     #[serde(default)]
     pub sentinel: Option<Spanned<RawSentinel>>,
 }
@@ -33,10 +48,15 @@ pub struct RawRedis {
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawSentinel {
+    /// (required) The sentinels, `HOST:PORT` or `redis[s]://HOST:PORT`, all with TLS or all
+    /// without.
     pub nodes: Vec<Text>,
+    /// (required) The name the sentinels monitor the master by.
     pub master_name: Text,
+    /// The sentinels' own ACL user, if they ask for one.
     #[serde(default)]
     pub username: Option<Text>,
+    /// A file whose first line is the sentinels' password.
     #[serde(default)]
     pub password_file: Option<Text>,
 }

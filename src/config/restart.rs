@@ -73,39 +73,3 @@ pub fn restart_needed(running: &Config, new: &Config) -> Vec<&'static str> {
         .map(|k| k.keys)
         .collect()
 }
-
-#[cfg(test)]
-mod tests {
-    use super::RESTART_KEYS;
-
-    /// The README and milter.yaml(5) list exactly these settings.
-    #[test]
-    fn the_documentation_lists_every_restart_key() {
-        let readme = include_str!("../../README.md");
-        let man = include_str!("../../packaging/man/milter.yaml.5");
-        for k in RESTART_KEYS {
-            assert!(
-                readme.contains(&format!("- `{}`\n", k.keys)),
-                "README: {}",
-                k.keys
-            );
-            assert!(
-                man.contains(&format!(".B {}\n", k.keys)),
-                "milter.yaml.5: {}",
-                k.keys
-            );
-        }
-        let listed =
-            |text: &str, prefix: &str| text.lines().filter(|l| l.starts_with(prefix)).count();
-        let readme_block = readme
-            .split("before the restart needs none:")
-            .nth(1)
-            .and_then(|r| r.split("\n\n").nth(1))
-            .unwrap_or_default();
-        assert_eq!(
-            listed(readme_block, "- `"),
-            RESTART_KEYS.len(),
-            "README's list"
-        );
-    }
-}

@@ -49,6 +49,32 @@ fn the_shipped_schema_is_the_one_the_code_makes() {
     );
 }
 
+/// The configuration reference (the book's page, `milter.yaml(5)`) and
+/// the schema are made from the code: a shipped copy that differs fails.
+#[test]
+fn the_documents_made_from_the_code_are_current() {
+    let out = common::cli::output(
+        std::process::Command::new(env!("CARGO_BIN_EXE_egress-milter-docs"))
+            .args(["--check", "--root"])
+            .arg(env!("CARGO_MANIFEST_DIR")),
+    );
+    assert!(out.ok(), "{}", out.text());
+    // And it notices a stale one.
+    let dir = tempfile::tempdir().unwrap();
+    let out = common::cli::output(
+        std::process::Command::new(env!("CARGO_BIN_EXE_egress-milter-docs"))
+            .args(["--check", "--root"])
+            .arg(dir.path()),
+    );
+    assert!(
+        !out.ok() && out.stderr.contains("packaging/man/milter.yaml.5"),
+        "{}",
+        out.text()
+    );
+    let page = std::fs::read_to_string(root("docs/src/configuration.md")).unwrap();
+    assert!(page.contains("### `classes[].sender_domains`"), "{page}");
+}
+
 #[test]
 fn the_shipped_configuration_conforms_and_names_its_schema() {
     let text = std::fs::read_to_string(root("milter.yaml")).unwrap();

@@ -1,0 +1,65 @@
+//! Writes the documents made from the code, so that each fact has one
+//! source: `milter.schema.json` and the configuration reference (the book's
+//! page and `milter.yaml(5)`) from the doc comments of the configuration's
+//! types. With `--check` it writes nothing and exits 1 when a shipped copy
+//! differs (the test suite runs it so); run it without to bring them up to
+//! date.
+//!
+//!     cargo run --bin egress-milter-docs [-- --check] [--root DIR]
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let check = args.iter().any(|a| a == "--check");
+    let root = args
+        .iter()
+        .position(|a| a == "--root")
+        .and_then(|i| args.get(i + 1))
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("."));
+    let documents = [
+        ("milter.schema.json", egress_milter::config::schema()),
+        (
+            "docs/src/configuration.md",
+            egress_milter::manual::reference_markdown(),
+        ),
+        (
+            "packaging/man/milter.yaml.5",
+            egress_milter::manual::milter_yaml_5(),
+        ),
+    ];
+    let mut stale = Vec::new();
+    for (path, text) in documents {
+        let file = root.join(path);
+        let current = std::fs::read_to_string(&file).unwrap_or_default();
+        if current == text {
+            continue;
+        }
+        if check {
+            stale.push(path);
+            continue;
+        }
+        if let Some(dir) = file.parent() {
+            if let Err(e) = std::fs::create_dir_all(dir) {
+                eprintln!("egress-milter-docs: {}: {e}", dir.display());
+                return ExitCode::FAILURE;
+            }
+        }
+        if let Err(e) = std::fs::write(&file, text) {
+            eprintln!("egress-milter-docs: {}: {e}", file.display());
+            return ExitCode::FAILURE;
+        }
+        println!("wrote {path}");
+    }
+    if stale.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        eprintln!(
+            "stale, made from the code: {}; run `cargo run --bin egress-milter-docs`",
+            stale.join(", ")
+        );
+        ExitCode::FAILURE
+    }
+}
