@@ -5,6 +5,7 @@ pub mod address;
 pub mod admin;
 pub mod cases;
 mod class;
+pub mod cli;
 pub mod commands;
 pub mod config;
 pub mod content;

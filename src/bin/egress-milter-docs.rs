@@ -1,7 +1,8 @@
 //! Writes the documents made from the code, so that each fact has one
 //! source: `milter.schema.json` and the configuration reference (the book's
 //! page and `milter.yaml(5)`) from the doc comments of the configuration's
-//! types. With `--check` it writes nothing and exits 1 when a shipped copy
+//! types; `egress-milter(8)` and a page per command from the command
+//! line's definitions. With `--check` it writes nothing and exits 1 when a shipped copy
 //! differs (the test suite runs it so); run it without to bring them up to
 //! date.
 //!
@@ -19,26 +20,46 @@ fn main() -> ExitCode {
         .and_then(|i| args.get(i + 1))
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from("."));
-    let documents = [
-        ("milter.schema.json", egress_milter::config::schema()),
+    let mut documents = vec![
         (
-            "docs/src/configuration.md",
+            "milter.schema.json".to_string(),
+            egress_milter::config::schema(),
+        ),
+        (
+            "docs/src/configuration.md".to_string(),
             egress_milter::manual::reference_markdown(),
         ),
         (
-            "packaging/man/milter.yaml.5",
+            "packaging/man/milter.yaml.5".to_string(),
             egress_milter::manual::milter_yaml_5(),
         ),
     ];
+    for (name, text) in egress_milter::manual::pages() {
+        documents.push((format!("packaging/man/{name}"), text));
+    }
     let mut stale = Vec::new();
+    // A page of a command that is gone.
+    if let Ok(dir) = std::fs::read_dir(root.join("packaging/man")) {
+        for entry in dir.flatten() {
+            let path = format!("packaging/man/{}", entry.file_name().to_string_lossy());
+            if path.ends_with(".8") && !documents.iter().any(|(p, _)| *p == path) {
+                if check {
+                    stale.push(path);
+                } else if std::fs::remove_file(entry.path()).is_ok() {
+                    println!("removed {path}");
+                }
+            }
+        }
+    }
     for (path, text) in documents {
+        let path = path.as_str();
         let file = root.join(path);
         let current = std::fs::read_to_string(&file).unwrap_or_default();
         if current == text {
             continue;
         }
         if check {
-            stale.push(path);
+            stale.push(path.to_string());
             continue;
         }
         if let Some(dir) = file.parent() {

@@ -67,6 +67,7 @@ async fn package_builds_installs_starts_and_purges() {
         "./usr/share/egress-milter/sysusers.conf",
         "./usr/lib/tmpfiles.d/egress-milter.conf",
         "./usr/share/man/man8/egress-milter.8.gz",
+        "./usr/share/man/man8/egress-milter-limits-show.8.gz",
         "./usr/share/man/man5/milter.yaml.5.gz",
         "./usr/share/egress-milter/milter.schema.json",
         "./usr/share/doc/egress-milter/examples/postfix-main.cf",
@@ -151,7 +152,11 @@ async fn package_builds_installs_starts_and_purges() {
         "systemd-analyze verify: {err}"
     );
     // The man pages render without a warning.
-    for page in ["man8/egress-milter.8.gz", "man5/milter.yaml.5.gz"] {
+    for page in [
+        "man8/egress-milter.8.gz",
+        "man8/egress-milter-incidents-open.8.gz",
+        "man5/milter.yaml.5.gz",
+    ] {
         let out = Command::new("man")
             .args(["--warnings", "-l"])
             .arg(root.join("usr/share/man").join(page))

@@ -1,8 +1,14 @@
-//! The configuration reference, made from the one source of the keys: the
-//! doc comments of the configuration's types, as the JSON Schema carries
-//! them (`config::schema`). From it come the book's reference page
-//! (Markdown) and `milter.yaml(5)` (roff); `egress-milter-docs` writes
-//! them, and the test suite fails when a shipped copy is stale.
+//! The documents made from the code, each fact from one source. Here the
+//! configuration reference, from the doc comments of the configuration's
+//! types as the JSON Schema carries them (`config::schema`): the book's
+//! reference page (Markdown) and `milter.yaml(5)` (roff). In `pages.rs`,
+//! `egress-milter(8)` and its commands' pages, from the command line's
+//! definitions. `egress-milter-docs` writes them all, and the test suite
+//! fails when a shipped copy is stale.
+
+mod pages;
+
+pub use pages::pages;
 
 use crate::config::RESTART_KEYS;
 use serde_json::Value;
