@@ -28,4 +28,7 @@ edit "$out/milter.yaml" "listen: inet:127.0.0.1:7357" "listen: unix:/var/spool/p
 edit "$out/milter.yaml" "mode: enforce" "mode: monitor"
 edit "$out/milter.yaml" "  # socket_group: egress-admin" "  socket_group: egress-admin"
 edit "$out/milter.yaml" "# yaml-language-server: \$schema=milter.schema.json" "# yaml-language-server: \$schema=/usr/share/egress-milter/milter.schema.json"
+# The manual, installed under /usr/share/doc/egress-milter/html/.
+command -v mdbook >/dev/null 2>&1 || { echo "package.sh: mdbook builds the manual: cargo install mdbook --version 0.5.4 --locked" >&2; exit 1; }
+mdbook build docs
 exec cargo deb "$@"

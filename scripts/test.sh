@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # The whole test suite: installs what the tests need when it is missing
 # (Postfix, swaks, redis-server, redis-sentinel, python3-dkim, rspamd, nmap, systemd-analyze,
-# slapd, clamd,
-# from Debian's packages; cargo-deb from crates.io), then checks formatting, runs
-# clippy with warnings as errors, and runs every test (one build for all).
+# slapd, clamd, python3-jsonschema,
+# from Debian's packages; cargo-deb and mdbook from crates.io), then checks formatting, runs
+# clippy with warnings as errors, runs every test (one build for all) and
+# builds the manual.
 # Postfix, swaks and redis-server are run by the tests themselves, on
 # loopback ports; no system service is started.
 set -euo pipefail
@@ -91,6 +92,8 @@ fi
 
 # cargo-deb builds the Debian package the packaging test installs.
 command -v cargo-deb >/dev/null 2>&1 || cargo install cargo-deb --version 3.8.0 --locked
+# mdbook builds the manual (docs/); the tests check its links and snippets.
+command -v mdbook >/dev/null 2>&1 || cargo install mdbook --version 0.5.4 --locked
 
 # No incremental cache in CI: a clean build gains nothing from it, and it
 # is as large again as the build itself.
@@ -110,5 +113,7 @@ fi
 # measurements, run with `cargo bench`, not here.
 cargo clippy --all-targets --locked -- -D warnings
 cargo test --lib --bins --tests --locked
+# The manual builds (into target/book).
+mdbook build docs
 # A short fuzz run of every target (see fuzz/README.md).
 bash scripts/fuzz.sh 15

@@ -369,7 +369,7 @@ pub struct RateLimits {
 }
 
 /// Default `rate_limits.max_keys`: one million tracked (limit, key) pairs,
-/// about 40 MB of counters at most (see the README's figures).
+/// about 40 MB of counters at most (see the performance page of the manual).
 pub const DEFAULT_MAX_KEYS: usize = 1_000_000;
 
 impl Default for RateLimits {

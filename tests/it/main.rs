@@ -7,6 +7,7 @@ mod common;
 mod abuse;
 mod antivirus;
 mod bad_input;
+mod book;
 mod cases;
 mod content;
 mod daemon;

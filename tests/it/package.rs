@@ -76,6 +76,9 @@ async fn package_builds_installs_starts_and_purges() {
         "./usr/share/doc/egress-milter/examples/grafana-dashboard.json",
         "./usr/share/doc/egress-milter/examples/cases.yaml",
         "./usr/share/doc/egress-milter/copyright",
+        "./usr/share/doc/egress-milter/html/index.html",
+        "./usr/share/doc/egress-milter/html/rate-limits.html",
+        "./usr/share/doc/egress-milter/html/configuration.html",
     ] {
         assert!(
             listing.lines().any(|l| l.ends_with(path)),
