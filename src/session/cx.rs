@@ -137,9 +137,11 @@ impl Cx<'_> {
         }
     }
 
-    /// Records a line for `explain` (built only when tracing).
-    pub fn note(&mut self, check: &'static str, outcome: impl FnOnce() -> String) {
-        self.conn.note(self.stage, check, outcome);
+    /// Records a line for `explain`, built only when tracing, from the
+    /// message as it stands: nothing is made for a message not traced.
+    pub fn note(&mut self, check: &'static str, outcome: impl FnOnce(&Message) -> String) {
+        let msg = &*self.msg;
+        self.conn.note(self.stage, check, || outcome(msg));
     }
 
     /// Whether the lookups a check makes are kept, for `explain`: what

@@ -38,7 +38,7 @@ impl Connection {
         let on_error = msg
             .as_ref()
             .map_or_else(|| self.shared.config().on_error, |m| m.config.on_error);
-        let flow = self.failed(msg.as_mut(), stage, refusal, on_error);
+        let flow = self.failed(msg.as_deref_mut(), stage, refusal, on_error);
         self.message = msg;
         self.finish(flow)
     }

@@ -63,7 +63,9 @@ pub struct Connection {
     /// The MTA service or address the client connected to.
     pub daemon: Option<String>,
     pub helo: Option<String>,
-    message: Option<Message>,
+    /// Boxed: a stage takes it out and puts it back, which then moves a
+    /// pointer, not the message.
+    message: Option<Box<Message>>,
     /// When the stage being handled began, and which, to count the milter's
     /// own time.
     stage_started: Option<Instant>,

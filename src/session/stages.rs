@@ -36,7 +36,7 @@ impl Hook<'_> {
 /// message goes on being judged).
 struct Taken<'a> {
     conn: &'a mut Connection,
-    msg: Option<Message>,
+    msg: Option<Box<Message>>,
     checks: Vec<Box<dyn checks::Check>>,
 }
 
@@ -177,7 +177,7 @@ impl Connection {
         };
         self.note(Stage::Mail, "class", || shown);
         self.note_lookups(Stage::Mail, &lists);
-        self.message = Some(Message {
+        self.message = Some(Box::new(Message {
             config,
             started: Instant::now(),
             busy: Duration::ZERO,
@@ -204,7 +204,7 @@ impl Connection {
             incident: None,
             hold: None,
             would_hold: None,
-        });
+        }));
         let flow = self.run(Hook::Mail, None, None).await;
         self.finish(flow)
     }

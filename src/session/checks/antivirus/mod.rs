@@ -64,7 +64,7 @@ impl Check for Antivirus {
                 ),
             };
             shared.metrics.scan(result.as_str(), signature.as_deref());
-            cx.note("antivirus", || shown.clone());
+            cx.note("antivirus", |_| shown.clone());
             cx.msg.summary.antivirus = shown;
             let mut decision = Decision::from(verdict).on_error(settings.on_error);
             if settings.action == VirusAction::Monitor {

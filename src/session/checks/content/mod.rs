@@ -55,21 +55,22 @@ impl Check for Content {
             } else {
                 scan.rules_text()
             };
-            let shown = format!(
-                "score {score:.1} (rules: {}; reject at {}, tempfail at {}, tag at {}){}",
-                if scan.rules.is_empty() {
-                    "none"
-                } else {
-                    &rules
-                },
-                c.reject_score,
-                c.tempfail_score,
-                c.tag_score,
-                scan.banned
-                    .as_ref()
-                    .map_or(String::new(), |b| format!("; banned attachment .{b}"))
-            );
-            cx.note("content", || shown);
+            cx.note("content", |_| {
+                format!(
+                    "score {score:.1} (rules: {}; reject at {}, tempfail at {}, tag at {}){}",
+                    if scan.rules.is_empty() {
+                        "none"
+                    } else {
+                        &rules
+                    },
+                    c.reject_score,
+                    c.tempfail_score,
+                    c.tag_score,
+                    scan.banned
+                        .as_ref()
+                        .map_or(String::new(), |b| format!("; banned attachment .{b}"))
+                )
+            });
             cx.msg.summary.content = format!("score={score:.1} rules={rules}");
             cx.decide(rules::attachments(&scan, c))?;
             let (verdict, tags) = rules::score(&scan, c);

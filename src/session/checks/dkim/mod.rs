@@ -41,7 +41,7 @@ impl Check for Verify {
             shared.metrics.backend_time("dns", started.elapsed());
             match &verdict {
                 Verdict::TempError(_) => shared.metrics.dns_failed(),
-                Verdict::Continue => cx.note("existing DKIM signatures", || {
+                Verdict::Continue => cx.note("existing DKIM signatures", |_| {
                     format!("pass: {count} signature(s), none failing")
                 }),
                 Verdict::Refuse(_) | Verdict::Hold(_) => {}
@@ -90,7 +90,7 @@ impl Check for Sign {
             if !shown.is_empty() {
                 cx.msg.summary.dkim = shown.join(", ");
             }
-            cx.note("DKIM signing", || {
+            cx.note("DKIM signing", |_| {
                 if shown.is_empty() {
                     "not signed (no key for the From: domain, or signing off)".to_string()
                 } else {

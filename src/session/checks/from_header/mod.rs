@@ -48,7 +48,7 @@ impl Check for FromHeader {
                 let strict = config.from_strict;
                 let inbound = cx.msg.class.is_none().then_some(config.inbound_own_domain);
                 let domain = cx.msg.from_domain.as_ref().map(|d| d.to_string());
-                cx.note("From: header", || match (inbound, strict, domain) {
+                cx.note("From: header", |_| match (inbound, strict, domain) {
                     (Some(InboundOwnDomain::Accept), ..) => {
                         "not checked: inbound mail (inbound_own_domain: accept)".into()
                     }

@@ -96,8 +96,7 @@ async fn judge(cx: &mut Cx<'_>, checks: &[limiter::Check]) -> Flow {
     let (enforce, shadow) = rules::split_shadow(&config.rate_limits, checks);
     let verdict = batch(cx, &config, &enforce).await;
     if verdict == Verdict::Continue {
-        let names = limit_names(&enforce, false);
-        cx.note("rate limits", || names);
+        cx.note("rate limits", |_| limit_names(&enforce, false));
     }
     cx.decide(verdict)?;
     if shadow.is_empty() {

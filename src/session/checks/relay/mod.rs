@@ -30,12 +30,11 @@ impl Check for Relay {
             let passed = verdict == Verdict::Continue;
             cx.decide(verdict)?;
             if passed {
-                let shown = String::from_utf8_lossy(&rcpt.raw).into_owned();
-                let known = cx.msg.class.is_some();
-                cx.note("relay, recipient count", || {
+                cx.note("relay, recipient count", |m| {
                     format!(
-                        "pass: {shown} ({})",
-                        if known {
+                        "pass: {} ({})",
+                        String::from_utf8_lossy(&rcpt.raw),
+                        if m.class.is_some() {
                             "a known client may send anywhere"
                         } else {
                             "a local recipient"

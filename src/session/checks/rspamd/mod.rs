@@ -61,7 +61,7 @@ impl Check for Rspamd {
                     report.score,
                     report.symbols_text(10)
                 );
-                cx.note("rspamd", || shown);
+                cx.note("rspamd", |_| shown);
                 let summary = &mut cx.msg.summary.content;
                 *summary = format!(
                     "{summary} rspamd={} score={:.1} symbols={}",

@@ -38,9 +38,8 @@ impl Check for Sender {
             let passed = verdict == Verdict::Continue;
             cx.decide(verdict)?;
             if passed {
-                let shown = cx.msg.sender.clone();
-                cx.note("sender", || {
-                    format!("pass: <{shown}> is allowed for this client")
+                cx.note("sender", |m| {
+                    format!("pass: <{}> is allowed for this client", m.sender)
                 });
             }
             Ok(())

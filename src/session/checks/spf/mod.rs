@@ -38,7 +38,7 @@ impl Check for Spf {
             };
             shared.metrics.backend_time("dns", started.elapsed());
             match &verdict {
-                Verdict::Continue => cx.note("SPF of the sender domain", || {
+                Verdict::Continue => cx.note("SPF of the sender domain", |_| {
                     format!("pass: {} authorises our egress IPs", sender.domain)
                 }),
                 Verdict::TempError(_) => shared.metrics.dns_failed(),

@@ -60,7 +60,7 @@ impl Check for Verify {
 /// its own 4xx under `on_error: tempfail`.
 fn decide(cx: &mut Cx<'_>, verdict: Verdict, pass: impl FnOnce() -> String) -> Flow {
     if verdict == Verdict::Continue {
-        cx.note("address exists", pass);
+        cx.note("address exists", |_| pass());
     }
     cx.decide(verdict)
 }
