@@ -145,7 +145,7 @@ impl fmt::Display for Rate {
             (1, "s"),
         ]
         .into_iter()
-        .find(|(u, _)| secs % u == 0 && secs >= *u)
+        .find(|(u, _)| secs.is_multiple_of(*u) && secs >= *u)
         .map_or((secs, "s"), |(u, name)| (secs / u, name));
         if n == 1 {
             write!(f, "{}/{unit}", self.count)

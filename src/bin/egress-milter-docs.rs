@@ -2,7 +2,8 @@
 //! source: `milter.schema.json` and the configuration reference (the book's
 //! page and `milter.yaml(5)`) from the doc comments of the configuration's
 //! types; `egress-milter(8)` and a page per command from the command
-//! line's definitions. With `--check` it writes nothing and exits 1 when a shipped copy
+//! line's definitions; the shipped `milter.yaml` from its template
+//! (`packaging/milter.yaml.in`), the keys' doc comments put in at its marks. With `--check` it writes nothing and exits 1 when a shipped copy
 //! differs (the test suite runs it so); run it without to bring them up to
 //! date.
 //!
@@ -34,6 +35,17 @@ fn main() -> ExitCode {
             egress_milter::manual::milter_yaml_5(),
         ),
     ];
+    let template = "packaging/milter.yaml.in";
+    let made = std::fs::read_to_string(root.join(template))
+        .map_err(|e| format!("{template}: {e}"))
+        .and_then(|t| egress_milter::manual::milter_yaml(template, &t));
+    match made {
+        Ok(text) => documents.push(("milter.yaml".to_string(), text)),
+        Err(e) => {
+            eprintln!("egress-milter-docs: {e}");
+            return ExitCode::FAILURE;
+        }
+    }
     for (name, text) in egress_milter::manual::pages() {
         documents.push((format!("packaging/man/{name}"), text));
     }

@@ -36,7 +36,9 @@ pub struct RawContent {
     /// Rules of one's own.
     #[serde(default)]
     pub custom: Vec<RawCustomRule>,
-    /// An rspamd normal worker to ask; its score is added.
+    /// An rspamd normal worker to ask about each message: its `reject` refuses (`550 5.7.1`),
+    /// `soft reject` and `greylist` defer (`451 4.7.1`), `add header` and `rewrite subject` add
+    /// `X-Spam-Score` and `X-Spam-Symbols`. No answer within the timeout follows `on_error`.
     #[serde(default)]
     pub rspamd: Option<RawRspamd>,
 }

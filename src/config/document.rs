@@ -47,7 +47,11 @@ pub struct RawConfig {
     /// trailing dot. A list, or `{ source: NAME }`.
     pub local_domains: RawList,
     /// Named lookups (a file, an LDAP directory), usable wherever a list or a map is taken as
-    /// `{ source: NAME }`.
+    /// `{ source: NAME }`: `local_domains`, and a class's `clients`, `sender_domains`,
+    /// `sender_addresses`, `from_domains` and `login_map`. A file holds one entry per line (`#`
+    /// comments; `login address...` lines for a login map) and is read again within a second
+    /// of a change (a bad new file keeps the old entries). An LDAP source is asked per key,
+    /// its answers cached. A source that cannot answer follows `on_error`.
     #[serde(default)]
     pub sources: indexmap::IndexMap<String, Spanned<RawSource>>,
     /// Inbound mail (a client in no class) to `local_domains`: the recipient must exist, by `{
@@ -76,7 +80,12 @@ pub struct RawConfig {
     #[serde(default)]
     pub milter: RawMilter,
     /// Rate limits: budgets per client, sender, login and recipient, in this process or shared
-    /// through Redis.
+    /// through Redis. A rate is `N/s`, `N/m`, `N/h`, `N/d`, `N/w` or a period of several units
+    /// (`N/10m`), units in any case; `unlimited` (or a negative N) turns a limit off, and a limit
+    /// not set is off. GCRA, as governor models it: `100/h` allows a burst of 100, then one
+    /// every 36 s. Refusals answer `451 4.7.1 Rate limit NAME exceeded for KEY, retry in Ns`
+    /// (`421 4.7.0 Too many connections from IP` at connect); a refused attempt consumes no
+    /// budget.
     #[serde(default)]
     pub rate_limits: RawRateLimits,
     /// The addresses our mail leaves from, as receivers see them: used by the SPF check and by
@@ -127,7 +136,8 @@ pub struct RawConfig {
     /// told.
     #[serde(default)]
     pub incidents: RawIncidents,
-    /// Virus scanning with clamd; off when absent.
+    /// Virus scanning with clamd; off when absent. Every class is scanned unless it says
+    /// `antivirus: false`.
     #[serde(default)]
     pub antivirus: Option<RawAntivirus>,
 }

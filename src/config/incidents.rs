@@ -13,8 +13,11 @@ use std::{path::PathBuf, time::Duration};
 #[derive(Debug, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawIncidents {
-    /// What happens to a message from a key with an open incident: `hold` (default),
-    /// `tempfail`, `reject` or `monitor`.
+    /// What happens to every new message from a key with an open incident, the one that
+    /// opened it included: `hold` (default: Postfix's hold queue, Sendmail's quarantine;
+    /// nothing lost, nothing leaves, the client sees success), `tempfail` (`451 4.7.1 Sending
+    /// from KEY is suspended`), `reject` (`550 5.7.1`) or `monitor` (logged and notified
+    /// only).
     #[serde(default)]
     pub action: Option<Spanned<super::IncidentAction>>,
     /// How long an incident stays open (default `1h`), extended while its signal keeps firing.
@@ -22,7 +25,8 @@ pub struct RawIncidents {
     pub block_for: Option<Text>,
     /// Where open incidents (`incidents.json`) and learning mode's senders (`senders.json`) are
     /// kept across restarts. With `rate_limits.backend: redis`, signals and incidents live in
-    /// Redis, shared by every gateway.
+    /// Redis, shared by every gateway, and those last seen open there are kept here too
+    /// (`incidents-seen.json`), to hold their keys' mail while Redis does not answer.
     #[serde(default)]
     pub state_dir: Option<Text>,
     /// Keys tracked per signal in the process (default 10000); to make room the smallest counts
@@ -32,11 +36,14 @@ pub struct RawIncidents {
     /// An IPv6 client is one incident key per network of this many bits (default 64).
     #[serde(default)]
     pub ipv6_prefix: Option<Spanned<u8>>,
-    /// What opens an incident. Mail from clients in no class is not counted. Start in monitor
-    /// mode and set each threshold above the busiest honest key.
+    /// What opens an incident (none until listed): each signal counts per key over the window
+    /// of its threshold. Mail from clients in no class is not counted. Start in monitor mode
+    /// (`mode: monitor` or `action: monitor`), read the incident lines, and set each threshold
+    /// above the busiest honest key.
     #[serde(default)]
     pub signals: Vec<RawSignal>,
-    /// Who is told, once when an incident opens and once when it closes.
+    /// Who is told, once when an incident opens and once when it closes: a webhook, a mail, or
+    /// both, at most `max_per_hour` notices.
     #[serde(default)]
     pub notify: RawNotify,
 }

@@ -24,8 +24,9 @@ pub struct RawRateLimits {
     /// The Redis server of `backend: redis`.
     #[serde(default)]
     pub redis: RawRedis,
-    /// Tracked (limit, key) pairs in the process (default 1000000, about 40 MB at most); past
-    /// it the oldest go first.
+    /// Tracked (limit, key) pairs in the process (default 1000000, about 40 MB at most). A key
+    /// whose budget is full again is forgotten (it holds nothing); at the cap, a new key makes
+    /// room by forgetting the sampled key nearest to a full budget.
     #[serde(default)]
     pub max_keys: Option<Spanned<usize>>,
     /// An older spelling of `admin.listen: inet:IP:PORT` (which needs `admin.token_file`).
@@ -42,10 +43,13 @@ pub struct RawRateLimits {
     /// With `warn_at`: tell the incidents' webhook or mail too (default false).
     #[serde(default)]
     pub warn_notify: Option<Spanned<bool>>,
-    /// Limits of one's own, on any key and count.
+    /// Limits of one's own, on any key (`client`, `client_network`, `sender`, `sender_domain`,
+    /// `user`, `class`, `recipient`, `recipient_domain`, or a pair `a+b`) and count; `mode:
+    /// monitor` to size one first.
     #[serde(default)]
     pub custom: Vec<RawCustomLimit>,
-    /// Other budgets for some keys; for each limit, the first override that sets it wins.
+    /// Other budgets for some keys; for each limit, the first override that sets it wins. An
+    /// override applies to every client, trusted classes included.
     #[serde(default)]
     pub overrides: Vec<RawOverride>,
     /// New connections per client IP (e.g. `60/m`), counted at connect: `421 4.7.0`.

@@ -81,6 +81,8 @@ pub enum SignMode {
     /// Sign with the key of the From: domain or its nearest parent.
     #[default]
     FromDomain,
+    /// Sign nothing; the keys are still read when the configuration loads, and
+    /// `selfcheck` still compares them with DNS.
     Off,
 }
 

@@ -102,8 +102,10 @@ pub enum InboundOwnDomain {
 #[derive(Clone, Copy, Debug, Default, Deserialize, Eq, PartialEq, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {
+    /// `key=value` fields after the message, one line per event.
     #[default]
     Text,
+    /// One JSON object per line, the fields as its members.
     Json,
 }
 

@@ -129,3 +129,31 @@ fn never_panics_on_generated_mime() {
         let _ = scan(m.as_bytes(), &s);
     }
 }
+
+/// What sends a plain message to the full walk, anywhere in the body: a
+/// control character or a lone CR (also past the first block the scan reads
+/// at once), and what starts an encoded file.
+#[test]
+fn the_body_needs_the_walk_for_odd_bytes_and_encoded_files() {
+    let pad = "plain words and more plain words\r\n".repeat(5);
+    for (body, needs) in [
+        ("Hello\r\n", false),
+        ("Hello\tthere\r\n", false),
+        ("a beginner begins\r\n", false),
+        ("ends with begin", false),
+        ("begin 644 x.exe\r\n", true),
+        ("text\r\nbegin-base64 644 x.exe\r\n", true),
+        ("=ybegin line=128 name=x.exe\r\n", true),
+        ("nul\0here\r\n", true),
+        ("del\x7fhere\r\n", true),
+        ("escape\x1bhere\r\n", true),
+        ("lone\rcr\r\n", true),
+        ("ends with a lone cr\r", true),
+        ("lone\nlf is fine\r\n", false),
+    ] {
+        for body in [body.to_string(), format!("{pad}{body}")] {
+            assert_eq!(body_needs_walk(body.as_bytes()), needs, "{body:?}");
+        }
+    }
+    assert!(body_needs_walk(b"PK\x03\x04 an archive"));
+}

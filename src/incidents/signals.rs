@@ -173,7 +173,7 @@ pub fn window_text(d: std::time::Duration) -> String {
     let secs = d.as_secs();
     [(604_800, "w"), (86_400, "d"), (3_600, "h"), (60, "m")]
         .into_iter()
-        .find(|(u, _)| secs % u == 0 && secs >= *u)
+        .find(|(u, _)| secs.is_multiple_of(*u) && secs >= *u)
         .map_or(format!("{secs}s"), |(u, name)| {
             format!("{}{name}", secs / u)
         })

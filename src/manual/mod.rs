@@ -3,11 +3,14 @@
 //! types as the JSON Schema carries them (`config::schema`): the book's
 //! reference page (Markdown) and `milter.yaml(5)` (roff). In `pages.rs`,
 //! `egress-milter(8)` and its commands' pages, from the command line's
-//! definitions. `egress-milter-docs` writes them all, and the test suite
+//! definitions. In `example.rs`, the shipped `milter.yaml`, from a template
+//! whose marks take the keys' doc comments. `egress-milter-docs` writes them all, and the test suite
 //! fails when a shipped copy is stale.
 
+mod example;
 mod pages;
 
+pub use example::milter_yaml;
 pub use pages::pages;
 
 use crate::config::RESTART_KEYS;

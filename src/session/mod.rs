@@ -36,7 +36,6 @@ use crate::reply::{Refusal, Reply};
 use crate::state::Shared;
 use buffer::Content;
 use checks::sender::rules::Sender;
-use checks::Check;
 use cx::Cx;
 use decide::{Ending, Flow};
 use std::{
@@ -120,7 +119,7 @@ struct Message {
     /// The summary line's fields that checks fill.
     summary: Summary,
     /// The checks the message is judged by, with what each keeps of it.
-    checks: Vec<Box<dyn Check>>,
+    checks: Vec<checks::Any>,
     /// The header changes and the quarantine the checks ask for at end of
     /// message.
     changes: Vec<HeaderAction>,

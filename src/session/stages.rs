@@ -2,7 +2,7 @@
 //! size, buffer, queue id), runs the checks in order, and leaves through
 //! [`Connection::finish`], the one door out of a stage.
 
-use super::checks;
+use super::checks::{self, Check};
 use super::cx::{Rcpt, Whole};
 use super::*;
 use crate::address::{parse_envelope, EnvelopeAddress};
@@ -37,7 +37,7 @@ impl Hook<'_> {
 struct Taken<'a> {
     conn: &'a mut Connection,
     msg: Option<Box<Message>>,
-    checks: Vec<Box<dyn checks::Check>>,
+    checks: Vec<checks::Any>,
 }
 
 impl Drop for Taken<'_> {
@@ -56,7 +56,7 @@ impl Taken<'_> {
         stage: Stage,
         rcpt: Option<&'a Rcpt>,
         whole: Option<&'a Whole>,
-    ) -> Option<(Cx<'a>, &'a mut Vec<Box<dyn checks::Check>>)> {
+    ) -> Option<(Cx<'a>, &'a mut Vec<checks::Any>)> {
         let msg = self.msg.as_mut()?;
         let cx = Cx {
             conn: &mut *self.conn,
@@ -71,7 +71,7 @@ impl Taken<'_> {
 }
 
 /// The sync hooks over the checks.
-fn run_now_on(cx: &mut Cx<'_>, checks: &mut [Box<dyn checks::Check>], hook: Hook<'_>) -> Flow {
+fn run_now_on(cx: &mut Cx<'_>, checks: &mut [checks::Any], hook: Hook<'_>) -> Flow {
     for check in checks.iter_mut() {
         match hook {
             Hook::Header(name, value) => check.header(cx, name, value)?,

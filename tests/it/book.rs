@@ -87,6 +87,15 @@ fn every_link_leads_somewhere() {
             } else {
                 page.parent().unwrap().join(file)
             };
+            // The built book is installed alone: a page links only to
+            // pages (the README and ARCHITECTURE.md may link anywhere).
+            if page.starts_with(root().join("docs/src")) {
+                assert!(
+                    !file.contains("..") && !file.starts_with('/'),
+                    "{}: link to {link} leaves the book (it is installed alone; name the installed path)",
+                    page.display()
+                );
+            }
             assert!(
                 target.exists(),
                 "{}: link to {link}: no {}",

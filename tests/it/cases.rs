@@ -107,8 +107,8 @@ fn each_generated_refusal_fails_without_its_rule() {
             "staff: another user's address",
         ),
         (
-            "    allow_null_sender: false            # may it",
-            "    allow_null_sender: true            # may it",
+            "    allow_null_sender: false",
+            "    allow_null_sender: true",
             "crm-app: a null sender",
         ),
         ("  strict: true", "  strict: false", "local: a forged From:"),

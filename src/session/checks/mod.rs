@@ -6,7 +6,7 @@
 //!
 //! To add a check: a module here with a `new` that makes it from the
 //! configuration (`None` when the configuration leaves it off), the
-//! [`Check`] hooks it needs, and one line in [`LIST`].
+//! [`Check`] hooks it needs, and one line in the `list!` at the end.
 
 mod antivirus;
 mod content;
@@ -25,25 +25,6 @@ mod verify;
 use super::cx::Decision;
 use super::{Cx, Flow};
 use crate::config::Config;
-use std::{future::Future, pin::Pin};
-
-/// What an async hook returns.
-pub(super) type Hook<'a> = Pin<Box<dyn Future<Output = Flow> + Send + 'a>>;
-
-/// A hook with nothing to do: a future of no size, which boxing does not
-/// allocate (most checks hook few stages, and every stage asks them all).
-fn pass<'a>() -> Hook<'a> {
-    Box::pin(Pass)
-}
-
-struct Pass;
-
-impl Future for Pass {
-    type Output = Flow;
-    fn poll(self: Pin<&mut Self>, _: &mut std::task::Context<'_>) -> std::task::Poll<Flow> {
-        std::task::Poll::Ready(Ok(()))
-    }
-}
 
 /// A check: made for each message from the configuration in force, then
 /// asked at each stage it hooks. (Before any message, at connect, only the
@@ -57,20 +38,20 @@ pub(super) trait Check: Send + Sync {
         false
     }
     /// MAIL FROM: the message begins, its class and sender known.
-    fn mail<'a>(&'a mut self, _cx: &'a mut Cx<'_>) -> Hook<'a> {
-        pass()
+    async fn mail(&mut self, _cx: &mut Cx<'_>) -> Flow {
+        Ok(())
     }
     /// RCPT TO: one recipient (`Cx::rcpt`).
-    fn rcpt<'a>(&'a mut self, _cx: &'a mut Cx<'_>) -> Hook<'a> {
-        pass()
+    async fn rcpt(&mut self, _cx: &mut Cx<'_>) -> Flow {
+        Ok(())
     }
     /// One header, as the MTA passed it.
     fn header(&mut self, _cx: &mut Cx<'_>, _name: &[u8], _value: &[u8]) -> Flow {
         Ok(())
     }
     /// End of headers.
-    fn eoh<'a>(&'a mut self, _cx: &'a mut Cx<'_>) -> Hook<'a> {
-        pass()
+    async fn eoh(&mut self, _cx: &mut Cx<'_>) -> Flow {
+        Ok(())
     }
     /// A body chunk.
     fn body(&mut self, _cx: &mut Cx<'_>, _chunk: &[u8]) -> Flow {
@@ -78,37 +59,76 @@ pub(super) trait Check: Send + Sync {
     }
     /// End of message: the whole message is `Cx::whole`, when a check
     /// reads it.
-    fn eom<'a>(&'a mut self, _cx: &'a mut Cx<'_>) -> Hook<'a> {
-        pass()
+    async fn eom(&mut self, _cx: &mut Cx<'_>) -> Flow {
+        Ok(())
     }
 }
 
-/// Makes a check from the configuration, or `None` when it is off.
-type New = fn(&Config) -> Option<Box<dyn Check>>;
+/// The checks, in the order each stage runs them: one line each, the
+/// check's name, its type, and what makes it from the configuration
+/// (`None` when it is off). The order keeps a refused attempt from
+/// consuming quota (the limits come after every check that can refuse at
+/// the same stage), and an open incident from being judged before the
+/// sender policy.
+macro_rules! list {
+    ($($name:ident: $ty:ty = $new:path,)*) => {
+        /// One check of the list, by its own type: a stage calls each
+        /// check's hook directly, with no boxed future between.
+        pub(super) struct Any(One);
 
-/// The checks, in the order each stage runs them. The order keeps a
-/// refused attempt from consuming quota (the limits come after every
-/// check that can refuse at the same stage), and an open incident from
-/// being judged before the sender policy.
-const LIST: &[New] = &[
-    size::new,
-    sender::new,
-    relay::new,
-    incident::open,
-    verify::new,
-    spf::new,
-    from_header::new,
-    content::new,
-    rspamd::new,
-    antivirus::new,
-    dkim::verify,
-    dkim::sign,
-    rate::new,
-    headers::new,
-    incident::evidence,
-];
+        enum One {
+            $($name($ty),)*
+        }
 
-/// The checks the configuration turns on, fresh.
-pub(super) fn made(config: &Config) -> Vec<Box<dyn Check>> {
-    LIST.iter().filter_map(|new| new(config)).collect()
+        /// The checks the configuration turns on, fresh, in order.
+        pub(super) fn made(config: &Config) -> Vec<Any> {
+            let mut made = Vec::new();
+            $(if let Some(check) = $new(config) {
+                made.push(Any(One::$name(check)));
+            })*
+            made
+        }
+
+        impl Check for Any {
+            fn reads_whole(&self) -> bool {
+                match &self.0 { $(One::$name(c) => c.reads_whole(),)* }
+            }
+            async fn mail(&mut self, cx: &mut Cx<'_>) -> Flow {
+                match &mut self.0 { $(One::$name(c) => c.mail(cx).await,)* }
+            }
+            async fn rcpt(&mut self, cx: &mut Cx<'_>) -> Flow {
+                match &mut self.0 { $(One::$name(c) => c.rcpt(cx).await,)* }
+            }
+            fn header(&mut self, cx: &mut Cx<'_>, name: &[u8], value: &[u8]) -> Flow {
+                match &mut self.0 { $(One::$name(c) => c.header(cx, name, value),)* }
+            }
+            async fn eoh(&mut self, cx: &mut Cx<'_>) -> Flow {
+                match &mut self.0 { $(One::$name(c) => c.eoh(cx).await,)* }
+            }
+            fn body(&mut self, cx: &mut Cx<'_>, chunk: &[u8]) -> Flow {
+                match &mut self.0 { $(One::$name(c) => c.body(cx, chunk),)* }
+            }
+            async fn eom(&mut self, cx: &mut Cx<'_>) -> Flow {
+                match &mut self.0 { $(One::$name(c) => c.eom(cx).await,)* }
+            }
+        }
+    };
+}
+
+list! {
+    Size: size::Size = size::new,
+    Sender: sender::Sender = sender::new,
+    Relay: relay::Relay = relay::new,
+    IncidentOpen: incident::Open = incident::open,
+    Verify: verify::Verify = verify::new,
+    Spf: spf::Spf = spf::new,
+    FromHeader: from_header::FromHeader = from_header::new,
+    Content: content::Content = content::new,
+    Rspamd: rspamd::Rspamd = rspamd::new,
+    Antivirus: antivirus::Antivirus = antivirus::new,
+    DkimVerify: dkim::Verify = dkim::verify,
+    DkimSign: dkim::Sign = dkim::sign,
+    Rate: rate::Rate = rate::new,
+    Headers: headers::Headers = headers::new,
+    IncidentEvidence: incident::Evidence = incident::evidence,
 }

@@ -6,8 +6,8 @@ use crate::config::Config;
 
 pub(super) struct Size;
 
-pub(super) fn new(_: &Config) -> Option<Box<dyn Check>> {
-    Some(Box::new(Size))
+pub(super) fn new(_: &Config) -> Option<Size> {
+    Some(Size)
 }
 
 impl Size {

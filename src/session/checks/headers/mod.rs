@@ -4,7 +4,7 @@
 
 pub(crate) mod rules;
 
-use super::{Check, Cx, Flow, Hook};
+use super::{Check, Cx, Flow};
 use crate::config::Config;
 use rules::{Edit, Internal, Traced};
 use std::collections::HashMap;
@@ -21,13 +21,13 @@ pub(super) struct Headers {
     strip: bool,
 }
 
-pub(super) fn new(config: &Config) -> Option<Box<dyn Check>> {
-    Some(Box::new(Headers {
+pub(super) fn new(config: &Config) -> Option<Headers> {
+    Some(Headers {
         traced: Vec::new(),
         name_counts: HashMap::new(),
         remove_counts: vec![0; config.remove_headers.len()],
         strip: config.strip_internal_received,
-    }))
+    })
 }
 
 impl Check for Headers {
@@ -58,7 +58,7 @@ impl Check for Headers {
         Ok(())
     }
 
-    fn eom<'a>(&'a mut self, cx: &'a mut Cx<'_>) -> Hook<'a> {
+    async fn eom(&mut self, cx: &mut Cx<'_>) -> Flow {
         let config = cx.config();
         let internal = Internal {
             networks: &config.internal_networks,
@@ -87,6 +87,6 @@ impl Check for Headers {
                 cx.change_header(edit);
             }
         }
-        super::pass()
+        Ok(())
     }
 }

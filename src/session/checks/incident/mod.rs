@@ -6,7 +6,7 @@
 
 pub(crate) mod rules;
 
-use super::{Check, Cx, Flow, Hook};
+use super::{Check, Cx, Flow};
 use crate::config::{Config, Mode};
 use crate::incidents::{now_ms, Event, Incident, Keys};
 use crate::session::{Connection, HeaderAction, Message};
@@ -56,24 +56,22 @@ impl OwnedKeys {
 /// An open incident for one of the message's keys (MAIL FROM).
 pub(super) struct Open;
 
-pub(super) fn open(_: &Config) -> Option<Box<dyn Check>> {
-    Some(Box::new(Open))
+pub(super) fn open(_: &Config) -> Option<Open> {
+    Some(Open)
 }
 
 impl Check for Open {
-    fn mail<'a>(&'a mut self, cx: &'a mut Cx<'_>) -> Hook<'a> {
-        Box::pin(async move {
-            let shared = cx.shared();
-            let redis = shared.limiter.redis.as_ref();
-            if !shared.incidents.may_be_open(redis) {
-                return Ok(());
-            }
-            let keys = OwnedKeys::of(cx.conn, Some(cx.msg));
-            match shared.incidents.find(redis, now_ms(), &keys.keys()).await {
-                Some(incident) => apply(cx, incident).await,
-                None => Ok(()),
-            }
-        })
+    async fn mail(&mut self, cx: &mut Cx<'_>) -> Flow {
+        let shared = cx.shared();
+        let redis = shared.limiter.redis.as_ref();
+        if !shared.incidents.may_be_open(redis) {
+            return Ok(());
+        }
+        let keys = OwnedKeys::of(cx.conn, Some(cx.msg));
+        match shared.incidents.find(redis, now_ms(), &keys.keys()).await {
+            Some(incident) => apply(cx, incident).await,
+            None => Ok(()),
+        }
     }
 }
 
@@ -103,8 +101,8 @@ async fn apply(cx: &mut Cx<'_>, incident: Incident) -> Flow {
 /// The message as evidence, at end of message (after every other check).
 pub(super) struct Evidence;
 
-pub(super) fn evidence(_: &Config) -> Option<Box<dyn Check>> {
-    Some(Box::new(Evidence))
+pub(super) fn evidence(_: &Config) -> Option<Evidence> {
+    Some(Evidence)
 }
 
 impl Check for Evidence {
@@ -112,58 +110,56 @@ impl Check for Evidence {
     /// earlier event) opened an incident for one of its keys, the
     /// incident's action applies to this message already. A message to
     /// hold (for an incident or a virus) gets the quarantine action.
-    fn eom<'a>(&'a mut self, cx: &'a mut Cx<'_>) -> Hook<'a> {
-        Box::pin(async move {
-            // Counted as limits key them: `D1.TEST`, `d1.test.` and
-            // `d1.test` are one domain, `a+x@` and `A@` one recipient.
-            let keys = &cx.msg.config.rate_limits.keys;
-            let recipients: Vec<String> = cx
-                .msg
-                .rcpt_addresses()
-                .iter()
-                .map(|a| keys.address(a))
-                .collect();
-            let queue_id = cx.msg.queue_id.clone();
-            let already = cx.msg.incident.is_some();
-            let opened = observe(
-                cx.conn,
-                Some(cx.msg),
-                Event::Accepted {
-                    queue_id: queue_id.as_deref(),
-                    recipients: &recipients,
-                },
-            )
-            .await;
-            let shared = cx.shared();
-            let redis = shared.limiter.redis.as_ref();
-            if !already {
-                // An incident opened by this message, or during it (by its
-                // refused recipients, those the MTA rejected), applies to
-                // it.
-                let found = match opened.into_iter().next() {
-                    Some(i) => Some(i),
-                    None if shared.incidents.may_be_open(redis) => {
-                        let keys = OwnedKeys::of(cx.conn, Some(cx.msg));
-                        shared.incidents.find(redis, now_ms(), &keys.keys()).await
-                    }
-                    None => None,
-                };
-                if let Some(incident) = found {
-                    apply(cx, incident).await?;
+    async fn eom(&mut self, cx: &mut Cx<'_>) -> Flow {
+        // Counted as limits key them: `D1.TEST`, `d1.test.` and
+        // `d1.test` are one domain, `a+x@` and `A@` one recipient.
+        let keys = &cx.msg.config.rate_limits.keys;
+        let recipients: Vec<String> = cx
+            .msg
+            .rcpt_addresses()
+            .iter()
+            .map(|a| keys.address(a))
+            .collect();
+        let queue_id = cx.msg.queue_id.clone();
+        let already = cx.msg.incident.is_some();
+        let opened = observe(
+            cx.conn,
+            Some(cx.msg),
+            Event::Accepted {
+                queue_id: queue_id.as_deref(),
+                recipients: &recipients,
+            },
+        )
+        .await;
+        let shared = cx.shared();
+        let redis = shared.limiter.redis.as_ref();
+        if !already {
+            // An incident opened by this message, or during it (by its
+            // refused recipients, those the MTA rejected), applies to
+            // it.
+            let found = match opened.into_iter().next() {
+                Some(i) => Some(i),
+                None if shared.incidents.may_be_open(redis) => {
+                    let keys = OwnedKeys::of(cx.conn, Some(cx.msg));
+                    shared.incidents.find(redis, now_ms(), &keys.keys()).await
                 }
+                None => None,
+            };
+            if let Some(incident) = found {
+                apply(cx, incident).await?;
             }
-            let held = cx.msg.hold.as_ref().map(|(_, h)| h.reason.clone());
-            if let Some(incident) = cx.msg.incident.clone() {
-                shared
-                    .incidents
-                    .note(redis, &incident, queue_id.as_deref(), held.is_some())
-                    .await;
-            }
-            if let Some(reason) = held {
-                cx.msg.changes.push(HeaderAction::Quarantine(reason));
-            }
-            Ok(())
-        })
+        }
+        let held = cx.msg.hold.as_ref().map(|(_, h)| h.reason.clone());
+        if let Some(incident) = cx.msg.incident.clone() {
+            shared
+                .incidents
+                .note(redis, &incident, queue_id.as_deref(), held.is_some())
+                .await;
+        }
+        if let Some(reason) = held {
+            cx.msg.changes.push(HeaderAction::Quarantine(reason));
+        }
+        Ok(())
     }
 }
 

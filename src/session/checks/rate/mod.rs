@@ -7,7 +7,7 @@
 
 pub(crate) mod rules;
 
-use super::{Check, Cx, Decision, Flow, Hook};
+use super::{Check, Cx, Decision, Flow};
 use crate::config::{Config, Counter};
 use crate::limiter;
 use crate::session::{trace::limit_names, Connection, Stage};
@@ -21,10 +21,10 @@ pub(super) struct Rate {
     charged: Vec<(&'static str, String)>,
 }
 
-pub(super) fn new(_: &Config) -> Option<Box<dyn Check>> {
-    Some(Box::new(Rate {
+pub(super) fn new(_: &Config) -> Option<Rate> {
+    Some(Rate {
         charged: Vec::new(),
-    }))
+    })
 }
 
 /// What the limits of a message are keyed and matched by.
@@ -44,49 +44,43 @@ fn facts<'a>(cx: &'a Cx<'_>) -> Facts<'a> {
 }
 
 impl Check for Rate {
-    fn mail<'a>(&'a mut self, cx: &'a mut Cx<'_>) -> Hook<'a> {
-        Box::pin(async move {
-            let checks = rules::message(&cx.msg.config.rate_limits, &facts(cx));
-            judge(cx, &checks).await
-        })
+    async fn mail(&mut self, cx: &mut Cx<'_>) -> Flow {
+        let checks = rules::message(&cx.msg.config.rate_limits, &facts(cx));
+        judge(cx, &checks).await
     }
 
-    fn rcpt<'a>(&'a mut self, cx: &'a mut Cx<'_>) -> Hook<'a> {
-        Box::pin(async move {
-            let limits = &cx.msg.config.rate_limits;
-            let checks = rules::recipient(limits, &facts(cx), &self.charged);
-            judge(cx, &checks).await?;
-            let paid = rules::charged_once(&cx.msg.config.rate_limits, &checks);
-            self.charged.extend(paid);
-            Ok(())
-        })
+    async fn rcpt(&mut self, cx: &mut Cx<'_>) -> Flow {
+        let limits = &cx.msg.config.rate_limits;
+        let checks = rules::recipient(limits, &facts(cx), &self.charged);
+        judge(cx, &checks).await?;
+        let paid = rules::charged_once(&cx.msg.config.rate_limits, &checks);
+        self.charged.extend(paid);
+        Ok(())
     }
 
-    fn eom<'a>(&'a mut self, cx: &'a mut Cx<'_>) -> Hook<'a> {
-        Box::pin(async move {
-            // The byte budgets (`count: bytes`), charged the message's size
-            // now that it is known.
-            let config = cx.config();
-            let budgets = || {
-                config
-                    .rate_limits
-                    .custom
-                    .iter()
-                    .filter(|c| c.count == Counter::Bytes)
-            };
-            if budgets().next().is_none() {
-                return Ok(());
-            }
-            // The recipients, parsed again only for a budget keyed by them.
-            let rcpts = if budgets().any(|c| c.key.iter().any(|k| k.per_recipient())) {
-                cx.msg.rcpt_addresses()
-            } else {
-                Vec::new()
-            };
-            let checks =
-                rules::end_of_message(&config.rate_limits, &facts(cx), &rcpts, cx.msg.size as u64);
-            judge(cx, &checks).await
-        })
+    async fn eom(&mut self, cx: &mut Cx<'_>) -> Flow {
+        // The byte budgets (`count: bytes`), charged the message's size
+        // now that it is known.
+        let config = cx.config();
+        let budgets = || {
+            config
+                .rate_limits
+                .custom
+                .iter()
+                .filter(|c| c.count == Counter::Bytes)
+        };
+        if budgets().next().is_none() {
+            return Ok(());
+        }
+        // The recipients, parsed again only for a budget keyed by them.
+        let rcpts = if budgets().any(|c| c.key.iter().any(|k| k.per_recipient())) {
+            cx.msg.rcpt_addresses()
+        } else {
+            Vec::new()
+        };
+        let checks =
+            rules::end_of_message(&config.rate_limits, &facts(cx), &rcpts, cx.msg.size as u64);
+        judge(cx, &checks).await
     }
 }
 

@@ -3,46 +3,44 @@
 
 pub(crate) mod rules;
 
-use super::{Check, Cx, Hook};
+use super::{Check, Cx, Flow};
 use crate::config::Config;
 use crate::verdict::{Backend, Verdict};
 
 pub(super) struct Sender;
 
-pub(super) fn new(_: &Config) -> Option<Box<dyn Check>> {
-    Some(Box::new(Sender))
+pub(super) fn new(_: &Config) -> Option<Sender> {
+    Some(Sender)
 }
 
 impl Check for Sender {
-    fn mail<'a>(&'a mut self, cx: &'a mut Cx<'_>) -> Hook<'a> {
-        Box::pin(async move {
-            let verdict = match &cx.msg.class_failure {
-                Some(e) => Verdict::failed(Backend::Source, format!("client class: {e}")),
-                None => {
-                    let config = cx.config();
-                    let shared = cx.shared();
-                    let lists = shared.lists(cx.recording());
-                    let verdict = rules::check(
-                        &config,
-                        &lists,
-                        cx.class(),
-                        cx.conn.client(),
-                        &cx.msg.envelope_sender,
-                        cx.msg.login.as_deref(),
-                    )
-                    .await;
-                    cx.noted_lookups(&lists);
-                    verdict
-                }
-            };
-            let passed = verdict == Verdict::Continue;
-            cx.decide(verdict)?;
-            if passed {
-                cx.note("sender", |m| {
-                    format!("pass: <{}> is allowed for this client", m.sender)
-                });
+    async fn mail(&mut self, cx: &mut Cx<'_>) -> Flow {
+        let verdict = match &cx.msg.class_failure {
+            Some(e) => Verdict::failed(Backend::Source, format!("client class: {e}")),
+            None => {
+                let config = cx.config();
+                let shared = cx.shared();
+                let lists = shared.lists(cx.recording());
+                let verdict = rules::check(
+                    &config,
+                    &lists,
+                    cx.class(),
+                    cx.conn.client(),
+                    &cx.msg.envelope_sender,
+                    cx.msg.login.as_deref(),
+                )
+                .await;
+                cx.noted_lookups(&lists);
+                verdict
             }
-            Ok(())
-        })
+        };
+        let passed = verdict == Verdict::Continue;
+        cx.decide(verdict)?;
+        if passed {
+            cx.note("sender", |m| {
+                format!("pass: <{}> is allowed for this client", m.sender)
+            });
+        }
+        Ok(())
     }
 }

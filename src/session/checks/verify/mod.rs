@@ -5,54 +5,50 @@
 
 pub(crate) mod rules;
 
-use super::{Check, Cx, Flow, Hook};
+use super::{Check, Cx, Flow};
 use crate::config::{Config, Verify as Settings, VerifyBy};
 use crate::verdict::Verdict;
 
 pub(super) struct Verify;
 
-pub(super) fn new(_: &Config) -> Option<Box<dyn Check>> {
-    Some(Box::new(Verify))
+pub(super) fn new(_: &Config) -> Option<Verify> {
+    Some(Verify)
 }
 
 impl Check for Verify {
-    fn mail<'a>(&'a mut self, cx: &'a mut Cx<'_>) -> Hook<'a> {
-        Box::pin(async move {
-            let (Some(settings), Some(address)) = (
-                cx.class().and_then(|c| c.verify_sender.clone()),
-                cx.msg.sender_address.clone(),
-            ) else {
-                return Ok(());
-            };
-            let helo = callout_helo(&cx.msg.config, &settings);
-            let shared = cx.shared();
-            let lists = shared.lists(cx.recording());
-            let result = rules::sender(&lists, &settings, &address, &helo).await;
-            cx.noted_lookups(&lists);
-            decide(cx, result, || format!("pass: <{address}> exists"))
-        })
+    async fn mail(&mut self, cx: &mut Cx<'_>) -> Flow {
+        let (Some(settings), Some(address)) = (
+            cx.class().and_then(|c| c.verify_sender.clone()),
+            cx.msg.sender_address.clone(),
+        ) else {
+            return Ok(());
+        };
+        let helo = callout_helo(&cx.msg.config, &settings);
+        let shared = cx.shared();
+        let lists = shared.lists(cx.recording());
+        let result = rules::sender(&lists, &settings, &address, &helo).await;
+        cx.noted_lookups(&lists);
+        decide(cx, result, || format!("pass: <{address}> exists"))
     }
 
-    fn rcpt<'a>(&'a mut self, cx: &'a mut Cx<'_>) -> Hook<'a> {
-        Box::pin(async move {
-            // Inbound mail (a client in no class), to a recipient nothing
-            // refused already.
-            let Some(settings) = cx.msg.config.verify_recipients.clone() else {
-                return Ok(());
-            };
-            let Some(rcpt) = cx.rcpt.and_then(|r| r.address()) else {
-                return Ok(());
-            };
-            if cx.msg.class.is_some() || cx.against {
-                return Ok(());
-            }
-            let helo = callout_helo(&cx.msg.config, &settings);
-            let shared = cx.shared();
-            let lists = shared.lists(cx.recording());
-            let result = rules::recipient(&lists, &settings, rcpt, &helo).await;
-            cx.noted_lookups(&lists);
-            decide(cx, result, || format!("pass: <{rcpt}> exists"))
-        })
+    async fn rcpt(&mut self, cx: &mut Cx<'_>) -> Flow {
+        // Inbound mail (a client in no class), to a recipient nothing
+        // refused already.
+        let Some(settings) = cx.msg.config.verify_recipients.clone() else {
+            return Ok(());
+        };
+        let Some(rcpt) = cx.rcpt.and_then(|r| r.address()) else {
+            return Ok(());
+        };
+        if cx.msg.class.is_some() || cx.against {
+            return Ok(());
+        }
+        let helo = callout_helo(&cx.msg.config, &settings);
+        let shared = cx.shared();
+        let lists = shared.lists(cx.recording());
+        let result = rules::recipient(&lists, &settings, rcpt, &helo).await;
+        cx.noted_lookups(&lists);
+        decide(cx, result, || format!("pass: <{rcpt}> exists"))
     }
 }
 
