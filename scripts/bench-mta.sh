@@ -23,7 +23,10 @@
 #
 # MESSAGES per run (default 1000); ROUNDS (default 3); MTAS (default
 # "postfix sendmail"); SIZES (default "2048 102400"); SESSIONS (default
-# "10 50"); ONLY, a regular expression over set-up names, runs a subset.
+# "10 50"); ONLY, a regular expression over set-up names, runs a subset;
+# COMPARE, the path of another egress-milter binary (an older build), adds
+# its "all checks" set-ups as "egress-milter COMPARE, all checks, ..." to the
+# same alternating rounds.
 # A message that is not accepted fails the run (the bench is a correctness
 # check too). Needs root the first time: it installs postfix, libmilter-dev,
 # opendkim, redis-server, m4 and libwrap0 when missing and unpacks Sendmail into
@@ -172,7 +175,7 @@ rate_limits:
   recipients_per_sender: 100000000/h
 $3
 EOF
-  "$BIN/egress-milter" run --config "$WORK/egress-$1-$2.yaml" 2>"$WORK/egress-$1-$2.log" &
+  "${EGRESS_BINARY:-$BIN/egress-milter}" run --config "$WORK/egress-$1-$2.yaml" 2>"$WORK/egress-$1-$2.log" &
   PIDS+=($!)
   if [ "$2" = tcp ]; then wait_port "${listen##*:}"; else wait_socket "$SOCK/egress-$1"; fi
   EGRESS_PF=$pf; EGRESS_SM=$sm
@@ -180,6 +183,10 @@ EOF
 for transport in tcp unix; do
   egress all "$transport" ""
   add_setup "egress-milter, all checks, $transport" "$EGRESS_PF" "$EGRESS_SM"
+  if [ -n "${COMPARE:-}" ]; then
+    EGRESS_BINARY=$COMPARE egress compare "$transport" ""
+    add_setup "egress-milter COMPARE, all checks, $transport" "$EGRESS_PF" "$EGRESS_SM"
+  fi
   egress redis "$transport" "" "backend: redis
   redis: { url: \"redis://127.0.0.1:$REDIS_PORT\", on_failure: tempfail }"
   add_setup "egress-milter, limits in Redis, $transport" "$EGRESS_PF" "$EGRESS_SM"

@@ -107,6 +107,17 @@ impl Domain {
     }
 
     /// True when `self` is a strict subdomain of `parent`.
+    /// Each parent of the name, nearest first: `a.b.example` gives
+    /// `b.example`, then `example`.
+    pub fn parents(&self) -> impl Iterator<Item = &str> {
+        let mut rest = self.0.as_str();
+        std::iter::from_fn(move || {
+            let (_, parent) = rest.split_once('.')?;
+            rest = parent;
+            Some(parent)
+        })
+    }
+
     pub fn is_subdomain_of(&self, parent: &Domain) -> bool {
         self.0.len() > parent.0.len()
             && self.0.ends_with(parent.0.as_str())

@@ -118,7 +118,8 @@ pub async fn explain(config: Config, req: &Request, offline: bool) -> Report {
     )
     .await
     .ok()
-    .flatten();
+    .flatten()
+    .map(|(_, c)| c);
     let client = crate::address::client_key(req.client, config.incidents.ipv6_prefix);
     let sender = crate::address::Address::parse(&req.from)
         .ok()
@@ -154,14 +155,14 @@ pub fn offline_config(mut config: Config, offline: bool) -> Config {
         config.dkim.verify_existing = crate::config::CheckMode::Off;
         config.content.rspamd = None;
         config.antivirus = None;
-        for c in &mut config.classes {
+        config.classes.edit(|c| {
             if c.verify_sender
                 .as_ref()
                 .is_some_and(|v| matches!(v.by, crate::config::VerifyBy::Callout(_)))
             {
                 c.verify_sender = None;
             }
-        }
+        });
         if config
             .verify_recipients
             .as_ref()

@@ -185,7 +185,7 @@ pub(super) async fn answer(shared: &Shared, request: Limits) -> Answer {
             .flatten(),
         None => None,
     };
-    let class = class.map(|c| c.name.as_str());
+    let class = class.map(|(_, c)| c.name.as_str());
     let mut limits = limits_for(&config, &key, ip, class);
     if let Some(name) = only {
         let known = |n: &str| {

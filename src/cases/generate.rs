@@ -100,7 +100,7 @@ fn write_case(out: &mut String, g: &Gen) {
 /// file source); None for a directory.
 fn exact_domains(list: &Entries<DomainPattern>, config: &Config) -> Option<Vec<Domain>> {
     let patterns: Vec<DomainPattern> = match list {
-        Entries::Inline(v) => v.clone(),
+        Entries::Inline(v) => v.to_vec(),
         Entries::Source(name) => match &config.sources.iter().find(|s| &s.name == name)?.backend {
             SourceBackend::File { contents, .. } => contents
                 .domains()
@@ -175,7 +175,7 @@ pub async fn generate(config: &Config) -> String {
                 .await
                 .ok()
                 .flatten();
-            if got.is_some_and(|c| c.name == class.name) {
+            if got.is_some_and(|(_, c)| c.name == class.name) {
                 client = Some(ip);
                 break;
             }

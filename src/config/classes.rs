@@ -3,6 +3,7 @@
 
 use super::raw::Spanned;
 use super::raw::{RawList, RawSourceRef, RawVerify, Text};
+use super::sets::{KeyMap, NetMap};
 use super::sources::{Entries, Kind, Verify};
 use super::{Mode, Validator};
 use crate::address::{Address, DomainPattern};
@@ -110,7 +111,7 @@ impl Validator {
         }
         let clients = match &raw.clients {
             Some(c) => self.network_list(&format!("{key}.clients"), c),
-            None => Entries::Inline(Vec::new()),
+            None => Entries::Inline(Default::default()),
         };
         let auth = raw.auth.as_ref().and_then(|a| match &a.value {
             RawAuth::Keyword(k) if k == "any" => Some(AuthMatch::Any),
@@ -188,7 +189,7 @@ impl Validator {
                     ),
                 }
             }
-            Entries::Inline(out)
+            Entries::Inline(out.into())
         });
         let login_map = raw
             .login_map
@@ -228,5 +229,95 @@ impl Validator {
             mode: raw.mode,
             antivirus: raw.antivirus.unwrap_or(true),
         }
+    }
+}
+
+/// The classes in their order, and an index of who each one matches: the
+/// classes that can match a client are found by its address and its login
+/// (never by reading every class), then judged in order, so the first class
+/// that matches wins as if every class were read top to bottom.
+#[derive(Clone, Debug, Default)]
+pub struct Classes {
+    list: Vec<Class>,
+    /// Classes by the networks of their inline `clients`.
+    by_network: NetMap<usize>,
+    /// Classes with no inline `clients` (matched by login alone) by each
+    /// login of their `auth` list.
+    by_login: KeyMap<String, usize>,
+    /// Classes that must always be asked: `clients` from a source, or
+    /// matched by any login alone (`auth: any` without `clients`).
+    always: Vec<usize>,
+}
+
+impl Classes {
+    pub fn new(list: Vec<Class>) -> Self {
+        let mut by_network = NetMap::default();
+        let mut by_login = KeyMap::default();
+        let mut always = Vec::new();
+        for (i, c) in list.iter().enumerate() {
+            match (&c.clients, &c.auth) {
+                (Entries::Inline(nets), _) if !nets.is_empty() => {
+                    for n in nets.iter() {
+                        by_network.insert(*n, i);
+                    }
+                }
+                (Entries::Inline(_), Some(AuthMatch::Logins(logins))) => {
+                    for l in logins {
+                        by_login.insert(l.clone(), i);
+                    }
+                }
+                _ => always.push(i),
+            }
+        }
+        Self {
+            list,
+            by_network,
+            by_login,
+            always,
+        }
+    }
+
+    /// Changes each class, then indexes them again.
+    pub fn edit(&mut self, f: impl FnMut(&mut Class)) {
+        let mut list = std::mem::take(&mut self.list);
+        list.iter_mut().for_each(f);
+        *self = Self::new(list);
+    }
+
+    /// Keeps the classes `keep` says, then indexes them again.
+    pub fn retain(&mut self, keep: impl FnMut(&Class) -> bool) {
+        let mut list = std::mem::take(&mut self.list);
+        list.retain(keep);
+        *self = Self::new(list);
+    }
+
+    /// The positions of the classes that may match this client, in order,
+    /// each once: a superset of those that do.
+    pub fn candidates(&self, ip: Option<std::net::IpAddr>, login: Option<&str>) -> Vec<usize> {
+        let mut out: Vec<usize> = self.always.clone();
+        if let Some(ip) = ip {
+            out.extend(self.by_network.cover(ip).copied());
+        }
+        if let Some(login) = login {
+            out.extend(self.by_login.get(login).copied());
+        }
+        out.sort_unstable();
+        out.dedup();
+        out
+    }
+}
+
+impl std::ops::Deref for Classes {
+    type Target = [Class];
+    fn deref(&self) -> &[Class] {
+        &self.list
+    }
+}
+
+impl<'a> IntoIterator for &'a Classes {
+    type Item = &'a Class;
+    type IntoIter = std::slice::Iter<'a, Class>;
+    fn into_iter(self) -> Self::IntoIter {
+        self.list.iter()
     }
 }

@@ -113,6 +113,9 @@ pub struct CustomLimit {
     pub rate: Option<Rate>,
     /// The first that matches wins; its rate (None: unlimited).
     pub overrides: Vec<(Matcher, Option<Rate>)>,
+    /// Where each override's `match` is found (built with the limits' keys:
+    /// [`super::RateLimits::index_overrides`]).
+    pub override_index: super::matchers::MatcherIndex,
     /// `mode: monitor`: counted and logged as `would_tempfail`, never
     /// refused (a shadow limit), while the other limits enforce.
     pub monitor: bool,
@@ -249,6 +252,7 @@ impl Validator {
                     count,
                     rate,
                     overrides,
+                    override_index: Default::default(),
                     monitor: r
                         .mode
                         .as_ref()

@@ -370,6 +370,21 @@ pub struct RateLimits {
     pub max_keys: usize,
     pub defaults: LimitSet,
     pub overrides: Vec<Override>,
+    /// Where each override's `match` is found (built with `keys`).
+    pub override_index: super::matchers::MatcherIndex,
+}
+
+impl RateLimits {
+    /// Indexes the overrides, and each custom limit's, by what they match,
+    /// with the keys as they are now.
+    pub fn index_overrides(&mut self) {
+        use super::matchers::MatcherIndex;
+        self.override_index =
+            MatcherIndex::new(self.overrides.iter().map(|o| &o.matcher), &self.keys);
+        for c in &mut self.custom {
+            c.override_index = MatcherIndex::new(c.overrides.iter().map(|(m, _)| m), &self.keys);
+        }
+    }
 }
 
 /// Default `rate_limits.max_keys`: one million tracked (limit, key) pairs,
@@ -388,6 +403,7 @@ impl Default for RateLimits {
             max_keys: DEFAULT_MAX_KEYS,
             defaults: LimitSet::default(),
             overrides: Vec::new(),
+            override_index: Default::default(),
         }
     }
 }
@@ -463,6 +479,7 @@ impl Validator {
             }
         }
         out.redis = self.redis(&raw.redis);
+        out.index_overrides();
         out
     }
 

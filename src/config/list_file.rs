@@ -5,7 +5,6 @@
 
 use crate::address::{Address, Domain, DomainPattern};
 use crate::config::{parse_network, Kind};
-use ipnet::IpNet;
 use std::{
     collections::{HashMap, HashSet},
     net::IpAddr,
@@ -23,7 +22,7 @@ pub struct FileIndex {
     exact: HashSet<String>,
     /// `*.parent` entries of a domain list: the parents.
     subdomains: HashSet<String>,
-    networks: Vec<IpNet>,
+    networks: super::sets::NetMap<()>,
     /// Login -> the addresses (or `@domain`s) it may send as.
     map: HashMap<String, Vec<String>>,
     /// Entries, for `selfcheck` and `cache show`.
@@ -111,7 +110,7 @@ pub fn parse(text: &str, kind: Kind) -> Result<FileIndex, FileError> {
             Kind::Networks => {
                 let net =
                     parse_network(key).ok_or_else(|| fail(format!("invalid network \"{key}\"")))?;
-                index.networks.push(net);
+                index.networks.insert(net, ());
             }
             Kind::AddressMap => {
                 if values.is_empty() {
@@ -176,7 +175,7 @@ impl FileIndex {
     }
 
     pub fn has_ip(&self, ip: IpAddr) -> bool {
-        self.networks.iter().any(|n| n.contains(&ip))
+        self.networks.holds(crate::address::canonical_ip(ip))
     }
 
     /// A map's values for a key.

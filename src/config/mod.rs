@@ -16,15 +16,17 @@ mod incidents;
 mod limits;
 pub mod list_file;
 mod mail_auth;
+mod matchers;
 mod raw;
 mod reading;
 mod redis;
 mod restart;
+mod sets;
 mod sources;
 
 pub use admin::{AdminListen, AdminSettings, DEFAULT_ADMIN_SOCKET};
 pub use antivirus::{AntivirusSettings, Clamd, VirusAction};
-pub use classes::{AuthMatch, Class};
+pub use classes::{AuthMatch, Class, Classes};
 pub use content::{
     parse_size, ContentSettings, CustomRule, RspamdSettings, RuleWeights, UnreadableArchives,
 };
@@ -36,9 +38,11 @@ pub use incidents::{
 };
 pub use limits::{Backend, LimitKeys, LimitSet, Matcher, Override, RateLimits, Setting};
 pub use mail_auth::{CheckMode, DkimSettings, DnsSettings, OnUnsigned, SignMode};
+pub use matchers::{MatcherIndex, Who};
 pub use reading::{ConfigError, ConfigErrors};
 pub use redis::{OnFailure, RedisSettings, SentinelSettings};
 pub use restart::{restart_needed, RestartKey, RESTART_KEYS};
+pub use sets::{DomainMap, HostPatterns, Indexed, KeyMap, NetMap, Set};
 pub use sources::{
     CacheSettings, CalloutSettings, Entries, Kind, LdapScope, LdapSettings, SourceBackend,
     SourceSettings, Verify, VerifyBy,
@@ -132,7 +136,7 @@ pub struct Config {
     pub mode: Mode,
     pub on_error: OnError,
     pub local_domains: Entries<DomainPattern>,
-    pub classes: Vec<Class>,
+    pub classes: Classes,
     /// The named lookups, each with the kind its uses need.
     pub sources: Vec<SourceSettings>,
     /// Inbound mail (from a client in no class) to `local_domains`: the
@@ -156,10 +160,10 @@ pub struct Config {
     pub dns: DnsSettings,
     pub content: ContentSettings,
     /// Networks whose addresses must not leave in Received: lines.
-    pub internal_networks: Vec<IpNet>,
+    pub internal_networks: Set<IpNet>,
     /// Host names scrubbing treats as internal: `*.suffix` or an exact
     /// name, lower case.
-    pub internal_hostnames: Vec<String>,
+    pub internal_hostnames: HostPatterns,
     pub strip_internal_received: bool,
     /// Headers removed from every message (names as configured).
     pub remove_headers: Vec<String>,
@@ -269,18 +273,20 @@ impl Validator {
             self.error(1, "local_domains", "at least one local domain is needed");
         }
         let mut classes: Vec<Class> = Vec::new();
+        let mut names = std::collections::HashSet::new();
         for (i, c) in raw.classes.into_iter().enumerate() {
             let key = format!("classes[{i}]");
-            if let Some(first) = classes.iter().find(|k| k.name == c.name.value) {
+            if !names.insert(c.name.value.clone()) {
                 self.error(
                     c.name.referenced.line(),
                     format!("{key}.name"),
-                    format!("class name \"{}\" is used twice", first.name),
+                    format!("class name \"{}\" is used twice", c.name.value),
                 );
             }
             let class = self.class(&key, c, &local_domains);
             classes.push(class);
         }
+        let classes = Classes::new(classes);
         let max_recipients = self.at_least(
             raw.recipients.max_per_message,
             "recipients.max_per_message",
@@ -392,8 +398,8 @@ impl Validator {
             spf_check_egress: auth.spf_check_egress,
             dns: auth.dns,
             content,
-            internal_networks,
-            internal_hostnames,
+            internal_networks: internal_networks.into(),
+            internal_hostnames: HostPatterns::new(internal_hostnames),
             strip_internal_received: raw.headers.strip_internal_received.unwrap_or(true),
             remove_headers,
             metrics_listen,
@@ -510,12 +516,26 @@ impl Validator {
 /// A network (`10.1.2.0/24`) or a single address (`10.1.3.7`, taken as /32
 /// or /128). Host bits set under the prefix are refused: `10.1.2.7/24` is a
 /// typo more often than an intent.
+/// An address or a network, IPv4-mapped IPv6 written as the IPv4 it is
+/// (clients are compared in that form: `::ffff:10.0.0.0/104` is
+/// `10.0.0.0/8`).
 pub(crate) fn parse_network(s: &str) -> Option<IpNet> {
     if let Ok(ip) = s.parse::<IpAddr>() {
-        return Some(IpNet::from(ip));
+        return Some(IpNet::from(crate::address::canonical_ip(ip)));
     }
     let net = s.parse::<IpNet>().ok()?;
-    (net.trunc() == net).then_some(net)
+    if net.trunc() != net {
+        return None;
+    }
+    match net {
+        IpNet::V6(n) if n.prefix_len() >= 96 => match n.addr().to_ipv4_mapped() {
+            Some(v4) => ipnet::Ipv4Net::new(v4, n.prefix_len() - 96)
+                .ok()
+                .map(IpNet::V4),
+            None => Some(net),
+        },
+        _ => Some(net),
+    }
 }
 
 /// The least a duration that must not be zero can be.

@@ -50,8 +50,23 @@ impl fmt::Display for ConfigErrors {
     }
 }
 
-/// The largest configuration file read.
-pub(super) const MAX_CONFIG_SIZE: u64 = 4 << 20;
+/// The largest configuration file read: a hundred thousand classes,
+/// domains or overrides fit.
+pub(super) const MAX_CONFIG_SIZE: u64 = 64 << 20;
+
+/// What the YAML reader may build of one file: the reader's own limits
+/// (250,000 nodes) are for untrusted documents; a configuration of a
+/// hundred thousand entries has about a million nodes. Aliases keep their
+/// default limits, so that a small file cannot expand into a large one.
+fn options() -> serde_saphyr::Options {
+    let mut options = serde_saphyr::Options::default();
+    let mut budget = serde_saphyr::Budget::default();
+    budget.max_nodes = 16_000_000;
+    budget.max_events = 32_000_000;
+    budget.max_total_scalar_bytes = MAX_CONFIG_SIZE as usize;
+    options.budget = Some(budget);
+    options
+}
 
 /// The text read as `T`. A value of the wrong kind (an unknown word, a
 /// negative number) stops serde at the first; to report every one at
@@ -123,18 +138,19 @@ pub(super) fn read_yaml<T: serde::de::DeserializeOwned>(
     // serde_path_to_error names the dotted key of a syntax or type error
     // (`classes[0].client`); serde-saphyr gives its line.
     let mut key = String::new();
-    let raw: Result<T, _> = serde_saphyr::with_deserializer_from_str(text, |de| {
-        serde_path_to_error::deserialize(de).map_err(|e| {
-            // Spanned<T> shows up as a `.value` segment: not a key.
-            let path = e.path().to_string();
-            key = path
-                .split('.')
-                .filter(|s| *s != "value")
-                .collect::<Vec<_>>()
-                .join(".");
-            e.into_inner()
-        })
-    });
+    let raw: Result<T, _> =
+        serde_saphyr::with_deserializer_from_str_with_options(text, options(), |de| {
+            serde_path_to_error::deserialize(de).map_err(|e| {
+                // Spanned<T> shows up as a `.value` segment: not a key.
+                let path = e.path().to_string();
+                key = path
+                    .split('.')
+                    .filter(|s| *s != "value")
+                    .collect::<Vec<_>>()
+                    .join(".");
+                e.into_inner()
+            })
+        });
     raw.map_err(|e| ConfigError {
         file: path.to_path_buf(),
         line: e.location().map(|l| l.line()).unwrap_or(0),

@@ -5,6 +5,7 @@
 use super::list_file::{self as file, FileIndex, Stamp};
 use super::raw::Spanned;
 use super::raw::{RawCache, RawLdap, RawList, RawSource, RawVerify, Text};
+use super::sets::{Indexed, Set};
 use super::Validator;
 use indexmap::IndexMap;
 use std::{fmt, path::PathBuf, sync::Arc, time::Duration};
@@ -32,12 +33,12 @@ impl fmt::Display for Kind {
 
 /// A list written inline, or the name of the source that holds it.
 #[derive(Clone, Debug, Eq, PartialEq)]
-pub enum Entries<T> {
-    Inline(Vec<T>),
+pub enum Entries<T: Indexed> {
+    Inline(Set<T>),
     Source(String),
 }
 
-impl<T> Entries<T> {
+impl<T: Indexed> Entries<T> {
     /// The inline entries, when the list is written in the file.
     pub fn inline(&self) -> Option<&[T]> {
         match self {
@@ -47,7 +48,7 @@ impl<T> Entries<T> {
     }
 }
 
-impl<T: fmt::Display> fmt::Display for Entries<T> {
+impl<T: Indexed + fmt::Display> fmt::Display for Entries<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Entries::Inline(v) => {
@@ -239,7 +240,7 @@ impl Validator {
         raw: &RawList,
     ) -> Entries<crate::address::DomainPattern> {
         match raw {
-            RawList::Items(items) => Entries::Inline(self.domains(key, items)),
+            RawList::Items(items) => Entries::Inline(self.domains(key, items).into()),
             RawList::Source(name) => Entries::Source(self.use_source(key, name, Kind::Domains)),
         }
     }
@@ -258,7 +259,7 @@ impl Validator {
                         ),
                     }
                 }
-                Entries::Inline(out)
+                Entries::Inline(out.into())
             }
             RawList::Source(name) => Entries::Source(self.use_source(key, name, Kind::Networks)),
         }

@@ -252,7 +252,8 @@ pub async fn run(config: Config, opts: &Options) -> Result<Report, String> {
     let shared = Shared::new(config.clone());
     let class = crate::class::resolve(&config, &shared.lists(false), Some(client), None)
         .await
-        .map_err(|e| format!("the client's class: {e}"))?;
+        .map_err(|e| format!("the client's class: {e}"))?
+        .map(|(_, c)| c);
     let paths = paths::paths(
         &config,
         class,

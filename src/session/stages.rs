@@ -146,7 +146,7 @@ impl Connection {
                 Ok(c) => (c, None),
                 Err(e) => (None, Some(e.to_string())),
             };
-        let class = class.and_then(|c| config.classes.iter().position(|k| k.name == c.name));
+        let class = class.map(|(i, _)| i);
         let envelope_sender: Sender = parse_envelope(sender_arg).map_err(|_| {
             String::from_utf8_lossy(sender_arg)
                 .trim_matches(['<', '>'])

@@ -16,7 +16,7 @@ mod ldap;
 
 pub use cache::Answer;
 
-use crate::address::{any_matches, Address, Domain, DomainPattern};
+use crate::address::{Address, Domain, DomainPattern};
 use crate::config::list_file::{self as file, FileIndex, Stamp};
 use crate::config::{Config, Entries, SourceBackend, SourceSettings};
 use crate::limiter::RedisLimiter;
@@ -436,7 +436,7 @@ impl<'a> Lists<'a> {
         domain: &Domain,
     ) -> Result<bool, Failure> {
         match list {
-            Entries::Inline(v) => Ok(any_matches(v, domain)),
+            Entries::Inline(v) => Ok(v.matches(domain)),
             Entries::Source(name) => {
                 let src = self.sources.get(name)?;
                 let a = self
@@ -455,7 +455,7 @@ impl<'a> Lists<'a> {
         address: &Address,
     ) -> Result<bool, Failure> {
         match list {
-            Entries::Inline(v) => Ok(v.contains(address)),
+            Entries::Inline(v) => Ok(v.has(address)),
             Entries::Source(name) => {
                 let key = address.to_string();
                 let a = self.lookup(name, &key).await?;
@@ -468,7 +468,7 @@ impl<'a> Lists<'a> {
     /// the address as text).
     pub async fn has_ip(&self, list: &Entries<IpNet>, ip: IpAddr) -> Result<bool, Failure> {
         match list {
-            Entries::Inline(v) => Ok(v.iter().any(|n| n.contains(&ip))),
+            Entries::Inline(v) => Ok(v.holds(ip)),
             Entries::Source(name) => {
                 let src = self.sources.get(name)?;
                 let a = self

@@ -209,7 +209,7 @@ async fn headers_past_the_size_limit() {
 async fn internal_received_lines_are_scrubbed_and_listed_headers_removed() {
     let mut config =
         egress_milter::config::Config::load(&common::config_path("content.yaml")).unwrap();
-    config.internal_networks = vec!["10.0.0.0/8".parse().unwrap()];
+    config.internal_networks = vec!["10.0.0.0/8".parse().unwrap()].into();
     config.remove_headers = vec!["X-Originating-IP".into(), "X-Mailer".into()];
     let d = common::start_with(config).await;
     let mut conn = d.client("10.0.0.1").await;

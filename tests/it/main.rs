@@ -20,6 +20,7 @@ mod explain;
 mod faults;
 mod from_header;
 mod incidents;
+mod large_config;
 mod learning;
 mod limits_admin;
 mod metrics;

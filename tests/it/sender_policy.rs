@@ -118,9 +118,7 @@ async fn global_monitor_mode_lets_everything_through() {
         egress_milter::config::Config::load(&common::config_path("policy.yaml")).unwrap();
     config.mode = egress_milter::config::Mode::Monitor;
     // A class's own mode still wins: make crm-app follow the global one.
-    for c in &mut config.classes {
-        c.mode = None;
-    }
+    config.classes.edit(|c| c.mode = None);
     let d = common::start_with(config).await;
     let mut conn = d.client("198.51.100.7").await;
     assert_eq!(

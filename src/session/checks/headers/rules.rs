@@ -8,6 +8,7 @@
 //! anything internal are removed. Our own `X-Egress-Score` and
 //! `X-Egress-Rules` are ours alone: any a client wrote are removed.
 
+use crate::config::{HostPatterns, Set};
 use ipnet::IpNet;
 use regex::Regex;
 use std::{net::IpAddr, sync::LazyLock};
@@ -79,9 +80,9 @@ static BY: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"(?i)(?:^|\s+)by\s").e
 
 /// What scrubbing treats as internal.
 pub struct Internal<'a> {
-    pub networks: &'a [IpNet],
+    pub networks: &'a Set<IpNet>,
     /// `*.suffix` or an exact name, lower case.
-    pub hostnames: &'a [String],
+    pub hostnames: &'a HostPatterns,
 }
 
 /// Words that follow "from"/"by" or open a parenthesis in Received:
@@ -106,15 +107,12 @@ impl Internal<'_> {
         text.parse::<IpAddr>()
             .ok()
             .map(crate::address::canonical_ip)
-            .is_some_and(|ip| self.networks.iter().any(|n| n.contains(&ip)))
+            .is_some_and(|ip| self.networks.holds(ip))
     }
 
     fn host(&self, name: &str) -> bool {
         let name = name.trim_end_matches('.').to_ascii_lowercase();
-        self.hostnames.iter().any(|p| match p.strip_prefix("*.") {
-            Some(suffix) => name.ends_with(&format!(".{suffix}")),
-            None => name == *p,
-        })
+        self.hostnames.matches(&name)
     }
 
     /// The spans of `text` that are internal addresses or names.
@@ -262,10 +260,10 @@ mod tests {
             .collect()
     }
 
-    fn internal() -> (Vec<IpNet>, Vec<String>) {
+    fn internal() -> (Set<IpNet>, HostPatterns) {
         (
-            vec!["10.0.0.0/8".parse().unwrap(), "fd00::/8".parse().unwrap()],
-            vec!["*.corp.local".into(), "localhost".into()],
+            vec!["10.0.0.0/8".parse().unwrap(), "fd00::/8".parse().unwrap()].into(),
+            HostPatterns::new(vec!["*.corp.local".into(), "localhost".into()]),
         )
     }
 

@@ -181,7 +181,7 @@ pub(in crate::session) async fn connect(conn: &mut Connection) -> Flow {
     let shared = conn.shared.clone();
     let lists = shared.lists(conn.trace.is_some());
     let class = match crate::class::resolve(&config, &lists, Some(ip), None).await {
-        Ok(c) => c,
+        Ok(c) => c.map(|(_, c)| c),
         Err(e) => {
             tracing::warn!(conn_id = conn.id, "class at connect unknown: {e}");
             None

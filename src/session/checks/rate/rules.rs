@@ -11,8 +11,8 @@
 //! | messages_per_user | SASL login | the same |
 //! | messages_per_recipient | recipient address | IP/CIDR; class name; login; recipient address / @domain |
 
-use crate::address::{any_matches, canonical_ip, Address};
-use crate::config::{Counter, CustomLimit, KeyPart, LimitKeys, Matcher, RateLimits, Setting};
+use crate::address::{canonical_ip, Address};
+use crate::config::{Counter, CustomLimit, KeyPart, LimitKeys, RateLimits, Setting, Who};
 use crate::limiter::{Check, LimitName, LimiterError, Outcome};
 use crate::reply;
 use crate::verdict::{Backend, Verdict};
@@ -30,31 +30,29 @@ pub struct Facts<'a> {
     pub bounce: bool,
 }
 
-fn matches(m: &Matcher, keys: &LimitKeys, name: LimitName, f: &Facts<'_>) -> bool {
-    let address = if name == LimitName::MessagesPerRecipient {
-        f.rcpt
-    } else {
-        f.sender
-    };
-    match m {
-        Matcher::Network(n) => f.ip.is_some_and(|ip| n.contains(&canonical_ip(ip))),
-        Matcher::Word(w) => {
-            f.class == Some(w.as_str()) || f.login.is_some_and(|l| keys.same_login(l, w))
-        }
-        Matcher::Domain(p) => address
-            .and_then(|a| a.domain.name())
-            .is_some_and(|d| any_matches(std::slice::from_ref(p), d)),
-        Matcher::Address(a) => address.is_some_and(|x| keys.same_address(x, a)),
+/// Who the facts are, as overrides match them for a limit: by the
+/// recipient for `messages_per_recipient`, else by the sender.
+fn who<'a>(name: LimitName, f: &Facts<'a>) -> Who<'a> {
+    Who {
+        ip: f.ip,
+        class: f.class,
+        login: f.login,
+        address: if name == LimitName::MessagesPerRecipient {
+            f.rcpt
+        } else {
+            f.sender
+        },
     }
 }
 
-/// The setting of one limit for these facts.
+/// The setting of one limit for these facts: the first override that
+/// matches and sets it, else the default.
 pub fn setting(limits: &RateLimits, name: LimitName, facts: &Facts<'_>) -> Option<Setting> {
     limits
-        .overrides
-        .iter()
-        .filter(|o| matches(&o.matcher, &limits.keys, name, facts))
-        .find_map(|o| o.limits.get(name))
+        .override_index
+        .matching(&limits.keys, &who(name, facts))
+        .into_iter()
+        .find_map(|i| limits.overrides.get(i)?.limits.get(name))
         .or_else(|| limits.defaults.get(name))
 }
 
@@ -228,21 +226,20 @@ fn custom_rate(
     limit: &CustomLimit,
     f: &Facts<'_>,
 ) -> Option<crate::limiter::Rate> {
-    let recipient_keyed = limit.key.iter().any(|k| k.per_recipient());
-    limit
-        .overrides
-        .iter()
-        .find(|(m, _)| custom_matches(m, &limits.keys, recipient_keyed, f))
-        .map_or(limit.rate, |(_, r)| *r)
-}
-
-fn custom_matches(m: &Matcher, keys: &LimitKeys, by_recipient: bool, f: &Facts<'_>) -> bool {
-    let name = if by_recipient {
+    let name = if limit.key.iter().any(|k| k.per_recipient()) {
         LimitName::MessagesPerRecipient
     } else {
         LimitName::MessagesPerSender
     };
-    matches(m, keys, name, f)
+    let first = limit
+        .override_index
+        .matching(&limits.keys, &who(name, f))
+        .into_iter()
+        .next();
+    match first.and_then(|i| limit.overrides.get(i)) {
+        Some((_, rate)) => *rate,
+        None => limit.rate,
+    }
 }
 
 fn push_cells(

@@ -1,5 +1,6 @@
 use super::*;
-use crate::config::Config;
+use crate::address::{any_matches, canonical_ip};
+use crate::config::{Config, LimitKeys, Matcher};
 use std::path::Path;
 
 fn limits() -> RateLimits {
@@ -434,4 +435,150 @@ fn concurrent_cap() {
     assert_eq!(connection(&l, &f("192.0.2.1")).1, Some(20));
     assert_eq!(connection(&l, &f("10.2.3.4")).1, None);
     assert_eq!(connection(&l, &Facts::default()).1, None);
+}
+
+/// What an override matched before the index: every override read in order
+/// (the reference the index must agree with).
+fn scanned(m: &Matcher, keys: &LimitKeys, name: LimitName, f: &Facts<'_>) -> bool {
+    let address = if name == LimitName::MessagesPerRecipient {
+        f.rcpt
+    } else {
+        f.sender
+    };
+    match m {
+        Matcher::Network(n) => f.ip.is_some_and(|ip| n.contains(&canonical_ip(ip))),
+        Matcher::Word(w) => {
+            f.class == Some(w.as_str()) || f.login.is_some_and(|l| keys.same_login(l, w))
+        }
+        Matcher::Domain(p) => address
+            .and_then(|a| a.domain.name())
+            .is_some_and(|d| any_matches(std::slice::from_ref(p), d)),
+        Matcher::Address(a) => address.is_some_and(|x| keys.same_address(x, a)),
+    }
+}
+
+/// Overlapping networks, a class and a login of one word, a domain and an
+/// address in it, wildcard and exact domains, every spelling of a person:
+/// the indexed overrides pick what reading them in order picked, for every
+/// limit, with the first match winning.
+#[test]
+fn indexed_overrides_pick_what_reading_them_in_order_picks() {
+    let l = Config::parse(
+        Path::new("t.yaml"),
+        r#"
+listen: inet:127.0.0.1:1
+local_domains: [example.com]
+rate_limits:
+  messages_per_client: 100/h
+  messages_per_sender: 50/h
+  messages_per_user: 40/h
+  messages_per_recipient: 30/h
+  recipients_per_sender: 500/d
+  custom:
+    - name: per_domain
+      key: sender_domain
+      count: messages
+      rate: 1000/h
+      overrides:
+        - { match: "@*.example.org", rate: 1/h }
+        - { match: "@b.example.org", rate: 2/h }
+        - { match: 10.1.0.0/16, rate: 3/h }
+    - name: per_rcpt
+      key: recipient_domain
+      count: messages
+      rate: 1000/h
+      overrides:
+        - { match: "@gmail.com", rate: 4/h }
+        - { match: Bob+x@Gmail.com, rate: 5/h }
+  overrides:
+    - { match: 10.1.2.0/24, messages_per_client: 1/h }
+    - { match: 10.1.0.0/16, messages_per_client: 2/h, messages_per_sender: 2/h }
+    - { match: "::ffff:10.9.0.0/112", messages_per_client: 3/h }
+    - { match: app, messages_per_sender: 3/h }
+    - { match: Gina, messages_per_user: 4/h, messages_per_client: 4/h }
+    - { match: "@*.example.org", messages_per_sender: 5/h, messages_per_recipient: 5/h }
+    - { match: "@b.example.org", messages_per_sender: 6/h }
+    - { match: jim@b.example.org, messages_per_sender: 7/h, recipients_per_sender: 7/d }
+    - { match: "@example.org", messages_per_sender: 8/h }
+    - { match: Bob@Gmail.com, messages_per_recipient: 9/h }
+    - { match: "2001:db8::/32", messages_per_client: 10/h }
+    - { match: 10.1.2.3, messages_per_sender: 11/h }
+"#,
+    )
+    .unwrap()
+    .rate_limits;
+    let ips = [
+        None,
+        Some("10.1.2.3"),
+        Some("10.1.9.9"),
+        Some("::ffff:10.1.2.3"),
+        Some("10.9.0.1"),
+        Some("2001:db8::1"),
+        Some("192.0.2.1"),
+    ];
+    let addresses = [
+        None,
+        Some("jim@b.example.org"),
+        Some("JIM+news@B.Example.ORG"),
+        Some("ann@b.example.org"),
+        Some("x@a.b.example.org"),
+        Some("x@example.org"),
+        Some("bob@gmail.com"),
+        Some("Bob+y@gmail.com"),
+        Some("z@elsewhere.test"),
+    ];
+    let parsed: Vec<Option<Address>> = addresses
+        .iter()
+        .map(|a| a.map(|a| Address::parse(a).unwrap()))
+        .collect();
+    let names = [
+        LimitName::MessagesPerClient,
+        LimitName::MessagesPerSender,
+        LimitName::MessagesPerUser,
+        LimitName::MessagesPerRecipient,
+        LimitName::RecipientsPerSender,
+    ];
+    let mut compared = 0;
+    for ip in ips {
+        for class in [None, Some("app"), Some("gina"), Some("other")] {
+            for login in [None, Some("gina"), Some("GINA"), Some("app"), Some("bob")] {
+                for sender in &parsed {
+                    for rcpt in &parsed {
+                        let f = Facts {
+                            ip: ip.map(|i| i.parse().unwrap()),
+                            class,
+                            login,
+                            sender: sender.as_ref(),
+                            rcpt: rcpt.as_ref(),
+                            bounce: false,
+                        };
+                        for name in names {
+                            let want = l
+                                .overrides
+                                .iter()
+                                .filter(|o| scanned(&o.matcher, &l.keys, name, &f))
+                                .find_map(|o| o.limits.get(name))
+                                .or_else(|| l.defaults.get(name));
+                            assert_eq!(setting(&l, name, &f), want, "{name:?} {f:?}");
+                            compared += 1;
+                        }
+                        for c in &l.custom {
+                            let name = if c.key.iter().any(|k| k.per_recipient()) {
+                                LimitName::MessagesPerRecipient
+                            } else {
+                                LimitName::MessagesPerSender
+                            };
+                            let want = c
+                                .overrides
+                                .iter()
+                                .find(|(m, _)| scanned(m, &l.keys, name, &f))
+                                .map_or(c.rate, |(_, r)| *r);
+                            assert_eq!(custom_rate(&l, c, &f), want, "{} {f:?}", c.name);
+                        }
+                    }
+                }
+            }
+        }
+    }
+    assert!(compared > 10_000, "{compared}");
 }
