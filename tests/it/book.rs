@@ -198,11 +198,16 @@ fn is_config(info: &str, body: &str) -> bool {
     (info.starts_with("yaml") || info == "indented") && key.is_match(first)
 }
 
+/// Every configuration snippet of the book, merged into a minimal file,
+/// loads as the daemon reads it, and conforms to `milter.schema.json` by
+/// python3-jsonschema (draft 2020-12).
 #[test]
 fn every_configuration_snippet_loads() {
     let base = "listen: inet:127.0.0.1:7357\nlocal_domains: [example.com]\n";
     let named = regex::Regex::new(r"/etc/egress-milter/[\w./-]+").unwrap();
     let mut loaded = 0;
+    // Each merged snippet as JSON, for the schema's validator below.
+    let merged = tempfile::tempdir().unwrap();
     for (page, text) in pages() {
         for (line, info, body) in blocks(&text) {
             if !is_config(&info, &body) {
@@ -251,9 +256,39 @@ fn every_configuration_snippet_loads() {
                 );
             }
             loaded += 1;
+            let name = format!(
+                "{}-{line}.json",
+                page.file_stem().unwrap().to_string_lossy()
+            );
+            std::fs::write(merged.path().join(name), doc.to_string()).unwrap();
         }
     }
     assert!(loaded >= 10, "{loaded}");
+    // And milter.schema.json, by a standard validator, accepts each.
+    let out = crate::common::cli::output(
+        std::process::Command::new("/usr/bin/python3")
+            .arg("-c")
+            .arg(
+                "import json, os, sys, jsonschema\n\
+                 schema = json.load(open(sys.argv[1]))\n\
+                 v = jsonschema.Draft202012Validator(schema)\n\
+                 n = 0\n\
+                 for f in sorted(os.listdir(sys.argv[2])):\n\
+                 \x20   n += 1\n\
+                 \x20   for e in v.iter_errors(json.load(open(os.path.join(sys.argv[2], f)))):\n\
+                 \x20       print(f, e.json_path, e.message)\n\
+                 print('validated', n)\n",
+            )
+            .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("milter.schema.json"))
+            .arg(merged.path()),
+    );
+    assert!(out.ok(), "python3-jsonschema: {}", out.text());
+    assert_eq!(
+        out.stdout,
+        format!("validated {loaded}\n"),
+        "{}",
+        out.text()
+    );
 }
 
 /// A cases file shown (` ```yaml cases `) loads as `egress-milter test`
