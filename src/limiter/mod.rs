@@ -129,27 +129,45 @@ impl Limiter {
         }
     }
 
-    /// Counts a new connection from `ip` if fewer than `max` are open.
-    pub async fn open_connection(
+    /// A new connection from `ip`: a place among at most `max` open
+    /// connections (when capped), then the connection rate `checks`, all or
+    /// nothing (one round trip with Redis). `None`: the cap is reached;
+    /// else the rates' outcome, and the place when capped and allowed.
+    pub async fn connect(
         &self,
         ip: IpAddr,
-        max: u32,
-    ) -> Result<Option<ConnectionLease>, LimiterError> {
+        max: Option<u32>,
+        checks: &[Check],
+    ) -> Result<Option<(Outcome, Option<ConnectionLease>)>, LimiterError> {
         let ip = crate::address::canonical_ip(ip);
         let local = || {
-            Ok(self
-                .local
-                .open_connection(ip, max)
-                .map(ConnectionLease::Local))
+            let lease = match max {
+                Some(max) => match self.local.open_connection(ip, max) {
+                    Some(lease) => Some(ConnectionLease::Local(lease)),
+                    None => return None,
+                },
+                None => None,
+            };
+            let (outcome, _) = self.local.check_fill(checks);
+            // A refused connection holds no place.
+            let lease = lease.filter(|_| outcome == Outcome::Allowed);
+            Some((outcome, lease))
         };
         let Some(redis) = &self.redis else {
-            return local();
+            return Ok(local());
         };
-        match redis.open_connection(ip, max).await {
-            Ok(lease) => Ok(lease.map(ConnectionLease::Redis)),
+        if max.is_none() && checks.is_empty() {
+            // Nothing to count: Redis is not asked.
+            return Ok(Some((Outcome::Allowed, None)));
+        }
+        match redis.connect(ip, max, checks).await {
+            Ok(got) => Ok(got.map(|(o, lease)| (o, lease.map(ConnectionLease::Redis)))),
             Err(e) => match self.fallback() {
-                OnFailure::Local => local(),
-                OnFailure::Accept => Ok(Some(ConnectionLease::Unlimited)),
+                OnFailure::Local => Ok(local()),
+                OnFailure::Accept => Ok(Some((
+                    Outcome::Allowed,
+                    max.map(|_| ConnectionLease::Unlimited),
+                ))),
                 OnFailure::Tempfail => Err(e),
             },
         }

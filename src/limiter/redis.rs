@@ -27,8 +27,9 @@ use std::{
 use tokio::sync::mpsc;
 use tracing::{info, warn};
 
-/// The script in `gcra.lua` (its keys and arguments are described there).
-const GCRA_LUA: &str = include_str!("gcra.lua");
+/// The script in `gcra.lua`: the GCRA of `gcra_fn.lua` over its keys and
+/// arguments (described there).
+const GCRA_LUA: &str = concat!(include_str!("gcra_fn.lua"), include_str!("gcra.lua"));
 
 /// Where Redis is: the configured URL, or the master that Sentinel names
 /// (asked again each time a connection is made, so that after a failover
@@ -191,8 +192,8 @@ impl Target {
     }
 }
 
-/// The script in `acquire.lua` (its keys and arguments are described there).
-const ACQUIRE_LUA: &str = include_str!("acquire.lua");
+/// The script in `connect.lua`, with the GCRA of `gcra_fn.lua`.
+const CONNECT_LUA: &str = concat!(include_str!("gcra_fn.lua"), include_str!("connect.lua"));
 
 /// The script in `renew.lua` (its keys and arguments are described there).
 const RENEW_LUA: &str = include_str!("renew.lua");
@@ -207,7 +208,7 @@ pub struct RedisLimiter {
     conn: tokio::sync::Mutex<Option<ConnectionManager>>,
     settings: RedisSettings,
     gcra: Script,
-    acquire: Script,
+    connect: Script,
     renew: Script,
     /// Identifies this gateway's connection members.
     gateway: String,
@@ -254,7 +255,7 @@ impl RedisLimiter {
             conn: tokio::sync::Mutex::new(None),
             settings: settings.clone(),
             gcra: Script::new(GCRA_LUA),
-            acquire: Script::new(ACQUIRE_LUA),
+            connect: Script::new(CONNECT_LUA),
             renew: Script::new(RENEW_LUA),
             gateway,
             next_member: AtomicU64::new(1),
@@ -365,11 +366,16 @@ impl RedisLimiter {
         ))
     }
 
-    pub async fn open_connection(
+    /// A new connection from `ip` in one round trip: a place among at most
+    /// `max` open connections (when capped), then the connection rate
+    /// `checks`, all or nothing. `None`: the cap is reached; else the
+    /// rates' outcome, and the place when capped and allowed.
+    pub async fn connect(
         &self,
         ip: IpAddr,
-        max: u32,
-    ) -> Result<Option<RedisLease>, LimiterError> {
+        max: Option<u32>,
+        checks: &[Check],
+    ) -> Result<Option<(Outcome, Option<RedisLease>)>, LimiterError> {
         let tx = self.lease_manager().clone();
         let key = self.key(format_args!("concurrent_per_client:{ip}"));
         let member = format!(
@@ -377,26 +383,43 @@ impl RedisLimiter {
             self.gateway,
             self.next_member.fetch_add(1, Ordering::Relaxed)
         );
-        let lease_us = self.settings.lease.as_micros() as u64;
-        let taken: i64 = self
-            .call(async |mut conn| {
-                self.acquire
-                    .key(&key)
-                    .arg(&member)
-                    .arg(max)
-                    .arg(lease_us)
-                    .invoke_async(&mut conn)
-                    .await
-            })
-            .await?;
-        if taken == 0 {
-            return Ok(None);
+        let mut invocation = self.connect.prepare_invoke();
+        invocation
+            .key(&key)
+            .arg(max.unwrap_or(0))
+            .arg(&member)
+            .arg(self.settings.lease.as_micros() as u64);
+        for c in checks {
+            invocation
+                .key(self.rate_key(c))
+                .arg((c.rate.emission_ns() / 1000).max(1))
+                .arg(c.rate.burst())
+                .arg(c.n)
+                .arg(c.member.as_deref().unwrap_or(""));
         }
-        let _ = tx.send(LeaseEvent::Taken {
-            key: key.clone(),
-            member: member.clone(),
-        });
-        Ok(Some(RedisLease { tx, key, member }))
+        let (index, wait_us): (i64, String) = self
+            .call(async |mut conn| invocation.invoke_async(&mut conn).await)
+            .await?;
+        match usize::try_from(index) {
+            Err(_) => Ok(None),
+            Ok(0) => {
+                let lease = max.map(|_| {
+                    let _ = tx.send(LeaseEvent::Taken {
+                        key: key.clone(),
+                        member: member.clone(),
+                    });
+                    RedisLease { tx, key, member }
+                });
+                Ok(Some((Outcome::Allowed, lease)))
+            }
+            Ok(index) => Ok(Some((
+                Outcome::Denied {
+                    index: index - 1,
+                    retry_after: Duration::from_micros(wait_us.parse().unwrap_or(u64::MAX / 1000)),
+                },
+                None,
+            ))),
+        }
     }
 
     /// Open connections counted for `ip` across all gateways.

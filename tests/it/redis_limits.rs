@@ -420,3 +420,47 @@ rate_limits:
         );
     }
 }
+
+/// At connect, the cap on open connections and the connection rate are
+/// one round trip to Redis, all or nothing: a connection the cap refuses
+/// spends none of the rate, and one the rate refuses holds no place.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn at_connect_a_refused_connection_counts_against_neither_limit() {
+    let redis = RedisServer::start();
+    let text = config_text(
+        "inet:127.0.0.1:0",
+        &redis.url(),
+        "tempfail",
+        "  concurrent_per_client: 1\n  connections_per_client: 2/h\n",
+    );
+    let d = common::start_with(Config::parse(Path::new("t.yaml"), &text).unwrap()).await;
+    let client: SocketAddr = "10.6.6.6:1".parse().unwrap();
+    let refused = "421 4.7.0 Too many connections from 10.6.6.6";
+    let open = || common::open_connections(&d.shared, "10.6.6.6");
+    let closed = || async {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while open().await != 0 {
+            assert!(Instant::now() < deadline, "the place was not given back");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    let mut a = d.open().await;
+    assert_eq!(reply(&a.connect("x", client).await.unwrap()), "continue");
+    assert_eq!(open().await, 1);
+    // The cap refuses the second: it spends nothing of the rate.
+    let mut b = d.open().await;
+    assert_eq!(reply(&b.connect("x", client).await.unwrap()), refused);
+    drop(b);
+    a.close().await.unwrap();
+    closed().await;
+    let mut c = d.open().await;
+    assert_eq!(reply(&c.connect("x", client).await.unwrap()), "continue");
+    c.close().await.unwrap();
+    closed().await;
+    // The rate (2 an hour) refuses the third it counted: it takes no place.
+    let mut e = d.open().await;
+    assert_eq!(reply(&e.connect("x", client).await.unwrap()), refused);
+    assert_eq!(open().await, 0);
+    drop(e);
+    d.stop().await;
+}

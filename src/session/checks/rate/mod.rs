@@ -196,21 +196,24 @@ pub(in crate::session) async fn connect(conn: &mut Connection) -> Flow {
         ..Facts::default()
     };
     let (checks, concurrent) = rules::connection(&config.rate_limits, &facts);
-    let mut lease = None;
     let started = Instant::now();
-    if let Some(max) = concurrent {
-        let net = crate::address::client_net(ip, config.rate_limits.keys.ipv6_prefix);
-        let got = shared.limiter.open_connection(net, max).await;
-        let verdict = rules::concurrent_verdict(got.as_ref().map(Option::is_some), &conn.client);
-        if verdict != Verdict::Continue {
-            limiter_time(&shared, started);
-            return conn.settle(None, Stage::Connect, verdict, None);
-        }
-        lease = got.ok().flatten();
-    }
-    let checked = shared.limiter.check(&checks).await;
+    let net = crate::address::client_net(ip, config.rate_limits.keys.ipv6_prefix);
+    let got = shared.limiter.connect(net, concurrent, &checks).await;
     limiter_time(&shared, started);
-    let verdict = rules::connection_verdict(&checks, checked, &conn.client);
+    let (verdict, lease) = match got {
+        // The cap on open connections first: a refused connection counts
+        // against neither.
+        Ok(None) => (rules::concurrent_verdict(Ok(false), &conn.client), None),
+        Err(e) if concurrent.is_some() => (rules::concurrent_verdict(Err(&e), &conn.client), None),
+        Err(e) => (
+            rules::connection_verdict(&checks, Err(e), &conn.client),
+            None,
+        ),
+        Ok(Some((outcome, lease))) => (
+            rules::connection_verdict(&checks, Ok(outcome), &conn.client),
+            lease,
+        ),
+    };
     if verdict == Verdict::Continue {
         let names = limit_names(&checks, concurrent.is_some());
         conn.note(Stage::Connect, "connection limits", || names);
