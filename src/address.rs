@@ -46,6 +46,17 @@ pub fn client_net(ip: IpAddr, ipv6_prefix: u8) -> IpAddr {
     }
 }
 
+/// Each parent of a dotted name, nearest first: `a.b.example` gives
+/// `b.example`, then `example`.
+pub fn parents(name: &str) -> impl Iterator<Item = &str> {
+    let mut rest = name;
+    std::iter::from_fn(move || {
+        let (_, parent) = rest.split_once('.')?;
+        rest = parent;
+        Some(parent)
+    })
+}
+
 /// A domain name in its canonical form: IDNA A-labels, lower case, no
 /// trailing dot.
 #[derive(Clone, Debug, Eq, Hash, PartialEq, Ord, PartialOrd)]
@@ -106,18 +117,12 @@ impl Domain {
         &self.0
     }
 
-    /// True when `self` is a strict subdomain of `parent`.
-    /// Each parent of the name, nearest first: `a.b.example` gives
-    /// `b.example`, then `example`.
+    /// Each parent of the name, nearest first (see [`parents`]).
     pub fn parents(&self) -> impl Iterator<Item = &str> {
-        let mut rest = self.0.as_str();
-        std::iter::from_fn(move || {
-            let (_, parent) = rest.split_once('.')?;
-            rest = parent;
-            Some(parent)
-        })
+        parents(&self.0)
     }
 
+    /// True when `self` is a strict subdomain of `parent`.
     pub fn is_subdomain_of(&self, parent: &Domain) -> bool {
         self.0.len() > parent.0.len()
             && self.0.ends_with(parent.0.as_str())

@@ -150,17 +150,8 @@ impl FileIndex {
 
     /// Whether a domain is listed, itself or under a `*.parent` entry.
     pub fn has_domain(&self, domain: &Domain) -> bool {
-        if self.exact.contains(domain.as_str()) {
-            return true;
-        }
-        let mut rest = domain.as_str();
-        while let Some((_, parent)) = rest.split_once('.') {
-            if self.subdomains.contains(parent) {
-                return true;
-            }
-            rest = parent;
-        }
-        false
+        self.exact.contains(domain.as_str())
+            || domain.parents().any(|p| self.subdomains.contains(p))
     }
 
     /// The exact domains of a domain list, sorted.

@@ -303,17 +303,8 @@ impl HostPatterns {
 
     /// Whether a pattern matches the name (lower case, no trailing dot).
     pub fn matches(&self, name: &str) -> bool {
-        if self.exact.contains(name) {
-            return true;
-        }
-        let mut rest = name;
-        while let Some((_, parent)) = rest.split_once('.') {
-            if self.suffixes.contains(parent) {
-                return true;
-            }
-            rest = parent;
-        }
-        false
+        self.exact.contains(name)
+            || crate::address::parents(name).any(|p| self.suffixes.contains(p))
     }
 }
 
