@@ -12,6 +12,7 @@
 #     line per message),
 #   - the same with the rate limits counted in Redis (a redis-server on a
 #     loopback port, as gateways sharing limits use it),
+#   - the same with two incident signals, in process and in Redis,
 #   - egress-milter signing with an RSA-2048 key, and with an Ed25519 key,
 #   - OpenDKIM (Debian's package) signing with the same RSA key,
 # each over TCP and over a unix socket, with 2 KB and 100 KB messages, 10 and
@@ -145,6 +146,7 @@ REDIS_PORT=$(free_port)
 /usr/bin/redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save "" --appendonly no \
   >"$WORK/redis.log" 2>&1 &
 PIDS+=($!)
+REDIS_PID=$!
 wait_port "$REDIS_PORT"
 
 egress() { # NAME TRANSPORT EXTRA [BACKEND]
@@ -177,6 +179,7 @@ $3
 EOF
   "${EGRESS_BINARY:-$BIN/egress-milter}" run --config "$WORK/egress-$1-$2.yaml" 2>"$WORK/egress-$1-$2.log" &
   PIDS+=($!)
+  echo "$! $1-$2" >>"$WORK/egress-pids"
   if [ "$2" = tcp ]; then wait_port "${listen##*:}"; else wait_socket "$SOCK/egress-$1"; fi
   EGRESS_PF=$pf; EGRESS_SM=$sm
 }
@@ -190,6 +193,15 @@ for transport in tcp unix; do
   egress redis "$transport" "" "backend: redis
   redis: { url: \"redis://127.0.0.1:$REDIS_PORT\", on_failure: tempfail }"
   add_setup "egress-milter, limits in Redis, $transport" "$EGRESS_PF" "$EGRESS_SM"
+  signals="incidents:
+  signals:
+    - { name: spray, key: sender, count: distinct_recipient_domains, above: 100000000/h }
+    - { name: volume, key: client, count: messages, above: 100000000/h }"
+  egress signals "$transport" "$signals"
+  add_setup "egress-milter, incident signals, $transport" "$EGRESS_PF" "$EGRESS_SM"
+  egress redis-signals "$transport" "$signals" "backend: redis
+  redis: { url: \"redis://127.0.0.1:$REDIS_PORT\", on_failure: tempfail }"
+  add_setup "egress-milter, limits and incident signals in Redis, $transport" "$EGRESS_PF" "$EGRESS_SM"
   egress rsa "$transport" "dkim: { keys: [{ domain: example.com, selector: rsa, file: $WORK/keys/rsa.pem }] }"
   add_setup "egress-milter + RSA-2048 signing, $transport" "$EGRESS_PF" "$EGRESS_SM"
   egress ed "$transport" "dkim: { keys: [{ domain: example.com, selector: ed, file: $WORK/keys/ed.pem }] }"
@@ -405,6 +417,36 @@ if ms:
 EOF
 done
 
+# CPU per message: each egress-milter process's user and system time over
+# the messages its log summarised (warm-ups included), and Redis's, with the
+# commands it ran per message of the set-ups that use it.
+cpu_s() { awk '{ print ($14 + $15) / 100 }' "/proc/$1/stat"; }
+{
+  echo
+  echo "| process | messages | CPU µs per message |"
+  echo "|---|---|---|"
+  redis_msgs=0
+  while read -r pid name; do
+    n=$(grep -c 'elapsed_ms=' "$WORK/egress-$name.log" || true)
+    [ "$n" -gt 0 ] || continue
+    [[ "$name" == redis-* ]] && redis_msgs=$((redis_msgs + n))
+    echo "| egress-milter $name | $n | $(python3 -c "print(round($(cpu_s "$pid") * 1e6 / $n))") |"
+  done <"$WORK/egress-pids"
+  if [ "$redis_msgs" -gt 0 ]; then
+    echo "| redis-server | $redis_msgs | $(python3 -c "print(round($(cpu_s "$REDIS_PID") * 1e6 / $redis_msgs))") |"
+    echo
+    echo "Redis commands per message (INFO commandstats):"
+    /usr/bin/redis-cli -p "$REDIS_PORT" info commandstats | tr -d '\r' |
+      python3 -c '
+import re, sys
+n = int(sys.argv[1])
+for line in sys.stdin:
+    m = re.match(r"cmdstat_(\w+):calls=(\d+),usec=(\d+)", line)
+    if m and m.group(1) not in ("info", "ping", "client", "hello", "script"):
+        print(f"  {m.group(1)}: {int(m.group(2)) / n:.2f} calls, {int(m.group(3)) / n:.1f} µs")' "$redis_msgs"
+  fi
+} >"$WORK/cpu.txt"
+
 python3 - "$RESULTS" "$MESSAGES" "$ROUNDS" <<'EOF'
 import json, statistics, sys
 rows = [json.loads(l) for l in open(sys.argv[1])]
@@ -438,3 +480,4 @@ for (mta, size, sessions) in groups:
           f"RSA signing vs OpenDKIM: tcp {ratio('egress-milter + RSA-2048 signing, tcp', 'OpenDKIM, RSA-2048 signing, tcp')}, "
           f"unix {ratio('egress-milter + RSA-2048 signing, unix', 'OpenDKIM, RSA-2048 signing, unix')}")
 EOF
+cat "$WORK/cpu.txt"

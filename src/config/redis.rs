@@ -30,6 +30,15 @@ pub struct RawRedis {
     /// gateway's stop counting (default `60s`).
     #[serde(default)]
     pub lease: Option<Text>,
+    /// How much of a limit a gateway may take ahead for a busy key, as a share of the limit's
+    /// count, `0%` to `10%` (default `1%`, at most 64 messages): for a key whose budget stays
+    /// at most half used, a gateway charges that many more in the same call and spends them in
+    /// process for up to a second, so a busy sender costs one Redis round trip per few
+    /// messages. They are charged in Redis before they are spent: the gateways together never
+    /// pass a limit, and may reach it early by at most that share for each gateway. `0%`: every
+    /// check in Redis.
+    #[serde(default)]
+    pub reserve: Option<Text>,
     /// For `rediss://`: the authority that signed Redis's certificate (default: the system's).
     #[serde(default)]
     pub ca_file: Option<Text>,
@@ -83,6 +92,8 @@ pub struct RedisSettings {
     /// being renewed: the time after which a dead gateway's connections stop
     /// counting.
     pub lease: Duration,
+    /// `reserve`, in thousandths of a limit's count.
+    pub reserve: u16,
     /// `rediss://`: the authority that signed Redis's certificate (PEM),
     /// when not one the system trusts.
     pub ca_pem: Option<Vec<u8>>,
@@ -122,6 +133,7 @@ impl Default for RedisSettings {
             on_failure: OnFailure::Local,
             timeout: DEFAULT_REDIS_TIMEOUT,
             lease: DEFAULT_REDIS_LEASE,
+            reserve: DEFAULT_REDIS_RESERVE,
             ca_pem: None,
             username: None,
             password: None,
@@ -134,6 +146,9 @@ impl Default for RedisSettings {
 /// millisecond on a LAN; 250 ms means it is in trouble, and the MTA should
 /// not wait longer for a verdict.
 const DEFAULT_REDIS_TIMEOUT: Duration = Duration::from_millis(250);
+/// Default `rate_limits.redis.reserve`: 1% of a limit's count.
+const DEFAULT_REDIS_RESERVE: u16 = 10;
+
 /// Default `rate_limits.redis.lease`: renewed every third of it.
 const DEFAULT_REDIS_LEASE: Duration = Duration::from_secs(60);
 
@@ -224,6 +239,21 @@ impl Validator {
             out.lease = self
                 .duration("rate_limits.redis.lease", t, super::NONZERO)
                 .unwrap_or(DEFAULT_REDIS_LEASE);
+        }
+        if let Some(t) = &r.reserve {
+            let pct = t
+                .value
+                .trim()
+                .strip_suffix('%')
+                .and_then(|n| n.trim().parse::<f64>().ok());
+            match pct {
+                Some(p) if (0.0..=10.0).contains(&p) => out.reserve = (p * 10.0).round() as u16,
+                _ => self.error(
+                    t.referenced.line(),
+                    "rate_limits.redis.reserve",
+                    format!("expected a share from 0% to 10%, got \"{}\"", t.value),
+                ),
+            }
         }
         out
     }

@@ -182,25 +182,38 @@ impl Incidents {
             match self.scripts.find(r, now_ms / 1000, &keys).await {
                 Ok(found) => {
                     self.redis_ok();
-                    match &found {
-                        Some(i) => self.seen.keep(i),
-                        None => self.seen.forget(&keys),
-                    }
+                    self.found_in_redis(&found, &keys);
                     return found;
                 }
                 Err(e) => self.fell_back(&e),
             }
-            // Redis does not answer: what was open there stays enforced.
-            return self
-                .store
-                .find(now_ms / 1000, &keys)
-                .or_else(|| self.seen.find(now_ms / 1000, &keys));
+            return self.find_without_redis(now_ms / 1000, &keys);
         }
         self.store.find(now_ms / 1000, &keys)
     }
 
+    /// What Redis answered for the keys, kept to be enforced while it
+    /// fails.
+    fn found_in_redis(&self, found: &Option<Incident>, keys: &[(KeyKind, &str)]) {
+        match found {
+            Some(i) => self.seen.keep(i),
+            None => self.seen.forget(keys),
+        }
+    }
+
+    /// Redis does not answer: what was open there stays enforced, with
+    /// what this gateway opened meanwhile.
+    fn find_without_redis(&self, now: u64, keys: &[(KeyKind, &str)]) -> Option<Incident> {
+        self.store
+            .find(now, keys)
+            .or_else(|| self.seen.find(now, keys))
+    }
+
     /// Counts an event; opens (or extends) an incident for every signal it
-    /// made cross. Returns the incidents it opened or extended.
+    /// made cross, and returns those. With `find`, also the open incident
+    /// of the first of the keys that has one once the event is counted, as
+    /// [`find`](Self::find) (with Redis, in the same round trip).
+    #[allow(clippy::too_many_arguments)]
     pub async fn observe(
         &self,
         redis: Option<&RedisLimiter>,
@@ -209,34 +222,51 @@ impl Incidents {
         event: &Event<'_>,
         settings: &IncidentSettings,
         monitor: bool,
-    ) -> Vec<Incident> {
+        find: bool,
+    ) -> (Vec<Incident>, Option<Incident>) {
         let signals = self.signals.load();
-        let crossings = match redis {
+        let wanted = if find { pairs(keys) } else { Vec::new() };
+        let (crossings, found) = match redis {
             Some(r) => match self
                 .scripts
-                .observe(r, &signals.0, now_ms, keys, event)
+                .observe(r, &signals.0, now_ms, keys, event, &wanted)
                 .await
             {
-                Ok(c) => {
+                Ok((c, found)) => {
                     self.redis_ok();
-                    c
+                    if find {
+                        self.found_in_redis(&found, &wanted);
+                    }
+                    (c, found)
                 }
                 Err(e) => {
                     self.fell_back(&e);
-                    signals.2.observe(now_ms, keys, event)
+                    let found = if find {
+                        self.find_without_redis(now_ms / 1000, &wanted)
+                    } else {
+                        None
+                    };
+                    (signals.2.observe(now_ms, keys, event), found)
                 }
             },
-            None => signals.2.observe(now_ms, keys, event),
+            None => (
+                signals.2.observe(now_ms, keys, event),
+                if find {
+                    self.store.find(now_ms / 1000, &wanted)
+                } else {
+                    None
+                },
+            ),
         };
         let mut out = Vec::new();
         for c in crossings {
             let incident = self.incident(c, now_ms / 1000, settings, monitor);
             out.push(self.open(redis, incident, settings).await);
         }
-        out
+        (out, found)
     }
 
-    /// [`observe`](Self::observe) without Redis, for the stages that
+    /// [`observe`](Self::observe) without Redis nor `find`, for the stages that
     /// cannot wait.
     pub fn observe_local(
         &self,

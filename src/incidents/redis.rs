@@ -69,16 +69,26 @@ fn index_key(r: &RedisLimiter) -> String {
     r.key(format_args!("incidents"))
 }
 
-impl Scripts {
+/// One signal's part of a call to `signal.lua`: its keys and arguments.
+struct Part {
+    keys: Vec<String>,
+    args: Vec<String>,
+}
+
+/// What `signal.lua` answers for one signal: the window's figure, the
+/// usual volume, the recent queue ids.
+type Figures = (f64, Option<f64>, Vec<String>);
+
+impl Part {
     /// One signal for one key: counted (when `event` is given) and read.
-    async fn signal(
-        &self,
+    /// None when the signal does not count this event.
+    fn new(
         r: &RedisLimiter,
         s: &Signal,
         key: &str,
         now: u64,
         event: Option<&Event<'_>>,
-    ) -> Result<Option<(f64, Option<f64>, Vec<String>)>, LimiterError> {
+    ) -> Option<Part> {
         let len = s.threshold.window().as_millis() as u64;
         let starts = super::window::slice_starts(now, len);
         let id = format!("{}:{}:{key}", s.name, s.key.as_str());
@@ -87,58 +97,104 @@ impl Scripts {
         } else {
             "sum"
         };
-        let mut inv = self.signal.prepare_invoke();
         let slice = |start: &u64| r.key(format_args!("signal:{id}:{start}"));
-        inv.key(starts.first().map(slice).unwrap_or_default())
-            .key(r.key(format_args!("baseline:{id}")))
-            .key(r.key(format_args!("recent:{id}")));
-        for start in starts.iter().skip(1) {
-            inv.key(slice(start));
-        }
+        let mut keys = vec![
+            starts.first().map(slice).unwrap_or_default(),
+            r.key(format_args!("baseline:{id}")),
+            r.key(format_args!("recent:{id}")),
+        ];
+        keys.extend(starts.iter().skip(1).map(slice));
         let (added, values, recent) = match event {
-            Some(e) => match super::signals::amount_of(s.count, e) {
-                Some((n, values)) => {
-                    let recent = match e {
-                        Event::Accepted {
-                            queue_id: Some(q), ..
-                        } if !q.is_empty() && *q != "-" => format!("{now}:{q}"),
-                        _ => String::new(),
-                    };
-                    (n, values, recent)
-                }
-                None => return Ok(None),
-            },
+            Some(e) => {
+                let (n, values) = super::signals::amount_of(s.count, e)?;
+                let recent = match e {
+                    Event::Accepted {
+                        queue_id: Some(q), ..
+                    } if !q.is_empty() && *q != "-" => format!("{now}:{q}"),
+                    _ => String::new(),
+                };
+                (n, values, recent)
+            }
             None => (0.0, Vec::new(), String::new()),
         };
         let (baseline, learn) = match s.threshold {
             Threshold::Baseline { learn, .. } => ("1", learn.as_millis() as u64),
             Threshold::Above(_) => ("0", 0),
         };
-        inv.arg(kind)
-            .arg(if event.is_some() { "add" } else { "read" })
-            .arg(len + 2 * super::window::slice_len(len) + 1000)
-            .arg(now)
-            .arg(len)
-            .arg(baseline)
-            .arg(learn)
-            .arg(added)
-            .arg(recent);
+        let mut args = vec![
+            kind.to_string(),
+            if event.is_some() { "add" } else { "read" }.to_string(),
+            (len + 2 * super::window::slice_len(len) + 1000).to_string(),
+            now.to_string(),
+            len.to_string(),
+            baseline.to_string(),
+            learn.to_string(),
+            added.to_string(),
+            recent,
+        ];
         if s.count.distinct() {
-            for v in &values {
-                inv.arg(v.as_str());
-            }
+            args.extend(values);
         } else {
-            inv.arg(added as u64);
+            args.push((added as u64).to_string());
         }
-        let (figure, usual, recent): (String, String, Vec<String>) = r
+        Some(Part { keys, args })
+    }
+}
+
+impl Scripts {
+    /// Every part in one call of `signal.lua`: one round trip for all the
+    /// signals of an event; with the fields of the incident hashes
+    /// `read`, as they are after it.
+    async fn signals(
+        &self,
+        r: &RedisLimiter,
+        parts: &[Part],
+        read: &[String],
+    ) -> Result<(Vec<Figures>, Vec<HashMap<String, String>>), LimiterError> {
+        if parts.is_empty() && read.is_empty() {
+            return Ok((Vec::new(), Vec::new()));
+        }
+        let mut inv = self.signal.prepare_invoke();
+        inv.arg(parts.len());
+        for p in parts {
+            inv.arg(p.keys.len()).arg(p.args.len());
+            for k in &p.keys {
+                inv.key(k);
+            }
+            for a in &p.args {
+                inv.arg(a);
+            }
+        }
+        for h in read {
+            inv.key(h);
+        }
+        let mut got: Vec<redis::Value> = r
             .call(async |mut conn| inv.invoke_async(&mut conn).await)
             .await?;
-        let figure = figure.parse::<f64>().unwrap_or(0.0).floor();
-        let usual = usual.parse::<f64>().ok().filter(|u| *u >= 0.0);
-        Ok(Some((figure, usual, recent)))
+        let incidents: Vec<HashMap<String, String>> = if read.is_empty() {
+            Vec::new()
+        } else {
+            match got.pop() {
+                Some(v) => {
+                    redis::from_redis_value(v).map_err(|e| LimiterError::Redis(e.to_string()))?
+                }
+                None => Vec::new(),
+            }
+        };
+        let mut figures = Vec::new();
+        for v in got {
+            let (figure, usual, recent): (String, String, Vec<String>) =
+                redis::from_redis_value(v).map_err(|e| LimiterError::Redis(e.to_string()))?;
+            let figure = figure.parse::<f64>().unwrap_or(0.0).floor();
+            let usual = usual.parse::<f64>().ok().filter(|u| *u >= 0.0);
+            figures.push((figure, usual, recent));
+        }
+        Ok((figures, incidents))
     }
 
-    /// Counts an event under its keys, every signal; returns the crossings.
+    /// Counts an event under its keys, every signal in one round trip;
+    /// returns the crossings, and, in the same round trip, the open
+    /// incident of the first of `find`'s keys that has one.
     pub async fn observe(
         &self,
         r: &RedisLimiter,
@@ -146,16 +202,30 @@ impl Scripts {
         now: u64,
         keys: &Keys<'_>,
         event: &Event<'_>,
-    ) -> Result<Vec<Crossing>, LimiterError> {
-        let mut out = Vec::new();
+        find: &[(KeyKind, &str)],
+    ) -> Result<(Vec<Crossing>, Option<Incident>), LimiterError> {
+        let mut counted = Vec::new();
+        let mut parts = Vec::new();
         for s in signals {
             let Some(key) = keys.get(s.key) else {
                 continue;
             };
-            let Some((figure, usual, recent)) = self.signal(r, s, key, now, Some(event)).await?
-            else {
-                continue;
-            };
+            if let Some(p) = Part::new(r, s, key, now, Some(event)) {
+                counted.push((s, key));
+                parts.push(p);
+            }
+        }
+        let hashes: Vec<String> = find
+            .iter()
+            .map(|(k, v)| hash_key(r, &member(*k, v)))
+            .collect();
+        let (figures, incidents) = self.signals(r, &parts, &hashes).await?;
+        let found = incidents
+            .iter()
+            .filter_map(|f| incident(f, Vec::new()))
+            .find(|i| i.until > now / 1000);
+        let mut out = Vec::new();
+        for ((s, key), (figure, usual, recent)) in counted.into_iter().zip(figures) {
             if judge_counts(s, figure, usual) {
                 let since = now.saturating_sub(s.threshold.window().as_millis() as u64);
                 let mut earlier: Vec<String> = recent
@@ -174,7 +244,7 @@ impl Scripts {
                 });
             }
         }
-        Ok(out)
+        Ok((out, found))
     }
 
     pub async fn read(
@@ -184,22 +254,29 @@ impl Scripts {
         now: u64,
         keys: &Keys<'_>,
     ) -> Result<Vec<Reading>, LimiterError> {
-        let mut out = Vec::new();
+        let mut read = Vec::new();
+        let mut parts = Vec::new();
         for s in signals {
             let Some(key) = keys.get(s.key) else {
                 continue;
             };
-            if let Some((figure, usual, _)) = self.signal(r, s, key, now, None).await? {
-                out.push(Reading {
-                    signal: s.name.clone(),
-                    kind: s.key,
-                    key: key.to_string(),
-                    figures: describe(s, figure, usual),
-                    crossed: judge_counts(s, figure, usual),
-                });
+            if let Some(p) = Part::new(r, s, key, now, None) {
+                read.push((s, key));
+                parts.push(p);
             }
         }
-        Ok(out)
+        let (figures, _) = self.signals(r, &parts, &[]).await?;
+        Ok(read
+            .into_iter()
+            .zip(figures)
+            .map(|((s, key), (figure, usual, _))| Reading {
+                signal: s.name.clone(),
+                kind: s.key,
+                key: key.to_string(),
+                figures: describe(s, figure, usual),
+                crossed: judge_counts(s, figure, usual),
+            })
+            .collect())
     }
 
     /// Forgets a key's counts in every signal of its kind (its usual
@@ -389,18 +466,45 @@ impl Scripts {
     }
 
     /// Every incident the index names (those whose hash is gone are
-    /// dropped from it), open or ended.
+    /// dropped from it), open or ended: three round trips however many.
     pub async fn all(&self, r: &RedisLimiter) -> Result<Vec<Incident>, LimiterError> {
         let idx = index_key(r);
         let members: Vec<String> = r.call(async |mut conn| conn.smembers(&idx).await).await?;
-        let mut out = Vec::new();
-        for m in members {
-            match self.get(r, &m, true).await? {
-                Some(i) => out.push(i),
-                None => {
-                    let _: i64 = r.call(async |mut conn| conn.srem(&idx, &m).await).await?;
+        if members.is_empty() {
+            return Ok(Vec::new());
+        }
+        let got: Vec<(HashMap<String, String>, Vec<String>)> = r
+            .call(async |mut conn| {
+                let mut pipe = redis::pipe();
+                for m in &members {
+                    pipe.cmd("HGETALL").arg(hash_key(r, m));
+                    pipe.cmd("LRANGE").arg(held_key(r, m)).arg(0).arg(-1);
                 }
+                let flat: Vec<redis::Value> = pipe.query_async(&mut conn).await?;
+                let mut out = Vec::new();
+                for pair in flat.chunks(2) {
+                    if let [fields, held] = pair {
+                        out.push((
+                            redis::from_redis_value_ref(fields)?,
+                            redis::from_redis_value_ref(held)?,
+                        ));
+                    }
+                }
+                Ok(out)
+            })
+            .await?;
+        let mut out = Vec::new();
+        let mut gone = Vec::new();
+        for (m, (fields, held)) in members.iter().zip(got) {
+            match incident(&fields, held) {
+                Some(i) => out.push(i),
+                None => gone.push(m),
             }
+        }
+        if !gone.is_empty() {
+            let _: i64 = r
+                .call(async |mut conn| conn.srem(&idx, &gone).await)
+                .await?;
         }
         Ok(out)
     }

@@ -3,10 +3,12 @@
 //! all or nothing, so an attempt that one limit refuses consumes the budget
 //! of none. Backends: `local` (in process) and `redis` (shared by gateways).
 
+pub mod credit;
 pub mod gcra;
 pub mod local;
 pub mod redis;
 pub mod store;
+mod target;
 pub mod warnings;
 
 pub use crate::rate::{intern, parse_limit, Limit, LimitId, LimitName, Rate};
@@ -203,7 +205,8 @@ impl Limiter {
             out.push(Budget {
                 name: *name,
                 rate: *rate,
-                remaining,
+                // The cells this gateway took ahead are still its to spend.
+                remaining: (remaining + redis.held(&check)).min(rate.burst()),
                 full_in: Duration::from_nanos(full_ns),
             });
         }

@@ -10,8 +10,11 @@
 //!
 //! Redis is one address (`url`), or the master that Sentinel names: asked
 //! of every sentinel at once whenever a connection is made, which is after
-//! every failure, so a promoted replica is found without a restart.
+//! every failure, so a promoted replica is found without a restart
+//! (`target.rs`). A busy key spends cells taken ahead (`credit.rs`); a
+//! place given back rides on the next connection's call.
 
+use super::target::Target;
 use super::{Check, LimiterError, Outcome};
 use crate::config::RedisSettings;
 use redis::{aio::ConnectionManager, AsyncCommands, Script};
@@ -31,172 +34,39 @@ use tracing::{info, warn};
 /// arguments (described there).
 const GCRA_LUA: &str = concat!(include_str!("gcra_fn.lua"), include_str!("gcra.lua"));
 
-/// Where Redis is: the configured URL, or the master that Sentinel names
-/// (asked again each time a connection is made, so that after a failover
-/// the promoted replica is found).
-enum Target {
-    Direct(redis::Client),
-    Sentinel {
-        /// One client per sentinel, all asked at once: one that hangs
-        /// (its port open, nothing answering) or whose host is gone holds
-        /// up no other.
-        sentinels: Vec<tokio::sync::Mutex<redis::sentinel::SentinelClient>>,
-        master_name: String,
-        /// The master last named, to log when it changes.
-        master: Mutex<String>,
-    },
-}
-
-impl Target {
-    /// For the configured URL or sentinels: the ACL user and the password
-    /// from its file, and for TLS the configured CA (else the system's).
-    fn new(settings: &RedisSettings) -> redis::RedisResult<Self> {
-        use redis::IntoConnectionInfo as _;
-        let certificates = || {
-            settings.ca_pem.as_ref().map(|pem| redis::TlsCertificates {
-                client_tls: None,
-                root_cert: Some(pem.clone()),
-            })
-        };
-        if let Some(sentinel) = &settings.sentinel {
-            use redis::sentinel::{SentinelClientBuilder, SentinelServerType};
-            let mut clients = Vec::new();
-            for node in &sentinel.nodes {
-                let addr = node.as_str().into_connection_info()?.addr().clone();
-                let b = SentinelClientBuilder::new(
-                    [addr],
-                    &sentinel.master_name,
-                    SentinelServerType::Master,
-                )?;
-                clients.push(tokio::sync::Mutex::new(
-                    Self::sentinel_auth(b, settings, sentinel, certificates())?.build()?,
-                ));
-            }
-            return Ok(Target::Sentinel {
-                sentinels: clients,
-                master_name: sentinel.master_name.clone(),
-                master: Mutex::new(String::new()),
-            });
-        }
-        let info = settings.url.as_str().into_connection_info()?;
-        let mut auth = info.redis_settings().clone();
-        if let Some(user) = &settings.username {
-            auth = auth.set_username(user);
-        }
-        if let Some(password) = &settings.password {
-            auth = auth.set_password(&password.0);
-        }
-        let info = info.set_redis_settings(auth);
-        let client = match certificates() {
-            Some(c) => redis::Client::build_with_tls(info, c)?,
-            None => redis::Client::open(info)?,
-        };
-        Ok(Target::Direct(client))
-    }
-
-    /// The users, passwords and TLS of one sentinel's client: the
-    /// master's from `redis`, the sentinels' own from `sentinel`.
-    fn sentinel_auth(
-        mut b: redis::sentinel::SentinelClientBuilder,
-        settings: &RedisSettings,
-        sentinel: &crate::config::SentinelSettings,
-        certificates: Option<redis::TlsCertificates>,
-    ) -> redis::RedisResult<redis::sentinel::SentinelClientBuilder> {
-        if let Some(user) = &settings.username {
-            b = b.set_client_to_redis_username(user);
-        }
-        if let Some(password) = &settings.password {
-            b = b.set_client_to_redis_password(&password.0);
-        }
-        if let Some(user) = &sentinel.username {
-            b = b.set_client_to_sentinel_username(user);
-        }
-        if let Some(password) = &sentinel.password {
-            b = b.set_client_to_sentinel_password(&password.0);
-        }
-        if sentinel.tls() {
-            b = b
-                .set_client_to_redis_tls_mode(redis::TlsMode::Secure)
-                .set_client_to_sentinel_tls_mode(redis::TlsMode::Secure);
-            if let Some(c) = certificates {
-                b = b
-                    .set_client_to_redis_certificates(c.clone())
-                    .set_client_to_sentinel_certificates(c);
-            }
-        }
-        Ok(b)
-    }
-
-    /// A client for the master: for Sentinel, the one the first sentinel
-    /// to answer names, after the master has confirmed its role.
-    async fn client(&self) -> redis::RedisResult<redis::Client> {
-        match self {
-            Target::Direct(c) => Ok(c.clone()),
-            Target::Sentinel {
-                sentinels,
-                master_name,
-                master,
-            } => {
-                // All at once; the first master found wins, and the other
-                // lookups are dropped (the crate caches only connections
-                // it has verified, so dropping one midway is safe).
-                let lookups = sentinels
-                    .iter()
-                    .map(|s| Box::pin(async move { s.lock().await.async_get_client().await }));
-                let (client, _) = futures_util::future::select_ok(lookups).await?;
-                let now = client.get_connection_info().addr().to_string();
-                let mut last = master.lock().unwrap_or_else(|p| p.into_inner());
-                if *last != now {
-                    info!(master = %now, "redis master for sentinel name {master_name:?} is {now}");
-                    *last = now;
-                }
-                Ok(client)
-            }
-        }
-    }
-
-    /// The connection in `slot`, or a new one kept there.
-    async fn kept(
-        &self,
-        slot: &mut Option<ConnectionManager>,
-        settings: &RedisSettings,
-    ) -> Result<ConnectionManager, LimiterError> {
-        if let Some(c) = slot.as_ref() {
-            return Ok(c.clone());
-        }
-        let c = self.connect(settings).await?;
-        *slot = Some(c.clone());
-        Ok(c)
-    }
-
-    /// A connection to the master, made within the timeout.
-    async fn connect(&self, settings: &RedisSettings) -> Result<ConnectionManager, LimiterError> {
-        let config = redis::aio::ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(settings.timeout))
-            .set_response_timeout(Some(settings.timeout))
-            .set_number_of_retries(1);
-        // Boxed: made only on (re)connection, and the sentinel lookup is
-        // a deep future that would otherwise be part of every caller's.
-        let connect: std::pin::Pin<
-            Box<
-                dyn std::future::Future<Output = redis::RedisResult<ConnectionManager>> + Send + '_,
-            >,
-        > = Box::pin(async {
-            let client = self.client().await?;
-            ConnectionManager::new_with_config(client, config).await
-        });
-        tokio::time::timeout(settings.timeout, connect)
-            .await
-            .map_err(|_| LimiterError::Timeout(settings.timeout))?
-            .map_err(|e| LimiterError::Redis(e.to_string()))
-    }
-}
-
 /// The script in `connect.lua`, with the GCRA of `gcra_fn.lua`.
 const CONNECT_LUA: &str = concat!(include_str!("gcra_fn.lua"), include_str!("connect.lua"));
 
 /// The script in `renew.lua` (its keys and arguments are described there).
 const RENEW_LUA: &str = include_str!("renew.lua");
+
+/// The answer of `gcra.lua` (or `connect.lua`): 0 (or -1 for the cap, as
+/// `usize::MAX`) or the index of the refusing check, the fills or the
+/// wait, and the cells granted ahead.
+fn gcra_reply(v: Vec<redis::Value>) -> Result<(usize, String, String), LimiterError> {
+    let bad = |e: redis::ParsingError| LimiterError::Redis(e.to_string());
+    let mut it = v.into_iter();
+    let index: i64 = match it.next() {
+        Some(v) => redis::from_redis_value(v).map_err(bad)?,
+        None => {
+            return Err(LimiterError::Redis(
+                "empty reply from the limits script".into(),
+            ))
+        }
+    };
+    let text = |v: Option<redis::Value>| -> Result<String, LimiterError> {
+        v.map_or(Ok(String::new()), |v| {
+            redis::from_redis_value(v).map_err(bad)
+        })
+    };
+    let figures = text(it.next())?;
+    let granted = text(it.next())?;
+    Ok((
+        usize::try_from(index).unwrap_or(usize::MAX),
+        figures,
+        granted,
+    ))
+}
 
 /// After a failure, Redis is not asked again for this long: every check in
 /// between goes straight to `on_failure`, so a dead Redis costs the MTA one
@@ -214,32 +84,45 @@ pub struct RedisLimiter {
     gateway: String,
     next_member: AtomicU64,
     leases: OnceLock<mpsc::UnboundedSender<LeaseEvent>>,
+    /// Places given back and not yet removed in Redis: (key, member). The
+    /// next connection's call removes them, or the lease task shortly
+    /// after when none comes.
+    released: Arc<Mutex<Vec<(String, String)>>>,
     down_until: Mutex<Option<Instant>>,
     healthy: AtomicBool,
     /// Calls that failed (timeout, refused, error reply).
     pub failures: AtomicU64,
+    /// Cells taken ahead (`reserve`), spent here.
+    credit: super::credit::Credit,
 }
 
 enum LeaseEvent {
     Taken { key: String, member: String },
-    Released { key: String, member: String },
+    Released { member: String },
 }
 
 /// An open connection counted in Redis; dropping it gives the place back.
 pub struct RedisLease {
     tx: mpsc::UnboundedSender<LeaseEvent>,
+    released: Arc<Mutex<Vec<(String, String)>>>,
     key: String,
     member: String,
 }
 
 impl Drop for RedisLease {
     fn drop(&mut self) {
-        let _ = self.tx.send(LeaseEvent::Released {
-            key: std::mem::take(&mut self.key),
-            member: std::mem::take(&mut self.member),
-        });
+        let member = std::mem::take(&mut self.member);
+        self.released
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push((std::mem::take(&mut self.key), member.clone()));
+        let _ = self.tx.send(LeaseEvent::Released { member });
     }
 }
+
+/// How long a place given back may wait for the next connection's call
+/// before the lease task removes it itself.
+const RELEASE_DELAY: Duration = Duration::from_millis(50);
 
 impl RedisLimiter {
     pub fn new(settings: &RedisSettings) -> Result<Self, LimiterError> {
@@ -260,9 +143,11 @@ impl RedisLimiter {
             gateway,
             next_member: AtomicU64::new(1),
             leases: OnceLock::new(),
+            released: Arc::new(Mutex::new(Vec::new())),
             down_until: Mutex::new(None),
             healthy: AtomicBool::new(true),
             failures: AtomicU64::new(0),
+            credit: super::credit::Credit::default(),
         })
     }
 
@@ -332,31 +217,73 @@ impl RedisLimiter {
         result
     }
 
+    /// A batch of checks, all or nothing. A key holding cells taken ahead
+    /// spends them; the others go to Redis in one call of `gcra.lua`
+    /// (which also takes cells ahead for the keys that allow it), and when
+    /// it refuses, the cells spent here are given back.
     pub async fn check(&self, checks: &[Check]) -> Result<(Outcome, Vec<u16>), LimiterError> {
         if checks.is_empty() {
             return Ok((Outcome::Allowed, Vec::new()));
         }
-        let mut invocation = self.gcra.prepare_invoke();
-        for c in checks {
-            let emission_us = (c.rate.emission_ns() / 1000).max(1);
-            invocation
-                .key(self.rate_key(c))
-                .arg(emission_us)
-                .arg(c.rate.burst())
-                .arg(c.n)
-                .arg(c.member.as_deref().unwrap_or(""));
+        let keys: Vec<String> = checks.iter().map(|c| self.rate_key(c)).collect();
+        // The fill of each check whose cells were held here.
+        let held: Vec<Option<u16>> = checks
+            .iter()
+            .zip(&keys)
+            .map(|(c, k)| match c.member {
+                None => self.credit.take(k, c.n),
+                Some(_) => None,
+            })
+            .collect();
+        if held.iter().all(Option::is_some) {
+            return Ok((Outcome::Allowed, held.into_iter().flatten().collect()));
         }
-        let (index, wait_us): (usize, String) = self
+        let refund = || {
+            for ((c, k), h) in checks.iter().zip(&keys).zip(&held) {
+                if h.is_some() {
+                    self.credit.refund(k, c.n);
+                }
+            }
+        };
+        let mut invocation = self.gcra.prepare_invoke();
+        for ((c, key), h) in checks.iter().zip(&keys).zip(&held) {
+            // A check paid from what is held is judged at no cost.
+            let (cells, ahead) = match h {
+                Some(_) => (0, 0),
+                None => (c.n, self.credit.ahead(c, self.settings.reserve)),
+            };
+            invocation
+                .key(key)
+                .arg((c.rate.emission_ns() / 1000).max(1))
+                .arg(c.rate.burst())
+                .arg(cells)
+                .arg(c.member.as_deref().unwrap_or(""))
+                .arg(ahead);
+        }
+        let got = self
             .call(async |mut conn| invocation.invoke_async(&mut conn).await)
-            .await?;
+            .await
+            .and_then(gcra_reply);
+        let (index, figures, granted) = match got {
+            Ok(got) => got,
+            Err(e) => {
+                refund();
+                return Err(e);
+            }
+        };
         if index == 0 {
-            let fill = wait_us
+            let fill: Vec<u16> = figures
                 .split(',')
-                .map(|f| f.parse::<u16>().unwrap_or(0).min(1000))
+                .zip(&held)
+                .map(|(f, h)| h.unwrap_or_else(|| f.parse::<u16>().unwrap_or(0).min(1000)))
                 .collect();
+            for ((key, cells), f) in keys.into_iter().zip(granted.split(',')).zip(&fill) {
+                self.credit.keep(key, cells.parse().unwrap_or(0), *f);
+            }
             return Ok((Outcome::Allowed, fill));
         }
-        let wait_us: u64 = wait_us.parse().unwrap_or(u64::MAX / 1000);
+        refund();
+        let wait_us: u64 = figures.parse().unwrap_or(u64::MAX / 1000);
         Ok((
             Outcome::Denied {
                 index: index - 1,
@@ -368,8 +295,10 @@ impl RedisLimiter {
 
     /// A new connection from `ip` in one round trip: a place among at most
     /// `max` open connections (when capped), then the connection rate
-    /// `checks`, all or nothing. `None`: the cap is reached; else the
-    /// rates' outcome, and the place when capped and allowed.
+    /// `checks`, all or nothing; the places given back since the last
+    /// call are removed first, in the same call. `None`: the cap is
+    /// reached; else the rates' outcome, and the place when capped and
+    /// allowed.
     pub async fn connect(
         &self,
         ip: IpAddr,
@@ -383,23 +312,42 @@ impl RedisLimiter {
             self.gateway,
             self.next_member.fetch_add(1, Ordering::Relaxed)
         );
+        let released =
+            std::mem::take(&mut *self.released.lock().unwrap_or_else(|p| p.into_inner()));
         let mut invocation = self.connect.prepare_invoke();
         invocation
             .key(&key)
             .arg(max.unwrap_or(0))
             .arg(&member)
-            .arg(self.settings.lease.as_micros() as u64);
+            .arg(self.settings.lease.as_micros() as u64)
+            .arg(released.len());
+        for (k, m) in &released {
+            invocation.key(k).arg(m);
+        }
         for c in checks {
             invocation
                 .key(self.rate_key(c))
                 .arg((c.rate.emission_ns() / 1000).max(1))
                 .arg(c.rate.burst())
                 .arg(c.n)
-                .arg(c.member.as_deref().unwrap_or(""));
+                .arg(c.member.as_deref().unwrap_or(""))
+                .arg(0);
         }
-        let (index, wait_us): (i64, String) = self
+        let got: Result<Vec<redis::Value>, _> = self
             .call(async |mut conn| invocation.invoke_async(&mut conn).await)
-            .await?;
+            .await;
+        let (index, wait_us) = match got.and_then(gcra_reply) {
+            Ok((index, wait_us, _)) => (index as i64, wait_us),
+            Err(e) => {
+                // Given back to the lease task (else they expire with
+                // their lease).
+                self.released
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .extend(released);
+                return Err(e);
+            }
+        };
         match usize::try_from(index) {
             Err(_) => Ok(None),
             Ok(0) => {
@@ -408,7 +356,12 @@ impl RedisLimiter {
                         key: key.clone(),
                         member: member.clone(),
                     });
-                    RedisLease { tx, key, member }
+                    RedisLease {
+                        tx,
+                        released: self.released.clone(),
+                        key,
+                        member,
+                    }
                 });
                 Ok(Some((Outcome::Allowed, lease)))
             }
@@ -433,11 +386,18 @@ impl RedisLimiter {
         .await
     }
 
-    /// Forgets a key's counters under the given rate-limit checks.
+    /// Forgets a key's counters under the given rate-limit checks (and
+    /// the cells this gateway holds ahead for them).
     pub async fn reset(&self, checks: &[Check]) -> Result<(), LimiterError> {
         let keys: Vec<String> = checks.iter().map(|c| self.rate_key(c)).collect();
+        self.credit.forget(&keys);
         self.call(async |mut conn| conn.del::<_, ()>(&keys).await)
             .await
+    }
+
+    /// The cells this gateway holds ahead for a check's key (`reserve`).
+    pub fn held(&self, check: &Check) -> u64 {
+        self.credit.cells(&self.rate_key(check))
     }
 
     /// The stored TAT (µs, Redis clock) and Redis's now, for `limits show`.
@@ -459,7 +419,8 @@ impl RedisLimiter {
             let target = self.target.clone();
             let renew = self.renew.clone();
             let settings = self.settings.clone();
-            tokio::spawn(manage_leases(target, renew, settings, rx));
+            let released = self.released.clone();
+            tokio::spawn(manage_leases(target, renew, settings, released, rx));
             tx
         })
     }
@@ -469,26 +430,46 @@ async fn manage_leases(
     target: Arc<Target>,
     renew: Script,
     settings: RedisSettings,
+    released: Arc<Mutex<Vec<(String, String)>>>,
     mut rx: mpsc::UnboundedReceiver<LeaseEvent>,
 ) {
     let mut live: HashMap<String, String> = HashMap::new();
     let mut conn: Option<ConnectionManager> = None;
     let mut tick = tokio::time::interval(settings.lease / 3);
     let lease_us = settings.lease.as_micros() as u64;
+    // When the places given back are removed, unless a connection's call
+    // has taken them by then.
+    let mut flush_at: Option<tokio::time::Instant> = None;
     loop {
+        let flush = async {
+            match flush_at {
+                Some(t) => tokio::time::sleep_until(t).await,
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
             event = rx.recv() => match event {
                 None => return,
                 Some(LeaseEvent::Taken { key, member }) => { live.insert(member, key); }
-                Some(LeaseEvent::Released { key, member }) => {
+                Some(LeaseEvent::Released { member }) => {
                     live.remove(&member);
-                    if let Ok(mut c) = target.kept(&mut conn, &settings).await {
-                        let r = tokio::time::timeout(settings.timeout, c.zrem::<_, _, ()>(&key, &member)).await;
-                        if !matches!(r, Ok(Ok(()))) {
-                            // It expires by itself after the lease.
-                            tracing::debug!("could not release {member} in redis");
-                            conn = None;
-                        }
+                    flush_at.get_or_insert_with(|| tokio::time::Instant::now() + RELEASE_DELAY);
+                }
+            },
+            _ = flush => {
+                flush_at = None;
+                let gone = std::mem::take(&mut *released.lock().unwrap_or_else(|p| p.into_inner()));
+                if gone.is_empty() { continue; }
+                if let Ok(mut c) = target.kept(&mut conn, &settings).await {
+                    let mut pipe = redis::pipe();
+                    for (key, member) in &gone {
+                        pipe.zrem(key, member).ignore();
+                    }
+                    let r = tokio::time::timeout(settings.timeout, pipe.query_async::<()>(&mut c)).await;
+                    if !matches!(r, Ok(Ok(()))) {
+                        // They expire by themselves after the lease.
+                        tracing::debug!("could not release {} connections in redis", gone.len());
+                        conn = None;
                     }
                 }
             },

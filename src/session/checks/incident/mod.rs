@@ -122,30 +122,41 @@ impl Check for Evidence {
             .collect();
         let queue_id = cx.msg.queue_id.clone();
         let already = cx.msg.incident.is_some();
-        let opened = observe(
-            cx.conn,
-            Some(cx.msg),
-            Event::Accepted {
-                queue_id: queue_id.as_deref(),
-                recipients: &recipients,
-            },
-        )
-        .await;
         let shared = cx.shared();
         let redis = shared.limiter.redis.as_ref();
+        // Unless one applies already, an incident opened by this message,
+        // or during it (by its refused recipients, those the MTA
+        // rejected), applies to it: looked up in the same round trip as
+        // the counting.
+        let find = !already && shared.incidents.may_be_open(redis);
+        let event = Event::Accepted {
+            queue_id: queue_id.as_deref(),
+            recipients: &recipients,
+        };
+        let (opened, found) = match counted(cx.conn, Some(cx.msg)) {
+            Some((keys, config, monitor)) => {
+                shared
+                    .incidents
+                    .observe(
+                        redis,
+                        now_ms(),
+                        &keys.keys(),
+                        &event,
+                        &config.incidents,
+                        monitor,
+                        find,
+                    )
+                    .await
+            }
+            None if find => {
+                let keys = OwnedKeys::of(cx.conn, Some(cx.msg));
+                let found = shared.incidents.find(redis, now_ms(), &keys.keys()).await;
+                (Vec::new(), found)
+            }
+            None => (Vec::new(), None),
+        };
         if !already {
-            // An incident opened by this message, or during it (by its
-            // refused recipients, those the MTA rejected), applies to
-            // it.
-            let found = match opened.into_iter().next() {
-                Some(i) => Some(i),
-                None if shared.incidents.may_be_open(redis) => {
-                    let keys = OwnedKeys::of(cx.conn, Some(cx.msg));
-                    shared.incidents.find(redis, now_ms(), &keys.keys()).await
-                }
-                None => None,
-            };
-            if let Some(incident) = found {
+            if let Some(incident) = opened.into_iter().next().or(found) {
                 apply(cx, incident).await?;
             }
         }
@@ -192,8 +203,10 @@ async fn observe(conn: &Connection, msg: Option<&Message>, event: Event<'_>) -> 
             &event,
             &config.incidents,
             monitor,
+            false,
         )
         .await
+        .0
 }
 
 /// A recipient the MTA itself rejected: evidence against the message's
@@ -229,6 +242,7 @@ pub(in crate::session) fn observe_refusal(conn: &Connection, msg: Option<&Messag
                 &Event::Refused,
                 &config.incidents,
                 monitor,
+                false,
             )
             .await;
     });
