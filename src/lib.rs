@@ -22,6 +22,7 @@ pub mod manual;
 pub(crate) mod metrics;
 mod milter;
 pub mod probe;
+pub mod rotation;
 mod rate;
 mod reply;
 mod rule;

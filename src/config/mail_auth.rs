@@ -40,6 +40,9 @@ pub struct RawDkim {
     /// More signatures than this on a message are refused (default 5).
     #[serde(default)]
     pub max_signatures: Option<Spanned<usize>>,
+    /// Keys made, published and replaced by the daemon itself (off when absent).
+    #[serde(default)]
+    pub rotation: Option<Spanned<super::rotation::RawRotation>>,
 }
 
 /// One DKIM key.
@@ -114,6 +117,7 @@ pub struct DkimSettings {
     pub on_unsigned: OnUnsigned,
     pub verify_existing: CheckMode,
     pub max_signatures: usize,
+    pub rotation: Option<super::RotationSettings>,
 }
 
 #[derive(Clone, Debug, Eq, PartialEq)]
@@ -301,6 +305,7 @@ impl Validator {
                 .filter_map(|z| Domain::parse(z).ok())
                 .collect(),
         };
+        let rotation = dkim.rotation.as_ref().and_then(|r| self.rotation(r));
         MailAuthSettings {
             egress_ips,
             hostname,
@@ -311,6 +316,7 @@ impl Validator {
                 on_unsigned: dkim.on_unsigned.unwrap_or_default(),
                 verify_existing: dkim.verify_existing.unwrap_or_default(),
                 max_signatures,
+                rotation,
             },
             spf_check_egress,
             dns: DnsSettings {
@@ -322,7 +328,7 @@ impl Validator {
     }
 
     /// A relative key path is taken from the configuration file's directory.
-    fn resolve_path(&self, p: &str) -> std::path::PathBuf {
+    pub(super) fn resolve_path(&self, p: &str) -> std::path::PathBuf {
         let path = Path::new(p);
         if path.is_absolute() {
             path.to_path_buf()

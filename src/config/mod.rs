@@ -7,6 +7,7 @@
 
 mod admin;
 mod antivirus;
+mod rotation;
 mod classes;
 mod content;
 mod custom_limits;
@@ -26,6 +27,7 @@ mod sources;
 
 pub use admin::{AdminListen, AdminSettings, DEFAULT_ADMIN_SOCKET};
 pub use antivirus::{AntivirusSettings, Clamd, VirusAction};
+pub use rotation::{parse_tsig_key, Publish, Rfc2136Settings, RotationSettings, TsigKey};
 pub use classes::{AuthMatch, Class, Classes};
 pub use content::{
     parse_size, ContentSettings, CustomRule, RspamdSettings, RuleWeights, UnreadableArchives,
