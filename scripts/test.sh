@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite: installs what the tests need when it is missing
 # (Postfix, swaks, redis-server, redis-sentinel, python3-dkim, rspamd, nmap, systemd-analyze,
-# slapd, clamd, python3-jsonschema,
+# slapd, clamd, python3-jsonschema, bind9,
 # from Debian's packages; cargo-deb and mdbook from crates.io), then checks formatting, runs
 # clippy with warnings as errors, runs every test (one build for all) and
 # builds the manual.
@@ -48,6 +48,10 @@ command -v saslpasswd2 >/dev/null 2>&1 || need+=(sasl2-bin libsasl2-modules)
 # test certificates.
 [ -x /usr/sbin/slapd ] || need+=(slapd ldap-utils)
 command -v openssl >/dev/null 2>&1 || need+=(openssl)
+# BIND 9 (started by the DKIM rotation tests on a loopback port with a zone
+# of its own and a TSIG key; no system instance), dig and nsupdate.
+[ -x /usr/sbin/named ] || need+=(bind9)
+command -v nsupdate >/dev/null 2>&1 || need+=(bind9-dnsutils)
 [ -e /usr/lib/x86_64-linux-gnu/libwrap.so.0 ] || [ -e /lib/x86_64-linux-gnu/libwrap.so.0 ] || need+=(libwrap0)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" != 0 ]; then

@@ -16,6 +16,19 @@ pub struct Cli {
     pub command: Command,
 }
 
+/// `--config`, for a command and every subcommand of it.
+#[derive(clap::Args)]
+pub struct ConfigFile {
+    #[arg(
+        long = "config",
+        short = 'c',
+        value_name = "CONFIG",
+        default_value = "/etc/egress-milter/milter.yaml",
+        global = true
+    )]
+    pub path: PathBuf,
+}
+
 #[derive(Subcommand)]
 pub enum Command {
     /// Run the milter in the foreground.
@@ -66,31 +79,30 @@ pub enum Command {
         #[arg(long)]
         out: Option<PathBuf>,
     },
+    /// DKIM keys that rotate themselves (`dkim.rotation`): their state,
+    /// a rotation now, and the records DNS must hold. Reads and writes
+    /// `dkim.rotation.key_dir`; the daemon follows at its next step.
+    Dkim {
+        #[command(subcommand)]
+        action: DkimAction,
+        #[command(flatten)]
+        config: ConfigFile,
+    },
     /// Look at or reset a key's rate-limit budgets in the running daemon
     /// (through its admin endpoint, `admin.listen`).
     Limits {
         #[command(subcommand)]
         action: LimitsAction,
-        #[arg(
-            long,
-            short,
-            default_value = "/etc/egress-milter/milter.yaml",
-            global = true
-        )]
-        config: PathBuf,
+        #[command(flatten)]
+        config: ConfigFile,
     },
     /// List, show, open or close incidents (compromised accounts and
     /// hosts) in the running daemon (through `admin.listen`).
     Incidents {
         #[command(subcommand)]
         action: IncidentsAction,
-        #[arg(
-            long,
-            short,
-            default_value = "/etc/egress-milter/milter.yaml",
-            global = true
-        )]
-        config: PathBuf,
+        #[command(flatten)]
+        config: ConfigFile,
     },
     /// Runs a file of policy cases through the daemon's own transaction code,
     /// touching no running daemon and no shared state (SPF, signatures,
@@ -133,26 +145,16 @@ pub enum Command {
         class: Option<String>,
         #[arg(long, default_value = "yaml", value_parser = ["yaml", "file"])]
         format: String,
-        #[arg(
-            long,
-            short,
-            default_value = "/etc/egress-milter/milter.yaml",
-            global = true
-        )]
-        config: PathBuf,
+        #[command(flatten)]
+        config: ConfigFile,
     },
     /// Look at or clear the cached answers of sources and callouts in the
     /// running daemon (through `admin.listen`).
     Cache {
         #[command(subcommand)]
         action: CacheAction,
-        #[arg(
-            long,
-            short,
-            default_value = "/etc/egress-milter/milter.yaml",
-            global = true
-        )]
-        config: PathBuf,
+        #[command(flatten)]
+        config: ConfigFile,
     },
 }
 
@@ -277,4 +279,61 @@ pub enum LimitsAction {
         #[arg(long)]
         limit: Option<String>,
     },
+}
+
+#[derive(Subcommand)]
+pub enum DkimAction {
+    /// Per domain and algorithm, each key: selector, state (pending,
+    /// active, retiring, revoked), age, and its next step or what it waits
+    /// for. Exit 1 when a key has been pending for more than a day, is
+    /// older than `every`, or should sign and has no private key.
+    Status,
+    /// A new key now, for one domain or every rotated one, switched to as
+    /// soon as DNS serves its record (the old key signs until then); the
+    /// records to publish are printed. With --now the replaced key is
+    /// revoked as soon as the new one signs, not kept for `retire_after`
+    /// (a key that leaked).
+    Rotate {
+        #[arg(long)]
+        domain: Option<String>,
+        #[arg(long)]
+        now: bool,
+    },
+    /// The TXT records DNS must hold now, a line each (name, then value),
+    /// or with --zone as a zone-file fragment.
+    Records {
+        #[arg(long)]
+        zone: bool,
+    },
+}
+
+/// How a command ended.
+#[derive(Clone, Copy, Debug, Eq, PartialEq)]
+pub enum Exit {
+    /// Done; every case or check passed; the message would be accepted.
+    Ok,
+    /// Ran, and something failed.
+    Failed,
+    /// Could not run as asked: usage, configuration, input.
+    Usage,
+}
+
+impl From<Exit> for std::process::ExitCode {
+    fn from(e: Exit) -> Self {
+        match e {
+            Exit::Ok => std::process::ExitCode::SUCCESS,
+            Exit::Failed => std::process::ExitCode::from(1),
+            Exit::Usage => std::process::ExitCode::from(2),
+        }
+    }
+}
+
+impl Exit {
+    pub fn passed(ok: bool) -> Self {
+        if ok {
+            Exit::Ok
+        } else {
+            Exit::Failed
+        }
+    }
 }

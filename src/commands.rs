@@ -5,41 +5,9 @@
 //! or unreadable configuration or input file).
 
 use crate::config::{AdminSettings, Config};
-use std::{
-    path::{Path, PathBuf},
-    process::ExitCode,
-};
+use std::path::{Path, PathBuf};
 
-/// How a command ended.
-#[derive(Clone, Copy, Debug, Eq, PartialEq)]
-pub enum Exit {
-    /// Done; every case or check passed; the message would be accepted.
-    Ok,
-    /// Ran, and something failed.
-    Failed,
-    /// Could not run as asked: usage, configuration, input.
-    Usage,
-}
-
-impl From<Exit> for ExitCode {
-    fn from(e: Exit) -> Self {
-        match e {
-            Exit::Ok => ExitCode::SUCCESS,
-            Exit::Failed => ExitCode::from(1),
-            Exit::Usage => ExitCode::from(2),
-        }
-    }
-}
-
-impl Exit {
-    fn passed(ok: bool) -> Self {
-        if ok {
-            Exit::Ok
-        } else {
-            Exit::Failed
-        }
-    }
-}
+pub use crate::cli::Exit;
 
 /// Loads a configuration, printing every error.
 fn load(path: &Path) -> Result<Config, Exit> {

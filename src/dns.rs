@@ -11,13 +11,18 @@ use mail_auth::MessageAuthenticator;
 /// gateway's traffic; hickory evicts the least recently used beyond it.
 const CACHE_SIZE: u64 = 16_384;
 
-pub fn resolver(settings: &DnsSettings) -> Result<MessageAuthenticator, String> {
-    let (config, mut opts) = if settings.nameservers.is_empty() {
+/// The servers and options of a resolver: `servers` (IP:PORT), or the
+/// system's when empty; one try per server within `timeout` (the whole
+/// budget the MTA waits).
+pub fn resolver_config(
+    servers: &[std::net::SocketAddr],
+    timeout: std::time::Duration,
+) -> Result<(ResolverConfig, ResolverOpts), String> {
+    let (config, mut opts) = if servers.is_empty() {
         hickory_resolver::system_conf::read_system_conf()
             .map_err(|e| format!("cannot read the system's resolver configuration: {e}"))?
     } else {
-        let servers = settings
-            .nameservers
+        let servers = servers
             .iter()
             .map(|sa| {
                 let mut udp = ConnectionConfig::udp();
@@ -34,9 +39,13 @@ pub fn resolver(settings: &DnsSettings) -> Result<MessageAuthenticator, String> 
             ResolverOpts::default(),
         )
     };
-    opts.timeout = settings.timeout;
-    // One try per server: the timeout is the whole budget the MTA waits.
+    opts.timeout = timeout;
     opts.attempts = 1;
+    Ok((config, opts))
+}
+
+pub fn resolver(settings: &DnsSettings) -> Result<MessageAuthenticator, String> {
+    let (config, mut opts) = resolver_config(&settings.nameservers, settings.timeout)?;
     opts.cache_size = CACHE_SIZE;
     MessageAuthenticator::new(config, opts).map_err(|e| e.to_string())
 }

@@ -64,15 +64,18 @@ fn main() -> ExitCode {
             &a.timeout,
             a.password_file,
         ),
+        Command::Dkim { action, config } => {
+            egress_milter::rotation::command::run(&config.path, action)
+        }
         Command::Limits { action, config } => commands::admin(
-            &config,
+            &config.path,
             Request::Limits(match action {
                 LimitsAction::Show { key, limit } => Limits::Show { key, limit },
                 LimitsAction::Reset { key, limit } => Limits::Reset { key, limit },
             }),
         ),
         Command::Incidents { action, config } => commands::admin(
-            &config,
+            &config.path,
             Request::Incidents(match action {
                 IncidentsAction::List => Incidents::List,
                 IncidentsAction::Show { key } => Incidents::Show { key },
@@ -89,7 +92,7 @@ fn main() -> ExitCode {
             }),
         ),
         Command::Cache { action, config } => commands::admin(
-            &config,
+            &config.path,
             Request::Cache(match action {
                 CacheAction::Show { key } => Cache::Show { key },
                 CacheAction::Flush { key } => Cache::Flush { key },
@@ -116,7 +119,7 @@ fn main() -> ExitCode {
                 "file" => egress_milter::learning::Format::File,
                 _ => egress_milter::learning::Format::Yaml,
             };
-            commands::admin(&config, Request::Senders(Senders { class, format }))
+            commands::admin(&config.path, Request::Senders(Senders { class, format }))
         }
     };
     exit.into()

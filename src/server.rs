@@ -94,10 +94,12 @@ pub async fn run(
     let incidents = incident_tasks(shared.clone(), gateway_name(&config));
     let files = shared.sources.watch();
     let saver = shared.learned.clone().run_saver();
+    let rotation = tokio::spawn(rotate_dkim_keys(shared.clone()));
     let learned = shared.learned.clone();
     let result =
         indymilter::run(listener, milter::callbacks(shared), milter_config, shutdown).await;
     sweeper.abort();
+    rotation.abort();
     files.abort();
     saver.abort();
     learned.save();
@@ -130,6 +132,24 @@ fn incident_tasks(shared: Arc<Shared>, gateway: String) -> [tokio::task::JoinHan
         }
     });
     [notices, expiry]
+}
+
+/// `dkim.rotation`: a step of the schedule every `check_every`; without
+/// it, looked for again every few seconds (a reload may turn it on).
+async fn rotate_dkim_keys(shared: Arc<Shared>) {
+    loop {
+        let config = shared.config();
+        let Some(settings) = config.dkim.rotation.clone() else {
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            continue;
+        };
+        if let Some(ring) =
+            crate::rotation::driver::step(&shared.rotated, &settings, &config.dns).await
+        {
+            shared.metrics.dkim_keys(&ring);
+        }
+        tokio::time::sleep(settings.check_every).await;
+    }
 }
 
 /// This gateway's name in notifications: `hostname`, else the system's.

@@ -31,6 +31,8 @@ pub struct Shared {
     pub sources: Arc<crate::sources::Sources>,
     /// The senders classes in monitor mode were seen using.
     pub learned: Arc<crate::learning::Learned>,
+    /// The rotated DKIM keys that sign now (`dkim.rotation`).
+    pub rotated: crate::rotation::Rotated,
 }
 
 impl Shared {
@@ -54,7 +56,12 @@ impl Shared {
         let learned = Arc::new(crate::learning::Learned::new(
             config.incidents.state_dir.as_deref(),
         ));
+        let (rotated, errors) = crate::rotation::Rotated::load(config.dkim.rotation.as_ref());
+        for e in errors {
+            tracing::error!(target: "egress_milter::dkim", "dkim rotation: a key that should sign cannot: {e}");
+        }
         Arc::new(Self {
+            rotated,
             learned,
             sources,
             clamd,

@@ -7,7 +7,6 @@
 
 mod admin;
 mod antivirus;
-mod rotation;
 mod classes;
 mod content;
 mod custom_limits;
@@ -22,12 +21,12 @@ mod raw;
 mod reading;
 mod redis;
 mod restart;
+mod rotation;
 mod sets;
 mod sources;
 
 pub use admin::{AdminListen, AdminSettings, DEFAULT_ADMIN_SOCKET};
 pub use antivirus::{AntivirusSettings, Clamd, VirusAction};
-pub use rotation::{parse_tsig_key, Publish, Rfc2136Settings, RotationSettings, TsigKey};
 pub use classes::{AuthMatch, Class, Classes};
 pub use content::{
     parse_size, ContentSettings, CustomRule, RspamdSettings, RuleWeights, UnreadableArchives,
@@ -44,6 +43,7 @@ pub use matchers::{MatcherIndex, Who};
 pub use reading::{ConfigError, ConfigErrors};
 pub use redis::{OnFailure, RedisSettings, SentinelSettings};
 pub use restart::{restart_needed, RestartKey, RESTART_KEYS};
+pub use rotation::{parse_tsig_key, Publish, Rfc2136Settings, RotationSettings, TsigKey};
 pub use sets::{DomainMap, HostPatterns, Indexed, KeyMap, NetMap, Set};
 pub use sources::{
     CacheSettings, CalloutSettings, Entries, Kind, LdapScope, LdapSettings, SourceBackend,

@@ -187,9 +187,27 @@ impl Validator {
                 .unwrap_or(default)
         };
         out.every = duration(self, "every", &raw.every, day, out.every);
-        out.retire_after = duration(self, "retire_after", &raw.retire_after, NONZERO, out.retire_after);
-        out.revoke_after = duration(self, "revoke_after", &raw.revoke_after, NONZERO, out.revoke_after);
-        out.check_every = duration(self, "check_every", &raw.check_every, NONZERO, out.check_every);
+        out.retire_after = duration(
+            self,
+            "retire_after",
+            &raw.retire_after,
+            NONZERO,
+            out.retire_after,
+        );
+        out.revoke_after = duration(
+            self,
+            "revoke_after",
+            &raw.revoke_after,
+            NONZERO,
+            out.revoke_after,
+        );
+        out.check_every = duration(
+            self,
+            "check_every",
+            &raw.check_every,
+            NONZERO,
+            out.check_every,
+        );
         if let Some(s) = &raw.selector {
             match check_selector(&s.value) {
                 Ok(()) => out.selector = s.value.clone(),
@@ -222,16 +240,12 @@ impl Validator {
 
     fn rfc2136(&mut self, raw: &Spanned<RawRfc2136>) -> Option<Rfc2136Settings> {
         let r = &raw.value;
-        let server = r
-            .server
-            .value
-            .parse::<SocketAddr>()
-            .or_else(|_| {
-                r.server
-                    .value
-                    .parse::<std::net::IpAddr>()
-                    .map(|ip| SocketAddr::new(ip, 53))
-            });
+        let server = r.server.value.parse::<SocketAddr>().or_else(|_| {
+            r.server
+                .value
+                .parse::<std::net::IpAddr>()
+                .map(|ip| SocketAddr::new(ip, 53))
+        });
         let server = match server {
             Ok(s) => Some(s),
             Err(_) => {
@@ -293,11 +307,14 @@ fn check_selector(t: &str) -> Result<(), String> {
             "\"{t}\" has no {{date}}: every key needs a selector of its own"
         ));
     }
-    let filled = t.replace("{algorithm}", "ed25519").replace("{date}", "20261231");
+    let filled = t
+        .replace("{algorithm}", "ed25519")
+        .replace("{date}", "20261231");
     let ok = filled.split('.').all(|l| {
         !l.is_empty()
             && l.len() <= 63
-            && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+            && l.chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
     });
     if ok {
         Ok(())
@@ -321,9 +338,11 @@ mod tests {
         assert_eq!(k.name, "egress-update");
         assert_eq!(k.algorithm, "hmac-sha256");
         assert_eq!(k.secret, b"secret-secret-secret");
-        assert!(parse_tsig_key("key \"x\" { algorithm hmac-md5; secret \"AA==\"; };")
-            .unwrap_err()
-            .contains("hmac-md5"));
+        assert!(
+            parse_tsig_key("key \"x\" { algorithm hmac-md5; secret \"AA==\"; };")
+                .unwrap_err()
+                .contains("hmac-md5")
+        );
         assert!(parse_tsig_key("nothing").is_err());
     }
 

@@ -217,24 +217,25 @@ impl Ring {
                     .filter(|r| r.domain.as_deref().is_none_or(|d| d == domain))
                     .collect();
                 if forced.iter().any(|r| r.now) {
-                    self.urgent.retain(|(d, a, _)| !(d == domain && *a == algorithm));
+                    self.urgent
+                        .retain(|(d, a, _)| !(d == domain && *a == algorithm));
                     self.urgent.push((domain.into(), algorithm, now));
                 }
                 self.step_one(now, settings, domain, algorithm, served, &mut changes);
-                let has_pending = self
-                    .keys
-                    .iter()
-                    .any(|k| k.domain == domain && k.algorithm == algorithm && k.state == State::Pending);
+                let has_pending = self.keys.iter().any(|k| {
+                    k.domain == domain && k.algorithm == algorithm && k.state == State::Pending
+                });
                 let due = match self.active(domain, algorithm) {
                     None => true,
                     Some(a) => now.saturating_sub(a.created) >= settings.every.as_secs(),
                 };
-                if has_pending || !(due || !forced.is_empty()) {
+                if has_pending || (!due && forced.is_empty()) {
                     continue;
                 }
                 match make(algorithm) {
                     Ok((pem, record)) => {
-                        let taken: Vec<&str> = self.keys.iter().map(|k| k.selector.as_str()).collect();
+                        let taken: Vec<&str> =
+                            self.keys.iter().map(|k| k.selector.as_str()).collect();
                         let key = Key {
                             domain: domain.to_string(),
                             algorithm,
@@ -297,7 +298,11 @@ impl Ring {
         if let Some(i) = pending {
             match served(&self.keys[i]) {
                 Ok(()) => {
-                    for k in self.keys.iter_mut().filter(|k| mine(k) && k.state == State::Active) {
+                    for k in self
+                        .keys
+                        .iter_mut()
+                        .filter(|k| mine(k) && k.state == State::Active)
+                    {
                         k.state = State::Retiring;
                         k.since = now;
                         changes.push(Change::Retired(k.clone()));

@@ -62,7 +62,7 @@ const BODY: &str = "Hello,\r\n\r\nthis is the body.\r\n";
 
 /// Sends one message and returns the final reply and the message as the
 /// MTA would deliver it (inserted headers on top).
-async fn send(
+pub(crate) async fn send(
     conn: &mut TestConnection,
     from: &str,
     extra_headers: &[(&str, &str)],

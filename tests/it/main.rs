@@ -11,6 +11,7 @@ mod book;
 mod cases;
 mod content;
 mod daemon;
+mod dkim_rotation;
 mod dkim_spf;
 mod e2e_incidents;
 mod e2e_postfix;

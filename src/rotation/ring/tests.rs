@@ -32,13 +32,19 @@ fn step(ring: &mut Ring, now: u64, served: &HashSet<String>) -> Vec<Change> {
         },
         &mut |a| {
             n += 1;
-            Ok((format!("PEM {n}"), format!("v=DKIM1; k={}; p=KEY{n}", a.as_str())))
+            Ok((
+                format!("PEM {n}"),
+                format!("v=DKIM1; k={}; p=KEY{n}", a.as_str()),
+            ))
         },
     );
     assert!(errors.is_empty(), "{errors:?}");
     assert_eq!(
         made.len(),
-        changes.iter().filter(|c| matches!(c, Change::Made(_))).count()
+        changes
+            .iter()
+            .filter(|c| matches!(c, Change::Made(_)))
+            .count()
     );
     changes
 }
@@ -73,14 +79,21 @@ fn a_key_signs_only_once_served_and_the_old_one_is_retired_revoked_and_removed()
         Some("rsa20261204._domainkey.example.com not served")
     );
     let c = step(&mut ring, T0 + DAY, &served);
-    assert_eq!(c.iter().map(Change::verb).collect::<Vec<_>>(), ["late", "late"]);
+    assert_eq!(
+        c.iter().map(Change::verb).collect::<Vec<_>>(),
+        ["late", "late"]
+    );
     assert!(step(&mut ring, T0 + DAY + 600, &served).is_empty());
     // Served: it signs.
     served.insert("rsa20261204".to_string());
     let c = step(&mut ring, T0 + 2 * DAY, &served);
-    assert_eq!(c.iter().map(Change::verb).collect::<Vec<_>>(), ["activated"]);
     assert_eq!(
-        ring.active("example.com", Algorithm::Rsa).map(|k| k.record.as_str()),
+        c.iter().map(Change::verb).collect::<Vec<_>>(),
+        ["activated"]
+    );
+    assert_eq!(
+        ring.active("example.com", Algorithm::Rsa)
+            .map(|k| k.record.as_str()),
         Some("v=DKIM1; k=rsa; p=KEY1")
     );
     assert!(ring.active("example.com", Algorithm::Ed25519).is_none());
@@ -104,7 +117,8 @@ fn a_key_signs_only_once_served_and_the_old_one_is_retired_revoked_and_removed()
         ["retired", "activated"]
     );
     assert_eq!(
-        ring.active("example.com", Algorithm::Rsa).map(|k| k.selector.as_str()),
+        ring.active("example.com", Algorithm::Rsa)
+            .map(|k| k.selector.as_str()),
         Some("rsa20270602")
     );
     // Published, no longer signing, for retire_after; then p= for
@@ -137,13 +151,17 @@ fn an_emergency_rotation_revokes_the_old_key_as_soon_as_the_new_one_signs() {
         now: true,
     });
     let c = step(&mut ring, T0 + 120, &served);
-    assert_eq!(c.iter().map(Change::verb).collect::<Vec<_>>(), ["made", "made"]);
+    assert_eq!(
+        c.iter().map(Change::verb).collect::<Vec<_>>(),
+        ["made", "made"]
+    );
     // A second key of the day.
     assert_eq!(ring.keys[2].selector, "rsa20261204-2");
     // Not served yet: the old key signs on.
     assert!(step(&mut ring, T0 + 180, &served).is_empty());
     assert_eq!(
-        ring.active("example.com", Algorithm::Rsa).map(|k| k.selector.as_str()),
+        ring.active("example.com", Algorithm::Rsa)
+            .map(|k| k.selector.as_str()),
         Some("rsa20261204")
     );
     served.insert("rsa20261204-2".into());
@@ -155,7 +173,8 @@ fn an_emergency_rotation_revokes_the_old_key_as_soon_as_the_new_one_signs() {
     assert!(ring.urgent.iter().all(|(_, a, _)| *a != Algorithm::Rsa));
     // The Ed25519 key waits for its own record, its old one signing.
     assert_eq!(
-        ring.active("example.com", Algorithm::Ed25519).map(|k| k.selector.as_str()),
+        ring.active("example.com", Algorithm::Ed25519)
+            .map(|k| k.selector.as_str()),
         Some("ed2551920261204")
     );
 }
@@ -163,7 +182,8 @@ fn an_emergency_rotation_revokes_the_old_key_as_soon_as_the_new_one_signs() {
 #[test]
 fn a_plain_rotation_keeps_the_old_record_for_retire_after() {
     let mut ring = Ring::default();
-    let all = |ring: &Ring| -> HashSet<String> { ring.keys.iter().map(|k| k.selector.clone()).collect() };
+    let all =
+        |ring: &Ring| -> HashSet<String> { ring.keys.iter().map(|k| k.selector.clone()).collect() };
     step(&mut ring, T0, &HashSet::new());
     let served = all(&ring);
     step(&mut ring, T0 + 60, &served);
@@ -176,14 +196,20 @@ fn a_plain_rotation_keeps_the_old_record_for_retire_after() {
         ["retired", "activated", "retired", "activated"]
     );
     assert_eq!(
-        ring.keys.iter().filter(|k| k.state == State::Retiring).count(),
+        ring.keys
+            .iter()
+            .filter(|k| k.state == State::Retiring)
+            .count(),
         2
     );
 }
 
 #[test]
 fn selectors_follow_the_template_and_never_repeat() {
-    assert_eq!(selector("{algorithm}-{date}", Algorithm::Ed25519, T0, &[]), "ed25519-20261204");
+    assert_eq!(
+        selector("{algorithm}-{date}", Algorithm::Ed25519, T0, &[]),
+        "ed25519-20261204"
+    );
     assert_eq!(
         selector("k{date}", Algorithm::Rsa, T0, &["k20261204", "k20261204-2"]),
         "k20261204-3"

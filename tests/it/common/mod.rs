@@ -2,6 +2,7 @@
 //! with a scenario's configuration, and talk to it with a milter client.
 #![allow(dead_code)]
 
+pub mod bind;
 pub mod child;
 pub mod clamd;
 pub mod cli;
@@ -161,18 +162,27 @@ pub async fn message(conn: &mut TestConnection, headers: &[(&str, &str)]) -> Str
 /// Verifies every DKIM-Signature of a message with python3-dkim (an
 /// implementation independent of ours), the keys' TXT records given.
 pub fn python_dkim(message: &str, records: &[(&str, &str)]) -> bool {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let msg = dir.path().join("m.eml");
-    std::fs::write(&msg, message).expect("write message");
     let mut table = String::from("{");
     for (name, text) in records {
         table.push_str(&format!("b'{name}.': b'{text}',"));
     }
     table.push('}');
+    python_dkim_with(
+        message,
+        &format!("recs = {table}\ndef dns(name, timeout=5):\n    return recs.get(name)\n"),
+    )
+}
+
+/// [`python_dkim`], the keys looked up by `dns`, Python source that
+/// defines `dns(name, timeout=5)` (a name in bytes, its TXT value in
+/// bytes, or None).
+pub fn python_dkim_with(message: &str, dns: &str) -> bool {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let msg = dir.path().join("m.eml");
+    std::fs::write(&msg, message).expect("write message");
     let script = format!(
         "import dkim, sys\n\
-         recs = {table}\n\
-         def dns(name, timeout=5):\n    return recs.get(name)\n\
+         {dns}\
          m = open(sys.argv[1], 'rb').read()\n\
          d = dkim.DKIM(m)\n\
          n = len([l for l in m.split(b'\\r\\n\\r\\n')[0].split(b'\\r\\n') if l.lower().startswith(b'dkim-signature:')])\n\

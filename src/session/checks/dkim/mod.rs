@@ -55,7 +55,8 @@ pub(super) struct Sign {
 }
 
 pub(super) fn sign(config: &Config) -> Option<Sign> {
-    let signs = !config.dkim.keys.is_empty() && config.dkim.sign != SignMode::Off;
+    let signs = (!config.dkim.keys.is_empty() || config.dkim.rotation.is_some())
+        && config.dkim.sign != SignMode::Off;
     Some(Sign { signs })
 }
 
@@ -72,8 +73,15 @@ impl Check for Sign {
         let shared = cx.shared();
         let lists = shared.lists(cx.recording());
         let from = cx.msg.from_domain.clone();
-        let (verdict, signatures) =
-            rules::sign(&config, &lists, cx.class(), from.as_ref(), &whole.raw).await;
+        let (verdict, signatures) = rules::sign(
+            &config,
+            &shared.rotated.keys(),
+            &lists,
+            cx.class(),
+            from.as_ref(),
+            &whole.raw,
+        )
+        .await;
         cx.noted_lookups(&lists);
         cx.decide(verdict)?;
         let shown: Vec<String> = signatures.iter().map(|s| s.shown()).collect();

@@ -18,6 +18,7 @@ use std::sync::Arc;
 /// our signature.
 pub async fn signing_keys(
     config: &Config,
+    rotated: &[Arc<DkimKey>],
     lists: &crate::sources::Lists<'_>,
     class: Option<&Class>,
     from: Option<&Domain>,
@@ -39,10 +40,14 @@ pub async fn signing_keys(
             ))
         }
     }
-    let keys: Vec<Arc<DkimKey>> = keys_for(&config.dkim.keys, from)
-        .into_iter()
-        .cloned()
-        .collect();
+    let merged;
+    let all: &[Arc<DkimKey>] = if rotated.is_empty() {
+        &config.dkim.keys
+    } else {
+        merged = crate::rotation::with_hand_keys(&config.dkim.keys, rotated);
+        &merged
+    };
+    let keys: Vec<Arc<DkimKey>> = keys_for(all, from).into_iter().cloned().collect();
     if keys.is_empty() && config.dkim.on_unsigned == OnUnsigned::Tempfail {
         return Err(Verdict::Refuse(reply::no_dkim_key(from.as_str())));
     }
@@ -118,12 +123,13 @@ impl Signature {
 /// signatures made.
 pub async fn sign(
     config: &Config,
+    rotated: &[Arc<DkimKey>],
     lists: &crate::sources::Lists<'_>,
     class: Option<&Class>,
     from: Option<&Domain>,
     message: &[u8],
 ) -> (Verdict, Vec<Signature>) {
-    let keys = match signing_keys(config, lists, class, from).await {
+    let keys = match signing_keys(config, rotated, lists, class, from).await {
         Ok(keys) => keys,
         Err(verdict) => return (verdict, Vec::new()),
     };

@@ -1,0 +1,216 @@
+//! `dkim.rotation` against a real BIND 9 as the zone's authoritative
+//! server (and as the gateway's resolver): a key signs only once DNS
+//! serves its record, exactly; the old key signs until then; messages
+//! signed before and after verify with python3-dkim against BIND's
+//! answers; `dkim status` and `dkim records` say where each key stands.
+
+use crate::common::{self, bind::Bind, cli};
+use crate::dkim_spf::send;
+use egress_milter::config::Config;
+use egress_milter::rotation::ring::{Algorithm, Key, Ring, State};
+use egress_milter::rotation::store::Store;
+use std::path::Path;
+use std::time::Duration;
+
+/// python3-dkim verifies every signature, asking BIND for the keys.
+fn verified_by_bind(bind: &Bind, message: &str) -> bool {
+    common::python_dkim_with(
+        message,
+        &format!(
+            "import dns.resolver as resolver\n\
+             r = resolver.Resolver(configure=False)\n\
+             r.nameservers = ['127.0.0.1']\n\
+             r.port = {}\n\
+             def dns(name, timeout=5):\n    \
+                 try:\n        a = r.resolve(name.decode(), 'TXT')\n    \
+                 except Exception:\n        return None\n    \
+                 return b''.join(b''.join(x.strings) for x in a)\n",
+            bind.port
+        ),
+    )
+}
+
+/// The selectors of a message's DKIM signatures.
+fn selectors(message: &str) -> Vec<String> {
+    message
+        .split("DKIM-Signature:")
+        .skip(1)
+        .filter_map(|sig| {
+            sig.split(';')
+                .map(|t| t.trim())
+                .find_map(|t| t.strip_prefix("s=").map(String::from))
+        })
+        .collect()
+}
+
+fn ring(dir: &Path) -> Ring {
+    Store::at(dir).load().unwrap()
+}
+
+fn key(dir: &Path, a: Algorithm) -> Option<Key> {
+    ring(dir)
+        .keys
+        .into_iter()
+        .filter(|k| k.algorithm == a)
+        .max_by_key(|k| k.created)
+}
+
+/// Waits (bounded) until the key of `a` satisfies `ok`.
+async fn until_key(dir: &Path, a: Algorithm, what: &str, ok: impl Fn(&Key) -> bool) -> Key {
+    common::until(Duration::from_secs(20), what, || match key(dir, a) {
+        Some(k) if ok(&k) => Ok(k),
+        other => Err(format!("{other:?}")),
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rotated_key_signs_only_once_dns_serves_it_and_the_old_key_until_then() {
+    let bind = Bind::start("");
+    let dir = tempfile::tempdir().unwrap();
+    let keys = dir.path().join("keys");
+    // A hand-made RSA key, published: it signs until the rotation's RSA
+    // key is served.
+    let (pem, record) = egress_milter::dkim::generate("rsa", 2048).unwrap();
+    let hand = dir.path().join("hand.pem");
+    std::fs::write(&hand, pem).unwrap();
+    bind.update(&format!(
+        "update add hand._domainkey.example.com 60 TXT {}",
+        egress_milter::dkim::txt_strings(&record)
+    ));
+    let path = dir.path().join("milter.yaml");
+    std::fs::write(
+        &path,
+        format!(
+            "listen: inet:127.0.0.1:1
+local_domains: [example.com]
+classes:
+  - {{ name: app, clients: [10.0.0.0/8], sender_domains: [example.com] }}
+dns: {{ nameservers: [\"127.0.0.1:{port}\"], timeout: 2s }}
+dkim:
+  keys: [{{ domain: example.com, selector: hand, file: \"{hand}\" }}]
+  rotation:
+    domains: [example.com]
+    key_dir: \"{keys}\"
+    check_every: 1s
+    dns_port: {port}
+admin: {{ listen: \"unix:{dir}/admin.sock\" }}
+",
+            port = bind.port,
+            hand = hand.display(),
+            keys = keys.display(),
+            dir = dir.path().display(),
+        ),
+    )
+    .unwrap();
+    let d = common::start_with(Config::load(&path).unwrap()).await;
+
+    // The first step makes a pending key of each algorithm: nothing of
+    // them is in DNS, so the hand key signs.
+    let rsa = until_key(&keys, Algorithm::Rsa, "an RSA key made", |k| {
+        k.state == State::Pending
+            && k.waiting
+                .as_deref()
+                .is_some_and(|w| w.contains("no TXT record"))
+    })
+    .await;
+    let ed = key(&keys, Algorithm::Ed25519).unwrap();
+    assert_eq!(ed.state, State::Pending);
+    assert!(rsa.selector.starts_with("rsa20"), "{}", rsa.selector);
+    let mut conn = d.client("10.0.0.1").await;
+    let (reply, message) = send(&mut conn, "app@example.com", &[]).await;
+    assert_eq!(reply, "continue");
+    assert_eq!(selectors(&message), ["hand"]);
+    assert!(verified_by_bind(&bind, &message), "{message}");
+    // (The check can fail: a changed body does not verify.)
+    assert!(!verified_by_bind(
+        &bind,
+        &message.replace("this is the body", "this is a body")
+    ));
+
+    // Another key published under the RSA selector: it stays pending, and
+    // says why.
+    let (_, wrong) = egress_milter::dkim::generate("rsa", 2048).unwrap();
+    bind.update(&format!(
+        "update add {}. 60 TXT {}",
+        rsa.name(),
+        egress_milter::dkim::txt_strings(&wrong)
+    ));
+    until_key(&keys, Algorithm::Rsa, "the wrong record seen", |k| {
+        k.state == State::Pending
+            && k.waiting
+                .as_deref()
+                .is_some_and(|w| w.contains("another key"))
+    })
+    .await;
+    let (_, message) = send(&mut conn, "app@example.com", &[]).await;
+    assert_eq!(selectors(&message), ["hand"]);
+
+    // `dkim records` prints what to publish; published as printed, the
+    // key signs from the next step on, in place of the hand key.
+    let records = cli::with_config(&path, &["dkim", "records"]);
+    assert_eq!(records.code, 0, "{}", records.text());
+    let line = records
+        .stdout
+        .lines()
+        .find(|l| l.starts_with(&rsa.name()))
+        .unwrap_or_else(|| panic!("{}", records.stdout));
+    let value = line
+        .split_once(" TXT ")
+        .map(|(_, v)| v.trim_matches('"').to_string())
+        .unwrap();
+    assert_eq!(value, rsa.record);
+    bind.update(&format!(
+        "update delete {name}. TXT\nupdate add {name}. 60 TXT {}",
+        egress_milter::dkim::txt_strings(&value),
+        name = rsa.name()
+    ));
+    assert_eq!(bind.dig(&rsa.name(), "TXT"), rsa.record);
+    until_key(&keys, Algorithm::Rsa, "the RSA key active", |k| {
+        k.state == State::Active
+    })
+    .await;
+    let (reply, message) = send(&mut conn, "app@example.com", &[]).await;
+    assert_eq!(reply, "continue");
+    assert_eq!(selectors(&message), std::slice::from_ref(&rsa.selector));
+    assert!(verified_by_bind(&bind, &message), "{message}");
+    assert!(d.metrics().contains(&format!(
+        "egress_dkim_key_state{{domain=\"example.com\",selector=\"{}\",algorithm=\"rsa\"}} 1",
+        rsa.selector
+    )));
+
+    // Where each key stands.
+    let status = cli::with_config(&path, &["dkim", "status"]);
+    assert_eq!(status.code, 0, "{}", status.text());
+    let row = |sel: &str| {
+        status
+            .stdout
+            .lines()
+            .find(|l| l.contains(sel))
+            .unwrap_or_else(|| panic!("{}", status.stdout))
+            .to_string()
+    };
+    assert!(row(&rsa.selector).contains(" active "), "{}", status.stdout);
+    assert!(
+        row(&rsa.selector).contains("replaced from 20"),
+        "{}",
+        status.stdout
+    );
+    assert!(row(&ed.selector).contains(" pending "), "{}", status.stdout);
+    assert!(
+        row(&ed.selector).contains("waits for its record")
+            && row(&ed.selector).contains("no TXT record"),
+        "{}",
+        status.stdout
+    );
+    let zone = cli::with_config(&path, &["dkim", "records", "--zone"]);
+    assert!(
+        zone.stdout.contains(&format!(
+            "{}. 3600 IN TXT ( \"v=DKIM1; k=ed25519; p=",
+            ed.name()
+        )),
+        "{}",
+        zone.stdout
+    );
+    d.stop().await;
+}
