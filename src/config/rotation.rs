@@ -222,7 +222,20 @@ impl Validator {
             out.dns_port = p;
         }
         match (&raw.rfc2136, out.publish) {
-            (Some(r), Publish::Rfc2136) => out.rfc2136 = self.rfc2136(r),
+            (Some(r), Publish::Rfc2136) => {
+                out.rfc2136 = self.rfc2136(r);
+                if let Some(zone) = out.rfc2136.as_ref().map(|r| r.zone.clone()) {
+                    for d in &out.domains {
+                        if !(d == &zone || d.as_str().ends_with(&format!(".{zone}"))) {
+                            self.error(
+                                r.referenced.line(),
+                                "dkim.rotation.rfc2136.zone",
+                                format!("{d} is not in the zone {zone}: its records cannot be updated there"),
+                            );
+                        }
+                    }
+                }
+            }
             (None, Publish::Rfc2136) => self.error(
                 line,
                 "dkim.rotation.rfc2136",

@@ -3,6 +3,7 @@
 //! - `ring.rs`: the keys and the schedule that moves them;
 //! - `store.rs`: the keys on disk, under `key_dir`;
 //! - `dns.rs`: whether DNS serves a key as made;
+//! - `publish.rs`: the records sent to the primary (`publish: rfc2136`);
 //! - `driver.rs`: one step as the daemon takes it;
 //! - `command.rs`: `egress-milter dkim status | rotate | records`.
 //!
@@ -12,6 +13,7 @@
 pub mod command;
 pub mod dns;
 pub mod driver;
+pub mod publish;
 pub mod ring;
 pub mod store;
 
@@ -81,6 +83,10 @@ pub async fn advance(
     store
         .save(&ring, &lock)
         .map_err(|e| format!("{}: {e}", store.dir().display()))?;
+    drop(lock);
+    if let (crate::config::Publish::Rfc2136, Some(r)) = (settings.publish, &settings.rfc2136) {
+        errors.extend(publish::publish(r, dns.timeout, &changes, &ring).await);
+    }
     Ok(Stepped {
         changes,
         errors,

@@ -222,8 +222,8 @@ fn every_configuration_snippet_loads() {
                 }
             }
             // The files it names, made in a directory of the test: a key
-            // for a DKIM key file, a certificate for a CA file, an empty
-            // list, a secret for the others.
+            // for a DKIM key file, a certificate for a CA file, a TSIG key,
+            // an empty list, a secret for the others.
             let dir = tempfile::tempdir().unwrap();
             let mut yaml = serde_saphyr::to_string(&doc).unwrap();
             for path in named
@@ -240,6 +240,8 @@ fn every_configuration_snippet_loads() {
                     let certs = tempfile::tempdir().unwrap();
                     crate::common::tls::make_certs(certs.path());
                     std::fs::read_to_string(certs.path().join("ca.pem")).unwrap()
+                } else if path.ends_with("tsig.key") {
+                    crate::common::bind::Bind::key_text()
                 } else if path.ends_with(".txt") {
                     // A list file, empty.
                     String::new()

@@ -64,6 +64,36 @@ async fn until_key(dir: &Path, a: Algorithm, what: &str, ok: impl Fn(&Key) -> bo
     .await
 }
 
+/// `milter.yaml` in `dir`: class app at 10.0.0.0/8 for example.com, BIND
+/// as resolver and as the zone's server, rotation of example.com with its
+/// keys in `dir/keys` stepped every second; `dkim` and `rotation` lines
+/// added.
+fn write_config(bind: &Bind, dir: &Path, dkim: &str, rotation: &str) -> std::path::PathBuf {
+    let path = dir.join("milter.yaml");
+    std::fs::write(
+        &path,
+        format!(
+            "listen: inet:127.0.0.1:1
+local_domains: [example.com]
+classes:
+  - {{ name: app, clients: [10.0.0.0/8], sender_domains: [example.com] }}
+dns: {{ nameservers: [\"127.0.0.1:{port}\"], timeout: 2s }}
+dkim:
+{dkim}  rotation:
+    domains: [example.com]
+    key_dir: \"{dir}/keys\"
+    check_every: 1s
+    dns_port: {port}
+{rotation}admin: {{ listen: \"unix:{dir}/admin.sock\" }}
+",
+            port = bind.port,
+            dir = dir.display(),
+        ),
+    )
+    .unwrap();
+    path
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rotated_key_signs_only_once_dns_serves_it_and_the_old_key_until_then() {
     let bind = Bind::start("");
@@ -78,31 +108,15 @@ async fn a_rotated_key_signs_only_once_dns_serves_it_and_the_old_key_until_then(
         "update add hand._domainkey.example.com 60 TXT {}",
         egress_milter::dkim::txt_strings(&record)
     ));
-    let path = dir.path().join("milter.yaml");
-    std::fs::write(
-        &path,
-        format!(
-            "listen: inet:127.0.0.1:1
-local_domains: [example.com]
-classes:
-  - {{ name: app, clients: [10.0.0.0/8], sender_domains: [example.com] }}
-dns: {{ nameservers: [\"127.0.0.1:{port}\"], timeout: 2s }}
-dkim:
-  keys: [{{ domain: example.com, selector: hand, file: \"{hand}\" }}]
-  rotation:
-    domains: [example.com]
-    key_dir: \"{keys}\"
-    check_every: 1s
-    dns_port: {port}
-admin: {{ listen: \"unix:{dir}/admin.sock\" }}
-",
-            port = bind.port,
-            hand = hand.display(),
-            keys = keys.display(),
-            dir = dir.path().display(),
+    let path = write_config(
+        &bind,
+        dir.path(),
+        &format!(
+            "  keys: [{{ domain: example.com, selector: hand, file: \"{}\" }}]\n",
+            hand.display()
         ),
-    )
-    .unwrap();
+        "",
+    );
     let d = common::start_with(Config::load(&path).unwrap()).await;
 
     // The first step makes a pending key of each algorithm: nothing of
@@ -212,5 +226,101 @@ admin: {{ listen: \"unix:{dir}/admin.sock\" }}
         "{}",
         zone.stdout
     );
+    d.stop().await;
+}
+
+/// `publish: rfc2136`: the daemon sends the records itself (TSIG-signed
+/// updates to BIND), switches once BIND serves them, and after an
+/// emergency rotation (`dkim rotate --now`) the old key's record becomes
+/// `p=`, then goes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_rfc2136_the_records_are_published_revoked_and_removed_in_bind() {
+    let bind = Bind::start("");
+    let dir = tempfile::tempdir().unwrap();
+    let keys = dir.path().join("keys");
+    let path = write_config(
+        &bind,
+        dir.path(),
+        "",
+        &format!(
+            "    publish: rfc2136
+    rfc2136: {{ server: \"127.0.0.1:{}\", zone: example.com, tsig_key_file: \"{}\" }}
+    retire_after: 2s
+    revoke_after: 2s
+",
+            bind.port,
+            bind.key_file().display()
+        ),
+    );
+    let d = common::start_with(Config::load(&path).unwrap()).await;
+    // Made, published by the daemon, served by BIND: both keys sign.
+    let rsa = until_key(&keys, Algorithm::Rsa, "the RSA key active", |k| {
+        k.state == State::Active
+    })
+    .await;
+    let ed = until_key(&keys, Algorithm::Ed25519, "the Ed25519 key active", |k| {
+        k.state == State::Active
+    })
+    .await;
+    assert_eq!(bind.dig(&rsa.name(), "TXT"), rsa.record);
+    let mut conn = d.client("10.0.0.1").await;
+    let (_, before) = send(&mut conn, "app@example.com", &[]).await;
+    let mut signed = selectors(&before);
+    signed.sort();
+    assert_eq!(signed, [ed.selector.clone(), rsa.selector.clone()]);
+    assert!(verified_by_bind(&bind, &before), "{before}");
+
+    // An emergency rotation: new keys, switched to once served; the old
+    // ones revoked as soon as the new ones sign.
+    let out = cli::with_config(&path, &["dkim", "rotate", "--now"]);
+    assert_eq!(out.code, 0, "{}", out.text());
+    assert!(out.stdout.contains("made rsa"), "{}", out.stdout);
+    let new = until_key(&keys, Algorithm::Rsa, "a new RSA key active", |k| {
+        k.state == State::Active && k.selector != rsa.selector
+    })
+    .await;
+    assert!(
+        new.selector.starts_with(&format!("{}-", rsa.selector)),
+        "{}",
+        new.selector
+    );
+    let (_, after) = send(&mut conn, "app@example.com", &[]).await;
+    assert!(selectors(&after).contains(&new.selector), "{after}");
+    assert!(verified_by_bind(&bind, &after), "{after}");
+    common::until(
+        Duration::from_secs(20),
+        "the old record revoked in BIND",
+        || match bind.dig(&rsa.name(), "TXT") {
+            v if v == "v=DKIM1; p=" => Ok(()),
+            v => Err(v),
+        },
+    )
+    .await;
+    assert!(
+        !Store::at(&keys).key_path(&rsa).exists(),
+        "the revoked private key is deleted"
+    );
+    // Then the record goes, and the key with it.
+    common::until(
+        Duration::from_secs(20),
+        "the old record removed from BIND",
+        || match bind.dig(&rsa.name(), "TXT") {
+            v if v.is_empty() => Ok(()),
+            v => Err(v),
+        },
+    )
+    .await;
+    common::until(
+        Duration::from_secs(10),
+        "the old key gone from the state",
+        || {
+            if ring(&keys).keys.iter().any(|k| k.selector == rsa.selector) {
+                Err(format!("{:?}", ring(&keys).keys))
+            } else {
+                Ok(())
+            }
+        },
+    )
+    .await;
     d.stop().await;
 }
