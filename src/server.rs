@@ -143,10 +143,31 @@ async fn rotate_dkim_keys(shared: Arc<Shared>) {
             tokio::time::sleep(Duration::from_secs(5)).await;
             continue;
         };
-        if let Some(ring) =
+        if let Some((ring, changes)) =
             crate::rotation::driver::step(&shared.rotated, &settings, &config.dns).await
         {
             shared.metrics.dkim_keys(&ring);
+            let now = crate::incidents::now_ms() / 1000;
+            for c in &changes {
+                let k = c.key();
+                let record = match c {
+                    crate::rotation::ring::Change::Removed(_) => String::new(),
+                    _ => k.published(),
+                };
+                shared.incidents.notifier.send_dkim(
+                    crate::incidents::DkimNotice {
+                        change: c.verb(),
+                        domain: k.domain.clone(),
+                        selector: k.selector.clone(),
+                        algorithm: k.algorithm.as_str(),
+                        name: k.name(),
+                        record,
+                        waiting: k.waiting.clone(),
+                        at: now,
+                    },
+                    &config.incidents.notify,
+                );
+            }
         }
         tokio::time::sleep(settings.check_every).await;
     }

@@ -177,11 +177,32 @@ struct WarningDocument<'a> {
     gateway: &'a str,
 }
 
+/// A rotated DKIM key changed state, or has waited a day for its record
+/// (`dkim.rotation`).
+#[derive(Clone, Debug, Serialize)]
+pub struct DkimNotice {
+    /// made, activated, retired, revoked, removed, late.
+    pub change: &'static str,
+    pub domain: String,
+    pub selector: String,
+    pub algorithm: &'static str,
+    /// `SELECTOR._domainkey.DOMAIN`.
+    pub name: String,
+    /// The TXT value the name must hold now (empty once removed).
+    pub record: String,
+    /// Why a pending key is not yet switched to.
+    pub waiting: Option<String>,
+    /// Unix seconds.
+    #[serde(skip)]
+    pub at: u64,
+}
+
 /// What the notifier delivers.
 #[derive(Clone, Debug)]
 enum Outgoing {
     Incident(Notice),
     Warning(WarningNotice),
+    Dkim(DkimNotice),
 }
 
 impl Outgoing {
@@ -190,6 +211,7 @@ impl Outgoing {
         match self {
             Self::Incident(n) => n.incident.name(),
             Self::Warning(w) => format!("{} for {}", w.limit, w.key),
+            Self::Dkim(d) => format!("DKIM key {}", d.name),
         }
     }
 
@@ -200,6 +222,7 @@ impl Outgoing {
                 Change::Closed => "closed",
             },
             Self::Warning(_) => "limit_warning",
+            Self::Dkim(_) => "dkim_key",
         }
     }
 
@@ -217,6 +240,15 @@ impl Outgoing {
                 queue_id: w.queue_id.as_deref(),
                 gateway,
             }),
+            Self::Dkim(d) => {
+                let mut doc = serde_json::to_value(d)?;
+                if let Some(o) = doc.as_object_mut() {
+                    o.insert("event".into(), "dkim_key".into());
+                    o.insert("at".into(), rfc3339(d.at).into());
+                    o.insert("gateway".into(), gateway.into());
+                }
+                serde_json::to_vec(&doc)
+            }
         }
     }
 
@@ -242,6 +274,39 @@ impl Outgoing {
                     w.key
                 ),
             ),
+            Self::Dkim(d) => {
+                let what = match d.change {
+                    "made" => format!(
+                        "A new key was made. It signs once every authoritative server and the resolver serve its record:\n  {}. TXT {}",
+                        d.name,
+                        crate::dkim::txt_strings(&d.record)
+                    ),
+                    "late" => format!(
+                        "The key was made a day ago and its record is still not served ({}). The old key signs on. Publish:\n  {}. TXT {}",
+                        d.waiting.as_deref().unwrap_or("not served"),
+                        d.name,
+                        crate::dkim::txt_strings(&d.record)
+                    ),
+                    "activated" => "DNS serves its record: the key signs from now on.".to_string(),
+                    "retired" => "A new key signs in its place; its record stays published so that mail in flight still verifies.".to_string(),
+                    "revoked" => format!(
+                        "Its private key is deleted and its record must now read:\n  {}. TXT \"{}\"",
+                        d.name, d.record
+                    ),
+                    _ => format!("Its record can be removed: {}. TXT", d.name),
+                };
+                (
+                    format!("egress-milter: DKIM key {} of {} {}", d.selector, d.domain, d.change),
+                    format!(
+                        "Gateway {gateway}: DKIM key {} ({}) of {} {} at {}.\n{what}\n\nWhere every key stands:\n  egress-milter dkim status\n",
+                        d.selector,
+                        d.algorithm,
+                        d.domain,
+                        d.change,
+                        rfc3339(d.at)
+                    ),
+                )
+            }
         }
     }
 }
@@ -299,6 +364,11 @@ impl Notifier {
     /// Queues a rate-limit warning, as [`send`](Self::send).
     pub fn send_warning(&self, warning: WarningNotice, settings: &Notify) {
         self.queue(Outgoing::Warning(warning), settings);
+    }
+
+    /// Queues a DKIM key's change, as [`send`](Self::send).
+    pub fn send_dkim(&self, notice: DkimNotice, settings: &Notify) {
+        self.queue(Outgoing::Dkim(notice), settings);
     }
 
     fn queue(&self, notice: Outgoing, settings: &Notify) {

@@ -8,12 +8,12 @@ use super::Rotated;
 use tracing::{error, info, warn};
 
 /// One step, logged; `rotated` follows it. The ring as it stands after
-/// it, or None when the step could not be taken.
+/// it and what changed, or None when the step could not be taken.
 pub async fn step(
     rotated: &Rotated,
     settings: &crate::config::RotationSettings,
     dns: &crate::config::DnsSettings,
-) -> Option<Ring> {
+) -> Option<(Ring, Vec<Change>)> {
     let now = crate::incidents::now_ms() / 1000;
     let stepped = match super::advance(settings, dns, now).await {
         Ok(s) => s,
@@ -54,5 +54,5 @@ pub async fn step(
     for e in rotated.set(&Store::at(&settings.key_dir), &stepped.ring) {
         error!(target: "egress_milter::dkim", "dkim rotation: a key that should sign cannot: {e}");
     }
-    Some(stepped.ring)
+    Some((stepped.ring, stepped.changes))
 }

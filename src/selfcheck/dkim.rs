@@ -82,3 +82,70 @@ pub(super) async fn check_dkim(
         }
     }
 }
+
+/// `dkim.rotation`: a key that has waited a day for its record, an active
+/// key older than `every` (its replacement not served), a key that should
+/// sign and has no private key.
+pub(super) fn check_rotation(config: &Config, rows: &mut Vec<Row>) {
+    use crate::rotation::ring::{State, LATE_AFTER};
+    let Some(settings) = &config.dkim.rotation else {
+        return;
+    };
+    let store = crate::rotation::store::Store::at(&settings.key_dir);
+    let ring = match store.load() {
+        Ok(r) => r,
+        Err(e) => {
+            rows.push(row(
+                "dkim rotation",
+                settings.key_dir.display().to_string(),
+                Status::Fail,
+                format!("the keys' state cannot be read: {e}"),
+                "restore it from a backup, or move it aside to start afresh",
+            ));
+            return;
+        }
+    };
+    let now = crate::incidents::now_ms() / 1000;
+    for k in &ring.keys {
+        let age = now.saturating_sub(k.created);
+        let publish = format!(
+            "publish {}. TXT {}",
+            k.name(),
+            crate::dkim::txt_strings(&k.record)
+        );
+        match k.state {
+            State::Pending if age >= LATE_AFTER => rows.push(row(
+                "dkim rotation",
+                k.name(),
+                Status::Warn,
+                format!(
+                    "pending for {} days: {}",
+                    age / 86_400,
+                    k.waiting.as_deref().unwrap_or("not served")
+                ),
+                publish,
+            )),
+            State::Active if age > settings.every.as_secs() + LATE_AFTER => rows.push(row(
+                "dkim rotation",
+                k.name(),
+                Status::Warn,
+                format!(
+                    "active for {} days, past dkim.rotation.every: its replacement is not served",
+                    age / 86_400
+                ),
+                "egress-milter dkim status",
+            )),
+            _ => {}
+        }
+    }
+    let (_, errors) = store.signing_keys(&ring);
+    for e in errors {
+        rows.push(row(
+            "dkim rotation",
+            settings.key_dir.display().to_string(),
+            Status::Fail,
+            e,
+            "restore the private key from a backup, or egress-milter dkim rotate --now",
+        ));
+    }
+}

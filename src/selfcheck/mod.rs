@@ -11,7 +11,7 @@ mod hosts;
 mod spf;
 mod stores;
 
-use dkim::check_dkim;
+use dkim::{check_dkim, check_rotation};
 use dmarc::check_dmarc;
 use dnsbl::check_dnsbl;
 use hosts::check_hosts;
@@ -109,6 +109,7 @@ pub async fn run(config: &Config) -> Result<Vec<Row>, String> {
     }
     progress("DKIM keys in DNS".into());
     check_dkim(&resolver, config, &mut rows).await;
+    check_rotation(config, &mut rows);
     check_stores(config, &mut rows).await;
     progress("host name and reverse DNS".into());
     check_hosts(&resolver, config, &mut rows).await;

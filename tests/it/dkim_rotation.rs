@@ -69,6 +69,17 @@ async fn until_key(dir: &Path, a: Algorithm, what: &str, ok: impl Fn(&Key) -> bo
 /// keys in `dir/keys` stepped every second; `dkim` and `rotation` lines
 /// added.
 fn write_config(bind: &Bind, dir: &Path, dkim: &str, rotation: &str) -> std::path::PathBuf {
+    write_config_with(bind, dir, dkim, rotation, "")
+}
+
+/// [`write_config`], with more top-level lines.
+fn write_config_with(
+    bind: &Bind,
+    dir: &Path,
+    dkim: &str,
+    rotation: &str,
+    more: &str,
+) -> std::path::PathBuf {
     let path = dir.join("milter.yaml");
     std::fs::write(
         &path,
@@ -85,7 +96,7 @@ dkim:
     check_every: 1s
     dns_port: {port}
 {rotation}admin: {{ listen: \"unix:{dir}/admin.sock\" }}
-",
+{more}",
             port = bind.port,
             dir = dir.display(),
         ),
@@ -226,6 +237,27 @@ async fn a_rotated_key_signs_only_once_dns_serves_it_and_the_old_key_until_then(
         "{}",
         zone.stdout
     );
+    // An active key whose private key is lost: status and selfcheck say
+    // so (exit 1).
+    std::fs::remove_file(Store::at(&keys).key_path(&rsa)).unwrap();
+    let status = cli::with_config(&path, &["dkim", "status"]);
+    assert_eq!(status.code, 1, "{}", status.text());
+    assert!(
+        status.stdout.contains(&format!("error: {}", rsa.name())),
+        "{}",
+        status.stdout
+    );
+    let check = cli::with_config(&path, &["selfcheck"]);
+    assert_eq!(check.code, 1, "{}", check.text());
+    let line = check
+        .stdout
+        .lines()
+        .find(|l| l.contains("dkim rotation"))
+        .unwrap_or_else(|| panic!("{}", check.stdout));
+    assert!(
+        line.contains(&rsa.name()) && line.contains("FAIL"),
+        "{line}"
+    );
     d.stop().await;
 }
 
@@ -236,9 +268,10 @@ async fn a_rotated_key_signs_only_once_dns_serves_it_and_the_old_key_until_then(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_rfc2136_the_records_are_published_revoked_and_removed_in_bind() {
     let bind = Bind::start("");
+    let mut hook = common::webhook::Webhook::start(200).await;
     let dir = tempfile::tempdir().unwrap();
     let keys = dir.path().join("keys");
-    let path = write_config(
+    let path = write_config_with(
         &bind,
         dir.path(),
         "",
@@ -250,6 +283,10 @@ async fn with_rfc2136_the_records_are_published_revoked_and_removed_in_bind() {
 ",
             bind.port,
             bind.key_file().display()
+        ),
+        &format!(
+            "incidents: {{ notify: {{ webhook: {{ url: \"{}\" }} }} }}\n",
+            hook.url()
         ),
     );
     let d = common::start_with(Config::load(&path).unwrap()).await;
@@ -322,5 +359,22 @@ async fn with_rfc2136_the_records_are_published_revoked_and_removed_in_bind() {
         },
     )
     .await;
+    // Each change was told, the revocation with the record to hold.
+    let mut told = Vec::new();
+    while let Some(doc) = hook.next(3).await {
+        assert_eq!(doc["event"], "dkim_key", "{doc}");
+        if doc["selector"] == rsa.selector.as_str() {
+            told.push((
+                doc["change"].as_str().unwrap_or("").to_string(),
+                doc["record"].clone(),
+            ));
+        }
+    }
+    let changes: Vec<&str> = told.iter().map(|(c, _)| c.as_str()).collect();
+    assert_eq!(
+        changes,
+        ["made", "activated", "retired", "revoked", "removed"]
+    );
+    assert_eq!(told[3].1, "v=DKIM1; p=");
     d.stop().await;
 }
