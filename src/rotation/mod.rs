@@ -44,18 +44,47 @@ pub async fn advance(
     let store = Store::open(&settings.key_dir)
         .map_err(|e| format!("{}: {e}", settings.key_dir.display()))?;
     let before = store.load().map_err(|e| e.to_string())?;
-    let mut served = HashMap::new();
+    let mut served = Served::new();
     for k in before.pending() {
         served.insert(
             (k.domain.clone(), k.selector.clone()),
             dns::served(dns, settings.dns_port, k).await,
         );
     }
+    // Under the lock, off the runtime's threads: the lock may be waited
+    // for, and making an RSA key takes a while.
+    let locked = {
+        let settings = settings.clone();
+        tokio::task::spawn_blocking(move || step_locked(&store, &settings, now, &served))
+    };
+    let (changes, mut errors, ring) = locked.await.map_err(|e| e.to_string())??;
+    if let (crate::config::Publish::Rfc2136, Some(r)) = (settings.publish, &settings.rfc2136) {
+        errors.extend(publish::publish(r, dns.timeout, &changes, &ring).await);
+    }
+    Ok(Stepped {
+        changes,
+        errors,
+        ring,
+    })
+}
+
+/// DNS's answer for each pending key, by (domain, selector).
+type Served = HashMap<(String, String), Result<(), String>>;
+
+/// The part of a step done under the lock: the ring moved, new private
+/// keys written (a key whose file cannot be written is dropped, and its
+/// making not reported), revoked ones deleted, the state saved.
+fn step_locked(
+    store: &Store,
+    settings: &RotationSettings,
+    now: u64,
+    served: &Served,
+) -> Result<(Vec<Change>, Vec<String>, Ring), String> {
     let lock = store
         .lock()
         .map_err(|e| format!("{}: {e}", store.dir().display()))?;
     let mut ring = store.load().map_err(|e| e.to_string())?;
-    let (changes, made, mut errors) = ring.step(
+    let (mut changes, made, mut errors) = ring.step(
         now,
         settings,
         &|k| {
@@ -69,8 +98,9 @@ pub async fn advance(
     for (key, pem) in &made {
         if let Err(e) = store.write_key(key, pem) {
             errors.push(format!("{}: {e}", store.key_path(key).display()));
-            ring.keys
-                .retain(|k| k.selector != key.selector || k.domain != key.domain);
+            let same = |k: &ring::Key| k.selector == key.selector && k.domain == key.domain;
+            ring.keys.retain(|k| !same(k));
+            changes.retain(|c| !same(c.key()));
         }
     }
     for c in &changes {
@@ -83,15 +113,7 @@ pub async fn advance(
     store
         .save(&ring, &lock)
         .map_err(|e| format!("{}: {e}", store.dir().display()))?;
-    drop(lock);
-    if let (crate::config::Publish::Rfc2136, Some(r)) = (settings.publish, &settings.rfc2136) {
-        errors.extend(publish::publish(r, dns.timeout, &changes, &ring).await);
-    }
-    Ok(Stepped {
-        changes,
-        errors,
-        ring,
-    })
+    Ok((changes, errors, ring))
 }
 
 /// The rotated keys that sign now, swapped by each step.
