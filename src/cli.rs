@@ -81,7 +81,9 @@ pub enum Command {
     },
     /// DKIM keys that rotate themselves (`dkim.rotation`): their state,
     /// a rotation now, and the records DNS must hold. Reads and writes
-    /// `dkim.rotation.key_dir`; the daemon follows at its next step.
+    /// `dkim.rotation.key_dir`, or Redis with `rate_limits.backend: redis`
+    /// (the state the gateways share); the daemon follows at its next
+    /// step.
     Dkim {
         #[command(subcommand)]
         action: DkimAction,
@@ -285,14 +287,18 @@ pub enum LimitsAction {
 pub enum DkimAction {
     /// Per domain and algorithm, each key: selector, state (pending,
     /// active, retiring, revoked), age, and its next step or what it waits
-    /// for. Exit 1 when a key has been pending for more than a day, is
-    /// older than `every`, or should sign and has no private key.
+    /// for; shared through Redis, also the gateway that drives. Exit 1
+    /// when a key has been pending for more than a day, is older than
+    /// `every`, or should sign and has no private key (shared: none that
+    /// opens with this gateway's `secret_file`).
     Status,
     /// A new key now, for one domain or every rotated one, switched to as
     /// soon as DNS serves its record (the old key signs until then); the
     /// records to publish are printed. With --now the replaced key is
     /// revoked as soon as the new one signs, not kept for `retire_after`
-    /// (a key that leaked).
+    /// (a key that leaked). Shared through Redis, the request is saved
+    /// there and the keys are made at once when no gateway drives, else by
+    /// the driving gateway at its next step.
     Rotate {
         #[arg(long)]
         domain: Option<String>,

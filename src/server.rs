@@ -134,8 +134,10 @@ fn incident_tasks(shared: Arc<Shared>, gateway: String) -> [tokio::task::JoinHan
     [notices, expiry]
 }
 
-/// `dkim.rotation`: a step of the schedule every `check_every`; without
-/// it, looked for again every few seconds (a reload may turn it on).
+/// `dkim.rotation`: a step of the schedule every `check_every`, and the
+/// signing keys swapped at each moment the ring records in between;
+/// without it, looked for again every few seconds (a reload may turn it
+/// on).
 async fn rotate_dkim_keys(shared: Arc<Shared>) {
     loop {
         let config = shared.config();
@@ -143,33 +145,65 @@ async fn rotate_dkim_keys(shared: Arc<Shared>) {
             tokio::time::sleep(Duration::from_secs(5)).await;
             continue;
         };
+        let redis = shared.limiter.redis.as_ref();
         if let Some((ring, changes)) =
-            crate::rotation::driver::step(&shared.rotated, &settings, &config.dns).await
+            crate::rotation::driver::step(&shared.rotated, &settings, &config.dns, redis).await
         {
             shared.metrics.dkim_keys(&ring);
-            let now = crate::incidents::now_ms() / 1000;
-            for c in &changes {
-                let k = c.key();
-                let record = match c {
-                    crate::rotation::ring::Change::Removed(_) => String::new(),
-                    _ => k.published(),
-                };
-                shared.incidents.notifier.send_dkim(
-                    crate::incidents::DkimNotice {
-                        change: c.verb(),
-                        domain: k.domain.clone(),
-                        selector: k.selector.clone(),
-                        algorithm: k.algorithm.as_str(),
-                        name: k.name(),
-                        record,
-                        waiting: k.waiting.clone(),
-                        at: now,
-                    },
-                    &config.incidents.notify,
-                );
+            notify_dkim(&shared, &config, &changes);
+        }
+        let next_step = tokio::time::Instant::now() + settings.check_every;
+        loop {
+            let now_ms = crate::incidents::now_ms();
+            let switch = shared.rotated.next_switch(now_ms / 1000);
+            let at = switch.map(|t| {
+                tokio::time::Instant::now()
+                    + Duration::from_millis((t * 1000).saturating_sub(now_ms))
+            });
+            match at {
+                Some(at) if at < next_step => {
+                    tokio::time::sleep_until(at).await;
+                    let now = crate::incidents::now_ms() / 1000;
+                    for e in shared.rotated.switch(now) {
+                        tracing::error!(target: "egress_milter::dkim", "dkim rotation: a key that should sign cannot: {e}");
+                    }
+                    tracing::info!(target: "egress_milter::dkim", "dkim rotation: signing with the keys recorded for {}", crate::incidents::rfc3339(now));
+                }
+                _ => {
+                    tokio::time::sleep_until(next_step).await;
+                    break;
+                }
             }
         }
-        tokio::time::sleep(settings.check_every).await;
+    }
+}
+
+/// The notice of each change a step made.
+fn notify_dkim(
+    shared: &Shared,
+    config: &crate::config::Config,
+    changes: &[crate::rotation::ring::Change],
+) {
+    let now = crate::incidents::now_ms() / 1000;
+    for c in changes {
+        let k = c.key();
+        let record = match c {
+            crate::rotation::ring::Change::Removed(_) => String::new(),
+            _ => k.published(),
+        };
+        shared.incidents.notifier.send_dkim(
+            crate::incidents::DkimNotice {
+                change: c.verb(),
+                domain: k.domain.clone(),
+                selector: k.selector.clone(),
+                algorithm: k.algorithm.as_str(),
+                name: k.name(),
+                record,
+                waiting: k.waiting.clone(),
+                at: now,
+            },
+            &config.incidents.notify,
+        );
     }
 }
 

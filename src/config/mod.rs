@@ -43,7 +43,9 @@ pub use matchers::{MatcherIndex, Who};
 pub use reading::{ConfigError, ConfigErrors};
 pub use redis::{OnFailure, RedisSettings, SentinelSettings};
 pub use restart::{restart_needed, RestartKey, RESTART_KEYS};
-pub use rotation::{parse_tsig_key, Publish, Rfc2136Settings, RotationSettings, TsigKey};
+pub use rotation::{
+    parse_tsig_key, Publish, Reveal, Rfc2136Settings, RotationSettings, SealKey, TsigKey,
+};
 pub use sets::{DomainMap, HostPatterns, Indexed, KeyMap, NetMap, Set};
 pub use sources::{
     CacheSettings, CalloutSettings, Entries, Kind, LdapScope, LdapSettings, SourceBackend,
@@ -344,7 +346,8 @@ impl Validator {
             }
         }
         let content = self.content(&raw.content, &raw.attachments);
-        let auth = self.mail_auth(mail_auth::MailAuthInput {
+        let rotation_line = raw.dkim.rotation.as_ref().map(|r| r.referenced.line());
+        let mut auth = self.mail_auth(mail_auth::MailAuthInput {
             egress: raw.egress_ips,
             hostname: raw.hostname,
             dkim: raw.dkim,
@@ -352,6 +355,13 @@ impl Validator {
             dns: raw.dns,
             selfcheck: raw.selfcheck,
         });
+        if let (Backend::Redis, Some(r), Some(line)) = (
+            rate_limits.backend,
+            auth.dkim.rotation.as_mut(),
+            rotation_line,
+        ) {
+            self.share_rotation(r, line);
+        }
         let internal_hostnames = self.internal_hostnames(raw.internal_hostnames.as_deref());
         let remove_headers = self.remove_headers(&raw.headers.remove, &auth.dkim.headers);
         let metrics_listen = raw

@@ -49,6 +49,44 @@ pub struct RawRotation {
     /// test lab).
     #[serde(default)]
     pub dns_port: Option<u16>,
+    /// With `rate_limits.backend: redis` (required then): a file holding 32 random bytes in
+    /// base64 (`openssl rand -base64 32`), the same on every gateway. The keys' state lives in
+    /// Redis, and the private keys are kept there encrypted with it (AES-256-GCM), so every
+    /// gateway signs with the same keys without a shared disk and Redis alone never holds a
+    /// usable private key.
+    #[serde(default)]
+    pub secret_file: Option<Text>,
+    /// Deniability (opt-in): a revoked key's private key is written to `dir` as
+    /// `SELECTOR._domainkey.DOMAIN.pem` for a web server to publish under `url`, and its
+    /// record notes where (`n=`), so that old signatures no longer prove who wrote a message.
+    #[serde(default)]
+    pub reveal: Option<Spanned<RawReveal>>,
+}
+
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawReveal {
+    /// (required) The directory the revealed private keys are written to (mode 0644 files).
+    pub dir: Text,
+    /// (required) The URL that directory is published under, ending in `/`.
+    pub url: Text,
+}
+
+/// Where revoked private keys are revealed.
+#[derive(Clone, Debug, Eq, PartialEq)]
+pub struct Reveal {
+    pub dir: PathBuf,
+    pub url: String,
+}
+
+/// The key that seals private keys kept in Redis (`secret_file`).
+#[derive(Clone, Eq, PartialEq)]
+pub struct SealKey(pub [u8; 32]);
+
+impl std::fmt::Debug for SealKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SealKey(..)")
+    }
 }
 
 #[derive(Clone, Copy, Debug, Default, Deserialize, Eq, PartialEq, schemars::JsonSchema)]
@@ -100,6 +138,16 @@ pub struct RotationSettings {
     pub revoke_after: Duration,
     pub check_every: Duration,
     pub dns_port: u16,
+    /// The keys' state is in Redis (`rate_limits.backend: redis`), shared
+    /// by every gateway; one drives it at a time.
+    pub shared: bool,
+    /// With `shared`: what seals the private keys kept in Redis.
+    pub seal: Option<SealKey>,
+    /// How far ahead a key made active starts signing, so that every
+    /// gateway has read the moment before it comes: twice `check_every`
+    /// when shared, else none.
+    pub switch_delay: Duration,
+    pub reveal: Option<Reveal>,
 }
 
 const DAY: u64 = 86_400;
@@ -117,6 +165,10 @@ impl Default for RotationSettings {
             revoke_after: Duration::from_secs(30 * DAY),
             check_every: Duration::from_secs(600),
             dns_port: 53,
+            shared: false,
+            seal: None,
+            switch_delay: Duration::ZERO,
+            reveal: None,
         }
     }
 }
@@ -217,6 +269,12 @@ impl Validator {
         if let Some(d) = &raw.key_dir {
             out.key_dir = self.resolve_path(&d.value);
         }
+        if let Some(f) = &raw.secret_file {
+            out.seal = self.seal_key(f);
+        }
+        if let Some(r) = &raw.reveal {
+            out.reveal = self.reveal(r);
+        }
         out.publish = raw.publish.unwrap_or_default();
         if let Some(p) = raw.dns_port {
             out.dns_port = p;
@@ -249,6 +307,68 @@ impl Validator {
             (None, Publish::Manual) => {}
         }
         Some(out)
+    }
+
+    /// With the Redis backend: the keys' state shared in Redis, the private
+    /// keys sealed with `secret_file`, each switch recorded ahead.
+    pub(super) fn share_rotation(&mut self, r: &mut RotationSettings, line: u64) {
+        r.shared = true;
+        r.switch_delay = r.check_every * 2;
+        if r.seal.is_none() {
+            self.error(
+                line,
+                "dkim.rotation.secret_file",
+                "rate_limits.backend is redis: the keys are shared through Redis, sealed with the key in this file (the same on every gateway; make it with `openssl rand -base64 32`)",
+            );
+        }
+    }
+
+    fn seal_key(&mut self, f: &Text) -> Option<SealKey> {
+        use base64::Engine;
+        let path = self.resolve_path(&f.value);
+        let key = "dkim.rotation.secret_file";
+        let read = crate::files::read_bounded(&path, 4096)
+            .map_err(|e| format!("cannot read {}: {e}", path.display()))
+            .and_then(|b| {
+                base64::engine::general_purpose::STANDARD
+                    .decode(String::from_utf8_lossy(&b).trim().as_bytes())
+                    .map_err(|e| format!("{}: not base64: {e}", path.display()))
+            })
+            .and_then(|b| {
+                <[u8; 32]>::try_from(b.as_slice()).map_err(|_| {
+                    format!(
+                        "{}: {} bytes, expected 32 (openssl rand -base64 32)",
+                        path.display(),
+                        b.len()
+                    )
+                })
+            });
+        match read {
+            Ok(k) => Some(SealKey(k)),
+            Err(e) => {
+                self.error(f.referenced.line(), key, e);
+                None
+            }
+        }
+    }
+
+    fn reveal(&mut self, raw: &Spanned<RawReveal>) -> Option<Reveal> {
+        let url = raw.value.url.value.trim();
+        let ok = (url.starts_with("https://") || url.starts_with("http://"))
+            && url.ends_with('/')
+            && !url.contains([';', ' ', '"']);
+        if !ok {
+            self.error(
+                raw.value.url.referenced.line(),
+                "dkim.rotation.reveal.url",
+                format!("expected an http(s) URL ending in / without ; or spaces, got \"{url}\""),
+            );
+            return None;
+        }
+        Some(Reveal {
+            dir: self.resolve_path(&raw.value.dir.value),
+            url: url.to_string(),
+        })
     }
 
     fn rfc2136(&mut self, raw: &Spanned<RawRfc2136>) -> Option<Rfc2136Settings> {

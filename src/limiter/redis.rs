@@ -127,9 +127,11 @@ const RELEASE_DELAY: Duration = Duration::from_millis(50);
 impl RedisLimiter {
     pub fn new(settings: &RedisSettings) -> Result<Self, LimiterError> {
         let target = Target::new(settings).map_err(|e| LimiterError::Redis(e.to_string()))?;
+        let host = nix::unistd::gethostname()
+            .map(|h| h.to_string_lossy().into_owned())
+            .unwrap_or_default();
         let gateway = format!(
-            "{}:{}:{:x}",
-            std::env::var("HOSTNAME").unwrap_or_default(),
+            "{host}:{}:{:x}",
             std::process::id(),
             std::hash::BuildHasher::hash_one(&std::hash::RandomState::new(), 0u8)
         );
@@ -149,6 +151,11 @@ impl RedisLimiter {
             failures: AtomicU64::new(0),
             credit: super::credit::Credit::default(),
         })
+    }
+
+    /// This gateway's name in Redis: host, process and a random part.
+    pub fn gateway(&self) -> &str {
+        &self.gateway
     }
 
     pub(crate) fn key(&self, parts: std::fmt::Arguments<'_>) -> String {

@@ -1,11 +1,45 @@
 //! `egress-milter dkim status | rotate | records`: the rotated keys as
-//! `key_dir` holds them.
+//! `key_dir` holds them, or Redis when they are shared.
 
-use super::ring::{Request, State};
+use super::ring::{Request, Ring, State};
 use super::store::Store;
 use crate::cli::{DkimAction, Exit};
 use crate::config::{Config, RotationSettings};
+use crate::limiter::RedisLimiter;
 use std::path::Path;
+use tokio::runtime::Runtime;
+
+/// Where the state is: `key_dir`, or Redis (with the runtime to ask it).
+enum Place {
+    Dir,
+    Shared(Box<(Runtime, RedisLimiter)>),
+}
+
+impl Place {
+    fn new(config: &Config, settings: &RotationSettings) -> Result<Place, String> {
+        if !settings.shared {
+            return Ok(Place::Dir);
+        }
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| format!("cannot start the runtime: {e}"))?;
+        let redis = RedisLimiter::new(&config.rate_limits.redis).map_err(|e| e.to_string())?;
+        Ok(Place::Shared(Box::new((runtime, redis))))
+    }
+
+    fn load(&self, settings: &RotationSettings) -> Result<Ring, String> {
+        match self {
+            Place::Dir => Store::at(&settings.key_dir)
+                .load()
+                .map_err(|e| e.to_string()),
+            Place::Shared(s) => {
+                s.0.block_on(super::shared::load(&s.1))
+                    .map(|(ring, _)| ring)
+            }
+        }
+    }
+}
 
 pub fn run(path: &Path, action: DkimAction) -> Exit {
     let config = match Config::load(path) {
@@ -23,13 +57,20 @@ pub fn run(path: &Path, action: DkimAction) -> Exit {
         return Exit::Usage;
     };
     let now = crate::incidents::now_ms() / 1000;
+    let place = match Place::new(&config, &settings) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("egress-milter: {e}");
+            return Exit::Failed;
+        }
+    };
     match action {
-        DkimAction::Status => status(&settings, now),
-        DkimAction::Records { zone } => records(&settings, zone),
+        DkimAction::Status => status(&settings, &place, now),
+        DkimAction::Records { zone } => records(&settings, &place, zone),
         DkimAction::Rotate {
             domain,
             now: urgent,
-        } => rotate(&config, &settings, domain, urgent, now),
+        } => rotate(&config, &settings, &place, domain, urgent, now),
     }
 }
 
@@ -44,13 +85,12 @@ fn age(secs: u64) -> String {
     }
 }
 
-fn status(settings: &RotationSettings, now: u64) -> Exit {
-    let store = Store::at(&settings.key_dir);
-    let ring = match store.load() {
+fn status(settings: &RotationSettings, place: &Place, now: u64) -> Exit {
+    let ring = match place.load(settings) {
         Ok(r) => r,
         Err(e) => {
             eprintln!("egress-milter: {e}");
-            return Exit::Usage;
+            return Exit::Failed;
         }
     };
     println!(
@@ -93,7 +133,22 @@ fn status(settings: &RotationSettings, now: u64) -> Exit {
             }
         }
     }
-    let (_, errors) = store.signing_keys(&ring);
+    let errors = match (place, &settings.seal) {
+        (Place::Dir, _) => Store::at(&settings.key_dir).signing_keys(&ring, now).1,
+        (Place::Shared(s), Some(seal)) => {
+            let (rt, r) = (&s.0, &s.1);
+            match rt.block_on(super::shared::driver(r)) {
+                Ok(Some((name, ms))) => {
+                    println!("driven by {name} (lease left {}s)", ms.max(0) / 1000)
+                }
+                Ok(None) => println!("driven by no gateway now: the first to step takes the lease"),
+                Err(e) => println!("driven by: unknown ({e})"),
+            }
+            rt.block_on(super::shared::check_keys(r, seal, &ring))
+                .unwrap_or_else(|e| vec![e])
+        }
+        (Place::Shared(..), None) => vec!["dkim.rotation.secret_file is not set".into()],
+    };
     for e in &errors {
         println!("error: {e}");
         ok = false;
@@ -112,12 +167,12 @@ fn status(settings: &RotationSettings, now: u64) -> Exit {
     }
 }
 
-fn records(settings: &RotationSettings, zone: bool) -> Exit {
-    let ring = match Store::at(&settings.key_dir).load() {
+fn records(settings: &RotationSettings, place: &Place, zone: bool) -> Exit {
+    let ring = match place.load(settings) {
         Ok(r) => r,
         Err(e) => {
             eprintln!("egress-milter: {e}");
-            return Exit::Usage;
+            return Exit::Failed;
         }
     };
     if zone {
@@ -147,6 +202,7 @@ fn records(settings: &RotationSettings, zone: bool) -> Exit {
 fn rotate(
     config: &Config,
     settings: &RotationSettings,
+    place: &Place,
     domain: Option<String>,
     urgent: bool,
     now: u64,
@@ -161,37 +217,32 @@ fn rotate(
             return Exit::Usage;
         }
     }
-    let store = match Store::open(&settings.key_dir) {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("egress-milter: {}: {e}", settings.key_dir.display());
-            return Exit::Usage;
-        }
+    let request = Request {
+        domain: domain.map(|d| d.trim_end_matches('.').to_ascii_lowercase()),
+        now: urgent,
     };
-    let asked = store.lock().and_then(|lock| {
-        let mut ring = store.load()?;
-        ring.requests.push(Request {
-            domain: domain.map(|d| d.trim_end_matches('.').to_ascii_lowercase()),
-            now: urgent,
-        });
-        store.save(&ring, &lock)
-    });
-    if let Err(e) = asked {
-        eprintln!("egress-milter: {}: {e}", settings.key_dir.display());
-        return Exit::Failed;
-    }
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("egress-milter: cannot start the runtime: {e}");
-            return Exit::Failed;
-        }
+    let stepped = match place {
+        Place::Dir => ask_in_dir(settings, request).and_then(|()| {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| format!("cannot start the runtime: {e}"))?;
+            runtime.block_on(super::advance(settings, &config.dns, None, now))
+        }),
+        Place::Shared(s) => s.0.block_on(async {
+            let r = &s.1;
+            ask_shared(r, request).await?;
+            let stepped = super::advance(settings, &config.dns, Some(r), now).await;
+            super::shared::release(r).await?;
+            stepped
+        }),
     };
-    let stepped = match runtime.block_on(super::advance(settings, &config.dns, now)) {
-        Ok(s) => s,
+    let stepped = match stepped {
+        Ok(Some(s)) => s,
+        Ok(None) => {
+            println!("asked: the gateway that drives the shared state makes the keys at its next step (within dkim.rotation.check_every); `egress-milter dkim status` shows them");
+            return Exit::Ok;
+        }
         Err(e) => {
             eprintln!("egress-milter: {e}");
             return Exit::Failed;
@@ -217,4 +268,33 @@ fn rotate(
         println!("the replaced keys are revoked as soon as the new ones are served and signing");
     }
     Exit::passed(stepped.errors.is_empty())
+}
+
+/// The request saved in `key_dir`, under its lock.
+fn ask_in_dir(settings: &RotationSettings, request: Request) -> Result<(), String> {
+    let store = Store::open(&settings.key_dir)
+        .map_err(|e| format!("{}: {e}", settings.key_dir.display()))?;
+    store
+        .lock()
+        .and_then(|lock| {
+            let mut ring = store.load()?;
+            ring.requests.push(request);
+            store.save(&ring, &lock)
+        })
+        .map_err(|e| format!("{}: {e}", settings.key_dir.display()))
+}
+
+/// The request saved in Redis, on the state as read (read again if a
+/// step saved meanwhile).
+async fn ask_shared(r: &RedisLimiter, request: Request) -> Result<(), String> {
+    for _ in 0..5 {
+        let (mut ring, version) = super::shared::load(r).await?;
+        ring.requests.push(request.clone());
+        if super::shared::save(r, None, version, &ring, &[], &[]).await?
+            == super::shared::Saved::Done
+        {
+            return Ok(());
+        }
+    }
+    Err("the shared state kept changing; ask again".into())
 }

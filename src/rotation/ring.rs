@@ -75,7 +75,9 @@ pub struct Key {
     pub state: State,
     /// When it was made.
     pub created: u64,
-    /// When it entered its state.
+    /// When it entered its state. A key made active (and the key it
+    /// replaces) takes its new state at this moment, which may be ahead
+    /// (every gateway switches at the same recorded moment).
     pub since: u64,
     /// Its TXT record value while published with its key.
     pub record: String,
@@ -85,6 +87,9 @@ pub struct Key {
     /// Reported as late (pending a day) already.
     #[serde(default)]
     pub late: bool,
+    /// Once revoked with `reveal`: where its private key is published.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revealed: Option<String>,
 }
 
 impl Key {
@@ -94,12 +99,21 @@ impl Key {
     }
 
     /// The TXT value to publish now: the key's own, or `v=DKIM1; p=` once
-    /// revoked.
+    /// revoked (with a note, `n=`, of where its private key is revealed).
     pub fn published(&self) -> String {
-        match self.state {
-            State::Revoked => "v=DKIM1; p=".to_string(),
+        match (self.state, &self.revealed) {
+            (State::Revoked, Some(url)) => format!(
+                "v=DKIM1; n=revoked, private key published at {}; p=",
+                url.replace('=', "=3D")
+            ),
+            (State::Revoked, None) => "v=DKIM1; p=".to_string(),
             _ => self.record.clone(),
         }
+    }
+
+    /// The file name of its revealed private key.
+    pub fn revealed_file(&self) -> String {
+        format!("{}.pem", self.name())
     }
 }
 
@@ -181,12 +195,37 @@ pub fn selector(template: &str, algorithm: Algorithm, now: u64, taken: &[&str]) 
 }
 
 impl Ring {
-    /// The active key of a domain and algorithm.
+    /// The active key of a domain and algorithm (which may sign only
+    /// from a moment ahead: see [`Ring::signer`]).
     pub fn active(&self, domain: &str, algorithm: Algorithm) -> Option<&Key> {
         self.keys
             .iter()
             .filter(|k| k.domain == domain && k.algorithm == algorithm && k.state == State::Active)
             .max_by_key(|k| k.since)
+    }
+
+    /// The key of a domain and algorithm that signs at `t`: the active one
+    /// once its moment has come, else the one it replaces (retiring from
+    /// a moment still ahead; the earliest, when two switches are ahead).
+    pub fn signer(&self, domain: &str, algorithm: Algorithm, t: u64) -> Option<&Key> {
+        let mine = |k: &&Key| k.domain == domain && k.algorithm == algorithm;
+        if let Some(a) = self.active(domain, algorithm).filter(|a| a.since <= t) {
+            return Some(a);
+        }
+        self.keys
+            .iter()
+            .filter(mine)
+            .filter(|k| k.state == State::Retiring && k.since > t)
+            .min_by_key(|k| k.since)
+    }
+
+    /// The next moment after `t` at which a key starts or stops signing.
+    pub fn next_switch(&self, t: u64) -> Option<u64> {
+        self.keys
+            .iter()
+            .filter(|k| matches!(k.state, State::Active | State::Retiring) && k.since > t)
+            .map(|k| k.since)
+            .min()
     }
 
     /// The pending keys, to look up in DNS.
@@ -197,7 +236,8 @@ impl Ring {
     /// One step at `now`. `served(key)`: whether DNS serves a pending key's
     /// record as it should (else why not); `make(algorithm)`: a new key
     /// pair, its PEM and its record value (the PEM is the caller's to
-    /// keep, under the selector the change names).
+    /// keep, under the selector the change names). A key served is made
+    /// active from `now + settings.switch_delay`.
     pub fn step(
         &mut self,
         now: u64,
@@ -246,6 +286,7 @@ impl Ring {
                             record,
                             waiting: Some("not looked up in DNS yet".into()),
                             late: false,
+                            revealed: None,
                         };
                         self.keys.push(key.clone());
                         changes.push(Change::Made(key.clone()));
@@ -298,18 +339,19 @@ impl Ring {
         if let Some(i) = pending {
             match served(&self.keys[i]) {
                 Ok(()) => {
+                    let at = now + settings.switch_delay.as_secs();
                     for k in self
                         .keys
                         .iter_mut()
                         .filter(|k| mine(k) && k.state == State::Active)
                     {
                         k.state = State::Retiring;
-                        k.since = now;
+                        k.since = at;
                         changes.push(Change::Retired(k.clone()));
                     }
                     let k = &mut self.keys[i];
                     k.state = State::Active;
-                    k.since = now;
+                    k.since = at;
                     k.waiting = None;
                     changes.push(Change::Activated(k.clone()));
                 }
@@ -326,9 +368,9 @@ impl Ring {
         // Retiring keys are revoked after retire_after (at once after an
         // emergency rotation, once the new key signs).
         let replaced = urgent.is_some_and(|asked| {
-            self.keys
-                .iter()
-                .any(|k| mine(k) && k.state == State::Active && k.created >= asked)
+            self.keys.iter().any(|k| {
+                mine(k) && k.state == State::Active && k.created >= asked && k.since <= now
+            })
         });
         for k in self
             .keys
@@ -336,9 +378,13 @@ impl Ring {
             .filter(|k| mine(k) && k.state == State::Retiring)
         {
             let due = now.saturating_sub(k.since) >= settings.retire_after.as_secs();
-            if due || replaced {
+            if k.since <= now && (due || replaced) {
                 k.state = State::Revoked;
                 k.since = now;
+                k.revealed = settings
+                    .reveal
+                    .as_ref()
+                    .map(|r| format!("{}{}", r.url, k.revealed_file()));
                 changes.push(Change::Revoked(k.clone()));
             }
         }

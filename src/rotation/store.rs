@@ -116,10 +116,28 @@ impl Store {
         }
     }
 
-    /// The keys that sign now: each domain's and algorithm's active key,
+    /// Writes a revoked key's private key into `dir` for a web server to
+    /// publish (mode 0644: it is meant to be public now).
+    pub fn reveal(&self, key: &Key, dir: &Path) -> io::Result<()> {
+        let pem = fs::read(self.key_path(key))?;
+        fs::create_dir_all(dir)?;
+        let path = dir.join(key.revealed_file());
+        let tmp = dir.join(format!(".{}.tmp", key.revealed_file()));
+        let mut f = OpenOptions::new()
+            .create(true)
+            .truncate(true)
+            .write(true)
+            .mode(0o644)
+            .open(&tmp)?;
+        f.write_all(&pem)?;
+        f.sync_all()?;
+        fs::rename(&tmp, path)
+    }
+
+    /// The keys that sign at `now`: each domain's and algorithm's signer,
     /// loaded; and what could not be (a published key without its
     /// private key is said, never signed with).
-    pub fn signing_keys(&self, ring: &Ring) -> (Vec<Arc<DkimKey>>, Vec<String>) {
+    pub fn signing_keys(&self, ring: &Ring, now: u64) -> (Vec<Arc<DkimKey>>, Vec<String>) {
         let mut keys = Vec::new();
         let mut errors = Vec::new();
         let mut seen = Vec::new();
@@ -128,7 +146,7 @@ impl Store {
                 continue;
             }
             seen.push((&k.domain, k.algorithm));
-            let Some(active) = ring.active(&k.domain, k.algorithm) else {
+            let Some(active) = ring.signer(&k.domain, k.algorithm, now) else {
                 continue;
             };
             let loaded = crate::address::Domain::parse(&active.domain)

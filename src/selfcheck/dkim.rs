@@ -138,7 +138,7 @@ pub(super) fn check_rotation(config: &Config, rows: &mut Vec<Row>) {
             _ => {}
         }
     }
-    let (_, errors) = store.signing_keys(&ring);
+    let (_, errors) = store.signing_keys(&ring, now);
     for e in errors {
         rows.push(row(
             "dkim rotation",

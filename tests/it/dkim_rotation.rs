@@ -280,9 +280,11 @@ async fn with_rfc2136_the_records_are_published_revoked_and_removed_in_bind() {
     rfc2136: {{ server: \"127.0.0.1:{}\", zone: example.com, tsig_key_file: \"{}\" }}
     retire_after: 2s
     revoke_after: 2s
+    reveal: {{ dir: \"{}/revealed\", url: \"https://example.com/dkim-old/\" }}
 ",
             bind.port,
-            bind.key_file().display()
+            bind.key_file().display(),
+            dir.path().display()
         ),
         &format!(
             "incidents: {{ notify: {{ webhook: {{ url: \"{}\" }} }} }}\n",
@@ -306,6 +308,7 @@ async fn with_rfc2136_the_records_are_published_revoked_and_removed_in_bind() {
     signed.sort();
     assert_eq!(signed, [ed.selector.clone(), rsa.selector.clone()]);
     assert!(verified_by_bind(&bind, &before), "{before}");
+    let rsa_pem = std::fs::read_to_string(Store::at(&keys).key_path(&rsa)).unwrap();
 
     // An emergency rotation: new keys, switched to once served; the old
     // ones revoked as soon as the new ones sign.
@@ -324,11 +327,18 @@ async fn with_rfc2136_the_records_are_published_revoked_and_removed_in_bind() {
     let (_, after) = send(&mut conn, "app@example.com", &[]).await;
     assert!(selectors(&after).contains(&new.selector), "{after}");
     assert!(verified_by_bind(&bind, &after), "{after}");
+    // Revoked: its record p=, noting where its private key is revealed
+    // (reveal), and the private key there for the web server, no longer
+    // in key_dir.
+    let revoked = format!(
+        "v=DKIM1; n=revoked, private key published at https://example.com/dkim-old/{}.pem; p=",
+        rsa.name()
+    );
     common::until(
         Duration::from_secs(20),
         "the old record revoked in BIND",
         || match bind.dig(&rsa.name(), "TXT") {
-            v if v == "v=DKIM1; p=" => Ok(()),
+            v if v == revoked => Ok(()),
             v => Err(v),
         },
     )
@@ -336,6 +346,16 @@ async fn with_rfc2136_the_records_are_published_revoked_and_removed_in_bind() {
     assert!(
         !Store::at(&keys).key_path(&rsa).exists(),
         "the revoked private key is deleted"
+    );
+    let revealed = dir
+        .path()
+        .join("revealed")
+        .join(format!("{}.pem", rsa.name()));
+    assert_eq!(std::fs::read_to_string(&revealed).unwrap(), rsa_pem);
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(&revealed).unwrap().permissions().mode() & 0o777,
+        0o644
     );
     // Then the record goes, and the key with it.
     common::until(
@@ -375,6 +395,6 @@ async fn with_rfc2136_the_records_are_published_revoked_and_removed_in_bind() {
         changes,
         ["made", "activated", "retired", "revoked", "removed"]
     );
-    assert_eq!(told[3].1, "v=DKIM1; p=");
+    assert_eq!(told[3].1, revoked.as_str());
     d.stop().await;
 }

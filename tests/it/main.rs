@@ -12,6 +12,7 @@ mod cases;
 mod content;
 mod daemon;
 mod dkim_rotation;
+mod dkim_rotation_shared;
 mod dkim_spf;
 mod e2e_incidents;
 mod e2e_postfix;

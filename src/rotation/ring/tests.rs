@@ -215,3 +215,83 @@ fn selectors_follow_the_template_and_never_repeat() {
         "k20261204-3"
     );
 }
+
+#[test]
+fn shared_keys_switch_at_the_recorded_moment_and_an_emergency_waits_for_it() {
+    let mut s = settings();
+    s.switch_delay = Duration::from_secs(120);
+    let mut ring = Ring::default();
+    let mut n = 0;
+    let mut go = |ring: &mut Ring, now: u64, served: &HashSet<String>| {
+        let (c, _, e) = ring.step(
+            now,
+            &s,
+            &|k| {
+                if served.contains(&k.selector) {
+                    Ok(())
+                } else {
+                    Err("not served".into())
+                }
+            },
+            &mut |a| {
+                n += 1;
+                Ok((String::new(), format!("v=DKIM1; k={}; p=K{n}", a.as_str())))
+            },
+        );
+        assert!(e.is_empty());
+        c.iter().map(|c| c.verb()).collect::<Vec<_>>().join(",")
+    };
+    let all: HashSet<String> = ["rsa20261204", "ed2551920261204", "rsa20261204-2"]
+        .into_iter()
+        .map(String::from)
+        .collect();
+    go(&mut ring, T0, &all);
+    assert_eq!(go(&mut ring, T0 + 60, &all), "activated,activated");
+    // Active from T0 + 180: nothing signs before (no key replaced).
+    assert!(ring
+        .signer("example.com", Algorithm::Rsa, T0 + 179)
+        .is_none());
+    assert_eq!(ring.next_switch(T0 + 60), Some(T0 + 180));
+    let first = |ring: &Ring, t| {
+        ring.signer("example.com", Algorithm::Rsa, t)
+            .map(|k| k.selector.clone())
+    };
+    assert_eq!(first(&ring, T0 + 180).as_deref(), Some("rsa20261204"));
+    ring.requests.push(Request {
+        domain: None,
+        now: true,
+    });
+    assert_eq!(go(&mut ring, T0 + 240, &all), "made,made");
+    assert_eq!(
+        go(&mut ring, T0 + 300, &all),
+        "retired,activated",
+        "the old key is not revoked before the new one signs"
+    );
+    assert_eq!(first(&ring, T0 + 419).as_deref(), Some("rsa20261204"));
+    assert_eq!(first(&ring, T0 + 420).as_deref(), Some("rsa20261204-2"));
+    assert_eq!(ring.next_switch(T0 + 300), Some(T0 + 420));
+    assert!(go(&mut ring, T0 + 360, &all).is_empty());
+    assert_eq!(go(&mut ring, T0 + 420, &all), "revoked");
+}
+
+#[test]
+fn a_revealed_key_says_where_in_its_record() {
+    let mut k = Key {
+        domain: "example.com".into(),
+        algorithm: Algorithm::Rsa,
+        selector: "rsa1".into(),
+        state: State::Revoked,
+        created: T0,
+        since: T0,
+        record: "v=DKIM1; k=rsa; p=AAAA".into(),
+        waiting: None,
+        late: false,
+        revealed: Some("https://example.com/old/?a=b".into()),
+    };
+    assert_eq!(
+        k.published(),
+        "v=DKIM1; n=revoked, private key published at https://example.com/old/?a=3Db; p="
+    );
+    k.revealed = None;
+    assert_eq!(k.published(), "v=DKIM1; p=");
+}
