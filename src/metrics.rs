@@ -97,10 +97,6 @@ fn render_histograms(out: &mut String, name: &str, label_name: &str, map: &Histo
     }
 }
 
-/// A rotated key as the metrics show it: (domain, selector, algorithm,
-/// state number, made at).
-type DkimKeyFigures = (String, String, &'static str, u8, u64);
-
 #[derive(Default)]
 pub struct Metrics {
     /// (stage, rule, class, verdict) -> count.
@@ -113,9 +109,9 @@ pub struct Metrics {
     viruses: Mutex<BTreeMap<String, u64>>,
     /// (domain, algorithm) -> signatures made.
     signatures: Mutex<BTreeMap<(String, String), u64>>,
-    /// The rotated DKIM keys as last stepped: (domain, selector,
-    /// algorithm, state number, made at).
-    dkim_keys: Mutex<Vec<DkimKeyFigures>>,
+    /// The rotated DKIM keys as last stepped (each shown in the state in
+    /// effect when scraped: a switch recorded ahead shows at its moment).
+    dkim_keys: Mutex<Vec<crate::rotation::ring::Key>>,
     /// limit -> warnings (`warn_at` crossed, once per key per window).
     limit_warnings: Mutex<BTreeMap<&'static str, u64>>,
     /// Reloads (SIGHUP) by result: `ok`, `refused` (the file has errors:
@@ -177,20 +173,7 @@ impl Metrics {
     /// The rotated keys, for `egress_dkim_key_age_seconds` and
     /// `egress_dkim_key_state`.
     pub fn dkim_keys(&self, ring: &crate::rotation::ring::Ring) {
-        let keys = ring
-            .keys
-            .iter()
-            .map(|k| {
-                (
-                    k.domain.clone(),
-                    k.selector.clone(),
-                    k.algorithm.as_str(),
-                    k.state.number(),
-                    k.created,
-                )
-            })
-            .collect();
-        *self.dkim_keys.lock().unwrap_or_else(|p| p.into_inner()) = keys;
+        *self.dkim_keys.lock().unwrap_or_else(|p| p.into_inner()) = ring.keys.clone();
     }
 
     /// A DNS-based check that got no answer.
@@ -313,26 +296,31 @@ impl Metrics {
         }
         let redis = limiter.redis_failures();
         {
+            // The families are declared without keys too (a dashboard's
+            // panels stay valid); their series come with dkim.rotation.
             let keys = self.dkim_keys.lock().unwrap_or_else(|p| p.into_inner());
-            if !keys.is_empty() {
+            {
                 let now = crate::incidents::now_ms() / 1000;
                 let _ = writeln!(out, "# HELP egress_dkim_key_age_seconds Age of each rotated DKIM key (dkim.rotation).\n# TYPE egress_dkim_key_age_seconds gauge");
-                for (domain, selector, algorithm, _, created) in keys.iter() {
+                for k in keys.iter() {
                     let _ = writeln!(
                         out,
-                        "egress_dkim_key_age_seconds{{domain=\"{}\",selector=\"{}\",algorithm=\"{algorithm}\"}} {}",
-                        label(domain),
-                        label(selector),
-                        now.saturating_sub(*created)
+                        "egress_dkim_key_age_seconds{{domain=\"{}\",selector=\"{}\",algorithm=\"{}\"}} {}",
+                        label(&k.domain),
+                        label(&k.selector),
+                        k.algorithm.as_str(),
+                        now.saturating_sub(k.created)
                     );
                 }
-                let _ = writeln!(out, "# HELP egress_dkim_key_state State of each rotated DKIM key: 0 pending (record not yet served), 1 active (signs), 2 retiring (published, not signing), 3 revoked (record p=).\n# TYPE egress_dkim_key_state gauge");
-                for (domain, selector, algorithm, state, _) in keys.iter() {
+                let _ = writeln!(out, "# HELP egress_dkim_key_state State of each rotated DKIM key: 0 pending (record not yet served, or its switch moment ahead), 1 active (signs), 2 retiring (published, not signing), 3 revoked (record p=).\n# TYPE egress_dkim_key_state gauge");
+                for k in keys.iter() {
                     let _ = writeln!(
                         out,
-                        "egress_dkim_key_state{{domain=\"{}\",selector=\"{}\",algorithm=\"{algorithm}\"}} {state}",
-                        label(domain),
-                        label(selector)
+                        "egress_dkim_key_state{{domain=\"{}\",selector=\"{}\",algorithm=\"{}\"}} {}",
+                        label(&k.domain),
+                        label(&k.selector),
+                        k.algorithm.as_str(),
+                        k.state_at(now).number()
                     );
                 }
             }

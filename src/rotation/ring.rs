@@ -111,6 +111,16 @@ impl Key {
         }
     }
 
+    /// Its state in effect at `t`: a key made active from a moment still
+    /// ahead is pending until then, and the key it replaces active.
+    pub fn state_at(&self, t: u64) -> State {
+        match self.state {
+            State::Active if self.since > t => State::Pending,
+            State::Retiring if self.since > t => State::Active,
+            s => s,
+        }
+    }
+
     /// The file name of its revealed private key.
     pub fn revealed_file(&self) -> String {
         format!("{}.pem", self.name())

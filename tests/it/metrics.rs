@@ -25,6 +25,47 @@ fn start(dir: &std::path::Path, rest: &str) -> (Running, u16, u16) {
     (d, port, metrics)
 }
 
+fn now_s() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+/// `dir/rotated` as a gateway sharing rotated keys through Redis leaves
+/// it: an RSA key of example.com made active from four seconds on, its
+/// private key beside; `dir/secret` the sealing key. The moment.
+fn seed_rotated_key(dir: &std::path::Path) -> u64 {
+    use egress_milter::rotation::{ring, store::Store};
+    std::fs::write(
+        dir.join("secret"),
+        "q83vEjRWeJq83vEjRWeJq83vEjRWeJq83vEjRWeJq80=\n",
+    )
+    .unwrap();
+    let store = Store::open(&dir.join("rotated")).unwrap();
+    let (pem, record) = egress_milter::dkim::generate("rsa", 2048).unwrap();
+    let switch = now_s() + 4;
+    let key = ring::Key {
+        domain: "example.com".into(),
+        algorithm: ring::Algorithm::Rsa,
+        selector: "rsa20261205".into(),
+        state: ring::State::Active,
+        created: switch - 60,
+        since: switch,
+        record,
+        waiting: None,
+        late: false,
+        revealed: None,
+    };
+    store.write_key(&key, &pem).unwrap();
+    let ring = ring::Ring {
+        keys: vec![key],
+        ..Default::default()
+    };
+    store.save(&ring, &store.lock().unwrap()).unwrap();
+    switch
+}
+
 /// An Ed25519 DKIM key, written to `dir` with mode 0600.
 fn ed25519_key(dir: &std::path::Path) -> std::path::PathBuf {
     let (pem, _) = egress_milter::dkim::generate("ed25519", 0).unwrap();
@@ -229,6 +270,10 @@ async fn every_charted_metric_moves_under_traffic() {
     // lookup in it.
     let ours = dir.path().join("ours.txt");
     std::fs::write(&ours, "example.com\n").unwrap();
+    // A rotated key the gateways switch to a few seconds in (as last
+    // mirrored from Redis, which is down): pending until that moment,
+    // then active; its age grows.
+    let switch = seed_rotated_key(dir.path());
     let (d, port, metrics) = start(
         dir.path(),
         &format!(
@@ -248,7 +293,9 @@ rate_limits:
   warn_at: 50%
   # The second is over this shadow limit: a would-be tempfail.
   custom: [{{ name: shadow_sender, key: sender, count: messages, rate: 1/h, mode: monitor }}]
-dkim: {{ keys: [{{ domain: example.com, selector: e1, file: {} }}] }}
+dkim:
+  keys: [{{ domain: example.com, selector: e1, file: {} }}]
+  rotation: {{ domains: [example.com], key_dir: \"{dir}/rotated\", secret_file: \"{dir}/secret\" }}
 spf: {{ check_egress: warn }}
 dns: {{ nameservers: [\"127.0.0.1:{dead_dns}\"], timeout: 300ms }}
 incidents:
@@ -266,10 +313,30 @@ antivirus: {{ clamd: [\"inet:127.0.0.1:{}\"] }}
             ours.display(),
             key.display(),
             hook.url(),
-            clamd.port
+            clamd.port,
+            dir = dir.path().display(),
         ),
     );
     let before = common::scrape(metrics);
+    // The rotated key as mirrored (Redis down): pending while its moment
+    // is ahead, active from it on.
+    let state =
+        "egress_dkim_key_state{domain=\"example.com\",selector=\"rsa20261205\",algorithm=\"rsa\"}";
+    let (seen, at) = common::until(
+        std::time::Duration::from_secs(10),
+        "the rotated key shown",
+        || {
+            let at = now_s();
+            common::scrape(metrics)
+                .lines()
+                .find_map(|l| l.strip_prefix(state).map(|v| (v.trim().to_string(), at)))
+                .ok_or_else(|| "not yet".to_string())
+        },
+    )
+    .await;
+    if at < switch {
+        assert_eq!(seen, "0", "pending before its moment");
+    }
     let mut conn = client(port, "10.0.0.5").await;
     let during = common::scrape(metrics);
     // Two messages accepted and signed, the third over messages_per_sender.
@@ -333,7 +400,15 @@ antivirus: {{ clamd: [\"inet:127.0.0.1:{}\"] }}
     // A reload.
     d.signal("-HUP");
     d.wait_for("configuration reloaded");
+    // (Past the rotated key's moment; bounded: it was a few seconds on.)
+    while now_s() <= switch {
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
     let after = common::scrape(metrics);
+    assert!(
+        after.contains(&format!("{state} 1")),
+        "active from its moment:\n{after}"
+    );
 
     let text = std::fs::read_to_string(concat!(
         env!("CARGO_MANIFEST_DIR"),
