@@ -163,20 +163,32 @@ pub async fn check_keys(
     if wanted.is_empty() {
         return Ok(Vec::new());
     }
-    let keys: Vec<String> = wanted.iter().map(|k| private_key(r, k)).collect();
+    Ok(opened(r, seal, &wanted)
+        .await?
+        .into_iter()
+        .zip(&wanted)
+        .filter_map(|(pem, k)| pem.err().map(|e| format!("{}: {e}", k.name())))
+        .collect())
+}
+
+/// The private keys of `keys` as Redis holds them, each opened (or why
+/// not), in one round trip.
+async fn opened(
+    r: &RedisLimiter,
+    seal: &SealKey,
+    keys: &[&Key],
+) -> Result<Vec<Result<String, String>>, String> {
+    let names: Vec<String> = keys.iter().map(|k| private_key(r, k)).collect();
     let sealed: Vec<Option<String>> = r
-        .call(async |mut c| redis::cmd("MGET").arg(&keys).query_async(&mut c).await)
+        .call(async |mut c| redis::cmd("MGET").arg(&names).query_async(&mut c).await)
         .await
         .map_err(err)?;
-    Ok(wanted
+    Ok(keys
         .iter()
         .zip(sealed)
-        .filter_map(|(k, s)| {
-            let opened = match s {
-                Some(s) => super::seal::open(seal, &key_name(k), &s).map(|_| ()),
-                None => Err("its private key is not in Redis".into()),
-            };
-            opened.err().map(|e| format!("{}: {e}", k.name()))
+        .map(|(k, s)| match s {
+            Some(s) => super::seal::open(seal, &key_name(k), &s),
+            None => Err("its private key is not in Redis".into()),
         })
         .collect())
 }
@@ -206,16 +218,7 @@ pub async fn mirror(
         .collect();
     let mut errors = Vec::new();
     if !wanted.is_empty() {
-        let keys: Vec<String> = wanted.iter().map(|k| private_key(r, k)).collect();
-        let sealed: Vec<Option<String>> = r
-            .call(async |mut c| redis::cmd("MGET").arg(&keys).query_async(&mut c).await)
-            .await
-            .map_err(err)?;
-        for (k, s) in wanted.iter().zip(sealed) {
-            let pem = match s {
-                Some(s) => super::seal::open(seal, &key_name(k), &s),
-                None => Err("its private key is not in Redis".into()),
-            };
+        for (k, pem) in wanted.iter().zip(opened(r, seal, &wanted).await?) {
             match pem.and_then(|p| store.write_key(k, &p).map_err(|e| e.to_string())) {
                 Ok(()) => {}
                 Err(e) => errors.push(format!("{}: {e}", k.name())),
