@@ -259,14 +259,20 @@ fn step_locked(
     Ok((changes, errors, ring))
 }
 
-/// The rotated keys that sign now, swapped by each step and at each
-/// moment the ring records for a switch.
+/// The rotated keys that sign, laid out ahead: each step (and each
+/// moment the ring records for a switch) loads the keys of now and of
+/// the next few switches, and every message takes the ones in effect at
+/// its own moment, so a switch does not wait on a task being woken.
 #[derive(Default)]
 pub struct Rotated {
-    keys: ArcSwap<Vec<Arc<DkimKey>>>,
+    /// From which second (ascending) which keys sign.
+    timeline: ArcSwap<Vec<(u64, Arc<Vec<Arc<DkimKey>>>)>>,
     /// The ring last set, and where its private keys are.
     ring: std::sync::Mutex<Option<(Ring, std::path::PathBuf)>>,
 }
+
+/// How many switches ahead the keys are loaded.
+const SWITCHES_AHEAD: usize = 4;
 
 impl Rotated {
     /// The keys that sign as saved under `key_dir` (at start: a restart
@@ -284,10 +290,22 @@ impl Rotated {
         (rotated, errors)
     }
 
-    /// Takes the keys of a ring that sign at `now`.
+    /// Takes a ring: the keys that sign at `now` and at its next
+    /// switches; what could not be loaded for `now` is returned.
     pub fn set(&self, store: &Store, ring: Ring, now: u64) -> Vec<String> {
         let (keys, errors) = store.signing_keys(&ring, now);
-        self.keys.store(Arc::new(keys));
+        let mut timeline = vec![(0, Arc::new(keys))];
+        let mut t = now;
+        while let Some(next) = ring.next_switch(t) {
+            if timeline.len() > SWITCHES_AHEAD {
+                break;
+            }
+            // A key that cannot be loaded yet is said at its moment,
+            // when the rotation task sets the ring again.
+            timeline.push((next, Arc::new(store.signing_keys(&ring, next).0)));
+            t = next;
+        }
+        self.timeline.store(Arc::new(timeline));
         *self.ring.lock().unwrap_or_else(|p| p.into_inner()) = Some((ring, store.dir().into()));
         errors
     }
@@ -298,7 +316,8 @@ impl Rotated {
         ring.as_ref().and_then(|(r, _)| r.next_switch(now))
     }
 
-    /// Takes the keys that sign at `now` from the ring last set.
+    /// Sets the ring last set again at `now`: the keys loaded for the
+    /// switches after it, and what cannot sign now said.
     pub fn switch(&self, now: u64) -> Vec<String> {
         let last = self.ring.lock().unwrap_or_else(|p| p.into_inner()).clone();
         match last {
@@ -307,8 +326,20 @@ impl Rotated {
         }
     }
 
+    /// The keys that sign now.
     pub fn keys(&self) -> Arc<Vec<Arc<DkimKey>>> {
-        self.keys.load_full()
+        self.keys_at(crate::incidents::now_ms() / 1000)
+    }
+
+    /// The keys that sign at `now`.
+    pub fn keys_at(&self, now: u64) -> Arc<Vec<Arc<DkimKey>>> {
+        let timeline = self.timeline.load();
+        timeline
+            .iter()
+            .rev()
+            .find(|(from, _)| *from <= now)
+            .map(|(_, keys)| keys.clone())
+            .unwrap_or_default()
     }
 }
 
@@ -353,3 +384,6 @@ pub fn next_step(k: &ring::Key, settings: &RotationSettings, now: u64) -> String
         State::Revoked => "record removed at the next step".into(),
     }
 }
+
+#[cfg(test)]
+mod tests;
