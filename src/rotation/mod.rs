@@ -266,10 +266,13 @@ fn step_locked(
 #[derive(Default)]
 pub struct Rotated {
     /// From which second (ascending) which keys sign.
-    timeline: ArcSwap<Vec<(u64, Arc<Vec<Arc<DkimKey>>>)>>,
+    timeline: ArcSwap<Vec<(u64, Keys)>>,
     /// The ring last set, and where its private keys are.
     ring: std::sync::Mutex<Option<(Ring, std::path::PathBuf)>>,
 }
+
+/// The keys that sign at one moment.
+type Keys = Arc<Vec<Arc<DkimKey>>>;
 
 /// How many switches ahead the keys are loaded.
 const SWITCHES_AHEAD: usize = 4;
@@ -327,12 +330,12 @@ impl Rotated {
     }
 
     /// The keys that sign now.
-    pub fn keys(&self) -> Arc<Vec<Arc<DkimKey>>> {
+    pub fn keys(&self) -> Keys {
         self.keys_at(crate::incidents::now_ms() / 1000)
     }
 
     /// The keys that sign at `now`.
-    pub fn keys_at(&self, now: u64) -> Arc<Vec<Arc<DkimKey>>> {
+    pub fn keys_at(&self, now: u64) -> Keys {
         let timeline = self.timeline.load();
         timeline
             .iter()
