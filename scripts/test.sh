@@ -77,6 +77,26 @@ if [ "$(sysctl -n net.unix.max_dgram_qlen 2>/dev/null || echo 0)" -lt 1024 ]; th
     echo "warning: cannot raise net.unix.max_dgram_qlen (not root?): the Postfix tests may hang on a burst of log lines" >&2
 fi
 
+# promtool (from Debian's prometheus package), which checks the shipped
+# alert rules: unpacked, not installed, so that no Prometheus server is
+# set up on this machine.
+PROMETHEUS_ROOT=target/prometheus-root
+if [ ! -x "$PROMETHEUS_ROOT/usr/bin/promtool" ] && ! command -v promtool >/dev/null 2>&1; then
+  if [ "$(id -u)" != 0 ]; then
+    echo "the tests need promtool unpacked in $PROMETHEUS_ROOT; run this script as root" >&2
+    exit 1
+  fi
+  echo "unpacking promtool into $PROMETHEUS_ROOT"
+  debs=$(mktemp -d)
+  chmod 755 "$debs"
+  chown _apt "$debs" 2>/dev/null || true
+  [ -n "$(ls /var/lib/apt/lists/ 2>/dev/null | grep -v -e lock -e partial)" ] || apt-get update -qq
+  (cd "$debs" && apt-get download -qq prometheus)
+  mkdir -p "$PROMETHEUS_ROOT"
+  for deb in "$debs"/*.deb; do dpkg -x "$deb" "$PROMETHEUS_ROOT"; done
+  rm -rf "$debs"
+fi
+
 SENDMAIL_ROOT=target/sendmail-root
 if [ ! -x "$SENDMAIL_ROOT/usr/libexec/sendmail/sendmail" ]; then
   if [ "$(id -u)" != 0 ]; then

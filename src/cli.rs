@@ -150,6 +150,16 @@ pub enum Command {
         #[command(flatten)]
         config: ConfigFile,
     },
+    /// What the reputation watch knows (through `admin.listen`): every
+    /// watched address and domain on every list and since when, the
+    /// records that are not as they should be, the last changes.
+    Reputation {
+        /// Run one round now (every list asked at once), then show.
+        #[arg(long)]
+        check: bool,
+        #[command(flatten)]
+        config: ConfigFile,
+    },
     /// Look at or clear the cached answers of sources and callouts in the
     /// running daemon (through `admin.listen`).
     Cache {

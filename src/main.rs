@@ -91,6 +91,10 @@ fn main() -> ExitCode {
                 },
             }),
         ),
+        Command::Reputation { check, config } => commands::admin(
+            &config.path,
+            Request::Reputation(egress_milter::admin::Reputation { check }),
+        ),
         Command::Cache { action, config } => commands::admin(
             &config.path,
             Request::Cache(match action {

@@ -387,6 +387,25 @@ pub fn suspended(key: &str, permanent: bool) -> Refusal {
     }
 }
 
+/// Mail of a class paused while one of our addresses or domains is
+/// listed (`reputation.on_listed.action: tempfail`).
+pub fn sending_paused(target: &str, list: &str) -> Refusal {
+    refuse(
+        Rule::Reputation,
+        "451",
+        "4.7.1",
+        format!("Sending paused: {target} is listed on {list}"),
+    )
+}
+
+/// The quarantine reason for mail held while listed
+/// (`reputation.on_listed.action: hold`).
+pub fn paused_hold_reason(target: &str, list: &str) -> String {
+    sanitize(&format!(
+        "egress-milter: {target} is listed on {list}: held for review"
+    ))
+}
+
 /// The reason given with the quarantine action (Postfix logs it with the
 /// held message; Sendmail keeps it in the queue file).
 pub fn hold_reason(incident: &str, signal: &str) -> String {

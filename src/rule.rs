@@ -29,6 +29,8 @@ pub enum Rule {
     Rspamd,
     Antivirus,
     Incident,
+    /// Mail paused while listed (`reputation.on_listed`).
+    Reputation,
     /// A rate limit, by its name.
     Limit(LimitId),
     InternalError,
@@ -60,6 +62,7 @@ impl Rule {
             Self::Rspamd => "rspamd",
             Self::Antivirus => "antivirus",
             Self::Incident => "incident",
+            Self::Reputation => "reputation",
             Self::Limit(limit) => limit.as_str(),
             Self::InternalError => "internal_error",
             Self::OutOfOrder => "out_of_order",

@@ -95,11 +95,13 @@ pub async fn run(
     let files = shared.sources.watch();
     let saver = shared.learned.clone().run_saver();
     let rotation = tokio::spawn(rotate_dkim_keys(shared.clone()));
+    let reputation = tokio::spawn(watch_reputation(shared.clone()));
     let learned = shared.learned.clone();
     let result =
         indymilter::run(listener, milter::callbacks(shared), milter_config, shutdown).await;
     sweeper.abort();
     rotation.abort();
+    reputation.abort();
     files.abort();
     saver.abort();
     learned.save();
@@ -175,6 +177,29 @@ async fn rotate_dkim_keys(shared: Arc<Shared>) {
                 }
             }
         }
+    }
+}
+
+/// `reputation`: a round every `every` while configured (looked for
+/// again every few seconds: a reload may turn it on).
+async fn watch_reputation(shared: Arc<Shared>) {
+    loop {
+        let config = shared.config();
+        let (Some(settings), Ok(resolver)) = (config.reputation.clone(), &shared.dns) else {
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            continue;
+        };
+        let start = tokio::time::Instant::now();
+        crate::reputation::round(
+            &shared.reputation,
+            resolver,
+            &shared.incidents.notifier,
+            &config,
+            &settings,
+            Some(settings.every),
+        )
+        .await;
+        tokio::time::sleep_until(start + settings.every).await;
     }
 }
 
@@ -311,7 +336,7 @@ pub async fn serve(config: Config) -> io::Result<()> {
             info!(%addr, "metrics endpoint listening");
             let shared = shared.clone();
             Some(tokio::spawn(crate::metrics::serve(listener, move || {
-                shared.metrics.render(&shared.limiter, &shared.incidents)
+                shared.metrics_text()
             })))
         }
         None => None,

@@ -33,6 +33,8 @@ pub struct Shared {
     pub learned: Arc<crate::learning::Learned>,
     /// The rotated DKIM keys that sign now (`dkim.rotation`).
     pub rotated: crate::rotation::Rotated,
+    /// What the reputation watch knows (`reputation`), and who sent what.
+    pub reputation: crate::reputation::Watch,
 }
 
 impl Shared {
@@ -60,7 +62,9 @@ impl Shared {
         for e in errors {
             tracing::error!(target: "egress_milter::dkim", "dkim rotation: a key that should sign cannot: {e}");
         }
+        let reputation = crate::reputation::Watch::load(config.incidents.state_dir.as_deref());
         Arc::new(Self {
+            reputation,
             rotated,
             learned,
             sources,
@@ -74,6 +78,13 @@ impl Shared {
             config: ArcSwap::from_pointee(config),
             next_conn: AtomicU64::new(1),
         })
+    }
+
+    /// Every metric, as Prometheus scrapes it.
+    pub fn metrics_text(&self) -> String {
+        let mut out = self.metrics.render(&self.limiter, &self.incidents);
+        self.reputation.render_metrics(&mut out);
+        out
     }
 
     /// The configuration in force now.

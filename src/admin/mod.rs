@@ -13,12 +13,14 @@
 mod cache;
 mod incidents;
 mod limits;
+mod reputation;
 mod senders;
 mod transport;
 
 pub use cache::Cache;
 pub use incidents::Incidents;
 pub use limits::Limits;
+pub use reputation::Reputation;
 pub use senders::Senders;
 pub use transport::{bind, describe, request, serve, Listener};
 
@@ -33,6 +35,7 @@ pub enum Request {
     Incidents(Incidents),
     Cache(Cache),
     Senders(Senders),
+    Reputation(Reputation),
 }
 
 /// The daemon's answer: the text the command prints, or why the request
@@ -76,5 +79,6 @@ pub async fn answer(shared: &Shared, request: Request) -> Answer {
         Request::Incidents(r) => incidents::answer(shared, r).await,
         Request::Cache(r) => cache::answer(shared, r).await,
         Request::Senders(r) => senders::answer(shared, r),
+        Request::Reputation(r) => reputation::answer(shared, r).await,
     }
 }

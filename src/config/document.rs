@@ -16,6 +16,7 @@ use super::raw::{
     RawVerify, Text,
 };
 use super::reading::{read_lenient, read_text, ConfigErrors};
+use super::reputation::RawReputation;
 use super::{Config, Validator};
 use serde::Deserialize;
 use std::path::Path;
@@ -140,6 +141,12 @@ pub struct RawConfig {
     /// `antivirus: false`.
     #[serde(default)]
     pub antivirus: Option<RawAntivirus>,
+    /// The watch of our own reputation: every egress address and domain looked up on DNS
+    /// blocklists, and the records receivers judge us by (SPF, DKIM, DMARC, MX, reverse DNS)
+    /// compared with their last state, every `every`; a notice on each change; and, if asked,
+    /// the mail of some classes paused while listed. Off when absent.
+    #[serde(default)]
+    pub reputation: Option<Spanned<RawReputation>>,
 }
 
 impl Config {

@@ -20,6 +20,7 @@ mod matchers;
 mod raw;
 mod reading;
 mod redis;
+mod reputation;
 mod restart;
 mod rotation;
 mod sets;
@@ -42,6 +43,7 @@ pub use mail_auth::{CheckMode, DkimSettings, DnsSettings, OnUnsigned, SignMode};
 pub use matchers::{MatcherIndex, Who};
 pub use reading::{ConfigError, ConfigErrors};
 pub use redis::{OnFailure, RedisSettings, SentinelSettings};
+pub use reputation::{OnListed, ReputationSettings};
 pub use restart::{restart_needed, RestartKey, RESTART_KEYS};
 pub use rotation::{
     parse_tsig_key, Publish, Reveal, Rfc2136Settings, RotationSettings, SealKey, TsigKey,
@@ -178,6 +180,8 @@ pub struct Config {
     /// Virus scanning through clamd, when configured.
     pub antivirus: Option<AntivirusSettings>,
     pub dnsbl: Vec<crate::address::Domain>,
+    /// The watch of our own reputation, when configured.
+    pub reputation: Option<ReputationSettings>,
     /// What deserves attention but does not stop the configuration.
     pub warnings: Vec<ConfigError>,
 }
@@ -362,6 +366,19 @@ impl Validator {
         ) {
             self.share_rotation(r, line);
         }
+        let signing_domains = auth
+            .dkim
+            .keys
+            .iter()
+            .map(|k| k.domain.clone())
+            .chain(auth.dkim.rotation.iter().flat_map(|r| r.domains.clone()))
+            .collect();
+        let reputation = self.reputation(
+            raw.reputation.as_ref(),
+            &auth.egress_ips,
+            signing_domains,
+            &classes,
+        );
         let internal_hostnames = self.internal_hostnames(raw.internal_hostnames.as_deref());
         let remove_headers = self.remove_headers(&raw.headers.remove, &auth.dkim.headers);
         let metrics_listen = raw
@@ -419,6 +436,7 @@ impl Validator {
             incidents,
             antivirus,
             dnsbl: auth.dnsbl,
+            reputation,
             warnings: std::mem::take(&mut self.warnings),
         }
     }

@@ -26,7 +26,7 @@ mod signals;
 mod store;
 mod window;
 
-pub use notify::{rfc3339, Change, DkimNotice, Document, Notice, WarningNotice};
+pub use notify::{rfc3339, Change, DkimNotice, Document, Notice, Prepared, WarningNotice};
 pub use signals::{window_text, Event, Keys, Reading};
 pub use store::Incident;
 

@@ -197,12 +197,25 @@ pub struct DkimNotice {
     pub at: u64,
 }
 
+/// A notice another part of the daemon made whole: its name for the
+/// logs, its event, the webhook document (the gateway is added) and the
+/// mail.
+#[derive(Clone, Debug)]
+pub struct Prepared {
+    pub name: String,
+    pub event: &'static str,
+    pub document: serde_json::Value,
+    pub subject: String,
+    pub text: String,
+}
+
 /// What the notifier delivers.
 #[derive(Clone, Debug)]
 enum Outgoing {
     Incident(Notice),
     Warning(WarningNotice),
     Dkim(DkimNotice),
+    Prepared(Prepared),
 }
 
 impl Outgoing {
@@ -212,6 +225,7 @@ impl Outgoing {
             Self::Incident(n) => n.incident.name(),
             Self::Warning(w) => format!("{} for {}", w.limit, w.key),
             Self::Dkim(d) => format!("DKIM key {}", d.name),
+            Self::Prepared(p) => p.name.clone(),
         }
     }
 
@@ -223,6 +237,7 @@ impl Outgoing {
             },
             Self::Warning(_) => "limit_warning",
             Self::Dkim(_) => "dkim_key",
+            Self::Prepared(p) => p.event,
         }
     }
 
@@ -249,11 +264,19 @@ impl Outgoing {
                 }
                 serde_json::to_vec(&doc)
             }
+            Self::Prepared(p) => {
+                let mut doc = p.document.clone();
+                if let Some(o) = doc.as_object_mut() {
+                    o.insert("gateway".into(), gateway.into());
+                }
+                serde_json::to_vec(&doc)
+            }
         }
     }
 
     fn mail_text(&self, gateway: &str) -> (String, String) {
         match self {
+            Self::Prepared(p) => (p.subject.clone(), format!("Gateway {gateway}: {}", p.text)),
             Self::Incident(n) => n.mail_text(gateway),
             Self::Warning(w) => (
                 format!(
@@ -369,6 +392,11 @@ impl Notifier {
     /// Queues a DKIM key's change, as [`send`](Self::send).
     pub fn send_dkim(&self, notice: DkimNotice, settings: &Notify) {
         self.queue(Outgoing::Dkim(notice), settings);
+    }
+
+    /// Queues a notice made elsewhere, as [`send`](Self::send).
+    pub fn send_prepared(&self, notice: Prepared, settings: &Notify) {
+        self.queue(Outgoing::Prepared(notice), settings);
     }
 
     fn queue(&self, notice: Outgoing, settings: &Notify) {

@@ -1,6 +1,6 @@
 //! DKIM: each configured key published under its selector, and the published key ours.
 
-use super::{row, txt, Row, Status};
+use super::{row, txt, unanswered, Row, Status};
 use crate::config::Config;
 use base64::Engine;
 use mail_auth::MessageAuthenticator;
@@ -32,13 +32,7 @@ pub(super) async fn check_dkim(
         let records = match txt(resolver, &name).await {
             Ok(r) => r,
             Err(e) => {
-                rows.push(row(
-                    "dkim",
-                    name,
-                    Status::Fail,
-                    format!("DNS lookup failed: {e}"),
-                    "check dns.nameservers",
-                ));
+                rows.push(unanswered("dkim", name, &e));
                 continue;
             }
         };

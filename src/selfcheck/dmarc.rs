@@ -1,6 +1,6 @@
 //! DMARC: a record per domain, its policy shown (`p=none` is a warning).
 
-use super::{row, txt, Row, Status};
+use super::{row, txt, unanswered, Row, Status};
 use crate::address::Domain;
 use mail_auth::{
     common::parse::TxtRecordParser,
@@ -22,15 +22,7 @@ pub(super) async fn check_dmarc(
             .into_iter()
             .filter(|r| r.trim_start().to_ascii_lowercase().starts_with("v=dmarc1"))
             .collect::<Vec<_>>(),
-        Err(e) => {
-            return rows.push(row(
-                "dmarc",
-                name,
-                Status::Fail,
-                format!("DNS lookup failed: {e}"),
-                "check dns.nameservers",
-            ))
-        }
+        Err(e) => return rows.push(unanswered("dmarc", name, &e)),
     };
     let Some(record) = records.first() else {
         return rows.push(row(

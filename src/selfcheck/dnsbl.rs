@@ -1,26 +1,10 @@
-//! Each egress IP on none of `selfcheck.dnsbl`.
+//! Each egress IP on none of `selfcheck.dnsbl`, the answers read as the
+//! reputation watch reads them.
 
-use super::{addresses, row, Row, Status};
+use super::{row, Row, Status};
 use crate::config::Config;
+use crate::dnsbl::{ask, query_name, Answer, Target};
 use mail_auth::MessageAuthenticator;
-use std::net::IpAddr;
-
-fn reversed(ip: &IpAddr) -> String {
-    match ip {
-        IpAddr::V4(v4) => {
-            let o = v4.octets();
-            format!("{}.{}.{}.{}", o[3], o[2], o[1], o[0])
-        }
-        IpAddr::V6(v6) => {
-            let mut nibbles = Vec::with_capacity(32);
-            for b in v6.octets().iter().rev() {
-                nibbles.push(format!("{:x}", b & 0x0f));
-                nibbles.push(format!("{:x}", b >> 4));
-            }
-            nibbles.join(".")
-        }
-    }
-}
 
 pub(super) async fn check_dnsbl(
     resolver: &MessageAuthenticator,
@@ -29,34 +13,28 @@ pub(super) async fn check_dnsbl(
 ) {
     for ip in &config.egress_ips {
         for zone in &config.dnsbl {
-            let query = format!("{}.{zone}", reversed(ip));
+            let query = query_name(&Target::Address(*ip), zone, None);
             let subject = format!("{ip} on {zone}");
-            match addresses(resolver, &query).await {
-                Ok(a) if a.is_empty() => {
-                    rows.push(row("dnsbl", subject, Status::Ok, "not listed", ""))
+            match ask(resolver, &query).await {
+                Answer::Clean => rows.push(row("dnsbl", subject, Status::Ok, "not listed", "")),
+                Answer::Listed(codes) => {
+                    let codes: Vec<String> = codes.iter().map(|x| x.to_string()).collect();
+                    rows.push(row(
+                        "dnsbl",
+                        subject,
+                        Status::Fail,
+                        format!("listed ({})", codes.join(" ")),
+                        format!(
+                            "find out why on {zone}'s site, fix the cause, then request delisting"
+                        ),
+                    ));
                 }
-                Ok(a) => {
-                    let codes: Vec<String> = a.iter().map(|x| x.to_string()).collect();
-                    // 127.255.255.x: the list refused the query (Spamhaus
-                    // does so for public and unregistered resolvers).
-                    if a.iter().all(|x| x.to_string().starts_with("127.255.255.")) {
-                        rows.push(row(
-                            "dnsbl",
-                            subject,
-                            Status::Warn,
-                            format!("query refused ({})", codes.join(" ")),
-                            "query through your own resolver (dns.nameservers)",
-                        ));
-                    } else {
-                        rows.push(row("dnsbl", subject, Status::Fail, format!("listed ({})", codes.join(" ")), format!("find out why on {zone}'s site, fix the cause, then request delisting")));
-                    }
-                }
-                Err(e) => rows.push(row(
+                Answer::Error(e) => rows.push(row(
                     "dnsbl",
                     subject,
                     Status::Warn,
-                    format!("no answer: {e}"),
-                    "check dns.nameservers",
+                    format!("no answer to go by: {e}"),
+                    "query through your own resolver (dns.nameservers)",
                 )),
             }
         }

@@ -1,6 +1,6 @@
 //! The host name resolves; each egress IP has a PTR whose name resolves back to it.
 
-use super::{addresses, row, Row, Status};
+use super::{addresses, row, unanswered, Row, Status};
 use crate::config::Config;
 use mail_auth::MessageAuthenticator;
 
@@ -28,13 +28,7 @@ pub(super) async fn check_hosts(
                 "no A/AAAA record",
                 format!("publish {host}. A <egress IP>"),
             )),
-            Err(e) => rows.push(row(
-                "hostname",
-                host.to_string(),
-                Status::Fail,
-                format!("DNS lookup failed: {e}"),
-                "check dns.nameservers",
-            )),
+            Err(e) => rows.push(unanswered("hostname", host.to_string(), &e)),
         }
     }
     for ip in &config.egress_ips {
@@ -53,13 +47,7 @@ pub(super) async fn check_hosts(
             // as the other checks say it.
             Err(e) if e.is_no_records_found() || e.is_nx_domain() => Vec::new(),
             Err(e) => {
-                rows.push(row(
-                    "ptr",
-                    ip.to_string(),
-                    Status::Fail,
-                    format!("DNS lookup failed: {e}"),
-                    "check dns.nameservers",
-                ));
+                rows.push(unanswered("ptr", ip.to_string(), &e));
                 continue;
             }
         };
@@ -81,11 +69,20 @@ pub(super) async fn check_hosts(
             continue;
         }
         let mut confirmed = None;
+        let mut failed = None;
         for n in &names {
-            if addresses(resolver, n).await.is_ok_and(|a| a.contains(ip)) {
-                confirmed = Some(n.clone());
-                break;
+            match addresses(resolver, n).await {
+                Ok(a) if a.contains(ip) => {
+                    confirmed = Some(n.clone());
+                    break;
+                }
+                Ok(_) => {}
+                Err(e) => failed = Some(e),
             }
+        }
+        if let (None, Some(e)) = (&confirmed, failed) {
+            rows.push(unanswered("ptr", ip.to_string(), &e));
+            continue;
         }
         match confirmed {
             Some(n) => rows.push(row(

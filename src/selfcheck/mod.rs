@@ -8,6 +8,7 @@ mod dkim;
 mod dmarc;
 mod dnsbl;
 mod hosts;
+mod mx;
 mod spf;
 mod stores;
 
@@ -15,6 +16,7 @@ use dkim::{check_dkim, check_rotation};
 use dmarc::check_dmarc;
 use dnsbl::check_dnsbl;
 use hosts::check_hosts;
+use mx::check_mx;
 use spf::check_spf;
 use stores::check_stores;
 
@@ -38,6 +40,9 @@ pub struct Row {
     pub detail: String,
     /// What to do about a warning or a failure.
     pub fix: String,
+    /// DNS gave no answer: the row says nothing about the record (the
+    /// reputation watch keeps its last state).
+    pub unanswered: bool,
 }
 
 fn row(
@@ -53,6 +58,21 @@ fn row(
         status,
         detail: detail.into(),
         fix: fix.into(),
+        unanswered: false,
+    }
+}
+
+/// A row for a lookup DNS did not answer.
+fn unanswered(check: &'static str, subject: impl Into<String>, e: &dyn std::fmt::Display) -> Row {
+    Row {
+        unanswered: true,
+        ..row(
+            check,
+            subject,
+            Status::Fail,
+            format!("DNS lookup failed: {e}"),
+            "check dns.nameservers",
+        )
     }
 }
 
@@ -106,6 +126,7 @@ pub async fn run(config: &Config) -> Result<Vec<Row>, String> {
         progress(format!("SPF and DMARC of {domain}"));
         check_spf(&resolver, config, domain, &mut rows).await;
         check_dmarc(&resolver, domain, &mut rows).await;
+        check_mx(&resolver, domain, &mut rows).await;
     }
     progress("DKIM keys in DNS".into());
     check_dkim(&resolver, config, &mut rows).await;
@@ -116,6 +137,25 @@ pub async fn run(config: &Config) -> Result<Vec<Row>, String> {
     progress("DNS blocklists".into());
     check_dnsbl(&resolver, config, &mut rows).await;
     Ok(rows)
+}
+
+/// The records the reputation watch follows: SPF, DMARC and MX of each
+/// of `domains`, the DKIM keys in DNS, the host name and the reverse DNS
+/// of each egress address.
+pub async fn records(
+    resolver: &MessageAuthenticator,
+    config: &Config,
+    domains: &[crate::address::Domain],
+) -> Vec<Row> {
+    let mut rows = Vec::new();
+    for domain in domains {
+        check_spf(resolver, config, domain, &mut rows).await;
+        check_dmarc(resolver, domain, &mut rows).await;
+        check_mx(resolver, domain, &mut rows).await;
+    }
+    check_dkim(resolver, config, &mut rows).await;
+    check_hosts(resolver, config, &mut rows).await;
+    rows
 }
 
 /// The exact domains of a list: written inline, or in a file source (a

@@ -1,6 +1,6 @@
 //! SPF: one record per domain, valid, authorising every egress IP, within the ten DNS lookups.
 
-use super::{row, txt, Row, Status};
+use super::{row, txt, unanswered, Row, Status};
 use crate::address::Domain;
 use crate::config::Config;
 use mail_auth::{
@@ -84,15 +84,7 @@ pub(super) async fn check_spf(
     );
     let records = match txt(resolver, domain.as_str()).await {
         Ok(r) => r.into_iter().filter(|r| is_spf(r)).collect::<Vec<_>>(),
-        Err(e) => {
-            return rows.push(row(
-                "spf",
-                subject,
-                Status::Fail,
-                format!("DNS lookup failed: {e}"),
-                "check dns.nameservers",
-            ))
-        }
+        Err(e) => return rows.push(unanswered("spf", subject, &e)),
     };
     let record = match records.as_slice() {
         [] => {
@@ -161,6 +153,7 @@ pub(super) async fn check_spf(
         let subject = format!("{domain} for {ip}");
         match out.result() {
             SpfResult::Pass => rows.push(row("spf", subject, Status::Ok, "pass", "")),
+            SpfResult::TempError => rows.push(unanswered("spf", subject, &"a temporary error")),
             r => rows.push(row(
                 "spf",
                 subject,

@@ -26,11 +26,11 @@ async fn start(extra: &str) -> Daemon {
 }
 
 #[derive(Debug)]
-struct Sent {
+pub(crate) struct Sent {
     /// "continue", or the reply of the stage that refused.
-    reply: String,
+    pub(crate) reply: String,
     /// The quarantine action came with end of message.
-    held: bool,
+    pub(crate) held: bool,
 }
 
 /// One message, in order; rejected recipients (`{rcpt_mailer}` error, as
@@ -48,7 +48,7 @@ async fn send_full(
 }
 
 /// [`send_full`] to a daemon at `addr`.
-async fn send_to(
+pub(crate) async fn send_to(
     addr: std::net::SocketAddr,
     ip: &str,
     login: Option<&str>,

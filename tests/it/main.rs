@@ -35,6 +35,7 @@ mod rate_limits;
 mod redis_limits;
 mod redis_sentinel;
 mod relay_recipients;
+mod reputation;
 mod rspamd;
 mod schema;
 mod selfcheck;

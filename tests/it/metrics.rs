@@ -134,7 +134,7 @@ fn dashboard_queries_exposed_metrics() {
     )
     .unwrap();
     let shared = egress_milter::Shared::new(config);
-    let exposed = shared.metrics.render(&shared.limiter, &shared.incidents);
+    let exposed = shared.metrics_text();
     let families: Vec<&str> = exposed
         .lines()
         .filter_map(|l| l.strip_prefix("# TYPE "))
@@ -165,6 +165,55 @@ fn dashboard_queries_exposed_metrics() {
     for family in &families {
         assert!(text.contains(family), "{family} is on no panel");
     }
+}
+
+/// The shipped alert rules: valid for Prometheus (`promtool check
+/// rules`), firing as their unit tests say (`promtool test rules`:
+/// a listing at once, a wrong record after 30 minutes), and querying only
+/// metrics the daemon exposes.
+#[test]
+fn alert_rules_check_and_fire() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let local = root.join("target/prometheus-root/usr/bin/promtool");
+    let promtool = if local.exists() {
+        local
+    } else {
+        std::path::PathBuf::from("promtool")
+    };
+    for args in [
+        ["check", "rules", "packaging/prometheus-alerts.yml"],
+        ["test", "rules", "tests/prometheus/alerts-test.yml"],
+    ] {
+        let out = std::process::Command::new(&promtool)
+            .args(args)
+            .current_dir(root)
+            .output()
+            .expect("promtool: run scripts/test.sh, which unpacks it");
+        assert!(
+            out.status.success(),
+            "promtool {args:?}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let config = egress_milter::config::Config::parse(
+        std::path::Path::new("inline.yaml"),
+        "listen: inet:127.0.0.1:1\nlocal_domains: [example.com]\n",
+    )
+    .unwrap();
+    let exposed = egress_milter::Shared::new(config).metrics_text();
+    let rules = std::fs::read_to_string(root.join("packaging/prometheus-alerts.yml")).unwrap();
+    let re = regex::Regex::new(r"egress_[a-z_]+").unwrap();
+    let mut n = 0;
+    for m in re.find_iter(&rules) {
+        assert!(
+            exposed.contains(&format!("# TYPE {} ", m.as_str())),
+            "the rules query {}, which is not exposed",
+            m.as_str()
+        );
+        n += 1;
+    }
+    assert!(n >= 4);
 }
 
 /// `egress_dkim_signatures_total`, which the dashboard charts, counts each
@@ -260,8 +309,16 @@ fn selected(exposition: &str, selector: &str) -> f64 {
 async fn every_charted_metric_moves_under_traffic() {
     let dir = tempfile::tempdir().unwrap();
     let key = ed25519_key(dir.path());
-    // Nothing listens on these: Redis and DNS are down.
-    let (dead_redis, dead_dns) = (common::free_port(), common::free_port());
+    // Nothing listens on this: Redis is down.
+    let dead_redis = common::free_port();
+    // DNS is down (stopped), until the end: then a list names our egress
+    // address, and our DMARC record is seen.
+    let bind = common::bind::Bind::start_zones(&[
+        ("example.com", "_dmarc IN TXT \"v=DMARC1; p=reject\""),
+        ("list.test", ""),
+    ]);
+    bind.pause(true);
+    let dead_dns = bind.port;
     // The second message from 10.0.0.5 opens an incident (held, told).
     let mut hook = common::webhook::Webhook::start(200).await;
     // Every message is scanned; one carries the EICAR test file.
@@ -309,6 +366,7 @@ incidents:
     - {{ name: wide, key: sender, count: refusals, above: 100/h }}
   notify: {{ webhook: {{ url: \"{}\" }} }}
 antivirus: {{ clamd: [\"inet:127.0.0.1:{}\"] }}
+reputation: {{ every: 1s, domains: [example.com], ip_lists: [list.test], domain_lists: [] }}
 ",
             ours.display(),
             key.display(),
@@ -397,6 +455,19 @@ antivirus: {{ clamd: [\"inet:127.0.0.1:{}\"] }}
         }
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
+    // DNS answers again, and the list names our address.
+    bind.pause(false);
+    bind.update_zone(
+        "list.test",
+        "update add 10.2.0.192.list.test. 1 A 127.0.0.2",
+    );
+    common::until(std::time::Duration::from_secs(15), "listed", || {
+        common::scrape(metrics)
+            .contains("egress_reputation_listed{target=\"192.0.2.10\",list=\"list.test\"} 1")
+            .then_some(())
+            .ok_or_else(|| "not yet".to_string())
+    })
+    .await;
     // A reload.
     d.signal("-HUP");
     d.wait_for("configuration reloaded");

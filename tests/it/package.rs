@@ -74,6 +74,7 @@ async fn package_builds_installs_starts_and_purges() {
         "./usr/share/doc/egress-milter/examples/postfix-smtp_header_checks",
         "./usr/share/doc/egress-milter/examples/sendmail.mc",
         "./usr/share/doc/egress-milter/examples/grafana-dashboard.json",
+        "./usr/share/doc/egress-milter/examples/prometheus-alerts.yml",
         "./usr/share/doc/egress-milter/examples/cases.yaml",
         "./usr/share/doc/egress-milter/copyright",
         "./usr/share/doc/egress-milter/html/index.html",

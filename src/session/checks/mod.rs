@@ -16,6 +16,7 @@ pub(crate) mod headers;
 pub(crate) mod incident;
 pub(crate) mod rate;
 mod relay;
+mod reputation;
 mod rspamd;
 pub(crate) mod sender;
 mod size;
@@ -128,6 +129,7 @@ list! {
     Antivirus: antivirus::Antivirus = antivirus::new,
     DkimVerify: dkim::Verify = dkim::verify,
     DkimSign: dkim::Sign = dkim::sign,
+    Reputation: reputation::Reputation = reputation::new,
     Rate: rate::Rate = rate::new,
     Headers: headers::Headers = headers::new,
     IncidentEvidence: incident::Evidence = incident::evidence,

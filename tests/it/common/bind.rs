@@ -25,17 +25,36 @@ impl Bind {
     /// example.com: its SOA, NS ns1.example.com at 127.0.0.1, and
     /// `records` (lines of zone file, relative names).
     pub fn start(records: &str) -> Bind {
+        Self::start_with_ttl(&[("example.com", records)], 60)
+    }
+
+    /// A zone for each (name, records), each with its SOA (TTL 1: answers
+    /// and NXDOMAINs are cached a second at most) and NS, each updatable
+    /// with the TSIG key; every query logged (`query_log`).
+    pub fn start_zones(zones: &[(&str, &str)]) -> Bind {
+        Self::start_with_ttl(zones, 1)
+    }
+
+    fn start_with_ttl(zones: &[(&str, &str)], ttl: u32) -> Bind {
         let port = super::free_port();
         let dir = tempfile::tempdir().expect("tempdir");
         let d = dir.path();
-        std::fs::write(
-            d.join("example.com.zone"),
-            format!(
-                "$TTL 60\n@ IN SOA ns1.example.com. hostmaster.example.com. 1 60 60 600 1\n\
-                 @ IN NS ns1.example.com.\nns1 IN A 127.0.0.1\n{records}\n"
-            ),
-        )
-        .expect("zone");
+        let mut declared = String::new();
+        for (zone, records) in zones {
+            std::fs::write(
+                d.join(format!("{zone}.zone")),
+                format!(
+                    "$TTL {ttl}\n@ IN SOA ns1.{zone}. hostmaster.{zone}. 1 60 60 600 1\n\
+                     @ IN NS ns1.{zone}.\nns1 IN A 127.0.0.1\n{records}\n"
+                ),
+            )
+            .expect("zone");
+            declared.push_str(&format!(
+                "zone \"{zone}\" {{\n  type primary;\n  file \"{dir}/{zone}.zone\";\n\
+                 journal \"{dir}/{zone}.jnl\";\n  allow-update {{ key \"{TSIG_NAME}\"; }};\n}};\n",
+                dir = d.display()
+            ));
+        }
         std::fs::write(d.join("tsig.key"), Self::key_text()).expect("key");
         std::fs::write(
             d.join("named.conf"),
@@ -43,11 +62,9 @@ impl Bind {
                 "include \"{dir}/tsig.key\";\n\
                  options {{\n  directory \"{dir}\";\n  pid-file \"{dir}/named.pid\";\n\
                  listen-on port {port} {{ 127.0.0.1; }};\n  listen-on-v6 {{ none; }};\n\
-                 recursion no;\n  dnssec-validation no;\n  notify no;\n\
+                 recursion no;\n  dnssec-validation no;\n  notify no;\n  querylog yes;\n\
                  session-keyfile \"{dir}/session.key\";\n  managed-keys-directory \"{dir}\";\n}};\n\
-                 controls {{ }};\n\
-                 zone \"example.com\" {{\n  type primary;\n  file \"{dir}/example.com.zone\";\n\
-                 journal \"{dir}/example.com.jnl\";\n  allow-update {{ key \"{TSIG_NAME}\"; }};\n}};\n",
+                 controls {{ }};\n{declared}",
                 dir = d.display()
             ),
         )
@@ -58,7 +75,7 @@ impl Bind {
                 .args(["-g", "-4", "-c"])
                 .arg(d.join("named.conf"))
                 .stdout(Stdio::null())
-                .stderr(Stdio::null()),
+                .stderr(std::fs::File::create(d.join("named.log")).expect("named.log")),
         );
         let bind = Bind {
             port,
@@ -81,6 +98,23 @@ impl Bind {
         format!(
             "key \"{TSIG_NAME}\" {{\n\talgorithm hmac-sha256;\n\tsecret \"{TSIG_SECRET}\";\n}};\n"
         )
+    }
+
+    /// The queries answered so far, one line each, as BIND logs them
+    /// (`05-Dec-2026 06:50:01.123 queries: info: client ... query: NAME IN A ...`).
+    pub fn query_log(&self) -> String {
+        // -g sends every log line to stderr, kept in named.log.
+        std::fs::read_to_string(self.dir.path().join("named.log"))
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.contains(" query: "))
+            .map(|l| format!("{l}\n"))
+            .collect()
+    }
+
+    /// Stops answering (SIGSTOP: queries then time out) or answers again.
+    pub fn pause(&self, paused: bool) {
+        assert!(self._process.signal(if paused { "-STOP" } else { "-CONT" }));
     }
 
     pub fn key_file(&self) -> PathBuf {
@@ -110,8 +144,13 @@ impl Bind {
     /// An RFC 2136 update signed with the TSIG key (nsupdate): `commands`
     /// such as `update add NAME 60 TXT "..."`.
     pub fn update(&self, commands: &str) {
+        self.update_zone("example.com", commands)
+    }
+
+    /// [`update`](Self::update) in another of its zones.
+    pub fn update_zone(&self, zone: &str, commands: &str) {
         let script = format!(
-            "server 127.0.0.1 {}\nzone example.com\n{commands}\nsend\n",
+            "server 127.0.0.1 {}\nzone {zone}\n{commands}\nsend\n",
             self.port
         );
         let mut child = Command::new("nsupdate")
@@ -132,9 +171,17 @@ impl Bind {
         let out = child.wait_with_output().expect("nsupdate");
         assert!(
             out.status.success(),
-            "nsupdate failed: {}{}",
+            "nsupdate failed: {}{}\nnamed's log ends:\n{}",
             String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
+            String::from_utf8_lossy(&out.stderr),
+            std::fs::read_to_string(self.dir.path().join("named.log"))
+                .unwrap_or_default()
+                .lines()
+                .filter(|l| !l.contains(" query: "))
+                .rev()
+                .take(15)
+                .collect::<Vec<_>>()
+                .join("\n")
         );
     }
 }

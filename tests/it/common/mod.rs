@@ -87,9 +87,7 @@ impl Daemon {
 
     /// What the daemon's metrics endpoint would answer now.
     pub fn metrics(&self) -> String {
-        self.shared
-            .metrics
-            .render(&self.shared.limiter, &self.shared.incidents)
+        self.shared.metrics_text()
     }
 
     pub async fn stop(mut self) {

@@ -15,17 +15,17 @@ use std::sync::Arc;
 /// A message's keys, owned: the client IP as limits write it, the login,
 /// the sender as limits key it, the class.
 #[derive(Clone)]
-struct OwnedKeys {
-    client: Option<String>,
-    user: Option<String>,
-    sender: Option<String>,
-    class: Option<String>,
+pub(super) struct OwnedKeys {
+    pub(super) client: Option<String>,
+    pub(super) user: Option<String>,
+    pub(super) sender: Option<String>,
+    pub(super) class: Option<String>,
 }
 
 impl OwnedKeys {
     /// The keys as limits spell them (`rate_limits.keys`): one person is
     /// one key for both, however the address or login is written.
-    fn of(conn: &Connection, msg: Option<&Message>) -> Self {
+    pub(super) fn of(conn: &Connection, msg: Option<&Message>) -> Self {
         let config = msg.map_or_else(|| conn.shared.config(), |m| m.config.clone());
         let keys = &config.rate_limits.keys;
         OwnedKeys {

@@ -1,0 +1,344 @@
+//! The reputation watch against a real BIND serving a fake address list,
+//! a fake domain list and our domain's records: a listing is told once,
+//! naming the top senders, flips the metric and pauses the named class
+//! while another class flows; delisting lifts it and is told once; a
+//! list's refusal code and a server that does not answer count as errors
+//! and change nothing; an SPF record that drops an egress address is told
+//! once; no list is asked twice per address per period.
+
+use crate::common::{self, bind::Bind, webhook::Webhook, Daemon};
+use crate::incidents::{send_to, Sent};
+use egress_milter::admin::{Reputation, Request};
+use egress_milter::config::Config;
+use std::path::Path;
+use std::time::Duration;
+
+const EVERY_SECS: u64 = 2;
+
+fn config(bind: &Bind, hook: &Webhook, action: &str, state_dir: &Path) -> Config {
+    let text = format!(
+        "listen: inet:127.0.0.1:1
+local_domains: [example.com]
+egress_ips: [192.0.2.10, 192.0.2.11]
+dns: {{ nameservers: [\"127.0.0.1:{port}\"], timeout: 1s }}
+classes:
+  - {{ name: bulk, auth: [bulk@example.com], sender_domains: [example.com] }}
+  - {{ name: staff, auth: any, sender_domains: [example.com] }}
+incidents:
+  state_dir: {dir}
+  notify: {{ webhook: {{ url: \"{url}\" }} }}
+reputation:
+  every: {EVERY_SECS}s
+  domains: [example.com]
+  ip_lists: [list.test]
+  domain_lists: [dbl.test]
+  on_listed: {{ action: {action}, classes: [bulk] }}
+",
+        port = bind.port,
+        dir = state_dir.display(),
+        url = hook.url()
+    );
+    Config::parse(Path::new("reputation.yaml"), &text).expect("valid config")
+}
+
+async fn send(d: &Daemon, login: &str, n: usize) -> Sent {
+    let rcpts: Vec<String> = (0..n).map(|i| format!("r{i}@example.net")).collect();
+    let rcpts: Vec<&str> = rcpts.iter().map(String::as_str).collect();
+    send_to(
+        d.addr,
+        "127.0.0.1",
+        Some(login),
+        &format!("<{login}>"),
+        &rcpts,
+        &[],
+        "Q1",
+    )
+    .await
+}
+
+/// The notices of the next `secs` seconds.
+async fn notices(hook: &mut Webhook, secs: u64) -> Vec<serde_json::Value> {
+    let mut out = Vec::new();
+    let end = tokio::time::Instant::now() + Duration::from_secs(secs);
+    while let Some(v) = hook
+        .next(
+            end.saturating_duration_since(tokio::time::Instant::now())
+                .as_secs()
+                .max(1),
+        )
+        .await
+    {
+        out.push(v);
+        if tokio::time::Instant::now() >= end {
+            break;
+        }
+    }
+    out
+}
+
+/// The next notice with `change`, waiting up to `secs`; any other
+/// notice on the way is returned too.
+async fn next_change(
+    hook: &mut Webhook,
+    change: &str,
+    secs: u64,
+) -> (serde_json::Value, Vec<serde_json::Value>) {
+    let mut others = Vec::new();
+    let end = tokio::time::Instant::now() + Duration::from_secs(secs);
+    loop {
+        let left = end
+            .saturating_duration_since(tokio::time::Instant::now())
+            .as_secs();
+        assert!(
+            left > 0,
+            "no {change} notice within {secs}s; others: {others:?}"
+        );
+        let Some(v) = hook.next(left).await else {
+            continue;
+        };
+        if v["change"] == change {
+            return (v, others);
+        }
+        others.push(v);
+    }
+}
+
+fn listed_metric(d: &Daemon, target: &str, list: &str) -> Option<String> {
+    let m = d.metrics();
+    let prefix = format!("egress_reputation_listed{{target=\"{target}\",list=\"{list}\"}} ");
+    m.lines()
+        .find_map(|l| l.strip_prefix(&prefix).map(str::to_string))
+}
+
+fn errors_metric(d: &Daemon, list: &str) -> u64 {
+    common::counted(
+        &d.metrics(),
+        "egress_reputation_check_errors_total",
+        &[("list", list)],
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn listings_are_told_once_pause_a_class_and_errors_change_nothing() {
+    let bind = Bind::start_zones(&[
+        (
+            "example.com",
+            "@ IN TXT \"v=spf1 ip4:192.0.2.10 ip4:192.0.2.11 -all\"\n\
+             @ IN MX 10 mx.example.com.\n\
+             mx IN A 127.0.0.1\n\
+             _dmarc IN TXT \"v=DMARC1; p=reject\"",
+        ),
+        ("list.test", ""),
+        ("dbl.test", ""),
+    ]);
+    let mut hook = Webhook::start(200).await;
+    let state = tempfile::tempdir().expect("a directory");
+    let d = common::start_with(config(&bind, &hook, "tempfail", state.path())).await;
+
+    // The first rounds: nothing listed, the records as they are.
+    common::until(Duration::from_secs(15), "a first round", || {
+        let a = listed_metric(&d, "192.0.2.10", "list.test");
+        let b = listed_metric(&d, "example.com", "dbl.test");
+        (a.as_deref() == Some("0") && b.as_deref() == Some("0"))
+            .then_some(())
+            .ok_or(format!("not yet: {a:?} {b:?}"))
+    })
+    .await;
+    // Both classes flow; the bulk login sends the most.
+    assert_eq!(send(&d, "bulk@example.com", 7).await.reply, "continue");
+    assert_eq!(send(&d, "alice@example.com", 2).await.reply, "continue");
+
+    // Listed: one notice, naming the top senders of the hours before.
+    bind.update_zone(
+        "list.test",
+        "update add 10.2.0.192.list.test. 1 A 127.0.0.2",
+    );
+    let (notice, others) = next_change(&mut hook, "listed", 15).await;
+    assert!(others.is_empty(), "{others:?}");
+    assert_eq!(notice["event"], "reputation");
+    assert_eq!(notice["target"], "192.0.2.10");
+    assert_eq!(notice["list"], "list.test");
+    let top = notice["top_senders"].as_array().expect("top senders");
+    assert_eq!(top[0]["kind"], "login");
+    assert_eq!(top[0]["key"], "bulk@example.com");
+    assert_eq!(top[0]["recipients"], 7);
+    assert_eq!(
+        listed_metric(&d, "192.0.2.10", "list.test").as_deref(),
+        Some("1")
+    );
+    // The bulk class is paused, staff mail flows, inbound mail too.
+    let paused = send(&d, "bulk@example.com", 1).await;
+    assert_eq!(
+        paused.reply,
+        "451 4.7.1 Sending paused: 192.0.2.10 is listed on list.test"
+    );
+    assert_eq!(send(&d, "alice@example.com", 1).await.reply, "continue");
+
+    // A refusal code on another address and a server that does not answer
+    // are errors: nothing changes, nothing is told.
+    bind.update_zone(
+        "list.test",
+        "update add 11.2.0.192.list.test. 1 A 127.255.255.254",
+    );
+    let before = errors_metric(&d, "list.test");
+    common::until(Duration::from_secs(15), "the refusal counted", || {
+        (errors_metric(&d, "list.test") > before)
+            .then_some(())
+            .ok_or("not yet".to_string())
+    })
+    .await;
+    assert_eq!(
+        listed_metric(&d, "192.0.2.11", "list.test").as_deref(),
+        Some("0")
+    );
+    let asked_before_pause = bind.query_log();
+    bind.pause(true);
+    let before = errors_metric(&d, "list.test");
+    common::until(Duration::from_secs(20), "timeouts counted", || {
+        (errors_metric(&d, "list.test") >= before + 2)
+            .then_some(())
+            .ok_or("not yet".to_string())
+    })
+    .await;
+    assert_eq!(
+        listed_metric(&d, "192.0.2.10", "list.test").as_deref(),
+        Some("1")
+    );
+    assert!(send(&d, "bulk@example.com", 1)
+        .await
+        .reply
+        .starts_with("451 4.7.1 Sending paused"));
+    bind.pause(false);
+    // The queries sent while it was stopped are all logged as it wakes:
+    // left out of the pacing below.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let woken = bind.query_log().lines().count();
+    let quiet = notices(&mut hook, 2 * EVERY_SECS + 1).await;
+    assert!(quiet.is_empty(), "errors told nothing: {quiet:?}");
+
+    // Delisted: one notice, the class flows again.
+    bind.update_zone("list.test", "update delete 10.2.0.192.list.test. A");
+    let (notice, others) = next_change(&mut hook, "delisted", 15).await;
+    assert!(others.is_empty(), "{others:?}");
+    assert_eq!(notice["target"], "192.0.2.10");
+    assert_eq!(send(&d, "bulk@example.com", 1).await.reply, "continue");
+
+    // The SPF record drops an egress address: told once.
+    bind.update(
+        "update delete example.com. TXT\n\
+         update add example.com. 1 TXT \"v=spf1 ip4:192.0.2.10 -all\"",
+    );
+    let (notice, others) = next_change(&mut hook, "record_changed", 15).await;
+    assert!(others.is_empty(), "{others:?}");
+    assert_eq!(notice["list"], "spf");
+    assert_eq!(notice["target"], "example.com for 192.0.2.11");
+    let again = notices(&mut hook, 2 * EVERY_SECS + 1).await;
+    assert!(again.is_empty(), "told once: {again:?}");
+    assert!(
+        common::counted(
+            &d.metrics(),
+            "egress_reputation_record_ok",
+            &[("check", "spf"), ("subject", "example.com for 192.0.2.11")]
+        ) == 0
+    );
+
+    // What the command shows.
+    let Ok(text) = answer(&d, false).await else {
+        panic!("an answer")
+    };
+    assert!(text.contains("192.0.2.10"), "{text}");
+    assert!(text.contains("delisted 192.0.2.10 on list.test"), "{text}");
+    assert!(text.contains("WRONG spf"), "{text}");
+
+    // Pacing: no name asked twice within a period, the names of a round
+    // spread over it (three names: a third of a period apart).
+    let after: String = bind
+        .query_log()
+        .lines()
+        .skip(woken)
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let names = [
+        "10.2.0.192.list.test",
+        "11.2.0.192.list.test",
+        "example.com.dbl.test",
+    ];
+    for name in names {
+        let n = query_times(&asked_before_pause, name).len() + query_times(&after, name).len();
+        assert!(n >= 4, "{name} asked {n} times");
+    }
+    for log in [&asked_before_pause, &after] {
+        for name in names {
+            let times = query_times(log, name);
+            for w in times.windows(2) {
+                assert!(
+                    w[1] - w[0] >= EVERY_SECS as f64 * 1000.0 * 0.95,
+                    "{name} asked twice within a period: {times:?}"
+                );
+            }
+        }
+        let first = query_times(log, names[0]);
+        for t in query_times(log, names[1]) {
+            let nearest = first.iter().map(|f| (t - f).abs()).fold(f64::MAX, f64::min);
+            assert!(nearest >= 400.0, "not spread: {t} vs {first:?}");
+        }
+    }
+    d.stop().await;
+}
+
+/// `egress-milter reputation [--check]`, as the daemon answers it.
+async fn answer(d: &Daemon, check: bool) -> Result<String, String> {
+    match egress_milter::admin::answer(&d.shared, Request::Reputation(Reputation { check })).await {
+        egress_milter::admin::Answer::Ok(t) => Ok(t),
+        egress_milter::admin::Answer::Error(e) => Err(e),
+    }
+}
+
+/// When (ms of the day) BIND logged a query for `name` (type A).
+fn query_times(log: &str, name: &str) -> Vec<f64> {
+    let needle = format!("query: {name} IN A ");
+    log.lines()
+        .filter(|l| l.contains(&needle))
+        .filter_map(|l| {
+            let time = l.split_whitespace().nth(1)?;
+            let mut parts = time.split(':');
+            let h: f64 = parts.next()?.parse().ok()?;
+            let m: f64 = parts.next()?.parse().ok()?;
+            let s: f64 = parts.next()?.parse().ok()?;
+            Some(((h * 60.0 + m) * 60.0 + s) * 1000.0)
+        })
+        .collect()
+}
+
+/// `on_listed: hold` holds the paused class's mail (accepted, quarantined)
+/// and `--check` runs a round at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hold_quarantines_the_paused_class_and_check_asks_now() {
+    let bind = Bind::start_zones(&[
+        (
+            "example.com",
+            "@ IN TXT \"v=spf1 ip4:192.0.2.10 ip4:192.0.2.11 -all\"",
+        ),
+        ("list.test", "10.2.0.192 IN A 127.0.0.2"),
+        ("dbl.test", ""),
+    ]);
+    let hook = Webhook::start(200).await;
+    let state = tempfile::tempdir().expect("a directory");
+    let mut config = config(&bind, &hook, "hold", state.path());
+    if let Some(r) = config.reputation.as_mut() {
+        // No periodic round soon: what is known comes from --check.
+        r.every = Duration::from_secs(3600);
+    }
+    let d = common::start_with(config).await;
+    let text = answer(&d, true).await.expect("checked");
+    assert!(text.contains("LISTED: 192.0.2.10 on list.test"), "{text}");
+    let held = send(&d, "bulk@example.com", 1).await;
+    assert_eq!(held.reply, "continue");
+    assert!(held.held, "the bulk class's mail is held");
+    let staff = send(&d, "alice@example.com", 1).await;
+    assert!(!staff.held, "staff mail is not");
+    // Kept across a restart: the state file says it was listed.
+    d.stop().await;
+    let saved = std::fs::read_to_string(state.path().join("reputation.json")).expect("saved");
+    assert!(saved.contains("\"listed\": true"), "{saved}");
+}
