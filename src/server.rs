@@ -181,8 +181,12 @@ async fn rotate_dkim_keys(shared: Arc<Shared>) {
 }
 
 /// `reputation`: a round every `every` while configured (looked for
-/// again every few seconds: a reload may turn it on).
+/// again every few seconds: a reload may turn it on). With Redis, only
+/// the gateway holding the lease runs it, taking up the state the last
+/// one left; the others read that state every few seconds; every gateway
+/// adds its counts of senders.
 async fn watch_reputation(shared: Arc<Shared>) {
+    use crate::reputation::shared as on_redis;
     loop {
         let config = shared.config();
         let (Some(settings), Ok(resolver)) = (config.reputation.clone(), &shared.dns) else {
@@ -190,10 +194,30 @@ async fn watch_reputation(shared: Arc<Shared>) {
             continue;
         };
         let start = tokio::time::Instant::now();
+        let redis = shared.limiter.redis.as_ref();
+        if let Some(r) = redis {
+            if let Err(e) = on_redis::flush(r, &shared.reputation.tally).await {
+                tracing::warn!(target: "egress_milter::reputation", "reputation: sender counts not shared: {e}");
+            }
+            let drives = on_redis::drive(r, settings.every).await;
+            match on_redis::load(r).await {
+                Ok(Some(state)) => shared.reputation.set(state),
+                Ok(None) => {}
+                // The state last read stays in force.
+                Err(e) => {
+                    tracing::warn!(target: "egress_milter::reputation", "reputation: the shared state is not readable, the last one read stays: {e}")
+                }
+            }
+            if !matches!(drives, Ok(true)) {
+                tokio::time::sleep(settings.every.min(Duration::from_secs(5))).await;
+                continue;
+            }
+        }
         crate::reputation::round(
             &shared.reputation,
             resolver,
             &shared.incidents.notifier,
+            redis,
             &config,
             &settings,
             Some(settings.every),

@@ -12,6 +12,23 @@ pub struct Reputation {
 }
 
 pub(super) async fn answer(shared: &Shared, request: Reputation) -> Answer {
+    let text = checked(shared, request).await;
+    let Answer::Ok(text) = text else {
+        return text;
+    };
+    // On several gateways: which one runs the rounds.
+    let driver = match shared.limiter.redis.as_ref() {
+        Some(r) => match crate::reputation::shared::driver(r).await {
+            Ok(Some(g)) => format!("rounds run by {g}\n"),
+            Ok(None) => "rounds run by no gateway now\n".into(),
+            Err(e) => format!("which gateway runs the rounds is not known: {e}\n"),
+        },
+        None => String::new(),
+    };
+    Answer::Ok(format!("{driver}{text}"))
+}
+
+async fn checked(shared: &Shared, request: Reputation) -> Answer {
     let config = shared.config();
     match (&config.reputation, request.check) {
         (None, true) => Answer::error("reputation is not configured: there is nothing to check"),
@@ -24,6 +41,7 @@ pub(super) async fn answer(shared: &Shared, request: Reputation) -> Answer {
                 &shared.reputation,
                 resolver,
                 &shared.incidents.notifier,
+                shared.limiter.redis.as_ref(),
                 &config,
                 settings,
                 None,

@@ -5,6 +5,7 @@
 
 pub mod credit;
 pub mod gcra;
+pub mod lease;
 pub mod local;
 pub mod redis;
 pub mod store;

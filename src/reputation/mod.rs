@@ -8,16 +8,19 @@
 //! - `state.rs`: what is known, and what a new answer changes;
 //! - `tally.rs`: who sent how much, for a listing notice;
 //! - `notice.rs`: the notices;
-//! - `report.rs`: `egress-milter reputation`, and the metrics.
+//! - `report.rs`: `egress-milter reputation`, and the metrics;
+//! - `shared.rs`: one gateway running the rounds for all, through Redis.
 
 mod notice;
 mod report;
+pub mod shared;
 pub mod state;
 pub mod tally;
 
 use crate::config::{Config, ReputationSettings};
 use crate::dnsbl::{self as lists, Answer, Target};
 use crate::incidents::{notify::Notifier, now_ms};
+use crate::limiter::RedisLimiter;
 use arc_swap::ArcSwapOption;
 use mail_auth::MessageAuthenticator;
 use state::{Change, State};
@@ -62,7 +65,8 @@ impl Watch {
         watch
     }
 
-    fn set(&self, state: State) {
+    /// Takes a state read elsewhere (Redis, the state file).
+    pub fn set(&self, state: State) {
         self.listed.store(state.first_listed().map(Arc::new));
         *self.state.lock().unwrap_or_else(|p| p.into_inner()) = state;
     }
@@ -130,33 +134,95 @@ pub async fn round(
     watch: &Watch,
     resolver: &MessageAuthenticator,
     notifier: &Notifier,
+    redis: Option<&RedisLimiter>,
     config: &Config,
     settings: &ReputationSettings,
     pace: Option<Duration>,
 ) {
+    let teller = Teller {
+        watch,
+        notifier,
+        redis,
+        config,
+    };
     let records = async {
         let rows = crate::selfcheck::records(resolver, config, &settings.domains).await;
         for change in watch.update(|s| s.records(&rows, now_s())) {
-            tell(watch, notifier, config, &change);
+            teller.tell(&change).await;
         }
     };
-    tokio::join!(
-        records,
-        ask_lists(watch, resolver, notifier, config, settings, pace)
-    );
+    tokio::join!(records, ask_lists(&teller, resolver, settings, pace));
     watch.update(|s| s.last_round = now_s());
-    watch.save(config.incidents.state_dir.as_ref());
+    teller.keep().await;
+}
+
+/// Where changes go: the notice, and the state kept at once (under
+/// `state_dir`, and in Redis for the other gateways), so that a successor
+/// never tells a change again.
+struct Teller<'a> {
+    watch: &'a Watch,
+    notifier: &'a Notifier,
+    redis: Option<&'a RedisLimiter>,
+    config: &'a Config,
+}
+
+impl Teller<'_> {
+    async fn keep(&self) {
+        self.watch.save(self.config.incidents.state_dir.as_ref());
+        if let Some(r) = self.redis {
+            if let Err(e) = shared::save(r, &self.watch.state()).await {
+                tracing::warn!(target: "egress_milter::reputation", "reputation: state not shared: {e}");
+            }
+        }
+    }
+
+    /// Logs a change, sends its notice and keeps the state.
+    async fn tell(&self, change: &Change) {
+        tracing::warn!(
+            target: "egress_milter::reputation",
+            change = change.change.as_str(),
+            target_name = change.target.as_str(),
+            list = change.list.as_str(),
+            was = change.was.as_str(),
+            now = change.now.as_str(),
+            "reputation: {} {} on {}",
+            change.target,
+            change.change,
+            change.list
+        );
+        let mut top = Vec::new();
+        if change.change == "listed" {
+            let local = || {
+                self.watch
+                    .tally
+                    .top(now_ms(), notice::TOP_HOURS, notice::TOP_N)
+            };
+            top = match self.redis {
+                Some(r) => {
+                    let _ = shared::flush(r, &self.watch.tally).await;
+                    shared::top(r, now_ms(), notice::TOP_HOURS, notice::TOP_N)
+                        .await
+                        .unwrap_or_else(|_| local())
+                }
+                None => local(),
+            };
+        }
+        self.notifier.send_prepared(
+            notice::prepared(change, &top),
+            &self.config.incidents.notify,
+        );
+        self.keep().await;
+    }
 }
 
 /// Every list for every target, once.
 async fn ask_lists(
-    watch: &Watch,
+    teller: &Teller<'_>,
     resolver: &MessageAuthenticator,
-    notifier: &Notifier,
-    config: &Config,
     settings: &ReputationSettings,
     pace: Option<Duration>,
 ) {
+    let watch = teller.watch;
     let start = Instant::now();
     let pairs = pairs(settings);
     let keys: Vec<String> = pairs
@@ -189,29 +255,7 @@ async fn ask_lists(
         }
         let target = target.to_string();
         if let Some(change) = watch.update(|s| s.answer(&target, list.as_str(), &answer, now_s())) {
-            tell(watch, notifier, config, &change);
+            teller.tell(&change).await;
         }
     }
-}
-
-/// Logs a change and sends its notice.
-fn tell(watch: &Watch, notifier: &Notifier, config: &Config, change: &Change) {
-    tracing::warn!(
-        target: "egress_milter::reputation",
-        change = change.change.as_str(),
-        target_name = change.target.as_str(),
-        list = change.list.as_str(),
-        was = change.was.as_str(),
-        now = change.now.as_str(),
-        "reputation: {} {} on {}",
-        change.target,
-        change.change,
-        change.list
-    );
-    let top = if change.change == "listed" {
-        watch.tally.top(now_ms(), notice::TOP_HOURS, notice::TOP_N)
-    } else {
-        Vec::new()
-    };
-    notifier.send_prepared(notice::prepared(change, &top), &config.incidents.notify);
 }

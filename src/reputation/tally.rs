@@ -16,6 +16,12 @@ pub enum Kind {
 }
 
 impl Kind {
+    pub fn parse(s: &str) -> Option<Kind> {
+        [Kind::Login, Kind::Client, Kind::Sender]
+            .into_iter()
+            .find(|k| k.as_str() == s)
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Login => "login",
@@ -28,8 +34,8 @@ impl Kind {
 /// Keys kept per hour.
 const MAX_KEYS: usize = 50_000;
 /// Hours kept: the six a notice names, and the one under way.
-const HOURS: u64 = 7;
-const HOUR_MS: u64 = 3_600_000;
+pub const HOURS: u64 = 7;
+pub const HOUR_MS: u64 = 3_600_000;
 
 /// One hour's counts.
 type Hour = (u64, HashMap<(Kind, String), u64>);
@@ -37,7 +43,13 @@ type Hour = (u64, HashMap<(Kind, String), u64>);
 #[derive(Default)]
 pub struct Tally {
     hours: Mutex<VecDeque<Hour>>,
+    /// Counted since last taken for Redis (several gateways): by hour,
+    /// kind and key.
+    pending: Mutex<HashMap<(u64, Kind, String), u64>>,
 }
+
+/// Counts as they go to Redis: (hour, kind, key, recipients).
+pub type Counts = Vec<(u64, Kind, String, u64)>;
 
 impl Tally {
     /// Counts `n` recipients under each key, at `now` (ms).
@@ -53,6 +65,17 @@ impl Tally {
         let Some((_, counts)) = hours.back_mut() else {
             return;
         };
+        let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+        for (kind, key) in keys {
+            let full = pending.len() >= MAX_KEYS;
+            match pending.get_mut(&(hour, *kind, key.to_string())) {
+                Some(c) => *c += n,
+                None if full => {}
+                None => {
+                    pending.insert((hour, *kind, key.to_string()), n);
+                }
+            }
+        }
         for (kind, key) in keys {
             let full = counts.len() >= MAX_KEYS;
             match counts.get_mut(&(*kind, key.to_string())) {
@@ -63,6 +86,15 @@ impl Tally {
                 }
             }
         }
+    }
+
+    /// The counts since last taken, for Redis.
+    pub fn take_pending(&self) -> Counts {
+        let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+        pending
+            .drain()
+            .map(|((h, kind, key), n)| (h, kind, key, n))
+            .collect()
     }
 
     /// The `n` biggest senders of each kind over the `hours` before `now`
@@ -76,17 +108,23 @@ impl Tally {
                 *sum.entry((*kind, key.as_str())).or_default() += c;
             }
         }
-        let mut all: Vec<(Kind, String, u64)> = sum
-            .into_iter()
-            .map(|((k, key), c)| (k, key.to_string(), c))
-            .collect();
-        all.sort_by(|a, b| a.0.cmp(&b.0).then(b.2.cmp(&a.2)).then(a.1.cmp(&b.1)));
-        let mut out = Vec::new();
-        for kind in [Kind::Login, Kind::Client, Kind::Sender] {
-            out.extend(all.iter().filter(|e| e.0 == kind).take(n).cloned());
-        }
-        out
+        ranked(
+            sum.into_iter()
+                .map(|((k, key), c)| (k, key.to_string(), c))
+                .collect(),
+            n,
+        )
     }
+}
+
+/// The `n` biggest of each kind, biggest first.
+pub fn ranked(mut all: Vec<(Kind, String, u64)>, n: usize) -> Vec<(Kind, String, u64)> {
+    all.sort_by(|a, b| a.0.cmp(&b.0).then(b.2.cmp(&a.2)).then(a.1.cmp(&b.1)));
+    let mut out = Vec::new();
+    for kind in [Kind::Login, Kind::Client, Kind::Sender] {
+        out.extend(all.iter().filter(|e| e.0 == kind).take(n).cloned());
+    }
+    out
 }
 
 #[cfg(test)]

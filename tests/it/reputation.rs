@@ -16,6 +16,11 @@ use std::time::Duration;
 const EVERY_SECS: u64 = 2;
 
 fn config(bind: &Bind, hook: &Webhook, action: &str, state_dir: &Path) -> Config {
+    config_with(bind, hook, action, state_dir, "")
+}
+
+/// [`config`], with more YAML at the end.
+fn config_with(bind: &Bind, hook: &Webhook, action: &str, state_dir: &Path, extra: &str) -> Config {
     let text = format!(
         "listen: inet:127.0.0.1:1
 local_domains: [example.com]
@@ -33,7 +38,7 @@ reputation:
   ip_lists: [list.test]
   domain_lists: [dbl.test]
   on_listed: {{ action: {action}, classes: [bulk] }}
-",
+{extra}",
         port = bind.port,
         dir = state_dir.display(),
         url = hook.url()
@@ -42,10 +47,14 @@ reputation:
 }
 
 async fn send(d: &Daemon, login: &str, n: usize) -> Sent {
+    send_at(d.addr, login, n).await
+}
+
+async fn send_at(addr: std::net::SocketAddr, login: &str, n: usize) -> Sent {
     let rcpts: Vec<String> = (0..n).map(|i| format!("r{i}@example.net")).collect();
     let rcpts: Vec<&str> = rcpts.iter().map(String::as_str).collect();
     send_to(
-        d.addr,
+        addr,
         "127.0.0.1",
         Some(login),
         &format!("<{login}>"),
@@ -341,4 +350,139 @@ async fn hold_quarantines_the_paused_class_and_check_asks_now() {
     d.stop().await;
     let saved = std::fs::read_to_string(state.path().join("reputation.json")).expect("saved");
     assert!(saved.contains("\"listed\": true"), "{saved}");
+}
+
+/// With a Spamhaus DQS key the `*.spamhaus.org` lists are asked under
+/// `KEY.LIST.dq.spamhaus.net`; an IPv6 address is asked by its nibbles,
+/// apart from the IPv4 one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dqs_names_and_ipv6_addresses() {
+    let bind = Bind::start_zones(&[
+        ("example.com", ""),
+        (
+            "dq.spamhaus.net",
+            "0.1.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.8.b.d.0.1.0.0.2.k3y9.zen IN A 127.0.0.3",
+        ),
+        ("dbl.test", ""),
+    ]);
+    let hook = Webhook::start(200).await;
+    let state = tempfile::tempdir().expect("a directory");
+    let key = state.path().join("dqs.key");
+    std::fs::write(&key, "K3Y9\n").expect("written");
+    let mut config = config_with(&bind, &hook, "tempfail", state.path(), "");
+    if let Some(r) = config.reputation.as_mut() {
+        r.every = Duration::from_secs(3600);
+        r.addresses = vec![
+            "192.0.2.10".parse().unwrap(),
+            "2001:db8::10".parse().unwrap(),
+        ];
+        r.ip_lists = vec![egress_milter::address::Domain::parse("zen.spamhaus.org").unwrap()];
+        r.dqs_key = Some("k3y9".into());
+    }
+    let d = common::start_with(config).await;
+    let text = answer(&d, true).await.expect("checked");
+    assert!(
+        text.contains("LISTED: 2001:db8::10 on zen.spamhaus.org"),
+        "{text}"
+    );
+    assert_eq!(
+        listed_metric(&d, "192.0.2.10", "zen.spamhaus.org").as_deref(),
+        Some("0")
+    );
+    assert_eq!(
+        send(&d, "bulk@example.com", 1).await.reply,
+        "451 4.7.1 Sending paused: 2001:db8::10 is listed on zen.spamhaus.org"
+    );
+    let log = bind.query_log();
+    assert!(
+        log.contains("query: 10.2.0.192.k3y9.zen.dq.spamhaus.net IN A"),
+        "{log}"
+    );
+    d.stop().await;
+    // The key file as the configuration reads it: lower case, one line.
+    let text = format!(
+        "listen: inet:127.0.0.1:1\nlocal_domains: [example.com]\negress_ips: [192.0.2.10]\n\
+         reputation: {{ dqs_key_file: {} }}\n",
+        key.display()
+    );
+    let c = Config::parse(Path::new("r.yaml"), &text).expect("valid");
+    assert_eq!(
+        c.reputation.and_then(|r| r.dqs_key).as_deref(),
+        Some("k3y9")
+    );
+    std::fs::write(&key, "not a key!\n").expect("written");
+    let e = Config::parse(Path::new("r.yaml"), &text)
+        .expect_err("refused")
+        .to_string();
+    assert!(
+        e.contains("r.yaml:4") && e.contains("reputation.dqs_key_file"),
+        "{e}"
+    );
+}
+
+/// Two gateways on one Redis: one runs the rounds, a listing is told
+/// once, naming the senders of both, and both pause the class.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_gateways_tell_once_and_both_pause() {
+    let redis = common::redis::RedisServer::start();
+    let bind = Bind::start_zones(&[("example.com", ""), ("list.test", ""), ("dbl.test", "")]);
+    let mut hook = Webhook::start(200).await;
+    let (sa, sb) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let extra = format!(
+        "rate_limits: {{ backend: redis, redis: {{ url: \"{}\", key_prefix: \"rep:\" }} }}\n",
+        redis.url()
+    );
+    let a = common::start_with(config_with(&bind, &hook, "tempfail", sa.path(), &extra)).await;
+    let b = common::start_with(config_with(&bind, &hook, "tempfail", sb.path(), &extra)).await;
+    assert_eq!(send(&a, "bulk@example.com", 3).await.reply, "continue");
+    assert_eq!(
+        send_at(b.addr, "bulk@example.com", 4).await.reply,
+        "continue"
+    );
+    assert_eq!(
+        send_at(b.addr, "alice@example.com", 2).await.reply,
+        "continue"
+    );
+    // Both have counted into Redis by the time a round tells.
+    tokio::time::sleep(Duration::from_secs(EVERY_SECS + 1)).await;
+    bind.update_zone(
+        "list.test",
+        "update add 10.2.0.192.list.test. 1 A 127.0.0.2",
+    );
+    let (notice, mut seen) = next_change(&mut hook, "listed", 15).await;
+    let top = notice["top_senders"].as_array().expect("top senders");
+    assert_eq!(top[0]["key"], "bulk@example.com", "{top:?}");
+    assert_eq!(top[0]["recipients"], 7, "both gateways' counts: {top:?}");
+    assert_eq!(top[1]["key"], "alice@example.com", "{top:?}");
+    for (name, addr) in [("a", a.addr), ("b", b.addr)] {
+        common::until(Duration::from_secs(10), "paused", || {
+            futures_block(send_at(addr, "bulk@example.com", 1))
+                .reply
+                .starts_with("451 4.7.1 Sending paused")
+                .then_some(())
+                .ok_or(format!("gateway {name} not paused yet"))
+        })
+        .await;
+    }
+    seen.extend(notices(&mut hook, 2 * EVERY_SECS + 1).await);
+    let shown = answer(&b, false).await.expect("an answer");
+    assert!(shown.starts_with("rounds run by "), "{shown}");
+    assert!(shown.contains("LISTED: 192.0.2.10 on list.test"), "{shown}");
+    // Besides the listing, only the records wrong at first sight (this
+    // zone has no SPF, DMARC or MX), each told once by one gateway.
+    let mut records: Vec<String> = seen
+        .iter()
+        .map(|n| {
+            assert_eq!(n["change"], "record_changed", "told once: {seen:?}");
+            n["list"].as_str().unwrap_or_default().to_string()
+        })
+        .collect();
+    records.sort();
+    assert_eq!(records, ["dmarc", "mx", "spf"], "{seen:?}");
+    a.stop().await;
+    b.stop().await;
+}
+
+fn futures_block<T>(f: impl std::future::Future<Output = T>) -> T {
+    tokio::task::block_in_place(|| tokio::runtime::Handle::current().block_on(f))
 }

@@ -11,10 +11,9 @@ use super::ring::{Key, Ring, State};
 use super::store::Store;
 use crate::config::{RotationSettings, SealKey};
 use crate::limiter::RedisLimiter;
-use redis::{AsyncCommands, Script};
+use redis::Script;
 
 const SAVE_LUA: &str = include_str!("save.lua");
-const LEASE_LUA: &str = include_str!("lease.lua");
 
 /// The lease lasts three steps: a driver that dies is replaced within
 /// three `check_every`.
@@ -38,9 +37,8 @@ fn ring_key(r: &RedisLimiter) -> String {
     r.key(format_args!("dkim:ring"))
 }
 
-fn lease_key(r: &RedisLimiter) -> String {
-    r.key(format_args!("dkim:lease"))
-}
+/// The lease's name under the key prefix.
+const LEASE: &str = "dkim:lease";
 
 /// The name a private key is sealed under, `DOMAIN/SELECTOR`.
 pub fn key_name(k: &Key) -> String {
@@ -66,31 +64,12 @@ pub async fn release(r: &RedisLimiter) -> Result<(), String> {
 }
 
 async fn lease_for(r: &RedisLimiter, ms: u64) -> Result<bool, String> {
-    let key = lease_key(r);
-    let held: i64 = r
-        .call(async |mut c| {
-            Script::new(LEASE_LUA)
-                .key(&key)
-                .arg(r.gateway())
-                .arg(ms)
-                .invoke_async(&mut c)
-                .await
-        })
-        .await
-        .map_err(err)?;
-    Ok(held == 1)
+    r.lease(LEASE, ms).await.map_err(err)
 }
 
 /// The gateway that drives now, and for how much longer (ms).
 pub async fn driver(r: &RedisLimiter) -> Result<Option<(String, i64)>, String> {
-    let key = lease_key(r);
-    r.call(async |mut c| {
-        let name: Option<String> = c.get(&key).await?;
-        let ttl: i64 = c.pttl(&key).await?;
-        Ok(name.map(|n| (n, ttl)))
-    })
-    .await
-    .map_err(err)
+    r.lease_holder(LEASE).await.map_err(err)
 }
 
 /// The ring as Redis holds it, and its version (0: none yet).
@@ -130,7 +109,7 @@ pub async fn save(
     let mut script = lua.prepare_invoke();
     script
         .key(ring_key(r))
-        .key(lease_key(r))
+        .key(r.key(format_args!("{LEASE}")))
         .arg(driver.unwrap_or(""))
         .arg(version)
         .arg(json)

@@ -1,5 +1,5 @@
--- The driving lease (dkim.rotation, shared): KEYS[1] holds the token of
--- the gateway that steps the schedule. ARGV[1] this gateway's token,
+-- A lease naming the gateway that does a shared job: KEYS[1] holds the
+-- token of its holder. ARGV[1] this gateway's token,
 -- ARGV[2] the lease in milliseconds, or 0 to give it up. Returns 1 when
 -- this gateway holds it (taken now or renewed) or gave it up, else 0.
 local holder = redis.call('GET', KEYS[1])
