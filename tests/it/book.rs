@@ -245,6 +245,9 @@ fn every_configuration_snippet_loads() {
                     "q83vEjRWeJq83vEjRWeJq83vEjRWeJq83vEjRWeJq80=\n".into()
                 } else if path.ends_with("tsig.key") {
                     crate::common::bind::Bind::key_text()
+                } else if path.ends_with("dqs.key") {
+                    // A Spamhaus DQS key: letters and digits.
+                    "k3y9abc0123456789xyz\n".into()
                 } else if path.ends_with(".txt") {
                     // A list file, empty.
                     String::new()
