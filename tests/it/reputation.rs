@@ -486,3 +486,98 @@ async fn two_gateways_tell_once_and_both_pause() {
 fn futures_block<T>(f: impl std::future::Future<Output = T>) -> T {
     tokio::task::block_in_place(|| tokio::runtime::Handle::current().block_on(f))
 }
+
+/// Through a real Postfix: while our address is listed, the paused class
+/// (an application server) gets `451 4.7.1 Sending paused` at MAIL FROM
+/// and its mail stays with the sender; another class leaves; inbound mail
+/// from a stranger to our domain still comes in; delisted, the paused
+/// class's mail leaves again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn through_postfix_the_paused_class_is_deferred_and_the_rest_flows() {
+    use common::postfix::{swaks, Postfix};
+    let bind = Bind::start_zones(&[
+        ("example.com", "@ IN TXT \"v=spf1 ip4:192.0.2.10 -all\""),
+        ("list.test", "10.2.0.192 IN A 127.0.0.2"),
+    ]);
+    let text = std::fs::read_to_string(common::config_path("e2e.yaml"))
+        .expect("e2e.yaml")
+        .replace(
+            "classes:\n",
+            "classes:\n  - { name: staff, clients: [127.0.0.3], sender_domains: [example.com] }\n",
+        )
+        + &format!(
+            "egress_ips: [192.0.2.10]\n\
+             dns: {{ nameservers: [\"127.0.0.1:{}\"], timeout: 1s }}\n\
+             reputation: {{ every: {EVERY_SECS}s, domains: [example.com], ip_lists: [list.test], \
+             domain_lists: [], on_listed: {{ action: tempfail, classes: [crm-app] }} }}\n",
+            bind.port
+        );
+    let config = Config::parse(Path::new("e2e.yaml"), &text).expect("valid config");
+    let d = common::start_with(config).await;
+    common::until(Duration::from_secs(15), "listed", || {
+        d.shared
+            .reputation
+            .listed()
+            .map(|_| ())
+            .ok_or("not yet".to_string())
+    })
+    .await;
+    let mut sink = common::sink::Sink::start().await;
+    let pf = Postfix::start("reputation", &format!("inet:{}", d.addr), sink.port);
+    let port = pf.smtp_port;
+    let run = |ip: &'static str, from: &'static str, to: &'static str, subject: &'static str| {
+        tokio::task::spawn_blocking(move || swaks(port, ip, from, to, from, subject))
+    };
+    let t = run(
+        "127.0.0.2",
+        "noreply@example.com",
+        "someone@example.net",
+        "paused",
+    )
+    .await
+    .expect("swaks");
+    assert!(
+        t.contains("<** 451 4.7.1 Sending paused: 192.0.2.10 is listed on list.test"),
+        "{t}"
+    );
+    let t = run(
+        "127.0.0.3",
+        "alice@example.com",
+        "someone@example.net",
+        "staff",
+    )
+    .await
+    .expect("swaks");
+    assert!(t.contains("queued as"), "{t}");
+    let t = run("127.0.0.9", "x@outside.test", "user@example.com", "inbound")
+        .await
+        .expect("swaks");
+    assert!(t.contains("queued as"), "{t}");
+    let mut got = vec![
+        sink.next(60).await.expect("delivered").subject(),
+        sink.next(60).await.expect("delivered").subject(),
+    ];
+    got.sort();
+    assert_eq!(got, ["inbound", "staff"]);
+    // Delisted: the application's mail leaves again.
+    bind.update_zone("list.test", "update delete 10.2.0.192.list.test. A");
+    common::until(Duration::from_secs(15), "delisted", || {
+        match d.shared.reputation.listed() {
+            None => Ok(()),
+            Some(_) => Err("still listed".to_string()),
+        }
+    })
+    .await;
+    let t = run(
+        "127.0.0.2",
+        "noreply@example.com",
+        "someone@example.net",
+        "again",
+    )
+    .await
+    .expect("swaks");
+    assert!(t.contains("queued as"), "{t}");
+    assert_eq!(sink.next(60).await.expect("delivered").subject(), "again");
+    drop(pf);
+    d.stop().await;
+}
