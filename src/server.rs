@@ -184,7 +184,9 @@ async fn rotate_dkim_keys(shared: Arc<Shared>) {
 /// again every few seconds: a reload may turn it on). With Redis, only
 /// the gateway holding the lease runs it, taking up the state the last
 /// one left; the others read that state every few seconds; every gateway
-/// adds its counts of senders.
+/// adds its counts of senders. While Redis fails, each gateway watches
+/// alone from the state it last knew (a listing is never missed, though
+/// each gateway then tells it).
 async fn watch_reputation(shared: Arc<Shared>) {
     use crate::reputation::shared as on_redis;
     loop {
@@ -194,23 +196,27 @@ async fn watch_reputation(shared: Arc<Shared>) {
             continue;
         };
         let start = tokio::time::Instant::now();
-        let redis = shared.limiter.redis.as_ref();
+        let mut redis = shared.limiter.redis.as_ref();
         if let Some(r) = redis {
             if let Err(e) = on_redis::flush(r, &shared.reputation.tally).await {
                 tracing::warn!(target: "egress_milter::reputation", "reputation: sender counts not shared: {e}");
             }
             let drives = on_redis::drive(r, settings.every).await;
-            match on_redis::load(r).await {
-                Ok(Some(state)) => shared.reputation.set(state),
-                Ok(None) => {}
-                // The state last read stays in force.
-                Err(e) => {
-                    tracing::warn!(target: "egress_milter::reputation", "reputation: the shared state is not readable, the last one read stays: {e}")
+            let state = on_redis::load(r).await;
+            match (drives, state) {
+                (Ok(drives), Ok(state)) => {
+                    if let Some(state) = state {
+                        shared.reputation.set(state);
+                    }
+                    if !drives {
+                        tokio::time::sleep(settings.every.min(Duration::from_secs(5))).await;
+                        continue;
+                    }
                 }
-            }
-            if !matches!(drives, Ok(true)) {
-                tokio::time::sleep(settings.every.min(Duration::from_secs(5))).await;
-                continue;
+                (Err(e), _) | (_, Err(e)) => {
+                    tracing::warn!(target: "egress_milter::reputation", "reputation: Redis fails ({e}): this gateway watches alone until it answers");
+                    redis = None;
+                }
             }
         }
         crate::reputation::round(

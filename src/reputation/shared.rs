@@ -3,8 +3,8 @@
 //! Redis and alone sends the notices; the others read the state (and
 //! pause their classes by it). Every gateway adds its counts of senders
 //! to Redis, so that a listing notice names the top senders of all of
-//! them. While Redis fails, each gateway keeps the state it last read: a
-//! listing stays in force.
+//! them. While Redis fails, each gateway watches alone from the state it
+//! last read: a listing stays in force, and a new one is still seen.
 
 use super::state::State;
 use super::tally::{self, Kind, Tally, HOURS, HOUR_MS};

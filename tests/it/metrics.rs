@@ -461,13 +461,25 @@ reputation: {{ every: 1s, domains: [example.com], ip_lists: [list.test], domain_
         "list.test",
         "update add 10.2.0.192.list.test. 1 A 127.0.0.2",
     );
-    common::until(std::time::Duration::from_secs(15), "listed", || {
-        common::scrape(metrics)
-            .contains("egress_reputation_listed{target=\"192.0.2.10\",list=\"list.test\"} 1")
-            .then_some(())
-            .ok_or_else(|| "not yet".to_string())
-    })
-    .await;
+    let waited = std::time::Instant::now();
+    while !common::scrape(metrics)
+        .contains("egress_reputation_listed{target=\"192.0.2.10\",list=\"list.test\"} 1")
+    {
+        if waited.elapsed() > std::time::Duration::from_secs(40) {
+            let log: Vec<String> = d
+                .rest_of_log()
+                .into_iter()
+                .filter(|l| l.contains("reputation") || l.contains("dns"))
+                .collect();
+            panic!(
+                "not listed within 40s:\n{}\n{}",
+                log.join("\n"),
+                bind.query_log()
+            );
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    eprintln!("listed after {:?}", waited.elapsed());
     // A reload.
     d.signal("-HUP");
     d.wait_for("configuration reloaded");
