@@ -50,6 +50,9 @@ impl Watch {
             }
         }
         let _ = writeln!(out, "\nrecords:");
+        if state.records.is_empty() {
+            let _ = writeln!(out, "  none answered yet");
+        }
         for r in state.records.values() {
             let _ = writeln!(
                 out,

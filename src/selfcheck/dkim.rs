@@ -20,15 +20,59 @@ fn same_key(published: &[u8], ours: &[u8]) -> bool {
     matches!((rsa(published), rsa(ours)), (Some(a), Some(b)) if a == b)
 }
 
+/// The `p=` value of a DKIM record, whitespace removed.
+fn p_value(record: &str) -> String {
+    record
+        .split(';')
+        .filter_map(|t| t.trim().strip_prefix("p="))
+        .next()
+        .unwrap_or("")
+        .chars()
+        .filter(|c| !c.is_whitespace())
+        .collect()
+}
+
+/// Each key of `dkim.keys`, and each rotated key that signs or was just
+/// replaced (`dkim.rotation`), published and ours.
 pub(super) async fn check_dkim(
     resolver: &MessageAuthenticator,
     config: &Config,
     rows: &mut Vec<Row>,
 ) {
     let b64 = base64::engine::general_purpose::STANDARD;
-    for key in &config.dkim.keys {
-        let name = format!("{}._domainkey.{}", key.selector, key.domain);
-        let publish = format!("publish {name}. TXT \"{}\"", key.dns_record());
+    // (name, our p= value, algorithm, the record to publish)
+    let mut keys: Vec<(String, String, String, String)> = config
+        .dkim
+        .keys
+        .iter()
+        .map(|k| {
+            (
+                format!("{}._domainkey.{}", k.selector, k.domain),
+                k.public_key.clone(),
+                k.algorithm().to_string(),
+                k.dns_record(),
+            )
+        })
+        .collect();
+    if let Some(settings) = &config.dkim.rotation {
+        use crate::rotation::ring::State;
+        if let Ok(ring) = crate::rotation::store::Store::at(&settings.key_dir).load() {
+            for k in ring
+                .keys
+                .iter()
+                .filter(|k| matches!(k.state, State::Active | State::Retiring))
+            {
+                keys.push((
+                    k.name(),
+                    p_value(&k.record),
+                    k.algorithm.as_str().to_string(),
+                    k.record.clone(),
+                ));
+            }
+        }
+    }
+    for (name, ours, algorithm, record) in keys {
+        let publish = format!("publish {name}. TXT \"{record}\"");
         let records = match txt(resolver, &name).await {
             Ok(r) => r,
             Err(e) => {
@@ -40,22 +84,15 @@ pub(super) async fn check_dkim(
             rows.push(row("dkim", name, Status::Fail, "no key published", publish));
             continue;
         };
-        let p: String = record
-            .split(';')
-            .filter_map(|t| t.trim().strip_prefix("p="))
-            .next()
-            .unwrap_or("")
-            .chars()
-            .filter(|c| !c.is_whitespace())
-            .collect();
-        let ours = b64.decode(&key.public_key).unwrap_or_default();
+        let p = p_value(record);
+        let ours = b64.decode(&ours).unwrap_or_default();
         match b64.decode(&p) {
             Ok(published) if !published.is_empty() && same_key(&published, &ours) => {
                 rows.push(row(
                     "dkim",
                     name,
                     Status::Ok,
-                    format!("{} key published and ours", key.algorithm()),
+                    format!("{algorithm} key published and ours"),
                     "",
                 ))
             }

@@ -249,6 +249,14 @@ async fn a_rotated_key_signs_only_once_dns_serves_it_and_the_old_key_until_then(
     );
     let check = cli::with_config(&path, &["selfcheck"]);
     assert_eq!(check.code, 1, "{}", check.text());
+    // The active key's record, as DNS serves it, is ours (what the
+    // reputation watch follows).
+    let served = check
+        .stdout
+        .lines()
+        .find(|l| l.starts_with("dkim ") && l.contains(&rsa.name()))
+        .unwrap_or_else(|| panic!("{}", check.stdout));
+    assert!(served.contains("rsa key published and ours"), "{served}");
     let line = check
         .stdout
         .lines()
