@@ -147,9 +147,8 @@ pub async fn round(
     };
     let records = async {
         let rows = crate::selfcheck::records(resolver, config, &settings.domains).await;
-        for change in watch.update(|s| s.records(&rows, now_s())) {
-            teller.tell(&change).await;
-        }
+        let changes = watch.update(|s| s.records(&rows, now_s()));
+        teller.tell_records(&changes).await;
     };
     tokio::join!(records, ask_lists(&teller, resolver, settings, pace));
     watch.update(|s| s.last_round = now_s());
@@ -176,20 +175,22 @@ impl Teller<'_> {
         }
     }
 
+    /// The records a round found changed: each logged, one notice.
+    async fn tell_records(&self, changes: &[Change]) {
+        if changes.is_empty() {
+            return;
+        }
+        for c in changes {
+            log(c);
+        }
+        self.notifier
+            .send_prepared(notice::records(changes), &self.config.incidents.notify);
+        self.keep().await;
+    }
+
     /// Logs a change, sends its notice and keeps the state.
     async fn tell(&self, change: &Change) {
-        tracing::warn!(
-            target: "egress_milter::reputation",
-            change = change.change.as_str(),
-            target_name = change.target.as_str(),
-            list = change.list.as_str(),
-            was = change.was.as_str(),
-            now = change.now.as_str(),
-            "reputation: {} {} on {}",
-            change.target,
-            change.change,
-            change.list
-        );
+        log(change);
         let mut top = Vec::new();
         if change.change == "listed" {
             let local = || {
@@ -258,4 +259,20 @@ async fn ask_lists(
             teller.tell(&change).await;
         }
     }
+}
+
+/// The log line of a change.
+fn log(change: &Change) {
+    tracing::warn!(
+        target: "egress_milter::reputation",
+        change = change.change.as_str(),
+        target_name = change.target.as_str(),
+        list = change.list.as_str(),
+        was = change.was.as_str(),
+        now = change.now.as_str(),
+        "reputation: {} {} on {}",
+        change.target,
+        change.change,
+        change.list
+    );
 }

@@ -39,13 +39,7 @@ pub fn prepared(c: &Change, top: &[(Kind, String, u64)]) -> Prepared {
             format!("egress-milter: {} is no longer listed on {}", c.target, c.list),
             format!("{} is no longer listed on {} (it was since the last notice).\n", c.target, c.list),
         ),
-        _ => (
-            format!("egress-milter: {} of {} changed", c.list, c.target),
-            format!(
-                "The {} record of {} changed.\nWas: {}\nNow: {}\n",
-                c.list, c.target, c.was, c.now
-            ),
-        ),
+        _ => return records(std::slice::from_ref(c)),
     };
     if !top.is_empty() {
         let _ = writeln!(
@@ -68,6 +62,46 @@ pub fn prepared(c: &Change, top: &[(Kind, String, u64)]) -> Prepared {
     );
     Prepared {
         name: format!("reputation of {}", c.target),
+        event: "reputation",
+        document,
+        subject,
+        text,
+    }
+}
+
+/// The records a round found changed, in one notice: `change:
+/// record_changed`, each record in `records`.
+pub fn records(changes: &[Change]) -> Prepared {
+    let at = changes.first().map_or(0, |c| c.at);
+    let list: Vec<serde_json::Value> = changes
+        .iter()
+        .map(|c| serde_json::json!({"target": c.target, "check": c.list, "was": c.was, "now": c.now}))
+        .collect();
+    let document = serde_json::json!({
+        "event": "reputation",
+        "change": "record_changed",
+        "records": list,
+        "at": rfc3339(at),
+    });
+    let subject = match changes {
+        [one] => format!("egress-milter: {} of {} changed", one.list, one.target),
+        many => format!("egress-milter: {} records changed", many.len()),
+    };
+    let mut text = String::from("What receivers check about us changed:\n");
+    for c in changes {
+        let _ = write!(
+            text,
+            "\n{} of {}\n  was: {}\n  now: {}\n",
+            c.list, c.target, c.was, c.now
+        );
+    }
+    let _ = writeln!(
+        text,
+        "\nAt: {}\nState: egress-milter reputation",
+        rfc3339(at)
+    );
+    Prepared {
+        name: "reputation of our records".into(),
         event: "reputation",
         document,
         subject,

@@ -239,8 +239,11 @@ async fn listings_are_told_once_pause_a_class_and_errors_change_nothing() {
     );
     let (notice, others) = next_change(&mut hook, "record_changed", 15).await;
     assert!(others.is_empty(), "{others:?}");
-    assert_eq!(notice["list"], "spf");
-    assert_eq!(notice["target"], "example.com for 192.0.2.11");
+    let records = notice["records"].as_array().expect("records");
+    assert_eq!(records.len(), 1, "{records:?}");
+    assert_eq!(records[0]["check"], "spf");
+    assert_eq!(records[0]["target"], "example.com for 192.0.2.11");
+    assert_eq!(records[0]["was"], "pass");
     let again = notices(&mut hook, 2 * EVERY_SECS + 1).await;
     assert!(again.is_empty(), "told once: {again:?}");
     assert!(
@@ -469,13 +472,14 @@ async fn two_gateways_tell_once_and_both_pause() {
     assert!(shown.starts_with("rounds run by "), "{shown}");
     assert!(shown.contains("LISTED: 192.0.2.10 on list.test"), "{shown}");
     // Besides the listing, only the records wrong at first sight (this
-    // zone has no SPF, DMARC or MX), each told once by one gateway.
-    let mut records: Vec<String> = seen
+    // zone has no SPF, DMARC or MX), in one notice from one gateway.
+    assert_eq!(seen.len(), 1, "told once: {seen:?}");
+    assert_eq!(seen[0]["change"], "record_changed", "{seen:?}");
+    let mut records: Vec<String> = seen[0]["records"]
+        .as_array()
+        .expect("records")
         .iter()
-        .map(|n| {
-            assert_eq!(n["change"], "record_changed", "told once: {seen:?}");
-            n["list"].as_str().unwrap_or_default().to_string()
-        })
+        .map(|r| r["check"].as_str().unwrap_or_default().to_string())
         .collect();
     records.sort();
     assert_eq!(records, ["dmarc", "mx", "spf"], "{seen:?}");
