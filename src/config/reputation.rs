@@ -82,6 +82,8 @@ pub struct ReputationSettings {
 }
 
 const DEFAULT_EVERY: Duration = Duration::from_secs(15 * 60);
+/// Below this, a warning: the lists' fair-use terms.
+const MIN_POLITE_EVERY: Duration = Duration::from_secs(5 * 60);
 const DEFAULT_IP_LISTS: [&str; 3] = [
     "zen.spamhaus.org",
     "b.barracudacentral.org",
@@ -106,6 +108,13 @@ impl Validator {
             .as_ref()
             .and_then(|t| self.duration("reputation.every", t, Duration::from_secs(1)))
             .unwrap_or(DEFAULT_EVERY);
+        if let Some(t) = raw.every.as_ref().filter(|_| every < MIN_POLITE_EVERY) {
+            self.warn(
+                t.referenced.line(),
+                "reputation.every",
+                "under 5m: public lists rate-limit resolvers that ask this often (127.255.255.255), and listings rarely change faster",
+            );
+        }
         let addresses = match &raw.addresses {
             Some(list) => {
                 let mut out: Vec<IpAddr> = Vec::new();
