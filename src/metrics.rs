@@ -128,6 +128,8 @@ pub struct Metrics {
     source_lookups: Mutex<BTreeMap<(String, &'static str), u64>>,
     /// Lookups that reached a source (a file, a directory, a mail store).
     source_time: Histograms,
+    /// Callouts by result: `made`, `capped` (over `verify_callouts.rate`).
+    callouts: Mutex<BTreeMap<&'static str, u64>>,
 }
 
 fn bump<K: Ord>(map: &Mutex<BTreeMap<K, u64>>, key: K) {
@@ -222,6 +224,10 @@ impl Metrics {
     /// `cache_hit`, or `found`, `not_found`, `error` from the source itself.
     pub fn source_lookup(&self, source: &str, result: &'static str) {
         bump(&self.source_lookups, (source.to_string(), result));
+    }
+
+    pub fn callout(&self, result: &'static str) {
+        bump(&self.callouts, result);
     }
 
     pub fn source_time(&self, source: &str, took: Duration) {
@@ -394,6 +400,10 @@ impl Metrics {
                 "egress_source_lookups_total{{source=\"{}\",result=\"{result}\"}} {n}",
                 label(&source)
             );
+        }
+        let _ = writeln!(out, "# HELP egress_callouts_total Callouts to the mail stores by result: made, or capped (over verify_callouts.rate: not asked, on_error followed).\n# TYPE egress_callouts_total counter");
+        for (result, n) in self.callouts.lock().map(|m| m.clone()).unwrap_or_default() {
+            let _ = writeln!(out, "egress_callouts_total{{result=\"{result}\"}} {n}");
         }
         let _ = writeln!(out, "# HELP egress_source_lookup_seconds Lookups that reached a source (not the cache).\n# TYPE egress_source_lookup_seconds histogram");
         render_histograms(

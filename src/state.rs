@@ -4,6 +4,7 @@
 use crate::config::{Config, ConfigErrors};
 use crate::limiter::Limiter;
 use arc_swap::ArcSwap;
+use std::fmt::Write as _;
 use std::sync::{
     atomic::{AtomicU64, Ordering},
     Arc,
@@ -83,6 +84,10 @@ impl Shared {
     /// Every metric, as Prometheus scrapes it.
     pub fn metrics_text(&self) -> String {
         let mut out = self.metrics.render(&self.limiter, &self.incidents);
+        let _ = writeln!(out, "# HELP egress_callouts_allowed_per_minute verify_callouts.rate, in callouts per minute (absent: unlimited).\n# TYPE egress_callouts_allowed_per_minute gauge");
+        if let Some(cap) = self.sources.callout_cap.per_minute() {
+            let _ = writeln!(out, "egress_callouts_allowed_per_minute {cap}");
+        }
         self.reputation.render_metrics(&mut out);
         out
     }

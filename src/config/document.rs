@@ -4,6 +4,7 @@
 
 use super::admin::RawAdmin;
 use super::antivirus::RawAntivirus;
+use super::callouts::RawCallouts;
 use super::classes::RawClass;
 use super::content::{RawAttachments, RawContent};
 use super::headers::RawHeaders;
@@ -60,6 +61,9 @@ pub struct RawConfig {
     /// when nothing could answer.
     #[serde(default)]
     pub verify_recipients: Option<Spanned<RawVerify>>,
+    /// The callouts of this gateway, all together, under one rate.
+    #[serde(default)]
+    pub verify_callouts: Option<RawCallouts>,
     /// Who may send, first match wins, top to bottom. A class matches a client by its IP
     /// (`clients`), by its SASL login (`auth`), or by both when both are given.
     #[serde(default)]

@@ -7,6 +7,7 @@
 
 mod admin;
 mod antivirus;
+mod callouts;
 mod classes;
 mod content;
 mod custom_limits;
@@ -148,6 +149,9 @@ pub struct Config {
     /// Inbound mail (from a client in no class) to `local_domains`: the
     /// recipient must exist.
     pub verify_recipients: Option<Verify>,
+    /// `verify_callouts.rate`: every callout of this gateway together;
+    /// None: unlimited.
+    pub verify_callouts: Option<crate::rate::Rate>,
     pub unknown_clients: UnknownClients,
     pub from_strict: bool,
     pub from_max_length: usize,
@@ -319,6 +323,7 @@ impl Validator {
             .verify_recipients
             .as_ref()
             .and_then(|v| self.verify("verify_recipients", v));
+        let verify_callouts = self.callouts(raw.verify_callouts.as_ref());
         let sources = self.sources(raw.sources);
         let admin = self.admin(&raw.admin, raw.rate_limits.admin_listen.as_ref());
         let incidents = self.incidents(raw.incidents);
@@ -412,6 +417,7 @@ impl Validator {
             classes,
             sources,
             verify_recipients,
+            verify_callouts,
             unknown_clients: raw.unknown_clients.unwrap_or_default(),
             from_strict: raw.from_header.strict.unwrap_or(true),
             from_max_length,

@@ -168,6 +168,15 @@ impl Lists<'_> {
                 Answer::Found(_) => Exists::Yes,
             });
         }
+        if !self.sources.callout_cap.take() {
+            self.metrics.callout("capped");
+            let failure = Failure(
+                "callout not made: this gateway's callouts are over verify_callouts.rate".into(),
+            );
+            self.record("callout", &key, &Err(failure.clone()), false);
+            return Err(failure);
+        }
+        self.metrics.callout("made");
         let started = Instant::now();
         let mut errors = Vec::new();
         let mut said = None;

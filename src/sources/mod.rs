@@ -5,16 +5,19 @@
 //! - `file.rs`: the file format and its index;
 //! - `ldap.rs`: the directory client;
 //! - `cache.rs`: the answer cache, local or in Redis;
-//! - `callout.rs`: asking a mail store over SMTP whether an address exists.
+//! - `callout.rs`: asking a mail store over SMTP whether an address exists;
+//! - `cap.rs`: one rate for every callout of this gateway.
 //!
 //! A lookup that fails is an error for the caller, who follows `on_error`:
 //! a failure never reads as "found".
 
 mod cache;
 pub mod callout;
+mod cap;
 mod ldap;
 
 pub use cache::Answer;
+pub use cap::CalloutCap;
 
 use crate::address::{Address, Domain, DomainPattern};
 use crate::config::list_file::{self as file, FileIndex, Stamp};
@@ -68,6 +71,8 @@ struct Source {
 pub struct Sources {
     by_name: ArcSwap<HashMap<String, Arc<Source>>>,
     callouts: cache::Cache,
+    /// `verify_callouts.rate`.
+    pub callout_cap: CalloutCap,
     /// Callouts that found a store accepting any address, by store.
     catch_all: Mutex<HashMap<String, Instant>>,
 }
@@ -112,6 +117,7 @@ impl Sources {
                 crate::config::CacheSettings::CALLOUT.max_entries,
             ),
             catch_all: Mutex::new(HashMap::new()),
+            callout_cap: CalloutCap::new(config.verify_callouts),
         }
     }
 
@@ -119,6 +125,7 @@ impl Sources {
     /// change keeps its connection and its cache; a file source takes the
     /// contents the configuration read.
     pub fn reconfigure(&self, config: &Config) {
+        self.callout_cap.set(config.verify_callouts);
         let old = self.by_name.load_full();
         let map = config
             .sources

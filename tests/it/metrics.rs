@@ -321,6 +321,9 @@ async fn every_charted_metric_moves_under_traffic() {
     let dead_dns = bind.port;
     // The second message from 10.0.0.5 opens an incident (held, told).
     let mut hook = common::webhook::Webhook::start(200).await;
+    // Inbound mail is verified by a callout to this store; the second
+    // callout is over the cap.
+    let store = common::sink::Sink::start().await;
     // Every message is scanned; one carries the EICAR test file.
     let clamd = common::clamd::Clamd::start();
     // The class's sender domains come from a file: every MAIL FROM is a
@@ -367,11 +370,14 @@ incidents:
   notify: {{ webhook: {{ url: \"{}\" }} }}
 antivirus: {{ clamd: [\"inet:127.0.0.1:{}\"] }}
 reputation: {{ every: 1s, domains: [example.com], ip_lists: [list.test], domain_lists: [] }}
+verify_recipients: {{ callout: [\"127.0.0.1:{}\"] }}
+verify_callouts: {{ rate: 1/h }}
 ",
             ours.display(),
             key.display(),
             hook.url(),
             clamd.port,
+            store.port,
             dir = dir.path().display(),
         ),
     );
@@ -437,6 +443,16 @@ reputation: {{ every: 1s, domains: [example.com], ip_lists: [list.test], domain_
         reply(&s)
     );
     conn.close().await.unwrap();
+    // Inbound mail: one callout made, the next capped (on_error: accept).
+    let mut conn = client(port, "192.0.2.50").await;
+    assert_eq!(
+        reply(&mail(&mut conn, "<someone@example.net>", None).await),
+        "continue"
+    );
+    for rcpt in ["<a1@example.com>", "<a2@example.com>"] {
+        assert_eq!(reply(&conn.rcpt([rcpt]).await.unwrap()), "continue");
+    }
+    conn.close().await.unwrap();
     // Refused only in monitor mode.
     let mut conn = client(port, "10.9.0.5").await;
     common::envelope(&mut conn, "<x@evil.test>", "<x@example.net>").await;
@@ -480,7 +496,10 @@ reputation: {{ every: 1s, domains: [example.com], ip_lists: [list.test], domain_
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
     eprintln!("listed after {:?}", waited.elapsed());
-    // A reload.
+    // A reload, which doubles the callout cap.
+    let path = dir.path().join("milter.yaml");
+    let text = std::fs::read_to_string(&path).unwrap();
+    std::fs::write(&path, text.replace("rate: 1/h", "rate: 2/h")).unwrap();
     d.signal("-HUP");
     d.wait_for("configuration reloaded");
     // (Past the rotated key's moment; bounded: it was a few seconds on.)

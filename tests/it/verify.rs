@@ -262,3 +262,67 @@ async fn through_postfix() {
     assert_eq!(rcpts, ["<bob@example.com>", "<someone@example.net>"]);
     d.stop().await;
 }
+
+/// `verify_callouts.rate`: a stranger's 100 RCPTs to addresses nobody
+/// asked before make at most the capped number of sessions at the store;
+/// the rest are not asked, and follow `on_error` (here: `451 4.1.1`). A
+/// reload that lifts the cap lets callouts through again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn callouts_are_capped_for_the_whole_gateway() {
+    let store = Postfix::start_store("capped", &["alice@example.com"]);
+    let dead = common::free_port();
+    let d = common::start_with(config(
+        store.smtp_port,
+        store.smtp_port,
+        dead,
+        "verify_callouts: { rate: 5/h }\n",
+    ))
+    .await;
+    // The sessions that asked (the readiness probe sends no MAIL).
+    let sessions = || store.log().matches(" mail=1 ").count();
+    let before = sessions();
+    let mut conn = d.client("192.0.2.1").await;
+    assert_eq!(
+        mail(&mut conn, "<someone@example.net>", None).await,
+        Status::Continue
+    );
+    let mut replies = std::collections::BTreeMap::new();
+    for i in 0..100 {
+        let r = reply(
+            &conn
+                .rcpt([format!("<ghost{i}@example.com>")])
+                .await
+                .unwrap(),
+        );
+        *replies.entry(r).or_insert(0) += 1;
+    }
+    conn.close().await.unwrap();
+    assert_eq!(
+        replies.get("451 4.1.1 Recipient <ghost99@example.com> could not be verified"),
+        Some(&1),
+        "{replies:?}"
+    );
+    let refused = replies
+        .keys()
+        .filter(|r| r.starts_with("550 5.1.1"))
+        .map(|r| replies[r])
+        .sum::<i32>();
+    assert_eq!(refused, 5, "{replies:?}");
+    let m = d.metrics();
+    assert_eq!(
+        common::counted(&m, "egress_callouts_total", &[("result", "made")]),
+        5
+    );
+    assert_eq!(
+        common::counted(&m, "egress_callouts_total", &[("result", "capped")]),
+        95
+    );
+    assert!(
+        m.contains("egress_callouts_allowed_per_minute 0.08333"),
+        "{m}"
+    );
+    // The store saw five sessions, not a hundred.
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    assert_eq!(sessions() - before, 5, "{}", store.log());
+    d.stop().await;
+}
