@@ -519,10 +519,8 @@ async fn through_postfix_the_paused_class_is_deferred_and_the_rest_flows() {
     let config = Config::parse(Path::new("e2e.yaml"), &text).expect("valid config");
     let d = common::start_with(config).await;
     common::until(Duration::from_secs(15), "listed", || {
-        d.shared
-            .reputation
-            .listed()
-            .map(|_| ())
+        (listed_metric(&d, "192.0.2.10", "list.test").as_deref() == Some("1"))
+            .then_some(())
             .ok_or("not yet".to_string())
     })
     .await;
@@ -566,10 +564,9 @@ async fn through_postfix_the_paused_class_is_deferred_and_the_rest_flows() {
     // Delisted: the application's mail leaves again.
     bind.update_zone("list.test", "update delete 10.2.0.192.list.test. A");
     common::until(Duration::from_secs(15), "delisted", || {
-        match d.shared.reputation.listed() {
-            None => Ok(()),
-            Some(_) => Err("still listed".to_string()),
-        }
+        (listed_metric(&d, "192.0.2.10", "list.test").as_deref() == Some("0"))
+            .then_some(())
+            .ok_or("still listed".to_string())
     })
     .await;
     let t = run(
