@@ -2,6 +2,7 @@
 //! gateways. It decides, stage by stage, whether each message may leave.
 
 pub mod address;
+pub mod bounces;
 pub mod admin;
 pub mod cases;
 mod class;
