@@ -4,6 +4,7 @@
 
 use super::admin::RawAdmin;
 use super::antivirus::RawAntivirus;
+use super::bounces::RawBounces;
 use super::callouts::RawCallouts;
 use super::classes::RawClass;
 use super::content::{RawAttachments, RawContent};
@@ -151,6 +152,12 @@ pub struct RawConfig {
     /// the mail of some classes paused while listed. Off when absent.
     #[serde(default)]
     pub reputation: Option<Spanned<RawReputation>>,
+    /// Bounces read and dead recipients suppressed: every delivery-status notice that passes the
+    /// milter (Postfix's own, with `internal_mail_filter_classes = bounce`, and those remote
+    /// servers send back to our senders) is read; a recipient whose mailbox fails for good is
+    /// refused at RCPT TO for a while. Off when absent.
+    #[serde(default)]
+    pub bounces: Option<RawBounces>,
 }
 
 impl Config {

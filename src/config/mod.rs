@@ -7,6 +7,7 @@
 
 mod admin;
 mod antivirus;
+mod bounces;
 mod callouts;
 mod classes;
 mod content;
@@ -16,6 +17,7 @@ mod headers;
 mod incidents;
 mod limits;
 pub mod list_file;
+mod listen;
 mod mail_auth;
 mod matchers;
 mod raw;
@@ -29,6 +31,7 @@ mod sources;
 
 pub use admin::{AdminListen, AdminSettings, DEFAULT_ADMIN_SOCKET};
 pub use antivirus::{AntivirusSettings, Clamd, VirusAction};
+pub use bounces::BounceSettings;
 pub use classes::{AuthMatch, Class, Classes};
 pub use content::{
     parse_size, ContentSettings, CustomRule, RspamdSettings, RuleWeights, UnreadableArchives,
@@ -39,6 +42,7 @@ pub use incidents::{
     Count, IncidentAction, IncidentSettings, KeyKind, MailNotify, Notify, Signal, Threshold,
     Webhook,
 };
+pub use listen::Listen;
 pub use limits::{Backend, LimitKeys, LimitSet, Matcher, Override, RateLimits, Setting};
 pub use mail_auth::{CheckMode, DkimSettings, DnsSettings, OnUnsigned, SignMode};
 pub use matchers::{MatcherIndex, Who};
@@ -61,7 +65,6 @@ use ipnet::IpNet;
 use raw::Text;
 use serde::Deserialize;
 use std::{
-    fmt,
     net::IpAddr,
     path::{Path, PathBuf},
     time::Duration,
@@ -120,20 +123,6 @@ pub enum LogFormat {
     Json,
 }
 
-#[derive(Clone, Debug, Eq, PartialEq)]
-pub enum Listen {
-    Inet(String),
-    Unix(PathBuf),
-}
-
-impl fmt::Display for Listen {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::Inet(a) => write!(f, "inet:{a}"),
-            Self::Unix(p) => write!(f, "unix:{}", p.display()),
-        }
-    }
-}
 
 #[derive(Clone, Debug)]
 pub struct Config {
@@ -186,6 +175,8 @@ pub struct Config {
     pub dnsbl: Vec<crate::address::Domain>,
     /// The watch of our own reputation, when configured.
     pub reputation: Option<ReputationSettings>,
+    /// Bounces read, dead recipients suppressed, when configured.
+    pub bounces: Option<BounceSettings>,
     /// What deserves attention but does not stop the configuration.
     pub warnings: Vec<ConfigError>,
 }
@@ -324,6 +315,7 @@ impl Validator {
             .as_ref()
             .and_then(|v| self.verify("verify_recipients", v));
         let verify_callouts = self.callouts(raw.verify_callouts.as_ref());
+        let bounces = self.bounces(raw.bounces.as_ref());
         let sources = self.sources(raw.sources);
         let admin = self.admin(&raw.admin, raw.rate_limits.admin_listen.as_ref());
         let incidents = self.incidents(raw.incidents);
@@ -443,6 +435,7 @@ impl Validator {
             antivirus,
             dnsbl: auth.dnsbl,
             reputation,
+            bounces,
             warnings: std::mem::take(&mut self.warnings),
         }
     }
@@ -478,59 +471,6 @@ impl Validator {
                 None
             }
         }
-    }
-
-    fn listen(&mut self, raw: &Text) -> Listen {
-        let line = raw.referenced.line();
-        if let Some(path) = raw.value.strip_prefix("unix:") {
-            if !path.starts_with('/') {
-                self.error(
-                    line,
-                    "listen",
-                    format!("unix socket path must be absolute: \"{path}\""),
-                );
-            }
-            return Listen::Unix(PathBuf::from(path));
-        }
-        if let Some(addr) = raw.value.strip_prefix("inet:") {
-            // Postfix writes inet:HOST:PORT, Sendmail inet:PORT@HOST: take both.
-            let addr = match addr.split_once('@') {
-                Some((port, host)) if host.contains(':') => format!("[{host}]:{port}"),
-                Some((port, host)) => format!("{host}:{port}"),
-                None => addr.to_string(),
-            };
-            let ok = addr
-                .rsplit_once(':')
-                .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
-            if !ok {
-                self.error(
-                    line,
-                    "listen",
-                    format!("expected inet:HOST:PORT, got \"{}\"", raw.value),
-                );
-            } else {
-                // The milter protocol has no authentication: whoever
-                // connects is taken for the MTA.
-                self.warn(
-                    line,
-                    "listen",
-                    format!(
-                        "{} can be reached by every local user, who could pose as the MTA (open incidents against any key, spend any budget); prefer unix:/PATH, reachable by the MTA's user alone",
-                        raw.value
-                    ),
-                );
-            }
-            return Listen::Inet(addr);
-        }
-        self.error(
-            line,
-            "listen",
-            format!(
-                "expected inet:HOST:PORT or unix:/PATH, got \"{}\"",
-                raw.value
-            ),
-        );
-        Listen::Inet(String::new())
     }
 
     fn domains(&mut self, key: &str, raw: &[Text]) -> Vec<DomainPattern> {

@@ -161,9 +161,10 @@ impl Connection {
             _ => None,
         };
         let checks = checks::made(&config);
+        let null_sender = matches!(envelope_sender, Ok(EnvelopeAddress::Null));
         let content = checks
             .iter()
-            .any(|c| c.reads_whole())
+            .any(|c| c.reads_whole(null_sender))
             .then(Content::default);
         let shown = match class.and_then(|i| config.classes.get(i)) {
             Some(c) => format!("{} ({})", c.name, trace::class_matched_by(c)),

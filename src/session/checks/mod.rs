@@ -34,8 +34,8 @@ use crate::config::Config;
 /// stops there.
 pub(super) trait Check: Send + Sync {
     /// Whether it reads the whole message at end of message (which is then
-    /// kept as it comes).
-    fn reads_whole(&self) -> bool {
+    /// kept as it comes); `null_sender`: the envelope sender is `<>`.
+    fn reads_whole(&self, _null_sender: bool) -> bool {
         false
     }
     /// MAIL FROM: the message begins, its class and sender known.
@@ -91,8 +91,8 @@ macro_rules! list {
         }
 
         impl Check for Any {
-            fn reads_whole(&self) -> bool {
-                match &self.0 { $(One::$name(c) => c.reads_whole(),)* }
+            fn reads_whole(&self, null_sender: bool) -> bool {
+                match &self.0 { $(One::$name(c) => c.reads_whole(null_sender),)* }
             }
             async fn mail(&mut self, cx: &mut Cx<'_>) -> Flow {
                 match &mut self.0 { $(One::$name(c) => c.mail(cx).await,)* }

@@ -20,7 +20,7 @@ pub(super) fn new(config: &Config) -> Option<Antivirus> {
 }
 
 impl Check for Antivirus {
-    fn reads_whole(&self) -> bool {
+    fn reads_whole(&self, _null_sender: bool) -> bool {
         true
     }
 

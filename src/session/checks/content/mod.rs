@@ -23,7 +23,7 @@ pub(super) fn new(config: &Config) -> Option<Content> {
 }
 
 impl Check for Content {
-    fn reads_whole(&self) -> bool {
+    fn reads_whole(&self, _null_sender: bool) -> bool {
         true
     }
 

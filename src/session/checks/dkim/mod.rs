@@ -19,7 +19,7 @@ pub(super) fn verify(config: &Config) -> Option<Verify> {
 }
 
 impl Check for Verify {
-    fn reads_whole(&self) -> bool {
+    fn reads_whole(&self, _null_sender: bool) -> bool {
         true
     }
 
@@ -61,7 +61,7 @@ pub(super) fn sign(config: &Config) -> Option<Sign> {
 }
 
 impl Check for Sign {
-    fn reads_whole(&self) -> bool {
+    fn reads_whole(&self, _null_sender: bool) -> bool {
         self.signs
     }
 

@@ -15,7 +15,7 @@ pub(super) fn new(config: &Config) -> Option<Rspamd> {
 }
 
 impl Check for Rspamd {
-    fn reads_whole(&self) -> bool {
+    fn reads_whole(&self, _null_sender: bool) -> bool {
         true
     }
 
