@@ -2,8 +2,8 @@
 //! gateways. It decides, stage by stage, whether each message may leave.
 
 pub mod address;
-pub mod bounces;
 pub mod admin;
+pub mod bounces;
 pub mod cases;
 mod class;
 pub mod cli;

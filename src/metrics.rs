@@ -130,6 +130,9 @@ pub struct Metrics {
     source_time: Histograms,
     /// Callouts by result: `made`, `capped` (over `verify_callouts.rate`).
     callouts: Mutex<BTreeMap<&'static str, u64>>,
+    /// Delivery-status notices read, by kind: `hard`, `soft` (per
+    /// recipient), `unreadable` (per notice).
+    bounces: Mutex<BTreeMap<&'static str, u64>>,
 }
 
 fn bump<K: Ord>(map: &Mutex<BTreeMap<K, u64>>, key: K) {
@@ -224,6 +227,10 @@ impl Metrics {
     /// `cache_hit`, or `found`, `not_found`, `error` from the source itself.
     pub fn source_lookup(&self, source: &str, result: &'static str) {
         bump(&self.source_lookups, (source.to_string(), result));
+    }
+
+    pub fn bounce(&self, kind: &'static str) {
+        bump(&self.bounces, kind);
     }
 
     pub fn callout(&self, result: &'static str) {
@@ -400,6 +407,10 @@ impl Metrics {
                 "egress_source_lookups_total{{source=\"{}\",result=\"{result}\"}} {n}",
                 label(&source)
             );
+        }
+        let _ = writeln!(out, "# HELP egress_bounces_total Delivery-status notices read (bounces): hard and soft failures per recipient, unreadable notices.\n# TYPE egress_bounces_total counter");
+        for (kind, n) in self.bounces.lock().map(|m| m.clone()).unwrap_or_default() {
+            let _ = writeln!(out, "egress_bounces_total{{kind=\"{kind}\"}} {n}");
         }
         let _ = writeln!(out, "# HELP egress_callouts_total Callouts to the mail stores by result: made, or capped (over verify_callouts.rate: not asked, on_error followed).\n# TYPE egress_callouts_total counter");
         for (result, n) in self.callouts.lock().map(|m| m.clone()).unwrap_or_default() {

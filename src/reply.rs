@@ -387,6 +387,16 @@ pub fn suspended(key: &str, permanent: bool) -> Refusal {
     }
 }
 
+/// A recipient suppressed after hard failures (`bounces.suppress`).
+pub fn suppressed(address: &str, status: &str, until: &str) -> Refusal {
+    refuse(
+        Rule::Suppressed,
+        "550",
+        "5.1.1",
+        format!("Recipient <{address}> bounced ({status}); not sent again before {until}"),
+    )
+}
+
 /// Mail of a class paused while one of our addresses or domains is
 /// listed (`reputation.on_listed.action: tempfail`).
 pub fn sending_paused(target: &str, list: &str) -> Refusal {

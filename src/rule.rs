@@ -31,6 +31,8 @@ pub enum Rule {
     Incident,
     /// Mail paused while listed (`reputation.on_listed`).
     Reputation,
+    /// A recipient suppressed after hard failures (`bounces.suppress`).
+    Suppressed,
     /// A rate limit, by its name.
     Limit(LimitId),
     InternalError,
@@ -63,6 +65,7 @@ impl Rule {
             Self::Antivirus => "antivirus",
             Self::Incident => "incident",
             Self::Reputation => "reputation",
+            Self::Suppressed => "suppressed",
             Self::Limit(limit) => limit.as_str(),
             Self::InternalError => "internal_error",
             Self::OutOfOrder => "out_of_order",

@@ -36,6 +36,8 @@ pub struct Shared {
     pub rotated: crate::rotation::Rotated,
     /// What the reputation watch knows (`reputation`), and who sent what.
     pub reputation: crate::reputation::Watch,
+    /// The recipients refused after hard bounces (`bounces`).
+    pub suppressions: crate::bounces::Suppressions,
 }
 
 impl Shared {
@@ -64,7 +66,10 @@ impl Shared {
             tracing::error!(target: "egress_milter::dkim", "dkim rotation: a key that should sign cannot: {e}");
         }
         let reputation = crate::reputation::Watch::load(config.incidents.state_dir.as_deref());
+        let suppressions =
+            crate::bounces::Suppressions::load(config.incidents.state_dir.as_deref());
         Arc::new(Self {
+            suppressions,
             reputation,
             rotated,
             learned,
@@ -89,6 +94,7 @@ impl Shared {
             let _ = writeln!(out, "egress_callouts_allowed_per_minute {cap}");
         }
         self.reputation.render_metrics(&mut out);
+        let _ = writeln!(out, "# HELP egress_suppressed_recipients Recipients refused now after hard bounces (bounces.suppress).\n# TYPE egress_suppressed_recipients gauge\negress_suppressed_recipients {}", self.suppressions.list(crate::incidents::now_ms() / 1000).len());
         out
     }
 

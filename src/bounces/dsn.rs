@@ -29,6 +29,14 @@ impl Outcome {
     pub fn hard(&self) -> bool {
         self.action == Action::Failed && self.status.starts_with('5')
     }
+
+    /// A hard failure that says the mailbox is gone: `5.1.x` (bad
+    /// mailbox, bad domain, null MX) or `5.2.1` (mailbox disabled). A
+    /// `5.7.x` policy refusal says nothing about the recipient (often it
+    /// is about us).
+    pub fn dead_mailbox(&self) -> bool {
+        self.hard() && (self.status.starts_with("5.1.") || self.status == "5.2.1")
+    }
 }
 
 /// Why a message that looks like a notice could not be read.
@@ -44,7 +52,9 @@ pub fn parse(raw: &[u8]) -> Result<Option<Vec<Outcome>>, Unreadable> {
     };
     let report = message.content_type().is_some_and(|ct| {
         ct.ctype().eq_ignore_ascii_case("multipart")
-            && ct.subtype().is_some_and(|s| s.eq_ignore_ascii_case("report"))
+            && ct
+                .subtype()
+                .is_some_and(|s| s.eq_ignore_ascii_case("report"))
     });
     if report {
         let status_part = message.parts.iter().find(|p| {
@@ -62,7 +72,9 @@ pub fn parse(raw: &[u8]) -> Result<Option<Vec<Outcome>>, Unreadable> {
         let body = String::from_utf8_lossy(part.contents());
         let outcomes = delivery_status(&body);
         if outcomes.is_empty() {
-            return Err(Unreadable("a delivery-status part with no recipient".into()));
+            return Err(Unreadable(
+                "a delivery-status part with no recipient".into(),
+            ));
         }
         return Ok(Some(outcomes));
     }
@@ -172,8 +184,11 @@ fn plain(text: &str) -> Result<Option<Vec<Outcome>>, Unreadable> {
                 .and_then(|r| r.strip_suffix(">:"))
                 .filter(|a| a.contains('@'))
         } else {
-            (line.starts_with("  ") && !line.starts_with("    ") && t.contains('@') && !t.contains(' '))
-                .then_some(t)
+            (line.starts_with("  ")
+                && !line.starts_with("    ")
+                && t.contains('@')
+                && !t.contains(' '))
+            .then_some(t)
         };
         if let Some(a) = address {
             current = Some(a.to_string());
@@ -211,7 +226,10 @@ fn status_in(line: &str) -> Option<String> {
         .split(|c: char| c.is_whitespace() || c == '_' || c == '#' || c == '(' || c == ')')
         .filter(|w| !w.is_empty())
         .collect();
-    if let Some(s) = words.iter().find(|w| is_status(w.trim_end_matches(['.', ',', ':']))) {
+    if let Some(s) = words
+        .iter()
+        .find(|w| is_status(w.trim_end_matches(['.', ',', ':'])))
+    {
         return Some(s.trim_end_matches(['.', ',', ':']).to_string());
     }
     words.iter().find_map(|w| {

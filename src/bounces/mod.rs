@@ -3,6 +3,10 @@
 //! remote servers send back to our senders) read, and the recipients
 //! whose mail fails for good suppressed for a while.
 //!
-//! - `dsn.rs`: reading a notice.
+//! - `dsn.rs`: reading a notice;
+//! - `store.rs`: the suppressed recipients.
 
 pub mod dsn;
+pub mod store;
+
+pub use store::{Entry, Suppressions};

@@ -52,7 +52,11 @@ impl Validator {
         if let Some(s) = &raw.suppress {
             if let Some(a) = &s.value.after {
                 if a.value == 0 {
-                    self.error(a.referenced.line(), "bounces.suppress.after", "must be at least 1");
+                    self.error(
+                        a.referenced.line(),
+                        "bounces.suppress.after",
+                        "must be at least 1",
+                    );
                 } else {
                     out.suppress_after = a.value;
                 }

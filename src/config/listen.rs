@@ -73,5 +73,4 @@ impl Validator {
         );
         Listen::Inet(String::new())
     }
-
 }

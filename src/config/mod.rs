@@ -42,8 +42,8 @@ pub use incidents::{
     Count, IncidentAction, IncidentSettings, KeyKind, MailNotify, Notify, Signal, Threshold,
     Webhook,
 };
-pub use listen::Listen;
 pub use limits::{Backend, LimitKeys, LimitSet, Matcher, Override, RateLimits, Setting};
+pub use listen::Listen;
 pub use mail_auth::{CheckMode, DkimSettings, DnsSettings, OnUnsigned, SignMode};
 pub use matchers::{MatcherIndex, Who};
 pub use reading::{ConfigError, ConfigErrors};
@@ -122,7 +122,6 @@ pub enum LogFormat {
     /// One JSON object per line, the fields as its members.
     Json,
 }
-
 
 #[derive(Clone, Debug)]
 pub struct Config {

@@ -8,6 +8,7 @@ mod abuse;
 mod antivirus;
 mod bad_input;
 mod book;
+mod bounces;
 mod cases;
 mod content;
 mod daemon;

@@ -30,9 +30,7 @@ fn report(status_body: &str, report_type: &str) -> String {
 }
 
 fn outcomes(raw: &str) -> Vec<Outcome> {
-    parse(raw.as_bytes())
-        .expect("readable")
-        .expect("a notice")
+    parse(raw.as_bytes()).expect("readable").expect("a notice")
 }
 
 #[test]
@@ -141,7 +139,10 @@ fn qmail() {
                Remote host said: 452 mailbox full\r\n";
     let o = outcomes(raw);
     assert_eq!(o.len(), 2);
-    assert_eq!((o[0].recipient.as_str(), o[0].status.as_str()), ("gone@example.org", "5.1.1"));
+    assert_eq!(
+        (o[0].recipient.as_str(), o[0].status.as_str()),
+        ("gone@example.org", "5.1.1")
+    );
     assert!(o[0].hard());
     assert_eq!(o[1].status, "4.0.0");
     assert!(!o[1].hard());

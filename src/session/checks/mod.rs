@@ -9,6 +9,7 @@
 //! [`Check`] hooks it needs, and one line in the `list!` at the end.
 
 mod antivirus;
+mod bounces;
 mod content;
 mod dkim;
 mod from_header;
@@ -122,6 +123,7 @@ list! {
     Relay: relay::Relay = relay::new,
     IncidentOpen: incident::Open = incident::open,
     Verify: verify::Verify = verify::new,
+    Bounces: bounces::Bounces = bounces::new,
     Spf: spf::Spf = spf::new,
     FromHeader: from_header::FromHeader = from_header::new,
     Content: content::Content = content::new,

@@ -1,0 +1,101 @@
+//! `bounces`: a recipient suppressed after hard failures of its mailbox
+//! is refused at RCPT TO (mail from a class: what leaves); every message
+//! with a null sender is read at end of message, and each recipient a
+//! delivery-status notice says is gone counts a hard failure.
+
+pub(crate) mod rules;
+
+use super::{Check, Cx, Flow};
+use crate::address::EnvelopeAddress;
+use crate::config::Config;
+
+pub(super) struct Bounces;
+
+pub(super) fn new(config: &Config) -> Option<Bounces> {
+    config.bounces.as_ref().map(|_| Bounces)
+}
+
+impl Check for Bounces {
+    fn reads_whole(&self, null_sender: bool) -> bool {
+        null_sender
+    }
+
+    async fn rcpt(&mut self, cx: &mut Cx<'_>) -> Flow {
+        if cx.class().is_none() {
+            return Ok(());
+        }
+        let Some(rcpt) = cx.rcpt.and_then(|r| r.address()).cloned() else {
+            return Ok(());
+        };
+        let key = cx.msg.config.rate_limits.keys.address(&rcpt);
+        let now = crate::incidents::now_ms() / 1000;
+        let Some(entry) = cx.shared().suppressions.refused(&key, now) else {
+            return Ok(());
+        };
+        cx.note("suppressed", |_| {
+            format!(
+                "{key}: {} hard failure(s), last {}, refused until {}",
+                entry.hard,
+                entry.status,
+                crate::incidents::rfc3339(entry.until)
+            )
+        });
+        cx.decide(rules::verdict(&rcpt.to_string(), &entry))
+    }
+
+    async fn eom(&mut self, cx: &mut Cx<'_>) -> Flow {
+        if !matches!(cx.msg.envelope_sender, Ok(EnvelopeAddress::Null)) {
+            return Ok(());
+        }
+        let Some(whole) = cx.whole else {
+            return Ok(());
+        };
+        let config = cx.config();
+        let Some(settings) = &config.bounces else {
+            return Ok(());
+        };
+        let shared = cx.shared();
+        let read = rules::read(&whole.raw, &config.rate_limits.keys);
+        let now = crate::incidents::now_ms() / 1000;
+        let mut said = Vec::new();
+        match &read {
+            Err(why) => {
+                shared.metrics.bounce("unreadable");
+                said.push(format!("unreadable: {why}"));
+            }
+            Ok(failures) => {
+                for (key, outcome) in failures {
+                    shared
+                        .metrics
+                        .bounce(if outcome.hard() { "hard" } else { "soft" });
+                    if outcome.dead_mailbox() {
+                        let e = shared.suppressions.hard_failure(
+                            key,
+                            &outcome.status,
+                            now,
+                            settings.suppress_after,
+                            settings.suppress_for.as_secs(),
+                        );
+                        said.push(format!("{key} {}: hard failure {}", outcome.status, e.hard));
+                        if e.until > now && e.hard == settings.suppress_after {
+                            tracing::info!(
+                                target: "egress_milter::bounces",
+                                recipient = key.as_str(),
+                                status = outcome.status.as_str(),
+                                until = crate::incidents::rfc3339(e.until),
+                                "recipient suppressed after {} hard failure(s)",
+                                e.hard
+                            );
+                        }
+                    } else {
+                        said.push(format!("{key} {}: not counted against it", outcome.status));
+                    }
+                }
+            }
+        }
+        if !said.is_empty() {
+            cx.note("bounce", |_| said.join("; "));
+        }
+        Ok(())
+    }
+}

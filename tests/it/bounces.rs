@@ -1,0 +1,174 @@
+//! Bounces over the milter socket: delivery-status notices that come in
+//! (remote servers' notices to our senders) are read; a recipient whose
+//! mailbox is gone is refused at RCPT TO, in any spelling, with the exact
+//! reply; a delay, a policy refusal and an unreadable notice suppress
+//! nothing; the list survives a restart.
+
+use crate::common::{self, reply, Daemon};
+use egress_milter::config::Config;
+use indymilter::MacroStage;
+use indymilter_test::Status;
+use std::path::Path;
+
+fn config(state_dir: &Path, extra: &str) -> Config {
+    let text = format!(
+        "listen: inet:127.0.0.1:1
+local_domains: [example.com]
+classes:
+  - {{ name: app, clients: [10.0.0.0/8], sender_domains: [example.com] }}
+incidents: {{ state_dir: {} }}
+bounces: {{ suppress: {{ after: 1, for: 30d }} }}
+{extra}",
+        state_dir.display()
+    );
+    Config::parse(Path::new("bounces.yaml"), &text).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// A remote server's notice: `recipients` as (address, action, status).
+fn notice(recipients: &[(&str, &str, &str)]) -> String {
+    let mut groups = String::new();
+    for (a, action, status) in recipients {
+        groups.push_str(&format!(
+            "\r\nFinal-Recipient: rfc822; {a}\r\nAction: {action}\r\nStatus: {status}\r\n"
+        ));
+    }
+    format!(
+        "--B\r\nContent-Type: text/plain\r\n\r\nYour message could not be delivered.\r\n\
+         --B\r\nContent-Type: message/delivery-status\r\n\r\n\
+         Reporting-MTA: dns; mx.example.org\r\n{groups}\r\n--B--\r\n"
+    )
+}
+
+/// A message with a null sender from a stranger to our `app@example.com`;
+/// the reply at end of message.
+async fn bounce(d: &Daemon, content_type: &str, body: &str) -> String {
+    let mut c = d.client("192.0.2.1").await;
+    c.macros(MacroStage::Mail, [("i", "B1")]).await.unwrap();
+    assert_eq!(c.mail(["<>"]).await.unwrap(), Status::Continue);
+    assert_eq!(
+        c.rcpt(["<app@example.com>"]).await.unwrap(),
+        Status::Continue
+    );
+    for (n, v) in [
+        ("From", "MAILER-DAEMON@mx.example.org"),
+        ("To", "app@example.com"),
+        ("Subject", "Undelivered Mail Returned to Sender"),
+        ("MIME-Version", "1.0"),
+        ("Content-Type", content_type),
+    ] {
+        c.header(n, v).await.unwrap();
+    }
+    assert_eq!(c.eoh().await.unwrap(), Status::Continue);
+    c.body(body.to_string()).await.unwrap();
+    let (_, s) = c.eom().await.unwrap();
+    c.close().await.unwrap();
+    reply(&s)
+}
+
+const REPORT: &str = "multipart/report; report-type=delivery-status; boundary=\"B\"";
+
+/// RCPT TO from the app class; the reply.
+async fn send_to(d: &Daemon, rcpt: &str) -> String {
+    let mut c = d.client("10.0.0.5").await;
+    assert_eq!(
+        common::mail(&mut c, "<app@example.com>", None).await,
+        Status::Continue
+    );
+    let r = reply(&c.rcpt([rcpt]).await.unwrap());
+    c.close().await.unwrap();
+    r
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_mailbox_is_refused_and_nothing_else_is() {
+    let state = tempfile::tempdir().unwrap();
+    let d = common::start_with(config(state.path(), "")).await;
+    assert_eq!(send_to(&d, "<ghost@example.org>").await, "continue");
+    let r = bounce(
+        &d,
+        REPORT,
+        &notice(&[
+            ("ghost@example.org", "failed", "5.1.1"),
+            ("slow@example.org", "delayed", "4.4.1"),
+            ("blocked@example.org", "failed", "5.7.1"),
+        ]),
+    )
+    .await;
+    assert_eq!(r, "continue", "the notice itself goes through");
+    let until = chrono_day(30);
+    // Every spelling of it (the domain is written as DNS has it).
+    for (spelling, shown) in [
+        ("<ghost@example.org>", "ghost@example.org"),
+        ("<Ghost@Example.ORG>", "Ghost@example.org"),
+        ("<ghost+x@example.org>", "ghost+x@example.org"),
+    ] {
+        assert_eq!(
+            send_to(&d, spelling).await,
+            format!("550 5.1.1 Recipient <{shown}> bounced (5.1.1); not sent again before {until}")
+        );
+    }
+    // A delay and a policy refusal suppress nothing.
+    assert_eq!(send_to(&d, "<slow@example.org>").await, "continue");
+    assert_eq!(send_to(&d, "<blocked@example.org>").await, "continue");
+    // Inbound mail to the suppressed address is not ours to refuse.
+    let mut c = d.client("192.0.2.1").await;
+    assert_eq!(
+        common::mail(&mut c, "<ghost@example.org>", None).await,
+        Status::Continue
+    );
+    assert_eq!(
+        reply(&c.rcpt(["<app@example.com>"]).await.unwrap()),
+        "continue"
+    );
+    c.close().await.unwrap();
+    // An unreadable notice is counted, not used.
+    let vague = "Hi. This is the qmail-send program at mx.example.org.\r\n\r\n<vague@example.org>:\r\nSorry, no mailbox here by that name.\r\n";
+    assert_eq!(bounce(&d, "text/plain", vague).await, "continue");
+    assert_eq!(send_to(&d, "<vague@example.org>").await, "continue");
+    let m = d.metrics();
+    for (kind, n) in [("hard", 2), ("soft", 1), ("unreadable", 1)] {
+        assert_eq!(
+            common::counted(&m, "egress_bounces_total", &[("kind", kind)]),
+            n,
+            "{kind}: {m}"
+        );
+    }
+    assert!(m.contains("egress_suppressed_recipients 1"), "{m}");
+    assert!(common::decisions(&m, "reject") >= 3);
+    d.stop().await;
+    // Kept across a restart.
+    let d = common::start_with(config(state.path(), "")).await;
+    assert!(send_to(&d, "<ghost@example.org>")
+        .await
+        .starts_with("550 5.1.1"));
+    d.stop().await;
+}
+
+/// `after: 2`: the first hard failure counts, the second suppresses.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_counts_hard_failures() {
+    let state = tempfile::tempdir().unwrap();
+    let mut c = config(state.path(), "");
+    if let Some(b) = c.bounces.as_mut() {
+        b.suppress_after = 2;
+    }
+    let d = common::start_with(c).await;
+    let dead = notice(&[("gone@example.org", "failed", "5.1.1")]);
+    bounce(&d, REPORT, &dead).await;
+    assert_eq!(send_to(&d, "<gone@example.org>").await, "continue");
+    bounce(&d, REPORT, &dead).await;
+    assert!(send_to(&d, "<gone@example.org>")
+        .await
+        .starts_with("550 5.1.1 Recipient <gone@example.org> bounced"));
+    d.stop().await;
+}
+
+/// The day `days` from now, as the reply writes it.
+fn chrono_day(days: u64) -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let t = egress_milter::incidents::rfc3339(now + days * 86_400);
+    t.split('T').next().unwrap().to_string()
+}
