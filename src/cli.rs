@@ -160,6 +160,14 @@ pub enum Command {
         #[command(flatten)]
         config: ConfigFile,
     },
+    /// The recipients refused after hard bounces (`bounces`), in the
+    /// running daemon (through `admin.listen`).
+    Suppressions {
+        #[command(subcommand)]
+        action: SuppressionsAction,
+        #[command(flatten)]
+        config: ConfigFile,
+    },
     /// Look at or clear the cached answers of sources and callouts in the
     /// running daemon (through `admin.listen`).
     Cache {
@@ -177,6 +185,25 @@ pub enum SendersAction {
         class: String,
         #[arg(long, default_value = "yaml", value_parser = ["yaml", "file"])]
         format: String,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum SuppressionsAction {
+    /// Every recipient refused now, with the status that got it refused
+    /// and until when.
+    List,
+    /// One recipient (any spelling): its hard failures and whether it is
+    /// refused.
+    Show { address: String },
+    /// Forgets a recipient: mail to it goes again.
+    Remove { address: String },
+    /// Refuses a recipient by hand.
+    Add {
+        address: String,
+        /// How long, e.g. 90d (default: bounces.suppress.for).
+        #[arg(long = "for")]
+        duration: Option<String>,
     },
 }
 

@@ -12,7 +12,7 @@ use std::process::ExitCode;
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
-    use egress_milter::admin::{Cache, Incidents, Limits, Request, Senders};
+    use egress_milter::admin::{Cache, Incidents, Limits, Request, Senders, Suppressions};
     use egress_milter::commands::{self, Exit};
     let exit: Exit = match Cli::parse().command {
         Command::Run { config } => commands::run(&config),
@@ -94,6 +94,18 @@ fn main() -> ExitCode {
         Command::Reputation { check, config } => commands::admin(
             &config.path,
             Request::Reputation(egress_milter::admin::Reputation { check }),
+        ),
+        Command::Suppressions { action, config } => commands::admin(
+            &config.path,
+            Request::Suppressions(match action {
+                SuppressionsAction::List => Suppressions::List,
+                SuppressionsAction::Show { address } => Suppressions::Show { address },
+                SuppressionsAction::Remove { address } => Suppressions::Remove { address },
+                SuppressionsAction::Add { address, duration } => Suppressions::Add {
+                    address,
+                    for_: duration,
+                },
+            }),
         ),
         Command::Cache { action, config } => commands::admin(
             &config.path,

@@ -2,7 +2,8 @@
 //! `cache` and `senders`. The command line sends one [`Request`] and the
 //! daemon gives one [`Answer`], each a line of JSON, then the connection
 //! closes. The request types are the command line's and the daemon's
-//! both; each family (limits, incidents, cache, senders) has its own file
+//! both; each family (limits, incidents, cache, senders, reputation,
+//! suppressions) has its own file
 //! with its requests and the daemon's answers to them.
 //!
 //! It listens on a unix socket by default (`admin.listen`), whose owner,
@@ -15,6 +16,7 @@ mod incidents;
 mod limits;
 mod reputation;
 mod senders;
+mod suppressions;
 mod transport;
 
 pub use cache::Cache;
@@ -22,6 +24,7 @@ pub use incidents::Incidents;
 pub use limits::Limits;
 pub use reputation::Reputation;
 pub use senders::Senders;
+pub use suppressions::Suppressions;
 pub use transport::{bind, describe, request, serve, Listener};
 
 use crate::state::Shared;
@@ -36,6 +39,7 @@ pub enum Request {
     Cache(Cache),
     Senders(Senders),
     Reputation(Reputation),
+    Suppressions(Suppressions),
 }
 
 /// The daemon's answer: the text the command prints, or why the request
@@ -80,5 +84,6 @@ pub async fn answer(shared: &Shared, request: Request) -> Answer {
         Request::Cache(r) => cache::answer(shared, r).await,
         Request::Senders(r) => senders::answer(shared, r),
         Request::Reputation(r) => reputation::answer(shared, r).await,
+        Request::Suppressions(r) => suppressions::answer(shared, r),
     }
 }

@@ -5,6 +5,7 @@
 //! nothing; the list survives a restart.
 
 use crate::common::{self, reply, Daemon};
+use egress_milter::admin::{Request, Suppressions};
 use egress_milter::config::Config;
 use indymilter::MacroStage;
 use indymilter_test::Status;
@@ -141,7 +142,64 @@ async fn a_dead_mailbox_is_refused_and_nothing_else_is() {
     assert!(send_to(&d, "<ghost@example.org>")
         .await
         .starts_with("550 5.1.1"));
+    // What the operator sees and does (`egress-milter suppressions ...`).
+    let list = admin(&d, Suppressions::List).await.expect("a list");
+    assert!(
+        list.contains("ghost@example.org") && list.contains("1 recipient(s) suppressed"),
+        "{list}"
+    );
+    let shown = admin(
+        &d,
+        Suppressions::Show {
+            address: "<GHOST+news@Example.org>".into(),
+        },
+    )
+    .await
+    .expect("shown");
+    assert!(
+        shown.starts_with("ghost@example.org: 1 hard failure(s)")
+            && shown.contains("refused at RCPT TO until"),
+        "{shown}"
+    );
+    admin(
+        &d,
+        Suppressions::Remove {
+            address: "Ghost@example.org".into(),
+        },
+    )
+    .await
+    .expect("removed");
+    assert_eq!(send_to(&d, "<ghost@example.org>").await, "continue");
+    assert!(admin(
+        &d,
+        Suppressions::Remove {
+            address: "ghost@example.org".into()
+        }
+    )
+    .await
+    .is_err());
+    admin(
+        &d,
+        Suppressions::Add {
+            address: "spamtrap@example.net".into(),
+            for_: Some("1d".into()),
+        },
+    )
+    .await
+    .expect("added");
+    let until = chrono_day(1);
+    assert_eq!(
+        send_to(&d, "<spamtrap@example.net>").await,
+        format!("550 5.1.1 Recipient <spamtrap@example.net> bounced (by hand); not sent again before {until}")
+    );
     d.stop().await;
+}
+
+async fn admin(d: &Daemon, r: Suppressions) -> Result<String, String> {
+    match egress_milter::admin::answer(&d.shared, Request::Suppressions(r)).await {
+        egress_milter::admin::Answer::Ok(t) => Ok(t),
+        egress_milter::admin::Answer::Error(e) => Err(e),
+    }
 }
 
 /// `after: 2`: the first hard failure counts, the second suppresses.

@@ -372,6 +372,7 @@ antivirus: {{ clamd: [\"inet:127.0.0.1:{}\"] }}
 reputation: {{ every: 1s, domains: [example.com], ip_lists: [list.test], domain_lists: [] }}
 verify_recipients: {{ callout: [\"127.0.0.1:{}\"] }}
 verify_callouts: {{ rate: 1/h }}
+bounces: {{ suppress: {{ after: 1 }} }}
 ",
             ours.display(),
             key.display(),
@@ -452,6 +453,33 @@ verify_callouts: {{ rate: 1/h }}
     for rcpt in ["<a1@example.com>", "<a2@example.com>"] {
         assert_eq!(reply(&conn.rcpt([rcpt]).await.unwrap()), "continue");
     }
+    conn.close().await.unwrap();
+    // A remote server's notice that one of our recipients is gone.
+    let mut conn = client(port, "192.0.2.50").await;
+    assert_eq!(reply(&mail(&mut conn, "<>", None).await), "continue");
+    assert_eq!(
+        reply(&conn.rcpt(["<a3@example.com>"]).await.unwrap()),
+        "continue"
+    );
+    for (name, value) in [
+        ("From", "MAILER-DAEMON@mx.example.org"),
+        ("MIME-Version", "1.0"),
+        (
+            "Content-Type",
+            "multipart/report; report-type=delivery-status; boundary=\"B\"",
+        ),
+    ] {
+        conn.header(name, value).await.unwrap();
+    }
+    conn.eoh().await.unwrap();
+    conn.body(
+        "--B\r\nContent-Type: message/delivery-status\r\n\r\nReporting-MTA: dns; mx.example.org\r\n\r\n\
+         Final-Recipient: rfc822; gone@example.org\r\nAction: failed\r\nStatus: 5.1.1\r\n\r\n--B--\r\n",
+    )
+    .await
+    .unwrap();
+    let (_, s) = conn.eom().await.unwrap();
+    assert_eq!(reply(&s), "continue");
     conn.close().await.unwrap();
     // Refused only in monitor mode.
     let mut conn = client(port, "10.9.0.5").await;
