@@ -13,6 +13,15 @@ use common::{
 /// An application server (127.0.0.2) and the local class (127.0.0.1) that
 /// may or may not send bounces; a DKIM key for example.com in `keydir`.
 fn config(local_may_bounce: bool, keydir: &std::path::Path) -> egress_milter::config::Config {
+    config_with(local_may_bounce, keydir, "")
+}
+
+/// [`config`], with more YAML at the end.
+fn config_with(
+    local_may_bounce: bool,
+    keydir: &std::path::Path,
+    extra: &str,
+) -> egress_milter::config::Config {
     let (pem, _record) = egress_milter::dkim::generate("ed25519", 0).expect("key");
     let key = keydir.join("s1.pem");
     std::fs::write(&key, pem).expect("key file");
@@ -34,7 +43,7 @@ from_header: {{ strict: true }}
 dkim:
   keys:
     - {{ domain: example.com, selector: s1, file: {} }}
-",
+{extra}",
         key.display()
     );
     egress_milter::config::Config::parse(std::path::Path::new("own-mail.yaml"), &text)
@@ -179,6 +188,71 @@ async fn a_refused_bounce_is_not_delivered() {
     let queue = pf.queue();
     assert_eq!(queue.len(), 1, "{queue:?}");
     assert_eq!(queue[0].0, "deferred", "{queue:?}");
+    drop(pf);
+    d.stop().await;
+}
+
+/// With `bounces`, the bounce Postfix makes passes the milter and is read:
+/// the recipient the store refused is suppressed, and the application's
+/// next message to it is refused at RCPT TO with the exact reply, until
+/// an operator removes it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postfix_s_own_bounce_suppresses_the_dead_recipient() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = common::start_with(config_with(
+        true,
+        dir.path(),
+        "bounces: { suppress: { after: 1, for: 30d } }\n",
+    ))
+    .await;
+    let mut sink = Sink::start().await;
+    let (pf, _store) = postfix("own-suppress", &d, &sink, dir.path(), "bounce");
+    let bounce = bounce_one(&pf, &mut sink, 60).await.expect("the bounce");
+    assert_bounce(&bounce);
+    assert!(bounce.data.contains("Status: 5.1.1"), "{}", bounce.data);
+    assert_eq!(
+        common::counted(&d.metrics(), "egress_bounces_total", &[("kind", "hard")]),
+        1,
+        "{}",
+        d.metrics()
+    );
+    let port = pf.smtp_port;
+    let send = move || {
+        swaks(
+            port,
+            "127.0.0.2",
+            "noreply@example.com",
+            "Nobody@example.com",
+            "noreply@example.com",
+            "again",
+        )
+    };
+    let t = tokio::task::spawn_blocking(send).await.expect("swaks");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("now")
+        .as_secs();
+    let day = egress_milter::incidents::rfc3339(now + 30 * 86_400);
+    let day = day.split('T').next().expect("a date");
+    assert!(
+        t.contains(&format!(
+            "<** 550 5.1.1 Recipient <Nobody@example.com> bounced (5.1.1); not sent again before {day}"
+        )),
+        "{t}"
+    );
+    let removed = egress_milter::admin::answer(
+        &d.shared,
+        egress_milter::admin::Request::Suppressions(egress_milter::admin::Suppressions::Remove {
+            address: "nobody@example.com".into(),
+        }),
+    )
+    .await;
+    assert!(
+        matches!(removed, egress_milter::admin::Answer::Ok(_)),
+        "{removed:?}"
+    );
+    let t = tokio::task::spawn_blocking(send).await.expect("swaks");
+    assert!(t.contains("queued as"), "{t}");
     drop(pf);
     d.stop().await;
 }
