@@ -96,12 +96,14 @@ pub async fn run(
     let saver = shared.learned.clone().run_saver();
     let rotation = tokio::spawn(rotate_dkim_keys(shared.clone()));
     let reputation = tokio::spawn(watch_reputation(shared.clone()));
+    let suppressions = tokio::spawn(sync_suppressions(shared.clone()));
     let learned = shared.learned.clone();
     let result =
         indymilter::run(listener, milter::callbacks(shared), milter_config, shutdown).await;
     sweeper.abort();
     rotation.abort();
     reputation.abort();
+    suppressions.abort();
     files.abort();
     saver.abort();
     learned.save();
@@ -230,6 +232,28 @@ async fn watch_reputation(shared: Arc<Shared>) {
         )
         .await;
         tokio::time::sleep_until(start + settings.every).await;
+    }
+}
+
+/// `bounces` on several gateways: the shared list read again whenever it
+/// changed, every two seconds.
+async fn sync_suppressions(shared: Arc<Shared>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(2));
+    let mut failing = false;
+    loop {
+        tick.tick().await;
+        let config = shared.config();
+        let (Some(_), Some(r)) = (&config.bounces, shared.limiter.redis.as_ref()) else {
+            continue;
+        };
+        match crate::bounces::sync(&shared.suppressions, r).await {
+            Ok(()) => failing = false,
+            Err(e) if !failing => {
+                failing = true;
+                tracing::warn!(target: "egress_milter::bounces", "suppressions: the shared list is not readable, this gateway's copy stays: {e}");
+            }
+            Err(_) => {}
+        }
     }
 }
 

@@ -84,6 +84,6 @@ pub async fn answer(shared: &Shared, request: Request) -> Answer {
         Request::Cache(r) => cache::answer(shared, r).await,
         Request::Senders(r) => senders::answer(shared, r),
         Request::Reputation(r) => reputation::answer(shared, r).await,
-        Request::Suppressions(r) => suppressions::answer(shared, r),
+        Request::Suppressions(r) => suppressions::answer(shared, r).await,
     }
 }

@@ -28,7 +28,7 @@ pub enum Suppressions {
     },
 }
 
-pub(super) fn answer(shared: &Shared, request: Suppressions) -> Answer {
+pub(super) async fn answer(shared: &Shared, request: Suppressions) -> Answer {
     let config = shared.config();
     let Some(settings) = &config.bounces else {
         return Answer::error("bounces is not configured: no recipient is suppressed");
@@ -73,10 +73,24 @@ pub(super) fn answer(shared: &Shared, request: Suppressions) -> Answer {
         },
         Suppressions::Remove { address } => match key(&address) {
             Err(e) => Answer::error(e),
-            Ok(k) if store.remove(&k) => {
-                Answer::Ok(format!("{k}: removed; mail to it goes again\n"))
+            Ok(k) => {
+                let mut known = store.remove(&k);
+                if let Some(r) = shared.limiter.redis.as_ref() {
+                    match crate::bounces::shared::remove(r, &k, now).await {
+                        Ok(shared) => known |= shared,
+                        Err(e) => {
+                            return Answer::error(format!(
+                                "{k}: not removed for every gateway: {e}"
+                            ))
+                        }
+                    }
+                }
+                if known {
+                    Answer::Ok(format!("{k}: removed; mail to it goes again\n"))
+                } else {
+                    Answer::error(format!("{k}: not on record"))
+                }
             }
-            Ok(k) => Answer::error(format!("{k}: not on record")),
         },
         Suppressions::Add { address, for_ } => {
             let k = match key(&address) {
@@ -89,6 +103,11 @@ pub(super) fn answer(shared: &Shared, request: Suppressions) -> Answer {
                 Some(None) => return Answer::error("--for: expected a duration such as 30d"),
             };
             store.add(&k, now, now + d.as_secs());
+            if let Some(r) = shared.limiter.redis.as_ref() {
+                if let Err(e) = crate::bounces::shared::add(r, &k, now, now + d.as_secs()).await {
+                    return Answer::error(format!("{k}: refused on this gateway only: {e}"));
+                }
+            }
             Answer::Ok(format!(
                 "{k}: refused at RCPT TO until {}\n",
                 rfc3339(now + d.as_secs())

@@ -28,6 +28,8 @@ const FILE: &str = "suppressions.json";
 pub struct Suppressions {
     entries: Mutex<BTreeMap<String, Entry>>,
     file: Mutex<Option<PathBuf>>,
+    /// The version of the Redis list the copy was last read at.
+    pub version: std::sync::atomic::AtomicU64,
 }
 
 impl Suppressions {
@@ -109,6 +111,21 @@ impl Suppressions {
                     until,
                 },
             );
+        self.save();
+    }
+
+    /// Takes a record made elsewhere (Redis).
+    pub fn put(&self, address: &str, entry: Entry) {
+        self.entries
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(address.to_string(), entry);
+        self.save();
+    }
+
+    /// Takes the whole list as Redis holds it.
+    pub fn replace(&self, entries: BTreeMap<String, Entry>) {
+        *self.entries.lock().unwrap_or_else(|p| p.into_inner()) = entries;
         self.save();
     }
 

@@ -230,3 +230,77 @@ fn chrono_day(days: u64) -> String {
     let t = egress_milter::incidents::rfc3339(now + days * 86_400);
     t.split('T').next().unwrap().to_string()
 }
+
+/// Two gateways on one redis-server share the list: a notice read by one
+/// has the other refuse the recipient; a removal on one lets it through
+/// on both; with Redis gone, each keeps refusing what it knew.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_gateways_share_the_list() {
+    let mut redis = common::redis::RedisServer::start();
+    let extra = format!(
+        "rate_limits: {{ backend: redis, redis: {{ url: \"{}\", key_prefix: \"bo:\", on_failure: local }} }}\n",
+        redis.url()
+    );
+    let (sa, sb) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let a = common::start_with(config(sa.path(), &extra)).await;
+    let b = common::start_with(config(sb.path(), &extra)).await;
+    bounce(
+        &a,
+        REPORT,
+        &notice(&[("ghost@example.org", "failed", "5.1.1")]),
+    )
+    .await;
+    common::until(std::time::Duration::from_secs(10), "b refuses", || {
+        let r = futures_block(send_to(&b, "<ghost@example.org>"));
+        r.starts_with("550 5.1.1 Recipient <ghost@example.org> bounced (5.1.1)")
+            .then_some(())
+            .ok_or(r)
+    })
+    .await;
+    admin(
+        &b,
+        Suppressions::Remove {
+            address: "ghost@example.org".into(),
+        },
+    )
+    .await
+    .expect("removed");
+    common::until(
+        std::time::Duration::from_secs(10),
+        "a lets it through",
+        || {
+            let r = futures_block(send_to(&a, "<ghost@example.org>"));
+            (r == "continue").then_some(()).ok_or(r)
+        },
+    )
+    .await;
+    admin(
+        &a,
+        Suppressions::Add {
+            address: "trap@example.net".into(),
+            for_: None,
+        },
+    )
+    .await
+    .expect("added");
+    common::until(
+        std::time::Duration::from_secs(10),
+        "b refuses the trap",
+        || {
+            let r = futures_block(send_to(&b, "<trap@example.net>"));
+            r.starts_with("550 5.1.1").then_some(()).ok_or(r)
+        },
+    )
+    .await;
+    redis.kill();
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    assert!(send_to(&b, "<trap@example.net>")
+        .await
+        .starts_with("550 5.1.1"));
+    a.stop().await;
+    b.stop().await;
+}
+
+fn futures_block<T>(f: impl std::future::Future<Output = T>) -> T {
+    tokio::task::block_in_place(|| tokio::runtime::Handle::current().block_on(f))
+}

@@ -69,13 +69,15 @@ impl Check for Bounces {
                         .metrics
                         .bounce(if outcome.hard() { "hard" } else { "soft" });
                     if outcome.dead_mailbox() {
-                        let e = shared.suppressions.hard_failure(
+                        let e = crate::bounces::hard_failure(
+                            &shared.suppressions,
+                            shared.limiter.redis.as_ref(),
                             key,
                             &outcome.status,
                             now,
-                            settings.suppress_after,
-                            settings.suppress_for.as_secs(),
-                        );
+                            settings,
+                        )
+                        .await;
                         said.push(format!("{key} {}: hard failure {}", outcome.status, e.hard));
                         if e.until > now && e.hard == settings.suppress_after {
                             tracing::info!(
