@@ -38,6 +38,9 @@ pub struct Shared {
     pub reputation: crate::reputation::Watch,
     /// The recipients refused after hard bounces (`bounces`).
     pub suppressions: crate::bounces::Suppressions,
+    /// Who recently sent as each sender (`bounces`: a bounce counts
+    /// against them).
+    pub recent_senders: crate::bounces::recent::Recent,
 }
 
 impl Shared {
@@ -69,6 +72,7 @@ impl Shared {
         let suppressions =
             crate::bounces::Suppressions::load(config.incidents.state_dir.as_deref());
         Arc::new(Self {
+            recent_senders: Default::default(),
             suppressions,
             reputation,
             rotated,

@@ -5,9 +5,11 @@
 //!
 //! - `dsn.rs`: reading a notice;
 //! - `store.rs`: the suppressed recipients;
-//! - `shared.rs`: the list shared through Redis.
+//! - `shared.rs`: the list shared through Redis;
+//! - `recent.rs`: who recently sent as each sender, for the signals.
 
 pub mod dsn;
+pub mod recent;
 pub mod shared;
 pub mod store;
 

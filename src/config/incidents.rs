@@ -211,6 +211,10 @@ pub enum Count {
     Refusals,
     /// Recipients the MTA itself rejected (unknown users, dead domains).
     MtaRejectedRecipients,
+    /// Hard bounces (`bounces`): recipients a delivery-status notice says
+    /// failed for good, counted against the sender the notice goes back
+    /// to, and the login and client that recently sent as it.
+    HardBounces,
 }
 
 impl Count {
@@ -222,6 +226,7 @@ impl Count {
             Count::DistinctRecipientDomains => "distinct_recipient_domains",
             Count::Refusals => "refusals",
             Count::MtaRejectedRecipients => "mta_rejected_recipients",
+            Count::HardBounces => "hard_bounces",
         }
     }
 

@@ -30,6 +30,8 @@ pub enum Event<'a> {
     Refused,
     /// A recipient the MTA itself rejected.
     MtaRejected,
+    /// A recipient of the key's mail that bounced for good.
+    HardBounce,
 }
 
 /// The keys a message or an event is counted under.
@@ -127,6 +129,7 @@ fn amount<'a>(count: Count, event: &Event<'a>) -> Option<Amount<'a>> {
         }
         (Count::Refusals, Event::Refused) => Some(Amount::Number(1)),
         (Count::MtaRejectedRecipients, Event::MtaRejected) => Some(Amount::Number(1)),
+        (Count::HardBounces, Event::HardBounce) => Some(Amount::Number(1)),
         _ => None,
     }
 }

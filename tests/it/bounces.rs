@@ -43,13 +43,15 @@ fn notice(recipients: &[(&str, &str, &str)]) -> String {
 /// A message with a null sender from a stranger to our `app@example.com`;
 /// the reply at end of message.
 async fn bounce(d: &Daemon, content_type: &str, body: &str) -> String {
+    bounce_to(d, "<app@example.com>", content_type, body).await
+}
+
+/// [`bounce`] to another of our senders.
+async fn bounce_to(d: &Daemon, rcpt: &str, content_type: &str, body: &str) -> String {
     let mut c = d.client("192.0.2.1").await;
     c.macros(MacroStage::Mail, [("i", "B1")]).await.unwrap();
     assert_eq!(c.mail(["<>"]).await.unwrap(), Status::Continue);
-    assert_eq!(
-        c.rcpt(["<app@example.com>"]).await.unwrap(),
-        Status::Continue
-    );
+    assert_eq!(c.rcpt([rcpt]).await.unwrap(), Status::Continue);
     for (n, v) in [
         ("From", "MAILER-DAEMON@mx.example.org"),
         ("To", "app@example.com"),
@@ -303,4 +305,68 @@ async fn two_gateways_share_the_list() {
 
 fn futures_block<T>(f: impl std::future::Future<Output = T>) -> T {
     tokio::task::block_in_place(|| tokio::runtime::Handle::current().block_on(f))
+}
+
+/// `count: hard_bounces`: the bounces that come back to a sender count
+/// against it and against the login that recently sent as it; past the
+/// threshold an incident opens and that login's next message is held.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hard_bounces_open_an_incident_for_the_login() {
+    let state = tempfile::tempdir().unwrap();
+    let text = format!(
+        "listen: inet:127.0.0.1:1
+local_domains: [example.com]
+classes:
+  - {{ name: staff, auth: any, sender_domains: [example.com] }}
+incidents:
+  state_dir: {}
+  action: hold
+  signals:
+    - {{ name: bouncing, key: user, count: hard_bounces, above: 2/h }}
+bounces: {{}}
+",
+        state.path().display()
+    );
+    let d = common::start_with(Config::parse(Path::new("b.yaml"), &text).unwrap()).await;
+    let send = |login: &'static str| {
+        let addr = d.addr;
+        async move {
+            crate::incidents::send_to(
+                addr,
+                "192.0.2.7",
+                Some(login),
+                "<news@example.com>",
+                &["x@example.org"],
+                &[],
+                "Q",
+            )
+            .await
+        }
+    };
+    // Mallory sends as news@; its mail bounces three times.
+    assert_eq!(send("mallory").await.reply, "continue");
+    for i in 0..3 {
+        let r = bounce_to(
+            &d,
+            "<News@example.com>",
+            REPORT,
+            &notice(&[(&format!("dead{i}@example.org"), "failed", "5.1.1")]),
+        )
+        .await;
+        assert_eq!(r, "continue");
+    }
+    let m = d.metrics();
+    assert_eq!(
+        common::counted(
+            &m,
+            "egress_incidents_opened_total",
+            &[("signal", "bouncing")]
+        ),
+        1,
+        "{m}"
+    );
+    let held = send("mallory").await;
+    assert!(held.held, "the login's mail is held: {held:?}");
+    assert!(!send("alice").await.held, "another login's is not");
+    d.stop().await;
 }

@@ -5,9 +5,12 @@
 
 pub(crate) mod rules;
 
+use super::incident::OwnedKeys;
 use super::{Check, Cx, Flow};
 use crate::address::EnvelopeAddress;
+use crate::bounces::recent::Sent;
 use crate::config::Config;
+use crate::incidents::{Event, Keys};
 
 pub(super) struct Bounces;
 
@@ -45,6 +48,21 @@ impl Check for Bounces {
 
     async fn eom(&mut self, cx: &mut Cx<'_>) -> Flow {
         if !matches!(cx.msg.envelope_sender, Ok(EnvelopeAddress::Null)) {
+            // Our own mail: who sent as its sender, for its bounces.
+            if cx.class().is_some() {
+                let keys = OwnedKeys::of(cx.conn, Some(cx.msg));
+                if let Some(sender) = keys.sender.clone() {
+                    cx.shared().recent_senders.note(
+                        &sender,
+                        Sent {
+                            login: keys.user,
+                            client: keys.client,
+                            class: keys.class,
+                        },
+                        crate::incidents::now_ms() / 1000,
+                    );
+                }
+            }
             return Ok(());
         }
         let Some(whole) = cx.whole else {
@@ -68,6 +86,9 @@ impl Check for Bounces {
                     shared
                         .metrics
                         .bounce(if outcome.hard() { "hard" } else { "soft" });
+                    if outcome.hard() {
+                        hard_bounce(cx, &config).await;
+                    }
                     if outcome.dead_mailbox() {
                         let e = crate::bounces::hard_failure(
                             &shared.suppressions,
@@ -99,5 +120,38 @@ impl Check for Bounces {
             cx.note("bounce", |_| said.join("; "));
         }
         Ok(())
+    }
+}
+
+/// A hard bounce, as evidence against the sender it goes back to (the
+/// notice's recipients), and the login, client and class that recently
+/// sent as that sender.
+async fn hard_bounce(cx: &Cx<'_>, config: &Config) {
+    let shared = cx.shared();
+    let now = crate::incidents::now_ms();
+    for rcpt in cx.msg.rcpt_addresses() {
+        let sender = config.rate_limits.keys.address(&rcpt);
+        let sent = shared
+            .recent_senders
+            .get(&sender, now / 1000)
+            .unwrap_or_default();
+        let keys = Keys {
+            client: sent.client.as_deref(),
+            user: sent.login.as_deref(),
+            sender: Some(&sender),
+            class: sent.class.as_deref(),
+        };
+        shared
+            .incidents
+            .observe(
+                shared.limiter.redis.as_ref(),
+                now,
+                &keys,
+                &Event::HardBounce,
+                &config.incidents,
+                config.mode == crate::config::Mode::Monitor,
+                false,
+            )
+            .await;
     }
 }
