@@ -202,6 +202,11 @@ for transport in tcp unix; do
   egress redis-signals "$transport" "$signals" "backend: redis
   redis: { url: \"redis://127.0.0.1:$REDIS_PORT\", on_failure: tempfail }"
   add_setup "egress-milter, limits and incident signals in Redis, $transport" "$EGRESS_PF" "$EGRESS_SM"
+  # The reputation watch (its per-message part: the pause check and the
+  # count of senders) and the suppression check at each recipient.
+  egress watch "$transport" "reputation: { every: 15m, addresses: [192.0.2.10], ip_lists: [list.invalid], domain_lists: [], on_listed: { action: tempfail } }
+bounces: { suppress: { after: 1, for: 30d } }"
+  add_setup "egress-milter + reputation watch and bounces, $transport" "$EGRESS_PF" "$EGRESS_SM"
   egress rsa "$transport" "dkim: { keys: [{ domain: example.com, selector: rsa, file: $WORK/keys/rsa.pem }] }"
   add_setup "egress-milter + RSA-2048 signing, $transport" "$EGRESS_PF" "$EGRESS_SM"
   egress ed "$transport" "dkim: { keys: [{ domain: example.com, selector: ed, file: $WORK/keys/ed.pem }] }"
