@@ -59,14 +59,16 @@ pub struct RawSignal {
     pub key: Spanned<super::KeyKind>,
     /// (required) What is counted.
     pub count: Spanned<super::Count>,
-    /// A count per period (`50/h`, `5/10m`): more opens an incident.
+    /// A count per period (`50/h`, `5/10m`): more opens an incident. For `bounce_ratio`, a
+    /// share of the recipients sent (`20%`).
     #[serde(default)]
     pub above: Option<Text>,
     /// A factor (`10x`) over the key's usual count per period of `min`, learnt as it runs.
     #[serde(default)]
     pub above_baseline: Option<Text>,
     /// With `above_baseline`: the period and the least count (`20/h`) that can open an
-    /// incident, however small the usual count.
+    /// incident, however small the usual count. With `bounce_ratio`: the period, and the
+    /// recipients sent in it before the ratio is judged.
     #[serde(default)]
     pub min: Option<Text>,
     /// With `above_baseline`: how long a key's usual count is learnt before it is judged
@@ -215,6 +217,10 @@ pub enum Count {
     /// failed for good, counted against the sender the notice goes back
     /// to, and the login and client that recently sent as it.
     HardBounces,
+    /// Hard bounces per recipient of accepted messages (`above: 20%`,
+    /// with `min: 50/h`: the window, and the recipients sent in it before
+    /// the ratio is judged).
+    BounceRatio,
 }
 
 impl Count {
@@ -227,6 +233,7 @@ impl Count {
             Count::Refusals => "refusals",
             Count::MtaRejectedRecipients => "mta_rejected_recipients",
             Count::HardBounces => "hard_bounces",
+            Count::BounceRatio => "bounce_ratio",
         }
     }
 
@@ -252,6 +259,9 @@ pub enum Threshold {
         min: Rate,
         learn: Duration,
     },
+    /// `bounce_ratio`: above this share (0.2 for `20%`) of the recipients
+    /// sent in `min.period`, once at least `min.count` were sent.
+    Ratio { above: f64, min: Rate },
 }
 
 impl Threshold {
@@ -259,7 +269,7 @@ impl Threshold {
     pub fn window(&self) -> Duration {
         match self {
             Threshold::Above(r) => r.period,
-            Threshold::Baseline { min, .. } => min.period,
+            Threshold::Baseline { min, .. } | Threshold::Ratio { min, .. } => min.period,
         }
     }
 
@@ -269,6 +279,8 @@ impl Threshold {
         match self {
             Threshold::Above(r) => r.count,
             Threshold::Baseline { min, .. } => min.count,
+            // The fewest bounces that can cross it.
+            Threshold::Ratio { above, min } => ((min.count as f64 * above).ceil() as u64).max(1),
         }
     }
 }
@@ -411,12 +423,49 @@ impl Validator {
             );
         }
         let threshold = match (&raw.above, &raw.above_baseline) {
+            (Some(a), None) if raw.count.value == Count::BounceRatio => {
+                let share = a
+                    .value
+                    .trim()
+                    .strip_suffix('%')
+                    .and_then(|p| p.trim().parse::<f64>().ok())
+                    .filter(|p| p.is_finite() && *p > 0.0 && *p < 100.0);
+                let Some(share) = share else {
+                    self.error(
+                        a.referenced.line(),
+                        format!("{key}.above"),
+                        format!("bounce_ratio is a share: expected a percentage such as 20%, got \"{}\"", a.value),
+                    );
+                    return None;
+                };
+                let Some(min) = &raw.min else {
+                    self.error(
+                        line,
+                        format!("{key}.min"),
+                        "bounce_ratio needs min (e.g. 50/h): the window, and the recipients sent in it before the ratio is judged",
+                    );
+                    return None;
+                };
+                let min = self.signal_rate(&format!("{key}.min"), min)?;
+                Threshold::Ratio {
+                    above: share / 100.0,
+                    min,
+                }
+            }
+            (None, Some(_)) if raw.count.value == Count::BounceRatio => {
+                self.error(
+                    line,
+                    key,
+                    "bounce_ratio takes above (a percentage) and min, not above_baseline",
+                );
+                return None;
+            }
             (Some(a), None) => {
                 if raw.min.is_some() || raw.learn.is_some() {
                     self.error(
                         line,
                         key,
-                        "min and learn go with above_baseline, not with above",
+                        "min and learn go with above_baseline (or min with bounce_ratio), not with above",
                     );
                 }
                 Threshold::Above(self.signal_rate(&format!("{key}.above"), a)?)

@@ -108,6 +108,8 @@ incidents:
     - { name: jump, key: sender, count: messages, above_baseline: half, min: 5/h }
     - { name: both, key: client, count: messages, above: 5/h, above_baseline: 2x, min: 1/h }
     - { name: floor, key: client, count: messages, above: 5/h, min: 1/h }
+    - { name: ratio, key: sender, count: bounce_ratio, above: 20/h, min: 10/h }
+    - { name: ratio2, key: sender, count: bounce_ratio, above: 20% }
   notify:
     webhook: { url: \"ftp://x\" }
     mail: { to: nobody, from: a@example.com, relay: \"127.0.0.1\" }
@@ -122,11 +124,13 @@ admin: { listen: \"inet:127.0.0.1:9358\" }
         "test.yaml:8: incidents.signals[2].above_baseline: expected a factor above 1 such as 10x, got \"half\"",
         "test.yaml:9: incidents.signals[3]: set above or above_baseline, not both",
         "test.yaml:10: incidents.signals[4]: min and learn go with above_baseline",
-        "test.yaml:12: incidents.notify.webhook.url: expected an http:// or https:// URL, got \"ftp://x\"",
-        "test.yaml:13: incidents.notify.mail.to: expected an address",
-        "test.yaml:13: incidents.notify.mail.relay: expected HOST:PORT, got \"127.0.0.1\"",
-        "test.yaml:14: incidents.notify.max_per_hour: must be at least 1",
-        "test.yaml:15: admin.listen: listening on TCP (127.0.0.1:9358) needs admin.token_file",
+        "test.yaml:11: incidents.signals[5].above: bounce_ratio is a share: expected a percentage such as 20%, got \"20/h\"",
+        "test.yaml:12: incidents.signals[6].min: bounce_ratio needs min (e.g. 50/h)",
+        "test.yaml:14: incidents.notify.webhook.url: expected an http:// or https:// URL, got \"ftp://x\"",
+        "test.yaml:15: incidents.notify.mail.to: expected an address",
+        "test.yaml:15: incidents.notify.mail.relay: expected HOST:PORT, got \"127.0.0.1\"",
+        "test.yaml:16: incidents.notify.max_per_hour: must be at least 1",
+        "test.yaml:17: admin.listen: listening on TCP (127.0.0.1:9358) needs admin.token_file",
     ] {
         assert!(errs.contains(want), "missing {want:?} in\n{errs}");
     }

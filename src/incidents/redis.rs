@@ -80,18 +80,55 @@ struct Part {
 type Figures = (f64, Option<f64>, Vec<String>);
 
 impl Part {
-    /// One signal for one key: counted (when `event` is given) and read.
+    /// One signal for one key, counted (when `event` is given) and read:
+    /// one part, or for a ratio two (the recipients sent, the bounces).
     /// None when the signal does not count this event.
-    fn new(
+    fn of(
         r: &RedisLimiter,
         s: &Signal,
         key: &str,
         now: u64,
         event: Option<&Event<'_>>,
-    ) -> Option<Part> {
+    ) -> Option<Vec<Part>> {
+        let amount = match event {
+            Some(e) => Some(super::signals::amount_of(s.count, e)?),
+            None => None,
+        };
+        let recent = match event {
+            Some(Event::Accepted {
+                queue_id: Some(q), ..
+            }) if !q.is_empty() && *q != "-" => format!("{now}:{q}"),
+            _ => String::new(),
+        };
+        if !matches!(s.threshold, Threshold::Ratio { .. }) {
+            let added = amount.map(|(n, values, _)| (n, values, recent));
+            return Some(vec![Part::new(r, s, key, "", now, added)]);
+        }
+        let (sent, bounced) = match amount {
+            Some((n, _, true)) => (None, Some((n, Vec::new(), String::new()))),
+            Some((n, _, false)) => (Some((n, Vec::new(), recent)), None),
+            None => (None, None),
+        };
+        Some(vec![
+            Part::new(r, s, key, ":sent", now, sent),
+            Part::new(r, s, key, ":bounced", now, bounced),
+        ])
+    }
+
+    /// One counter of a signal for one key (`sub`: which, for a ratio);
+    /// `added`: what the event adds (the number, the values, the recent
+    /// entry), or None to read only.
+    fn new(
+        r: &RedisLimiter,
+        s: &Signal,
+        key: &str,
+        sub: &str,
+        now: u64,
+        added: Option<(f64, Vec<String>, String)>,
+    ) -> Part {
         let len = s.threshold.window().as_millis() as u64;
         let starts = super::window::slice_starts(now, len);
-        let id = format!("{}:{}:{key}", s.name, s.key.as_str());
+        let id = format!("{}:{}:{key}{sub}", s.name, s.key.as_str());
         let kind = if s.count.distinct() {
             "distinct"
         } else {
@@ -104,26 +141,15 @@ impl Part {
             r.key(format_args!("recent:{id}")),
         ];
         keys.extend(starts.iter().skip(1).map(slice));
-        let (added, values, recent) = match event {
-            Some(e) => {
-                let (n, values) = super::signals::amount_of(s.count, e)?;
-                let recent = match e {
-                    Event::Accepted {
-                        queue_id: Some(q), ..
-                    } if !q.is_empty() && *q != "-" => format!("{now}:{q}"),
-                    _ => String::new(),
-                };
-                (n, values, recent)
-            }
-            None => (0.0, Vec::new(), String::new()),
-        };
+        let add = added.is_some();
+        let (added, values, recent) = added.unwrap_or((0.0, Vec::new(), String::new()));
         let (baseline, learn) = match s.threshold {
             Threshold::Baseline { learn, .. } => ("1", learn.as_millis() as u64),
-            Threshold::Above(_) => ("0", 0),
+            Threshold::Above(_) | Threshold::Ratio { .. } => ("0", 0),
         };
         let mut args = vec![
             kind.to_string(),
-            if event.is_some() { "add" } else { "read" }.to_string(),
+            if add { "add" } else { "read" }.to_string(),
             (len + 2 * super::window::slice_len(len) + 1000).to_string(),
             now.to_string(),
             len.to_string(),
@@ -137,7 +163,17 @@ impl Part {
         } else {
             args.push((added as u64).to_string());
         }
-        Some(Part { keys, args })
+        Part { keys, args }
+    }
+}
+
+/// A signal's figure and the usual volume from its parts' figures: for a
+/// ratio, the bounces, and the recipients sent as the "usual".
+fn judged(s: &Signal, figures: &[Figures]) -> (f64, Option<f64>, Vec<String>) {
+    match (s.threshold, figures) {
+        (Threshold::Ratio { .. }, [sent, bounced]) => (bounced.0, Some(sent.0), sent.2.clone()),
+        (_, [one, ..]) => one.clone(),
+        _ => (0.0, None, Vec::new()),
     }
 }
 
@@ -210,9 +246,9 @@ impl Scripts {
             let Some(key) = keys.get(s.key) else {
                 continue;
             };
-            if let Some(p) = Part::new(r, s, key, now, Some(event)) {
-                counted.push((s, key));
-                parts.push(p);
+            if let Some(p) = Part::of(r, s, key, now, Some(event)) {
+                counted.push((s, key, p.len()));
+                parts.extend(p);
             }
         }
         let hashes: Vec<String> = find
@@ -225,7 +261,13 @@ impl Scripts {
             .filter_map(|f| incident(f, Vec::new()))
             .find(|i| i.until > now / 1000);
         let mut out = Vec::new();
-        for ((s, key), (figure, usual, recent)) in counted.into_iter().zip(figures) {
+        let mut at = 0;
+        for (s, key, n) in counted {
+            let Some(f) = figures.get(at..at + n) else {
+                break;
+            };
+            at += n;
+            let (figure, usual, recent) = judged(s, f);
             if judge_counts(s, figure, usual) {
                 let since = now.saturating_sub(s.threshold.window().as_millis() as u64);
                 let mut earlier: Vec<String> = recent
@@ -260,23 +302,29 @@ impl Scripts {
             let Some(key) = keys.get(s.key) else {
                 continue;
             };
-            if let Some(p) = Part::new(r, s, key, now, None) {
-                read.push((s, key));
-                parts.push(p);
+            if let Some(p) = Part::of(r, s, key, now, None) {
+                read.push((s, key, p.len()));
+                parts.extend(p);
             }
         }
         let (figures, _) = self.signals(r, &parts, &[]).await?;
-        Ok(read
-            .into_iter()
-            .zip(figures)
-            .map(|((s, key), (figure, usual, _))| Reading {
+        let mut out = Vec::new();
+        let mut at = 0;
+        for (s, key, n) in read {
+            let Some(f) = figures.get(at..at + n) else {
+                break;
+            };
+            at += n;
+            let (figure, usual, _) = judged(s, f);
+            out.push(Reading {
                 signal: s.name.clone(),
                 kind: s.key,
                 key: key.to_string(),
                 figures: describe(s, figure, usual),
                 crossed: judge_counts(s, figure, usual),
-            })
-            .collect())
+            });
+        }
+        Ok(out)
     }
 
     /// Forgets a key's counts in every signal of its kind (its usual
@@ -292,11 +340,17 @@ impl Scripts {
         let mut keys = Vec::new();
         for s in signals.iter().filter(|s| s.key == kind) {
             let len = s.threshold.window().as_millis() as u64;
-            let id = format!("{}:{}:{key}", s.name, s.key.as_str());
-            for start in super::window::slice_starts(now, len) {
-                keys.push(r.key(format_args!("signal:{id}:{start}")));
+            let subs: &[&str] = match s.threshold {
+                Threshold::Ratio { .. } => &[":sent", ":bounced"],
+                _ => &[""],
+            };
+            for sub in subs {
+                let id = format!("{}:{}:{key}{sub}", s.name, s.key.as_str());
+                for start in super::window::slice_starts(now, len) {
+                    keys.push(r.key(format_args!("signal:{id}:{start}")));
+                }
+                keys.push(r.key(format_args!("recent:{id}")));
             }
-            keys.push(r.key(format_args!("recent:{id}")));
         }
         if keys.is_empty() {
             return Ok(());

@@ -80,6 +80,8 @@ pub struct Reading {
 enum Counter {
     Sum(Sum),
     Distinct(Distinct),
+    /// Recipients sent, and hard bounces.
+    Ratio(Sum, Sum),
 }
 
 struct KeyState {
@@ -104,10 +106,13 @@ pub struct Signals {
     untracked: std::sync::atomic::AtomicU64,
 }
 
-/// How much of an event a signal counts: a number, or values.
+/// How much of an event a signal counts: a number, or values; for a
+/// ratio, recipients sent or hard bounces.
 enum Amount<'a> {
     Number(u64),
     Values(Vec<&'a str>),
+    Sent(u64),
+    Bounced(u64),
 }
 
 fn amount<'a>(count: Count, event: &Event<'a>) -> Option<Amount<'a>> {
@@ -130,10 +135,16 @@ fn amount<'a>(count: Count, event: &Event<'a>) -> Option<Amount<'a>> {
         (Count::Refusals, Event::Refused) => Some(Amount::Number(1)),
         (Count::MtaRejectedRecipients, Event::MtaRejected) => Some(Amount::Number(1)),
         (Count::HardBounces, Event::HardBounce) => Some(Amount::Number(1)),
+        (Count::BounceRatio, Event::Accepted { recipients, .. }) => {
+            Some(Amount::Sent(recipients.len() as u64))
+        }
+        (Count::BounceRatio, Event::HardBounce) => Some(Amount::Bounced(1)),
         _ => None,
     }
 }
 
+/// A figure against its threshold, in words. `usual`: the key's usual
+/// volume for a baseline signal; for a ratio, the recipients sent.
 pub(super) fn describe(signal: &Signal, figure: f64, usual: Option<f64>) -> String {
     let count = signal.count.as_str();
     let window = window_text(signal.threshold.window());
@@ -148,15 +159,33 @@ pub(super) fn describe(signal: &Signal, figure: f64, usual: Option<f64>) -> Stri
                 None => "usual volume still being learnt".to_string(),
             }
         ),
+        Threshold::Ratio { above, min } => {
+            let sent = usual.unwrap_or(0.0);
+            let pct = if sent > 0.0 {
+                100.0 * figure / sent
+            } else {
+                0.0
+            };
+            format!(
+                "{figure:.0} hard bounces of {sent:.0} recipients in {window} ({pct:.0}%; threshold {:.0}% of at least {min})",
+                above * 100.0
+            )
+        }
     }
 }
 
 /// How much of an event a signal counts, for the Redis backend: the
-/// number added, and the values (distinct counts).
-pub(super) fn amount_of(count: Count, event: &Event<'_>) -> Option<(f64, Vec<String>)> {
+/// number added, and the values (distinct counts); for a ratio, whether
+/// it is of the bounces (else of the recipients sent).
+pub(super) fn amount_of(count: Count, event: &Event<'_>) -> Option<(f64, Vec<String>, bool)> {
     match amount(count, event)? {
-        Amount::Number(n) => Some((n as f64, Vec::new())),
-        Amount::Values(v) => Some((v.len() as f64, v.into_iter().map(String::from).collect())),
+        Amount::Number(n) | Amount::Sent(n) => Some((n as f64, Vec::new(), false)),
+        Amount::Bounced(n) => Some((n as f64, Vec::new(), true)),
+        Amount::Values(v) => Some((
+            v.len() as f64,
+            v.into_iter().map(String::from).collect(),
+            false,
+        )),
     }
 }
 
@@ -168,6 +197,9 @@ pub(super) fn judge_counts(s: &Signal, figure: f64, usual: Option<f64>) -> bool 
         Threshold::Baseline { factor, min, .. } => {
             usual.is_some_and(|u| figure > min.count as f64 && figure > factor * u)
         }
+        // `usual`: the recipients sent.
+        Threshold::Ratio { above, min } => usual
+            .is_some_and(|sent| sent >= min.count as f64 && sent > 0.0 && figure > above * sent),
     }
 }
 
@@ -226,6 +258,14 @@ impl Signals {
             let added = match (&mut state.counter, &amount) {
                 (Counter::Sum(sum), Amount::Number(n)) => {
                     sum.add(now, len, *n);
+                    *n as f64
+                }
+                (Counter::Ratio(sent, _), Amount::Sent(n)) => {
+                    sent.add(now, len, *n);
+                    0.0
+                }
+                (Counter::Ratio(_, bounced), Amount::Bounced(n)) => {
+                    bounced.add(now, len, *n);
                     *n as f64
                 }
                 (Counter::Distinct(d), Amount::Values(v)) => {
@@ -303,11 +343,7 @@ impl Signals {
         for t in self.tracked.iter().filter(|t| t.signal.key == kind) {
             let mut map = t.keys.lock().unwrap_or_else(|e| e.into_inner());
             if let Some(state) = map.get_mut(key) {
-                state.counter = if t.signal.count.distinct() {
-                    Counter::Distinct(Distinct::default())
-                } else {
-                    Counter::Sum(Sum::default())
-                };
+                state.counter = fresh(&t.signal);
                 state.recent.clear();
             }
         }
@@ -366,11 +402,7 @@ impl Signals {
             }
         }
         Some(map.entry(key.to_string()).or_insert_with(|| KeyState {
-            counter: if s.count.distinct() {
-                Counter::Distinct(Distinct::default())
-            } else {
-                Counter::Sum(Sum::default())
-            },
+            counter: fresh(s),
             baseline:
                 matches!(s.threshold, Threshold::Baseline { .. }).then(|| Baseline::new(now, len)),
             last_seen: now,
@@ -379,11 +411,22 @@ impl Signals {
     }
 }
 
+/// A signal's counter, empty.
+fn fresh(s: &Signal) -> Counter {
+    if s.count.distinct() {
+        Counter::Distinct(Distinct::default())
+    } else if matches!(s.threshold, Threshold::Ratio { .. }) {
+        Counter::Ratio(Sum::default(), Sum::default())
+    } else {
+        Counter::Sum(Sum::default())
+    }
+}
+
 /// The count over the window, in whole units (a distinct count is an
 /// estimate).
 fn figure(state: &mut KeyState, now: u64, len: u64) -> f64 {
     match &mut state.counter {
-        Counter::Sum(s) => s.estimate(now, len),
+        Counter::Sum(s) | Counter::Ratio(_, s) => s.estimate(now, len),
         Counter::Distinct(d) => d.estimate(now, len),
     }
     .floor()
@@ -406,6 +449,11 @@ fn judge(
             b.add(now, len, added);
             usual
         }
+        // A ratio is judged against the recipients sent.
+        (Threshold::Ratio { .. }, _) => match &mut state.counter {
+            Counter::Ratio(sent, _) => Some(sent.estimate(now, len).floor()),
+            _ => None,
+        },
         _ => None,
     };
     (judge_counts(s, figure, usual), usual)

@@ -370,3 +370,95 @@ bounces: {{}}
     assert!(!send("alice").await.held, "another login's is not");
     d.stop().await;
 }
+
+/// `count: bounce_ratio` (`above: 20%`, `min: 10/h`), in process and in
+/// Redis: a sender whose recipients bounce at 30% opens an incident; one
+/// whose single bounce is 50% of two recipients, under `min`, does not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bounce_ratio_judges_senders_with_enough_mail() {
+    let redis = common::redis::RedisServer::start();
+    for backend in [
+        String::new(),
+        format!(
+            "rate_limits: {{ backend: redis, redis: {{ url: \"{}\", key_prefix: \"ratio:\" }} }}\n",
+            redis.url()
+        ),
+    ] {
+        let state = tempfile::tempdir().unwrap();
+        let text = format!(
+            "listen: inet:127.0.0.1:1
+local_domains: [example.com]
+classes:
+  - {{ name: staff, auth: any, sender_domains: [example.com] }}
+incidents:
+  state_dir: {}
+  signals:
+    - {{ name: ratio, key: sender, count: bounce_ratio, above: 20%, min: 10/h }}
+bounces: {{}}
+{backend}",
+            state.path().display()
+        );
+        let d = common::start_with(Config::parse(Path::new("r.yaml"), &text).unwrap()).await;
+        let rcpts: Vec<String> = (0..10).map(|i| format!("r{i}@example.org")).collect();
+        let rcpts: Vec<&str> = rcpts.iter().map(String::as_str).collect();
+        let sent = crate::incidents::send_to(
+            d.addr,
+            "192.0.2.7",
+            Some("a"),
+            "<news@example.com>",
+            &rcpts,
+            &[],
+            "Q",
+        )
+        .await;
+        assert_eq!(sent.reply, "continue");
+        let sent = crate::incidents::send_to(
+            d.addr,
+            "192.0.2.7",
+            Some("b"),
+            "<rare@example.com>",
+            &rcpts[..2],
+            &[],
+            "Q",
+        )
+        .await;
+        assert_eq!(sent.reply, "continue");
+        let opened = || {
+            common::counted(
+                &d.metrics(),
+                "egress_incidents_opened_total",
+                &[("signal", "ratio")],
+            )
+        };
+        // One bounce of rare's two recipients: 50%, but under min.
+        bounce_to(
+            &d,
+            "<rare@example.com>",
+            REPORT,
+            &notice(&[("r0@example.org", "failed", "5.1.1")]),
+        )
+        .await;
+        assert_eq!(opened(), 0, "{backend}");
+        // Two of news's ten: 20%, not above.
+        for i in 0..2 {
+            bounce_to(
+                &d,
+                "<news@example.com>",
+                REPORT,
+                &notice(&[(&format!("r{i}@example.org"), "failed", "5.1.1")]),
+            )
+            .await;
+        }
+        assert_eq!(opened(), 0, "{backend}");
+        // The third: 30%.
+        bounce_to(
+            &d,
+            "<news@example.com>",
+            REPORT,
+            &notice(&[("r2@example.org", "failed", "5.1.1")]),
+        )
+        .await;
+        assert_eq!(opened(), 1, "{backend}: {}", d.metrics());
+        d.stop().await;
+    }
+}
