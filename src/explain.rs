@@ -107,7 +107,14 @@ fn minimal_message(from: &str, rcpts: &[String]) -> Vec<u8> {
 /// every budget starts full, every signal at zero, and no incident is
 /// open; the signals' figures shown are this message's contribution.
 pub async fn explain(config: Config, req: &Request, offline: bool) -> Report {
+    let state_dir = config.incidents.state_dir.clone();
     let shared = Shared::new(offline_config(config, offline));
+    // The suppressed recipients as the daemon keeps them, read only: a
+    // refusal shows why.
+    if let Some(dir) = state_dir.filter(|_| shared.config().bounces.is_some()) {
+        let on_disk = crate::bounces::Suppressions::load(Some(&dir));
+        shared.suppressions.replace(on_disk.all());
+    }
     let mut report = judge(shared.clone(), req).await;
     let config = shared.config();
     let class = crate::class::resolve(

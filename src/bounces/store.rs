@@ -141,6 +141,14 @@ impl Suppressions {
         known
     }
 
+    /// Every record, as kept.
+    pub fn all(&self) -> BTreeMap<String, Entry> {
+        self.entries
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
     pub fn get(&self, address: &str) -> Option<Entry> {
         self.entries
             .lock()

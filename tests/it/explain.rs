@@ -307,3 +307,62 @@ antivirus: {{ clamd: [\"inet:127.0.0.1:{dead}\"], timeout: 1s }}
     let (code, out) = explain(&config, &offline);
     assert_eq!(code, 0, "{out}");
 }
+
+/// A recipient suppressed after hard bounces: `explain` reads the list the
+/// daemon keeps (without changing it) and says why it is refused.
+#[test]
+fn explains_a_suppressed_recipient() {
+    let dir = tempfile::tempdir().unwrap();
+    let until = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        + 86_400;
+    let list = format!(
+        "{{\"ghost@example.org\": {{\"hard\": 2, \"status\": \"5.1.1\", \"first\": 0, \"last\": 0, \"until\": {until}}}}}"
+    );
+    std::fs::write(dir.path().join("suppressions.json"), &list).unwrap();
+    let config = dir.path().join("milter.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "listen: inet:127.0.0.1:1
+local_domains: [example.com]
+classes:
+  - {{ name: app, clients: [10.1.2.0/24], sender_domains: [example.com] }}
+incidents: {{ state_dir: {} }}
+bounces: {{}}
+",
+            dir.path().display()
+        ),
+    )
+    .unwrap();
+    let (code, out) = explain(
+        &config,
+        &[
+            "--client",
+            "10.1.2.3",
+            "--from",
+            "app@example.com",
+            "--rcpt",
+            "Ghost@example.org",
+            "--offline",
+        ],
+    );
+    assert_eq!(code, 1, "{out}");
+    let why = line(&out, "rcpt", "suppressed");
+    assert!(
+        why.first()
+            .is_some_and(|l| l.contains("ghost@example.org: 2 hard failure(s), last 5.1.1")),
+        "{out}"
+    );
+    assert!(
+        out.contains("550 5.1.1 Recipient <Ghost@example.org> bounced (5.1.1)"),
+        "{out}"
+    );
+    // Read, not written.
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("suppressions.json")).unwrap(),
+        list
+    );
+}
