@@ -82,8 +82,14 @@ impl Bind {
             _process: process,
             dir,
         };
+        // Ready once it says so (every zone loaded, updates taken) and
+        // every zone answers.
         let deadline = Instant::now() + Duration::from_secs(20);
-        while bind.dig("ns1.example.com", "A").is_empty() {
+        let log = bind.dir.path().join("named.log");
+        while !std::fs::read_to_string(&log)
+            .is_ok_and(|l| l.lines().any(|l| l.ends_with(" running")))
+            || zones.iter().any(|(z, _)| bind.dig(z, "SOA").is_empty())
+        {
             assert!(
                 Instant::now() < deadline,
                 "named did not answer on port {port}: run scripts/test.sh, which installs bind9"
