@@ -408,7 +408,7 @@ impl Metrics {
                 label(&source)
             );
         }
-        let _ = writeln!(out, "# HELP egress_bounces_total Delivery-status notices read (bounces): hard and soft failures per recipient, unreadable notices.\n# TYPE egress_bounces_total counter");
+        let _ = writeln!(out, "# HELP egress_bounces_total Delivery-status notices read (bounces): hard and soft failures per recipient, unmatched recipients (no sender here wrote to them: not used), unreadable notices.\n# TYPE egress_bounces_total counter");
         for (kind, n) in self.bounces.lock().map(|m| m.clone()).unwrap_or_default() {
             let _ = writeln!(out, "egress_bounces_total{{kind=\"{kind}\"}} {n}");
         }

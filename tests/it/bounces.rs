@@ -70,6 +70,19 @@ async fn bounce_to(d: &Daemon, rcpt: &str, content_type: &str, body: &str) -> St
 
 const REPORT: &str = "multipart/report; report-type=delivery-status; boundary=\"B\"";
 
+/// A whole message from `sender` (the app class, or a login) to
+/// `rcpts`, accepted: the gateway now knows the sender wrote to them.
+async fn wrote(d: &Daemon, login: Option<&str>, sender: &str, rcpts: &[&str]) {
+    let ip = if login.is_some() {
+        "192.0.2.7"
+    } else {
+        "10.0.0.5"
+    };
+    let sent =
+        crate::incidents::send_to(d.addr, ip, login, &format!("<{sender}>"), rcpts, &[], "Q").await;
+    assert_eq!(sent.reply, "continue");
+}
+
 /// RCPT TO from the app class; the reply.
 async fn send_to(d: &Daemon, rcpt: &str) -> String {
     let mut c = d.client("10.0.0.5").await;
@@ -87,6 +100,27 @@ async fn a_dead_mailbox_is_refused_and_nothing_else_is() {
     let state = tempfile::tempdir().unwrap();
     let d = common::start_with(config(state.path(), "")).await;
     assert_eq!(send_to(&d, "<ghost@example.org>").await, "continue");
+    wrote(
+        &d,
+        None,
+        "app@example.com",
+        &[
+            "ghost@example.org",
+            "slow@example.org",
+            "blocked@example.org",
+        ],
+    )
+    .await;
+    // A forged notice, about a recipient the sender never wrote to:
+    // counted, not believed.
+    let forged = bounce(
+        &d,
+        REPORT,
+        &notice(&[("partner@example.net", "failed", "5.1.1")]),
+    )
+    .await;
+    assert_eq!(forged, "continue");
+    assert_eq!(send_to(&d, "<partner@example.net>").await, "continue");
     let r = bounce(
         &d,
         REPORT,
@@ -129,7 +163,12 @@ async fn a_dead_mailbox_is_refused_and_nothing_else_is() {
     assert_eq!(bounce(&d, "text/plain", vague).await, "continue");
     assert_eq!(send_to(&d, "<vague@example.org>").await, "continue");
     let m = d.metrics();
-    for (kind, n) in [("hard", 2), ("soft", 1), ("unreadable", 1)] {
+    for (kind, n) in [
+        ("hard", 2),
+        ("soft", 1),
+        ("unreadable", 1),
+        ("unmatched", 1),
+    ] {
         assert_eq!(
             common::counted(&m, "egress_bounces_total", &[("kind", kind)]),
             n,
@@ -213,6 +252,7 @@ async fn after_counts_hard_failures() {
         b.suppress_after = 2;
     }
     let d = common::start_with(c).await;
+    wrote(&d, None, "app@example.com", &["gone@example.org"]).await;
     let dead = notice(&[("gone@example.org", "failed", "5.1.1")]);
     bounce(&d, REPORT, &dead).await;
     assert_eq!(send_to(&d, "<gone@example.org>").await, "continue");
@@ -246,6 +286,7 @@ async fn two_gateways_share_the_list() {
     let (sa, sb) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let a = common::start_with(config(sa.path(), &extra)).await;
     let b = common::start_with(config(sb.path(), &extra)).await;
+    wrote(&a, None, "app@example.com", &["ghost@example.org"]).await;
     bounce(
         &a,
         REPORT,
@@ -344,7 +385,17 @@ bounces: {{}}
         }
     };
     // Mallory sends as news@; its mail bounces three times.
-    assert_eq!(send("mallory").await.reply, "continue");
+    wrote(
+        &d,
+        Some("mallory"),
+        "news@example.com",
+        &[
+            "dead0@example.org",
+            "dead1@example.org",
+            "dead2@example.org",
+        ],
+    )
+    .await;
     for i in 0..3 {
         let r = bounce_to(
             &d,

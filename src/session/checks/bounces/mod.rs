@@ -1,7 +1,9 @@
 //! `bounces`: a recipient suppressed after hard failures of its mailbox
 //! is refused at RCPT TO (mail from a class: what leaves); every message
 //! with a null sender is read at end of message, and each recipient a
-//! delivery-status notice says is gone counts a hard failure.
+//! delivery-status notice says is gone counts a hard failure, if the
+//! sender the notice goes back to wrote to it recently (from this
+//! gateway): a forged notice counts for nothing.
 
 pub(crate) mod rules;
 
@@ -52,14 +54,22 @@ impl Check for Bounces {
             if cx.class().is_some() {
                 let keys = OwnedKeys::of(cx.conn, Some(cx.msg));
                 if let Some(sender) = keys.sender.clone() {
-                    cx.shared().recent_senders.note(
+                    let now = crate::incidents::now_ms() / 1000;
+                    let shared = cx.shared();
+                    let limit_keys = &cx.msg.config.rate_limits.keys;
+                    for rcpt in cx.msg.rcpt_addresses() {
+                        shared
+                            .recent_senders
+                            .note_pair(&sender, &limit_keys.address(&rcpt), now);
+                    }
+                    shared.recent_senders.note(
                         &sender,
                         Sent {
                             login: keys.user,
                             client: keys.client,
                             class: keys.class,
                         },
-                        crate::incidents::now_ms() / 1000,
+                        now,
                     );
                 }
             }
@@ -82,12 +92,33 @@ impl Check for Bounces {
                 said.push(format!("unreadable: {why}"));
             }
             Ok(failures) => {
+                // The senders the notice goes back to (its recipients).
+                let senders: Vec<String> = cx
+                    .msg
+                    .rcpt_addresses()
+                    .iter()
+                    .map(|a| config.rate_limits.keys.address(a))
+                    .collect();
                 for (key, outcome) in failures {
+                    // Believed only about a recipient one of them wrote to:
+                    // a forged notice suppresses nobody.
+                    let wrote: Vec<&String> = senders
+                        .iter()
+                        .filter(|s| shared.recent_senders.wrote_to(s, key))
+                        .collect();
+                    if wrote.is_empty() {
+                        shared.metrics.bounce("unmatched");
+                        said.push(format!(
+                            "{key} {}: not about mail sent from here recently, not used",
+                            outcome.status
+                        ));
+                        continue;
+                    }
                     shared
                         .metrics
                         .bounce(if outcome.hard() { "hard" } else { "soft" });
                     if outcome.hard() {
-                        hard_bounce(cx, &config).await;
+                        hard_bounce(cx, &config, &wrote).await;
                     }
                     if outcome.dead_mailbox() {
                         let e = crate::bounces::hard_failure(
@@ -126,19 +157,18 @@ impl Check for Bounces {
 /// A hard bounce, as evidence against the sender it goes back to (the
 /// notice's recipients), and the login, client and class that recently
 /// sent as that sender.
-async fn hard_bounce(cx: &Cx<'_>, config: &Config) {
+async fn hard_bounce(cx: &Cx<'_>, config: &Config, senders: &[&String]) {
     let shared = cx.shared();
     let now = crate::incidents::now_ms();
-    for rcpt in cx.msg.rcpt_addresses() {
-        let sender = config.rate_limits.keys.address(&rcpt);
+    for sender in senders {
         let sent = shared
             .recent_senders
-            .get(&sender, now / 1000)
+            .get(sender, now / 1000)
             .unwrap_or_default();
         let keys = Keys {
             client: sent.client.as_deref(),
             user: sent.login.as_deref(),
-            sender: Some(&sender),
+            sender: Some(sender),
             class: sent.class.as_deref(),
         };
         shared
