@@ -27,6 +27,7 @@ mod reputation;
 mod restart;
 mod rotation;
 mod sets;
+mod signals;
 mod sources;
 
 pub use admin::{AdminListen, AdminSettings, DEFAULT_ADMIN_SOCKET};
@@ -38,10 +39,7 @@ pub use content::{
 };
 pub use custom_limits::{Counter, CustomLimit, KeyPart};
 pub use document::schema;
-pub use incidents::{
-    Count, IncidentAction, IncidentSettings, KeyKind, MailNotify, Notify, Signal, Threshold,
-    Webhook,
-};
+pub use incidents::{IncidentAction, IncidentSettings, MailNotify, Notify, Webhook};
 pub use limits::{Backend, LimitKeys, LimitSet, Matcher, Override, RateLimits, Setting};
 pub use listen::Listen;
 pub use mail_auth::{CheckMode, DkimSettings, DnsSettings, OnUnsigned, SignMode};
@@ -54,6 +52,7 @@ pub use rotation::{
     parse_tsig_key, Publish, Reveal, Rfc2136Settings, RotationSettings, SealKey, TsigKey,
 };
 pub use sets::{DomainMap, HostPatterns, Indexed, KeyMap, NetMap, Set};
+pub use signals::{Count, KeyKind, Signal, Threshold};
 pub use sources::{
     CacheSettings, CalloutSettings, Entries, Kind, LdapScope, LdapSettings, SourceBackend,
     SourceSettings, Verify, VerifyBy,
