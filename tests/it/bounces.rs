@@ -336,7 +336,18 @@ async fn two_gateways_share_the_list() {
     )
     .await;
     redis.kill();
-    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    // Once b has found Redis gone, it still refuses what it knew.
+    common::until(
+        std::time::Duration::from_secs(10),
+        "b sees Redis fail",
+        || {
+            let m = b.metrics();
+            (common::unlabelled(&m, "egress_redis_failures_total") > 0)
+                .then_some(())
+                .ok_or("not yet".to_string())
+        },
+    )
+    .await;
     assert!(send_to(&b, "<trap@example.net>")
         .await
         .starts_with("550 5.1.1"));

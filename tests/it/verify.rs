@@ -321,8 +321,18 @@ async fn callouts_are_capped_for_the_whole_gateway() {
         m.contains("egress_callouts_allowed_per_minute 0.08333"),
         "{m}"
     );
-    // The store saw five sessions, not a hundred.
-    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
-    assert_eq!(sessions() - before, 5, "{}", store.log());
+    // The store saw five sessions, not a hundred (its log written as
+    // each ends).
+    common::until(
+        std::time::Duration::from_secs(10),
+        "five sessions logged",
+        || {
+            let n = sessions() - before;
+            (n == 5)
+                .then_some(())
+                .ok_or(format!("{n}: {}", store.log()))
+        },
+    )
+    .await;
     d.stop().await;
 }
