@@ -168,6 +168,13 @@ pub enum Command {
         #[command(flatten)]
         config: ConfigFile,
     },
+    /// The web console's users (`console.users_file`).
+    ConsoleUser {
+        #[command(subcommand)]
+        action: ConsoleUserAction,
+        #[command(flatten)]
+        config: ConfigFile,
+    },
     /// Look at or clear the cached answers of sources and callouts in the
     /// running daemon (through `admin.listen`).
     Cache {
@@ -204,6 +211,22 @@ pub enum SuppressionsAction {
         /// How long, e.g. 90d (default: bounces.suppress.for).
         #[arg(long = "for")]
         duration: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum ConsoleUserAction {
+    /// Adds a user, or gives one a new password and role. The password is
+    /// read from standard input (asked twice, unechoed, on a terminal);
+    /// the hash (Argon2id) is written, never the password.
+    Add {
+        name: String,
+        #[arg(long, value_parser = ["admin", "viewer"])]
+        role: String,
+        /// The users file (default: `console.users_file` of the
+        /// configuration).
+        #[arg(long)]
+        file: Option<PathBuf>,
     },
 }
 

@@ -299,3 +299,61 @@ pub fn probe(
         _ => Exit::Usage,
     }
 }
+
+/// `console-user add NAME --role ROLE [--file F]`: the password from
+/// standard input (asked twice, unechoed, on a terminal).
+pub fn console_user_add(config: &Path, file: Option<&Path>, name: &str, role: &str) -> Exit {
+    use crate::users::{self, Role};
+    use std::io::IsTerminal;
+    let Some(role) = Role::parse(role) else {
+        eprintln!("egress-milter: --role must be admin or viewer");
+        return Exit::Usage;
+    };
+    let path = match file {
+        Some(f) => f.to_path_buf(),
+        None => match crate::config::console_users_file(config) {
+            Ok(p) => p,
+            Err(e) => {
+                eprintln!("egress-milter: {e}");
+                return Exit::Usage;
+            }
+        },
+    };
+    let password = if std::io::stdin().is_terminal() {
+        let first = rpassword::prompt_password(format!("password for {name}: "));
+        let again = rpassword::prompt_password("the same again: ");
+        match (first, again) {
+            (Ok(a), Ok(b)) if a == b => a,
+            (Ok(_), Ok(_)) => {
+                eprintln!("egress-milter: the two passwords differ");
+                return Exit::Usage;
+            }
+            (Err(e), _) | (_, Err(e)) => {
+                eprintln!("egress-milter: cannot read the password: {e}");
+                return Exit::Usage;
+            }
+        }
+    } else {
+        let mut line = String::new();
+        if let Err(e) = std::io::stdin().read_line(&mut line) {
+            eprintln!("egress-milter: cannot read the password from standard input: {e}");
+            return Exit::Usage;
+        }
+        line.trim_end_matches(['\r', '\n']).to_string()
+    };
+    match users::add(&path, name, role, &password) {
+        Ok(new) => {
+            println!(
+                "{} {name} ({}) in {}",
+                if new { "added" } else { "changed" },
+                role.as_str(),
+                path.display()
+            );
+            Exit::Ok
+        }
+        Err(e) => {
+            eprintln!("egress-milter: {e}");
+            Exit::Usage
+        }
+    }
+}

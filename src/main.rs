@@ -95,6 +95,10 @@ fn main() -> ExitCode {
             &config.path,
             Request::Reputation(egress_milter::admin::Reputation { check }),
         ),
+        Command::ConsoleUser {
+            action: ConsoleUserAction::Add { name, role, file },
+            config,
+        } => commands::console_user_add(&config.path, file.as_deref(), &name, &role),
         Command::Suppressions { action, config } => commands::admin(
             &config.path,
             Request::Suppressions(match action {

@@ -114,6 +114,8 @@ pub struct Metrics {
     dkim_keys: Mutex<Vec<crate::rotation::ring::Key>>,
     /// limit -> warnings (`warn_at` crossed, once per key per window).
     limit_warnings: Mutex<BTreeMap<&'static str, u64>>,
+    /// Actions taken in the console or through its links, by action.
+    console_actions: Mutex<BTreeMap<&'static str, u64>>,
     /// Reloads (SIGHUP) by result: `ok`, `refused` (the file has errors:
     /// the old configuration serves on).
     reloads: Mutex<BTreeMap<&'static str, u64>>,
@@ -162,6 +164,10 @@ impl Metrics {
     /// A limit's `warn_at` crossed by a key.
     pub fn limit_warning(&self, limit: &'static str) {
         bump(&self.limit_warnings, limit);
+    }
+    /// An action taken in the console (one of its action names).
+    pub fn console_action(&self, action: &'static str) {
+        bump(&self.console_actions, action);
     }
     /// A reload, `ok` or `refused`.
     pub fn reloaded(&self, result: &'static str) {
@@ -291,6 +297,18 @@ impl Metrics {
                 out,
                 "egress_limit_warnings_total{{limit=\"{}\"}} {n}",
                 label(limit)
+            );
+        }
+        let _ = writeln!(out, "# HELP egress_console_actions_total Actions taken in the console or through its links, by action.\n# TYPE egress_console_actions_total counter");
+        for (action, n) in self
+            .console_actions
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+        {
+            let _ = writeln!(
+                out,
+                "egress_console_actions_total{{action=\"{action}\"}} {n}"
             );
         }
         let _ = writeln!(out, "# HELP egress_dkim_signatures_total DKIM signatures made.\n# TYPE egress_dkim_signatures_total counter");

@@ -342,6 +342,15 @@ pub async fn serve(config: Config) -> io::Result<()> {
     let (mode, classes) = (config.mode, config.classes.len());
     let admin_settings = config.admin.clone();
     let metrics_listen = config.metrics_listen;
+    let console_listener = match &config.console {
+        Some(c) => Some(crate::console::bind(c).await.map_err(|e| {
+            context(
+                e,
+                format!("console.listen: cannot serve the console on {}", c.listen),
+            )
+        })?),
+        None => None,
+    };
     let shared = Shared::new(config);
     // Bound here, before serving: a taken port is a start-up error. The
     // default unix socket is not: without its directory (a run outside
@@ -382,6 +391,21 @@ pub async fn serve(config: Config) -> io::Result<()> {
         .as_ref()
         .and_then(|l| l.path().map(Path::to_path_buf));
     let admin = admin_listener.map(|l| tokio::spawn(crate::admin::serve(l, shared.clone())));
+    let console_path = console_listener
+        .as_ref()
+        .and_then(|l| l.path().map(Path::to_path_buf));
+    let console_at = shared
+        .config()
+        .console
+        .as_ref()
+        .map(|c| c.listen.to_string());
+    let console = console_listener.map(|l| {
+        info!(
+            listen = console_at.as_deref().unwrap_or("-"),
+            "console listening"
+        );
+        tokio::spawn(crate::console::serve(l, shared.clone()))
+    });
     let metrics = match metrics_listen {
         Some(addr) => {
             let listener = TcpListener::bind(addr)
@@ -448,10 +472,10 @@ pub async fn serve(config: Config) -> io::Result<()> {
     let result = run(listener, shared.clone(), shutdown).await;
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
     reloader.abort();
-    for task in [admin, metrics].into_iter().flatten() {
+    for task in [admin, metrics, console].into_iter().flatten() {
         task.abort();
     }
-    if let Some(path) = admin_path {
+    for path in [admin_path, console_path].into_iter().flatten() {
         let _ = std::fs::remove_file(path);
     }
     if let Listen::Unix(path) = &listen {

@@ -41,6 +41,8 @@ pub struct Shared {
     /// Who recently sent as each sender (`bounces`: a bounce counts
     /// against them).
     pub recent_senders: crate::bounces::recent::Recent,
+    /// The recent decisions and why held mail was held (`console`).
+    pub history: crate::history::History,
 }
 
 impl Shared {
@@ -71,7 +73,15 @@ impl Shared {
         let reputation = crate::reputation::Watch::load(config.incidents.state_dir.as_deref());
         let suppressions =
             crate::bounces::Suppressions::load(config.incidents.state_dir.as_deref());
+        let history = crate::history::History::new(
+            config.console.as_ref().map_or(0, |c| c.decisions),
+            config.incidents.state_dir.as_deref(),
+        );
+        incidents
+            .notifier
+            .set_linker(crate::links::linker(config.console.as_ref()));
         Arc::new(Self {
+            history,
             recent_senders: Default::default(),
             suppressions,
             reputation,
@@ -134,6 +144,9 @@ impl Shared {
         }
         let restart = crate::config::restart_needed(&self.started, &new);
         self.incidents.reconfigure(&new.incidents);
+        self.incidents
+            .notifier
+            .set_linker(crate::links::linker(new.console.as_ref()));
         self.sources.reconfigure(&new);
         self.config.store(Arc::new(new));
         Ok(restart)

@@ -7,6 +7,7 @@ use super::antivirus::RawAntivirus;
 use super::bounces::RawBounces;
 use super::callouts::RawCallouts;
 use super::classes::RawClass;
+use super::console::RawConsole;
 use super::content::{RawAttachments, RawContent};
 use super::headers::RawHeaders;
 use super::incidents::RawIncidents;
@@ -158,6 +159,10 @@ pub struct RawConfig {
     /// refused at RCPT TO for a while. Off when absent.
     #[serde(default)]
     pub bounces: Option<RawBounces>,
+    /// The web console for held mail, incidents, limits and suppressions, served by the daemon on
+    /// loopback or a unix socket (HTTPS with `tls`); off when absent.
+    #[serde(default)]
+    pub console: Option<Spanned<RawConsole>>,
 }
 
 impl Config {

@@ -10,6 +10,7 @@ mod antivirus;
 mod bounces;
 mod callouts;
 mod classes;
+mod console;
 mod content;
 mod custom_limits;
 mod document;
@@ -34,6 +35,7 @@ pub use admin::{AdminListen, AdminSettings, DEFAULT_ADMIN_SOCKET};
 pub use antivirus::{AntivirusSettings, Clamd, VirusAction};
 pub use bounces::BounceSettings;
 pub use classes::{AuthMatch, Class, Classes};
+pub use console::{console_users_file, ConsoleListen, ConsoleMta, ConsoleSettings, ConsoleTls};
 pub use content::{
     parse_size, ContentSettings, CustomRule, RspamdSettings, RuleWeights, UnreadableArchives,
 };
@@ -175,6 +177,8 @@ pub struct Config {
     pub reputation: Option<ReputationSettings>,
     /// Bounces read, dead recipients suppressed, when configured.
     pub bounces: Option<BounceSettings>,
+    /// The web console, when configured.
+    pub console: Option<ConsoleSettings>,
     /// What deserves attention but does not stop the configuration.
     pub warnings: Vec<ConfigError>,
 }
@@ -314,6 +318,7 @@ impl Validator {
             .and_then(|v| self.verify("verify_recipients", v));
         let verify_callouts = self.callouts(raw.verify_callouts.as_ref());
         let bounces = self.bounces(raw.bounces.as_ref());
+        let console = self.console(raw.console.as_ref());
         let sources = self.sources(raw.sources);
         let admin = self.admin(&raw.admin, raw.rate_limits.admin_listen.as_ref());
         let incidents = self.incidents(raw.incidents);
@@ -434,6 +439,7 @@ impl Validator {
             dnsbl: auth.dnsbl,
             reputation,
             bounces,
+            console,
             warnings: std::mem::take(&mut self.warnings),
         }
     }

@@ -58,6 +58,17 @@ pub const RESTART_KEYS: &[RestartKey] = &[
         differs: |a, b| a.admin != b.admin,
     },
     RestartKey {
+        keys: "console.listen, console.tls, console.decisions",
+        differs: |a, b| {
+            let part = |c: &Config| {
+                c.console
+                    .as_ref()
+                    .map(|c| (c.listen.clone(), c.tls.clone(), c.decisions))
+            };
+            part(a) != part(b)
+        },
+    },
+    RestartKey {
         keys: "incidents.state_dir",
         differs: |a, b| a.incidents.state_dir != b.incidents.state_dir,
     },

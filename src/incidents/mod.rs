@@ -26,7 +26,7 @@ mod signals;
 mod store;
 mod window;
 
-pub use notify::{rfc3339, Change, DkimNotice, Document, Notice, Prepared, WarningNotice};
+pub use notify::{rfc3339, Change, DkimNotice, Document, Linker, Notice, Prepared, WarningNotice};
 pub use signals::{window_text, Event, Keys, Reading};
 pub use store::Incident;
 
@@ -75,7 +75,13 @@ pub struct Incidents {
     open_now: AtomicU64,
     /// Redis failed: said once until it answers again.
     redis_down: AtomicBool,
+    /// The incidents this gateway closed lately, when and why (the
+    /// console shows them).
+    recently_closed: Mutex<std::collections::VecDeque<(Incident, u64, &'static str)>>,
 }
+
+/// How many closed incidents are remembered.
+const RECENTLY_CLOSED: usize = 50;
 
 /// One key of one kind, as the incidents' keys.
 pub fn keys_of(kind: KeyKind, key: &str) -> Keys<'_> {
@@ -116,6 +122,7 @@ impl Incidents {
             held: AtomicU64::new(0),
             open_now,
             redis_down: AtomicBool::new(false),
+            recently_closed: Mutex::default(),
         }
     }
 
@@ -361,6 +368,7 @@ impl Incidents {
                 incident: incident.clone(),
                 at: incident.opened,
                 reason: None,
+                links: Vec::new(),
             },
             &settings.notify,
         );
@@ -376,12 +384,23 @@ impl Incidents {
             reason,
             "incident closed"
         );
+        {
+            let mut recent = self
+                .recently_closed
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            if recent.len() >= RECENTLY_CLOSED {
+                recent.pop_front();
+            }
+            recent.push_back((incident.clone(), now_ms() / 1000, reason));
+        }
         self.notifier.send(
             Notice {
                 change: Change::Closed,
                 at: now_ms() / 1000,
                 incident,
                 reason: Some(reason),
+                links: Vec::new(),
             },
             &settings.notify,
         );
@@ -456,6 +475,15 @@ impl Incidents {
             }
         }
         self.open_now.store(open, Ordering::Relaxed);
+    }
+
+    /// The incidents closed lately (newest first), when and why.
+    pub fn recently_closed(&self) -> Vec<(Incident, u64, &'static str)> {
+        let recent = self
+            .recently_closed
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        recent.iter().rev().cloned().collect()
     }
 
     pub async fn list(&self, redis: Option<&RedisLimiter>, now_ms: u64) -> Vec<Incident> {

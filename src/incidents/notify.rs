@@ -34,7 +34,13 @@ pub struct Notice {
     pub at: u64,
     /// How it closed (`expired`, `closed by hand`), for a closing notice.
     pub reason: Option<&'static str>,
+    /// The console's one-click links (action, URL) on its held mail,
+    /// filled when queued (see [`Notifier::set_linker`]).
+    pub links: Vec<(String, String)>,
 }
+
+/// Makes the one-click links of an incident (`kind:key`): (action, URL).
+pub type Linker = Box<dyn Fn(&str) -> Vec<(String, String)> + Send + Sync>;
 
 /// The webhook's JSON document.
 #[derive(Serialize)]
@@ -58,6 +64,9 @@ pub struct Document<'a> {
     pub earlier_queue_ids: &'a [String],
     pub held_queue_ids: &'a [String],
     pub gateway: &'a str,
+    /// The console's one-click links, by action (`release`, `delete`).
+    #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub links: std::collections::BTreeMap<&'a str, &'a str>,
 }
 
 impl Notice {
@@ -82,6 +91,11 @@ impl Notice {
             earlier_queue_ids: &i.earlier,
             held_queue_ids: &i.held,
             gateway,
+            links: self
+                .links
+                .iter()
+                .map(|(a, u)| (a.as_str(), u.as_str()))
+                .collect(),
         }
     }
 
@@ -145,6 +159,17 @@ impl Notice {
                     );
                 }
             }
+        }
+        for (action, url) in &self.links {
+            let what = if action == "release" {
+                "Release its held mail"
+            } else {
+                "Delete its held mail"
+            };
+            let _ = writeln!(
+                text,
+                "\n{what} (the page asks you to confirm; valid 24 hours, once):\n  {url}"
+            );
         }
         (subject, text)
     }
@@ -363,6 +388,8 @@ pub struct Notifier {
     pub sent: AtomicU64,
     pub failed: AtomicU64,
     pub suppressed: AtomicU64,
+    /// The console's links, when it makes them.
+    linker: arc_swap::ArcSwapOption<Linker>,
 }
 
 impl Default for Notifier {
@@ -374,14 +401,29 @@ impl Default for Notifier {
             sent: AtomicU64::new(0),
             failed: AtomicU64::new(0),
             suppressed: AtomicU64::new(0),
+            linker: arc_swap::ArcSwapOption::empty(),
         }
     }
 }
 
 impl Notifier {
     /// Queues a notice, under the settings in force now; never waits.
-    pub fn send(&self, notice: Notice, settings: &Notify) {
+    pub fn send(&self, mut notice: Notice, settings: &Notify) {
+        // Links for an incident opened (its mail will be held), or closed
+        // with mail still held; none in monitor mode (nothing is held).
+        let held = notice.change == Change::Opened || !notice.incident.held.is_empty();
+        if held && !notice.incident.monitor {
+            if let Some(make) = self.linker.load().as_deref() {
+                notice.links = make(&notice.incident.name());
+            }
+        }
         self.queue(Outgoing::Incident(notice), settings);
+    }
+
+    /// Who makes the one-click links of the notices (the console, when it
+    /// has a link secret); None: no links.
+    pub fn set_linker(&self, linker: Option<Linker>) {
+        self.linker.store(linker.map(std::sync::Arc::new));
     }
 
     /// Queues a rate-limit warning, as [`send`](Self::send).

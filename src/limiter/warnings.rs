@@ -45,6 +45,20 @@ impl Warnings {
         self.crossed_at(Instant::now(), checks, fill, level)
     }
 
+    /// The (limit, key) pairs past their warning level in the current
+    /// window, each with the time left in its window.
+    pub fn current(&self) -> Vec<(LimitId, String, Duration)> {
+        let now = Instant::now();
+        let mut out: Vec<_> = self
+            .warned
+            .iter()
+            .filter(|(_, until)| *until > now)
+            .map(|(k, until)| (k.0, k.1.clone(), until - now))
+            .collect();
+        out.sort_by(|a, b| (a.0.as_str(), &a.1).cmp(&(b.0.as_str(), &b.1)));
+        out
+    }
+
     /// [`Self::crossed`] at the time `now`.
     fn crossed_at<'a>(
         &self,

@@ -277,6 +277,7 @@ impl Connection {
                 );
             }
         }
+        self.remember(&msg, verdict.as_str(), stage, refusal);
         log::summary(&log::Summary {
             queue_id: msg.queue_id.as_deref().unwrap_or("-"),
             conn_id: self.id,
@@ -304,6 +305,61 @@ impl Connection {
             milter_us: (msg.busy + self.stage_started.map_or(Duration::ZERO, |t| t.elapsed()))
                 .as_micros(),
         });
+    }
+}
+
+impl Connection {
+    /// The message's decision, and why it was held, as the console shows
+    /// them (nothing when there is no console).
+    fn remember(
+        &self,
+        msg: &Message,
+        verdict: &str,
+        stage: Option<Stage>,
+        refusal: Option<&Refusal>,
+    ) {
+        let history = &self.shared.history;
+        if !history.enabled() {
+            return;
+        }
+        let at = crate::incidents::now_ms() / 1000;
+        let queue_id = msg.queue_id.as_deref().unwrap_or("-");
+        let class = msg.class().map_or("-", |c| c.name.as_str());
+        let auth = msg.login.as_deref().unwrap_or("-");
+        let incident = msg.incident.as_ref().map(|i| i.name());
+        let rule = match (&msg.hold, &msg.would_hold) {
+            (Some((_, h)), _) if verdict == "hold" => h.rule.as_str(),
+            (_, Some((_, h))) if verdict == "would_hold" => h.rule.as_str(),
+            _ => refusal.map_or("-", |r| r.rule.as_str()),
+        };
+        history.decision(crate::history::DecisionLine {
+            at,
+            queue_id: queue_id.to_string(),
+            client_ip: self.client().to_string(),
+            class: class.to_string(),
+            sender: msg.sender.clone(),
+            auth: auth.to_string(),
+            rcpt_count: msg.rcpt_accepted,
+            stage: stage.map_or("-", Stage::as_str).to_string(),
+            verdict: verdict.to_string(),
+            rule: rule.to_string(),
+            reply: refusal.map_or_else(|| "-".to_string(), |r| r.reply.to_string()),
+            incident: incident.clone().unwrap_or_else(|| "-".into()),
+        });
+        if let (Some((_, hold)), "hold", Some(queue_id)) = (&msg.hold, verdict, &msg.queue_id) {
+            history.held(crate::history::HeldNote {
+                queue_id: queue_id.clone(),
+                at,
+                client_ip: self.client().to_string(),
+                class: class.to_string(),
+                auth: auth.to_string(),
+                sender: msg.sender.clone(),
+                recipients: msg.rcpts.clone(),
+                rule: hold.rule.as_str().to_string(),
+                incident: hold.incident.clone(),
+                reason: hold.reason.clone(),
+            });
+        }
     }
 }
 
