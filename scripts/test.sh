@@ -52,6 +52,10 @@ command -v openssl >/dev/null 2>&1 || need+=(openssl)
 # of its own and a TSIG key; no system instance), dig and nsupdate.
 [ -x /usr/sbin/named ] || need+=(bind9)
 command -v nsupdate >/dev/null 2>&1 || need+=(bind9-dnsutils)
+# Headless Chromium and its WebDriver: the console is tested in a real
+# browser.
+command -v chromium >/dev/null 2>&1 || need+=(chromium)
+command -v chromedriver >/dev/null 2>&1 || need+=(chromium-driver)
 [ -e /usr/lib/x86_64-linux-gnu/libwrap.so.0 ] || [ -e /lib/x86_64-linux-gnu/libwrap.so.0 ] || need+=(libwrap0)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" != 0 ]; then

@@ -2,7 +2,7 @@
 //! through the MTA's own commands (Postfix: `postqueue -j`, `postcat`,
 //! `postsuper -H` then `postqueue -i`, `postsuper -d ... hold`), or in
 //! Sendmail's quarantine (`hf` files read from the queue directory,
-//! released with `sendmail -Q -qI`, then delivered with `sendmail -qI`).
+//! released with `sendmail -Q -qQ -qI`, then delivered with `sendmail -qI`).
 
 use crate::config::{ConsoleMta, ConsoleSettings};
 use std::path::Path;
@@ -170,7 +170,9 @@ pub async fn release(settings: &ConsoleSettings, id: &str) -> Result<(), String>
         }
         ConsoleMta::Sendmail => {
             let sendmail = settings.sendmail.clone();
-            run(settings, &sendmail, &["-Q", &format!("-qI{id}")]).await?;
+            // Out of the quarantine (-Q without a reason, on the
+            // quarantined jobs: -qQ), then run.
+            run(settings, &sendmail, &["-Q", "-qQ", &format!("-qI{id}")]).await?;
             run(settings, &sendmail, &[&format!("-qI{id}")])
                 .await
                 .map(|_| ())

@@ -10,6 +10,7 @@ mod bad_input;
 mod book;
 mod bounces;
 mod cases;
+mod console;
 mod content;
 mod daemon;
 mod dkim_rotation;

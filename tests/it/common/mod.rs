@@ -6,6 +6,7 @@ pub mod bind;
 pub mod child;
 pub mod clamd;
 pub mod cli;
+pub mod console;
 pub mod delayed_ack;
 pub mod dns;
 pub mod postfix;
