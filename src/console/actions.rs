@@ -231,12 +231,16 @@ pub async fn link_form(State(app): State<Arc<App>>, Path(token): Path<String>) -
         Ok(l) => l,
         Err((status, why)) => return pages::refused(status, &why),
     };
-    let held = held_of(shared, &link.target).await;
+    // Links name incidents: their held mail, with why each was held.
+    let held = match link.target.strip_prefix("incident:") {
+        Some(key) => super::rows::held_rows(shared, Some(key)).await,
+        None => Err(format!("\"{}\" names no incident", link.target)),
+    };
     pages::render(Page::Link(pages::LinkPage {
         me: None,
         action: link.action,
         target: link.target,
-        held: held.map(|h| h.into_iter().map(super::rows::HeldRow::plain).collect()),
+        held,
         token,
     }))
 }

@@ -281,7 +281,8 @@ async fn over_postfix_who_may_do_what_release_delete_and_the_notice_links() {
     );
     assert!(!page.body.contains("onclick"), "{}", page.body);
     assert!(
-        page.body.contains("&#60;script&#62;alert(1)&#60;/script&#62;"),
+        page.body
+            .contains("&#60;script&#62;alert(1)&#60;/script&#62;"),
         "{}",
         page.body
     );

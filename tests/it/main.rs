@@ -11,6 +11,7 @@ mod book;
 mod bounces;
 mod cases;
 mod console;
+mod console_browser;
 mod content;
 mod daemon;
 mod dkim_rotation;

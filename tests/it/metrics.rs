@@ -334,6 +334,10 @@ async fn every_charted_metric_moves_under_traffic() {
     // mirrored from Redis, which is down): pending until that moment,
     // then active; its age grows.
     let switch = seed_rotated_key(dir.path());
+    // An administrator acts in the console.
+    let users = dir.path().join("console.users");
+    common::console::add_user(&users, "alice", "admin", "alice-password");
+    let console_port = common::free_port();
     let (d, port, metrics) = start(
         dir.path(),
         &format!(
@@ -373,12 +377,14 @@ reputation: {{ every: 1s, domains: [example.com], ip_lists: [list.test], domain_
 verify_recipients: {{ callout: [\"127.0.0.1:{}\"] }}
 verify_callouts: {{ rate: 1/h }}
 bounces: {{ suppress: {{ after: 1 }} }}
+console: {{ listen: \"127.0.0.1:{console_port}\", users_file: {} }}
 ",
             ours.display(),
             key.display(),
             hook.url(),
             clamd.port,
             store.port,
+            users.display(),
             dir = dir.path().display(),
         ),
     );
@@ -499,6 +505,16 @@ bounces: {{ suppress: {{ after: 1 }} }}
         }
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
+    // The sender's budget reset in the console (tried).
+    let mut console = common::console::Http::new(console_port);
+    assert_eq!(console.login("alice", "alice-password").await.status, 303);
+    let csrf = console.get("/limits").await.input("csrf");
+    let r = console
+        .act(&csrf, "reset", "limit:messages_per_sender:a@example.com")
+        .await;
+    // Redis is down here: said, not claimed done (and counted).
+    assert_eq!(r.status, 409, "{}", r.body);
+    assert!(r.body.contains("Not done: redis"), "{}", r.body);
     // DNS answers again, and the list names our address.
     bind.pause(false);
     bind.update_zone(

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod bind;
+pub mod browser;
 pub mod child;
 pub mod clamd;
 pub mod cli;
