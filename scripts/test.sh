@@ -55,6 +55,8 @@ command -v nsupdate >/dev/null 2>&1 || need+=(bind9-dnsutils)
 # Headless Chromium and its WebDriver: the console is tested in a real
 # browser.
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
+# curl reaches the console over HTTPS and its unix socket.
+command -v curl >/dev/null 2>&1 || need+=(curl)
 command -v chromedriver >/dev/null 2>&1 || need+=(chromium-driver)
 [ -e /usr/lib/x86_64-linux-gnu/libwrap.so.0 ] || [ -e /lib/x86_64-linux-gnu/libwrap.so.0 ] || need+=(libwrap0)
 if [ ${#need[@]} -gt 0 ]; then

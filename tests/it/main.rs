@@ -12,6 +12,7 @@ mod bounces;
 mod cases;
 mod console;
 mod console_browser;
+mod console_setup;
 mod content;
 mod daemon;
 mod dkim_rotation;
