@@ -135,6 +135,19 @@ impl User {
     }
 }
 
+/// A hash with the default parameters that no password matches.
+const NOBODY: &str = "$argon2id$v=19$m=19456,t=2,p=1$c29tZXNhbHRzb21lc2FsdA$BSGRhlSAp5Yx6R6Mhw5hG9Ik7r9Jn2Z8C1+8fFsgpbo";
+
+/// Verifies `password` against a hash nobody has, false: a login under
+/// an unknown name takes as long as one under a known name.
+pub fn verify_nobody(password: &str) -> bool {
+    PasswordHash::new(NOBODY).is_ok_and(|h| {
+        Argon2::default()
+            .verify_password(password.as_bytes(), &h)
+            .is_ok()
+    })
+}
+
 /// An Argon2id hash of `password`, with a new salt.
 pub fn hash(password: &str) -> Result<String, String> {
     let salt = SaltString::generate(&mut OsRng);
@@ -235,6 +248,17 @@ mod tests {
         assert_eq!(users.len(), 2);
         assert!(add(&path, "bad:name", Role::Admin, "long enough").is_err());
         assert!(add(&path, "carol", Role::Admin, "short").is_err());
+    }
+
+    #[test]
+    fn an_unknown_name_costs_a_real_verification() {
+        let h = PasswordHash::new(NOBODY).expect("a PHC string");
+        let real = hash("x").unwrap();
+        let real = PasswordHash::new(&real).unwrap();
+        // The same algorithm and parameters as a real user's hash.
+        assert_eq!(h.algorithm, real.algorithm);
+        assert_eq!(h.params, real.params);
+        assert!(!verify_nobody("anything"));
     }
 
     #[test]

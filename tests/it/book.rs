@@ -240,6 +240,11 @@ fn every_configuration_snippet_loads() {
                     let certs = tempfile::tempdir().unwrap();
                     crate::common::tls::make_certs(certs.path());
                     std::fs::read_to_string(certs.path().join("ca.pem")).unwrap()
+                } else if path.ends_with(".users") {
+                    format!(
+                        "alice:{}:admin\n",
+                        egress_milter::users::hash("alice-password").unwrap()
+                    )
                 } else if path.ends_with(".secret") {
                     // 32 random bytes, base64 (openssl rand -base64 32).
                     "q83vEjRWeJq83vEjRWeJq83vEjRWeJq83vEjRWeJq80=\n".into()

@@ -9,6 +9,7 @@ use crate::console::{config, files, submit, STAFF};
 use common::browser::Browser;
 use common::{postfix::Postfix, process::Running, sink::Sink};
 use fantoccini::Locator;
+use std::time::Duration;
 
 /// The notice mail's text, quoted-printable undone.
 fn unquoted(data: &str) -> String {
@@ -39,7 +40,7 @@ async fn an_admin_releases_and_deletes_held_mail_and_follows_the_notice_link() {
     );
     // The notice goes by mail, to the postmaster's sink.
     let text = std::fs::read_to_string(&cfg).unwrap().replace(
-        &format!("webhook: {{ url: \"http://127.0.0.1:9/unused\" }}"),
+        "webhook: { url: \"http://127.0.0.1:9/unused\" }",
         &format!(
             "mail: {{ to: postmaster@example.com, from: egress-milter@example.com, relay: \"127.0.0.1:{}\" }}",
             postmaster.port
@@ -103,15 +104,18 @@ async fn an_admin_releases_and_deletes_held_mail_and_follows_the_notice_link() {
         .click()
         .await
         .unwrap();
-    assert_eq!(c.current_url().await.unwrap().path(), "/incidents");
+    // The form's POST, then the redirect: wait for the page it leads to.
     let open = c
-        .find(Locator::Id("open"))
+        .wait()
+        .at_most(Duration::from_secs(15))
+        .for_element(Locator::Id("open"))
         .await
         .unwrap()
         .text()
         .await
         .unwrap();
     assert!(open.contains("user:alice@example.com"), "{open}");
+    assert_eq!(c.current_url().await.unwrap().path(), "/incidents");
     b.screenshot("incidents").await;
 
     c.goto(&format!("{base}/held")).await.unwrap();
@@ -134,7 +138,9 @@ async fn an_admin_releases_and_deletes_held_mail_and_follows_the_notice_link() {
         .await
         .unwrap();
     let subject = c
-        .find(Locator::Id("subject"))
+        .wait()
+        .at_most(Duration::from_secs(15))
+        .for_element(Locator::Id("subject"))
         .await
         .unwrap()
         .text()
@@ -149,7 +155,9 @@ async fn an_admin_releases_and_deletes_held_mail_and_follows_the_notice_link() {
         .await
         .unwrap();
     let result = c
-        .find(Locator::Id("result"))
+        .wait()
+        .at_most(Duration::from_secs(15))
+        .for_element(Locator::Id("result"))
         .await
         .unwrap()
         .text()
@@ -170,7 +178,9 @@ async fn an_admin_releases_and_deletes_held_mail_and_follows_the_notice_link() {
         .await
         .unwrap();
     let result = c
-        .find(Locator::Id("result"))
+        .wait()
+        .at_most(Duration::from_secs(15))
+        .for_element(Locator::Id("result"))
         .await
         .unwrap()
         .text()
@@ -183,7 +193,7 @@ async fn an_admin_releases_and_deletes_held_mail_and_follows_the_notice_link() {
         .filter(|(name, _)| name == "hold")
         .map(|(_, id)| id)
         .collect();
-    assert_eq!(held, [q4.clone()]);
+    assert_eq!(held, std::slice::from_ref(&q4));
 
     // The notice's link, in a fresh browser with no session: a page that
     // asks, and the click that does it.
@@ -210,7 +220,9 @@ async fn an_admin_releases_and_deletes_held_mail_and_follows_the_notice_link() {
         .unwrap();
     let result = fresh
         .client
-        .find(Locator::Id("result"))
+        .wait()
+        .at_most(Duration::from_secs(15))
+        .for_element(Locator::Id("result"))
         .await
         .unwrap()
         .text()
