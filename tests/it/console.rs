@@ -209,7 +209,28 @@ async fn over_postfix_who_may_do_what_release_delete_and_the_notice_links() {
 
     // A stranger: sent to the login, refused any action.
     let mut stranger = Http::new(console_port);
-    let r = stranger.get("/held").await;
+    let pages = [
+        "/".to_string(),
+        "/incidents".into(),
+        "/incident?key=user%3Aalice%40example.com".into(),
+        "/held".into(),
+        format!("/held/{q4}"),
+        "/limits".into(),
+        "/reputation".into(),
+        "/suppressions".into(),
+        "/decisions?q=hold".into(),
+        "/audit".into(),
+    ];
+    for page in &pages {
+        let r = stranger.get(page).await;
+        assert_eq!(
+            (r.status, r.header("location").as_str()),
+            (303, "/login"),
+            "{page}"
+        );
+        assert!(!r.body.contains(&q4), "{page} shows nothing");
+    }
+    let r = stranger.post("/logout", &[("csrf", "x")]).await;
     assert_eq!((r.status, r.header("location").as_str()), (303, "/login"));
     let r = stranger.act("x", "release", &format!("message:{q2}")).await;
     assert_eq!(r.status, 403);
@@ -245,6 +266,11 @@ async fn over_postfix_who_may_do_what_release_delete_and_the_notice_links() {
     for attr in ["HttpOnly", "Secure", "SameSite=Strict", "Path=/"] {
         assert!(cookie.contains(attr), "{cookie}");
     }
+    for page in &pages[1..] {
+        let r = bob.get(page).await;
+        assert_eq!(r.status, 200, "{page}: {}", r.body);
+        assert!(r.body.contains("bob (viewer)"), "{page}");
+    }
     let held = bob.get("/held").await;
     assert_eq!(held.status, 200);
     for q in [&q2, &q3, &q4] {
@@ -264,9 +290,20 @@ async fn over_postfix_who_may_do_what_release_delete_and_the_notice_links() {
         "a viewer gets no action buttons"
     );
     let csrf = held.input("csrf");
-    let r = bob.act(&csrf, "release", &format!("message:{q2}")).await;
-    assert_eq!(r.status, 403);
-    assert!(r.body.contains("viewers may look, not act"));
+    for (action, target) in [
+        ("release", format!("message:{q2}")),
+        ("delete", "incident:user:alice@example.com".to_string()),
+        ("close", "incident:user:alice@example.com".to_string()),
+        (
+            "reset",
+            "limit:messages_per_sender:alice@example.com".to_string(),
+        ),
+        ("unsuppress", "address:x@d1.test".to_string()),
+    ] {
+        let r = bob.act(&csrf, action, &target).await;
+        assert_eq!(r.status, 403, "{action}");
+        assert!(r.body.contains("viewers may look, not act"), "{action}");
+    }
 
     // An admin: the CSRF token is required.
     let mut admin = Http::new(console_port);
