@@ -168,6 +168,14 @@ pub enum Command {
         #[command(flatten)]
         config: ConfigFile,
     },
+    /// Serve one request of the console on held mail, read as a JSON line
+    /// from standard input, answered on standard output: what
+    /// egress-milter-queue.socket runs as root for each connection, so that
+    /// the daemon itself needs no privilege.
+    QueueHelper {
+        #[command(flatten)]
+        config: ConfigFile,
+    },
     /// The web console's users (`console.users_file`).
     ConsoleUser {
         #[command(subcommand)]

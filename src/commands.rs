@@ -357,3 +357,61 @@ pub fn console_user_add(config: &Path, file: Option<&Path>, name: &str, role: &s
         }
     }
 }
+
+/// `queue-helper`: one console request on held mail, from standard input
+/// to standard output, done as this process may (root, under
+/// egress-milter-queue.socket).
+pub fn queue_helper(path: &Path) -> Exit {
+    use crate::console::queue::{self, Reply, Request};
+    use std::io::{BufRead, Read, Write};
+    let answer = |reply: Reply| {
+        let mut out = std::io::stdout().lock();
+        let _ = serde_json::to_writer(&mut out, &reply);
+        let _ = out.write_all(b"\n");
+        let _ = out.flush();
+    };
+    let config = match load(path) {
+        Ok(c) => c,
+        Err(e) => {
+            answer(Reply::Error(format!(
+                "the queue helper cannot read {}",
+                path.display()
+            )));
+            return e;
+        }
+    };
+    let Some(mut settings) = config.console.clone() else {
+        answer(Reply::Error(format!(
+            "{}: no console section",
+            path.display()
+        )));
+        return Exit::Usage;
+    };
+    // Done here, as this process: never handed on again.
+    settings.queue_socket = None;
+    settings.sudo = false;
+    let mut line = String::new();
+    let read = std::io::stdin().lock().take(64 * 1024).read_line(&mut line);
+    let request = match read
+        .map_err(|e| e.to_string())
+        .and_then(|_| serde_json::from_str::<Request>(line.trim()).map_err(|e| e.to_string()))
+    {
+        Ok(r) => r,
+        Err(e) => {
+            answer(Reply::Error(format!("not a queue request: {e}")));
+            return Exit::Usage;
+        }
+    };
+    let runtime = match small_runtime() {
+        Ok(r) => r,
+        Err(e) => return e,
+    };
+    let reply = runtime.block_on(queue::answer(&settings, request));
+    let failed = matches!(reply, Reply::Error(_));
+    answer(reply);
+    if failed {
+        Exit::Failed
+    } else {
+        Exit::Ok
+    }
+}

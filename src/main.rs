@@ -95,6 +95,7 @@ fn main() -> ExitCode {
             &config.path,
             Request::Reputation(egress_milter::admin::Reputation { check }),
         ),
+        Command::QueueHelper { config } => commands::queue_helper(&config.path),
         Command::ConsoleUser {
             action: ConsoleUserAction::Add { name, role, file },
             config,

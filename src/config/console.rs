@@ -53,6 +53,11 @@ pub struct RawConsole {
     /// super-user; the daemon's user does not have it).
     #[serde(default)]
     pub sudo: Option<bool>,
+    /// The socket of the queue helper (`egress-milter queue-helper`, run as root by
+    /// `egress-milter-queue.socket`), which reads, releases and deletes held mail for the
+    /// console; without it the daemon runs the MTA's commands itself (see `sudo`).
+    #[serde(default)]
+    pub queue_socket: Option<Text>,
     /// How many recent decisions (summary lines) the console keeps to show (default 1000).
     #[serde(default)]
     pub decisions: Option<Spanned<usize>>,
@@ -113,6 +118,7 @@ pub struct ConsoleSettings {
     pub sendmail: PathBuf,
     pub sendmail_queue: PathBuf,
     pub sudo: bool,
+    pub queue_socket: Option<PathBuf>,
     pub decisions: usize,
 }
 
@@ -277,6 +283,10 @@ impl Validator {
                 "/var/spool/mqueue",
             ),
             sudo: raw.sudo.unwrap_or(false),
+            queue_socket: raw
+                .queue_socket
+                .as_ref()
+                .map(|t| self.absolute("console.queue_socket", t)),
             decisions,
         })
     }

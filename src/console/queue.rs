@@ -1,16 +1,19 @@
 //! Held mail in the MTA's queue: listed, read, released and deleted
+//! (by the daemon itself, or, when `console.queue_socket` is set, by the
+//! queue helper running as root, asked over that socket)
 //! through the MTA's own commands (Postfix: `postqueue -j`, `postcat`,
 //! `postsuper -H` then `postqueue -i`, `postsuper -d ... hold`), or in
 //! Sendmail's quarantine (`hf` files read from the queue directory,
 //! released with `sendmail -Q -qQ -qI`, then delivered with `sendmail -qI`).
 
 use crate::config::{ConsoleMta, ConsoleSettings};
+use base64::{engine::general_purpose::STANDARD, Engine as _};
 use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
 
 /// A held message as the queue lists it.
-#[derive(Clone, Debug, Default, Eq, PartialEq)]
+#[derive(Clone, Debug, Default, Eq, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Queued {
     pub id: String,
     /// Seconds since the epoch.
@@ -68,7 +71,7 @@ fn config_dir(settings: &ConsoleSettings) -> String {
 }
 
 /// The held messages, oldest first.
-pub async fn list(settings: &ConsoleSettings) -> Result<Vec<Queued>, String> {
+async fn local_list(settings: &ConsoleSettings) -> Result<Vec<Queued>, String> {
     match settings.mta {
         ConsoleMta::Postfix => {
             let dir = config_dir(settings);
@@ -114,9 +117,137 @@ pub async fn find(settings: &ConsoleSettings, id: &str) -> Result<Option<Queued>
     Ok(list(settings).await?.into_iter().find(|q| q.id == id))
 }
 
+/// The held messages, oldest first (through the helper when there is one).
+pub async fn list(settings: &ConsoleSettings) -> Result<Vec<Queued>, String> {
+    match &settings.queue_socket {
+        Some(path) => match ask(path, &Request::List).await? {
+            Reply::Held(held) => Ok(held),
+            other => Err(unexpected(&other)),
+        },
+        None => local_list(settings).await,
+    }
+}
+
+/// The message as it will leave, at most [`MAX_READ`] bytes of it.
+pub async fn content(settings: &ConsoleSettings, id: &str) -> Result<Vec<u8>, String> {
+    match &settings.queue_socket {
+        Some(path) => match ask(path, &Request::Content { id: id.into() }).await? {
+            Reply::Content(b64) => STANDARD
+                .decode(b64)
+                .map_err(|e| format!("the queue helper's answer: {e}")),
+            other => Err(unexpected(&other)),
+        },
+        None => local_content(settings, id).await,
+    }
+}
+
+/// Lets a held message go (it leaves at once).
+pub async fn release(settings: &ConsoleSettings, id: &str) -> Result<(), String> {
+    match &settings.queue_socket {
+        Some(path) => done(ask(path, &Request::Release { id: id.into() }).await?),
+        None => local_release(settings, id).await,
+    }
+}
+
+/// Deletes a held message (only held mail is ever touched).
+pub async fn delete(settings: &ConsoleSettings, id: &str) -> Result<(), String> {
+    match &settings.queue_socket {
+        Some(path) => done(ask(path, &Request::Delete { id: id.into() }).await?),
+        None => local_delete(settings, id).await,
+    }
+}
+
+/// What the console asks the queue helper (`egress-milter queue-helper`,
+/// run as root on `console.queue_socket`): one JSON line each way.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum Request {
+    List,
+    Content { id: String },
+    Release { id: String },
+    Delete { id: String },
+}
+
+/// The helper's answer.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Reply {
+    Held(Vec<Queued>),
+    /// The message, base64.
+    Content(String),
+    Done,
+    Error(String),
+}
+
+fn unexpected(r: &Reply) -> String {
+    match r {
+        Reply::Error(e) => e.clone(),
+        other => format!("the queue helper answered out of turn: {other:?}"),
+    }
+}
+
+fn done(r: Reply) -> Result<(), String> {
+    match r {
+        Reply::Done => Ok(()),
+        other => Err(unexpected(&other)),
+    }
+}
+
+/// The most a helper's answer may hold (a listing of a large hold queue,
+/// a message in base64).
+const MAX_ANSWER: u64 = 64 << 20;
+
+/// One request to the helper on `path`, its answer.
+async fn ask(path: &Path, request: &Request) -> Result<Reply, String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let talk = async {
+        let mut s = tokio::net::UnixStream::connect(path)
+            .await
+            .map_err(|e| {
+                format!(
+                    "the queue helper at {}: {e} (is egress-milter-queue.socket running? systemctl enable --now egress-milter-queue.socket)",
+                    path.display()
+                )
+            })?;
+        let mut line = serde_json::to_vec(request).map_err(|e| e.to_string())?;
+        line.push(b'\n');
+        s.write_all(&line).await.map_err(|e| e.to_string())?;
+        s.shutdown().await.map_err(|e| e.to_string())?;
+        let mut answer = Vec::new();
+        s.take(MAX_ANSWER)
+            .read_to_end(&mut answer)
+            .await
+            .map_err(|e| format!("the queue helper at {}: {e}", path.display()))?;
+        serde_json::from_slice::<Reply>(&answer).map_err(|e| {
+            format!(
+                "the queue helper at {} gave no answer ({e}): is egress-milter-queue.socket running?",
+                path.display()
+            )
+        })
+    };
+    tokio::time::timeout(COMMAND_TIMEOUT * 2, talk)
+        .await
+        .map_err(|_| format!("the queue helper at {}: no answer", path.display()))?
+}
+
+/// The helper's side: does `request` on this host's queue.
+pub async fn answer(settings: &ConsoleSettings, request: Request) -> Reply {
+    let reply = |r: Result<Reply, String>| r.unwrap_or_else(Reply::Error);
+    match request {
+        Request::List => reply(local_list(settings).await.map(Reply::Held)),
+        Request::Content { id } => reply(
+            local_content(settings, &id)
+                .await
+                .map(|c| Reply::Content(STANDARD.encode(c))),
+        ),
+        Request::Release { id } => reply(local_release(settings, &id).await.map(|()| Reply::Done)),
+        Request::Delete { id } => reply(local_delete(settings, &id).await.map(|()| Reply::Done)),
+    }
+}
+
 /// The message as it will leave (header and body), at most [`MAX_READ`]
 /// bytes of it.
-pub async fn content(settings: &ConsoleSettings, id: &str) -> Result<Vec<u8>, String> {
+async fn local_content(settings: &ConsoleSettings, id: &str) -> Result<Vec<u8>, String> {
     if !valid_id(id) {
         return Err(format!("\"{id}\" is not a queue id"));
     }
@@ -143,7 +274,7 @@ pub async fn content(settings: &ConsoleSettings, id: &str) -> Result<Vec<u8>, St
 }
 
 /// Lets a held message go (it leaves at once).
-pub async fn release(settings: &ConsoleSettings, id: &str) -> Result<(), String> {
+async fn local_release(settings: &ConsoleSettings, id: &str) -> Result<(), String> {
     if !valid_id(id) {
         return Err(format!("\"{id}\" is not a queue id"));
     }
@@ -182,7 +313,7 @@ pub async fn release(settings: &ConsoleSettings, id: &str) -> Result<(), String>
 
 /// Deletes a held message (only from the hold queue or the quarantine:
 /// mail on its way is never touched).
-pub async fn delete(settings: &ConsoleSettings, id: &str) -> Result<(), String> {
+async fn local_delete(settings: &ConsoleSettings, id: &str) -> Result<(), String> {
     if !valid_id(id) {
         return Err(format!("\"{id}\" is not a queue id"));
     }

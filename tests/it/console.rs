@@ -111,7 +111,7 @@ pub const STAFF: &str = "classes:\n  - { name: staff, auth: any, sender_domains:
 /// An application on 127.0.0.1; more than one message an hour is held.
 pub const APP: &str = "classes:\n  - { name: app, clients: [127.0.0.1], sender_domains: [example.com] }|{ name: volume, key: client, count: messages, above: 1/h }";
 
-async fn delivered(sink: &mut Sink, want: usize, secs: u64) -> Vec<String> {
+pub async fn delivered(sink: &mut Sink, want: usize, secs: u64) -> Vec<String> {
     let mut got = Vec::new();
     while got.len() < want {
         match sink.next(secs).await {
@@ -123,7 +123,7 @@ async fn delivered(sink: &mut Sink, want: usize, secs: u64) -> Vec<String> {
     got
 }
 
-fn held_ids(pf: &Postfix) -> Vec<String> {
+pub fn held_ids(pf: &Postfix) -> Vec<String> {
     let mut ids: Vec<String> = pf
         .queue()
         .into_iter()

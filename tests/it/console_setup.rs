@@ -152,3 +152,106 @@ fn check_config_names_the_file_line_and_key_of_a_wrong_console() {
     let out = common::cli::with_config(&path, &["check-config"]);
     assert_eq!(out.code, 0, "{}", out.text());
 }
+
+/// egress-milter-queue.socket as systemd runs it (`Accept=yes`): for each
+/// connection, `egress-milter queue-helper` with the connection as its
+/// standard input and output. The number of helpers started so far.
+fn socket_activation(
+    socket: &std::path::Path,
+    config: &std::path::Path,
+) -> std::sync::Arc<std::sync::atomic::AtomicUsize> {
+    use std::os::fd::OwnedFd;
+    let listener = std::os::unix::net::UnixListener::bind(socket).unwrap();
+    let started = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let (count, config) = (started.clone(), config.to_path_buf());
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(stream) = stream else { return };
+            let Ok(out) = stream.try_clone() else { return };
+            count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let child = Command::new(common::process::BIN)
+                .args(["queue-helper", "--config"])
+                .arg(&config)
+                .stdin(std::process::Stdio::from(OwnedFd::from(stream)))
+                .stdout(std::process::Stdio::from(OwnedFd::from(out)))
+                .spawn();
+            if let Ok(mut c) = child {
+                std::thread::spawn(move || c.wait());
+            }
+        }
+    });
+    started
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn held_mail_is_reached_through_the_queue_helper_socket() {
+    use crate::console::{config, delivered, held_ids, submit, STAFF};
+    use common::console::Http;
+    let f = files();
+    let (milter_port, console_port) = (common::free_port(), common::free_port());
+    let hook = common::webhook::Webhook::start(200).await;
+    let mut sink = common::sink::Sink::start().await;
+    let pf = common::postfix::Postfix::start_with(
+        "console-helper",
+        &format!("inet:127.0.0.1:{milter_port}"),
+        sink.port,
+        &[("alice@example.com", "alice-pw")],
+    );
+    let socket = f.dir.path().join("queue.sock");
+    let cfg = config(
+        &f,
+        milter_port,
+        console_port,
+        &hook.url(),
+        STAFF,
+        &format!(
+            "  postfix_config: {}\n  queue_socket: {}\n",
+            pf.dir.display(),
+            socket.display()
+        ),
+    );
+    let daemon = Running::start(&cfg);
+    daemon.wait_for("console listening");
+    let mut admin = Http::new(console_port);
+    assert_eq!(admin.login("alice", "alice-password").await.status, 303);
+    // No helper yet: the page says so, and what to start.
+    let page = admin.get("/held").await;
+    assert!(
+        page.body.contains("egress-milter-queue.socket"),
+        "{}",
+        page.body
+    );
+    let started = socket_activation(&socket, &cfg);
+    let port = pf.smtp_port;
+    let alice = Some(("alice@example.com", "alice-pw"));
+    for (to, subject) in [("x@d1.test", "one"), ("x@d2.test", "two")] {
+        tokio::task::spawn_blocking(move || {
+            submit(
+                port,
+                alice,
+                "alice@example.com",
+                to,
+                &["--header", &format!("Subject: {subject}")],
+            )
+        })
+        .await
+        .unwrap();
+    }
+    assert_eq!(delivered(&mut sink, 1, 10).await, ["one"]);
+    let held = held_ids(&pf);
+    assert_eq!(held.len(), 1, "{}", pf.log());
+    let q = &held[0];
+    let page = admin.get(&format!("/held/{q}")).await;
+    assert_eq!(page.status, 200, "{}", page.body);
+    assert!(
+        page.body.contains("<td id=\"subject\">two</td>"),
+        "{}",
+        page.body
+    );
+    let csrf = page.input("csrf");
+    let r = admin.act(&csrf, "release", &format!("message:{q}")).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(delivered(&mut sink, 1, 10).await, ["two"]);
+    // Listing, reading and releasing each took a helper of their own.
+    assert!(started.load(std::sync::atomic::Ordering::SeqCst) >= 4);
+}

@@ -64,6 +64,8 @@ async fn package_builds_installs_starts_and_purges() {
         "./usr/bin/egress-milter",
         "./etc/egress-milter/milter.yaml",
         "./usr/lib/systemd/system/egress-milter.service",
+        "./usr/lib/systemd/system/egress-milter-queue.socket",
+        "./usr/lib/systemd/system/egress-milter-queue@.service",
         "./usr/share/egress-milter/sysusers.conf",
         "./usr/lib/tmpfiles.d/egress-milter.conf",
         "./usr/share/man/man8/egress-milter.8.gz",
@@ -153,6 +155,31 @@ async fn package_builds_installs_starts_and_purges() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
         !err.contains("Unknown key") && !err.contains("Failed to parse"),
+        "systemd-analyze verify: {err}"
+    );
+    // The console's queue helper: its socket and the service it starts per
+    // request (verified together, from a directory of their own).
+    let units = dir.path().join("queue-units");
+    std::fs::create_dir(&units).unwrap();
+    for name in ["egress-milter-queue.socket", "egress-milter-queue@.service"] {
+        let text = std::fs::read_to_string(root.join("usr/lib/systemd/system").join(name)).unwrap();
+        std::fs::write(
+            units.join(name),
+            text.replace("/usr/bin/egress-milter", &bin.to_string_lossy())
+                .replace("/etc/egress-milter/milter.yaml", &conf.to_string_lossy()),
+        )
+        .unwrap();
+    }
+    let out = Command::new("systemd-analyze")
+        .arg("verify")
+        .arg(units.join("egress-milter-queue.socket"))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !err.contains("Unknown key")
+            && !err.contains("Failed to parse")
+            && !err.contains("not found"),
         "systemd-analyze verify: {err}"
     );
     // The man pages render without a warning.
