@@ -64,6 +64,29 @@ async fn until_key(dir: &Path, a: Algorithm, what: &str, ok: impl Fn(&Key) -> bo
     .await
 }
 
+/// Waits (bounded) until the daemon signs with `selector`: its state
+/// shows 1 (active) in the metrics, set once the daemon has loaded the
+/// key, after the ring on disk already says active.
+async fn until_signing(d: &common::Daemon, selector: &str) {
+    let needle = format!("selector=\"{selector}\"");
+    common::until(
+        std::time::Duration::from_secs(20),
+        "the daemon signing with the key",
+        || {
+            d.metrics()
+                .lines()
+                .any(|l| {
+                    l.starts_with("egress_dkim_key_state{")
+                        && l.contains(&needle)
+                        && l.ends_with(" 1")
+                })
+                .then_some(())
+                .ok_or_else(|| "not yet".to_string())
+        },
+    )
+    .await;
+}
+
 /// `milter.yaml` in `dir`: class app at 10.0.0.0/8 for example.com, BIND
 /// as resolver and as the zone's server, rotation of example.com with its
 /// keys in `dir/keys` stepped every second; `dkim` and `rotation` lines
@@ -195,6 +218,7 @@ async fn a_rotated_key_signs_only_once_dns_serves_it_and_the_old_key_until_then(
         k.state == State::Active
     })
     .await;
+    until_signing(&d, &rsa.selector).await;
     let (reply, message) = send(&mut conn, "app@example.com", &[]).await;
     assert_eq!(reply, "continue");
     assert_eq!(selectors(&message), std::slice::from_ref(&rsa.selector));
@@ -310,6 +334,8 @@ async fn with_rfc2136_the_records_are_published_revoked_and_removed_in_bind() {
     })
     .await;
     assert_eq!(bind.dig(&rsa.name(), "TXT"), rsa.record);
+    until_signing(&d, &rsa.selector).await;
+    until_signing(&d, &ed.selector).await;
     let mut conn = d.client("10.0.0.1").await;
     let (_, before) = send(&mut conn, "app@example.com", &[]).await;
     let mut signed = selectors(&before);
@@ -332,6 +358,7 @@ async fn with_rfc2136_the_records_are_published_revoked_and_removed_in_bind() {
         "{}",
         new.selector
     );
+    until_signing(&d, &new.selector).await;
     let (_, after) = send(&mut conn, "app@example.com", &[]).await;
     assert!(selectors(&after).contains(&new.selector), "{after}");
     assert!(verified_by_bind(&bind, &after), "{after}");

@@ -143,7 +143,8 @@ async fn gateways_share_the_keys_switch_together_and_survive_the_driver() {
     let mut a = Some(Running::start(&config_a));
     let mut b = Some(Running::start(&config_b));
     // One of them makes the keys (the record not published: pending).
-    let pending = common::until(Duration::from_secs(20), "pending keys in Redis", || {
+    // Bounded generously: two daemons start, one makes an RSA key.
+    let pending = common::until(Duration::from_secs(60), "pending keys in Redis", || {
         futures_executor(rsa(&r))
             .filter(|k| k.state == State::Pending)
             .ok_or("none yet".to_string())
