@@ -3,6 +3,31 @@
 
 use std::{io, path::Path};
 
+/// Appends `value` to `path` as one line of JSON, the file made if
+/// absent (the console's audit log and held notes).
+pub fn append_json_line(path: &Path, value: &impl serde::Serialize) -> io::Result<()> {
+    use std::io::Write;
+    let mut line = serde_json::to_vec(value)?;
+    line.push(b'\n');
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)?
+        .write_all(&line)
+}
+
+/// The lines of a JSON-lines file that read as `T`, in order (others
+/// skipped); none when the file cannot be read.
+pub fn read_json_lines<T: serde::de::DeserializeOwned>(path: &Path) -> Vec<T> {
+    std::fs::read_to_string(path)
+        .map(|text| {
+            text.lines()
+                .filter_map(|l| serde_json::from_str(l).ok())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 /// Reads a regular file of at most `max` bytes. A device, a FIFO or a huge
 /// file named by mistake (`/dev/zero`, `/dev/stdin`) is an error, never an
 /// endless read.

@@ -5,7 +5,6 @@
 
 use serde::{Deserialize, Serialize};
 use std::collections::VecDeque;
-use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
@@ -88,28 +87,23 @@ impl History {
             return Self::default();
         }
         let held_file = state_dir.map(|d| d.join(HELD_FILE));
-        let mut held = VecDeque::new();
-        if let Some(path) = &held_file {
-            if let Ok(text) = std::fs::read_to_string(path) {
-                for line in text.lines() {
-                    if let Ok(note) = serde_json::from_str::<HeldNote>(line) {
-                        held.push_back(note);
-                    }
+        let mut held: VecDeque<HeldNote> = held_file
+            .as_deref()
+            .map(crate::files::read_json_lines)
+            .unwrap_or_default()
+            .into();
+        if held.len() > MAX_HELD_NOTES {
+            while held.len() > MAX_HELD_NOTES {
+                held.pop_front();
+            }
+            // Written again without what was dropped.
+            if let Some(path) = &held_file {
+                let mut out = String::new();
+                for line in held.iter().filter_map(|n| serde_json::to_string(n).ok()) {
+                    out.push_str(&line);
+                    out.push('\n');
                 }
-                while held.len() > MAX_HELD_NOTES {
-                    held.pop_front();
-                }
-                // Written again without what was dropped.
-                if held.len() < text.lines().count() {
-                    let mut out = String::new();
-                    for n in &held {
-                        if let Ok(line) = serde_json::to_string(n) {
-                            out.push_str(&line);
-                            out.push('\n');
-                        }
-                    }
-                    let _ = std::fs::write(path, out);
-                }
+                let _ = std::fs::write(path, out);
             }
         }
         Self {
@@ -154,14 +148,7 @@ impl History {
             return;
         }
         if let Some(path) = &self.held_file {
-            let written = serde_json::to_string(&note).map(|line| {
-                std::fs::OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(path)
-                    .and_then(|mut f| writeln!(f, "{line}"))
-            });
-            if let Ok(Err(e)) = written {
+            if let Err(e) = crate::files::append_json_line(path, &note) {
                 tracing::warn!(target: "egress_milter::console", "cannot keep the held note of {} in {}: {e}", note.queue_id, path.display());
             }
         }

@@ -4,7 +4,6 @@
 
 use serde::{Deserialize, Serialize};
 use std::collections::VecDeque;
-use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
@@ -34,16 +33,13 @@ pub struct Audit {
 impl Audit {
     pub fn load(state_dir: Option<&Path>) -> Self {
         let file = state_dir.map(|d| d.join(AUDIT_FILE));
-        let mut recent = VecDeque::new();
-        if let Some(text) = file.as_ref().and_then(|f| std::fs::read_to_string(f).ok()) {
-            for line in text.lines() {
-                if let Ok(e) = serde_json::from_str::<Entry>(line) {
-                    if recent.len() == SHOWN {
-                        recent.pop_front();
-                    }
-                    recent.push_back(e);
-                }
-            }
+        let mut recent: VecDeque<Entry> = file
+            .as_deref()
+            .map(crate::files::read_json_lines)
+            .unwrap_or_default()
+            .into();
+        while recent.len() > SHOWN {
+            recent.pop_front();
         }
         Self {
             recent: Mutex::new(recent),
@@ -61,14 +57,7 @@ impl Audit {
             "console action"
         );
         if let Some(path) = &self.file {
-            let written = serde_json::to_string(&entry).map(|line| {
-                std::fs::OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(path)
-                    .and_then(|mut f| writeln!(f, "{line}"))
-            });
-            if let Ok(Err(e)) = written {
+            if let Err(e) = crate::files::append_json_line(path, &entry) {
                 tracing::error!(target: "egress_milter::console", "cannot write the audit log {}: {e}", path.display());
             }
         }

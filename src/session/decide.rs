@@ -277,8 +277,7 @@ impl Connection {
                 );
             }
         }
-        self.remember(&msg, verdict.as_str(), stage, refusal);
-        log::summary(&log::Summary {
+        let summary = log::Summary {
             queue_id: msg.queue_id.as_deref().unwrap_or("-"),
             conn_id: self.id,
             client_ip: self.client(),
@@ -304,56 +303,45 @@ impl Connection {
             elapsed: msg.started.elapsed(),
             milter_us: (msg.busy + self.stage_started.map_or(Duration::ZERO, |t| t.elapsed()))
                 .as_micros(),
-        });
+        };
+        log::summary(&summary);
+        self.remember(&msg, &summary);
     }
 }
 
 impl Connection {
     /// The message's decision, and why it was held, as the console shows
     /// them (nothing when there is no console).
-    fn remember(
-        &self,
-        msg: &Message,
-        verdict: &str,
-        stage: Option<Stage>,
-        refusal: Option<&Refusal>,
-    ) {
+    fn remember(&self, msg: &Message, summary: &log::Summary<'_>) {
         let history = &self.shared.history;
         if !history.enabled() {
             return;
         }
         let at = crate::incidents::now_ms() / 1000;
-        let queue_id = msg.queue_id.as_deref().unwrap_or("-");
-        let class = msg.class().map_or("-", |c| c.name.as_str());
-        let auth = msg.login.as_deref().unwrap_or("-");
-        let incident = msg.incident.as_ref().map(|i| i.name());
-        let rule = match (&msg.hold, &msg.would_hold) {
-            (Some((_, h)), _) if verdict == "hold" => h.rule.as_str(),
-            (_, Some((_, h))) if verdict == "would_hold" => h.rule.as_str(),
-            _ => refusal.map_or("-", |r| r.rule.as_str()),
-        };
         history.decision(crate::history::DecisionLine {
             at,
-            queue_id: queue_id.to_string(),
-            client_ip: self.client().to_string(),
-            class: class.to_string(),
-            sender: msg.sender.clone(),
-            auth: auth.to_string(),
-            rcpt_count: msg.rcpt_accepted,
-            stage: stage.map_or("-", Stage::as_str).to_string(),
-            verdict: verdict.to_string(),
-            rule: rule.to_string(),
-            reply: refusal.map_or_else(|| "-".to_string(), |r| r.reply.to_string()),
-            incident: incident.clone().unwrap_or_else(|| "-".into()),
+            queue_id: summary.queue_id.to_string(),
+            client_ip: summary.client_ip.to_string(),
+            class: summary.class.to_string(),
+            sender: summary.sender.to_string(),
+            auth: summary.auth.to_string(),
+            rcpt_count: summary.rcpt_count,
+            stage: summary.stage.to_string(),
+            verdict: summary.verdict.to_string(),
+            rule: summary.rule.to_string(),
+            reply: summary.reply.clone().unwrap_or_else(|| "-".into()),
+            incident: summary.incident.to_string(),
         });
-        if let (Some((_, hold)), "hold", Some(queue_id)) = (&msg.hold, verdict, &msg.queue_id) {
+        if let (Some((_, hold)), "hold", Some(queue_id)) =
+            (&msg.hold, summary.verdict, &msg.queue_id)
+        {
             history.held(crate::history::HeldNote {
                 queue_id: queue_id.clone(),
                 at,
-                client_ip: self.client().to_string(),
-                class: class.to_string(),
-                auth: auth.to_string(),
-                sender: msg.sender.clone(),
+                client_ip: summary.client_ip.to_string(),
+                class: summary.class.to_string(),
+                auth: summary.auth.to_string(),
+                sender: summary.sender.to_string(),
                 recipients: msg.rcpts.clone(),
                 rule: hold.rule.as_str().to_string(),
                 incident: hold.incident.clone(),

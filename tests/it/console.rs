@@ -5,49 +5,10 @@
 
 use crate::common;
 use common::console::{add_user, Http};
+use common::postfix::{submit, Postfix};
 use common::webhook::Webhook;
-use common::{postfix::Postfix, process::Running, sendmail::Sendmail, sink::Sink};
+use common::{process::Running, sendmail::Sendmail, sink::Sink};
 use std::path::{Path, PathBuf};
-use std::process::Command;
-
-/// Sends one message through the MTA with swaks (logged in when a login
-/// is given), with extra swaks arguments; the queue id it got.
-pub fn submit(
-    port: u16,
-    login: Option<(&str, &str)>,
-    from: &str,
-    to: &str,
-    extra: &[&str],
-) -> String {
-    let mut cmd = Command::new("swaks");
-    cmd.args(["--server", &format!("127.0.0.1:{port}")])
-        .args(["--from", from, "--to", to])
-        .args(["--timeout", "30"])
-        .args(extra);
-    if let Some((user, password)) = login {
-        cmd.args([
-            "--auth",
-            "PLAIN",
-            "--auth-user",
-            user,
-            "--auth-password",
-            password,
-        ]);
-    }
-    let out = cmd.output().expect("swaks");
-    let t = String::from_utf8_lossy(&out.stdout).into_owned();
-    t.lines()
-        .filter(|l| l.starts_with("<-  250"))
-        .find_map(|l| {
-            l.split_once("queued as ")
-                .map(|(_, id)| id.trim().to_string())
-                .or_else(|| {
-                    l.contains("Message accepted")
-                        .then(|| l.split_whitespace().nth(3).unwrap_or("").to_string())
-                })
-        })
-        .unwrap_or_else(|| panic!("not queued: {t}"))
-}
 
 /// A console's files: users alice (admin) and bob (viewer), a link secret.
 pub struct Files {

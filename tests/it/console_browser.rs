@@ -5,11 +5,11 @@
 //! Screenshots of the pages go to target/console-screenshots/.
 
 use crate::common;
-use crate::console::{config, files, submit, STAFF};
+use crate::console::{config, files, held_ids, STAFF};
 use common::browser::Browser;
+use common::postfix::submit;
 use common::{postfix::Postfix, process::Running, sink::Sink};
 use fantoccini::Locator;
-use std::time::Duration;
 
 /// The notice mail's text, quoted-printable undone.
 fn unquoted(data: &str) -> String {
@@ -86,83 +86,28 @@ async fn an_admin_releases_and_deletes_held_mail_and_follows_the_notice_link() {
     // Sent to the login.
     assert_eq!(c.current_url().await.unwrap().path(), "/login");
     b.screenshot("login").await;
-    c.find(Locator::Id("user"))
-        .await
-        .unwrap()
-        .send_keys("alice")
-        .await
-        .unwrap();
-    c.find(Locator::Id("password"))
-        .await
-        .unwrap()
-        .send_keys("alice-password")
-        .await
-        .unwrap();
-    c.find(Locator::Id("login"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    b.type_in(Locator::Id("user"), "alice").await;
+    b.type_in(Locator::Id("password"), "alice-password").await;
+    b.click(Locator::Id("login")).await;
     // The form's POST, then the redirect: wait for the page it leads to.
-    let open = c
-        .wait()
-        .at_most(Duration::from_secs(15))
-        .for_element(Locator::Id("open"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let open = b.text(Locator::Id("open")).await;
     assert!(open.contains("user:alice@example.com"), "{open}");
     assert_eq!(c.current_url().await.unwrap().path(), "/incidents");
     b.screenshot("incidents").await;
 
     c.goto(&format!("{base}/held")).await.unwrap();
     for q in [&q2, &q3, &q4] {
-        let row = c
-            .find(Locator::Id(&format!("held-{q}")))
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let row = b.text(Locator::Id(&format!("held-{q}"))).await;
         assert!(row.contains("incident user:alice@example.com"), "{row}");
     }
     b.screenshot("held").await;
     // Release the second from its page.
-    c.find(Locator::LinkText(&q2))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
-    let subject = c
-        .wait()
-        .at_most(Duration::from_secs(15))
-        .for_element(Locator::Id("subject"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    b.click(Locator::LinkText(&q2)).await;
+    let subject = b.text(Locator::Id("subject")).await;
     assert_eq!(subject, "second");
     b.screenshot("message").await;
-    c.find(Locator::Id("release"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
-    let result = c
-        .wait()
-        .at_most(Duration::from_secs(15))
-        .for_element(Locator::Id("result"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    b.click(Locator::Id("release")).await;
+    let result = b.text(Locator::Id("result")).await;
     assert_eq!(result, format!("Done: released {q2}"));
     b.screenshot("released").await;
     assert_eq!(
@@ -171,29 +116,10 @@ async fn an_admin_releases_and_deletes_held_mail_and_follows_the_notice_link() {
     );
     // Delete the third.
     c.goto(&format!("{base}/held/{q3}")).await.unwrap();
-    c.find(Locator::Id("delete"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
-    let result = c
-        .wait()
-        .at_most(Duration::from_secs(15))
-        .for_element(Locator::Id("result"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    b.click(Locator::Id("delete")).await;
+    let result = b.text(Locator::Id("result")).await;
     assert_eq!(result, format!("Done: deleted {q3}"));
-    let held: Vec<String> = pf
-        .queue()
-        .into_iter()
-        .filter(|(name, _)| name == "hold")
-        .map(|(_, id)| id)
-        .collect();
-    assert_eq!(held, std::slice::from_ref(&q4));
+    assert_eq!(held_ids(&pf), std::slice::from_ref(&q4));
 
     // The notice's link, in a fresh browser with no session: a page that
     // asks, and the click that does it.
@@ -210,24 +136,8 @@ async fn an_admin_releases_and_deletes_held_mail_and_follows_the_notice_link() {
         sink.next(1).await.is_none(),
         "opening the link released nothing"
     );
-    fresh
-        .client
-        .find(Locator::Id("confirm"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
-    let result = fresh
-        .client
-        .wait()
-        .at_most(Duration::from_secs(15))
-        .for_element(Locator::Id("result"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    fresh.click(Locator::Id("confirm")).await;
+    let result = fresh.text(Locator::Id("result")).await;
     assert_eq!(result, format!("Done: released {q4}"));
     assert_eq!(
         sink.next(10).await.map(|m| m.subject()).as_deref(),
@@ -235,13 +145,7 @@ async fn an_admin_releases_and_deletes_held_mail_and_follows_the_notice_link() {
     );
     // Back in the console: the audit log says who did what.
     c.goto(&format!("{base}/audit")).await.unwrap();
-    let audit = c
-        .find(Locator::Id("audit"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let audit = b.text(Locator::Id("audit")).await;
     assert!(audit.contains("alice release"), "{audit}");
     assert!(audit.contains("alice delete"), "{audit}");
     assert!(audit.contains("link release"), "{audit}");

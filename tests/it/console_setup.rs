@@ -185,8 +185,9 @@ fn socket_activation(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn held_mail_is_reached_through_the_queue_helper_socket() {
-    use crate::console::{config, delivered, held_ids, submit, STAFF};
+    use crate::console::{config, delivered, held_ids, STAFF};
     use common::console::Http;
+    use common::postfix::submit;
     let f = files();
     let (milter_port, console_port) = (common::free_port(), common::free_port());
     let hook = common::webhook::Webhook::start(200).await;

@@ -6,10 +6,9 @@
 
 use crate::common;
 use common::{postfix::Postfix, sendmail::Sendmail, sink::Sink};
-use std::process::Command;
 
-/// Sends one message through the MTA with swaks, logged in when a login
-/// is given; returns the queue id the MTA gave it.
+/// Sends one message through the MTA with swaks from `ip`, logged in
+/// when a login is given; returns the queue id the MTA gave it.
 fn submit(
     port: u16,
     ip: &str,
@@ -18,36 +17,14 @@ fn submit(
     to: &str,
     subject: &str,
 ) -> String {
-    let mut cmd = Command::new("swaks");
-    cmd.args(["--server", &format!("127.0.0.1:{port}")])
-        .args(["--local-interface", ip])
-        .args(["--from", from, "--to", to])
-        .args(["--header", &format!("Subject: {subject}")])
-        .args(["--timeout", "30"]);
-    if let Some((user, password)) = login {
-        cmd.args([
-            "--auth",
-            "PLAIN",
-            "--auth-user",
-            user,
-            "--auth-password",
-            password,
-        ]);
-    }
-    let out = cmd.output().expect("swaks");
-    let t = String::from_utf8_lossy(&out.stdout).into_owned();
-    t.lines()
-        .filter(|l| l.starts_with("<-  250"))
-        .find_map(|l| {
-            l.split_once("queued as ")
-                .map(|(_, id)| id.trim().to_string())
-                .or_else(|| {
-                    // Sendmail: "250 2.0.0 <id> Message accepted for delivery"
-                    l.contains("Message accepted")
-                        .then(|| l.split_whitespace().nth(3).unwrap_or("").to_string())
-                })
-        })
-        .unwrap_or_else(|| panic!("not queued: {t}"))
+    let subject = format!("Subject: {subject}");
+    common::postfix::submit(
+        port,
+        login,
+        from,
+        to,
+        &["--local-interface", ip, "--header", &subject],
+    )
 }
 
 /// The subjects of the next `want` messages the sink receives, waiting at

@@ -56,6 +56,39 @@ impl Browser {
         }
     }
 
+    /// The text of the element, waited for (at most 15 s): after a click
+    /// the page it leads to may still be loading.
+    pub async fn text(&self, at: fantoccini::Locator<'_>) -> String {
+        self.element(at)
+            .await
+            .text()
+            .await
+            .expect("the element's text")
+    }
+
+    /// Clicks the element, waited for.
+    pub async fn click(&self, at: fantoccini::Locator<'_>) {
+        self.element(at).await.click().await.expect("a click");
+    }
+
+    /// Types into the element, waited for.
+    pub async fn type_in(&self, at: fantoccini::Locator<'_>, text: &str) {
+        self.element(at)
+            .await
+            .send_keys(text)
+            .await
+            .expect("typing");
+    }
+
+    async fn element(&self, at: fantoccini::Locator<'_>) -> fantoccini::elements::Element {
+        self.client
+            .wait()
+            .at_most(Duration::from_secs(15))
+            .for_element(at)
+            .await
+            .unwrap_or_else(|e| panic!("no element {at:?}: {e}"))
+    }
+
     /// Saves what the browser shows as `target/console-screenshots/NAME.png`.
     pub async fn screenshot(&self, name: &str) {
         let dir =

@@ -413,3 +413,43 @@ pub fn swaks_with(
         .expect("swaks is not installed: run scripts/test.sh, which installs it");
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
+
+/// Sends one message through the MTA (Postfix or Sendmail) with swaks,
+/// logged in when a login is given, with more swaks arguments; the queue
+/// id the MTA gave it.
+pub fn submit(
+    port: u16,
+    login: Option<(&str, &str)>,
+    from: &str,
+    to: &str,
+    extra: &[&str],
+) -> String {
+    let mut cmd = Command::new("swaks");
+    cmd.args(["--server", &format!("127.0.0.1:{port}")])
+        .args(["--from", from, "--to", to])
+        .args(["--timeout", "30"])
+        .args(extra);
+    if let Some((user, password)) = login {
+        cmd.args([
+            "--auth",
+            "PLAIN",
+            "--auth-user",
+            user,
+            "--auth-password",
+            password,
+        ]);
+    }
+    let out = cmd.output().expect("swaks");
+    let t = String::from_utf8_lossy(&out.stdout).into_owned();
+    t.lines()
+        .filter(|l| l.starts_with("<-  250"))
+        .find_map(|l| {
+            l.split_once("queued as ")
+                .map(|(_, id)| id.trim().to_string())
+                .or_else(|| {
+                    l.contains("Message accepted")
+                        .then(|| l.split_whitespace().nth(3).unwrap_or("").to_string())
+                })
+        })
+        .unwrap_or_else(|| panic!("not queued: {t}"))
+}
