@@ -13,6 +13,8 @@
 #   - the same with the rate limits counted in Redis (a redis-server on a
 #     loopback port, as gateways sharing limits use it),
 #   - the same with two incident signals, in process and in Redis,
+#   - the same with the reputation watch and bounce suppression, and with
+#     the console served,
 #   - egress-milter signing with an RSA-2048 key, and with an Ed25519 key,
 #   - OpenDKIM (Debian's package) signing with the same RSA key,
 # each over TCP and over a unix socket, with 2 KB and 100 KB messages, 10 and
@@ -207,6 +209,13 @@ for transport in tcp unix; do
   egress watch "$transport" "reputation: { every: 15m, addresses: [192.0.2.10], ip_lists: [list.invalid], domain_lists: [], on_listed: { action: tempfail } }
 bounces: { suppress: { after: 1, for: 30d } }"
   add_setup "egress-milter + reputation watch and bounces, $transport" "$EGRESS_PF" "$EGRESS_SM"
+  # The console served by the daemon (its per-message part: the decision
+  # kept for the recent-decisions page).
+  [ -f "$WORK/console.users" ] ||
+    printf 'bench-password\nbench-password\n' |
+    "$BIN/egress-milter" console-user add bench --role admin --file "$WORK/console.users" >/dev/null
+  egress console "$transport" "console: { listen: \"127.0.0.1:$(free_port)\", users_file: $WORK/console.users }"
+  add_setup "egress-milter + console, $transport" "$EGRESS_PF" "$EGRESS_SM"
   egress rsa "$transport" "dkim: { keys: [{ domain: example.com, selector: rsa, file: $WORK/keys/rsa.pem }] }"
   add_setup "egress-milter + RSA-2048 signing, $transport" "$EGRESS_PF" "$EGRESS_SM"
   egress ed "$transport" "dkim: { keys: [{ domain: example.com, selector: ed, file: $WORK/keys/ed.pem }] }"

@@ -7,6 +7,7 @@ pub mod credit;
 pub mod gcra;
 pub mod lease;
 pub mod local;
+mod places;
 pub mod redis;
 pub mod store;
 mod target;

@@ -12,14 +12,15 @@
 //! of every sentinel at once whenever a connection is made, which is after
 //! every failure, so a promoted replica is found without a restart
 //! (`target.rs`). A busy key spends cells taken ahead (`credit.rs`); a
-//! place given back rides on the next connection's call.
+//! place given back is kept a while for the client's next connection
+//! (`places.rs`).
 
+use super::places::Places;
 use super::target::Target;
 use super::{Check, LimiterError, Outcome};
 use crate::config::RedisSettings;
 use redis::{aio::ConnectionManager, AsyncCommands, Script};
 use std::{
-    collections::HashMap,
     net::IpAddr,
     sync::{
         atomic::{AtomicBool, AtomicU64, Ordering},
@@ -27,7 +28,6 @@ use std::{
     },
     time::{Duration, Instant},
 };
-use tokio::sync::mpsc;
 use tracing::{info, warn};
 
 /// The script in `gcra.lua`: the GCRA of `gcra_fn.lua` over its keys and
@@ -68,6 +68,15 @@ fn gcra_reply(v: Vec<redis::Value>) -> Result<(usize, String, String), LimiterEr
     ))
 }
 
+/// A refusal of `gcra.lua` or `connect.lua`: the 1-based index of the
+/// check that must wait longest, and the wait in µs.
+fn denied(index: usize, wait_us: &str) -> Outcome {
+    Outcome::Denied {
+        index: index.saturating_sub(1),
+        retry_after: Duration::from_micros(wait_us.parse().unwrap_or(u64::MAX / 1000)),
+    }
+}
+
 /// After a failure, Redis is not asked again for this long: every check in
 /// between goes straight to `on_failure`, so a dead Redis costs the MTA one
 /// timeout per interval, not one per message.
@@ -80,14 +89,11 @@ pub struct RedisLimiter {
     gcra: Script,
     connect: Script,
     renew: Script,
-    /// Identifies this gateway's connection members.
-    gateway: String,
-    next_member: AtomicU64,
-    leases: OnceLock<mpsc::UnboundedSender<LeaseEvent>>,
-    /// Places given back and not yet removed in Redis: (key, member). The
-    /// next connection's call removes them, or the lease task shortly
-    /// after when none comes.
-    released: Arc<Mutex<Vec<(String, String)>>>,
+    /// This gateway's places under `concurrent_per_client`.
+    places: Arc<Places>,
+    /// The places' task, started with the first connection, stopped with
+    /// the limiter.
+    places_task: OnceLock<tokio::task::AbortHandle>,
     down_until: Mutex<Option<Instant>>,
     healthy: AtomicBool,
     /// Calls that failed (timeout, refused, error reply).
@@ -96,33 +102,32 @@ pub struct RedisLimiter {
     credit: super::credit::Credit,
 }
 
-enum LeaseEvent {
-    Taken { key: String, member: String },
-    Released { member: String },
-}
-
-/// An open connection counted in Redis; dropping it gives the place back.
+/// An open connection counted in Redis; dropping it gives the place back
+/// (kept a while for the client's next connection).
 pub struct RedisLease {
-    tx: mpsc::UnboundedSender<LeaseEvent>,
-    released: Arc<Mutex<Vec<(String, String)>>>,
+    places: Arc<Places>,
     key: String,
     member: String,
+    cap: u32,
 }
 
 impl Drop for RedisLease {
     fn drop(&mut self) {
-        let member = std::mem::take(&mut self.member);
-        self.released
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push((std::mem::take(&mut self.key), member.clone()));
-        let _ = self.tx.send(LeaseEvent::Released { member });
+        self.places.keep(
+            std::mem::take(&mut self.key),
+            std::mem::take(&mut self.member),
+            self.cap,
+        );
     }
 }
 
-/// How long a place given back may wait for the next connection's call
-/// before the lease task removes it itself.
-const RELEASE_DELAY: Duration = Duration::from_millis(50);
+impl Drop for RedisLimiter {
+    fn drop(&mut self) {
+        if let Some(task) = self.places_task.get() {
+            task.abort();
+        }
+    }
+}
 
 impl RedisLimiter {
     pub fn new(settings: &RedisSettings) -> Result<Self, LimiterError> {
@@ -142,10 +147,8 @@ impl RedisLimiter {
             gcra: Script::new(GCRA_LUA),
             connect: Script::new(CONNECT_LUA),
             renew: Script::new(RENEW_LUA),
-            gateway,
-            next_member: AtomicU64::new(1),
-            leases: OnceLock::new(),
-            released: Arc::new(Mutex::new(Vec::new())),
+            places: Arc::new(Places::new(gateway)),
+            places_task: OnceLock::new(),
             down_until: Mutex::new(None),
             healthy: AtomicBool::new(true),
             failures: AtomicU64::new(0),
@@ -155,7 +158,7 @@ impl RedisLimiter {
 
     /// This gateway's name in Redis: host, process and a random part.
     pub fn gateway(&self) -> &str {
-        &self.gateway
+        self.places.gateway()
     }
 
     pub(crate) fn key(&self, parts: std::fmt::Arguments<'_>) -> String {
@@ -224,37 +227,40 @@ impl RedisLimiter {
         result
     }
 
-    /// A batch of checks, all or nothing. A key holding cells taken ahead
-    /// spends them; the others go to Redis in one call of `gcra.lua`
-    /// (which also takes cells ahead for the keys that allow it), and when
-    /// it refuses, the cells spent here are given back.
-    pub async fn check(&self, checks: &[Check]) -> Result<(Outcome, Vec<u16>), LimiterError> {
-        if checks.is_empty() {
-            return Ok((Outcome::Allowed, Vec::new()));
-        }
-        let keys: Vec<String> = checks.iter().map(|c| self.rate_key(c)).collect();
-        // The fill of each check whose cells were held here.
-        let held: Vec<Option<u16>> = checks
+    /// The cells held ahead for each check that has enough of them (taken
+    /// now), with the fill last read; None for the others.
+    fn take_held(&self, checks: &[Check], keys: &[String]) -> Vec<Option<u16>> {
+        checks
             .iter()
-            .zip(&keys)
+            .zip(keys)
             .map(|(c, k)| match c.member {
                 None => self.credit.take(k, c.n),
                 Some(_) => None,
             })
-            .collect();
-        if held.iter().all(Option::is_some) {
-            return Ok((Outcome::Allowed, held.into_iter().flatten().collect()));
-        }
-        let refund = || {
-            for ((c, k), h) in checks.iter().zip(&keys).zip(&held) {
-                if h.is_some() {
-                    self.credit.refund(k, c.n);
-                }
+            .collect()
+    }
+
+    /// Gives back the cells taken by [`take_held`](Self::take_held) for a
+    /// batch refused or not judged.
+    fn refund(&self, checks: &[Check], keys: &[String], held: &[Option<u16>]) {
+        for ((c, k), h) in checks.iter().zip(keys).zip(held) {
+            if h.is_some() {
+                self.credit.refund(k, c.n);
             }
-        };
-        let mut invocation = self.gcra.prepare_invoke();
-        for ((c, key), h) in checks.iter().zip(&keys).zip(&held) {
-            // A check paid from what is held is judged at no cost.
+        }
+    }
+
+    /// The rate checks' keys and arguments, as `gcra_fn.lua` takes them: a
+    /// check paid from cells held is judged at no cost, the others ask for
+    /// cells ahead.
+    fn push_rates(
+        &self,
+        invocation: &mut redis::ScriptInvocation<'_>,
+        checks: &[Check],
+        keys: &[String],
+        held: &[Option<u16>],
+    ) {
+        for ((c, key), h) in checks.iter().zip(keys).zip(held) {
             let (cells, ahead) = match h {
                 Some(_) => (0, 0),
                 None => (c.n, self.credit.ahead(c, self.settings.reserve)),
@@ -267,118 +273,148 @@ impl RedisLimiter {
                 .arg(c.member.as_deref().unwrap_or(""))
                 .arg(ahead);
         }
+    }
+
+    /// An allowed batch's fills (the held fill for a check paid here), and
+    /// the cells Redis granted ahead kept.
+    fn settle(
+        &self,
+        keys: Vec<String>,
+        held: &[Option<u16>],
+        figures: &str,
+        granted: &str,
+    ) -> Vec<u16> {
+        let fill: Vec<u16> = figures
+            .split(',')
+            .zip(held)
+            .map(|(f, h)| h.unwrap_or_else(|| f.parse::<u16>().unwrap_or(0).min(1000)))
+            .collect();
+        for ((key, cells), f) in keys.into_iter().zip(granted.split(',')).zip(&fill) {
+            self.credit.keep(key, cells.parse().unwrap_or(0), *f);
+        }
+        fill
+    }
+
+    /// A batch of checks, all or nothing. A key holding cells taken ahead
+    /// spends them; the others go to Redis in one call of `gcra.lua`
+    /// (which also takes cells ahead for the keys that allow it), and when
+    /// it refuses, the cells spent here are given back.
+    pub async fn check(&self, checks: &[Check]) -> Result<(Outcome, Vec<u16>), LimiterError> {
+        if checks.is_empty() {
+            return Ok((Outcome::Allowed, Vec::new()));
+        }
+        let keys: Vec<String> = checks.iter().map(|c| self.rate_key(c)).collect();
+        let held = self.take_held(checks, &keys);
+        if held.iter().all(Option::is_some) {
+            return Ok((Outcome::Allowed, held.into_iter().flatten().collect()));
+        }
+        let mut invocation = self.gcra.prepare_invoke();
+        self.push_rates(&mut invocation, checks, &keys, &held);
         let got = self
             .call(async |mut conn| invocation.invoke_async(&mut conn).await)
             .await
             .and_then(gcra_reply);
-        let (index, figures, granted) = match got {
-            Ok(got) => got,
+        match got {
+            Ok((0, figures, granted)) => {
+                let fill = self.settle(keys, &held, &figures, &granted);
+                Ok((Outcome::Allowed, fill))
+            }
+            Ok((index, wait, _)) => {
+                self.refund(checks, &keys, &held);
+                Ok((denied(index, &wait), Vec::new()))
+            }
             Err(e) => {
-                refund();
-                return Err(e);
+                self.refund(checks, &keys, &held);
+                Err(e)
             }
-        };
-        if index == 0 {
-            let fill: Vec<u16> = figures
-                .split(',')
-                .zip(&held)
-                .map(|(f, h)| h.unwrap_or_else(|| f.parse::<u16>().unwrap_or(0).min(1000)))
-                .collect();
-            for ((key, cells), f) in keys.into_iter().zip(granted.split(',')).zip(&fill) {
-                self.credit.keep(key, cells.parse().unwrap_or(0), *f);
-            }
-            return Ok((Outcome::Allowed, fill));
         }
-        refund();
-        let wait_us: u64 = figures.parse().unwrap_or(u64::MAX / 1000);
-        Ok((
-            Outcome::Denied {
-                index: index - 1,
-                retry_after: Duration::from_micros(wait_us),
-            },
-            Vec::new(),
-        ))
     }
 
-    /// A new connection from `ip` in one round trip: a place among at most
-    /// `max` open connections (when capped), then the connection rate
-    /// `checks`, all or nothing; the places given back since the last
-    /// call are removed first, in the same call. `None`: the cap is
-    /// reached; else the rates' outcome, and the place when capped and
-    /// allowed.
+    /// A new connection from `ip`: a place among at most `max` open
+    /// connections (when capped), then the connection rate `checks`, all
+    /// or nothing. A place this gateway kept from the client's last
+    /// connection and cells held ahead for the rates decide it without
+    /// Redis; else one call of `connect.lua`, which also removes the places
+    /// given back since the last call. `None`: the cap is reached; else
+    /// the rates' outcome, and the place when capped and allowed.
     pub async fn connect(
         &self,
         ip: IpAddr,
         max: Option<u32>,
         checks: &[Check],
     ) -> Result<Option<(Outcome, Option<RedisLease>)>, LimiterError> {
-        let tx = self.lease_manager().clone();
+        self.places_task.get_or_init(|| {
+            tokio::spawn(super::places::manage(
+                self.places.clone(),
+                self.target.clone(),
+                self.renew.clone(),
+                self.settings.clone(),
+            ))
+            .abort_handle()
+        });
         let key = self.key(format_args!("concurrent_per_client:{ip}"));
-        let member = format!(
-            "{}:{}",
-            self.gateway,
-            self.next_member.fetch_add(1, Ordering::Relaxed)
-        );
-        let released =
-            std::mem::take(&mut *self.released.lock().unwrap_or_else(|p| p.into_inner()));
+        let keys: Vec<String> = checks.iter().map(|c| self.rate_key(c)).collect();
+        let kept = max.and_then(|cap| self.places.reuse(&key, cap));
+        let held = self.take_held(checks, &keys);
+        let lease = |key: String, member: String| {
+            max.map(|cap| RedisLease {
+                places: self.places.clone(),
+                key,
+                member,
+                cap,
+            })
+        };
+        if (max.is_none() || kept.is_some()) && held.iter().all(Option::is_some) {
+            let member = kept.unwrap_or_default();
+            return Ok(Some((Outcome::Allowed, lease(key, member))));
+        }
+        // A place kept is already counted: Redis judges the rates alone.
+        let cap = if kept.is_some() { 0 } else { max.unwrap_or(0) };
+        let member = kept.clone().unwrap_or_else(|| self.places.new_member());
+        let gone = self.places.take_gone();
         let mut invocation = self.connect.prepare_invoke();
         invocation
             .key(&key)
-            .arg(max.unwrap_or(0))
+            .arg(cap)
             .arg(&member)
             .arg(self.settings.lease.as_micros() as u64)
-            .arg(released.len());
-        for (k, m) in &released {
+            .arg(gone.len());
+        for (k, m) in &gone {
             invocation.key(k).arg(m);
         }
-        for c in checks {
-            invocation
-                .key(self.rate_key(c))
-                .arg((c.rate.emission_ns() / 1000).max(1))
-                .arg(c.rate.burst())
-                .arg(c.n)
-                .arg(c.member.as_deref().unwrap_or(""))
-                .arg(0);
-        }
-        let got: Result<Vec<redis::Value>, _> = self
+        self.push_rates(&mut invocation, checks, &keys, &held);
+        let got = self
             .call(async |mut conn| invocation.invoke_async(&mut conn).await)
-            .await;
-        let (index, wait_us) = match got.and_then(gcra_reply) {
-            Ok((index, wait_us, _)) => (index as i64, wait_us),
-            Err(e) => {
-                // Given back to the lease task (else they expire with
-                // their lease).
-                self.released
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .extend(released);
-                return Err(e);
+            .await
+            .and_then(gcra_reply);
+        let give_back = |member: String| {
+            if let (Some(cap), Some(_)) = (max, &kept) {
+                self.places.keep(key.clone(), member, cap);
             }
         };
-        match usize::try_from(index) {
-            Err(_) => Ok(None),
-            Ok(0) => {
-                let lease = max.map(|_| {
-                    let _ = tx.send(LeaseEvent::Taken {
-                        key: key.clone(),
-                        member: member.clone(),
-                    });
-                    RedisLease {
-                        tx,
-                        released: self.released.clone(),
-                        key,
-                        member,
-                    }
-                });
-                Ok(Some((Outcome::Allowed, lease)))
+        match got {
+            Ok((0, figures, granted)) => {
+                self.settle(keys, &held, &figures, &granted);
+                if kept.is_none() && max.is_some() {
+                    self.places.taken(&key, &member);
+                }
+                Ok(Some((Outcome::Allowed, lease(key, member))))
             }
-            Ok(index) => Ok(Some((
-                Outcome::Denied {
-                    index: index - 1,
-                    retry_after: Duration::from_micros(wait_us.parse().unwrap_or(u64::MAX / 1000)),
-                },
-                None,
-            ))),
+            Ok((usize::MAX, _, _)) => {
+                self.refund(checks, &keys, &held);
+                Ok(None)
+            }
+            Ok((index, wait, _)) => {
+                self.refund(checks, &keys, &held);
+                give_back(member);
+                Ok(Some((denied(index, &wait), None)))
+            }
+            Err(e) => {
+                self.refund(checks, &keys, &held);
+                give_back(member);
+                self.places.return_gone(gone);
+                Err(e)
+            }
         }
     }
 
@@ -416,86 +452,5 @@ impl RedisLimiter {
             Ok((tat.and_then(|v| v.parse().ok()), t.0 * 1_000_000 + t.1))
         })
         .await
-    }
-
-    /// The task that renews this gateway's connection leases and removes
-    /// the ones given back; started with the first lease.
-    fn lease_manager(&self) -> &mpsc::UnboundedSender<LeaseEvent> {
-        self.leases.get_or_init(|| {
-            let (tx, rx) = mpsc::unbounded_channel();
-            let target = self.target.clone();
-            let renew = self.renew.clone();
-            let settings = self.settings.clone();
-            let released = self.released.clone();
-            tokio::spawn(manage_leases(target, renew, settings, released, rx));
-            tx
-        })
-    }
-}
-
-async fn manage_leases(
-    target: Arc<Target>,
-    renew: Script,
-    settings: RedisSettings,
-    released: Arc<Mutex<Vec<(String, String)>>>,
-    mut rx: mpsc::UnboundedReceiver<LeaseEvent>,
-) {
-    let mut live: HashMap<String, String> = HashMap::new();
-    let mut conn: Option<ConnectionManager> = None;
-    let mut tick = tokio::time::interval(settings.lease / 3);
-    let lease_us = settings.lease.as_micros() as u64;
-    // When the places given back are removed, unless a connection's call
-    // has taken them by then.
-    let mut flush_at: Option<tokio::time::Instant> = None;
-    loop {
-        let flush = async {
-            match flush_at {
-                Some(t) => tokio::time::sleep_until(t).await,
-                None => std::future::pending().await,
-            }
-        };
-        tokio::select! {
-            event = rx.recv() => match event {
-                None => return,
-                Some(LeaseEvent::Taken { key, member }) => { live.insert(member, key); }
-                Some(LeaseEvent::Released { member }) => {
-                    live.remove(&member);
-                    flush_at.get_or_insert_with(|| tokio::time::Instant::now() + RELEASE_DELAY);
-                }
-            },
-            _ = flush => {
-                flush_at = None;
-                let gone = std::mem::take(&mut *released.lock().unwrap_or_else(|p| p.into_inner()));
-                if gone.is_empty() { continue; }
-                if let Ok(mut c) = target.kept(&mut conn, &settings).await {
-                    let mut pipe = redis::pipe();
-                    for (key, member) in &gone {
-                        pipe.zrem(key, member).ignore();
-                    }
-                    let r = tokio::time::timeout(settings.timeout, pipe.query_async::<()>(&mut c)).await;
-                    if !matches!(r, Ok(Ok(()))) {
-                        // They expire by themselves after the lease.
-                        tracing::debug!("could not release {} connections in redis", gone.len());
-                        conn = None;
-                    }
-                }
-            },
-            _ = tick.tick() => {
-                if live.is_empty() { continue; }
-                if let Ok(mut c) = target.kept(&mut conn, &settings).await {
-                    let mut inv = renew.prepare_invoke();
-                    inv.arg(lease_us);
-                    for (member, key) in &live {
-                        inv.key(key);
-                        inv.arg(member);
-                    }
-                    let r = tokio::time::timeout(settings.timeout, inv.invoke_async::<i64>(&mut c)).await;
-                    if !matches!(r, Ok(Ok(_))) {
-                        tracing::debug!("could not renew connection leases in redis");
-                        conn = None;
-                    }
-                }
-            }
-        }
     }
 }

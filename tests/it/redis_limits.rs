@@ -532,3 +532,95 @@ async fn at_connect_a_refused_connection_counts_against_neither_limit() {
     drop(e);
     d.stop().await;
 }
+
+/// A client that connects again at once takes the place its last
+/// connection gave back, and pays its connection rate from cells held
+/// ahead: a run of connections costs a few Redis calls, not one each. The
+/// cap still holds with places kept, and a cap lowered by a reload is
+/// judged in Redis at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_connecting_again_reuses_its_place_without_a_round_trip() {
+    let redis = RedisServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("g.yaml");
+    let text = |cap: u32| {
+        config_text(
+            "inet:127.0.0.1:0",
+            &redis.url(),
+            "tempfail",
+            &format!("  concurrent_per_client: {cap}\n  connections_per_client: 1000/h\n"),
+        )
+    };
+    std::fs::write(&path, text(2)).unwrap();
+    let d = common::start_with(Config::load(&path).unwrap()).await;
+    let client: SocketAddr = "10.7.7.7:1".parse().unwrap();
+    let refused = "421 4.7.0 Too many connections from 10.7.7.7";
+    let connect = || async {
+        let mut c = d.open().await;
+        let r = reply(&c.connect("x", client).await.unwrap());
+        (c, r)
+    };
+    // Until the daemon has dropped all but `n` of its connections.
+    let settled = |n: i64| {
+        let gauge = &d.shared.metrics.open_connections;
+        async move {
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while gauge.load(std::sync::atomic::Ordering::Relaxed) != n {
+                assert!(Instant::now() < deadline, "connections not closed");
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        }
+    };
+    let open = || common::open_connections(&d.shared, "10.7.7.7");
+
+    let before = scripts_run(&redis);
+    for i in 0..30 {
+        let (c, r) = connect().await;
+        assert_eq!(r, "continue", "connection {i}");
+        c.close().await.unwrap();
+        settled(0).await;
+        assert!(open().await <= 1, "connection {i}: more than one place");
+    }
+    let calls = scripts_run(&redis) - before;
+    assert!(calls <= 8, "30 connections took {calls} Redis calls");
+    // The place kept is removed once not reused.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while open().await != 0 {
+        assert!(Instant::now() < deadline, "a place kept was never removed");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    // Two places at most, kept ones included.
+    let (a, ra) = connect().await;
+    let (b, rb) = connect().await;
+    let (c, rc) = connect().await;
+    assert_eq!(
+        (ra.as_str(), rb.as_str(), rc.as_str()),
+        ("continue", "continue", refused)
+    );
+    drop(c);
+    a.close().await.unwrap();
+    settled(1).await;
+    let (e, re) = connect().await;
+    assert_eq!(re, "continue", "the place a gave back");
+    let (f, rf) = connect().await;
+    assert_eq!(rf, refused);
+    drop(f);
+    assert_eq!(open().await, 2);
+
+    // The cap lowered to one: the place e gives back is not reused, and b
+    // still holds the one place.
+    std::fs::write(&path, text(1)).unwrap();
+    d.shared.reload().unwrap();
+    e.close().await.unwrap();
+    settled(1).await;
+    let (g, rg) = connect().await;
+    assert_eq!(rg, refused);
+    drop(g);
+    b.close().await.unwrap();
+    settled(0).await;
+    let (h, rh) = connect().await;
+    assert_eq!(rh, "continue");
+    h.close().await.unwrap();
+    d.stop().await;
+}
