@@ -178,6 +178,8 @@ impl Message {
 
 impl Drop for Connection {
     fn drop(&mut self) {
+        // The place given back before the count falls.
+        drop(self.lease.take());
         self.shared
             .metrics
             .open_connections
