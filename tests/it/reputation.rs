@@ -218,10 +218,17 @@ async fn listings_are_told_once_pause_a_class_and_errors_change_nothing() {
         .reply
         .starts_with("451 4.7.1 Sending paused"));
     bind.pause(false);
-    // The queries sent while it was stopped are all logged as it wakes:
-    // left out of the pacing below.
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let woken = bind.query_log().lines().count();
+    // The queries sent while it was stopped are all logged as it wakes,
+    // ahead of a query of ours sent now: left out of the pacing below.
+    bind.dig("woken.example.com", "A");
+    let woken = common::until(Duration::from_secs(10), "the woken query", || {
+        bind.query_log()
+            .lines()
+            .position(|l| l.contains("woken.example.com"))
+            .map(|i| i + 1)
+            .ok_or(String::new())
+    })
+    .await;
     let quiet = notices(&mut hook, 2 * EVERY_SECS + 1).await;
     assert!(quiet.is_empty(), "errors told nothing: {quiet:?}");
 
@@ -446,8 +453,17 @@ async fn two_gateways_tell_once_and_both_pause() {
         send_at(b.addr, "alice@example.com", 2).await.reply,
         "continue"
     );
-    // Both have counted into Redis by the time a round tells.
-    tokio::time::sleep(Duration::from_secs(EVERY_SECS + 1)).await;
+    // Both have counted into Redis before a round tells.
+    common::until(Duration::from_secs(10), "counts in Redis", || {
+        let (bulk, alice) = (
+            tallied(&redis, "bulk@example.com"),
+            tallied(&redis, "alice@example.com"),
+        );
+        (bulk == 7 && alice == 2)
+            .then_some(())
+            .ok_or(format!(": bulk {bulk}, alice {alice}"))
+    })
+    .await;
     bind.update_zone(
         "list.test",
         "update add 10.2.0.192.list.test. 1 A 127.0.0.2",
@@ -485,6 +501,30 @@ async fn two_gateways_tell_once_and_both_pause() {
     assert_eq!(records, ["dmarc", "mx", "spf"], "{seen:?}");
     a.stop().await;
     b.stop().await;
+}
+
+/// What the gateways have counted for a sender (as the envelope sender) in
+/// Redis, over every hour.
+fn tallied(redis: &common::redis::RedisServer, sender: &str) -> u64 {
+    let cli = |args: &[&str]| {
+        let out = std::process::Command::new("redis-cli")
+            .args(["-u", &redis.url()])
+            .args(args)
+            .output()
+            .expect("redis-cli");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let mut total = 0;
+    for hash in cli(&["--scan", "--pattern", "rep:reputation:senders:*"]).lines() {
+        let fields = cli(&["hgetall", hash]);
+        let mut lines = fields.lines();
+        while let (Some(field), Some(n)) = (lines.next(), lines.next()) {
+            if field == format!("sender\t{sender}") {
+                total += n.parse::<u64>().unwrap_or(0);
+            }
+        }
+    }
+    total
 }
 
 fn futures_block<T>(f: impl std::future::Future<Output = T>) -> T {
