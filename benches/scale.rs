@@ -3,7 +3,8 @@
 //! allowed addresses, rate-limit overrides, a custom limit's overrides), a
 //! configuration of 10, 1,000 and 100,000 entries, the message placed where
 //! a scan would find it last (its client in the last class, its sender the
-//! last address, no override matching). Prints, per row, the time to read
+//! last address, no override matching), and every dimension at once at
+//! each size. Prints, per row, the time to read
 //! and check the file (as `check-config` and a reload do), the memory the
 //! configuration takes, and the policy's cost per message (the daemon's
 //! transaction code driven directly, as `cargo bench --bench policy`).
@@ -106,54 +107,96 @@ fn configuration(dimension: &str, n: usize) -> (String, String) {
         }
         "local domains" => {
             y.push_str("local_domains:\n");
-            for i in 0..n - 1 {
-                if i % 2 == 0 {
-                    let _ = writeln!(y, "  - d{i}.example");
-                } else {
-                    let _ = writeln!(y, "  - \"*.w{i}.example\"");
-                }
-            }
-            y.push_str("  - example.com\nclasses: [{ name: app, clients: [10.0.0.0/8] }]\n");
+            push_domains(&mut y, n);
+            y.push_str("classes: [{ name: app, clients: [10.0.0.0/8] }]\n");
             y.push_str("rate_limits:\n");
             y.push_str(LIMITS);
         }
         "allowed addresses" => {
             y.push_str("local_domains: [example.com]\nclasses:\n  - name: app\n    clients: [10.0.0.0/8]\n    sender_addresses:\n");
-            for i in 0..n - 1 {
-                let _ = writeln!(y, "      - a{i}@example.com");
-            }
-            y.push_str("      - app@example.com\n");
+            push_addresses(&mut y, n);
             y.push_str("rate_limits:\n");
             y.push_str(LIMITS);
         }
         "overrides" => {
             y.push_str("local_domains: [example.com]\nclasses: [{ name: app, clients: [10.0.0.0/8] }]\nrate_limits:\n");
             y.push_str(LIMITS);
-            y.push_str("  overrides:\n");
-            for i in 0..n {
-                let matcher = match i % 4 {
-                    0 => format!("\"@o{i}.example\""),
-                    1 => format!("u{i}@example.net"),
-                    2 => format!("\"{}\"", network(i + 1_000_000 / 16)),
-                    _ => format!("login{i}"),
-                };
-                let _ = writeln!(
-                    y,
-                    "    - {{ match: {matcher}, messages_per_sender: 1000/h }}"
-                );
-            }
+            push_overrides(&mut y, n);
         }
         "custom limit overrides" => {
             y.push_str("local_domains: [example.com]\nclasses: [{ name: app, clients: [10.0.0.0/8] }]\nrate_limits:\n");
             y.push_str(LIMITS);
-            y.push_str("  custom:\n    - name: tenant\n      key: sender_domain\n      count: messages\n      rate: 100000000/h\n      overrides:\n");
-            for i in 0..n {
-                let _ = writeln!(y, "        - {{ match: \"@t{i}.example\", rate: 1000/h }}");
+            push_custom(&mut y, n);
+        }
+        "every dimension at once" => {
+            // n local domains, n classes (the last with n allowed
+            // addresses), n rate-limit overrides and n custom-limit ones.
+            y.push_str("local_domains:\n");
+            push_domains(&mut y, n);
+            y.push_str("classes:\n");
+            for i in 0..n - 1 {
+                let _ = writeln!(y, "  - {{ name: c{i}, clients: [{}] }}", network(i));
             }
+            let _ = writeln!(
+                y,
+                "  - name: app\n    clients: [{}]\n    sender_addresses:",
+                network(n - 1)
+            );
+            push_addresses(&mut y, n);
+            ip = client(n - 1);
+            y.push_str("rate_limits:\n");
+            y.push_str(LIMITS);
+            push_overrides(&mut y, n);
+            push_custom(&mut y, n);
         }
         _ => unreachable!("{dimension}"),
     }
     (y, ip)
+}
+
+/// n local domains, half of them wildcards, `example.com` last.
+fn push_domains(y: &mut String, n: usize) {
+    for i in 0..n - 1 {
+        if i % 2 == 0 {
+            let _ = writeln!(y, "  - d{i}.example");
+        } else {
+            let _ = writeln!(y, "  - \"*.w{i}.example\"");
+        }
+    }
+    y.push_str("  - example.com\n");
+}
+
+/// n allowed addresses of a class, the message's sender last.
+fn push_addresses(y: &mut String, n: usize) {
+    for i in 0..n - 1 {
+        let _ = writeln!(y, "      - a{i}@example.com");
+    }
+    y.push_str("      - app@example.com\n");
+}
+
+/// n rate-limit overrides of every kind, none matching the message.
+fn push_overrides(y: &mut String, n: usize) {
+    y.push_str("  overrides:\n");
+    for i in 0..n {
+        let matcher = match i % 4 {
+            0 => format!("\"@o{i}.example\""),
+            1 => format!("u{i}@example.net"),
+            2 => format!("\"{}\"", network(i + 1_000_000 / 16)),
+            _ => format!("login{i}"),
+        };
+        let _ = writeln!(
+            y,
+            "    - {{ match: {matcher}, messages_per_sender: 1000/h }}"
+        );
+    }
+}
+
+/// A custom limit with n overrides, none matching the message.
+fn push_custom(y: &mut String, n: usize) {
+    y.push_str("  custom:\n    - name: tenant\n      key: sender_domain\n      count: messages\n      rate: 100000000/h\n      overrides:\n");
+    for i in 0..n {
+        let _ = writeln!(y, "        - {{ match: \"@t{i}.example\", rate: 1000/h }}");
+    }
 }
 
 const HEADERS: [(&str, &str); 6] = [
@@ -209,6 +252,7 @@ fn main() {
         "allowed addresses",
         "overrides",
         "custom limit overrides",
+        "every dimension at once",
     ] {
         let mut first = None;
         for &n in &sizes {

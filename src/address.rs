@@ -170,11 +170,6 @@ impl fmt::Display for DomainPattern {
     }
 }
 
-/// True when any pattern of the list matches the domain.
-pub fn any_matches(patterns: &[DomainPattern], domain: &Domain) -> bool {
-    patterns.iter().any(|p| p.matches(domain))
-}
-
 /// The domain part of an address: a name, or an address literal such as
 /// `[192.0.2.1]`, which is never one of our domains.
 #[derive(Clone, Debug, Eq, Hash, PartialEq)]

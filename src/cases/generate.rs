@@ -12,7 +12,7 @@
 //! are the network's, not the configuration's) and every case is fresh
 //! (no rate limit carries over from one case to the next).
 
-use crate::address::{any_matches, Address, Domain, DomainPattern};
+use crate::address::{Address, Domain, DomainPattern};
 use crate::config::{AuthMatch, Class, Config, Entries, InboundOwnDomain, SignMode};
 use crate::config::{SourceBackend, UnknownClients, VerifyBy};
 use crate::reply::{self, Refusal};
@@ -124,7 +124,7 @@ fn exact_domains(list: &Entries<DomainPattern>, config: &Config) -> Option<Vec<D
 /// Whether a domain is in a list that can be read here (None: unknown).
 fn listed(list: &Entries<DomainPattern>, d: &Domain, config: &Config) -> Option<bool> {
     match list {
-        Entries::Inline(v) => Some(any_matches(v, d)),
+        Entries::Inline(v) => Some(v.matches(d)),
         Entries::Source(_) => exact_domains(list, config).map(|ds| ds.iter().any(|x| x == d)),
     }
 }

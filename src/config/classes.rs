@@ -166,12 +166,11 @@ impl Validator {
                     Ok(addr) => {
                         // Checked here when both lists are inline; at
                         // MAIL FROM both are asked anyway.
-                        let allowed = match sender_domains.inline() {
-                            Some(domains) => addr
-                                .domain
-                                .name()
-                                .is_some_and(|d| crate::address::any_matches(domains, d)),
-                            None => true,
+                        let allowed = match &sender_domains {
+                            Entries::Inline(domains) => {
+                                addr.domain.name().is_some_and(|d| domains.matches(d))
+                            }
+                            Entries::Source(_) => true,
                         };
                         if !allowed {
                             self.error(

@@ -1,5 +1,5 @@
 use super::*;
-use crate::address::{any_matches, canonical_ip};
+use crate::address::canonical_ip;
 use crate::config::{Config, LimitKeys, Matcher};
 use std::path::Path;
 
@@ -452,7 +452,7 @@ fn scanned(m: &Matcher, keys: &LimitKeys, name: LimitName, f: &Facts<'_>) -> boo
         }
         Matcher::Domain(p) => address
             .and_then(|a| a.domain.name())
-            .is_some_and(|d| any_matches(std::slice::from_ref(p), d)),
+            .is_some_and(|d| p.matches(d)),
         Matcher::Address(a) => address.is_some_and(|x| keys.same_address(x, a)),
     }
 }
