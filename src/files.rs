@@ -28,6 +28,18 @@ pub fn read_json_lines<T: serde::de::DeserializeOwned>(path: &Path) -> Vec<T> {
         .unwrap_or_default()
 }
 
+/// The last `most` lines of a JSON-lines file that read as `T`, oldest
+/// first (see [`read_json_lines`]).
+pub fn read_json_tail<T: serde::de::DeserializeOwned>(
+    path: &Path,
+    most: usize,
+) -> std::collections::VecDeque<T> {
+    let mut all = read_json_lines(path);
+    let cut = all.len().saturating_sub(most);
+    all.drain(..cut);
+    all.into()
+}
+
 /// Reads a regular file of at most `max` bytes. A device, a FIFO or a huge
 /// file named by mistake (`/dev/zero`, `/dev/stdin`) is an error, never an
 /// endless read.
@@ -77,4 +89,27 @@ pub(crate) async fn remove_stale_socket(path: &Path) -> io::Result<()> {
         ));
     }
     std::fs::remove_file(path)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_tail_of_a_json_lines_file_keeps_the_newest_and_skips_bad_lines() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("x.jsonl");
+        for n in 1..=5u32 {
+            super::append_json_line(&path, &n).expect("append");
+        }
+        std::fs::write(
+            &path,
+            std::fs::read_to_string(&path).expect("read") + "not json\n",
+        )
+        .expect("write");
+        let tail: Vec<u32> = super::read_json_tail(&path, 3).into();
+        assert_eq!(tail, vec![3, 4, 5]);
+        let all: Vec<u32> = super::read_json_tail(&path, 10).into();
+        assert_eq!(all, vec![1, 2, 3, 4, 5]);
+        let none: Vec<u32> = super::read_json_tail(&dir.path().join("absent"), 3).into();
+        assert!(none.is_empty());
+    }
 }

@@ -92,10 +92,9 @@ impl History {
             .map(crate::files::read_json_lines)
             .unwrap_or_default()
             .into();
-        if held.len() > MAX_HELD_NOTES {
-            while held.len() > MAX_HELD_NOTES {
-                held.pop_front();
-            }
+        let dropped = held.len().saturating_sub(MAX_HELD_NOTES);
+        if dropped > 0 {
+            held.drain(..dropped);
             // Written again without what was dropped.
             if let Some(path) = &held_file {
                 let mut out = String::new();

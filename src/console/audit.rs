@@ -33,14 +33,10 @@ pub struct Audit {
 impl Audit {
     pub fn load(state_dir: Option<&Path>) -> Self {
         let file = state_dir.map(|d| d.join(AUDIT_FILE));
-        let mut recent: VecDeque<Entry> = file
+        let recent: VecDeque<Entry> = file
             .as_deref()
-            .map(crate::files::read_json_lines)
-            .unwrap_or_default()
-            .into();
-        while recent.len() > SHOWN {
-            recent.pop_front();
-        }
+            .map(|f| crate::files::read_json_tail(f, SHOWN))
+            .unwrap_or_default();
         Self {
             recent: Mutex::new(recent),
             file,
